@@ -1,0 +1,1 @@
+//! Generic multi-objective evolutionary engine: placeholder until the engine lands.

@@ -1,0 +1,1 @@
+//! qevo library: placeholder.
