@@ -1,0 +1,76 @@
+//! The library's one error type: every variant names the file, tensor or key at fault,
+//! so the CLI can print it as-is and choose an exit code.
+
+use std::path::PathBuf;
+
+/// Errors returned by every fallible function in the `qevo` library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose bytes do not follow its format (truncated, lying offsets, bad magic).
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    /// A configuration key that is missing, mistyped or out of range.
+    #[error("{path}: key `{key}`: {msg}")]
+    Config {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
+    /// A tensor whose shape, dtype or values are unusable.
+    #[error("{path}: tensor `{tensor}`: {msg}")]
+    Tensor {
+        path: PathBuf,
+        tensor: String,
+        msg: String,
+    },
+    #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
+    UnsupportedArch {
+        path: PathBuf,
+        arch: String,
+        supported: String,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Invalid arguments or combinations that are not tied to one file.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn config(path: impl Into<PathBuf>, key: &str, msg: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            key: key.to_string(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn tensor(path: impl Into<PathBuf>, tensor: &str, msg: impl Into<String>) -> Self {
+        Error::Tensor {
+            path: path.into(),
+            tensor: tensor.to_string(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Measuring quality: token windows from text, the FP model's next-token distributions
+//! kept compactly (top-k log-probs + tail mass), and the metrics a quantized model is
+//! scored by: mean KL divergence to FP (nats/token), perplexity, top-1 agreement.
+//!
+//! Why top-k + tail: a 50k vocabulary over 100k tokens would need 20 GB as full f32
+//! distributions. Keeping the k most likely tokens and lumping the rest into one "tail"
+//! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
+//! of the exact KL, and the gap is measured by `tests::topk_kl_error_is_small` and the
+//! `qevo bench kl-approx` figures.
+
+use crate::error::{Error, Result};
+use crate::model::{LinearHook, Model};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+/// Non-overlapping windows of `seq_len` token ids.
+#[derive(Debug, Clone)]
+pub struct TokenWindows {
+    pub seq_len: usize,
+    pub ids: Vec<u32>,
+}
+
+impl TokenWindows {
+    /// Tokenizes `text` and cuts it into at most `max_windows` windows of `seq_len` tokens.
+    pub fn from_text(model: &Model, text: &str, seq_len: usize, max_windows: usize) -> Result<Self> {
+        let toks = model.encode(text)?;
+        Self::from_tokens(&toks, seq_len, max_windows)
+    }
+
+    pub fn from_tokens(toks: &[u32], seq_len: usize, max_windows: usize) -> Result<Self> {
+        if seq_len < 2 {
+            return Err(Error::Invalid("window length must be at least 2 tokens".into()));
+        }
+        let n = (toks.len() / seq_len).min(max_windows);
+        if n == 0 {
+            return Err(Error::Invalid(format!(
+                "text has {} tokens; at least one window of {seq_len} tokens is needed",
+                toks.len()
+            )));
+        }
+        Ok(TokenWindows {
+            seq_len,
+            ids: toks[..n * seq_len].to_vec(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len() / self.seq_len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+    /// The first `n` windows.
+    pub fn take(&self, n: usize) -> TokenWindows {
+        let n = n.min(self.len());
+        TokenWindows {
+            seq_len: self.seq_len,
+            ids: self.ids[..n * self.seq_len].to_vec(),
+        }
+    }
+    /// Windows `start..end` as a `[batch, seq]` tensor.
+    pub fn batch(&self, start: usize, end: usize) -> Result<Tensor> {
+        let t = self.seq_len;
+        Ok(Tensor::from_slice(&self.ids[start * t..end * t], (end - start, t), &Device::Cpu)?)
+    }
+}
+
+/// Quality of a model relative to the FP reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Metrics {
+    /// Mean KL(FP ‖ model) in nats per token (top-k + tail approximation).
+    pub kl: f64,
+    /// Perplexity on the windows' next tokens.
+    pub ppl: f64,
+    /// Fraction of positions whose most likely token equals the FP model's.
+    pub top1: f64,
+    /// Positions scored.
+    pub tokens: usize,
+}
+
+/// Running sums behind `Metrics`, so batches (and prefix-cached partial runs) add up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sums {
+    kl: f64,
+    nll: f64,
+    top1: usize,
+    positions: usize,
+    predictions: usize,
+}
+
+impl Sums {
+    pub fn add(&mut self, o: &Sums) {
+        self.kl += o.kl;
+        self.nll += o.nll;
+        self.top1 += o.top1;
+        self.positions += o.positions;
+        self.predictions += o.predictions;
+    }
+    pub fn metrics(&self) -> Metrics {
+        let p = self.positions.max(1) as f64;
+        Metrics {
+            kl: self.kl / p,
+            ppl: (self.nll / self.predictions.max(1) as f64).exp(),
+            top1: self.top1 as f64 / p,
+            tokens: self.positions,
+        }
+    }
+}
+
+/// The FP model's distributions on a set of windows.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub windows: TokenWindows,
+    pub k: usize,
+    /// Per position: the k most likely token ids, most likely first.
+    top_ids: Vec<u32>,
+    /// Their FP log-probabilities.
+    top_lp: Vec<f32>,
+    /// ln of the FP probability of all other tokens together.
+    tail_lp: Vec<f32>,
+    /// The FP model's own metrics (KL 0, top-1 1).
+    pub fp: Metrics,
+    pub batch: usize,
+}
+
+/// Log-softmax pieces of one row of logits, in f64.
+struct RowStats {
+    max: f32,
+    sum: f64,
+}
+
+fn row_stats(row: &[f32]) -> RowStats {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+    RowStats { max, sum }
+}
+
+impl RowStats {
+    fn logp(&self, z: f32) -> f64 {
+        (z - self.max) as f64 - self.sum.ln()
+    }
+}
+
+/// Default batch: about 2k tokens per forward, enough for one large GEMM per layer.
+pub fn default_batch(seq_len: usize) -> usize {
+    (2048 / seq_len).max(1)
+}
+
+/// Runs the model over windows `range`, in batches, handing each batch's logits (as a flat
+/// `[batch * seq, vocab]` vec) to `f` with the index of its first window.
+pub fn for_each_logits(
+    model: &Model,
+    w: &[Tensor],
+    hook: &dyn LinearHook,
+    windows: &TokenWindows,
+    range: std::ops::Range<usize>,
+    batch: usize,
+    mut f: impl FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let mut s = range.start;
+    while s < range.end {
+        let e = (s + batch.max(1)).min(range.end);
+        let ids = windows.batch(s, e)?;
+        let logits = model.forward(w, hook, &ids)?;
+        let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+        f(s, &flat)?;
+        s = e;
+    }
+    Ok(())
+}
+
+impl Reference {
+    /// Runs the FP model once over `windows` and keeps the top-`k` distributions.
+    pub fn build(model: &Model, windows: TokenWindows, k: usize) -> Result<Reference> {
+        if !model.arch.is_decoder() {
+            return Err(Error::Invalid(
+                "next-token references need a decoder model; encoders are scored by embedding similarity".into(),
+            ));
+        }
+        let vocab = model.arch.vocab();
+        let k = k.clamp(1, vocab);
+        let n_pos = windows.tokens();
+        let mut top_ids = vec![0u32; n_pos * k];
+        let mut top_lp = vec![0f32; n_pos * k];
+        let mut tail_lp = vec![0f32; n_pos];
+        let batch = default_batch(windows.seq_len);
+        let t = windows.seq_len;
+        let mut nll = 0.0;
+        for_each_logits(
+            model,
+            &model.weights,
+            &crate::model::NoHook,
+            &windows,
+            0..windows.len(),
+            batch,
+            |first, flat| {
+                let rows = flat.len() / vocab;
+                let p0 = first * t;
+                let results: Vec<(Vec<u32>, Vec<f32>, f32, f64)> = flat
+                    .par_chunks(vocab)
+                    .enumerate()
+                    .map(|(r, row)| {
+                        let st = row_stats(row);
+                        let mut order: Vec<u32> = (0..vocab as u32).collect();
+                        let kth = k.min(vocab) - 1;
+                        order.select_nth_unstable_by(kth, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+                        let mut top: Vec<u32> = order[..k].to_vec();
+                        top.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+                        let lps: Vec<f32> = top.iter().map(|&i| st.logp(row[i as usize]) as f32).collect();
+                        let in_top: f64 = top.iter().map(|&i| ((row[i as usize] - st.max) as f64).exp()).sum();
+                        let tail = ((st.sum - in_top) / st.sum).max(1e-30);
+                        let pos = p0 + r;
+                        let nll = if (pos + 1) % t != 0 {
+                            -st.logp(row[windows.ids[pos + 1] as usize])
+                        } else {
+                            0.0
+                        };
+                        (top, lps, tail.ln() as f32, nll)
+                    })
+                    .collect();
+                for (r, (ids, lps, tl, nl)) in results.into_iter().enumerate().take(rows) {
+                    let pos = p0 + r;
+                    top_ids[pos * k..(pos + 1) * k].copy_from_slice(&ids);
+                    top_lp[pos * k..(pos + 1) * k].copy_from_slice(&lps);
+                    tail_lp[pos] = tl;
+                    nll += nl;
+                }
+                Ok(())
+            },
+        )?;
+        let predictions = windows.len() * (t - 1);
+        let fp = Metrics {
+            kl: 0.0,
+            ppl: (nll / predictions as f64).exp(),
+            top1: 1.0,
+            tokens: n_pos,
+        };
+        Ok(Reference {
+            windows,
+            k,
+            top_ids,
+            top_lp,
+            tail_lp,
+            fp,
+            batch,
+        })
+    }
+
+    /// Bytes held by the compact distributions.
+    pub fn memory_bytes(&self) -> usize {
+        self.top_ids.len() * 4 + self.top_lp.len() * 4 + self.tail_lp.len() * 4
+    }
+
+    /// Scores one batch of logits (`[rows, vocab]` flat) starting at window `first`.
+    pub fn score_logits(&self, first: usize, flat: &[f32], vocab: usize) -> Sums {
+        let t = self.windows.seq_len;
+        let k = self.k;
+        let p0 = first * t;
+        flat.par_chunks(vocab)
+            .enumerate()
+            .map(|(r, row)| {
+                let pos = p0 + r;
+                let st = row_stats(row);
+                let ids = &self.top_ids[pos * k..(pos + 1) * k];
+                let lps = &self.top_lp[pos * k..(pos + 1) * k];
+                let mut kl = 0.0f64;
+                let mut q_in = 0.0f64;
+                for (&i, &lp) in ids.iter().zip(lps) {
+                    let lq = st.logp(row[i as usize]);
+                    q_in += ((row[i as usize] - st.max) as f64).exp();
+                    let lp = lp as f64;
+                    kl += lp.exp() * (lp - lq);
+                }
+                let lpt = self.tail_lp[pos] as f64;
+                let q_tail = ((st.sum - q_in) / st.sum).max(1e-30);
+                kl += lpt.exp() * (lpt - q_tail.ln());
+                let argmax = row
+                    .iter()
+                    .enumerate()
+                    .fold((0usize, f32::NEG_INFINITY), |b, (i, &z)| if z > b.1 { (i, z) } else { b })
+                    .0;
+                let mut s = Sums {
+                    kl: kl.max(0.0),
+                    top1: usize::from(argmax as u32 == ids[0]),
+                    positions: 1,
+                    ..Default::default()
+                };
+                if (pos + 1) % t != 0 {
+                    s.nll = -st.logp(row[self.windows.ids[pos + 1] as usize]);
+                    s.predictions = 1;
+                }
+                s
+            })
+            .reduce(Sums::default, |mut a, b| {
+                a.add(&b);
+                a
+            })
+    }
+
+    /// Scores a weight set (and activation hook) on windows `range`.
+    pub fn score_range(
+        &self,
+        model: &Model,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        range: std::ops::Range<usize>,
+    ) -> Result<Sums> {
+        let vocab = model.arch.vocab();
+        let mut total = Sums::default();
+        for_each_logits(model, w, hook, &self.windows, range, self.batch, |first, flat| {
+            total.add(&self.score_logits(first, flat, vocab));
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
+    /// Scores a weight set on every window.
+    pub fn score(&self, model: &Model, w: &[Tensor], hook: &dyn LinearHook) -> Result<Metrics> {
+        Ok(self.score_range(model, w, hook, 0..self.windows.len())?.metrics())
+    }
+}
+
+/// Exact mean KL(P ‖ Q) between two logit sets (`[rows, vocab]` flat), for measuring the
+/// top-k approximation's error.
+pub fn exact_kl(p_logits: &[f32], q_logits: &[f32], vocab: usize) -> f64 {
+    let rows = p_logits.len() / vocab;
+    let total: f64 = p_logits
+        .par_chunks(vocab)
+        .zip(q_logits.par_chunks(vocab))
+        .map(|(p, q)| {
+            let sp = row_stats(p);
+            let sq = row_stats(q);
+            p.iter()
+                .zip(q)
+                .map(|(&a, &b)| {
+                    let lp = sp.logp(a);
+                    lp.exp() * (lp - sq.logp(b))
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    total / rows.max(1) as f64
+}
+
+/// Mean cosine similarity between matching rows of two `[n, d]` embedding sets (encoders).
+pub fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let a = a.to_vec2::<f32>()?;
+    let b = b.to_vec2::<f32>()?;
+    if a.len() != b.len() || a.is_empty() {
+        return Err(Error::Invalid("embedding sets differ in size or are empty".into()));
+    }
+    let mut total = 0.0;
+    for (x, y) in a.iter().zip(&b) {
+        let dot: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let nx: f64 = x.iter().map(|&p| (p as f64).powi(2)).sum::<f64>().sqrt();
+        let ny: f64 = y.iter().map(|&p| (p as f64).powi(2)).sum::<f64>().sqrt();
+        total += dot / (nx * ny).max(1e-30);
+    }
+    Ok(total / a.len() as f64)
+}
+
+/// k-nearest-neighbour classification accuracy (cosine, leave-one-out) of labelled
+/// embeddings: how well an encoder's geometry still separates the classes.
+pub fn knn_accuracy(emb: &Tensor, labels: &[u32], k: usize) -> Result<f64> {
+    let e = emb.to_vec2::<f32>()?;
+    if e.len() != labels.len() || e.len() < 2 {
+        return Err(Error::Invalid("need at least two labelled embeddings, one label each".into()));
+    }
+    let norm: Vec<Vec<f64>> = e
+        .iter()
+        .map(|x| {
+            let n = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt().max(1e-30);
+            x.iter().map(|&v| v as f64 / n).collect()
+        })
+        .collect();
+    let mut correct = 0usize;
+    for i in 0..norm.len() {
+        let mut sims: Vec<(f64, usize)> = (0..norm.len())
+            .filter(|&j| j != i)
+            .map(|j| (norm[i].iter().zip(&norm[j]).map(|(a, b)| a * b).sum(), j))
+            .collect();
+        sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut votes: std::collections::BTreeMap<u32, usize> = Default::default();
+        for &(_, j) in sims.iter().take(k.max(1)) {
+            *votes.entry(labels[j]).or_default() += 1;
+        }
+        let best = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(l, _)| *l);
+        correct += usize::from(best == Some(labels[i]));
+    }
+    Ok(correct as f64 / norm.len() as f64)
+}

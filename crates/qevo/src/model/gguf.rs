@@ -1,0 +1,478 @@
+//! GGUF reading: header, metadata and tensor directory, with every length and offset
+//! checked against the file size before anything is allocated (candle's own reader
+//! trusts the lengths a file declares, which lets a 100-byte file ask for gigabytes).
+
+use crate::error::{Error, Result};
+use crate::quant::ggml::{stored_type, StoredType};
+use memmap2::Mmap;
+use std::path::{Path, PathBuf};
+
+pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// A GGUF metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl Value {
+    /// GGUF value type id.
+    pub fn type_id(&self) -> u32 {
+        match self {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) if v >= 0 => Some(v as u64),
+            Value::I16(v) if v >= 0 => Some(v as u64),
+            Value::I32(v) if v >= 0 => Some(v as u64),
+            Value::I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the tensor directory.
+#[derive(Debug, Clone)]
+pub struct GgufTensor {
+    pub name: String,
+    /// ggml order: `dims[0]` is the innermost (row length).
+    pub dims: Vec<u64>,
+    pub type_id: u32,
+    /// Relative to the start of the data section.
+    pub offset: u64,
+    pub(crate) stored: StoredType,
+    pub(crate) n_bytes: usize,
+}
+
+impl GgufTensor {
+    pub fn type_name(&self) -> &'static str {
+        self.stored.name
+    }
+    /// Row-major shape, outermost first.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+}
+
+/// A memory-mapped, validated GGUF file.
+pub struct Gguf {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<GgufTensor>,
+    pub alignment: u64,
+    data_start: usize,
+    mmap: Mmap,
+}
+
+impl std::fmt::Debug for Gguf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(Error::format(
+                self.path,
+                format!(
+                    "truncated: {what} needs {n} bytes at offset {}, file has {}",
+                    self.pos,
+                    self.buf.len()
+                ),
+            )),
+        }
+    }
+    fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr(what)?))
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    /// A count that must fit in what is left, given each item takes at least `min_bytes`.
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
+        let n = self.u64(what)?;
+        if n > (self.remaining() / min_bytes.max(1)) as u64 {
+            return Err(Error::format(
+                self.path,
+                format!(
+                    "{what} = {n} cannot fit in the {} bytes left at offset {}",
+                    self.remaining(),
+                    self.pos
+                ),
+            ));
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.count(what, 1)?;
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| Error::format(self.path, format!("{what} is not valid UTF-8")))
+    }
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
+        Ok(match ty {
+            0 => Value::U8(self.arr::<1>(key)?[0]),
+            1 => Value::I8(self.arr::<1>(key)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.arr(key)?)),
+            3 => Value::I16(i16::from_le_bytes(self.arr(key)?)),
+            4 => Value::U32(self.u32(key)?),
+            5 => Value::I32(i32::from_le_bytes(self.arr(key)?)),
+            6 => Value::F32(f32::from_le_bytes(self.arr(key)?)),
+            7 => match self.arr::<1>(key)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
+                    return Err(Error::format(
+                        self.path,
+                        format!("metadata `{key}`: bool byte {b} is not 0 or 1"),
+                    ))
+                }
+            },
+            8 => Value::String(self.string(key)?),
+            9 => {
+                if depth > 0 {
+                    return Err(Error::format(
+                        self.path,
+                        format!("metadata `{key}`: nested arrays are not supported"),
+                    ));
+                }
+                let elem_ty = self.u32(key)?;
+                let min = value_min_bytes(elem_ty).ok_or_else(|| {
+                    Error::format(self.path, format!("metadata `{key}`: unknown array element type {elem_ty}"))
+                })?;
+                let n = self.count(key, min)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(elem_ty, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(key)?),
+            11 => Value::I64(i64::from_le_bytes(self.arr(key)?)),
+            12 => Value::F64(f64::from_le_bytes(self.arr(key)?)),
+            t => {
+                return Err(Error::format(
+                    self.path,
+                    format!("metadata `{key}`: unknown value type {t}"),
+                ))
+            }
+        })
+    }
+}
+
+/// Smallest encoding of a value of this type (bounds array counts before allocating).
+fn value_min_bytes(ty: u32) -> Option<usize> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => return None,
+    })
+}
+
+impl Gguf {
+    pub fn open(path: &Path) -> Result<Gguf> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file changed underneath us can only change the
+        // values read, and every read below is bounds-checked against the mapped length.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::parse(path, mmap)
+    }
+
+    fn parse(path: &Path, mmap: Mmap) -> Result<Gguf> {
+        let mut c = Cursor {
+            buf: &mmap,
+            pos: 0,
+            path,
+        };
+        let magic = c.arr::<4>("magic")?;
+        if &magic != GGUF_MAGIC {
+            return Err(Error::format(path, "not a GGUF file (bad magic)"));
+        }
+        let version = c.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::format(path, format!("unsupported GGUF version {version}")));
+        }
+        let n_tensors = c.u64("tensor count")?;
+        let n_kv = c.count("metadata count", 13)?;
+        let mut metadata = Vec::with_capacity(n_kv);
+        for _ in 0..n_kv {
+            let key = c.string("metadata key")?;
+            let ty = c.u32(&key)?;
+            let v = c.value(ty, &key, 0)?;
+            metadata.push((key, v));
+        }
+        if n_tensors > (c.remaining() / 24) as u64 {
+            return Err(Error::format(
+                path,
+                format!("tensor count {n_tensors} cannot fit in the file"),
+            ));
+        }
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some((_, v)) => match v.as_u64() {
+                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
+                _ => {
+                    return Err(Error::config(path, "general.alignment", "must be a power of two"))
+                }
+            },
+        };
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        for _ in 0..n_tensors {
+            let name = c.string("tensor name")?;
+            let n_dims = c.u32(&name)?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(Error::tensor(path, &name, format!("{n_dims} dimensions (1 to 4 allowed)")));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for _ in 0..n_dims {
+                dims.push(c.u64(&name)?);
+            }
+            let type_id = c.u32(&name)?;
+            let offset = c.u64(&name)?;
+            let stored = stored_type(type_id).ok_or_else(|| {
+                Error::tensor(path, &name, format!("unsupported GGML type id {type_id}"))
+            })?;
+            let n_bytes = tensor_bytes(&dims, stored).ok_or_else(|| {
+                Error::tensor(
+                    path,
+                    &name,
+                    format!(
+                        "shape {dims:?} is not a whole number of {} blocks of {} or overflows",
+                        stored.name, stored.block_len
+                    ),
+                )
+            })?;
+            if offset % alignment != 0 {
+                return Err(Error::tensor(path, &name, format!("offset {offset} is not aligned to {alignment}")));
+            }
+            tensors.push(GgufTensor {
+                name,
+                dims,
+                type_id,
+                offset,
+                stored,
+                n_bytes,
+            });
+        }
+        let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+        let file_len = mmap.len() as u64;
+        for t in &tensors {
+            let end = data_start
+                .checked_add(t.offset)
+                .and_then(|s| s.checked_add(t.n_bytes as u64));
+            if end.is_none_or(|e| e > file_len) {
+                return Err(Error::tensor(
+                    path,
+                    &t.name,
+                    format!(
+                        "data at offset {} + {} bytes runs past the end of the file ({file_len} bytes): truncated?",
+                        data_start + t.offset,
+                        t.n_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(Gguf {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_start: data_start as usize,
+            mmap,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&GgufTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The raw bytes of a tensor (bounds checked at open).
+    pub fn tensor_bytes(&self, t: &GgufTensor) -> &[u8] {
+        let start = self.data_start + t.offset as usize;
+        &self.mmap[start..start + t.n_bytes]
+    }
+
+    /// Dequantizes a tensor to f32, row-major.
+    pub fn dequantize(&self, t: &GgufTensor) -> Result<Vec<f32>> {
+        let shape = t.shape();
+        let cols = *shape.last().unwrap_or(&1);
+        let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+        crate::quant::ggml::dequantize_stored(
+            t.stored.dtype,
+            t.stored.block_bytes,
+            t.stored.block_len,
+            self.tensor_bytes(t),
+            rows,
+            cols,
+        )
+        .map_err(|e| Error::tensor(&self.path, &t.name, e.to_string()))
+    }
+}
+
+fn tensor_bytes(dims: &[u64], st: StoredType) -> Option<usize> {
+    let row = *dims.first()? as usize;
+    if row == 0 || row % st.block_len != 0 {
+        return None;
+    }
+    let mut n: usize = row / st.block_len * st.block_bytes;
+    for &d in &dims[1..] {
+        n = n.checked_mul(usize::try_from(d).ok()?)?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.gguf");
+        std::fs::write(&p, bytes).unwrap();
+        (dir, p)
+    }
+
+    fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(n_tensors.to_le_bytes());
+        b.extend(n_kv.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn gguf_bad_magic_is_named() {
+        let (_d, p) = write(b"GGML\x03\0\0\0");
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("bad magic") && e.contains("m.gguf"), "{e}");
+    }
+
+    #[test]
+    fn gguf_huge_string_length_is_rejected_before_allocating() {
+        let mut b = header(0, 1);
+        b.extend(u64::MAX.to_le_bytes()); // key length
+        let (_d, p) = write(&b);
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("cannot fit"), "{e}");
+    }
+
+    #[test]
+    fn gguf_huge_array_count_is_rejected_before_allocating() {
+        let mut b = header(0, 1);
+        b.extend(3u64.to_le_bytes());
+        b.extend(b"arr");
+        b.extend(9u32.to_le_bytes());
+        b.extend(4u32.to_le_bytes());
+        b.extend((1u64 << 60).to_le_bytes());
+        let (_d, p) = write(&b);
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("arr") && e.contains("cannot fit"), "{e}");
+    }
+
+    #[test]
+    fn gguf_tensor_past_end_of_file_is_named() {
+        let mut b = header(1, 0);
+        b.extend(1u64.to_le_bytes());
+        b.extend(b"w");
+        b.extend(2u32.to_le_bytes());
+        b.extend(64u64.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // f32
+        b.extend(0u64.to_le_bytes());
+        let (_d, p) = write(&b);
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("tensor `w`") && e.contains("past the end"), "{e}");
+    }
+
+    #[test]
+    fn gguf_truncated_header_is_named() {
+        let (_d, p) = write(b"GGUF\x03\0\0\0\x01");
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+}

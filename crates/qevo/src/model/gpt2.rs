@@ -1,0 +1,202 @@
+//! GPT-2: learned positions, pre-LayerNorm blocks, fused Conv1D q/k/v (stored `[in, out]`,
+//! split and transposed at load so every weight is `[out, in]`), tanh-GELU MLP, output tied
+//! to the token embedding.
+
+use super::config::HfConfig;
+use super::llama::{attention, causal_mask, embed_rows, require, Fetch};
+use super::{linear, LinearHook, Role, TensorInfo};
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Gpt2Config {
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub inner: usize,
+    pub vocab: usize,
+    pub max_positions: usize,
+    pub ln_eps: f64,
+}
+
+impl Gpt2Config {
+    pub(crate) fn from_hf(c: &HfConfig) -> Result<Self> {
+        let hidden = c.usize("n_embd")?;
+        let n_heads = c.usize("n_head")?;
+        if hidden % n_heads != 0 {
+            return Err(c.err("n_head", format!("{n_heads} does not divide n_embd {hidden}")));
+        }
+        let act = c.str_or("activation_function", "gelu_new")?;
+        if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+            return Err(c.err("activation_function", format!("`{act}` is not supported (gelu_new only)")));
+        }
+        Ok(Gpt2Config {
+            hidden,
+            n_layers: c.usize("n_layer")?,
+            n_heads,
+            inner: c.usize_or("n_inner", 4 * hidden)?,
+            vocab: c.usize("vocab_size")?,
+            max_positions: c.usize_or("n_positions", 1024)?,
+            ln_eps: c.f64_or("layer_norm_epsilon", 1e-5)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Gpt2Block {
+    ln1: (Tensor, Tensor),
+    ln2: (Tensor, Tensor),
+    /// q, k, v, attn_out, ffn_up, ffn_down.
+    bias: [Tensor; 6],
+    idx: [usize; 6],
+}
+
+#[derive(Debug)]
+pub(crate) struct Gpt2Net {
+    cfg: Gpt2Config,
+    wpe: Tensor,
+    blocks: Vec<Gpt2Block>,
+    ln_f: (Tensor, Tensor),
+    embed_idx: usize,
+}
+
+const ROLES: [(Role, &str); 6] = [
+    (Role::AttnQ, "attn_q"),
+    (Role::AttnK, "attn_k"),
+    (Role::AttnV, "attn_v"),
+    (Role::AttnOut, "attn_output"),
+    (Role::FfnUp, "ffn_up"),
+    (Role::FfnDown, "ffn_down"),
+];
+
+impl Gpt2Net {
+    /// `fetch` takes Hugging Face names (without the optional `transformer.` prefix).
+    pub(crate) fn load(cfg: Gpt2Config, fetch: &Fetch) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
+        let (h, v, inner) = (cfg.hidden, cfg.vocab, cfg.inner);
+        let mut infos = vec![TensorInfo {
+            name: "token_embd.weight".into(),
+            role: Role::Embedding,
+            block: None,
+            rows: v,
+            cols: h,
+        }];
+        let mut weights = vec![require(fetch, "wte.weight", &[v, h])?];
+        let wpe = require(fetch, "wpe.weight", &[cfg.max_positions, h])?;
+        let ln = |p: &str, n: usize| -> Result<(Tensor, Tensor)> {
+            Ok((
+                require(fetch, &format!("{p}.weight"), &[n])?,
+                require(fetch, &format!("{p}.bias"), &[n])?,
+            ))
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for b in 0..cfg.n_layers {
+            let p = format!("h.{b}");
+            // Conv1D stores [in, out]; transpose to [out, in].
+            let c_attn = require(fetch, &format!("{p}.attn.c_attn.weight"), &[h, 3 * h])?.t()?;
+            let c_attn_b = require(fetch, &format!("{p}.attn.c_attn.bias"), &[3 * h])?;
+            let c_proj = require(fetch, &format!("{p}.attn.c_proj.weight"), &[h, h])?.t()?;
+            let c_fc = require(fetch, &format!("{p}.mlp.c_fc.weight"), &[h, inner])?.t()?;
+            let m_proj = require(fetch, &format!("{p}.mlp.c_proj.weight"), &[inner, h])?.t()?;
+            let ws = [
+                c_attn.narrow(0, 0, h)?,
+                c_attn.narrow(0, h, h)?,
+                c_attn.narrow(0, 2 * h, h)?,
+                c_proj,
+                c_fc,
+                m_proj,
+            ];
+            let bias = [
+                c_attn_b.narrow(0, 0, h)?,
+                c_attn_b.narrow(0, h, h)?,
+                c_attn_b.narrow(0, 2 * h, h)?,
+                require(fetch, &format!("{p}.attn.c_proj.bias"), &[h])?,
+                require(fetch, &format!("{p}.mlp.c_fc.bias"), &[inner])?,
+                require(fetch, &format!("{p}.mlp.c_proj.bias"), &[h])?,
+            ];
+            let mut idx = [0usize; 6];
+            for (j, w) in ws.into_iter().enumerate() {
+                let w = w.contiguous()?;
+                let (rows, cols) = w.dims2()?;
+                infos.push(TensorInfo {
+                    name: format!("blk.{b}.{}.weight", ROLES[j].1),
+                    role: ROLES[j].0,
+                    block: Some(b),
+                    rows,
+                    cols,
+                });
+                weights.push(w);
+                idx[j] = weights.len() - 1;
+            }
+            let bias = bias.map(|t| t.contiguous()).map(|r| r.map_err(Error::from));
+            let [b0, b1, b2, b3, b4, b5] = bias;
+            blocks.push(Gpt2Block {
+                ln1: ln(&format!("{p}.ln_1"), h)?,
+                ln2: ln(&format!("{p}.ln_2"), h)?,
+                bias: [b0?, b1?, b2?, b3?, b4?, b5?],
+                idx,
+            });
+        }
+        let ln_f = ln("ln_f", h)?;
+        Ok((
+            Gpt2Net {
+                cfg,
+                wpe,
+                blocks,
+                ln_f,
+                embed_idx: 0,
+            },
+            infos,
+            weights,
+        ))
+    }
+
+    pub(crate) fn aux_params(&self) -> usize {
+        let per: usize = self
+            .blocks
+            .first()
+            .map(|b| 4 * self.cfg.hidden + b.bias.iter().map(|t| t.elem_count()).sum::<usize>())
+            .unwrap_or(0);
+        self.wpe.elem_count() + per * self.blocks.len() + 2 * self.cfg.hidden
+    }
+
+    pub(crate) fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        if t > self.cfg.max_positions {
+            return Err(Error::Invalid(format!(
+                "sequence of {t} tokens exceeds GPT-2's {} positions",
+                self.cfg.max_positions
+            )));
+        }
+        let x = embed_rows(&w[self.embed_idx], ids)?;
+        Ok(x.broadcast_add(&self.wpe.narrow(0, 0, t)?)?)
+    }
+
+    pub(crate) fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+        let blk = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| Error::Invalid(format!("block {i} out of range")))?;
+        let (b, t, h) = x.dims3()?;
+        let eps = self.cfg.ln_eps as f32;
+        let nh = self.cfg.n_heads;
+        let hd = h / nh;
+        let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], Some(&blk.bias[j]), hook);
+        let hn = candle_nn::ops::layer_norm(x, &blk.ln1.0, &blk.ln1.1, eps)?;
+        let heads = |x: Tensor| -> Result<Tensor> { Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?) };
+        let q = heads(lin(&hn, 0)?)?;
+        let k = heads(lin(&hn, 1)?)?;
+        let v = heads(lin(&hn, 2)?)?;
+        let mask = causal_mask(t, None)?;
+        let a = attention(&q, &k, &v, Some(&mask))?;
+        let a = a.transpose(1, 2)?.reshape((b, t, h))?;
+        let x = (x + lin(&a, 3)?)?;
+        let hn = candle_nn::ops::layer_norm(&x, &blk.ln2.0, &blk.ln2.1, eps)?;
+        let m = lin(&hn, 4)?.gelu()?;
+        Ok((x + lin(&m, 5)?)?)
+    }
+
+    pub(crate) fn head(&self, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+        let hn = candle_nn::ops::layer_norm(x, &self.ln_f.0, &self.ln_f.1, self.cfg.ln_eps as f32)?;
+        linear(&hn, w, self.embed_idx, None, hook)
+    }
+}

@@ -1,0 +1,325 @@
+//! Model loading and the forward pass: Hugging Face directories (config.json +
+//! safetensors + tokenizer.json) and GGUF files become one `Model` of f32 weights,
+//! runnable block by block with a hook at every linear layer's input.
+//!
+//! Quantizable weights live in `Model::weights`, indexed like `Model::tensors`; every
+//! forward function takes the weight slice to use as an argument, so a quantized model
+//! is the same `Model` run with another slice (no copy of the rest of the network).
+
+mod bert;
+mod config;
+pub mod gguf;
+mod gpt2;
+mod llama;
+mod source;
+pub mod tokenizer;
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+pub use bert::BertConfig;
+pub use config::ArchKind;
+pub use gpt2::Gpt2Config;
+pub use llama::LlamaConfig;
+
+/// What a quantizable weight matrix does in the network; the unit of `--unit role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Embedding,
+    AttnQ,
+    AttnK,
+    AttnV,
+    AttnOut,
+    FfnGate,
+    FfnUp,
+    FfnDown,
+    Output,
+}
+
+impl Role {
+    pub const ALL: [Role; 9] = [
+        Role::Embedding,
+        Role::AttnQ,
+        Role::AttnK,
+        Role::AttnV,
+        Role::AttnOut,
+        Role::FfnGate,
+        Role::FfnUp,
+        Role::FfnDown,
+        Role::Output,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Embedding => "embedding",
+            Role::AttnQ => "attn_q",
+            Role::AttnK => "attn_k",
+            Role::AttnV => "attn_v",
+            Role::AttnOut => "attn_out",
+            Role::FfnGate => "ffn_gate",
+            Role::FfnUp => "ffn_up",
+            Role::FfnDown => "ffn_down",
+            Role::Output => "output",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One quantizable weight matrix, stored row-major as `[rows, cols]` = `[out, in]`
+/// (the embedding is `[vocab, hidden]`), so quantization blocks run along `cols`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TensorInfo {
+    /// Stable name, equal to the GGUF tensor name (`blk.3.attn_q.weight`).
+    pub name: String,
+    pub role: Role,
+    pub block: Option<usize>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl TensorInfo {
+    pub fn params(&self) -> usize {
+        self.rows * self.cols
+    }
+    /// Multiply-accumulates per token; an embedding is a row gather and costs none.
+    pub fn macs_per_token(&self) -> usize {
+        match self.role {
+            Role::Embedding => 0,
+            _ => self.rows * self.cols,
+        }
+    }
+}
+
+/// The architecture and its hyper-parameters.
+#[derive(Debug, Clone)]
+pub enum Arch {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+    Bert(BertConfig),
+}
+
+impl Arch {
+    pub fn kind(&self) -> ArchKind {
+        match self {
+            Arch::Llama(c) => c.kind,
+            Arch::Gpt2(_) => ArchKind::Gpt2,
+            Arch::Bert(_) => ArchKind::Bert,
+        }
+    }
+    pub fn n_blocks(&self) -> usize {
+        match self {
+            Arch::Llama(c) => c.n_layers,
+            Arch::Gpt2(c) => c.n_layers,
+            Arch::Bert(c) => c.n_layers,
+        }
+    }
+    pub fn hidden(&self) -> usize {
+        match self {
+            Arch::Llama(c) => c.hidden,
+            Arch::Gpt2(c) => c.hidden,
+            Arch::Bert(c) => c.hidden,
+        }
+    }
+    pub fn vocab(&self) -> usize {
+        match self {
+            Arch::Llama(c) => c.vocab,
+            Arch::Gpt2(c) => c.vocab,
+            Arch::Bert(c) => c.vocab,
+        }
+    }
+    /// Longest window the position encoding allows.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Arch::Llama(c) => c.max_positions,
+            Arch::Gpt2(c) => c.max_positions,
+            Arch::Bert(c) => c.max_positions,
+        }
+    }
+    /// Decoders predict the next token; encoders produce pooled embeddings.
+    pub fn is_decoder(&self) -> bool {
+        !matches!(self, Arch::Bert(_))
+    }
+}
+
+/// Sees (and may replace) the input of every linear layer: activation fake-quant and
+/// calibration statistics hook in here. `tensor` indexes `Model::tensors`.
+pub trait LinearHook: Sync {
+    fn linear_input(&self, tensor: usize, x: &Tensor) -> Result<Tensor>;
+}
+
+/// The identity hook: full-precision activations.
+pub struct NoHook;
+
+impl LinearHook for NoHook {
+    fn linear_input(&self, _tensor: usize, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+}
+
+/// Architecture-specific non-quantized parameters (norms, biases, positions).
+#[derive(Debug)]
+pub(crate) enum Net {
+    Llama(llama::LlamaNet),
+    Gpt2(gpt2::Gpt2Net),
+    Bert(bert::BertNet),
+}
+
+/// A loaded model: architecture, quantizable tensors with FP32 weights, the rest of the
+/// network, and its tokenizer.
+#[derive(Debug)]
+pub struct Model {
+    pub arch: Arch,
+    pub tensors: Vec<TensorInfo>,
+    /// FP32 weights, `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`.
+    pub weights: Vec<Tensor>,
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    pub source: PathBuf,
+    /// Hex digest of the quantizable weights' bytes, recorded in every report.
+    pub fingerprint: String,
+    pub(crate) net: Net,
+}
+
+impl Model {
+    /// Loads a Hugging Face model directory or a `.gguf` file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            source::load_hf_dir(path)
+        } else {
+            source::load_gguf(path)
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &Device::Cpu
+    }
+
+    /// Total bytes of the quantizable weights at f32, plus the rest at f32.
+    pub fn fp32_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.params() * 4).sum::<usize>() + self.aux_params() * 4
+    }
+
+    /// Parameters that are never quantized (norms, biases, position tables).
+    pub fn aux_params(&self) -> usize {
+        match &self.net {
+            Net::Llama(n) => n.aux_params(),
+            Net::Gpt2(n) => n.aux_params(),
+            Net::Bert(n) => n.aux_params(),
+        }
+    }
+
+    pub fn n_blocks(&self) -> usize {
+        self.arch.n_blocks()
+    }
+
+    /// Token ids `[batch, seq]` (u32) → hidden states `[batch, seq, hidden]`.
+    pub fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Llama(n) => n.embed(w, ids),
+            Net::Gpt2(n) => n.embed(w, ids),
+            Net::Bert(n) => n.embed(w, ids),
+        }
+    }
+
+    /// Runs transformer block `i` on hidden states `[batch, seq, hidden]`.
+    pub fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Llama(n) => n.block(i, w, hook, h),
+            Net::Gpt2(n) => n.block(i, w, hook, h),
+            Net::Bert(n) => n.block(i, w, hook, h),
+        }
+    }
+
+    /// Decoders: logits `[batch, seq, vocab]`. Encoders: mean-pooled embeddings `[batch, hidden]`.
+    pub fn head(&self, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Llama(n) => n.head(w, hook, h),
+            Net::Gpt2(n) => n.head(w, hook, h),
+            Net::Bert(n) => n.head(h),
+        }
+    }
+
+    /// The whole network: embed → every block → head.
+    pub fn forward(&self, w: &[Tensor], hook: &dyn LinearHook, ids: &Tensor) -> Result<Tensor> {
+        self.check_weights(w)?;
+        let mut h = self.embed(w, ids)?;
+        for i in 0..self.n_blocks() {
+            h = self.block(i, w, hook, &h)?;
+        }
+        self.head(w, hook, &h)
+    }
+
+    /// A weight slice built elsewhere must line up with this model's tensors.
+    pub fn check_weights(&self, w: &[Tensor]) -> Result<()> {
+        if w.len() != self.tensors.len() {
+            return Err(Error::Invalid(format!(
+                "weight set has {} tensors, model has {}",
+                w.len(),
+                self.tensors.len()
+            )));
+        }
+        for (t, info) in w.iter().zip(&self.tensors) {
+            if t.dims() != [info.rows, info.cols] {
+                return Err(Error::Invalid(format!(
+                    "weight `{}` has shape {:?}, model expects [{}, {}]",
+                    info.name,
+                    t.dims(),
+                    info.rows,
+                    info.cols
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the tensor with this name.
+    pub fn tensor_index(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// Encodes text with the model's tokenizer (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", self.source.display())))?;
+        let enc = tok
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+}
+
+/// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is
+/// one large GEMM.
+pub(crate) fn linear(
+    x: &Tensor,
+    w: &[Tensor],
+    idx: usize,
+    bias: Option<&Tensor>,
+    hook: &dyn LinearHook,
+) -> Result<Tensor> {
+    let x = hook.linear_input(idx, x)?;
+    let dims = x.dims().to_vec();
+    let (last, lead) = dims.split_last().expect("linear input has rank >= 1");
+    let rows: usize = lead.iter().product();
+    let x2 = x.reshape((rows, *last))?;
+    let mut y = x2.matmul(&w[idx].t()?)?;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    let mut out_dims = lead.to_vec();
+    out_dims.push(w[idx].dim(0)?);
+    Ok(y.reshape(out_dims)?)
+}
