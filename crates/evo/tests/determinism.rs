@@ -9,11 +9,25 @@ use evo::RunOptions;
 fn same_seed_same_run_whatever_the_thread_count() {
     let (p, algo) = knapsack_algo(40);
     let reference = algo
-        .run(&Threaded { inner: p.clone(), threads: 1 }, 123, RunOptions::default())
+        .run(
+            &Threaded {
+                inner: p.clone(),
+                threads: 1,
+            },
+            123,
+            RunOptions::default(),
+        )
         .unwrap();
     for threads in [2, 3, 8] {
         let r = algo
-            .run(&Threaded { inner: p.clone(), threads }, 123, RunOptions::default())
+            .run(
+                &Threaded {
+                    inner: p.clone(),
+                    threads,
+                },
+                123,
+                RunOptions::default(),
+            )
             .unwrap();
         assert_same_run(&reference, &r);
     }
@@ -25,10 +39,24 @@ fn same_seed_same_run_whatever_the_thread_count() {
 fn same_seed_same_run_with_four_objectives() {
     let (p, algo) = hash_algo(25);
     let a = algo
-        .run(&Threaded { inner: p.clone(), threads: 1 }, 9, RunOptions::default())
+        .run(
+            &Threaded {
+                inner: p.clone(),
+                threads: 1,
+            },
+            9,
+            RunOptions::default(),
+        )
         .unwrap();
     let b = algo
-        .run(&Threaded { inner: p.clone(), threads: 5 }, 9, RunOptions::default())
+        .run(
+            &Threaded {
+                inner: p.clone(),
+                threads: 5,
+            },
+            9,
+            RunOptions::default(),
+        )
         .unwrap();
     assert_same_run(&a, &b);
     assert!(a.history.iter().all(|r| r.hypervolume.is_some()));

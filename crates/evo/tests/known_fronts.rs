@@ -80,6 +80,8 @@ fn knapsack_front_is_found() {
     // Every archive member is feasible and no archive member dominates a true-front point.
     for m in &r.archive {
         assert_eq!(m.violation, 0.0);
-        assert!(!truth.iter().any(|t| evo::dominance::dominates(&m.objectives, t)));
+        assert!(!truth
+            .iter()
+            .any(|t| evo::dominance::dominates(&m.objectives, t)));
     }
 }

@@ -131,7 +131,10 @@ fn resume_rejects_a_checkpoint_of_another_search() {
             ..RunOptions::default()
         },
     );
-    assert!(matches!(other_seed, Err(EvoError::CheckpointMismatch { .. })));
+    assert!(matches!(
+        other_seed,
+        Err(EvoError::CheckpointMismatch { .. })
+    ));
     let p2 = evo::problems::Knapsack::new(31, 7);
     let other_problem = algo.run(
         &p2,
@@ -154,7 +157,10 @@ fn resume_rejects_a_checkpoint_of_another_search() {
             ..RunOptions::default()
         },
     );
-    assert!(matches!(torn, Err(EvoError::CheckpointParse { .. })), "{torn:?}");
+    assert!(
+        matches!(torn, Err(EvoError::CheckpointParse { .. })),
+        "{torn:?}"
+    );
 }
 
 /// The search the child process runs: the same as the uninterrupted one below, but
@@ -228,7 +234,10 @@ fn killed_child_process_resumes_to_the_uninterrupted_front() {
     child.kill().unwrap();
     child.wait().unwrap();
     let at_kill = Checkpoint::load(&ck).unwrap().generation;
-    assert!(at_kill >= reached && at_kill < TOTAL, "killed at generation {at_kill}");
+    assert!(
+        at_kill >= reached && at_kill < TOTAL,
+        "killed at generation {at_kill}"
+    );
 
     let (p, algo) = knapsack_algo(TOTAL);
     let resumed = algo

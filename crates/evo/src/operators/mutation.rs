@@ -189,8 +189,8 @@ impl Mutation for LevelSwitchMutation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operators::{RandomSampling, Sampling};
     use crate::operators::Rng;
+    use crate::operators::{RandomSampling, Sampling};
     use proptest::prelude::*;
     use rand::SeedableRng;
 

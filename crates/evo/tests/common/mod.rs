@@ -5,8 +5,7 @@
 use evo::operators::{CrossoverKind, GeneMutation, LayerwiseCrossover};
 use evo::problems::{HashProblem, Knapsack};
 use evo::{
-    BoxError, EvalContext, Evaluation, GeneSpace, Genome, Nsga2, Problem, SearchResult,
-    Termination,
+    BoxError, EvalContext, Evaluation, GeneSpace, Genome, Nsga2, Problem, SearchResult, Termination,
 };
 
 /// Evaluates each batch on `threads` scoped threads, starting the chunks in reverse
@@ -38,7 +37,10 @@ impl<P: Problem + Sync> Problem for Threaded<P> {
                         generation: ctx.generation,
                         archive: ctx.archive,
                     };
-                    (i, s.spawn(move || inner.evaluate(c, &ctx).map_err(|e| e.to_string())))
+                    (
+                        i,
+                        s.spawn(move || inner.evaluate(c, &ctx).map_err(|e| e.to_string())),
+                    )
                 })
                 .collect();
             for (i, h) in handles {
