@@ -3,10 +3,10 @@
 /// Exact hypervolume dominated by `points` (minimisation) and bounded by `reference`.
 ///
 /// Points not strictly better than the reference in every objective add nothing.
-/// Two objectives use a sweep (O(n log n)); three use a sweep over the third objective
-/// with a maintained 2-D staircase (O(n²)); more objectives slice along the last
-/// objective (four objectives: n sweeps of 3-D, O(n² log n)); more objectives recurse
-/// (O(n^(d-2) log n)). All exact, and fast enough for the
+/// Two objectives use a sweep (O(n log n)); three a sweep over the third objective with
+/// an incrementally maintained 2-D staircase (O(n log n) plus removals); four slice along
+/// the last objective into n such sweeps (O(n² log n)); more objectives recurse
+/// (O(n^(d-2) log n)). All exact up to floating-point rounding, and fast enough for the
 /// archive sizes of 2–4-objective searches (hundreds of points).
 pub fn hypervolume(points: &[Vec<f64>], reference: &[f64]) -> f64 {
     let d = reference.len();
