@@ -37,7 +37,8 @@ pub struct GenerationRecord {
     pub hypervolume: Option<f64>,
     /// Mutation rate that produced this generation's offspring.
     pub mutation_rate: f64,
-    /// Offspring that survived into the population / entered the archive.
+    /// Offspring that survived into the population / entered the archive (generation 0:
+    /// the initial population, all of which "survive").
     pub survived: usize,
     pub archived: usize,
     /// The problem's own counters after this generation, as it reports them.

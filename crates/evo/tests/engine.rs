@@ -329,3 +329,38 @@ fn misbehaving_problems_give_typed_errors() {
         Err(EvoError::Config(_))
     ));
 }
+
+#[test]
+fn adaptive_mutation_rate_is_recorded_and_moves_with_success() {
+    let p = Zdt::new(ZdtKind::Zdt1, 20, 64);
+    let r = Nsga2::new(40)
+        .with_termination(Termination::generations(60))
+        .run(&p, 8, RunOptions::default())
+        .unwrap();
+    let rates: Vec<f64> = r.history.iter().map(|h| h.mutation_rate).collect();
+    // Generation 0 and 1 use the initial rate (1 gene in 20); later rates follow the
+    // success-based rule: up while many offspring survive, down as survival falls.
+    assert_eq!(rates[0], 0.05);
+    assert_eq!(rates[1], 0.05);
+    for w in r.history.windows(2) {
+        let s = w[0].survived as f64 / w[0].batch.max(1) as f64;
+        if w[0].generation >= 1 {
+            let (before, after) = (w[0].mutation_rate, w[1].mutation_rate);
+            if s > 0.2 {
+                assert!(
+                    after >= before,
+                    "gen {}: s {s} rate {before} -> {after}",
+                    w[0].generation
+                );
+            } else if s < 0.2 {
+                assert!(
+                    after <= before,
+                    "gen {}: s {s} rate {before} -> {after}",
+                    w[0].generation
+                );
+            }
+        }
+    }
+    let distinct: HashSet<u64> = rates.iter().map(|r| r.to_bits()).collect();
+    assert!(distinct.len() > 5, "rate barely adapted: {rates:?}");
+}
