@@ -76,7 +76,9 @@ pub type Observer<'a> = Box<dyn FnMut(&GenerationRecord) -> ControlFlow<()> + 'a
 pub struct RunOptions<'a> {
     /// Where to write the checkpoint after every generation (atomically).
     pub checkpoint: Option<PathBuf>,
-    /// Continue from this checkpoint instead of sampling an initial population.
+    /// Continue from this checkpoint instead of sampling an initial population. The
+    /// termination criteria are checked against the restored history, so a finished run
+    /// can also be extended by resuming it with a larger budget.
     pub resume: Option<PathBuf>,
     pub observer: Option<Observer<'a>>,
 }
