@@ -1,1 +1,2 @@
 //! qevo library: placeholder.
+pub mod hw;
