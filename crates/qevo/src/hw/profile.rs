@@ -491,43 +491,53 @@ fn locate(text: &str, path: &[Seg]) -> usize {
     line_of(text, offset)
 }
 
-/// Dotted path of the deepest entry whose key or value spans `offset`.
-fn path_at(text: &str, offset: usize) -> String {
+/// Dotted path of the deepest entry whose key or value spans `offset`; with
+/// `tables_only`, the deepest table (a missing-field error points at the table
+/// that lacks it). Searches the whole tree, because a `[table]`'s span covers
+/// only its header, not its body.
+fn path_at(text: &str, offset: usize, tables_only: bool) -> String {
     use toml::de::{DeTable, DeValue};
-    fn walk(t: &DeTable, offset: usize, out: &mut String) {
-        for (k, v) in t.iter() {
-            let ks = k.span();
-            let vs = v.span();
-            let inside = ks.contains(&offset) || vs.contains(&offset);
-            if !inside {
-                continue;
-            }
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(k.get_ref());
-            descend(v.get_ref(), offset, out);
-            return;
-        }
-    }
-    fn descend(v: &DeValue, offset: usize, out: &mut String) {
+    fn visit(v: &DeValue, path: String, offset: usize, tables_only: bool, best: &mut Option<String>) {
         match v {
-            DeValue::Table(t) => walk(t, offset, out),
+            DeValue::Table(t) => {
+                for (k, e) in t.iter() {
+                    let p = if path.is_empty() {
+                        k.get_ref().to_string()
+                    } else {
+                        format!("{path}.{}", k.get_ref())
+                    };
+                    let is_table = matches!(e.get_ref(), DeValue::Table(_));
+                    let hit = if tables_only {
+                        is_table && e.span().contains(&offset)
+                    } else {
+                        k.span().contains(&offset) || e.span().contains(&offset)
+                    };
+                    if hit && best.as_ref().is_none_or(|b| p.len() >= b.len()) {
+                        *best = Some(p.clone());
+                    }
+                    visit(e.get_ref(), p, offset, tables_only, best);
+                }
+            }
             DeValue::Array(a) => {
-                if let Some((i, e)) = a.iter().enumerate().find(|(_, e)| e.span().contains(&offset))
-                {
-                    out.push_str(&format!("[{i}]"));
-                    descend(e.get_ref(), offset, out);
+                for (i, e) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    let is_table = matches!(e.get_ref(), DeValue::Table(_));
+                    let hit = e.span().contains(&offset) && (is_table || !tables_only);
+                    if hit && best.as_ref().is_none_or(|b| p.len() >= b.len()) {
+                        *best = Some(p.clone());
+                    }
+                    visit(e.get_ref(), p, offset, tables_only, best);
                 }
             }
             _ => {}
         }
     }
-    let mut out = String::new();
+    let mut best = None;
     if let Ok(doc) = DeTable::parse(text) {
-        walk(doc.get_ref(), offset, &mut out);
+        let root = DeValue::Table(doc.into_inner());
+        visit(&root, String::new(), offset, tables_only, &mut best);
     }
-    out
+    best.unwrap_or_default()
 }
 
 /// The name inside the first pair of backticks of a serde message.
@@ -540,8 +550,9 @@ fn backticked(message: &str) -> Option<&str> {
 fn toml_error(text: &str, file: &str, e: &toml::de::Error) -> HwError {
     let offset = e.span().map_or(0, |s| s.start);
     let message = e.message().trim().to_string();
-    let mut key = path_at(text, offset);
-    if message.starts_with("missing field") {
+    let missing = message.starts_with("missing field");
+    let mut key = path_at(text, offset, missing);
+    if missing {
         if let Some(field) = backticked(&message) {
             if !key.is_empty() {
                 key.push('.');
@@ -566,5 +577,259 @@ fn toml_error(text: &str, file: &str, e: &toml::de::Error) -> HwError {
         line: line_of(text, offset),
         key,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small valid profile; tests edit one line and check the error points at it.
+    pub(super) const BASE: &str = r#"name = "toy"
+description = "toy target"
+mem_bandwidth_gb_per_s = 10.0
+memory_capacity_mb = 100.0
+energy_pj_per_dram_byte = 1.0
+layer_overhead_us = 0.0
+float_bits = 16
+weight_bits = [4, 8, 16]
+
+[workload]
+prefill_tokens = 8
+decode_tokens = 4
+
+[[compute]]
+weight_bits = 8
+act_bits = 8
+peak_macs_per_s = 1e9
+energy_pj_per_mac = 1.0
+
+[[compute]]
+weight_bits = 16
+act_bits = 16
+peak_macs_per_s = 5e8
+energy_pj_per_mac = 2.0
+"#;
+
+    fn profile_err(text: &str) -> (String, usize, String, String) {
+        match parse_profile(text, "toy.toml") {
+            Err(HwError::Profile {
+                file,
+                line,
+                key,
+                message,
+            }) => (file, line, key, message),
+            other => panic!("expected a profile error, got {other:?}"),
+        }
+    }
+
+    fn line_containing(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn base_profile_parses() {
+        let p = parse_profile(BASE, "toy.toml").unwrap();
+        assert_eq!(p.name, "toy");
+        assert_eq!(p.compute.len(), 2);
+        assert_eq!(p.constraints, Constraints::default());
+        assert_eq!(p.workload.prefill_tokens, 8);
+    }
+
+    #[test]
+    fn builtins_parse_and_carry_their_sources() {
+        let list = list_builtins();
+        let names: Vec<&str> = list.iter().map(|i| i.name).collect();
+        assert_eq!(names, ["arm-neon", "hexagon", "apple-ane", "jetson-orin"]);
+        for info in &list {
+            let p = builtin(info.name).unwrap();
+            assert_eq!(p.name, info.name);
+            assert_eq!(p.description, info.description);
+            assert!(!info.description.starts_with("(invalid"));
+            let src = builtin_source(info.name).unwrap();
+            assert!(src.lines().filter(|l| l.trim_start().starts_with('#')).count() > 10);
+        }
+    }
+
+    #[test]
+    fn builtin_constraints_follow_the_brief() {
+        let arm = builtin("arm-neon").unwrap().constraints;
+        assert_eq!(arm.max_latency_ms, Some(100.0));
+        assert_eq!(arm.max_memory_mb, Some(200.0));
+        let hex = builtin("hexagon").unwrap().constraints;
+        assert_eq!(hex.max_memory_mb, Some(50.0));
+        assert_eq!(hex.max_energy_per_token_mj, Some(0.3));
+        let ane = builtin("apple-ane").unwrap().constraints;
+        assert_eq!(ane.max_latency_ms, Some(30.0));
+        assert_eq!(ane.max_memory_mb, Some(500.0));
+    }
+
+    #[test]
+    fn profiles_round_trip_through_toml() {
+        let mut all: Vec<Profile> = list_builtins()
+            .iter()
+            .map(|i| builtin(i.name).unwrap())
+            .collect();
+        all.push(parse_profile(BASE, "toy.toml").unwrap());
+        for p in all {
+            let text = profile_to_toml(&p).unwrap();
+            assert_eq!(parse_profile(&text, "rt.toml").unwrap(), p, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_builtin_names_the_known_ones() {
+        let e = builtin("tpu").unwrap_err().to_string();
+        assert!(e.contains("tpu") && e.contains("arm-neon"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_names_file_key_and_line() {
+        let text = BASE.replace("mem_bandwidth_gb_per_s = 10.0\n", "");
+        let (file, line, key, message) = profile_err(&text);
+        assert_eq!(file, "toy.toml");
+        assert_eq!(key, "mem_bandwidth_gb_per_s");
+        assert!(message.contains("missing field"), "{message}");
+        assert!(line >= 1);
+        // Missing inside a [[compute]] table: the key path names the table.
+        let text = BASE.replacen("energy_pj_per_mac = 2.0\n", "", 1);
+        let (_, line, key, _) = profile_err(&text);
+        assert!(key.ends_with("energy_pj_per_mac"), "{key}");
+        assert!(key.starts_with("compute"), "{key}");
+        assert!(line >= line_containing(BASE, "[[compute]]"), "{line}");
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let text = BASE.replace("float_bits = 16\n", "float_bits = 16\nturbo = true\n");
+        let (file, line, key, message) = profile_err(&text);
+        assert_eq!(file, "toy.toml");
+        assert_eq!(key, "turbo");
+        assert_eq!(line, line_containing(&text, "turbo"));
+        assert!(message.contains("unknown field"), "{message}");
+        // Inside an array-of-tables entry.
+        let text = BASE.replace(
+            "peak_macs_per_s = 5e8\n",
+            "peak_macs_per_s = 5e8\npeak_tops = 3\n",
+        );
+        let (_, line, key, _) = profile_err(&text);
+        assert_eq!(line, line_containing(&text, "peak_tops"));
+        assert!(key.ends_with("peak_tops"), "{key}");
+    }
+
+    #[test]
+    fn zero_rate_names_file_key_and_line() {
+        let text = BASE.replace("peak_macs_per_s = 5e8", "peak_macs_per_s = 0.0");
+        let (file, line, key, message) = profile_err(&text);
+        assert_eq!(file, "toy.toml");
+        assert_eq!(key, "compute[1].peak_macs_per_s");
+        assert_eq!(line, line_containing(&text, "peak_macs_per_s = 0.0"));
+        assert!(message.contains("positive"), "{message}");
+    }
+
+    #[test]
+    fn negative_rate_names_file_key_and_line() {
+        let text = BASE.replace(
+            "mem_bandwidth_gb_per_s = 10.0",
+            "mem_bandwidth_gb_per_s = -10.0",
+        );
+        let (_, line, key, _) = profile_err(&text);
+        assert_eq!(key, "mem_bandwidth_gb_per_s");
+        assert_eq!(line, 3);
+        let text = BASE.replace("energy_pj_per_mac = 1.0", "energy_pj_per_mac = -1.0");
+        let (_, line, key, _) = profile_err(&text);
+        assert_eq!(key, "compute[0].energy_pj_per_mac");
+        assert_eq!(line, line_containing(&text, "-1.0"));
+        // A negative integer where an unsigned one is expected fails in serde, still located.
+        let text = BASE.replace("decode_tokens = 4", "decode_tokens = -4");
+        let (_, line, key, _) = profile_err(&text);
+        assert_eq!(key, "workload.decode_tokens");
+        assert_eq!(line, line_containing(&text, "decode_tokens = -4"));
+    }
+
+    #[test]
+    fn unsupported_mode_names_file_key_and_line() {
+        let text = BASE.replacen("act_bits = 8", "act_bits = 12", 1);
+        let (_, line, key, message) = profile_err(&text);
+        assert_eq!(key, "compute[0].act_bits");
+        assert_eq!(line, line_containing(&text, "act_bits = 12"));
+        assert!(message.contains("unsupported"), "{message}");
+        // A mode whose weight width the profile says it cannot execute.
+        let text = BASE.replacen("weight_bits = 8\n", "weight_bits = 6\n", 1);
+        let (_, line, key, message) = profile_err(&text);
+        assert_eq!(key, "compute[0].weight_bits");
+        assert_eq!(line, line_containing(&text, "weight_bits = 6"));
+        assert!(message.contains("unsupported mode"), "{message}");
+        // No float mode at all.
+        let text = BASE.replace(
+            "weight_bits = 16\nact_bits = 16",
+            "weight_bits = 4\nact_bits = 8",
+        );
+        let (_, _, key, message) = profile_err(&text);
+        assert_eq!(key, "compute");
+        assert!(message.contains("float mode"), "{message}");
+    }
+
+    #[test]
+    fn zero_constraint_is_rejected_with_its_line() {
+        let text = format!("{BASE}\n[constraints]\nmax_latency_ms = 0\n");
+        let (_, line, key, _) = profile_err(&text);
+        assert_eq!(key, "constraints.max_latency_ms");
+        assert_eq!(line, line_containing(&text, "max_latency_ms"));
+    }
+
+    #[test]
+    fn overrides_set_and_remove_constraints() {
+        let p = builtin("arm-neon").unwrap();
+        let o = [
+            parse_constraint_override("max_latency_ms=50").unwrap(),
+            parse_constraint_override("max_memory_mb = none").unwrap(),
+            parse_constraint_override("max_energy_mj=2.5").unwrap(),
+        ];
+        let p = p.with_overrides(&o).unwrap();
+        assert_eq!(p.constraints.max_latency_ms, Some(50.0));
+        assert_eq!(p.constraints.max_memory_mb, None);
+        assert_eq!(p.constraints.max_energy_mj, Some(2.5));
+    }
+
+    #[test]
+    fn bad_overrides_are_errors() {
+        assert!(parse_constraint_override("max_latency_ms").is_err());
+        assert!(parse_constraint_override("max_latency_ms=fast").is_err());
+        let p = builtin("hexagon").unwrap();
+        let unknown = ConstraintOverride {
+            key: "max_speed".into(),
+            value: Some(1.0),
+        };
+        let e = p.clone().with_overrides(&[unknown]).unwrap_err().to_string();
+        assert!(e.contains("max_speed") && e.contains("max_latency_ms"), "{e}");
+        let negative = ConstraintOverride {
+            key: "max_latency_ms".into(),
+            value: Some(-1.0),
+        };
+        assert!(p.with_overrides(&[negative]).is_err());
+    }
+
+    #[test]
+    fn load_profile_reads_a_user_file_and_names_it_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.toml");
+        std::fs::write(&path, BASE).unwrap();
+        let p = load_profile(&path).unwrap();
+        assert_eq!(p.name, "toy");
+        assert_eq!(resolve_profile(path.to_str().unwrap()).unwrap(), p);
+        assert_eq!(resolve_profile("hexagon").unwrap().name, "hexagon");
+        std::fs::write(&path, BASE.replace("float_bits = 16", "float_bits = 8")).unwrap();
+        let e = load_profile(&path).unwrap_err().to_string();
+        assert!(e.contains("mine.toml:7:") && e.contains("float_bits"), "{e}");
+        let e = load_profile(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(matches!(e, HwError::Read { .. }));
+    }
+
+    #[test]
+    fn supported_formats_follow_the_profile() {
+        let hex = builtin("hexagon").unwrap();
+        assert!(hex.supports_weight_bits(4) && !hex.supports_weight_bits(3));
+        assert!(hex.supports_format("q4_0", 4) && !hex.supports_format("q3_k", 3));
     }
 }
