@@ -382,3 +382,284 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         per_layer,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::profile::parse_profile;
+
+    /// 1 GB/s, 1 pJ per byte, no overhead; int8 1 GMAC/s at 1 pJ, fp16 0.5 GMAC/s
+    /// at 2 pJ, fp32 0.25 GMAC/s at 4 pJ: numbers that make hand sums easy.
+    const TOY: &str = r#"name = "toy"
+description = "toy"
+mem_bandwidth_gb_per_s = 1.0
+memory_capacity_mb = 1.0
+energy_pj_per_dram_byte = 1.0
+layer_overhead_us = 0.0
+float_bits = 16
+weight_bits = [4, 8, 16, 32]
+[workload]
+prefill_tokens = 1
+decode_tokens = 1
+[[compute]]
+weight_bits = 8
+act_bits = 8
+peak_macs_per_s = 1e9
+energy_pj_per_mac = 1.0
+[[compute]]
+weight_bits = 16
+act_bits = 16
+peak_macs_per_s = 5e8
+energy_pj_per_mac = 2.0
+[[compute]]
+weight_bits = 32
+act_bits = 32
+peak_macs_per_s = 2.5e8
+energy_pj_per_mac = 4.0
+"#;
+
+    fn toy() -> Profile {
+        parse_profile(TOY, "toy.toml").unwrap()
+    }
+
+    fn linear(name: &str, inf: u64, outf: u64, bytes: u64, wb: u8, ab: u8) -> LinearCounts {
+        LinearCounts {
+            name: name.into(),
+            in_features: inf,
+            out_features: outf,
+            weight_bytes: bytes,
+            weight_bits: wb,
+            act_bits: ab,
+            is_embedding_lookup: false,
+            tied: false,
+            format: None,
+        }
+    }
+
+    fn model(linears: Vec<LinearCounts>) -> ModelCounts {
+        ModelCounts {
+            linears,
+            n_blocks: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            head_dim: 0,
+            hidden: 0,
+            vocab: 0,
+            other_bytes: 0,
+            causal: true,
+        }
+    }
+
+    fn wl(p: u64, d: u64) -> Workload {
+        Workload {
+            prefill_tokens: p,
+            decode_tokens: d,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn decode_token_of_int8_linear_is_memory_bound() {
+        // 100x10 int8: 1000 MACs (1 us at 1 GMAC/s); bytes 1000 + 110 acts
+        // = 1110 (1.11 us at 1 GB/s): memory-bound.
+        let m = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        let c = cost(&m, &toy(), &wl(0, 1)).unwrap();
+        let l = &c.per_layer[0];
+        assert_eq!(l.mode, (8, 8));
+        assert_eq!(l.decode_bound, Bound::Memory);
+        assert_eq!(l.prefill_bound, Bound::Idle);
+        assert!(close(c.decode_ms, 1.11e-3), "{}", c.decode_ms);
+        assert!(close(c.latency_ms, 1.11e-3));
+        assert!(close(c.latency_per_token_ms, 1.11e-3));
+        // 1000 MACs x 1 pJ + 1110 bytes x 1 pJ = 2110 pJ.
+        assert!(close(c.energy_mj, 2110e-9), "{}", c.energy_mj);
+        assert!(close(c.energy_per_token_mj, 2110e-9));
+        assert_eq!(c.size_bytes, 1000);
+    }
+
+    #[test]
+    fn prefill_reads_weights_once_and_is_compute_bound() {
+        // 100 tokens: 1e5 MACs = 100 us; bytes 1000 + 100 x 110 = 12000 = 12 us.
+        let m = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        let c = cost(&m, &toy(), &wl(100, 0)).unwrap();
+        assert_eq!(c.per_layer[0].prefill_bound, Bound::Compute);
+        assert!(close(c.prefill_ms, 0.1), "{}", c.prefill_ms);
+        assert_eq!(c.decode_ms, 0.0);
+        // No decode: per-token figures are the whole inference (encoder).
+        assert!(close(c.latency_per_token_ms, 0.1));
+        assert!(close(c.energy_mj, (1e5 + 12000.0) * 1e-9));
+        assert!(close(c.energy_per_token_mj, c.energy_mj));
+        // Peak: weights 1000 + largest activation 100 x 110 = 11000.
+        assert_eq!(c.peak_memory_bytes, 12000);
+    }
+
+    #[test]
+    fn decode_reads_weights_once_per_token() {
+        let m = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        let one = cost(&m, &toy(), &wl(0, 1)).unwrap();
+        let five = cost(&m, &toy(), &wl(0, 5)).unwrap();
+        assert!(close(five.decode_ms, 5.0 * one.decode_ms));
+        assert!(close(five.per_layer[0].bytes, 5.0 * 1110.0));
+        assert!(close(five.latency_per_token_ms, one.latency_per_token_ms));
+    }
+
+    #[test]
+    fn narrower_width_shrinks_memory_but_not_compute() {
+        // int4 weights on a target without int4 compute run in the int8 mode.
+        let p = toy();
+        let m8 = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        let m4 = model(vec![linear("fc", 100, 10, 500, 4, 8)]);
+        let c8 = cost(&m8, &p, &wl(100, 1)).unwrap();
+        let c4 = cost(&m4, &p, &wl(100, 1)).unwrap();
+        assert_eq!(c4.per_layer[0].mode, (8, 8));
+        assert_eq!(c4.size_bytes, 500);
+        // Compute-bound prefill: identical time.
+        assert!(close(c4.prefill_ms, c8.prefill_ms));
+        // Decode: 610 bytes (0.61 us) instead of 1110 (1.11 us), so the int8
+        // layer was memory-bound and the int4 one hits the compute roof
+        // (1000 MACs = 1 us) it cannot go below; DRAM energy still drops.
+        assert!(close(c8.decode_ms, 1.11e-3), "{}", c8.decode_ms);
+        assert!(close(c4.decode_ms, 1.0e-3), "{}", c4.decode_ms);
+        assert_eq!(c4.per_layer[0].decode_bound, Bound::Compute);
+        assert!(close(c8.energy_mj - c4.energy_mj, 2.0 * 500.0 * 1e-9));
+        // Float activations need a float mode: int4 weights x f16 acts run in fp16.
+        assert_eq!(select_mode(&p, 4, 16, None).weight_bits, 16);
+        assert_eq!(select_mode(&p, 16, 32, None).weight_bits, 32);
+    }
+
+    #[test]
+    fn fastest_covering_mode_wins_and_formats_get_their_own_modes() {
+        let text = TOY.to_string()
+            + "[[compute]]\nweight_bits = 4\nact_bits = 32\nformat = \"q4_0\"\n\
+               peak_macs_per_s = 4e9\ndecode_macs_per_s = 2e9\nenergy_pj_per_mac = 0.5\n";
+        let p = parse_profile(&text, "fmt.toml").unwrap();
+        let q40 = select_mode(&p, 4, 16, Some("q4_0"));
+        assert_eq!(q40.format.as_deref(), Some("q4_0"));
+        assert_eq!(q40.decode_rate(), 2e9);
+        // Another format of the same width has no mode of its own: generic modes.
+        assert_eq!(select_mode(&p, 4, 16, Some("q4_k")).weight_bits, 16);
+        assert_eq!(select_mode(&p, 4, 16, None).weight_bits, 16);
+        // Decode uses decode_macs_per_s: 1000 MACs at 2 GMAC/s = 0.5 us, bytes
+        // 500 + 110 x 2 (float acts at 16 bits) = 720 = 0.72 us: memory-bound.
+        let mut l = linear("fc", 100, 10, 500, 4, 16);
+        l.format = Some("q4_0".into());
+        let c = cost(&model(vec![l]), &p, &wl(0, 1)).unwrap();
+        assert!(close(c.decode_ms, 0.72e-3), "{}", c.decode_ms);
+    }
+
+    #[test]
+    fn widths_wider_than_every_mode_run_in_the_widest() {
+        let text = TOY.replace(
+            "[[compute]]\nweight_bits = 32\nact_bits = 32\npeak_macs_per_s = 2.5e8\nenergy_pj_per_mac = 4.0\n",
+            "",
+        );
+        let p = parse_profile(&text, "no32.toml").unwrap();
+        assert_eq!(select_mode(&p, 32, 16, None).weight_bits, 16);
+    }
+
+    #[test]
+    fn attention_counts_scores_values_and_kv_cache() {
+        let mut m = model(vec![]);
+        m.n_blocks = 1;
+        m.n_heads = 2;
+        m.n_kv_heads = 1;
+        m.head_dim = 4;
+        let c = cost(&m, &toy(), &wl(3, 2)).unwrap();
+        let a = &c.per_layer[0];
+        assert_eq!(a.name, "blk.0.attention");
+        assert_eq!(a.mode, (16, 16));
+        // Prefill: causal context sum 1+2+3 = 6; MACs 2·2·4·6 = 96 (0.192 us at
+        // 0.5 GMAC/s); bytes 3·4·(2·2+2·1)·2 = 144 (0.144 us): compute-bound.
+        assert_eq!(a.prefill_bound, Bound::Compute);
+        assert!(close(a.prefill_ms, 0.192e-3), "{}", a.prefill_ms);
+        // Decode contexts 4 and 5: MACs 64 and 80; bytes Q,O 2·2·4·2 = 32 plus
+        // KV 2·1·4·ctx·2 = 64 and 80. Times max(0.128, 0.096) + max(0.16, 0.112) us.
+        assert!(close(a.decode_ms, 0.288e-3), "{}", a.decode_ms);
+        assert!(close(a.macs, 96.0 + 64.0 + 80.0));
+        assert!(close(a.bytes, 144.0 + 96.0 + 112.0));
+        // Energy: (96+64+80)·2 pJ + (144+96+112)·1 pJ = 832 pJ.
+        assert!(close(c.energy_mj, 832e-9), "{}", c.energy_mj);
+        // Peak: KV cache 1·2·1·4·(3+2)·2 = 80 + prefill working set 144.
+        assert_eq!(c.peak_memory_bytes, 224);
+        // Encoder attention is bidirectional: context sum 3·3 = 9, MACs 144.
+        m.causal = false;
+        let e = cost(&m, &toy(), &wl(3, 0)).unwrap();
+        assert!(close(e.per_layer[0].macs, 144.0));
+    }
+
+    #[test]
+    fn attention_is_priced_in_every_block() {
+        let mut m = model(vec![]);
+        m.n_blocks = 3;
+        m.n_heads = 2;
+        m.n_kv_heads = 1;
+        m.head_dim = 4;
+        let c = cost(&m, &toy(), &wl(3, 2)).unwrap();
+        assert_eq!(c.per_layer.len(), 3);
+        assert!(close(c.decode_ms, 3.0 * 0.288e-3));
+    }
+
+    #[test]
+    fn embedding_gathers_rows_and_tied_weights_count_once() {
+        // 1000 rows of 8 int8 values (8000 bytes); 4 tokens gather 4 rows of
+        // 8 bytes and write 4 x 8 f16 values: 4·(8 + 16) = 96 bytes, no MACs.
+        let mut emb = linear("embed", 1000, 8, 8000, 8, 16);
+        emb.is_embedding_lookup = true;
+        let mut out = linear("output", 8, 1000, 8000, 8, 8);
+        out.tied = true;
+        let c = cost(&model(vec![emb, out]), &toy(), &wl(4, 0)).unwrap();
+        let e = &c.per_layer[0];
+        assert_eq!(e.macs, 0.0);
+        assert!(close(e.bytes, 96.0));
+        assert_eq!(e.mode, (0, 0));
+        assert_eq!(e.prefill_bound, Bound::Memory);
+        assert!(close(e.prefill_ms, 96e-6));
+        // The tied output is still read and computed, but stored once.
+        assert_eq!(c.size_bytes, 8000);
+        assert!(c.per_layer[1].macs > 0.0);
+    }
+
+    #[test]
+    fn layer_overhead_is_paid_per_layer_per_pass() {
+        let p = TOY.replace("layer_overhead_us = 0.0", "layer_overhead_us = 10.0");
+        let p = parse_profile(&p, "ovh.toml").unwrap();
+        let m = model(vec![
+            linear("a", 100, 10, 1000, 8, 8),
+            linear("b", 100, 10, 1000, 8, 8),
+        ]);
+        let base = cost(&m, &toy(), &wl(5, 3)).unwrap();
+        let with = cost(&m, &p, &wl(5, 3)).unwrap();
+        // 2 layers x (1 prefill pass + 3 decode passes) x 10 us = 80 us.
+        assert!(close(with.prefill_ms - base.prefill_ms, 0.02));
+        assert!(close(with.decode_ms - base.decode_ms, 0.06));
+    }
+
+    #[test]
+    fn other_bytes_count_in_size_and_are_read_each_pass() {
+        let mut m = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        m.other_bytes = 400;
+        let c = cost(&m, &toy(), &wl(1, 2)).unwrap();
+        assert_eq!(c.size_bytes, 1400);
+        let o = c.per_layer.last().unwrap();
+        assert_eq!(o.name, "other");
+        assert!(close(o.bytes, 3.0 * 400.0));
+        assert!(close(o.decode_ms, 2.0 * 400e-6));
+    }
+
+    #[test]
+    fn bad_counts_are_errors_naming_the_layer() {
+        let m = model(vec![linear("blk.0.ffn_up", 100, 10, 1000, 8, 5)]);
+        let e = cost(&m, &toy(), &wl(1, 1)).unwrap_err().to_string();
+        assert!(e.contains("blk.0.ffn_up") && e.contains("act_bits"), "{e}");
+        let m = model(vec![linear("w", 100, 10, 1000, 9, 8)]);
+        assert!(cost(&m, &toy(), &wl(1, 1)).is_err());
+        let m = model(vec![linear("w", 0, 10, 1000, 8, 8)]);
+        assert!(cost(&m, &toy(), &wl(1, 1)).is_err());
+        let mut m = model(vec![]);
+        m.n_blocks = 2;
+        assert!(cost(&m, &toy(), &wl(1, 1)).is_err());
+    }
+}
