@@ -70,7 +70,7 @@ pub fn check_constraints(cost: &Cost, profile: &Profile) -> ConstraintReport {
 mod tests {
     use super::*;
     use crate::hw::cost::{cost, LinearCounts, ModelCounts};
-    use crate::hw::profile::{builtin, ConstraintOverride, Workload};
+    use crate::hw::profile::{builtin, ConstraintOverride};
 
     fn cost_of(latency_ms: f64, memory_bytes: u64, energy_mj: f64) -> Cost {
         Cost {
@@ -92,7 +92,10 @@ mod tests {
         let p = builtin("arm-neon").unwrap();
         let r = check_constraints(&cost_of(50.0, 100_000_000, 1.0), &p);
         let names: Vec<&str> = r.checks.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["max_latency_ms", "max_memory_mb", "memory_capacity_mb"]);
+        assert_eq!(
+            names,
+            ["max_latency_ms", "max_memory_mb", "memory_capacity_mb"]
+        );
         assert!(r.checks.iter().all(|c| c.pass));
         assert_eq!(r.violation, 0.0);
         assert!(r.feasible());

@@ -118,7 +118,13 @@ struct Pass {
 }
 
 impl Pass {
-    fn new(profile: &Profile, mode: Option<&ComputeMode>, rate: f64, macs: f64, bytes: f64) -> Pass {
+    fn new(
+        profile: &Profile,
+        mode: Option<&ComputeMode>,
+        rate: f64,
+        macs: f64,
+        bytes: f64,
+    ) -> Pass {
         Pass {
             compute_s: if macs > 0.0 { macs / rate } else { 0.0 },
             memory_s: bytes / (profile.mem_bandwidth_gb_per_s * 1e9),
@@ -217,7 +223,13 @@ pub fn select_mode<'p>(
         .filter(of_format)
         .filter(covers)
         .max_by(faster)
-        .or_else(|| modes.iter().filter(|m| m.format.is_none()).filter(covers).max_by(faster))
+        .or_else(|| {
+            modes
+                .iter()
+                .filter(|m| m.format.is_none())
+                .filter(covers)
+                .max_by(faster)
+        })
         .or_else(|| modes.iter().filter(|m| m.format.is_none()).max_by(widest))
         // Validation guarantees a generic mode; this keeps the function total.
         .or_else(|| modes.iter().max_by(widest))
@@ -249,7 +261,10 @@ fn check_counts(model: &ModelCounts) -> Result<(), HwError> {
     };
     for l in &model.linears {
         if !WEIGHT_WIDTHS.contains(&l.weight_bits) {
-            return Err(bad(&l.name, format!("unsupported weight_bits {}", l.weight_bits)));
+            return Err(bad(
+                &l.name,
+                format!("unsupported weight_bits {}", l.weight_bits),
+            ));
         }
         if !ACT_WIDTHS.contains(&l.act_bits) {
             return Err(bad(&l.name, format!("unsupported act_bits {}", l.act_bits)));
@@ -284,18 +299,35 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         } else {
             let m = select_mode(profile, l.weight_bits, l.act_bits, l.format.as_deref());
             let ab = act_bytes(profile, l.act_bits);
-            (Some(m), inf * outf, (inf + outf) * ab, l.weight_bytes as f64)
+            (
+                Some(m),
+                inf * outf,
+                (inf + outf) * ab,
+                l.weight_bytes as f64,
+            )
         };
         let mut prefill = Phase::default();
         if p > 0.0 {
             let rate = mode.map_or(1.0, |m| m.peak_macs_per_s);
-            let pass = Pass::new(profile, mode, rate, macs_per_token * p, weight_read + act_per_token * p);
+            let pass = Pass::new(
+                profile,
+                mode,
+                rate,
+                macs_per_token * p,
+                weight_read + act_per_token * p,
+            );
             prefill.add(&pass, 1.0);
         }
         let mut decode = Phase::default();
         if d > 0.0 {
             let rate = mode.map_or(1.0, |m| m.decode_rate());
-            let pass = Pass::new(profile, mode, rate, macs_per_token, weight_read + act_per_token);
+            let pass = Pass::new(
+                profile,
+                mode,
+                rate,
+                macs_per_token,
+                weight_read + act_per_token,
+            );
             decode.add(&pass, d);
         }
         largest_activation = largest_activation.max(act_per_token * p.max(1.0));
@@ -313,9 +345,19 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         );
         let mut prefill = Phase::default();
         if p > 0.0 {
-            let ctx_sum = if model.causal { p * (p + 1.0) / 2.0 } else { p * p };
+            let ctx_sum = if model.causal {
+                p * (p + 1.0) / 2.0
+            } else {
+                p * p
+            };
             let bytes = p * hd * (2.0 * nh + 2.0 * nkv) * fb;
-            let pass = Pass::new(profile, Some(mode), mode.peak_macs_per_s, 2.0 * nh * hd * ctx_sum, bytes);
+            let pass = Pass::new(
+                profile,
+                Some(mode),
+                mode.peak_macs_per_s,
+                2.0 * nh * hd * ctx_sum,
+                bytes,
+            );
             prefill.add(&pass, 1.0);
             largest_activation = largest_activation.max(bytes);
         }
@@ -323,7 +365,13 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         for j in 0..workload.decode_tokens {
             let ctx = p + j as f64 + 1.0;
             let bytes = 2.0 * nh * hd * fb + 2.0 * nkv * hd * ctx * fb;
-            let pass = Pass::new(profile, Some(mode), mode.decode_rate(), 2.0 * nh * hd * ctx, bytes);
+            let pass = Pass::new(
+                profile,
+                Some(mode),
+                mode.decode_rate(),
+                2.0 * nh * hd * ctx,
+                bytes,
+            );
             decode.add(&pass, 1.0);
         }
         for b in 0..model.n_blocks {
@@ -377,7 +425,11 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         prefill_ms,
         decode_ms,
         energy_mj,
-        energy_per_token_mj: if d > 0.0 { decode_energy_mj / d } else { energy_mj },
+        energy_per_token_mj: if d > 0.0 {
+            decode_energy_mj / d
+        } else {
+            energy_mj
+        },
         peak_memory_bytes,
         per_layer,
     })

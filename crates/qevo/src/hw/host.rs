@@ -124,7 +124,11 @@ where
 
 fn shape_rates<F>(opts: &HostOptions, mut run: F) -> Result<Vec<ShapeRate>, HwError>
 where
-    F: FnMut(&Tensor, usize, usize) -> Result<Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>, HwError>,
+    F: FnMut(
+        &Tensor,
+        usize,
+        usize,
+    ) -> Result<Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>, HwError>,
 {
     let dev = Device::Cpu;
     let mut out = Vec::new();
@@ -160,7 +164,12 @@ fn measure_f32(opts: &HostOptions) -> Result<MatmulRates, HwError> {
     })
 }
 
-fn measure_ggml(opts: &HostOptions, dtype: GgmlDType, name: &str, bits: u8) -> Result<MatmulRates, HwError> {
+fn measure_ggml(
+    opts: &HostOptions,
+    dtype: GgmlDType,
+    name: &str,
+    bits: u8,
+) -> Result<MatmulRates, HwError> {
     let shapes = shape_rates(opts, |w, _, _| {
         let q = QMatMul::from_qtensor(QTensor::quantize(w, dtype)?)?;
         Ok(Box::new(move |x: &Tensor| q.forward(x)))
@@ -174,14 +183,20 @@ fn measure_ggml(opts: &HostOptions, dtype: GgmlDType, name: &str, bits: u8) -> R
 
 /// Parallel read and copy bandwidth over a buffer larger than the caches.
 fn measure_bandwidth(opts: &HostOptions) -> Result<(f64, f64), HwError> {
-    let n = (opts.bandwidth_bytes / 4).max(1 << 16);
-    let src: Vec<f32> = vec![1.0; n];
-    let mut dst: Vec<f32> = vec![0.0; n];
-    let bytes = (n * 4) as f64;
-    const CHUNK: usize = 1 << 16;
-    let mut checksum = 0.0f32;
+    // Integer words: their sum vectorises (a float sum is ordered and would
+    // measure the adder, not the memory).
+    let n = (opts.bandwidth_bytes / 8).max(1 << 16);
+    let src: Vec<u64> = vec![1; n];
+    let mut dst: Vec<u64> = vec![0; n];
+    let bytes = (n * 8) as f64;
+    const CHUNK: usize = 1 << 15;
+    let mut sums_ok = true;
     let read = best_secs(opts.reps, 1, || {
-        checksum += src.par_chunks(CHUNK).map(|c| c.iter().sum::<f32>()).sum::<f32>();
+        let s = src
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+            .reduce(|| 0, u64::wrapping_add);
+        sums_ok &= s == n as u64;
         Ok(())
     })?;
     let copy = best_secs(opts.reps, 1, || {
@@ -191,8 +206,10 @@ fn measure_bandwidth(opts: &HostOptions) -> Result<(f64, f64), HwError> {
         Ok(())
     })?;
     // Keep the sums observable so the reads cannot be optimised away.
-    if !checksum.is_finite() || dst[n - 1] != 1.0 {
-        return Err(HwError::Measure("bandwidth buffers read back wrong values".into()));
+    if !sums_ok || dst[n - 1] != 1 {
+        return Err(HwError::Measure(
+            "bandwidth buffers read back wrong values".into(),
+        ));
     }
     Ok((bytes / read / 1e9, 2.0 * bytes / copy / 1e9))
 }
@@ -214,7 +231,13 @@ fn memory_capacity_mb() -> Result<f64, HwError> {
     let kb = text
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .ok_or_else(|| HwError::Measure("/proc/meminfo has no MemTotal line".into()))?;
     Ok(kb * 1024.0 / 1e6)
 }
@@ -322,4 +345,36 @@ pub fn host_profile_toml(m: &HostMeasurement) -> Result<String, HwError> {
         head.push_str(&format!("#   {:<5} {}\n", r.format, shapes.join(", ")));
     }
     Ok(head + &profile_to_toml(&host_profile(m))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::profile::parse_profile;
+
+    #[test]
+    fn host_profile_round_trips_through_its_toml() {
+        let opts = HostOptions {
+            reps: 1,
+            decode_batch: 1,
+            bandwidth_bytes: 1 << 20,
+        };
+        let m = measure_host(&opts).unwrap();
+        assert_eq!(m.quantized.len(), GGML_TYPES.len());
+        for r in std::iter::once(&m.f32).chain(m.quantized.iter()) {
+            assert_eq!(r.shapes.len(), PREFILL_SHAPES.len() + DECODE_SHAPES.len());
+            assert!(r.prefill_macs_per_s() > 0.0 && r.decode_macs_per_s() > 0.0);
+        }
+        let text = host_profile_toml(&m).unwrap();
+        assert!(text.starts_with("# Host profile measured"));
+        let p = parse_profile(&text, "host.toml").unwrap();
+        assert_eq!(p, host_profile(&m));
+        assert_eq!(p.name, "host");
+        // Every measured GGML type gets its own format mode; f32 is the generic one.
+        for (_, name, bits) in GGML_TYPES {
+            let mode = crate::hw::select_mode(&p, *bits, 16, Some(name));
+            assert_eq!(mode.format.as_deref(), Some(*name));
+        }
+        assert_eq!(crate::hw::select_mode(&p, 4, 16, None).weight_bits, 32);
+    }
 }

@@ -16,7 +16,7 @@ pub use constraints::{check_constraints, ConstraintCheck, ConstraintReport};
 pub use cost::{cost, select_mode, Bound, Cost, LayerCost, LinearCounts, ModelCounts};
 pub use error::HwError;
 pub use profile::{
-    builtin, builtin_source, list_builtins, load_profile, parse_constraint_override,
-    parse_profile, profile_to_toml, resolve_profile, ComputeMode, ConstraintOverride, Constraints,
-    Profile, ProfileInfo, Workload, ACT_WIDTHS, CONSTRAINT_KEYS, FLOAT_WIDTHS, WEIGHT_WIDTHS,
+    builtin, builtin_source, list_builtins, load_profile, parse_constraint_override, parse_profile,
+    profile_to_toml, resolve_profile, ComputeMode, ConstraintOverride, Constraints, Profile,
+    ProfileInfo, Workload, ACT_WIDTHS, CONSTRAINT_KEYS, FLOAT_WIDTHS, WEIGHT_WIDTHS,
 };

@@ -112,9 +112,15 @@ pub struct Profile {
 
 /// The built-in profiles, embedded so the binary needs no data files.
 const BUILTINS: &[(&str, &str)] = &[
-    ("arm-neon", include_str!("../../../../profiles/arm-neon.toml")),
+    (
+        "arm-neon",
+        include_str!("../../../../profiles/arm-neon.toml"),
+    ),
     ("hexagon", include_str!("../../../../profiles/hexagon.toml")),
-    ("apple-ane", include_str!("../../../../profiles/apple-ane.toml")),
+    (
+        "apple-ane",
+        include_str!("../../../../profiles/apple-ane.toml"),
+    ),
     (
         "jetson-orin",
         include_str!("../../../../profiles/jetson-orin.toml"),
@@ -248,7 +254,10 @@ fn validate(p: &Profile) -> Result<(), Invalid> {
     if p.name.trim().is_empty() {
         return Err((vec![Key("name")], "must not be empty".into()));
     }
-    check_rate(vec![Key("mem_bandwidth_gb_per_s")], p.mem_bandwidth_gb_per_s)?;
+    check_rate(
+        vec![Key("mem_bandwidth_gb_per_s")],
+        p.mem_bandwidth_gb_per_s,
+    )?;
     check_rate(vec![Key("memory_capacity_mb")], p.memory_capacity_mb)?;
     check_nonneg(
         vec![Key("energy_pj_per_dram_byte")],
@@ -257,10 +266,18 @@ fn validate(p: &Profile) -> Result<(), Invalid> {
     check_nonneg(vec![Key("layer_overhead_us")], p.layer_overhead_us)?;
     check_width(vec![Key("float_bits")], p.float_bits, FLOAT_WIDTHS, "float")?;
     if p.weight_bits.is_empty() {
-        return Err((vec![Key("weight_bits")], "must list at least one width".into()));
+        return Err((
+            vec![Key("weight_bits")],
+            "must list at least one width".into(),
+        ));
     }
     for (i, &w) in p.weight_bits.iter().enumerate() {
-        check_width(vec![Key("weight_bits"), Seg::Index(i)], w, WEIGHT_WIDTHS, "weight")?;
+        check_width(
+            vec![Key("weight_bits"), Seg::Index(i)],
+            w,
+            WEIGHT_WIDTHS,
+            "weight",
+        )?;
         if p.weight_bits[..i].contains(&w) {
             return Err((
                 vec![Key("weight_bits"), Seg::Index(i)],
@@ -269,7 +286,10 @@ fn validate(p: &Profile) -> Result<(), Invalid> {
         }
     }
     if p.compute.is_empty() {
-        return Err((vec![Key("compute")], "needs at least one [[compute]] mode".into()));
+        return Err((
+            vec![Key("compute")],
+            "needs at least one [[compute]] mode".into(),
+        ));
     }
     for (i, m) in p.compute.iter().enumerate() {
         let at = |k: &'static str| vec![Key("compute"), Seg::Index(i), Key(k)];
@@ -412,11 +432,12 @@ impl Profile {
                     });
                 }
             }
-            let slot =
-                constraint_slot(&mut self.constraints, &o.key).ok_or_else(|| HwError::Override {
+            let slot = constraint_slot(&mut self.constraints, &o.key).ok_or_else(|| {
+                HwError::Override {
                     input,
                     message: format!("unknown constraint (known: {})", CONSTRAINT_KEYS.join(", ")),
-                })?;
+                }
+            })?;
             *slot = o.value;
         }
         Ok(self)
@@ -462,7 +483,11 @@ fn render_path(path: &[Seg]) -> String {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line of the value at `path`, or of the deepest ancestor present.
@@ -497,7 +522,13 @@ fn locate(text: &str, path: &[Seg]) -> usize {
 /// only its header, not its body.
 fn path_at(text: &str, offset: usize, tables_only: bool) -> String {
     use toml::de::{DeTable, DeValue};
-    fn visit(v: &DeValue, path: String, offset: usize, tables_only: bool, best: &mut Option<String>) {
+    fn visit(
+        v: &DeValue,
+        path: String,
+        offset: usize,
+        tables_only: bool,
+        best: &mut Option<String>,
+    ) {
         match v {
             DeValue::Table(t) => {
                 for (k, e) in t.iter() {
@@ -647,7 +678,12 @@ energy_pj_per_mac = 2.0
             assert_eq!(p.description, info.description);
             assert!(!info.description.starts_with("(invalid"));
             let src = builtin_source(info.name).unwrap();
-            assert!(src.lines().filter(|l| l.trim_start().starts_with('#')).count() > 10);
+            assert!(
+                src.lines()
+                    .filter(|l| l.trim_start().starts_with('#'))
+                    .count()
+                    > 10
+            );
         }
     }
 
@@ -801,8 +837,15 @@ energy_pj_per_mac = 2.0
             key: "max_speed".into(),
             value: Some(1.0),
         };
-        let e = p.clone().with_overrides(&[unknown]).unwrap_err().to_string();
-        assert!(e.contains("max_speed") && e.contains("max_latency_ms"), "{e}");
+        let e = p
+            .clone()
+            .with_overrides(&[unknown])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_speed") && e.contains("max_latency_ms"),
+            "{e}"
+        );
         let negative = ConstraintOverride {
             key: "max_latency_ms".into(),
             value: Some(-1.0),
@@ -821,7 +864,10 @@ energy_pj_per_mac = 2.0
         assert_eq!(resolve_profile("hexagon").unwrap().name, "hexagon");
         std::fs::write(&path, BASE.replace("float_bits = 16", "float_bits = 8")).unwrap();
         let e = load_profile(&path).unwrap_err().to_string();
-        assert!(e.contains("mine.toml:7:") && e.contains("float_bits"), "{e}");
+        assert!(
+            e.contains("mine.toml:7:") && e.contains("float_bits"),
+            "{e}"
+        );
         let e = load_profile(&dir.path().join("absent.toml")).unwrap_err();
         assert!(matches!(e, HwError::Read { .. }));
     }
