@@ -18,7 +18,7 @@ pub enum HwError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unknown built-in profile `{name}` (built-ins: {known})")]
+    #[error("unknown profile `{name}`: not a built-in ({known}) nor a readable file path")]
     UnknownProfile { name: String, known: String },
     /// A user's constraint override (`key=value`) that names no constraint or has a bad value.
     #[error("constraint override `{input}`: {message}")]
@@ -26,6 +26,11 @@ pub enum HwError {
     /// Counts handed to the cost model that it cannot price.
     #[error("layer `{layer}`: {message}")]
     Counts { layer: String, message: String },
+    #[error("cannot write profile {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("host measurement: {0}")]
     Measure(String),
     #[error("host measurement: {0}")]

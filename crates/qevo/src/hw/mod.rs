@@ -17,6 +17,7 @@ pub use cost::{cost, select_mode, Bound, Cost, LayerCost, LinearCounts, ModelCou
 pub use error::HwError;
 pub use profile::{
     builtin, builtin_source, list_builtins, load_profile, parse_constraint_override, parse_profile,
-    profile_to_toml, resolve_profile, ComputeMode, ConstraintOverride, Constraints, Profile,
-    ProfileInfo, Workload, ACT_WIDTHS, CONSTRAINT_KEYS, FLOAT_WIDTHS, WEIGHT_WIDTHS,
+    profile_to_toml, resolve_profile, save_profile_text, ComputeMode, ConstraintOverride,
+    Constraints, Profile, ProfileInfo, Workload, ACT_WIDTHS, CONSTRAINT_KEYS, FLOAT_WIDTHS,
+    WEIGHT_WIDTHS,
 };

@@ -213,6 +213,29 @@ pub fn profile_to_toml(profile: &Profile) -> Result<String, HwError> {
     })
 }
 
+/// Writes profile text atomically (temp file in the same folder, then rename),
+/// so a reader never sees half a profile.
+pub fn save_profile_text(path: &Path, text: &str) -> Result<(), HwError> {
+    let err = |source| HwError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "profile.toml".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
 /// One step of a key path in a TOML document.
 #[derive(Debug, Clone, PartialEq)]
 enum Seg {
@@ -870,6 +893,24 @@ energy_pj_per_mac = 2.0
         );
         let e = load_profile(&dir.path().join("absent.toml")).unwrap_err();
         assert!(matches!(e, HwError::Read { .. }));
+        let e = resolve_profile("no/such/profile.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no/such/profile.toml") && e.contains("hexagon"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn saved_profile_text_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saved.toml");
+        let p = builtin("jetson-orin").unwrap();
+        save_profile_text(&path, &profile_to_toml(&p).unwrap()).unwrap();
+        assert_eq!(load_profile(&path).unwrap(), p);
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1);
     }
 
     #[test]
