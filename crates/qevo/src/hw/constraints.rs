@@ -62,7 +62,8 @@ pub fn check_constraints(cost: &Cost, profile: &Profile) -> ConstraintReport {
         .iter()
         .filter(|c| !c.pass)
         .map(|c| (c.value - c.limit) / c.limit)
-        .sum();
+        // fold from +0.0: an empty f64 `sum()` is -0.0, which would print as "-0".
+        .fold(0.0, |a, x| a + x);
     ConstraintReport { checks, violation }
 }
 
@@ -97,7 +98,7 @@ mod tests {
             ["max_latency_ms", "max_memory_mb", "memory_capacity_mb"]
         );
         assert!(r.checks.iter().all(|c| c.pass));
-        assert_eq!(r.violation, 0.0);
+        assert_eq!(r.violation.to_bits(), 0.0f64.to_bits(), "positive zero");
         assert!(r.feasible());
         assert_eq!(r.checks[1].value, 100.0);
     }
