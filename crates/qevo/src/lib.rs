@@ -9,6 +9,7 @@ pub mod assets;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod hw;
 pub mod model;
 pub mod quant;
 

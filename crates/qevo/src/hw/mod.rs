@@ -1,0 +1,23 @@
+//! Hardware cost model: target profiles (TOML data, built-ins embedded),
+//! workloads, the roofline cost model over declared counts, constraint
+//! checks, and measurement of this host as a profile.
+//!
+//! Costs are counts, hardware speed is data: nothing here depends on the model
+//! loader or the quantization formats; the caller describes the model as
+//! [`ModelCounts`].
+
+mod constraints;
+mod cost;
+mod error;
+pub mod host;
+mod profile;
+
+pub use constraints::{check_constraints, ConstraintCheck, ConstraintReport};
+pub use cost::{cost, select_mode, Bound, Cost, LayerCost, LinearCounts, ModelCounts};
+pub use error::HwError;
+pub use profile::{
+    builtin, builtin_source, list_builtins, load_profile, parse_constraint_override, parse_profile,
+    profile_to_toml, resolve_profile, save_profile_text, ComputeMode, ConstraintOverride,
+    Constraints, Profile, ProfileInfo, Workload, ACT_WIDTHS, CONSTRAINT_KEYS, FLOAT_WIDTHS,
+    WEIGHT_WIDTHS,
+};
