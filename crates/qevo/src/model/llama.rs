@@ -232,6 +232,10 @@ impl LlamaNet {
         ))
     }
 
+    pub(crate) fn tied_output(&self) -> bool {
+        self.output_idx == self.embed_idx
+    }
+
     pub(crate) fn aux_params(&self) -> usize {
         let per_block: usize = self
             .blocks

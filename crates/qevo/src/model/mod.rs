@@ -12,6 +12,7 @@ pub mod gguf;
 mod gpt2;
 mod llama;
 mod source;
+pub mod synthetic;
 pub mod tokenizer;
 
 use crate::error::{Error, Result};
@@ -221,6 +222,15 @@ impl Model {
 
     pub fn n_blocks(&self) -> usize {
         self.arch.n_blocks()
+    }
+
+    /// Whether the output projection reuses the embedding matrix (no separate tensor).
+    pub fn tied_output(&self) -> bool {
+        match &self.net {
+            Net::Llama(n) => n.tied_output(),
+            Net::Gpt2(_) => true,
+            Net::Bert(_) => false,
+        }
     }
 
     /// Token ids `[batch, seq]` (u32) → hidden states `[batch, seq, hidden]`.
