@@ -240,9 +240,24 @@ def fixed_ids(n, vocab, seed):
     return ids
 
 
+def add_legacy_config_keys(d):
+    """transformers 5 writes rope_parameters/dtype; readers written against
+    4.x look for top-level rope_theta/torch_dtype. Keep both spellings."""
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.get("rope_parameters")
+    if isinstance(rp, dict) and "rope_theta" in rp:
+        cfg["rope_theta"] = rp["rope_theta"]
+    if "dtype" in cfg:
+        cfg["torch_dtype"] = cfg["dtype"]
+    write_json(path, cfg)
+
+
 def save_hf(model, tok, d):
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d, safe_serialization=True)
+    add_legacy_config_keys(d)
     if tok is not None:
         tok.save(os.path.join(d, "tokenizer.json"))
 
