@@ -200,6 +200,15 @@ def main():
     hf_tok.save_pretrained(args.out)
     # save_pretrained rewrites tokenizer.json identically in content; keep ours canonical.
     tok.save(os.path.join(args.out, "tokenizer.json"))
+    # transformers 5 names its class "TokenizersBackend", which 4.x cannot
+    # resolve; "PreTrainedTokenizerFast" loads in both.
+    tc_path = os.path.join(args.out, "tokenizer_config.json")
+    with open(tc_path) as f:
+        tc = json.load(f)
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    with open(tc_path, "w") as f:
+        json.dump(tc, f, indent=2, sort_keys=True)
+        f.write("\n")
 
     train_stream = encode_stream(tok, train_docs)
     heldout_wins = windows(encode_stream(tok, heldout_docs))
