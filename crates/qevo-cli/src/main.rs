@@ -2,6 +2,8 @@
 //! All printing and exit codes live here; the library returns typed errors.
 
 mod commands;
+mod report_cmd;
+mod search_cmd;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,8 @@ enum Cmd {
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
     },
+    /// Evolve quantization plans for a target device (the main job).
+    Search(Box<search_cmd::SearchArgs>),
     /// Perplexity and throughput of the FP model on a text.
     Eval {
         #[command(flatten)]
@@ -49,6 +53,7 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),
         Cmd::Eval { args } => commands::eval(&args),
+        Cmd::Search(a) => search_cmd::search(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

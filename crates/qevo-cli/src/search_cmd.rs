@@ -1,0 +1,271 @@
+//! `qevo search`: arguments → SearchConfig, a progress bar per generation, the product
+//! brief's tables at the end, and the output files.
+
+use crate::commands::{load_model, read_text};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
+use qevo::search::output::{plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile};
+use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
+use qevo::search::{FitnessWeights, SearchConfig, SearchOutcome};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// Hugging Face model directory or .gguf file (default: the embedded model).
+    pub model: Option<PathBuf>,
+    /// Calibration text (default: the embedded calibration split). Without --heldout,
+    /// its last fifth is held out.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Held-out text for the overfitting check.
+    #[arg(long)]
+    pub heldout: Option<PathBuf>,
+    /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
+    #[arg(long, default_value = "arm-neon")]
+    pub target: String,
+    /// One gene per tensor role, per block, or per tensor.
+    #[arg(long, default_value = "role")]
+    pub unit: String,
+    /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
+    #[arg(long)]
+    pub tie_qkv: bool,
+    /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...).
+    #[arg(long, default_value = "ggml")]
+    pub formats: String,
+    /// Allowed activation widths (4, 8, 16 = float).
+    #[arg(long, default_value = "8,16")]
+    pub act_bits: String,
+    #[arg(long, default_value_t = 40)]
+    pub generations: u64,
+    #[arg(long, default_value_t = 32)]
+    pub population: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Wall-time limit, e.g. 90s, 10m, 1h.
+    #[arg(long)]
+    pub time_budget: Option<String>,
+    /// Output directory.
+    #[arg(long, default_value = "qevo-out")]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Tensor data limit in MB (10^6 bytes).
+    #[arg(long)]
+    pub max_size_mb: Option<f64>,
+    #[arg(long)]
+    pub max_latency_ms: Option<f64>,
+    #[arg(long)]
+    pub max_energy_mj: Option<f64>,
+    /// Quality limit: mean KL to FP in nats/token.
+    #[arg(long)]
+    pub max_kl: Option<f64>,
+    /// Override a target constraint, e.g. max_memory_mb=100 or max_latency_ms=none.
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Workload: prompt tokens and generated tokens (default: the target's).
+    #[arg(long)]
+    pub prefill_tokens: Option<u64>,
+    #[arg(long)]
+    pub decode_tokens: Option<u64>,
+    /// Weights of accuracy, compression, latency, energy in the recommendation fitness.
+    #[arg(long, default_value = "0.4,0.3,0.15,0.15")]
+    pub weights: String,
+    /// Turn off the fitness, prefix and multi-fidelity caches.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Skip the Lagrangian and random-search baselines.
+    #[arg(long)]
+    pub no_baselines: bool,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Calibration windows for full evaluations.
+    #[arg(long, default_value_t = 32)]
+    pub calib_windows: usize,
+    /// Calibration windows for screening (multi-fidelity).
+    #[arg(long, default_value_t = 8)]
+    pub screen_windows: usize,
+    #[arg(long, default_value_t = 32)]
+    pub heldout_windows: usize,
+}
+
+fn parse_duration(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let v: f64 = num.parse().with_context(|| format!("--time-budget `{s}`: expected e.g. 90s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => bail!("--time-budget `{s}`: unit must be s, m or h"),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("--time-budget `{s}` must be positive");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
+    let mut target = resolve_profile(&a.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let overrides = a
+        .constraints
+        .iter()
+        .map(|c| parse_constraint_override(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    target = target.with_overrides(&overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cfg = SearchConfig::new(target)?;
+    cfg.workload = Workload {
+        prefill_tokens: a.prefill_tokens.unwrap_or(cfg.workload.prefill_tokens),
+        decode_tokens: a.decode_tokens.unwrap_or(cfg.workload.decode_tokens),
+    };
+    cfg.unit = UnitMode::parse(&a.unit)?;
+    cfg.tie_qkv = a.tie_qkv;
+    cfg.formats = parse_formats(&a.formats)?;
+    cfg.act_bits = parse_act_bits(&a.act_bits)?;
+    cfg.generations = a.generations;
+    cfg.population = a.population;
+    cfg.seed = a.seed;
+    cfg.time_budget = a.time_budget.as_deref().map(parse_duration).transpose()?;
+    cfg.limits.max_size_mb = a.max_size_mb;
+    cfg.limits.max_latency_ms = a.max_latency_ms;
+    cfg.limits.max_energy_mj = a.max_energy_mj;
+    cfg.limits.max_kl = a.max_kl;
+    for (name, v) in [
+        ("--max-size-mb", a.max_size_mb),
+        ("--max-latency-ms", a.max_latency_ms),
+        ("--max-energy-mj", a.max_energy_mj),
+        ("--max-kl", a.max_kl),
+    ] {
+        if let Some(x) = v {
+            if !(x.is_finite() && x > 0.0) {
+                bail!("{name} must be a positive number, got {x}");
+            }
+        }
+    }
+    cfg.weights = FitnessWeights::parse(&a.weights)?;
+    cfg.caching = !a.no_cache;
+    cfg.baselines = !a.no_baselines;
+    cfg.seq_len = a.seq_len;
+    cfg.calib_windows = a.calib_windows;
+    cfg.screen_windows = a.screen_windows;
+    cfg.heldout_windows = a.heldout_windows;
+    cfg.checkpoint = Some(a.out.join("checkpoint.json"));
+    cfg.resume = a.resume;
+    Ok(cfg)
+}
+
+/// Calibration and held-out texts: embedded splits, or a user file (last fifth held out).
+fn texts(a: &SearchArgs) -> Result<(String, String)> {
+    match (&a.text, &a.heldout) {
+        (None, None) => Ok((qevo::assets::CALIB_TEXT.to_string(), qevo::assets::HELDOUT_TEXT.to_string())),
+        (Some(t), Some(h)) => Ok((read_text(Some(t), "")?, read_text(Some(h), "")?)),
+        (Some(t), None) => {
+            let text = read_text(Some(t), "")?;
+            let mut cut = text.len() * 4 / 5;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            Ok((text[..cut].to_string(), text[cut..].to_string()))
+        }
+        (None, Some(h)) => Ok((qevo::assets::CALIB_TEXT.to_string(), read_text(Some(h), "")?)),
+    }
+}
+
+pub fn search(a: &SearchArgs) -> Result<()> {
+    let cfg = config_from_args(a)?;
+    prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
+    let model = load_model(a.model.as_deref())?;
+    let (calib, heldout) = texts(a)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C kills at once; the first finishes the generation and checkpoints.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let bar = ProgressBar::new(cfg.generations + 1);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] gen {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("search");
+    let started = Instant::now();
+    let bar2 = bar.clone();
+    let stop2 = stop.clone();
+    let progress: qevo::search::Progress = Box::new(move |r| {
+        let hit = if r.problem.cache_lookups > 0 {
+            r.problem.cache_hits as f64 / r.problem.cache_lookups as f64
+        } else {
+            0.0
+        };
+        let best_kl = r.best.as_ref().map(|b| b[0]).unwrap_or(f64::NAN);
+        bar2.set_position(r.generation + 1);
+        bar2.set_message(format!(
+            "best KL {best_kl:.4} front {} HV {:.4e} hits {:.0}% {:.1} eval/s",
+            r.front_size,
+            r.hypervolume.unwrap_or(0.0),
+            hit * 100.0,
+            r.problem.full_evaluations as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        if stop2.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    eprintln!(
+        "searching {} on {} ({} units, {} generations x {})",
+        model.source.display(),
+        cfg.target.name,
+        a.unit,
+        cfg.generations,
+        cfg.population
+    );
+    let outcome = qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress))?;
+    bar.finish();
+    if stop.load(Ordering::SeqCst) {
+        eprintln!("interrupted: the last completed generation is in {}; rerun with --resume", a.out.display());
+    }
+    write_outputs(a, &cfg, &model, &outcome)?;
+    crate::report_cmd::print_tables(&model, &cfg, &outcome);
+    if outcome.recommended.is_none() {
+        match &outcome.infeasible_closest {
+            Some(c) => {
+                let failing: Vec<String> = c
+                    .scored
+                    .checks
+                    .iter()
+                    .filter(|k| !k.pass)
+                    .map(|k| format!("{} (limit {}, closest plan {:.4})", k.name, k.limit, k.value))
+                    .collect();
+                bail!("no plan satisfies the constraints; failing: {}", failing.join(", "));
+            }
+            None => bail!("no feasible plan was found"),
+        }
+    }
+    eprintln!("outputs written to {}", a.out.display());
+    Ok(())
+}
+
+fn write_outputs(a: &SearchArgs, cfg: &SearchConfig, model: &qevo::Model, o: &SearchOutcome) -> Result<()> {
+    if let Some(i) = o.recommended {
+        let f = &o.front[i];
+        let plan = o.plan(model, &f.genome);
+        let pf = PlanFile::from_plan(model, &plan, &cfg.target.name, o.seed, &a.unit, Some(plan_metrics(model, o, f)));
+        write_plan(&a.out, &pf)?;
+    }
+    write_front(&a.out, model, o, &cfg.target.name)?;
+    write_history(&a.out, o)?;
+    crate::report_cmd::write_report(&a.out, model, cfg, o)?;
+    Ok(())
+}

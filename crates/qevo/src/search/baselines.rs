@@ -1,0 +1,168 @@
+//! Baselines scored in the same run on the same tokens: uniform plans, a Lagrangian
+//! allocation on the sensitivity table at matched sizes (the idea behind llama.cpp's
+//! `--target-bpw`), and random search with the evolution's evaluation budget.
+
+use super::evaluator::Evaluator;
+use super::problem::{QuantProblem, Scored};
+use super::space::SearchSpace;
+use crate::error::Result;
+use crate::quant::{GgmlType, TensorChoice, WeightFormat};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// KL when a single unit is quantized to each of its choices, everything else FP.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sensitivity {
+    /// `kl[u][c]`: unit u at choice c.
+    pub kl: Vec<Vec<f64>>,
+    /// Bytes of unit u at choice c.
+    pub bytes: Vec<Vec<u64>>,
+    pub windows: usize,
+}
+
+pub fn fp_choice() -> TensorChoice {
+    TensorChoice {
+        format: WeightFormat::Ggml(GgmlType::F32),
+        act_bits: 16,
+    }
+}
+
+/// Builds the sensitivity table on the first `windows` calibration windows.
+pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Result<Sensitivity> {
+    let model = ev.model;
+    let mut kl = Vec::with_capacity(space.units.len());
+    let mut bytes = Vec::with_capacity(space.units.len());
+    for (u, unit) in space.units.iter().enumerate() {
+        let mut row = Vec::with_capacity(space.choices[u].len());
+        let mut brow = Vec::with_capacity(space.choices[u].len());
+        for c in &space.choices[u] {
+            let mut choices = vec![fp_choice(); model.tensors.len()];
+            for &t in &unit.tensors {
+                choices[t] = *c;
+            }
+            row.push(ev.score(&choices, windows)?.kl);
+            brow.push(
+                unit.tensors
+                    .iter()
+                    .map(|&t| c.format.tensor_bytes(model.tensors[t].rows, model.tensors[t].cols).unwrap_or(0))
+                    .sum(),
+            );
+        }
+        kl.push(row);
+        bytes.push(brow);
+    }
+    Ok(Sensitivity { kl, bytes, windows })
+}
+
+/// The additive-model plan for multiplier `lambda`: per unit, argmin kl + lambda·bytes.
+fn lagrangian_genome(s: &Sensitivity, lambda: f64) -> Vec<u16> {
+    s.kl.iter()
+        .zip(&s.bytes)
+        .map(|(k, b)| {
+            (0..k.len())
+                .min_by(|&i, &j| (k[i] + lambda * b[i] as f64).total_cmp(&(k[j] + lambda * b[j] as f64)).then(j.cmp(&i)))
+                .unwrap_or(0) as u16
+        })
+        .collect()
+}
+
+/// Lagrangian plans over a sweep of multipliers, deduplicated, smallest first.
+pub fn lagrangian_sweep(s: &Sensitivity) -> Vec<(Vec<u16>, u64, f64)> {
+    let mut out: Vec<(Vec<u16>, u64, f64)> = Vec::new();
+    let kl_scale = s.kl.iter().flatten().copied().fold(0.0f64, f64::max).max(1e-9);
+    let byte_scale = s.bytes.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let base = kl_scale / byte_scale;
+    for i in 0..=400 {
+        let lambda = base * 10f64.powf(-6.0 + 12.0 * i as f64 / 400.0);
+        let g = lagrangian_genome(s, lambda);
+        let size: u64 = g.iter().enumerate().map(|(u, &c)| s.bytes[u][c as usize]).sum();
+        let pred: f64 = g.iter().enumerate().map(|(u, &c)| s.kl[u][c as usize]).sum();
+        if !out.iter().any(|o| o.0 == g) {
+            out.push((g, size, pred));
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    out
+}
+
+/// The Lagrangian plan with the largest size not above `max_bytes`.
+pub fn lagrangian_at(sweep: &[(Vec<u16>, u64, f64)], max_bytes: u64) -> Option<Vec<u16>> {
+    sweep
+        .iter()
+        .filter(|p| p.1 <= max_bytes)
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(b.1.cmp(&a.1)))
+        .map(|p| p.0.clone())
+}
+
+/// A named baseline plan with its full score.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaselinePoint {
+    pub name: String,
+    pub genome: Vec<u16>,
+    pub scored: Scored,
+}
+
+/// Random search: `budget` uniformly random genomes, fully evaluated.
+pub fn random_search(problem: &QuantProblem, budget: usize, seed: u64) -> Result<Vec<BaselinePoint>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0001);
+    let mut out = Vec::with_capacity(budget);
+    for i in 0..budget {
+        let g: Vec<u16> = problem
+            .space
+            .choices
+            .iter()
+            .map(|c| rng.random_range(0..c.len()) as u16)
+            .collect();
+        let s = problem.full(&g)?;
+        out.push(BaselinePoint {
+            name: format!("random #{i}"),
+            genome: g,
+            scored: s,
+        });
+    }
+    Ok(out)
+}
+
+/// Indices of the non-dominated feasible points (minimising all objectives).
+pub fn pareto_indices(points: &[Vec<f64>], feasible: &[bool]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| feasible[i])
+        .filter(|&i| {
+            !(0..points.len()).any(|j| {
+                j != i
+                    && feasible[j]
+                    && points[j].iter().zip(&points[i]).all(|(a, b)| a <= b)
+                    && points[j].iter().zip(&points[i]).any(|(a, b)| a < b)
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lagrangian_picks_cheapest_loss_per_byte() {
+        let s = Sensitivity {
+            kl: vec![vec![0.5, 0.1, 0.0], vec![0.05, 0.01, 0.0]],
+            bytes: vec![vec![100, 200, 400], vec![100, 200, 400]],
+            windows: 1,
+        };
+        // Nearly free bytes: everything at the top level.
+        assert_eq!(lagrangian_genome(&s, 1e-9), vec![2, 2]);
+        // Expensive bytes: everything at the bottom.
+        assert_eq!(lagrangian_genome(&s, 1.0), vec![0, 0]);
+        // In between, the sensitive unit gets the bytes first.
+        assert_eq!(lagrangian_genome(&s, 0.001), vec![1, 0]);
+        let sweep = lagrangian_sweep(&s);
+        assert!(sweep.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert_eq!(lagrangian_at(&sweep, 300), Some(vec![1, 0]));
+    }
+
+    #[test]
+    fn pareto_indices_drop_dominated_and_infeasible() {
+        let pts = vec![vec![1.0, 1.0], vec![2.0, 2.0], vec![0.5, 3.0], vec![0.1, 0.1]];
+        assert_eq!(pareto_indices(&pts, &[true, true, true, false]), vec![0, 2]);
+    }
+}

@@ -1,0 +1,191 @@
+//! Search outputs on disk: `plan.json` / `plan.yaml` (schema-versioned, with seed, target,
+//! model fingerprint and qevo version), `front.json`, `history.jsonl`. Every file is
+//! written atomically. `read_plan_file` reads a plan back (JSON or YAML, a full plan file
+//! or a bare `TensorPlan`).
+
+use super::{FrontEntry, SearchOutcome};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::Model;
+use crate::quant::TensorPlan;
+use std::path::Path;
+
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+
+/// One tensor's line in a plan file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlanTensor {
+    pub name: String,
+    pub format: crate::quant::WeightFormat,
+    pub act_bits: u8,
+}
+
+/// Scores recorded with a plan.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PlanMetrics {
+    pub kl: f64,
+    pub heldout_kl: f64,
+    pub top1: f64,
+    pub heldout_top1: f64,
+    pub ppl: f64,
+    pub heldout_ppl: f64,
+    pub size_bytes: u64,
+    pub bits_per_weight: f64,
+    pub latency_ms: f64,
+    pub energy_mj: f64,
+    pub peak_memory_bytes: u64,
+}
+
+/// `plan.json` / `plan.yaml`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PlanFile {
+    pub schema_version: u32,
+    pub qevo_version: String,
+    pub model: String,
+    pub model_fingerprint: String,
+    pub target: String,
+    pub seed: u64,
+    pub unit: String,
+    pub metrics: Option<PlanMetrics>,
+    pub tensors: Vec<PlanTensor>,
+}
+
+impl PlanFile {
+    pub fn plan(&self) -> TensorPlan {
+        TensorPlan {
+            entries: self
+                .tensors
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        crate::quant::TensorChoice {
+                            format: t.format,
+                            act_bits: t.act_bits,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn from_plan(model: &Model, plan: &TensorPlan, target: &str, seed: u64, unit: &str, metrics: Option<PlanMetrics>) -> PlanFile {
+        PlanFile {
+            schema_version: PLAN_SCHEMA_VERSION,
+            qevo_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: model.source.display().to_string(),
+            model_fingerprint: model.fingerprint.clone(),
+            target: target.to_string(),
+            seed,
+            unit: unit.to_string(),
+            metrics,
+            tensors: plan
+                .entries
+                .iter()
+                .map(|(n, c)| PlanTensor {
+                    name: n.clone(),
+                    format: c.format,
+                    act_bits: c.act_bits,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
+pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let parsed: std::result::Result<PlanFile, String> = if yaml {
+        serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    match parsed {
+        Ok(pf) => {
+            if pf.schema_version != PLAN_SCHEMA_VERSION {
+                return Err(Error::config(
+                    path,
+                    "schema_version",
+                    format!("version {} is not supported (expected {PLAN_SCHEMA_VERSION})", pf.schema_version),
+                ));
+            }
+            Ok(pf.plan())
+        }
+        Err(e) => {
+            // A bare TensorPlan (as the library serialises it) is accepted too.
+            let bare: std::result::Result<TensorPlan, String> = if yaml {
+                serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+            } else {
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            };
+            bare.map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
+        }
+    }
+}
+
+pub fn plan_metrics(model: &Model, outcome: &SearchOutcome, f: &FrontEntry) -> PlanMetrics {
+    let plan = outcome.plan(model, &f.genome);
+    PlanMetrics {
+        kl: f.scored.metrics.kl,
+        heldout_kl: f.heldout.kl,
+        top1: f.scored.metrics.top1,
+        heldout_top1: f.heldout.top1,
+        ppl: f.scored.metrics.ppl,
+        heldout_ppl: f.heldout.ppl,
+        size_bytes: f.scored.size_bytes,
+        bits_per_weight: plan.bits_per_weight(model),
+        latency_ms: f.scored.latency_ms,
+        energy_mj: f.scored.energy_mj,
+        peak_memory_bytes: f.scored.peak_memory_bytes,
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("serialising output: {e}")))
+}
+
+/// Writes the plan files (`plan.json`, `plan.yaml`) for the recommended plan.
+pub fn write_plan(dir: &Path, pf: &PlanFile) -> Result<()> {
+    write_atomic(&dir.join("plan.json"), json(pf)?.as_bytes())?;
+    let yaml = serde_saphyr::to_string(pf).map_err(|e| Error::Invalid(format!("serialising plan.yaml: {e}")))?;
+    write_atomic(&dir.join("plan.yaml"), yaml.as_bytes())
+}
+
+/// `front.json`: every front plan with its scores and per-tensor choices.
+pub fn write_front(dir: &Path, model: &Model, outcome: &SearchOutcome, target: &str) -> Result<()> {
+    let entries: Vec<PlanFile> = outcome
+        .front
+        .iter()
+        .map(|f| {
+            let plan = outcome.plan(model, &f.genome);
+            PlanFile::from_plan(
+                model,
+                &plan,
+                target,
+                outcome.seed,
+                &format!("{:?}", outcome.space.mode).to_lowercase(),
+                Some(plan_metrics(model, outcome, f)),
+            )
+        })
+        .collect();
+    write_atomic(&dir.join("front.json"), json(&entries)?.as_bytes())
+}
+
+/// `history.jsonl`: one line per generation.
+pub fn write_history(dir: &Path, outcome: &SearchOutcome) -> Result<()> {
+    let mut s = String::new();
+    for r in &outcome.history {
+        s.push_str(&serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?);
+        s.push('\n');
+    }
+    write_atomic(&dir.join("history.jsonl"), s.as_bytes())
+}
+
+/// Checks an output directory can be written before hours of search go into it.
+pub fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(".qevo-write-test");
+    write_atomic(&probe, b"ok")?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+}

@@ -1,0 +1,225 @@
+//! The search space: which tensors share a gene (`--unit role|block|tensor`, `--tie-qkv`),
+//! and, per gene, the ordered list of (weight format, activation bits) choices that apply
+//! to every tensor of the unit and that the target can execute.
+
+use crate::error::{Error, Result};
+use crate::hw::Profile;
+use crate::model::{Model, Role};
+use crate::quant::{GgmlType, TensorChoice, TensorPlan, WeightFormat};
+
+/// How tensors are grouped into genes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitMode {
+    /// One gene per tensor role, shared by every block (the product brief's table).
+    Role,
+    /// One gene per block (all of a block's tensors), plus embedding and output.
+    Block,
+    /// One gene per weight matrix.
+    Tensor,
+}
+
+impl UnitMode {
+    pub fn parse(s: &str) -> Result<UnitMode> {
+        match s {
+            "role" => Ok(UnitMode::Role),
+            "block" => Ok(UnitMode::Block),
+            "tensor" => Ok(UnitMode::Tensor),
+            _ => Err(Error::Invalid(format!("unknown unit `{s}` (role, block, tensor)"))),
+        }
+    }
+}
+
+/// One gene: a name for reports and the tensors (indices into `Model::tensors`) it sets.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unit {
+    pub name: String,
+    pub tensors: Vec<usize>,
+}
+
+/// Named format sets for `--formats`.
+pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
+    // Everything llama.cpp can load, so the recommended plan exports to GGUF as-is.
+    ("ggml", &["q2_k", "q3_k", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0", "f16"]),
+    // The product brief's genome: integer widths × schemes at a common group size.
+    (
+        "int",
+        &[
+            "int2-asym-g32", "int3-asym-g64", "int4-sym-g128", "int4-asym-g128", "int4-pow2-g128",
+            "int5-asym-g128", "int6-sym-g128", "int6-pow2-g128", "int8-sym-channel", "int8-asym-channel",
+            "int8-pow2-channel", "f16",
+        ],
+    ),
+];
+
+/// Expands `--formats` (presets and/or format names, comma separated).
+pub fn parse_formats(spec: &str) -> Result<Vec<WeightFormat>> {
+    let mut out: Vec<WeightFormat> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let names: Vec<&str> = match FORMAT_PRESETS.iter().find(|(n, _)| *n == part) {
+            Some((_, list)) => list.to_vec(),
+            None => vec![part],
+        };
+        for n in names {
+            let f = WeightFormat::parse(n)?;
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid("--formats lists no format".into()));
+    }
+    Ok(out)
+}
+
+/// Parses `--act-bits 8,16`.
+pub fn parse_act_bits(spec: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    for p in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match p.parse::<u8>() {
+            Ok(b @ (4 | 8 | 16)) => {
+                if !v.contains(&b) {
+                    v.push(b)
+                }
+            }
+            _ => return Err(Error::Invalid(format!("activation bits `{p}`: choose 4, 8 or 16"))),
+        }
+    }
+    if v.is_empty() {
+        return Err(Error::Invalid("--act-bits lists no width".into()));
+    }
+    Ok(v)
+}
+
+/// The genes and their allowed choices.
+#[derive(Debug, Clone)]
+pub struct SearchSpace {
+    pub mode: UnitMode,
+    pub units: Vec<Unit>,
+    /// Per unit, choices ordered from the fewest bits to the most (neighbours are similar).
+    pub choices: Vec<Vec<TensorChoice>>,
+}
+
+fn unit_key(model: &Model, t: usize, mode: UnitMode, tie_qkv: bool) -> String {
+    let info = &model.tensors[t];
+    let role = match (tie_qkv, info.role) {
+        (true, Role::AttnQ | Role::AttnK | Role::AttnV) => "attn_qkv".to_string(),
+        (_, r) => r.as_str().to_string(),
+    };
+    match (mode, info.block) {
+        (UnitMode::Role, _) | (_, None) => role,
+        (UnitMode::Block, Some(b)) => format!("blk.{b}"),
+        (UnitMode::Tensor, Some(b)) => format!("blk.{b}.{role}"),
+    }
+}
+
+impl SearchSpace {
+    pub fn new(
+        model: &Model,
+        mode: UnitMode,
+        tie_qkv: bool,
+        formats: &[WeightFormat],
+        act_bits: &[u8],
+        target: &Profile,
+    ) -> Result<SearchSpace> {
+        let mut units: Vec<Unit> = Vec::new();
+        for t in 0..model.tensors.len() {
+            let key = unit_key(model, t, mode, tie_qkv);
+            match units.iter_mut().find(|u| u.name == key) {
+                Some(u) => u.tensors.push(t),
+                None => units.push(Unit {
+                    name: key,
+                    tensors: vec![t],
+                }),
+            }
+        }
+        let mut choices = Vec::with_capacity(units.len());
+        for u in &units {
+            let embedding_only = u.tensors.iter().all(|&t| model.tensors[t].role == Role::Embedding);
+            let mut list: Vec<TensorChoice> = Vec::new();
+            for f in formats {
+                let fits = u.tensors.iter().all(|&t| {
+                    let i = &model.tensors[t];
+                    f.applies_to(i.rows, i.cols)
+                });
+                if !fits || !target.supports_format(&f.name(), f.compute_bits()) {
+                    continue;
+                }
+                // An embedding is a row gather: it has no input to quantize.
+                let acts: &[u8] = if embedding_only { &[16] } else { act_bits };
+                for &a in acts {
+                    list.push(TensorChoice { format: *f, act_bits: a });
+                }
+            }
+            if list.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "no allowed format applies to unit `{}` on target `{}` (tensor shapes {}); widen --formats",
+                    u.name,
+                    target.name,
+                    u.tensors
+                        .iter()
+                        .map(|&t| format!("{}x{}", model.tensors[t].rows, model.tensors[t].cols))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let cols = model.tensors[u.tensors[0]].cols;
+            list.sort_by(|a, b| {
+                a.format
+                    .bits_per_weight(cols)
+                    .total_cmp(&b.format.bits_per_weight(cols))
+                    .then(a.act_bits.cmp(&b.act_bits))
+                    .then(a.format.name().cmp(&b.format.name()))
+            });
+            choices.push(list);
+        }
+        Ok(SearchSpace { mode, units, choices })
+    }
+
+    pub fn n_genes(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Per tensor, the choice a genome gives it.
+    pub fn tensor_choices(&self, model: &Model, genome: &[u16]) -> Vec<TensorChoice> {
+        let mut out = vec![
+            TensorChoice {
+                format: WeightFormat::Ggml(GgmlType::F32),
+                act_bits: 16
+            };
+            model.tensors.len()
+        ];
+        for (u, unit) in self.units.iter().enumerate() {
+            let c = self.choices[u][genome[u] as usize];
+            for &t in &unit.tensors {
+                out[t] = c;
+            }
+        }
+        out
+    }
+
+    /// The plan a genome encodes.
+    pub fn plan(&self, model: &Model, genome: &[u16]) -> TensorPlan {
+        let tc = self.tensor_choices(model, genome);
+        TensorPlan {
+            entries: model.tensors.iter().zip(tc).map(|(i, c)| (i.name.clone(), c)).collect(),
+        }
+    }
+
+    /// The genome for "every unit at the same choice", where every unit has it.
+    pub fn uniform_genome(&self, choice: &TensorChoice) -> Option<Vec<u16>> {
+        self.choices
+            .iter()
+            .map(|list| list.iter().position(|c| c == choice).map(|p| p as u16))
+            .collect()
+    }
+
+    /// Parameter count per unit (the level-switch mutation's gene weights).
+    pub fn unit_params(&self, model: &Model) -> Vec<u64> {
+        self.units
+            .iter()
+            .map(|u| u.tensors.iter().map(|&t| model.tensors[t].params() as u64).sum())
+            .collect()
+    }
+}
