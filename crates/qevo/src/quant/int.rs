@@ -26,11 +26,12 @@
 //!   `u = clamp(round(x / scale) + z, 0, n)`; `x̂ = scale·(u − z)`.
 //! * pow2: like sym, but the scale is `2^e` with `e` the *smallest* integer such that
 //!   `amax ≤ qmax·2^e` (the ideal scale rounded up to a power of two), clamped to
-//!   `[−128, 127]`; dequantization is an exponent shift, `x̂ = q·2^e`.
+//!   `[−127, 127]` (so `2^−e` is a finite f32 too); dequantization is an exponent shift,
+//!   `x̂ = q·2^e`.
 //! * `round` is round-half-to-even (IEEE default), computed as `(v + 1.5·2^23) − 1.5·2^23`,
 //!   exact for the `|v| ≤ 2^9` that occur here.
 //!
-//! An all-zero group gets scale 0 (pow2: `e = −128`) and decodes to zeros.
+//! An all-zero group gets scale 0 (pow2: `e = −127`) and decodes to zeros.
 
 use half::f16;
 use rayon::prelude::*;
@@ -249,7 +250,7 @@ impl IntFormat {
             Scheme::Pow2 => {
                 let e = if amax > 0.0 {
                     let t = amax / self.qmax() as f32;
-                    let mut e = ceil_log2(t).max(-128);
+                    let mut e = ceil_log2(t).max(-127);
                     // The division may have rounded down: make sure amax fits.
                     while e < 127 && amax > self.qmax() as f32 * pow2(e) {
                         e += 1;
@@ -259,7 +260,7 @@ impl IntFormat {
                     }
                     e
                 } else {
-                    -128
+                    -127
                 };
                 let scale = pow2(e);
                 Ok(GroupParams {
