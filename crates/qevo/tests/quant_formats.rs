@@ -39,7 +39,7 @@ const GGML_RMSE: [(GgmlType, f64); 13] = [
     (GgmlType::Q4_0, 1.1e-1),
     (GgmlType::Q3K, 2.0e-1),
     (GgmlType::Q2K, 3.8e-1),
-]
+];
 
 /// Ceiling for generic formats on the same data: the RMSE of uniform rounding
 /// (step/√12) with the step a group's range implies, times a safety factor. `amax` is a
