@@ -97,6 +97,10 @@ impl GgmlType {
         rows.checked_mul(cols / self.block_len())?
             .checked_mul(self.block_bytes())
     }
+    /// candle's name for this type (for callers that use candle's quantized tensors).
+    pub fn candle_dtype(self) -> GgmlDType {
+        self.candle()
+    }
     pub(crate) fn candle(self) -> GgmlDType {
         match self {
             GgmlType::F32 => GgmlDType::F32,
