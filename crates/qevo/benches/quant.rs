@@ -30,21 +30,39 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn shapes() -> (String, Vec<(String, usize, usize, Vec<f32>)>) {
+/// (name, rows, cols, row-major f32 data) of every quantizable tensor.
+type Tensors = Vec<(String, usize, usize, Vec<f32>)>;
+
+fn shapes() -> (String, Tensors) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
     if let Ok(m) = qevo::Model::load(&dir) {
         let t = m
             .tensors
             .iter()
             .zip(&m.weights)
-            .map(|(i, w)| (i.name.clone(), i.rows, i.cols, w.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .map(|(i, w)| {
+                (
+                    i.name.clone(),
+                    i.rows,
+                    i.cols,
+                    w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
             .collect();
         return ("embedded model".into(), t);
     }
     let (h, f, v) = (256, 768, 2048);
     let mut t = vec![("token_embd.weight".to_string(), v, h)];
     for b in 0..4 {
-        for (n, r, c) in [("attn_q", h, h), ("attn_k", 128, h), ("attn_v", 128, h), ("attn_output", h, h), ("ffn_gate", f, h), ("ffn_up", f, h), ("ffn_down", h, f)] {
+        for (n, r, c) in [
+            ("attn_q", h, h),
+            ("attn_k", 128, h),
+            ("attn_v", 128, h),
+            ("attn_output", h, h),
+            ("ffn_gate", f, h),
+            ("ffn_up", f, h),
+            ("ffn_down", h, f),
+        ] {
             t.push((format!("blk.{b}.{n}.weight"), r, c));
         }
     }
@@ -55,7 +73,10 @@ fn shapes() -> (String, Vec<(String, usize, usize, Vec<f32>)>) {
         .map(|(i, (n, r, c))| (n, r, c, data(r * c, i as u64)))
         .map(|(n, r, c, d)| (n, r, c, d.iter().map(|x| x * 0.05).collect()))
         .collect();
-    ("random tensors with the embedded model's shapes (assets are placeholders)".into(), t)
+    (
+        "random tensors with the embedded model's shapes (assets are placeholders)".into(),
+        t,
+    )
 }
 
 fn main() {
@@ -63,8 +84,14 @@ fn main() {
     let x = data(rows * cols, 1);
     let gb = (x.len() * 4) as f64 / 1e9;
     println!("threads: {}", rayon::current_num_threads());
-    println!("input: [{rows}, {cols}] f32 = {:.1} MB; best of 3 runs", gb * 1e3);
-    println!("{:<18} {:>10} {:>14} {:>12} {:>8}", "format", "fake GB/s", "pack+unp GB/s", "candle GB/s", "ratio");
+    println!(
+        "input: [{rows}, {cols}] f32 = {:.1} MB; best of 3 runs",
+        gb * 1e3
+    );
+    println!(
+        "{:<18} {:>10} {:>14} {:>12} {:>8}",
+        "format", "fake GB/s", "pack+unp GB/s", "candle GB/s", "ratio"
+    );
     let src = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
     for f in WeightFormat::all() {
         let fake = best(3, || {
@@ -98,15 +125,23 @@ fn main() {
     let pairs: Vec<(usize, WeightFormat)> = tensors
         .iter()
         .enumerate()
-        .flat_map(|(i, t)| formats.iter().filter(|f| f.applies_to(t.1, t.2)).map(move |f| (i, *f)))
+        .flat_map(|(i, t)| {
+            formats
+                .iter()
+                .filter(|f| f.applies_to(t.1, t.2))
+                .map(move |f| (i, *f))
+        })
         .collect();
     let params: usize = tensors.iter().map(|t| t.1 * t.2).sum();
-    let run = |filter: &dyn Fn(&WeightFormat) -> bool| {
+    let run = |filter: &(dyn Fn(&WeightFormat) -> bool + Sync)| {
         let t = Instant::now();
-        pairs.par_iter().filter(|p| filter(&p.1)).for_each(|&(i, f)| {
-            let (name, r, c, d) = &tensors[i];
-            std::hint::black_box(f.fake_quant_named(name, d, *r, *c, None).unwrap());
-        });
+        pairs
+            .par_iter()
+            .filter(|p| filter(&p.1))
+            .for_each(|&(i, f)| {
+                let (name, r, c, d) = &tensors[i];
+                std::hint::black_box(f.fake_quant_named(name, d, *r, *c, None).unwrap());
+            });
         t.elapsed().as_secs_f64()
     };
     let all = run(&|_| true);
@@ -117,8 +152,14 @@ fn main() {
         tensors.len(),
         pairs.len()
     );
-    let bytes: usize = pairs.iter().map(|&(i, _)| tensors[i].1 * tensors[i].2 * 4).sum();
-    println!("  all formats:     {all:.2} s ({:.2} GB/s of f32 input)", bytes as f64 / 1e9 / all);
+    let bytes: usize = pairs
+        .iter()
+        .map(|&(i, _)| tensors[i].1 * tensors[i].2 * 4)
+        .sum();
+    println!(
+        "  all formats:     {all:.2} s ({:.2} GB/s of f32 input)",
+        bytes as f64 / 1e9 / all
+    );
     println!("  generic only:    {generic:.2} s");
     println!("  GGML only:       {ggml:.2} s");
 }

@@ -29,7 +29,8 @@ struct Entry {
 
 /// Fixture entries whose type qevo offers, plus the names of those it does not.
 fn entries() -> (Vec<Entry>, Vec<String>) {
-    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir().join("index.json")).unwrap()).unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("index.json")).unwrap()).unwrap();
     let rows = idx["rows"].as_u64().unwrap() as usize;
     let cols = idx["cols"].as_u64().unwrap() as usize;
     let mut out = Vec::new();
@@ -40,8 +41,16 @@ fn entries() -> (Vec<Entry>, Vec<String>) {
             other.push(name.to_string());
             continue;
         };
-        assert_eq!(ty.gguf_id() as u64, e["ggml_type_id"].as_u64().unwrap(), "{name}");
-        assert_eq!(ty.block_bytes() as u64, e["type_size"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            ty.gguf_id() as u64,
+            e["ggml_type_id"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            ty.block_bytes() as u64,
+            e["type_size"].as_u64().unwrap(),
+            "{name}"
+        );
         out.push(Entry {
             ty,
             kind: e["kind"].as_str().unwrap().to_string(),
@@ -59,11 +68,19 @@ fn fixtures_cover_every_offered_quantized_type() {
     let (e, other) = entries();
     let mut have: Vec<GgmlType> = e.iter().map(|e| e.ty).collect();
     have.sort();
-    let mut want: Vec<GgmlType> = GgmlType::ALL.into_iter().filter(|t| *t != GgmlType::F32).collect();
+    let mut want: Vec<GgmlType> = GgmlType::ALL
+        .into_iter()
+        .filter(|t| *t != GgmlType::F32)
+        .collect();
     want.sort();
     // F32 is not in the fixtures (trivial); everything else qevo offers is.
     assert_eq!(have, want);
-    assert!(other.iter().all(|n| n.starts_with("IQ") || n.starts_with("TQ") || n.ends_with("FP4")), "{other:?}");
+    assert!(
+        other
+            .iter()
+            .all(|n| n.starts_with("IQ") || n.starts_with("TQ") || n.ends_with("FP4")),
+        "{other:?}"
+    );
 }
 
 #[test]
@@ -82,7 +99,15 @@ fn quantize_bytes_equal_gguf_reference() {
     checked.sort();
     assert_eq!(
         checked,
-        vec![GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q5_1, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q4_0]
+        vec![
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q5_1,
+            GgmlType::Q5_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_0
+        ]
     );
 }
 

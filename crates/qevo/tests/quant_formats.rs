@@ -20,7 +20,12 @@ fn normal(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn rmse(a: &[f32], b: &[f32]) -> f64 {
-    (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
+    (a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64)
+        .sqrt()
 }
 
 /// Ceiling of the round-trip RMSE on standard-normal data (64 × 256), per GGML type.
@@ -72,10 +77,17 @@ fn round_trip_rmse_is_under_each_formats_ceiling() {
             WeightFormat::Ggml(t) => GGML_RMSE.iter().find(|r| r.0 == t).unwrap().1,
             WeightFormat::Int(i) => int_rmse_ceiling(i),
         };
-        report.push(format!("{f}: {e:.5} (ceiling {ceiling:.5}){}", if e > ceiling { " FAIL" } else { "" }));
+        report.push(format!(
+            "{f}: {e:.5} (ceiling {ceiling:.5}){}",
+            if e > ceiling { " FAIL" } else { "" }
+        ));
     }
     eprintln!("{}", report.join("\n"));
-    assert!(!report.iter().any(|r| r.ends_with("FAIL")), "{}", report.join("\n"));
+    assert!(
+        !report.iter().any(|r| r.ends_with("FAIL")),
+        "{}",
+        report.join("\n")
+    );
 }
 
 #[test]
@@ -131,7 +143,8 @@ fn check_all(bad: Vec<String>) {
 /// candle's q2_k / q4_k / q5_k quantizers follow an older ggml (`make_qkx1_quants`), which
 /// gives a sub-block whose values are all equal scale 0 and min 0: it decodes to zeros.
 /// Current llama.cpp (`make_qkx2_quants`) keeps the value. Known, documented deviation.
-const CANDLE_CONSTANT_SUBBLOCK_TO_ZERO: [GgmlType; 3] = [GgmlType::Q2K, GgmlType::Q4K, GgmlType::Q5K];
+const CANDLE_CONSTANT_SUBBLOCK_TO_ZERO: [GgmlType; 3] =
+    [GgmlType::Q2K, GgmlType::Q4K, GgmlType::Q5K];
 
 #[test]
 fn candle_k_quants_flush_constant_subblocks_to_zero() {
@@ -148,9 +161,10 @@ fn constant_rows_are_reproduced_closely() {
     let mut bad = Vec::new();
     for c in [0.37f32, -2.5] {
         let x = vec![c; 4 * 256];
-        let formats = WeightFormat::all()
-            .into_iter()
-            .filter(|f| !f.ggml().is_some_and(|t| CANDLE_CONSTANT_SUBBLOCK_TO_ZERO.contains(&t)));
+        let formats = WeightFormat::all().into_iter().filter(|f| {
+            !f.ggml()
+                .is_some_and(|t| CANDLE_CONSTANT_SUBBLOCK_TO_ZERO.contains(&t))
+        });
         for f in formats {
             let y = f.fake_quant(&x, 4, 256, None).unwrap();
             let err = y.iter().map(|v| (v - c).abs()).fold(0f32, f32::max) / c.abs();
@@ -177,7 +191,10 @@ fn huge_outliers_are_kept_and_stay_finite() {
         let rel = (y[37] - x[37]).abs() / x[37];
         let tol = max_value_tolerance(f).max(if f.compute_bits() <= 3 { 0.35 } else { 0.0 });
         if rel > tol {
-            bad.push(format!("{f}: outlier 1e4 reconstructed as {} ({rel} > {tol})", y[37]));
+            bad.push(format!(
+                "{f}: outlier 1e4 reconstructed as {} ({rel} > {tol})",
+                y[37]
+            ));
         }
     }
     check_all(bad);
@@ -186,13 +203,19 @@ fn huge_outliers_are_kept_and_stay_finite() {
 #[test]
 fn denormal_inputs_give_finite_tiny_outputs() {
     let x: Vec<f32> = (0..4 * 256)
-        .map(|i| f32::from_bits(1 + (i as u32 * 7919) % 100_000) * if i % 2 == 0 { 1.0 } else { -1.0 })
+        .map(|i| {
+            f32::from_bits(1 + (i as u32 * 7919) % 100_000) * if i % 2 == 0 { 1.0 } else { -1.0 }
+        })
         .collect();
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let mut bad = Vec::new();
     for f in WeightFormat::all() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
-        let err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let err = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         // Nothing may blow up: outputs stay finite and no further from the input than the
         // input's own magnitude (most formats flush such values to zero).
         if !y.iter().all(|v| v.is_finite()) || err > amax {
@@ -208,9 +231,18 @@ fn nan_and_inf_give_an_error_naming_the_tensor() {
         let mut x = normal(4 * 256, 4);
         x[256 + 5] = bad;
         for f in WeightFormat::all() {
-            let e = f.quantize_named("blk.2.ffn_up.weight", &x, 4, 256, None).unwrap_err().to_string();
-            assert!(e.contains("blk.2.ffn_up.weight") && e.contains("row 1, column 5"), "{f}: {e}");
-            let e = f.fake_quant_named("blk.2.ffn_up.weight", &x, 4, 256, None).unwrap_err().to_string();
+            let e = f
+                .quantize_named("blk.2.ffn_up.weight", &x, 4, 256, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("blk.2.ffn_up.weight") && e.contains("row 1, column 5"),
+                "{f}: {e}"
+            );
+            let e = f
+                .fake_quant_named("blk.2.ffn_up.weight", &x, 4, 256, None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("blk.2.ffn_up.weight"), "{f}: {e}");
         }
     }
@@ -220,8 +252,14 @@ fn nan_and_inf_give_an_error_naming_the_tensor() {
 fn values_beyond_f16_scales_give_an_error_not_garbage() {
     let x = vec![1.0e6f32; 256];
     let f = WeightFormat::parse("int2-sym-tensor").unwrap();
-    let e = f.quantize_named("token_embd.weight", &x, 1, 256, None).unwrap_err().to_string();
-    assert!(e.contains("token_embd.weight") && e.contains("scale range"), "{e}");
+    let e = f
+        .quantize_named("token_embd.weight", &x, 1, 256, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("token_embd.weight") && e.contains("scale range"),
+        "{e}"
+    );
     // Power-of-two scales reach far beyond f16 and handle it.
     let p = WeightFormat::parse("int2-pow2-tensor").unwrap();
     let y = p.fake_quant(&x, 1, 256, None).unwrap();
@@ -231,7 +269,11 @@ fn values_beyond_f16_scales_give_an_error_not_garbage() {
 #[test]
 fn inapplicable_shape_and_bad_imatrix_are_errors() {
     let x = normal(2 * 96, 5);
-    let e = WeightFormat::parse("q4_k").unwrap().quantize_named("t", &x, 2, 96, None).unwrap_err().to_string();
+    let e = WeightFormat::parse("q4_k")
+        .unwrap()
+        .quantize_named("t", &x, 2, 96, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not apply"), "{e}");
     let x = normal(2 * 256, 5);
     let e = WeightFormat::parse("q4_k")
@@ -271,7 +313,10 @@ fn packed_bytes_decode_to_fake_quant_for_every_format() {
         assert_eq!(p.bytes.len() as u64, f.tensor_bytes(6, 256).unwrap(), "{f}");
         let d = f.dequantize(&p).unwrap();
         let fq = f.fake_quant(&x, 6, 256, None).unwrap();
-        assert!(d.iter().zip(&fq).all(|(a, b)| a.to_bits() == b.to_bits()), "{f}");
+        assert!(
+            d.iter().zip(&fq).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{f}"
+        );
         let mut short = p.clone();
         short.bytes.pop();
         assert!(f.dequantize(&short).is_err(), "{f}");

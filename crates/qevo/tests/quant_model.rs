@@ -31,7 +31,11 @@ fn uniform_plan_size_is_exact_and_serde_round_trips() {
     let (_d, m) = model(256);
     let f = WeightFormat::parse("q4_k").unwrap();
     let plan = TensorPlan::uniform(&m, f, 8).unwrap();
-    let want: u64 = m.tensors.iter().map(|t| (t.rows * t.cols / 256 * 144) as u64).sum();
+    let want: u64 = m
+        .tensors
+        .iter()
+        .map(|t| (t.rows * t.cols / 256 * 144) as u64)
+        .sum();
     assert_eq!(plan.size_bytes(&m), want);
     assert_eq!(plan.bits_per_weight(&m), 4.5);
     let json = serde_json::to_string(&plan).unwrap();
@@ -45,13 +49,22 @@ fn uniform_plan_size_is_exact_and_serde_round_trips() {
 #[test]
 fn plan_validation_names_the_tensor_at_fault() {
     let (_d, m) = model(64);
-    let e = TensorPlan::uniform(&m, WeightFormat::parse("q4_k").unwrap(), 16).unwrap_err().to_string();
-    assert!(e.contains("q4_k") && e.contains("multiples of 256") && e.contains(".weight"), "{e}");
+    let e = TensorPlan::uniform(&m, WeightFormat::parse("q4_k").unwrap(), 16)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("q4_k") && e.contains("multiples of 256") && e.contains(".weight"),
+        "{e}"
+    );
 
-    let mut plan = TensorPlan::uniform(&m, WeightFormat::parse("int4-sym-g32").unwrap(), 16).unwrap();
+    let mut plan =
+        TensorPlan::uniform(&m, WeightFormat::parse("int4-sym-g32").unwrap(), 16).unwrap();
     plan.entries[0].0 = "blk.9.attn_q.weight".into();
     let e = plan.validate(&m).unwrap_err().to_string();
-    assert!(e.contains("blk.9.attn_q.weight") && e.contains("does not have"), "{e}");
+    assert!(
+        e.contains("blk.9.attn_q.weight") && e.contains("does not have"),
+        "{e}"
+    );
 
     let mut plan = TensorPlan::uniform(&m, WeightFormat::parse("q8_0").unwrap(), 16).unwrap();
     let (missing, _) = plan.entries.pop().unwrap();
@@ -60,7 +73,11 @@ fn plan_validation_names_the_tensor_at_fault() {
 
     let mut plan = TensorPlan::uniform(&m, WeightFormat::parse("q8_0").unwrap(), 16).unwrap();
     plan.entries[1].1.act_bits = 6;
-    assert!(plan.validate(&m).unwrap_err().to_string().contains("activation bits 6"));
+    assert!(plan
+        .validate(&m)
+        .unwrap_err()
+        .to_string()
+        .contains("activation bits 6"));
 
     let mut plan = TensorPlan::uniform(&m, WeightFormat::parse("q8_0").unwrap(), 16).unwrap();
     let dup = plan.entries[0].clone();
@@ -79,7 +96,16 @@ fn cache_counts_hits_and_misses_and_matches_direct_quantization() {
     assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
     assert_eq!(s.bytes, m.tensors[1].params() * 4);
     let want = f
-        .fake_quant(&m.weights[1].flatten_all().unwrap().to_vec1::<f32>().unwrap(), m.tensors[1].rows, m.tensors[1].cols, None)
+        .fake_quant(
+            &m.weights[1]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            m.tensors[1].rows,
+            m.tensors[1].cols,
+            None,
+        )
         .unwrap();
     assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
     assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
@@ -125,13 +151,25 @@ fn prefill_then_weights_for_is_all_hits() {
 fn non_finite_weight_is_an_error_naming_the_tensor() {
     let (_d, mut m) = model(256);
     let i = m.tensor_index("blk.1.ffn_down.weight").unwrap();
-    let mut v = m.weights[i].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut v = m.weights[i]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     v[3] = f32::NAN;
-    m.weights[i] = candle_core::Tensor::from_vec(v, (m.tensors[i].rows, m.tensors[i].cols), &candle_core::Device::Cpu).unwrap();
+    m.weights[i] = candle_core::Tensor::from_vec(
+        v,
+        (m.tensors[i].rows, m.tensors[i].cols),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let cache = WeightCache::new(usize::MAX);
     let plan = TensorPlan::uniform(&m, WeightFormat::parse("q6_k").unwrap(), 16).unwrap();
     let e = cache.weights_for(&m, &plan).unwrap_err().to_string();
-    assert!(e.contains("blk.1.ffn_down.weight") && e.contains("NaN"), "{e}");
+    assert!(
+        e.contains("blk.1.ffn_down.weight") && e.contains("NaN"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -140,7 +178,10 @@ fn activation_quant_16_bits_is_identity_and_fewer_bits_cost_more() {
     let calib = windows(4);
     let reference = Reference::build(&m, windows(4), 16).unwrap();
     let ranges = calibrate_act_ranges(&m, &calib, None).unwrap();
-    assert!(ranges.ranges[0].is_none(), "untied embedding is no linear input");
+    assert!(
+        ranges.ranges[0].is_none(),
+        "untied embedding is no linear input"
+    );
     assert!(ranges.ranges[1..].iter().all(|r| r.is_some()));
     let n = m.tensors.len();
     let fp = reference.score(&m, &m.weights, &NoHook).unwrap();
@@ -188,7 +229,10 @@ fn imatrix_has_one_positive_value_per_input_column() {
     // The cache quantizes K-quants with it.
     let f = WeightFormat::parse("q3_k").unwrap();
     let plain = WeightCache::new(usize::MAX).get(&m, 1, f).unwrap();
-    let weighted = WeightCache::new(usize::MAX).with_imatrix(im).get(&m, 1, f).unwrap();
+    let weighted = WeightCache::new(usize::MAX)
+        .with_imatrix(im)
+        .get(&m, 1, f)
+        .unwrap();
     let a = plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = weighted.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_ne!(a, b);
@@ -205,5 +249,8 @@ fn quantized_plan_scores_worse_than_fp_and_q8_beats_q2() {
         let w = cache.weights_for(&m, &plan).unwrap();
         kls.push(reference.score(&m, &w, &NoHook).unwrap().kl);
     }
-    assert!(kls[0] > 0.0 && kls[0] < kls[1] && kls[1] < kls[2], "{kls:?}");
+    assert!(
+        kls[0] > 0.0 && kls[0] < kls[1] && kls[1] < kls[2],
+        "{kls:?}"
+    );
 }
