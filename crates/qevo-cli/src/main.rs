@@ -46,6 +46,37 @@ enum Cmd {
         #[command(flatten)]
         args: ModelArgs,
     },
+    /// Quantize every tensor to one format and score it against the FP model.
+    Quantize {
+        #[command(flatten)]
+        args: ModelArgs,
+        #[command(flatten)]
+        q: QuantizeArgs,
+    },
+}
+
+/// Options of `qevo quantize`.
+#[derive(clap::Args, Clone)]
+pub struct QuantizeArgs {
+    /// Weight format of every tensor: q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q4_1, q3_k,
+    /// q2_k, f16, bf16, f32, or int{2..8}-{sym|asym|pow2}-{tensor|channel|g32|g64|g128}.
+    #[arg(long)]
+    pub format: String,
+    /// Activation bits of every linear input: 4, 8 or 16 (= not quantized).
+    #[arg(long, default_value_t = 16)]
+    pub act_bits: u8,
+    /// Asymmetric activation quantization (default symmetric).
+    #[arg(long)]
+    pub act_asym: bool,
+    /// Calibrate activation ranges at this percentile (e.g. 99.99) instead of min/max.
+    #[arg(long)]
+    pub act_percentile: Option<f64>,
+    /// Weight K-quant rounding by an importance matrix from the calibration text.
+    #[arg(long)]
+    pub imatrix: bool,
+    /// Calibration text (default: the embedded calibration split).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
 }
 
 fn main() {
@@ -54,6 +85,7 @@ fn main() {
         Cmd::Inspect { model } => commands::inspect(model),
         Cmd::Eval { args } => commands::eval(&args),
         Cmd::Search(a) => search_cmd::search(&a),
+        Cmd::Quantize { args, q } => commands::quantize(&args, &q),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -11,7 +11,9 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// How activations are mapped to integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ActScheme {
     /// `scale = max(|lo|, |hi|) / (2^(b-1) − 1)`, codes symmetric around 0.
@@ -98,10 +100,16 @@ impl LinearHook for RangeHook {
 /// Runs the FP model over `windows` once and records every linear input's range:
 /// min/max, or with `percentile = Some(p)` (e.g. 99.99) the `100−p` and `p` percentiles
 /// of each batch, averaged over batches.
-pub fn calibrate_act_ranges(model: &Model, windows: &TokenWindows, percentile: Option<f64>) -> Result<ActRanges> {
+pub fn calibrate_act_ranges(
+    model: &Model,
+    windows: &TokenWindows,
+    percentile: Option<f64>,
+) -> Result<ActRanges> {
     if let Some(p) = percentile {
         if !(50.0..=100.0).contains(&p) || p.is_nan() {
-            return Err(Error::Invalid(format!("activation percentile {p} is outside [50, 100]")));
+            return Err(Error::Invalid(format!(
+                "activation percentile {p} is outside [50, 100]"
+            )));
         }
     }
     let hook = RangeHook {
@@ -164,7 +172,11 @@ fn act_params(scheme: ActScheme, bits: u8, lo: f32, hi: f32) -> (f32, f32, f32, 
             let levels = ((1u32 << bits) - 1) as f32;
             let (lo, hi) = (lo.min(0.0), hi.max(0.0));
             let s = (hi - lo) / levels;
-            let z = if s > 0.0 { (-lo / s).round_ties_even().clamp(0.0, levels) } else { 0.0 };
+            let z = if s > 0.0 {
+                (-lo / s).round_ties_even().clamp(0.0, levels)
+            } else {
+                0.0
+            };
             (s, z, 0.0, levels)
         }
     }
@@ -199,8 +211,11 @@ impl LinearHook for ActQuantHook<'_> {
 
 /// Accumulates Σx² per input column of every linear layer.
 struct ImatrixHook {
-    acc: Mutex<Vec<Option<(Vec<f64>, usize)>>>,
+    acc: Mutex<Vec<Option<ColumnSums>>>,
 }
+
+/// Σx² per column and the number of rows summed.
+type ColumnSums = (Vec<f64>, usize);
 
 impl LinearHook for ImatrixHook {
     fn linear_input(&self, tensor: usize, x: &Tensor) -> Result<Tensor> {
@@ -257,15 +272,31 @@ mod tests {
         let t = Tensor::from_vec(x.clone(), (10, 100), &candle_core::Device::Cpu).unwrap();
         for scheme in [ActScheme::Sym, ActScheme::Asym] {
             let h = ActQuantHook::new(&ranges, vec![8], scheme);
-            let y = h.linear_input(0, &t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let y = h
+                .linear_input(0, &t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let step = match scheme {
                 ActScheme::Sym => 3.0 / 127.0,
                 ActScheme::Asym => 5.0 / 255.0,
             };
-            let err = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let err = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(err <= step * 0.5 + 1e-6, "{scheme:?}: {err}");
             let h16 = ActQuantHook::new(&ranges, vec![16], scheme);
-            let y16 = h16.linear_input(0, &t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let y16 = h16
+                .linear_input(0, &t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert_eq!(y16, x);
         }
     }

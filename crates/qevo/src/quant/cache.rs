@@ -73,7 +73,10 @@ impl WeightCache {
     /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
         let info = model.tensors.get(tensor).ok_or_else(|| {
-            Error::Invalid(format!("tensor index {tensor} out of range ({} tensors)", model.tensors.len()))
+            Error::Invalid(format!(
+                "tensor index {tensor} out of range ({} tensors)",
+                model.tensors.len()
+            ))
         })?;
         if format == WeightFormat::Ggml(GgmlType::F32) {
             // f32 is the model's own weight: nothing to compute or hold.

@@ -46,7 +46,12 @@ fn check_finite(name: &str, data: &[f32], cols: usize) -> Result<()> {
     let i = data.iter().position(|x| !x.is_finite()).unwrap_or(0);
     Err(tensor_err(
         name,
-        format!("non-finite value {} at row {}, column {}", data[i], i / cols.max(1), i % cols.max(1)),
+        format!(
+            "non-finite value {} at row {}, column {}",
+            data[i],
+            i / cols.max(1),
+            i % cols.max(1)
+        ),
     ))
 }
 
@@ -86,19 +91,31 @@ impl WeightFormat {
             ))
         };
         let mut parts = l.split('-');
-        let (Some(b), Some(sc), Some(gr), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(b), Some(sc), Some(gr), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(bad());
         };
-        let bits: u8 = b.strip_prefix("int").and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let bits: u8 = b
+            .strip_prefix("int")
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(bad)?;
         if !BITS.contains(&bits) {
             return Err(bad());
         }
-        let scheme = SCHEMES.iter().find(|r| r.1 == sc).map(|r| r.0).ok_or_else(bad)?;
+        let scheme = SCHEMES
+            .iter()
+            .find(|r| r.1 == sc)
+            .map(|r| r.0)
+            .ok_or_else(bad)?;
         let granularity = match gr {
             "tensor" => Granularity::Tensor,
             "channel" => Granularity::Channel,
             g => {
-                let n: u32 = g.strip_prefix('g').and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+                let n: u32 = g
+                    .strip_prefix('g')
+                    .and_then(|x| x.parse().ok())
+                    .ok_or_else(bad)?;
                 if !GROUP_SIZES.contains(&n) {
                     return Err(bad());
                 }
@@ -116,7 +133,11 @@ impl WeightFormat {
         match self {
             WeightFormat::Ggml(t) => t.name().to_string(),
             WeightFormat::Int(f) => {
-                let sc = SCHEMES.iter().find(|r| r.0 == f.scheme).map(|r| r.1).unwrap_or("?");
+                let sc = SCHEMES
+                    .iter()
+                    .find(|r| r.0 == f.scheme)
+                    .map(|r| r.1)
+                    .unwrap_or("?");
                 let gr = match f.granularity {
                     Granularity::Tensor => "tensor".to_string(),
                     Granularity::Channel => "channel".to_string(),
@@ -152,7 +173,7 @@ impl WeightFormat {
     /// for K-quants); groups need `cols % g == 0`.
     pub fn applies_to(&self, rows: usize, cols: usize) -> bool {
         match self {
-            WeightFormat::Ggml(t) => rows > 0 && cols > 0 && cols % t.block_len() == 0,
+            WeightFormat::Ggml(t) => rows > 0 && cols > 0 && cols.is_multiple_of(t.block_len()),
             WeightFormat::Int(f) => f.applies_to(rows, cols),
         }
     }
@@ -187,7 +208,14 @@ impl WeightFormat {
         self.ggml().is_some_and(GgmlType::supports_imatrix)
     }
 
-    fn check_input(&self, name: &str, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<()> {
+    fn check_input(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Result<()> {
         if data.len() != rows * cols {
             return Err(tensor_err(
                 name,
@@ -197,18 +225,27 @@ impl WeightFormat {
         if !self.applies_to(rows, cols) {
             return Err(tensor_err(
                 name,
-                format!("format {} does not apply to shape [{rows}, {cols}]", self.name()),
+                format!(
+                    "format {} does not apply to shape [{rows}, {cols}]",
+                    self.name()
+                ),
             ));
         }
         if let Some(im) = imatrix {
             if im.len() != cols {
                 return Err(tensor_err(
                     name,
-                    format!("importance matrix has {} values, tensor has {cols} columns", im.len()),
+                    format!(
+                        "importance matrix has {} values, tensor has {cols} columns",
+                        im.len()
+                    ),
                 ));
             }
             if im.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                return Err(tensor_err(name, "importance matrix has negative or non-finite values"));
+                return Err(tensor_err(
+                    name,
+                    "importance matrix has negative or non-finite values",
+                ));
             }
         }
         check_finite(name, data, cols)
@@ -241,7 +278,9 @@ impl WeightFormat {
                 let im = self.usable_imatrix(imatrix);
                 ggml::quantize_rows(*t, data, rows, cols, im.as_deref())?
             }
-            WeightFormat::Int(f) => f.pack(data, rows, cols).map_err(|e| overflow(name, self, e.amax))?,
+            WeightFormat::Int(f) => f
+                .pack(data, rows, cols)
+                .map_err(|e| overflow(name, self, e.amax))?,
         };
         Ok(Packed {
             format: *self,
@@ -251,7 +290,13 @@ impl WeightFormat {
         })
     }
 
-    pub fn quantize(&self, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<Packed> {
+    pub fn quantize(
+        &self,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Result<Packed> {
         self.quantize_named(UNNAMED, data, rows, cols, imatrix)
     }
 
@@ -266,7 +311,10 @@ impl WeightFormat {
         }
         let (rows, cols) = (packed.rows, packed.cols);
         let want = self.tensor_bytes(rows, cols).ok_or_else(|| {
-            Error::Invalid(format!("format {} does not apply to shape [{rows}, {cols}]", self.name()))
+            Error::Invalid(format!(
+                "format {} does not apply to shape [{rows}, {cols}]",
+                self.name()
+            ))
         })?;
         if packed.bytes.len() as u64 != want {
             return Err(Error::Invalid(format!(
@@ -276,9 +324,14 @@ impl WeightFormat {
             )));
         }
         Ok(match self {
-            WeightFormat::Ggml(t) => {
-                ggml::dequantize_stored(t.candle(), t.block_bytes(), t.block_len(), &packed.bytes, rows, cols)?
-            }
+            WeightFormat::Ggml(t) => ggml::dequantize_stored(
+                t.candle(),
+                t.block_bytes(),
+                t.block_len(),
+                &packed.bytes,
+                rows,
+                cols,
+            )?,
             WeightFormat::Int(f) => f.unpack(&packed.bytes, rows, cols),
         })
     }
@@ -304,12 +357,19 @@ impl WeightFormat {
             }
             WeightFormat::Int(f) => {
                 self.check_input(name, data, rows, cols, imatrix)?;
-                f.fake_quant(data, rows, cols).map_err(|e| overflow(name, self, e.amax))
+                f.fake_quant(data, rows, cols)
+                    .map_err(|e| overflow(name, self, e.amax))
             }
         }
     }
 
-    pub fn fake_quant(&self, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<Vec<f32>> {
+    pub fn fake_quant(
+        &self,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
         self.fake_quant_named(UNNAMED, data, rows, cols, imatrix)
     }
 }
@@ -317,7 +377,10 @@ impl WeightFormat {
 fn overflow(name: &str, f: &WeightFormat, amax: f32) -> Error {
     tensor_err(
         name,
-        format!("max |value| {amax:e} is beyond the scale range of {}", f.name()),
+        format!(
+            "max |value| {amax:e} is beyond the scale range of {}",
+            f.name()
+        ),
     )
 }
 
@@ -386,7 +449,12 @@ mod tests {
         assert_eq!(f.tensor_bytes(3, 5), Some(3 + 6));
         let p = f.quantize(&[0.5; 15], 3, 5, None).unwrap();
         assert_eq!(p.bytes.len(), 9);
-        assert_eq!(WeightFormat::parse("int4-sym-g64").unwrap().tensor_bytes(2, 96), None);
+        assert_eq!(
+            WeightFormat::parse("int4-sym-g64")
+                .unwrap()
+                .tensor_bytes(2, 96),
+            None
+        );
     }
 
     #[test]

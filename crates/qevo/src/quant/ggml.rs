@@ -2,6 +2,18 @@
 //! an exhaustive table of GGUF id, name, block length and block bytes, plus quantize /
 //! dequantize through candle's ports of ggml's reference quantizers (the bytes llama.cpp
 //! itself would write), split across rows so that large tensors use every core.
+//!
+//! Agreement with llama.cpp (tests/quant_fixtures.rs, against its Python `gguf` package):
+//! quantize bytes are identical for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (the types
+//! `gguf.quants` can encode); dequantized values are bit-identical for those and for
+//! q2_k, q3_k, q4_k, q5_k, q6_k (decoded from the fixture bytes). K-quant *quantize* bytes
+//! could not be checked against llama.cpp here (`gguf.quants` cannot encode them), and
+//! they do differ from current llama.cpp: candle's q2_k / q4_k / q5_k quantizers follow an
+//! older ggml revision (`make_qkx1_quants`, unweighted; llama.cpp now uses the weighted
+//! `make_qkx2_quants`), which among other things decodes a sub-block of identical values
+//! to zeros (`candle_k_quants_flush_constant_subblocks_to_zero` guards this), and candle
+//! rounds ties away from zero where ggml's `nearest_int` rounds them to even. The bytes are
+//! valid GGML blocks that llama.cpp loads and decodes to the same values qevo scores.
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
@@ -9,7 +21,9 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// A GGML storage type. `F32`, `F16` and `BF16` are "blocks" of one element.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum GgmlType {
     F32,
     F16,
@@ -91,11 +105,15 @@ impl GgmlType {
     }
     /// Bytes of a `[rows, cols]` tensor; `None` when `cols` is not a whole number of blocks.
     pub fn tensor_bytes(self, rows: usize, cols: usize) -> Option<usize> {
-        if cols % self.block_len() != 0 {
+        if !cols.is_multiple_of(self.block_len()) {
             return None;
         }
         rows.checked_mul(cols / self.block_len())?
             .checked_mul(self.block_bytes())
+    }
+    /// candle's name for this type (for callers that use candle's quantized tensors).
+    pub fn candle_dtype(self) -> GgmlDType {
+        self.candle()
     }
     pub(crate) fn candle(self) -> GgmlDType {
         match self {
@@ -117,7 +135,10 @@ impl GgmlType {
     /// Whether candle's quantizer for this type takes an importance matrix (the K-quants;
     /// for the others it would panic, so callers must not pass one).
     pub fn supports_imatrix(self) -> bool {
-        matches!(self, GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K)
+        matches!(
+            self,
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
+        )
     }
     /// Whether this is a block-quantized (not float) type.
     pub fn is_quantized(self) -> bool {
@@ -149,15 +170,12 @@ pub(crate) fn stored_type(id: u32) -> Option<StoredType> {
             dtype: t.candle(),
         });
     }
-    READ_ONLY
-        .iter()
-        .find(|r| r.0 == id)
-        .map(|r| StoredType {
-            name: r.1,
-            block_len: r.2,
-            block_bytes: r.3,
-            dtype: r.4,
-        })
+    READ_ONLY.iter().find(|r| r.0 == id).map(|r| StoredType {
+        name: r.1,
+        block_len: r.2,
+        block_bytes: r.3,
+        dtype: r.4,
+    })
 }
 
 /// Rows per parallel chunk: big enough to amortise candle's per-call setup.
@@ -211,7 +229,9 @@ pub(crate) fn quantize_rows(
             let n_rows = d.len() / cols;
             let src = Tensor::from_slice(d, (n_rows, cols), &Device::Cpu)?;
             let q = match imatrix {
-                Some(im) if t.supports_imatrix() => QTensor::quantize_imatrix(&src, im, t.candle())?,
+                Some(im) if t.supports_imatrix() => {
+                    QTensor::quantize_imatrix(&src, im, t.candle())?
+                }
                 _ => QTensor::quantize(&src, t.candle())?,
             };
             Ok(q.data()?.into_owned())
@@ -272,7 +292,9 @@ mod tests {
     fn chunked_quantize_equals_whole_tensor_quantize() {
         let rows = 300;
         let cols = 256;
-        let data: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
         for t in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::Q3K] {
             let ours = quantize_rows(t, &data, rows, cols, None).unwrap();
             let src = Tensor::from_slice(&data, (rows, cols), &Device::Cpu).unwrap();

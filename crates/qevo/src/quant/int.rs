@@ -26,11 +26,12 @@
 //!   `u = clamp(round(x / scale) + z, 0, n)`; `x̂ = scale·(u − z)`.
 //! * pow2: like sym, but the scale is `2^e` with `e` the *smallest* integer such that
 //!   `amax ≤ qmax·2^e` (the ideal scale rounded up to a power of two), clamped to
-//!   `[−128, 127]`; dequantization is an exponent shift, `x̂ = q·2^e`.
+//!   `[−127, 127]` (so `2^−e` is a finite f32 too); dequantization is an exponent shift,
+//!   `x̂ = q·2^e`.
 //! * `round` is round-half-to-even (IEEE default), computed as `(v + 1.5·2^23) − 1.5·2^23`,
 //!   exact for the `|v| ≤ 2^9` that occur here.
 //!
-//! An all-zero group gets scale 0 (pow2: `e = −128`) and decodes to zeros.
+//! An all-zero group gets scale 0 (pow2: `e = −127`) and decodes to zeros.
 
 use half::f16;
 use rayon::prelude::*;
@@ -65,7 +66,11 @@ pub struct IntFormat {
 }
 
 /// Schemes with their names, in the order formats are listed.
-pub(crate) const SCHEMES: [(Scheme, &str); 3] = [(Scheme::Sym, "sym"), (Scheme::Asym, "asym"), (Scheme::Pow2, "pow2")];
+pub(crate) const SCHEMES: [(Scheme, &str); 3] = [
+    (Scheme::Sym, "sym"),
+    (Scheme::Asym, "asym"),
+    (Scheme::Pow2, "pow2"),
+];
 /// Group sizes the search may choose.
 pub(crate) const GROUP_SIZES: [u32; 3] = [32, 64, 128];
 pub(crate) const BITS: std::ops::RangeInclusive<u8> = 2..=8;
@@ -162,7 +167,7 @@ impl IntFormat {
         rows > 0
             && cols > 0
             && match self.granularity {
-                Granularity::Group(g) => cols % g as usize == 0,
+                Granularity::Group(g) => cols.is_multiple_of(g as usize),
                 _ => true,
             }
     }
@@ -249,7 +254,7 @@ impl IntFormat {
             Scheme::Pow2 => {
                 let e = if amax > 0.0 {
                     let t = amax / self.qmax() as f32;
-                    let mut e = ceil_log2(t).max(-128);
+                    let mut e = ceil_log2(t).max(-127);
                     // The division may have rounded down: make sure amax fits.
                     while e < 127 && amax > self.qmax() as f32 * pow2(e) {
                         e += 1;
@@ -259,7 +264,7 @@ impl IntFormat {
                     }
                     e
                 } else {
-                    -128
+                    -127
                 };
                 let scale = pow2(e);
                 Ok(GroupParams {
@@ -303,7 +308,10 @@ impl IntFormat {
     fn code_range(self) -> (f32, f32) {
         match self.scheme {
             Scheme::Asym => (0.0, self.levels() as f32),
-            _ => ((self.bias() - self.qmax()) as f32, (self.bias() + self.qmax()) as f32),
+            _ => (
+                (self.bias() - self.qmax()) as f32,
+                (self.bias() + self.qmax()) as f32,
+            ),
         }
     }
 
@@ -311,14 +319,16 @@ impl IntFormat {
     fn group_ranges(data: &[f32], glen: usize) -> Vec<(f32, f32)> {
         let minmax = |c: &[f32]| {
             c.iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)))
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                    (l.min(x), h.max(x))
+                })
         };
         if data.len() == glen {
             // One group: reduce in parallel.
-            let r = data
-                .par_chunks(1 << 15)
-                .map(minmax)
-                .reduce(|| (f32::INFINITY, f32::NEG_INFINITY), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+            let r = data.par_chunks(1 << 15).map(minmax).reduce(
+                || (f32::INFINITY, f32::NEG_INFINITY),
+                |a, b| (a.0.min(b.0), a.1.max(b.1)),
+            );
             return vec![r];
         }
         data.par_chunks(glen).map(minmax).collect()
@@ -332,13 +342,18 @@ impl IntFormat {
     }
 
     /// Quantize then dequantize, without packing: the exact values `unpack(pack(x))` gives.
-    pub(crate) fn fake_quant(self, data: &[f32], rows: usize, cols: usize) -> Result<Vec<f32>, ScaleOverflow> {
+    pub(crate) fn fake_quant(
+        self,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f32>, ScaleOverflow> {
         let glen = self.group_len(rows, cols);
         let params = self.all_params(data, glen)?;
         let (clo, chi) = self.code_range();
         let mut out = vec![0f32; data.len()];
         let chunk_groups = (1usize << 14).div_ceil(glen).max(1);
-        let elem_chunk = (chunk_groups * glen).min(1 << 16).max(1);
+        let elem_chunk = (chunk_groups * glen).clamp(1, 1 << 16);
         out.par_chunks_mut(elem_chunk)
             .zip(data.par_chunks(elem_chunk))
             .enumerate()
@@ -360,7 +375,12 @@ impl IntFormat {
     }
 
     /// Quantizes to the packed layout described in the module docs.
-    pub(crate) fn pack(self, data: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>, ScaleOverflow> {
+    pub(crate) fn pack(
+        self,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<u8>, ScaleOverflow> {
         let glen = self.group_len(rows, cols);
         let params = self.all_params(data, glen)?;
         let (sb, zb, cb) = self.sections(rows, cols);
@@ -467,7 +487,10 @@ pub(crate) fn pack_bits(codes: &[u8], bits: u8, out: &mut [u8]) {
         }
         2 => {
             for (o, c) in out.iter_mut().zip(codes.chunks(4)) {
-                *o = c.iter().enumerate().fold(0u8, |a, (i, &v)| a | (v << (2 * i)));
+                *o = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |a, (i, &v)| a | (v << (2 * i)));
             }
         }
         _ => {
@@ -538,7 +561,9 @@ mod tests {
     #[test]
     fn bit_packing_round_trips_every_width() {
         for bits in BITS {
-            let codes: Vec<u8> = (0..101u32).map(|i| ((i * 37 + 5) % (1 << bits)) as u8).collect();
+            let codes: Vec<u8> = (0..101u32)
+                .map(|i| ((i * 37 + 5) % (1 << bits)) as u8)
+                .collect();
             let mut packed = vec![0u8; (codes.len() * bits as usize).div_ceil(8)];
             pack_bits(&codes, bits, &mut packed);
             let mut back = vec![0u8; codes.len()];
@@ -552,12 +577,23 @@ mod tests {
         let mut out = [0u8; 2];
         pack_bits(&[1, 2, 3, 4, 5], 3, &mut out);
         // 1 | 2<<3 | 3<<6 | 4<<9 | 5<<12 = 0b101_100_011_010_001
-        assert_eq!(u16::from_le_bytes(out), 1 | (2 << 3) | (3 << 6) | (4 << 9) | (5 << 12));
+        assert_eq!(
+            u16::from_le_bytes(out),
+            1 | (2 << 3) | (3 << 6) | (4 << 9) | (5 << 12)
+        );
     }
 
     #[test]
     fn ceil_log2_is_exact_for_normals_and_subnormals() {
-        for (v, e) in [(1.0f32, 0), (1.5, 1), (0.5, -1), (0.75, 0), (3.0e38, 128), (f32::from_bits(1), -149), (f32::from_bits(3), -147)] {
+        for (v, e) in [
+            (1.0f32, 0),
+            (1.5, 1),
+            (0.5, -1),
+            (0.75, 0),
+            (3.0e38, 128),
+            (f32::from_bits(1), -149),
+            (f32::from_bits(3), -147),
+        ] {
             assert_eq!(ceil_log2(v), e, "{v}");
         }
     }

@@ -50,18 +50,29 @@ impl TensorPlan {
                 ));
             };
             if seen.insert(name.as_str(), ()).is_some() {
-                return Err(Error::tensor(&model.source, name, "plan lists this tensor twice"));
+                return Err(Error::tensor(
+                    &model.source,
+                    name,
+                    "plan lists this tensor twice",
+                ));
             }
             let t = &model.tensors[i];
             if !c.format.applies_to(t.rows, t.cols) {
                 let why = match c.format.ggml() {
-                    Some(g) => format!("{} needs columns in multiples of {}", g.name(), g.block_len()),
+                    Some(g) => format!(
+                        "{} needs columns in multiples of {}",
+                        g.name(),
+                        g.block_len()
+                    ),
                     None => "the group size does not divide the columns".to_string(),
                 };
                 return Err(Error::tensor(
                     &model.source,
                     name,
-                    format!("format {} does not apply to shape [{}, {}]: {why}", c.format, t.rows, t.cols),
+                    format!(
+                        "format {} does not apply to shape [{}, {}]: {why}",
+                        c.format, t.rows, t.cols
+                    ),
                 ));
             }
             if !ACT_BITS.contains(&c.act_bits) {
@@ -72,8 +83,16 @@ impl TensorPlan {
                 ));
             }
         }
-        if let Some(t) = model.tensors.iter().find(|t| !seen.contains_key(t.name.as_str())) {
-            return Err(Error::tensor(&model.source, &t.name, "plan has no entry for this tensor"));
+        if let Some(t) = model
+            .tensors
+            .iter()
+            .find(|t| !seen.contains_key(t.name.as_str()))
+        {
+            return Err(Error::tensor(
+                &model.source,
+                &t.name,
+                "plan has no entry for this tensor",
+            ));
         }
         Ok(())
     }
@@ -85,7 +104,11 @@ impl TensorPlan {
             .iter()
             .filter_map(|(name, c)| {
                 let t = &model.tensors[model.tensor_index(name)?];
-                Some(c.format.tensor_bytes(t.rows, t.cols).unwrap_or(t.params() as u64 * 4))
+                Some(
+                    c.format
+                        .tensor_bytes(t.rows, t.cols)
+                        .unwrap_or(t.params() as u64 * 4),
+                )
             })
             .sum()
     }
@@ -97,14 +120,22 @@ impl TensorPlan {
     }
 
     pub fn choice(&self, tensor_name: &str) -> Option<&TensorChoice> {
-        self.entries.iter().find(|(n, _)| n == tensor_name).map(|(_, c)| c)
+        self.entries
+            .iter()
+            .find(|(n, _)| n == tensor_name)
+            .map(|(_, c)| c)
     }
 
     /// Choices in `model.tensors` order (after `validate`).
     pub fn per_tensor(&self, model: &Model) -> Result<Vec<TensorChoice>> {
         self.validate(model)?;
-        let by_name: HashMap<&str, &TensorChoice> = self.entries.iter().map(|(n, c)| (n.as_str(), c)).collect();
-        Ok(model.tensors.iter().map(|t| *by_name[t.name.as_str()]).collect())
+        let by_name: HashMap<&str, &TensorChoice> =
+            self.entries.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        Ok(model
+            .tensors
+            .iter()
+            .map(|t| *by_name[t.name.as_str()])
+            .collect())
     }
 
     /// Activation bits per tensor index, for `ActQuantHook::new`.

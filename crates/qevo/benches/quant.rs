@@ -1,0 +1,165 @@
+//! Quantize+dequantize throughput of every weight format, in GB/s of f32 input, with GGML
+//! types compared to candle's `QTensor::quantize` + `dequantize` measured in the same run,
+//! and the time to build the full format table (every tensor × every applicable format)
+//! of the embedded model (or, if its assets are placeholders, of random tensors with the
+//! same shapes). Run: `cargo bench -p qevo --bench quant`.
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+use qevo::quant::WeightFormat;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::time::Instant;
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    // Sum of uniforms: near-normal, cheap.
+    (0..n)
+        .map(|_| (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0)
+        .collect()
+}
+
+/// Best wall time of `reps` runs, seconds.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// (name, rows, cols, row-major f32 data) of every quantizable tensor.
+type Tensors = Vec<(String, usize, usize, Vec<f32>)>;
+
+fn shapes() -> (String, Tensors) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    if let Ok(m) = qevo::Model::load(&dir) {
+        let t = m
+            .tensors
+            .iter()
+            .zip(&m.weights)
+            .map(|(i, w)| {
+                (
+                    i.name.clone(),
+                    i.rows,
+                    i.cols,
+                    w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
+            .collect();
+        return ("embedded model".into(), t);
+    }
+    let (h, f, v) = (256, 768, 2048);
+    let mut t = vec![("token_embd.weight".to_string(), v, h)];
+    for b in 0..4 {
+        for (n, r, c) in [
+            ("attn_q", h, h),
+            ("attn_k", 128, h),
+            ("attn_v", 128, h),
+            ("attn_output", h, h),
+            ("ffn_gate", f, h),
+            ("ffn_up", f, h),
+            ("ffn_down", h, f),
+        ] {
+            t.push((format!("blk.{b}.{n}.weight"), r, c));
+        }
+    }
+    t.push(("output.weight".to_string(), v, h));
+    let t = t
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, r, c))| (n, r, c, data(r * c, i as u64)))
+        .map(|(n, r, c, d)| (n, r, c, d.iter().map(|x| x * 0.05).collect()))
+        .collect();
+    (
+        "random tensors with the embedded model's shapes (assets are placeholders)".into(),
+        t,
+    )
+}
+
+fn main() {
+    let (rows, cols) = (512, 4096);
+    let x = data(rows * cols, 1);
+    let gb = (x.len() * 4) as f64 / 1e9;
+    println!("threads: {}", rayon::current_num_threads());
+    println!(
+        "input: [{rows}, {cols}] f32 = {:.1} MB; best of 3 runs",
+        gb * 1e3
+    );
+    println!(
+        "{:<18} {:>10} {:>14} {:>12} {:>8}",
+        "format", "fake GB/s", "pack+unp GB/s", "candle GB/s", "ratio"
+    );
+    let src = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
+    for f in WeightFormat::all() {
+        let fake = best(3, || {
+            std::hint::black_box(f.fake_quant(&x, rows, cols, None).unwrap());
+        });
+        let pack = best(3, || {
+            let p = f.quantize(&x, rows, cols, None).unwrap();
+            std::hint::black_box(f.dequantize(&p).unwrap());
+        });
+        match f.ggml() {
+            Some(t) => {
+                let candle = best(3, || {
+                    let q = QTensor::quantize(&src, t.candle_dtype()).unwrap();
+                    std::hint::black_box(q.dequantize(&Device::Cpu).unwrap());
+                });
+                println!(
+                    "{:<18} {:>10.2} {:>14.2} {:>12.3} {:>7.2}x",
+                    f.name(),
+                    gb / fake,
+                    gb / pack,
+                    gb / candle,
+                    candle / pack
+                );
+            }
+            None => println!("{:<18} {:>10.2} {:>14.2}", f.name(), gb / fake, gb / pack),
+        }
+    }
+
+    let (what, tensors) = shapes();
+    let formats = WeightFormat::all();
+    let pairs: Vec<(usize, WeightFormat)> = tensors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            formats
+                .iter()
+                .filter(|f| f.applies_to(t.1, t.2))
+                .map(move |f| (i, *f))
+        })
+        .collect();
+    let params: usize = tensors.iter().map(|t| t.1 * t.2).sum();
+    let run = |filter: &(dyn Fn(&WeightFormat) -> bool + Sync)| {
+        let t = Instant::now();
+        pairs
+            .par_iter()
+            .filter(|p| filter(&p.1))
+            .for_each(|&(i, f)| {
+                let (name, r, c, d) = &tensors[i];
+                std::hint::black_box(f.fake_quant_named(name, d, *r, *c, None).unwrap());
+            });
+        t.elapsed().as_secs_f64()
+    };
+    let all = run(&|_| true);
+    let generic = run(&|f| f.ggml().is_none());
+    let ggml = run(&|f| f.ggml().is_some());
+    println!(
+        "\nfull format table of the {what}: {} tensors, {params} params, {} (tensor, format) pairs",
+        tensors.len(),
+        pairs.len()
+    );
+    let bytes: usize = pairs
+        .iter()
+        .map(|&(i, _)| tensors[i].1 * tensors[i].2 * 4)
+        .sum();
+    println!(
+        "  all formats:     {all:.2} s ({:.2} GB/s of f32 input)",
+        bytes as f64 / 1e9 / all
+    );
+    println!("  generic only:    {generic:.2} s");
+    println!("  GGML only:       {ggml:.2} s");
+}
