@@ -123,9 +123,9 @@ pub(crate) fn small() -> ReportData {
             },
             ConstraintRow {
                 name: "latency ms".into(),
-                limit: 100.0,
+                limit: 120.0,
                 value: 110.0,
-                pass: false,
+                pass: true,
             },
         ],
         notes: vec!["fitness cache hit rate 45.5%".into()],
@@ -144,4 +144,91 @@ pub(crate) fn empty() -> ReportData {
         notes: vec![],
         ..small()
     }
+}
+
+/// A search-sized report (25 front plans, three baselines, 120 generations) made
+/// from smooth formulas, for eyeballing the plots.
+pub(crate) fn large() -> ReportData {
+    let fp_size = 7_000_000_000u64;
+    let mk = |label: String, c: f64, kl: f64, feasible: bool| {
+        let mut p = point(
+            &label,
+            kl,
+            1.0 - kl.sqrt() / 3.0,
+            (fp_size as f64 / c) as u64,
+            450.0 / c.sqrt() + 20.0,
+            2100.0 / c,
+        );
+        p.feasible = feasible;
+        p
+    };
+    let front: Vec<Point> = (0..25)
+        .map(|i| {
+            let c = 1.6 + i as f64 * 0.5;
+            mk(
+                format!("g{i:02}"),
+                c,
+                2e-4 * (0.33 * i as f64).exp(),
+                c > 3.0,
+            )
+        })
+        .collect();
+    let curve = |name: &str, cs: &[f64], worse: f64| Series {
+        name: name.into(),
+        points: cs
+            .iter()
+            .map(|&c| {
+                mk(
+                    format!("{name}-{c}"),
+                    c,
+                    worse * 2e-4 * (0.66 * (c - 1.6)).exp(),
+                    c > 3.0,
+                )
+            })
+            .collect(),
+    };
+    // A fixed low-discrepancy scatter stands in for random search.
+    let random = Series {
+        name: "random search".into(),
+        points: (0..40)
+            .map(|i| {
+                let u = (i as f64 * 0.618_033_988_75).fract();
+                let v = (i as f64 * 0.754_877_666_25).fract();
+                let c = 1.6 + u * 12.0;
+                mk(
+                    format!("r{i}"),
+                    c,
+                    2e-4 * (0.66 * (c - 1.6)).exp() * (1.5 + 6.0 * v),
+                    c > 3.0,
+                )
+            })
+            .collect(),
+    };
+    let history = (0..120)
+        .map(|g| {
+            let t = g as f64;
+            gen(
+                g,
+                64 * (g as u64 + 1),
+                0.9 - 0.5 * (-t / 25.0).exp(),
+                0.05 * (-t / 15.0).exp() + 2e-4,
+                5 + g.min(20),
+                0.6 + 0.27 * (1.0 - (-t / 20.0).exp()),
+                0.92 + 0.044 * (1.0 - (-t / 20.0).exp()),
+                2.1 + 2.1 * (1.0 - (-t / 20.0).exp()),
+                0.78 * (1.0 - (-t / 10.0).exp()),
+            )
+        })
+        .collect();
+    let mut d = small();
+    d.fp = point("fp32", 0.0, 1.0, fp_size, 470.0, 2100.0);
+    d.recommended = Some(front[10].clone());
+    d.front = front;
+    d.baselines = vec![
+        curve("uniform", &[2.0, 3.5, 4.0, 6.4, 7.1, 8.0], 3.0),
+        curve("lagrangian", &[2.5, 4.5, 6.5, 8.5, 10.5], 1.4),
+        random,
+    ];
+    d.history = history;
+    d
 }

@@ -155,7 +155,9 @@ mod tests {
 
     #[test]
     fn html_is_self_contained_with_all_sections() {
-        let page = html(&fixture::small()).unwrap();
+        let mut d = fixture::small();
+        d.constraints[1].pass = false;
+        let page = html(&d).unwrap();
         for needle in [
             "Recommended plan",
             "Performance vs the FP model",
@@ -211,5 +213,22 @@ mod tests {
         std::fs::write("/tmp/qevo-report-example.html", html(&d).unwrap()).unwrap();
         std::fs::write("/tmp/qevo-pareto.svg", pareto_svg(&d).unwrap()).unwrap();
         std::fs::write("/tmp/qevo-convergence.svg", convergence_svg(&d).unwrap()).unwrap();
+        let big = fixture::large();
+        std::fs::write("/tmp/qevo-report-large.html", html(&big).unwrap()).unwrap();
+        std::fs::write("/tmp/qevo-pareto-large.svg", pareto_svg(&big).unwrap()).unwrap();
+        std::fs::write(
+            "/tmp/qevo-convergence-large.svg",
+            convergence_svg(&big).unwrap(),
+        )
+        .unwrap();
+        let mut one = fixture::empty();
+        one.front = vec![fixture::point("only", 0.01, 0.97, 2_000_000, 100.0, 1.0)];
+        std::fs::write("/tmp/qevo-pareto-single.svg", pareto_svg(&one).unwrap()).unwrap();
+        one.history = fixture::small().history[..1].to_vec();
+        std::fs::write(
+            "/tmp/qevo-convergence-single.svg",
+            convergence_svg(&one).unwrap(),
+        )
+        .unwrap();
     }
 }

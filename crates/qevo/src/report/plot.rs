@@ -132,7 +132,7 @@ impl Axis {
 
     fn generations(values: &[f64]) -> Axis {
         let (min, max) = min_max(values.iter().copied()).unwrap_or((0.0, 1.0));
-        let pad = ((max - min) * 0.03).max(if max > min { 0.0 } else { 1.0 });
+        let pad = if max > min { (max - min) * 0.03 } else { 0.5 };
         Axis {
             log: false,
             lo: min - pad,
@@ -241,6 +241,7 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
         .y_labels(ya.ticks())
         .x_label_formatter(&x_label)
         .y_label_formatter(&y_label)
+        .max_light_lines(1)
         .light_line_style(GRID)
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 14))
@@ -248,13 +249,22 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
 
     if let Some(x) = p.reference_x {
         let x = xa.map(x);
+        let dash = (ya.hi - ya.lo) / 40.0;
+        // A dashed vertical line: short segments, since the SVG backend has no dash style.
+        let segments = (0..20).map(|i| {
+            let y0 = ya.lo + 2.0 * i as f64 * dash;
+            PathElement::new(vec![(x, y0), (x, y0 + dash)], REFERENCE.stroke_width(2))
+        });
         chart
-            .draw_series(LineSeries::new(
-                [(x, ya.lo), (x, ya.hi)],
-                REFERENCE.stroke_width(1),
-            ))?
+            .draw_series(segments)?
             .label("FP model")
-            .legend(|(x, y)| PathElement::new(vec![(x - 8, y), (x + 8, y)], REFERENCE));
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x - 8, y), (x + 8, y)], REFERENCE.stroke_width(2))
+            });
+        let style = TextStyle::from((FONT, 12))
+            .color(&REFERENCE)
+            .pos(Pos::new(HPos::Left, VPos::Top));
+        chart.draw_series(std::iter::once(Text::new(" FP", (x, ya.hi), style)))?;
     }
     for layer in p.layers {
         let pts: Vec<(f64, f64, bool)> = layer
@@ -308,7 +318,7 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
     if p.legend {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.4))
             .label_font((FONT, 13))
@@ -458,13 +468,17 @@ fn draw_history<'a>(
         .y_labels(ya.ticks())
         .x_label_formatter(&x_label)
         .y_label_formatter(&y_label)
+        .max_light_lines(1)
         .light_line_style(GRID)
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 14))
         .draw()?;
     let pts: Vec<(f64, f64)> = gens.iter().zip(ys).map(|(g, y)| (*g, ya.map(*y))).collect();
     chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
-    chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 2, color.filled())))?;
+    // Per-generation dots help on short runs and only clutter long ones.
+    if pts.len() <= 60 {
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 2, color.filled())))?;
+    }
     Ok(())
 }
 

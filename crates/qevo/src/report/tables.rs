@@ -492,13 +492,16 @@ Gen  Evals  Hypervolume  Best KL  Front  Fitness   Top-1  Compr.  Cache hits
 
     #[test]
     fn constraints_table_marks_failures() {
+        let mut d = fixture::small();
+        d.constraints[1].limit = 100.0;
+        d.constraints[1].pass = false;
         let want = "\
 Constraint  Limit  Value  Result
 ----------  -----  -----  ------
 memory MB   2.000  1.000  pass
 latency ms  100.0  110.0  FAIL
 ";
-        assert_eq!(constraints_table(&fixture::small()), want);
+        assert_eq!(constraints_table(&d), want);
     }
 
     #[test]
