@@ -130,6 +130,9 @@ pub(crate) fn recommended(d: &ReportData) -> Table {
     t
 }
 
+/// A performance row's name and how to read its value from a point.
+type Metric = (&'static str, fn(&Point) -> f64);
+
 pub(crate) fn performance(d: &ReportData) -> Table {
     let mut t = Table::new(
         &[
@@ -186,7 +189,7 @@ pub(crate) fn performance(d: &ReportData) -> Table {
         fmt::ratio(1.0),
         dash(),
     );
-    let metrics: [(&str, fn(&Point) -> f64); 3] = [
+    let metrics: [Metric; 3] = [
         ("Size (MB)", |p| p.size_bytes as f64 / 1e6),
         ("Latency (ms)", |p| p.latency_ms),
         ("Energy (mJ)", |p| p.energy_mj),
