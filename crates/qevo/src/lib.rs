@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod hw;
 pub mod model;
 pub mod quant;
+pub mod report;
 pub mod search;
 
 pub use error::{Error, Result};

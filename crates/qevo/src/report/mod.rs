@@ -1,0 +1,254 @@
+//! Report rendering: turns the plain numbers of a finished search (the Pareto front,
+//! baselines, per-generation history, recommended plan, constraint checks) into
+//! terminal tables, SVG plots and one self-contained HTML page.
+//!
+//! This module depends on nothing else in the pipeline: the search fills a
+//! [`ReportData`] and hands it over, so the report can be rebuilt from a saved result
+//! and tested with hand-made fixtures. Every renderer is a pure function of its
+//! input; only [`write_html`] touches the file system.
+
+mod format;
+mod html;
+mod plot;
+mod tables;
+
+pub use html::{html, write_html};
+pub use plot::{convergence_svg, pareto_svg};
+pub use tables::{
+    baseline_table, constraints_table, convergence_table, convergence_table_every, front_table,
+    header_text, performance_table, recommended_table,
+};
+
+/// One evaluated quantization plan (or the unquantized model itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Short name of the plan (e.g. genome hash, `uniform q4_k`).
+    pub label: String,
+    /// Mean KL divergence to the FP model on calibration tokens (nats/token).
+    pub kl: f64,
+    /// The same KL measured on held-out tokens, when it was checked.
+    pub heldout_kl: Option<f64>,
+    /// Perplexity on the calibration text, when it was measured.
+    pub perplexity: Option<f64>,
+    /// Top-1 agreement with the FP model, as a fraction in 0..=1.
+    pub top1: f64,
+    pub size_bytes: u64,
+    pub latency_ms: f64,
+    pub energy_mj: f64,
+    /// Whether the plan meets every hardware constraint.
+    pub feasible: bool,
+}
+
+/// A named set of comparison points, e.g. `uniform`, `lagrangian`, `random search`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<Point>,
+}
+
+/// The state of the search after one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRow {
+    pub generation: usize,
+    /// Evaluations done so far (cumulative).
+    pub evaluations: u64,
+    pub hypervolume: f64,
+    pub best_kl: f64,
+    pub front_size: usize,
+    /// Weighted fitness of the best plan of this generation.
+    pub fitness: f64,
+    /// Top-1 agreement (fraction) of that plan.
+    pub top1: f64,
+    /// Compression (FP size / plan size) of that plan.
+    pub compression: f64,
+    /// Fraction of evaluations answered from the fitness cache, 0..=1.
+    pub cache_hit_rate: f64,
+}
+
+/// One decision unit of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRow {
+    /// Layer, role or tensor name.
+    pub unit: String,
+    /// Weight format, e.g. `q4_k`, `int4-asym-g128`.
+    pub weight_format: String,
+    /// Exact bits per weight, scales included.
+    pub weight_bits: f64,
+    pub act_bits: u8,
+    /// `SYMMETRIC`, `ASYMMETRIC`, `POWER_OF_TWO`, `GGML block`, ...
+    pub scheme: String,
+}
+
+/// A hardware constraint and how the recommended plan fares against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstraintRow {
+    /// Name with unit, e.g. `memory MB`, `latency ms`.
+    pub name: String,
+    pub limit: f64,
+    pub value: f64,
+    pub pass: bool,
+}
+
+/// Everything a report shows. Filled by the caller; the report computes only
+/// derived ratios (compression, relative change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportData {
+    pub title: String,
+    pub model: String,
+    pub fingerprint: String,
+    pub target: String,
+    pub seed: u64,
+    pub qevo_version: String,
+    /// The unquantized model: the reference for compression and the "was" values.
+    pub fp: Point,
+    pub recommended: Option<Point>,
+    pub recommended_plan: Vec<PlanRow>,
+    pub front: Vec<Point>,
+    pub baselines: Vec<Series>,
+    pub history: Vec<GenerationRow>,
+    pub constraints: Vec<ConstraintRow>,
+    /// Free-text lines (cache hit rates, timings, held-out check).
+    pub notes: Vec<String>,
+}
+
+/// Why a report could not be rendered or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A number that would make a plot or ratio meaningless (NaN, ±inf).
+    #[error("report field `{field}` is {value}: reports need finite numbers")]
+    NonFinite { field: String, value: f64 },
+    #[error("report field `{field}`: {msg}")]
+    Invalid { field: String, msg: String },
+    /// The plotting library refused to draw (should not happen for validated input).
+    #[error("drawing the {plot} plot: {msg}")]
+    Draw { plot: &'static str, msg: String },
+    #[error(transparent)]
+    Write(#[from] crate::Error),
+}
+
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+impl ReportData {
+    /// Compression of `p` relative to the FP model (FP size / plan size).
+    pub fn compression(&self, p: &Point) -> f64 {
+        self.fp.size_bytes as f64 / p.size_bytes as f64
+    }
+}
+
+fn finite(field: impl FnOnce() -> String, value: f64) -> Result<()> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(ReportError::NonFinite {
+            field: field(),
+            value,
+        })
+    }
+}
+
+fn check_point(p: &Point, name: &str) -> Result<()> {
+    let f = |key: &str| format!("{name} `{}`.{key}", p.label);
+    finite(|| f("kl"), p.kl)?;
+    if let Some(v) = p.heldout_kl {
+        finite(|| f("heldout_kl"), v)?;
+    }
+    if let Some(v) = p.perplexity {
+        finite(|| f("perplexity"), v)?;
+    }
+    finite(|| f("top1"), p.top1)?;
+    finite(|| f("latency_ms"), p.latency_ms)?;
+    finite(|| f("energy_mj"), p.energy_mj)?;
+    if p.size_bytes == 0 {
+        return Err(ReportError::Invalid {
+            field: f("size_bytes"),
+            msg: "is 0, so compression is undefined".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every number a renderer uses is finite and every size is non-zero,
+/// naming the first offending field. All renderers that return `Result` call it.
+pub fn validate(d: &ReportData) -> Result<()> {
+    check_point(&d.fp, "fp")?;
+    if let Some(r) = &d.recommended {
+        check_point(r, "recommended")?;
+    }
+    for (i, p) in d.front.iter().enumerate() {
+        check_point(p, &format!("front[{i}]"))?;
+    }
+    for s in &d.baselines {
+        for (i, p) in s.points.iter().enumerate() {
+            check_point(p, &format!("baselines `{}`[{i}]", s.name))?;
+        }
+    }
+    for r in &d.recommended_plan {
+        finite(
+            || format!("recommended_plan `{}`.weight_bits", r.unit),
+            r.weight_bits,
+        )?;
+    }
+    for h in &d.history {
+        let f = |key: &str| format!("history[generation {}].{key}", h.generation);
+        finite(|| f("hypervolume"), h.hypervolume)?;
+        finite(|| f("best_kl"), h.best_kl)?;
+        finite(|| f("fitness"), h.fitness)?;
+        finite(|| f("top1"), h.top1)?;
+        finite(|| f("compression"), h.compression)?;
+        finite(|| f("cache_hit_rate"), h.cache_hit_rate)?;
+    }
+    for c in &d.constraints {
+        finite(|| format!("constraints `{}`.limit", c.name), c.limit)?;
+        finite(|| format!("constraints `{}`.value", c.name), c.value)?;
+    }
+    Ok(())
+}
+
+/// Whether `p` is the recommended plan (same label and size).
+fn is_recommended(d: &ReportData, p: &Point) -> bool {
+    d.recommended
+        .as_ref()
+        .is_some_and(|r| r.label == p.label && r.size_bytes == p.size_bytes)
+}
+
+/// Points sorted by size, smallest first (stable for equal sizes).
+fn by_size(points: &[Point]) -> Vec<&Point> {
+    let mut v: Vec<&Point> = points.iter().collect();
+    v.sort_by_key(|p| p.size_bytes);
+    v
+}
+
+#[cfg(test)]
+pub(crate) mod fixture;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_nan_field() {
+        let mut d = fixture::small();
+        d.front[1].kl = f64::NAN;
+        let e = validate(&d).unwrap_err().to_string();
+        assert!(e.contains("front[1] `mix-b`.kl"), "{e}");
+        assert!(e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn validate_rejects_infinite_history_and_zero_size() {
+        let mut d = fixture::small();
+        d.history[0].hypervolume = f64::INFINITY;
+        let e = validate(&d).unwrap_err().to_string();
+        assert!(e.contains("history[generation 0].hypervolume"), "{e}");
+        let mut d = fixture::small();
+        d.baselines[0].points[0].size_bytes = 0;
+        let e = validate(&d).unwrap_err().to_string();
+        assert!(e.contains("baselines `uniform`[0]"), "{e}");
+        assert!(e.contains("size_bytes"), "{e}");
+    }
+
+    #[test]
+    fn fixture_is_valid() {
+        validate(&fixture::small()).unwrap();
+    }
+}
