@@ -22,9 +22,12 @@ pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub use llama::LlamaConfig;
+pub(crate) use source::permute_rows;
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Embedding,
@@ -219,6 +222,15 @@ impl Model {
         }
     }
 
+    /// Llama family only: the non-quantized tensors (norms, biases) by canonical GGUF
+    /// name, as f32; `None` for other architectures.
+    pub(crate) fn llama_aux_tensors(&self) -> Option<Vec<(String, Tensor)>> {
+        match &self.net {
+            Net::Llama(n) => Some(n.aux_tensors()),
+            _ => None,
+        }
+    }
+
     pub fn n_blocks(&self) -> usize {
         self.arch.n_blocks()
     }
@@ -233,7 +245,13 @@ impl Model {
     }
 
     /// Runs transformer block `i` on hidden states `[batch, seq, hidden]`.
-    pub fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
+    pub fn block(
+        &self,
+        i: usize,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        h: &Tensor,
+    ) -> Result<Tensor> {
         match &self.net {
             Net::Llama(n) => n.block(i, w, hook, h),
             Net::Gpt2(n) => n.block(i, w, hook, h),
@@ -290,10 +308,9 @@ impl Model {
 
     /// Encodes text with the model's tokenizer (no special tokens added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let tok = self
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", self.source.display())))?;
+        let tok = self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Tokenizer(format!("{} has no tokenizer", self.source.display()))
+        })?;
         let enc = tok
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
