@@ -114,6 +114,11 @@ impl GgmlType {
             GgmlType::Q2K => GgmlDType::Q2K,
         }
     }
+    /// Whether candle's quantizer for this type takes an importance matrix (the K-quants;
+    /// for the others it would panic, so callers must not pass one).
+    pub fn supports_imatrix(self) -> bool {
+        matches!(self, GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K)
+    }
     /// Whether this is a block-quantized (not float) type.
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1
@@ -190,7 +195,8 @@ pub(crate) fn dequantize_stored(
 }
 
 /// Quantizes a row-major `[rows, cols]` f32 slice; `cols` must be a multiple of the block
-/// length. With `imatrix` (one importance per column) K-quants weight their rounding error.
+/// length. With `imatrix` (one importance per column) K-quants weight their rounding error;
+/// the other types ignore it (candle has no weighted quantizer for them).
 pub(crate) fn quantize_rows(
     t: GgmlType,
     data: &[f32],
@@ -205,7 +211,7 @@ pub(crate) fn quantize_rows(
             let n_rows = d.len() / cols;
             let src = Tensor::from_slice(d, (n_rows, cols), &Device::Cpu)?;
             let q = match imatrix {
-                Some(im) if t.is_quantized() => QTensor::quantize_imatrix(&src, im, t.candle())?,
+                Some(im) if t.supports_imatrix() => QTensor::quantize_imatrix(&src, im, t.candle())?,
                 _ => QTensor::quantize(&src, t.candle())?,
             };
             Ok(q.data()?.into_owned())

@@ -1,5 +1,22 @@
-//! Weight formats the search can choose: GGML block formats (`ggml`) and generic
-//! integer formats; activation fake-quant; the per-tensor plan and the weight cache.
+//! Weight formats the search can choose, and what turns a plan into a runnable model:
+//! generic integer formats (`int`) and GGML block formats (`ggml`) behind one closed enum
+//! (`format::WeightFormat`), the per-tensor plan (`plan`), the dequantized-weight cache
+//! (`cache`), activation fake-quant with calibrated ranges and the importance matrix
+//! (`act`).
+//!
+//! A quantized model for evaluation is `model.forward(&cache.weights_for(model, plan)?,
+//! &ActQuantHook::new(&ranges, plan.act_bits(model)?, scheme), ids)`.
 
+pub mod act;
+pub mod cache;
+pub mod format;
 pub mod ggml;
+pub mod int;
+pub mod plan;
+
+pub use act::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActRanges, ActScheme};
+pub use cache::{CacheStats, WeightCache};
+pub use format::{Packed, WeightFormat};
 pub use ggml::GgmlType;
+pub use int::{Granularity, IntFormat, Scheme};
+pub use plan::{TensorChoice, TensorPlan, ACT_BITS};

@@ -1,0 +1,167 @@
+//! `WeightCache`: dequantized weights per (tensor, format), so every genome that picks the
+//! same format for a tensor reuses one quantization. Bounded by a byte budget with
+//! least-recently-used eviction; misses are filled in parallel across tensors because
+//! candle's quantizers are single-threaded per block run.
+
+use super::format::WeightFormat;
+use super::ggml::GgmlType;
+use super::plan::TensorPlan;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use candle_core::Tensor;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Counters of a `WeightCache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes of dequantized f32 weights held now.
+    pub bytes: usize,
+    pub entries: usize,
+}
+
+struct Entry {
+    tensor: Tensor,
+    bytes: usize,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<(usize, WeightFormat), Entry>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// Thread-safe cache of dequantized weights (`&self` everywhere).
+pub struct WeightCache {
+    budget: usize,
+    imatrix: Vec<Option<Vec<f32>>>,
+    inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl WeightCache {
+    /// A cache holding at most `budget_bytes` of dequantized weights.
+    pub fn new(budget_bytes: usize) -> Self {
+        WeightCache {
+            budget: budget_bytes,
+            imatrix: Vec::new(),
+            inner: Mutex::new(Inner::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Quantizes K-quant formats with these per-tensor importances (from `collect_imatrix`).
+    pub fn with_imatrix(mut self, imatrix: Vec<Option<Vec<f32>>>) -> Self {
+        self.imatrix = imatrix;
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map inconsistent (every update
+        // is a single insert/remove), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32).
+    pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
+        let info = model.tensors.get(tensor).ok_or_else(|| {
+            Error::Invalid(format!("tensor index {tensor} out of range ({} tensors)", model.tensors.len()))
+        })?;
+        if format == WeightFormat::Ggml(GgmlType::F32) {
+            // f32 is the model's own weight: nothing to compute or hold.
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(model.weights[tensor].clone());
+        }
+        {
+            let mut g = self.lock();
+            g.tick += 1;
+            let tick = g.tick;
+            if let Some(e) = g.map.get_mut(&(tensor, format)) {
+                e.last_used = tick;
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(e.tensor.clone());
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let data = model.weights[tensor].flatten_all()?.to_vec1::<f32>()?;
+        let im = self.imatrix.get(tensor).and_then(|o| o.as_deref());
+        let deq = format
+            .fake_quant_named(&info.name, &data, info.rows, info.cols, im)
+            .map_err(|e| name_source(e, model))?;
+        let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
+        let bytes = info.params() * 4;
+        if bytes <= self.budget {
+            let mut g = self.lock();
+            g.tick += 1;
+            let tick = g.tick;
+            let old = g.map.insert(
+                (tensor, format),
+                Entry {
+                    tensor: t.clone(),
+                    bytes,
+                    last_used: tick,
+                },
+            );
+            g.bytes += bytes;
+            if let Some(o) = old {
+                g.bytes -= o.bytes;
+            }
+            while g.bytes > self.budget {
+                let Some((&k, _)) = g.map.iter().min_by_key(|(_, e)| e.last_used) else {
+                    break;
+                };
+                if let Some(e) = g.map.remove(&k) {
+                    g.bytes -= e.bytes;
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Fills the cache for these (tensor, format) pairs, in parallel across pairs.
+    pub fn prefill(&self, model: &Model, pairs: &[(usize, WeightFormat)]) -> Result<()> {
+        pairs
+            .par_iter()
+            .try_for_each(|&(i, f)| self.get(model, i, f).map(|_| ()))
+    }
+
+    /// The weight set of a plan, in `model.tensors` order, ready for `Model::forward`.
+    pub fn weights_for(&self, model: &Model, plan: &TensorPlan) -> Result<Vec<Tensor>> {
+        let choices = plan.per_tensor(model)?;
+        choices
+            .par_iter()
+            .enumerate()
+            .map(|(i, c)| self.get(model, i, c.format))
+            .collect()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let g = self.lock();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes: g.bytes,
+            entries: g.map.len(),
+        }
+    }
+}
+
+/// Errors from the format layer carry the tensor name; add the model file.
+fn name_source(e: Error, model: &Model) -> Error {
+    match e {
+        Error::Tensor { path, tensor, msg } if path.as_os_str().is_empty() => Error::Tensor {
+            path: model.source.clone(),
+            tensor,
+            msg,
+        },
+        other => other,
+    }
+}

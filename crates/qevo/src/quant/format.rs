@@ -1,0 +1,401 @@
+//! `WeightFormat`: the one closed set of weight formats the search chooses from (generic
+//! integer formats and GGML block formats), with their names, exact sizes, applicability
+//! to a tensor shape, and quantize / dequantize / pack through one entry point that
+//! rejects non-finite input with an error naming the tensor.
+
+use super::ggml::{self, GgmlType};
+use super::int::{Granularity, IntFormat, BITS, GROUP_SIZES, SCHEMES};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// A weight format: generic integer or GGML block type (which includes f32/f16/bf16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WeightFormat {
+    Int(IntFormat),
+    Ggml(GgmlType),
+}
+
+/// A quantized tensor: its format, shape and packed bytes (GGML: exactly the bytes a GGUF
+/// file holds for it; generic: the layout in `quant::int`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    pub format: WeightFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
+}
+
+const UNNAMED: &str = "(unnamed)";
+
+fn tensor_err(name: &str, msg: impl Into<String>) -> Error {
+    Error::Tensor {
+        path: std::path::PathBuf::new(),
+        tensor: name.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Fails on the first NaN or ±Inf, naming its position.
+fn check_finite(name: &str, data: &[f32], cols: usize) -> Result<()> {
+    let ok = data
+        .par_chunks(1 << 16)
+        .all(|c| c.iter().fold(true, |a, x| a & x.is_finite()));
+    if ok {
+        return Ok(());
+    }
+    let i = data.iter().position(|x| !x.is_finite()).unwrap_or(0);
+    Err(tensor_err(
+        name,
+        format!("non-finite value {} at row {}, column {}", data[i], i / cols.max(1), i % cols.max(1)),
+    ))
+}
+
+impl WeightFormat {
+    /// Every format: the 105 generic ones (bits × scheme × granularity) then the 13 GGML ones.
+    pub fn all() -> Vec<WeightFormat> {
+        let mut v = Vec::new();
+        for bits in BITS {
+            for (scheme, _) in SCHEMES {
+                let grans = [Granularity::Tensor, Granularity::Channel]
+                    .into_iter()
+                    .chain(GROUP_SIZES.iter().map(|&g| Granularity::Group(g)));
+                for granularity in grans {
+                    v.push(WeightFormat::Int(IntFormat {
+                        bits,
+                        scheme,
+                        granularity,
+                    }));
+                }
+            }
+        }
+        v.extend(GgmlType::ALL.iter().map(|&t| WeightFormat::Ggml(t)));
+        v
+    }
+
+    /// Parses `int4-asym-g128`, `int8-sym-channel`, `int3-pow2-tensor`, `q4_k`, `f16`, ...
+    pub fn parse(s: &str) -> Result<WeightFormat> {
+        let l = s.trim().to_ascii_lowercase();
+        if let Some(t) = GgmlType::parse(&l) {
+            return Ok(WeightFormat::Ggml(t));
+        }
+        let bad = || {
+            Error::Invalid(format!(
+                "unknown weight format `{s}` (expected int{{2..8}}-{{sym|asym|pow2}}-{{tensor|channel|g32|g64|g128}} \
+                 or one of {})",
+                GgmlType::ALL.map(|t| t.name()).join(", ")
+            ))
+        };
+        let mut parts = l.split('-');
+        let (Some(b), Some(sc), Some(gr), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let bits: u8 = b.strip_prefix("int").and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        if !BITS.contains(&bits) {
+            return Err(bad());
+        }
+        let scheme = SCHEMES.iter().find(|r| r.1 == sc).map(|r| r.0).ok_or_else(bad)?;
+        let granularity = match gr {
+            "tensor" => Granularity::Tensor,
+            "channel" => Granularity::Channel,
+            g => {
+                let n: u32 = g.strip_prefix('g').and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+                if !GROUP_SIZES.contains(&n) {
+                    return Err(bad());
+                }
+                Granularity::Group(n)
+            }
+        };
+        Ok(WeightFormat::Int(IntFormat {
+            bits,
+            scheme,
+            granularity,
+        }))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            WeightFormat::Ggml(t) => t.name().to_string(),
+            WeightFormat::Int(f) => {
+                let sc = SCHEMES.iter().find(|r| r.0 == f.scheme).map(|r| r.1).unwrap_or("?");
+                let gr = match f.granularity {
+                    Granularity::Tensor => "tensor".to_string(),
+                    Granularity::Channel => "channel".to_string(),
+                    Granularity::Group(g) => format!("g{g}"),
+                };
+                format!("int{}-{sc}-{gr}", f.bits)
+            }
+        }
+    }
+
+    /// Bits per weight including scales, mins and zero points, for rows of `cols` weights
+    /// (exact for GGML, group and channel formats; see `IntFormat::bits_per_weight`).
+    pub fn bits_per_weight(&self, cols: usize) -> f64 {
+        match self {
+            WeightFormat::Ggml(t) => t.bits_per_weight(),
+            WeightFormat::Int(f) => f.bits_per_weight(cols),
+        }
+    }
+
+    /// Exact bytes of a `[rows, cols]` tensor in this format; `None` if it does not apply.
+    pub fn tensor_bytes(&self, rows: usize, cols: usize) -> Option<u64> {
+        if !self.applies_to(rows, cols) {
+            return None;
+        }
+        match self {
+            WeightFormat::Ggml(t) => t.tensor_bytes(rows, cols).map(|b| b as u64),
+            WeightFormat::Int(f) => f.tensor_bytes(rows, cols),
+        }
+    }
+
+    /// Whether a `[rows, cols]` tensor can be stored in this format: GGML blocks run along
+    /// rows, so `cols` must be a multiple of the block length (32 for q*_0/q*_1/q8_0, 256
+    /// for K-quants); groups need `cols % g == 0`.
+    pub fn applies_to(&self, rows: usize, cols: usize) -> bool {
+        match self {
+            WeightFormat::Ggml(t) => rows > 0 && cols > 0 && cols % t.block_len() == 0,
+            WeightFormat::Int(f) => f.applies_to(rows, cols),
+        }
+    }
+
+    /// The width the hardware computes at: 2..=8, 16 or 32.
+    pub fn compute_bits(&self) -> u8 {
+        match self {
+            WeightFormat::Int(f) => f.bits,
+            WeightFormat::Ggml(t) => match t {
+                GgmlType::F32 => 32,
+                GgmlType::F16 | GgmlType::BF16 => 16,
+                GgmlType::Q8_0 => 8,
+                GgmlType::Q6K => 6,
+                GgmlType::Q5K | GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
+                GgmlType::Q4K | GgmlType::Q4_0 | GgmlType::Q4_1 => 4,
+                GgmlType::Q3K => 3,
+                GgmlType::Q2K => 2,
+            },
+        }
+    }
+
+    pub fn ggml(&self) -> Option<GgmlType> {
+        match self {
+            WeightFormat::Ggml(t) => Some(*t),
+            WeightFormat::Int(_) => None,
+        }
+    }
+
+    /// Whether the quantizer uses an importance matrix (candle implements it for K-quants
+    /// only; other formats ignore one).
+    pub fn uses_imatrix(&self) -> bool {
+        self.ggml().is_some_and(GgmlType::supports_imatrix)
+    }
+
+    fn check_input(&self, name: &str, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<()> {
+        if data.len() != rows * cols {
+            return Err(tensor_err(
+                name,
+                format!("{} values for shape [{rows}, {cols}]", data.len()),
+            ));
+        }
+        if !self.applies_to(rows, cols) {
+            return Err(tensor_err(
+                name,
+                format!("format {} does not apply to shape [{rows}, {cols}]", self.name()),
+            ));
+        }
+        if let Some(im) = imatrix {
+            if im.len() != cols {
+                return Err(tensor_err(
+                    name,
+                    format!("importance matrix has {} values, tensor has {cols} columns", im.len()),
+                ));
+            }
+            if im.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(tensor_err(name, "importance matrix has negative or non-finite values"));
+            }
+        }
+        check_finite(name, data, cols)
+    }
+
+    /// The importance matrix handed to candle: positive everywhere (an all-zero column
+    /// would zero a K-quant's weighted sums), or none when it carries no information.
+    fn usable_imatrix(&self, imatrix: Option<&[f32]>) -> Option<Vec<f32>> {
+        let im = imatrix.filter(|_| self.uses_imatrix())?;
+        let mean = im.iter().map(|&v| v as f64).sum::<f64>() / im.len().max(1) as f64;
+        if mean <= 0.0 {
+            return None;
+        }
+        let eps = (mean * 1e-6) as f32;
+        Some(im.iter().map(|&v| v + eps).collect())
+    }
+
+    /// Quantizes `[rows, cols]` row-major data; `name` appears in any error.
+    pub fn quantize_named(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Result<Packed> {
+        self.check_input(name, data, rows, cols, imatrix)?;
+        let bytes = match self {
+            WeightFormat::Ggml(t) => {
+                let im = self.usable_imatrix(imatrix);
+                ggml::quantize_rows(*t, data, rows, cols, im.as_deref())?
+            }
+            WeightFormat::Int(f) => f.pack(data, rows, cols).map_err(|e| overflow(name, self, e.amax))?,
+        };
+        Ok(Packed {
+            format: *self,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    pub fn quantize(&self, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<Packed> {
+        self.quantize_named(UNNAMED, data, rows, cols, imatrix)
+    }
+
+    /// Decodes packed bytes to f32, checking format, shape and length first.
+    pub fn dequantize(&self, packed: &Packed) -> Result<Vec<f32>> {
+        if packed.format != *self {
+            return Err(Error::Invalid(format!(
+                "packed tensor is {}, asked to decode as {}",
+                packed.format.name(),
+                self.name()
+            )));
+        }
+        let (rows, cols) = (packed.rows, packed.cols);
+        let want = self.tensor_bytes(rows, cols).ok_or_else(|| {
+            Error::Invalid(format!("format {} does not apply to shape [{rows}, {cols}]", self.name()))
+        })?;
+        if packed.bytes.len() as u64 != want {
+            return Err(Error::Invalid(format!(
+                "packed {} tensor [{rows}, {cols}] has {} bytes, expected {want}",
+                self.name(),
+                packed.bytes.len()
+            )));
+        }
+        Ok(match self {
+            WeightFormat::Ggml(t) => {
+                ggml::dequantize_stored(t.candle(), t.block_bytes(), t.block_len(), &packed.bytes, rows, cols)?
+            }
+            WeightFormat::Int(f) => f.unpack(&packed.bytes, rows, cols),
+        })
+    }
+
+    /// Quantize then dequantize: exactly the values `dequantize(quantize(..))` gives, which
+    /// are the values that get exported. Generic formats skip the packing step.
+    pub fn fake_quant_named(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        imatrix: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        match self {
+            WeightFormat::Ggml(GgmlType::F32) => {
+                self.check_input(name, data, rows, cols, None)?;
+                Ok(data.to_vec())
+            }
+            WeightFormat::Ggml(_) => {
+                let p = self.quantize_named(name, data, rows, cols, imatrix)?;
+                self.dequantize(&p)
+            }
+            WeightFormat::Int(f) => {
+                self.check_input(name, data, rows, cols, imatrix)?;
+                f.fake_quant(data, rows, cols).map_err(|e| overflow(name, self, e.amax))
+            }
+        }
+    }
+
+    pub fn fake_quant(&self, data: &[f32], rows: usize, cols: usize, imatrix: Option<&[f32]>) -> Result<Vec<f32>> {
+        self.fake_quant_named(UNNAMED, data, rows, cols, imatrix)
+    }
+}
+
+fn overflow(name: &str, f: &WeightFormat, amax: f32) -> Error {
+    tensor_err(
+        name,
+        format!("max |value| {amax:e} is beyond the scale range of {}", f.name()),
+    )
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        WeightFormat::parse(s)
+    }
+}
+
+impl serde::Serialize for WeightFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WeightFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WeightFormat::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<GgmlType> for WeightFormat {
+    fn from(t: GgmlType) -> Self {
+        WeightFormat::Ggml(t)
+    }
+}
+
+impl From<IntFormat> for WeightFormat {
+    fn from(f: IntFormat) -> Self {
+        WeightFormat::Int(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_format() {
+        let all = WeightFormat::all();
+        assert_eq!(all.len(), 7 * 3 * 5 + 13);
+        for f in all {
+            assert_eq!(WeightFormat::parse(&f.name()).unwrap(), f, "{f}");
+        }
+        assert!(WeightFormat::parse("int9-sym-g32").is_err());
+        assert!(WeightFormat::parse("int4-sym-g48").is_err());
+        assert!(WeightFormat::parse("int4-foo-g32").is_err());
+        assert!(WeightFormat::parse("q4_k_m").is_err());
+    }
+
+    #[test]
+    fn int_sizes_are_exact_to_the_byte() {
+        let f = WeightFormat::parse("int4-asym-g128").unwrap();
+        // 8 rows × 256 cols: 16 groups × (2-byte scale) + ⌈16·4/8⌉ zero bytes + 1024 code bytes.
+        assert_eq!(f.tensor_bytes(8, 256), Some(32 + 8 + 1024));
+        assert_eq!(f.bits_per_weight(256), 4.0 + 20.0 / 128.0);
+        let f = WeightFormat::parse("int3-pow2-channel").unwrap();
+        assert_eq!(f.tensor_bytes(3, 5), Some(3 + 6));
+        let p = f.quantize(&[0.5; 15], 3, 5, None).unwrap();
+        assert_eq!(p.bytes.len(), 9);
+        assert_eq!(WeightFormat::parse("int4-sym-g64").unwrap().tensor_bytes(2, 96), None);
+    }
+
+    #[test]
+    fn ggml_block_divisibility() {
+        let q4k = WeightFormat::parse("q4_k").unwrap();
+        assert!(q4k.applies_to(3, 512));
+        assert!(!q4k.applies_to(3, 384));
+        let q40 = WeightFormat::parse("q4_0").unwrap();
+        assert!(q40.applies_to(3, 96));
+        assert!(!q40.applies_to(3, 100));
+    }
+}

@@ -1,0 +1,114 @@
+//! `TensorPlan`: the (weight format, activation bits) chosen for every quantizable tensor
+//! of a model, its exact size, and its validation against the model.
+
+use super::format::WeightFormat;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use std::collections::HashMap;
+
+/// Activation widths: 4 or 8 bits fake-quantize a linear layer's input, 16 leaves it alone.
+pub const ACT_BITS: [u8; 3] = [4, 8, 16];
+
+/// What one tensor becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TensorChoice {
+    pub format: WeightFormat,
+    /// 4, 8 or 16 (= no activation quantization).
+    pub act_bits: u8,
+}
+
+/// One choice per quantizable tensor, by GGUF tensor name.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TensorPlan {
+    pub entries: Vec<(String, TensorChoice)>,
+}
+
+impl TensorPlan {
+    /// Every tensor in `format` with `act_bits`; fails if the format fits no tensor shape.
+    pub fn uniform(model: &Model, format: WeightFormat, act_bits: u8) -> Result<TensorPlan> {
+        let plan = TensorPlan {
+            entries: model
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), TensorChoice { format, act_bits }))
+                .collect(),
+        };
+        plan.validate(model)?;
+        Ok(plan)
+    }
+
+    /// Every tensor must appear exactly once, be known to the model, and get a format that
+    /// applies to its shape and an activation width in `ACT_BITS`.
+    pub fn validate(&self, model: &Model) -> Result<()> {
+        let mut seen: HashMap<&str, ()> = HashMap::new();
+        for (name, c) in &self.entries {
+            let Some(i) = model.tensor_index(name) else {
+                return Err(Error::tensor(
+                    &model.source,
+                    name,
+                    "plan names a tensor the model does not have",
+                ));
+            };
+            if seen.insert(name.as_str(), ()).is_some() {
+                return Err(Error::tensor(&model.source, name, "plan lists this tensor twice"));
+            }
+            let t = &model.tensors[i];
+            if !c.format.applies_to(t.rows, t.cols) {
+                let why = match c.format.ggml() {
+                    Some(g) => format!("{} needs columns in multiples of {}", g.name(), g.block_len()),
+                    None => "the group size does not divide the columns".to_string(),
+                };
+                return Err(Error::tensor(
+                    &model.source,
+                    name,
+                    format!("format {} does not apply to shape [{}, {}]: {why}", c.format, t.rows, t.cols),
+                ));
+            }
+            if !ACT_BITS.contains(&c.act_bits) {
+                return Err(Error::tensor(
+                    &model.source,
+                    name,
+                    format!("activation bits {} (allowed: 4, 8, 16)", c.act_bits),
+                ));
+            }
+        }
+        if let Some(t) = model.tensors.iter().find(|t| !seen.contains_key(t.name.as_str())) {
+            return Err(Error::tensor(&model.source, &t.name, "plan has no entry for this tensor"));
+        }
+        Ok(())
+    }
+
+    /// Exact bytes of all quantizable tensors in their formats. Entries that fail
+    /// `validate` (unknown tensor, inapplicable format) count as f32.
+    pub fn size_bytes(&self, model: &Model) -> u64 {
+        self.entries
+            .iter()
+            .filter_map(|(name, c)| {
+                let t = &model.tensors[model.tensor_index(name)?];
+                Some(c.format.tensor_bytes(t.rows, t.cols).unwrap_or(t.params() as u64 * 4))
+            })
+            .sum()
+    }
+
+    /// Mean bits per quantizable weight.
+    pub fn bits_per_weight(&self, model: &Model) -> f64 {
+        let params: usize = model.tensors.iter().map(|t| t.params()).sum();
+        self.size_bytes(model) as f64 * 8.0 / params.max(1) as f64
+    }
+
+    pub fn choice(&self, tensor_name: &str) -> Option<&TensorChoice> {
+        self.entries.iter().find(|(n, _)| n == tensor_name).map(|(_, c)| c)
+    }
+
+    /// Choices in `model.tensors` order (after `validate`).
+    pub fn per_tensor(&self, model: &Model) -> Result<Vec<TensorChoice>> {
+        self.validate(model)?;
+        let by_name: HashMap<&str, &TensorChoice> = self.entries.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        Ok(model.tensors.iter().map(|t| *by_name[t.name.as_str()]).collect())
+    }
+
+    /// Activation bits per tensor index, for `ActQuantHook::new`.
+    pub fn act_bits(&self, model: &Model) -> Result<Vec<u8>> {
+        Ok(self.per_tensor(model)?.iter().map(|c| c.act_bits).collect())
+    }
+}
