@@ -8,10 +8,10 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, fake_quant_weights, tensor_type_lines, GgmlPlan, ResolvedPlan};
+use qevo::export::{export_gguf, resolve_ggml, tensor_type_lines};
 use qevo::model::gguf::{Gguf, Value};
 use qevo::model::{Model, NoHook};
-use qevo::quant::GgmlType;
+use qevo::quant::{GgmlType, TensorChoice, TensorPlan, WeightCache, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -24,6 +24,34 @@ const TEXT: &str =
     "The quick brown fox jumps over the lazy dog. A model is quantized layer by layer, \
 and the file it becomes must load in llama.cpp with the same weights it was scored with. \
 Numbers like 12345 and symbols like {}[]() test the byte-level tokenizer too.";
+
+fn uniform(m: &Model, t: GgmlType) -> TensorPlan {
+    TensorPlan::uniform(m, WeightFormat::Ggml(t), 16).unwrap()
+}
+
+/// Tensor `i` in `cycle[i % len]`.
+fn cycled(m: &Model, cycle: &[WeightFormat]) -> TensorPlan {
+    TensorPlan {
+        entries: m
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    t.name.clone(),
+                    TensorChoice {
+                        format: cycle[i % cycle.len()],
+                        act_bits: 16,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn ggml(ts: &[GgmlType]) -> Vec<WeightFormat> {
+    ts.iter().map(|&t| WeightFormat::Ggml(t)).collect()
+}
 
 /// A K-quant-sized llama (rows of 256) with the tiny fixture's byte-level tokenizer.
 fn k_model_dir(dir: &Path) {
@@ -72,20 +100,18 @@ fn logits(m: &Model, w: &[Tensor], ids: &[u32]) -> Vec<f32> {
 }
 
 /// Exports `plan`, reloads the file and checks weights, logits, KL and sizes.
-fn roundtrip(m: &Model, plan: &ResolvedPlan, out: &Path) -> (f64, f64) {
-    let summary = export_gguf(m, plan, out).unwrap();
-    assert_eq!(
-        summary.planned_tensor_bytes,
-        plan.tensor_bytes(m),
-        "planned bytes"
-    );
+fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
+    let plan = resolve_ggml(m, tplan, false).unwrap();
+    let summary = export_gguf(m, &plan, None, out).unwrap();
+    assert_eq!(summary.planned_tensor_bytes, tplan.size_bytes(m), "planned bytes vs plan.size_bytes()");
     assert_eq!(
         summary.layout.file_bytes,
         std::fs::metadata(out).unwrap().len()
     );
     let back = Model::load(out).unwrap();
     assert_eq!(back.tensors, m.tensors);
-    let mem = fake_quant_weights(m, plan).unwrap();
+    // The weights the evaluator scores the plan with.
+    let mem = WeightCache::new(1 << 30).weights_for(m, tplan).unwrap();
     assert_bit_identical(&mem, &back.weights, m);
     let ids: Vec<u32> = m.encode(TEXT).unwrap();
     assert_eq!(
@@ -111,7 +137,7 @@ fn roundtrip(m: &Model, plan: &ResolvedPlan, out: &Path) -> (f64, f64) {
 #[test]
 fn gguf_export_reloads_bit_identical_q8_0_from_hf_dir() {
     let m = Model::load(&fixture("tiny_llama")).unwrap();
-    let plan = GgmlPlan::uniform(&m, GgmlType::Q8_0).resolve(&m).unwrap();
+    let plan = uniform(&m, GgmlType::Q8_0);
     let dir = tempfile::tempdir().unwrap();
     roundtrip(&m, &plan, &dir.path().join("q8.gguf"));
 }
@@ -123,7 +149,7 @@ fn gguf_export_reloads_bit_identical_k_quants_and_mixed() {
     k_model_dir(&src);
     let m = Model::load(&src).unwrap();
     for t in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q2K, GgmlType::F16] {
-        let plan = GgmlPlan::uniform(&m, t).resolve(&m).unwrap();
+        let plan = uniform(&m, t);
         roundtrip(&m, &plan, &dir.path().join(format!("{t}.gguf")));
     }
     let cycle = [
@@ -134,15 +160,7 @@ fn gguf_export_reloads_bit_identical_k_quants_and_mixed() {
         GgmlType::BF16,
         GgmlType::Q5K,
     ];
-    let mixed = GgmlPlan {
-        entries: m
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), cycle[i % cycle.len()].name().into()))
-            .collect(),
-    };
-    let plan = mixed.resolve(&m).unwrap();
+    let plan = cycled(&m, &ggml(&cycle));
     roundtrip(&m, &plan, &dir.path().join("mixed.gguf"));
     // The norm weights stay f32.
     let g = Gguf::open(&dir.path().join("mixed.gguf")).unwrap();
@@ -158,10 +176,10 @@ fn gguf_export_reloads_bit_identical_k_quants_and_mixed() {
 #[test]
 fn gguf_export_writes_llama_metadata_and_tokenizer_from_hf() {
     let m = Model::load(&fixture("tiny_llama")).unwrap();
-    let plan = GgmlPlan::uniform(&m, GgmlType::Q8_0).resolve(&m).unwrap();
+    let plan = resolve_ggml(&m, &uniform(&m, GgmlType::Q8_0), false).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q8.gguf");
-    export_gguf(&m, &plan, &out).unwrap();
+    export_gguf(&m, &plan, None, &out).unwrap();
     let ours = Gguf::open(&out).unwrap();
     // llama.cpp's converter output for the same model is the reference.
     let theirs = Gguf::open(&fixture("tiny_llama/tiny_llama.gguf")).unwrap();
@@ -214,7 +232,7 @@ fn gguf_export_from_gguf_source_keeps_unknown_metadata() {
     }
     w.write(&src_path).unwrap();
     let m = Model::load(&src_path).unwrap();
-    let plan = GgmlPlan::uniform(&m, GgmlType::Q4_0).resolve(&m).unwrap();
+    let plan = uniform(&m, GgmlType::Q4_0);
     let (kl_mem, _) = roundtrip(&m, &plan, &dir.path().join("q4.gguf"));
     assert!(kl_mem > 0.0);
     let out = Gguf::open(&dir.path().join("q4.gguf")).unwrap();
@@ -234,8 +252,7 @@ fn gguf_export_refuses_plan_for_another_model() {
     k_model_dir(&other);
     let big = Model::load(&other).unwrap();
     // Same names, other shapes: q4_k fits rows of 256, not this model's 64.
-    let e = GgmlPlan::uniform(&big, GgmlType::Q4K)
-        .resolve(&m)
+    let e = resolve_ggml(&m, &uniform(&big, GgmlType::Q4K), false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -243,31 +260,41 @@ fn gguf_export_refuses_plan_for_another_model() {
         "{e}"
     );
     // A tensor this model does not have.
-    let mut p = GgmlPlan::uniform(&m, GgmlType::Q8_0);
-    p.entries
-        .push(("blk.9.attn_q.weight".into(), "q8_0".into()));
-    let e = p.resolve(&m).unwrap_err().to_string();
+    let mut p = uniform(&m, GgmlType::Q8_0);
+    let c = p.entries[0].1;
+    p.entries.push(("blk.9.attn_q.weight".into(), c));
+    let e = resolve_ggml(&m, &p, false).unwrap_err().to_string();
     assert!(
         e.contains("blk.9.attn_q.weight") && e.contains("another model"),
         "{e}"
     );
     // A tensor the plan forgot.
-    let mut p = GgmlPlan::uniform(&m, GgmlType::Q8_0);
+    let mut p = uniform(&m, GgmlType::Q8_0);
     p.entries.retain(|(n, _)| n != "output.weight");
-    let e = p.resolve(&m).unwrap_err().to_string();
+    let e = resolve_ggml(&m, &p, false).unwrap_err().to_string();
     assert!(e.contains("output.weight"), "{e}");
 }
 
 #[test]
 fn gguf_export_refuses_format_gguf_cannot_hold() {
     let m = Model::load(&fixture("tiny_llama")).unwrap();
-    let mut p = GgmlPlan::uniform(&m, GgmlType::Q8_0);
-    p.entries[3].1 = "int4-asym-g32".into();
-    let e = p.resolve(&m).unwrap_err().to_string();
+    let mut p = uniform(&m, GgmlType::Q8_0);
+    p.entries[3].1.format = WeightFormat::parse("int4-asym-g32").unwrap();
+    let e = resolve_ggml(&m, &p, false).unwrap_err().to_string();
     assert!(
         e.contains("int4-asym-g32") && e.contains("not a GGML type") && e.contains(&p.entries[3].0),
         "{e}"
     );
+    // --fallback: the nearest GGML type by bits per weight, reported.
+    let r = resolve_ggml(&m, &p, true).unwrap();
+    assert_eq!(r.fallbacks.len(), 1);
+    assert_eq!(r.fallbacks[0].tensor, p.entries[3].0);
+    assert_eq!(r.fallbacks[0].planned, "int4-asym-g32");
+    let bpw = p.entries[3].1.format.bits_per_weight(m.tensors[3].cols);
+    let got = r.fallbacks[0].exported.bits_per_weight();
+    for t in GgmlType::ALL {
+        assert!((t.bits_per_weight() - bpw).abs() >= (got - bpw).abs(), "{t} is nearer to {bpw} than {got}");
+    }
 }
 
 #[test]
@@ -277,11 +304,11 @@ fn gguf_export_never_overwrites_its_source() {
     std::fs::copy(fixture("tiny_llama/tiny_llama.gguf"), &src).unwrap();
     let before = std::fs::read(&src).unwrap();
     let m = Model::load(&src).unwrap();
-    let plan = GgmlPlan::uniform(&m, GgmlType::Q8_0).resolve(&m).unwrap();
-    let e = export_gguf(&m, &plan, &src).unwrap_err().to_string();
+    let plan = resolve_ggml(&m, &uniform(&m, GgmlType::Q8_0), false).unwrap();
+    let e = export_gguf(&m, &plan, None, &src).unwrap_err().to_string();
     assert!(e.contains("overwrite the source"), "{e}");
     // The same file through another spelling of its path.
-    let e = export_gguf(&m, &plan, &dir.path().join(".").join("m.gguf"))
+    let e = export_gguf(&m, &plan, None, &dir.path().join(".").join("m.gguf"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("overwrite the source"), "{e}");
@@ -293,7 +320,7 @@ fn gguf_export_never_overwrites_its_source() {
         std::fs::copy(fixture("tiny_llama").join(f), hf.join(f)).unwrap();
     }
     let m = Model::load(&hf).unwrap();
-    let e = export_gguf(&m, &plan, &hf.join("model.safetensors"))
+    let e = export_gguf(&m, &plan, None, &hf.join("model.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("overwrite the source"), "{e}");
@@ -302,9 +329,9 @@ fn gguf_export_never_overwrites_its_source() {
 #[test]
 fn tensor_types_recipe_lists_every_tensor_once() {
     let m = Model::load(&fixture("tiny_llama")).unwrap();
-    let mut p = GgmlPlan::uniform(&m, GgmlType::Q4_0);
-    p.entries[0].1 = "q8_0".into();
-    let plan = p.resolve(&m).unwrap();
+    let mut p = uniform(&m, GgmlType::Q4_0);
+    p.entries[0].1.format = WeightFormat::Ggml(GgmlType::Q8_0);
+    let plan = resolve_ggml(&m, &p, false).unwrap();
     let r = tensor_type_lines(&m, &plan);
     assert_eq!(r.lines.len(), m.tensors.len());
     assert_eq!(r.lines[0], r"^token_embd\.weight$=q8_0");
@@ -351,18 +378,9 @@ fn gguf_export_matches_llama_cpp_python_reader() {
         GgmlType::BF16,
         GgmlType::F32,
     ];
-    let plan = GgmlPlan {
-        entries: m
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), cycle[i % cycle.len()].name().into()))
-            .collect(),
-    }
-    .resolve(&m)
-    .unwrap();
+    let plan = resolve_ggml(&m, &cycled(&m, &ggml(&cycle)), false).unwrap();
     let out = dir.path().join("mixed.gguf");
-    export_gguf(&m, &plan, &out).unwrap();
+    export_gguf(&m, &plan, None, &out).unwrap();
     let g = Gguf::open(&out).unwrap();
     let mut tensors = Vec::new();
     for (i, t) in g.tensors.iter().enumerate() {

@@ -10,7 +10,7 @@ use super::vocab;
 use crate::error::{Error, Result};
 use crate::model::gguf::{Gguf, Value};
 use crate::model::{permute_rows, Arch, ArchKind, LlamaConfig, Model};
-use crate::quant::ggml::{quantize_rows, GgmlType};
+use crate::quant::{GgmlType, WeightFormat};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -154,6 +154,7 @@ fn file_order(name: &str) -> (usize, usize, usize, String) {
 fn planned_tensors(
     model: &Model,
     plan: &ResolvedPlan,
+    imatrix: Option<&[Option<Vec<f32>>]>,
     cfg: &LlamaConfig,
 ) -> Result<Vec<GgufTensorOut>> {
     model
@@ -161,12 +162,16 @@ fn planned_tensors(
         .iter()
         .zip(&model.weights)
         .zip(&plan.types)
-        .map(|((info, w), &t)| {
+        .enumerate()
+        .map(|(i, ((info, w), &t))| {
             let w = gguf_rows(&info.name, w, cfg)?;
             let data = w.flatten_all()?.to_vec1::<f32>()?;
-            let bytes = quantize_rows(t, &data, info.rows, info.cols, None).map_err(|e| {
-                Error::tensor(&model.source, &info.name, format!("quantizing to {t}: {e}"))
-            })?;
+            // The evaluator's own entry point, so the bytes are the ones it scored (an
+            // importance matrix is per column: the row permutation leaves it valid).
+            let im = imatrix.and_then(|m| m.get(i)).and_then(|o| o.as_deref());
+            let bytes = WeightFormat::Ggml(t)
+                .quantize_named(&info.name, &data, info.rows, info.cols, im)?
+                .bytes;
             Ok(GgufTensorOut {
                 name: info.name.clone(),
                 dims: vec![info.cols as u64, info.rows as u64],
@@ -228,7 +233,14 @@ fn hf_metadata(model: &Model, cfg: &LlamaConfig) -> Result<Vec<(String, Value)>>
 }
 
 /// Writes `model` quantized by `plan` as a GGUF file at `out` (atomically).
-pub fn export_gguf(model: &Model, plan: &ResolvedPlan, out: &Path) -> Result<ExportSummary> {
+/// `imatrix` (per tensor index, as `WeightCache::with_imatrix` takes it) must be the one
+/// the plan was evaluated with, so K-quants round the same way.
+pub fn export_gguf(
+    model: &Model,
+    plan: &ResolvedPlan,
+    imatrix: Option<&[Option<Vec<f32>>]>,
+    out: &Path,
+) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
     let cfg = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
@@ -238,7 +250,7 @@ pub fn export_gguf(model: &Model, plan: &ResolvedPlan, out: &Path) -> Result<Exp
             model.tensors.len()
         )));
     }
-    let planned = planned_tensors(model, plan, cfg)?;
+    let planned = planned_tensors(model, plan, imatrix, cfg)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();
     let mut w = GgufWriter::default();
     let mut others: Vec<GgufTensorOut> = Vec::new();

@@ -15,10 +15,7 @@ pub mod vocab;
 
 pub use gguf_export::{export_gguf, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
-pub use plan::{
-    check_output_path, fake_quant_weights, nearest_ggml, resolve_ggml, Fallback, GgmlPlan,
-    ResolvedPlan,
-};
+pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
 pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 
 /// File types `qevo export` can write.

@@ -4,61 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::quant::ggml::{dequantize_stored, quantize_rows, GgmlType};
-use candle_core::{Device, Tensor};
+use crate::quant::{GgmlType, TensorPlan, WeightFormat};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// A plan whose formats are named by string: GGML names (`q4_k`, `f16`) are exported
-/// as they are; other names need a bits-per-weight figure to fall back from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct GgmlPlan {
-    pub entries: Vec<(String, String)>,
-}
-
-impl GgmlPlan {
-    /// Every tensor of `model` in one type.
-    pub fn uniform(model: &Model, t: GgmlType) -> GgmlPlan {
-        GgmlPlan {
-            entries: model
-                .tensors
-                .iter()
-                .map(|i| (i.name.clone(), t.name().to_string()))
-                .collect(),
-        }
-    }
-
-    /// Resolves against `model`; formats that are not GGML names are errors (they carry
-    /// no bits-per-weight to fall back from).
-    pub fn resolve(&self, model: &Model) -> Result<ResolvedPlan> {
-        let wanted = self
-            .entries
-            .iter()
-            .map(|(n, f)| {
-                let w = match GgmlType::parse(f) {
-                    Some(t) => Wanted::Ggml(t),
-                    None => Wanted::Other {
-                        name: f.clone(),
-                        bits_per_weight: None,
-                    },
-                };
-                (n.clone(), w)
-            })
-            .collect();
-        resolve_ggml(model, wanted, false)
-    }
-}
-
-/// What a plan asks for one tensor.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Wanted {
-    Ggml(GgmlType),
-    /// A non-GGML format; `bits_per_weight` (for this tensor's shape) drives `--fallback`.
-    Other {
-        name: String,
-        bits_per_weight: Option<f64>,
-    },
-}
 
 /// One tensor exported in another type than its plan names.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -72,6 +20,8 @@ pub struct Fallback {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedPlan {
     pub types: Vec<GgmlType>,
+    /// The plan's own formats, same order (they differ from `types` where a fallback applied).
+    pub formats: Vec<WeightFormat>,
     pub fallbacks: Vec<Fallback>,
 }
 
@@ -115,18 +65,15 @@ fn listed(names: &[&str]) -> String {
     s
 }
 
-/// Checks `wanted` (tensor name → format) against the model and picks each tensor's
-/// GGML type. A plan for another model fails here: unknown or missing tensor names, or
-/// a format whose blocks do not divide this model's row length.
-pub fn resolve_ggml(
-    model: &Model,
-    wanted: Vec<(String, Wanted)>,
-    fallback: bool,
-) -> Result<ResolvedPlan> {
-    let mut by_name: HashMap<&str, &Wanted> = HashMap::new();
+/// Checks `plan` against the model and picks each tensor's GGML type. A plan for another
+/// model fails here: unknown or missing tensor names, or a format whose blocks do not
+/// divide this model's row length. Non-GGML formats are errors unless `fallback`, which
+/// takes the GGML type nearest in bits per weight and records it.
+pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<ResolvedPlan> {
+    let mut by_name: HashMap<&str, WeightFormat> = HashMap::new();
     let mut dup = Vec::new();
-    for (n, w) in &wanted {
-        if by_name.insert(n.as_str(), w).is_some() {
+    for (n, c) in &plan.entries {
+        if by_name.insert(n.as_str(), c.format).is_some() {
             dup.push(n.as_str());
         }
     }
@@ -136,7 +83,8 @@ pub fn resolve_ggml(
             listed(&dup)
         )));
     }
-    let unknown: Vec<&str> = wanted
+    let unknown: Vec<&str> = plan
+        .entries
         .iter()
         .map(|(n, _)| n.as_str())
         .filter(|n| model.tensor_index(n).is_none())
@@ -162,76 +110,47 @@ pub fn resolve_ggml(
         )));
     }
     let mut types = Vec::with_capacity(model.tensors.len());
+    let mut formats = Vec::with_capacity(model.tensors.len());
     let mut fallbacks = Vec::new();
     for info in &model.tensors {
-        let t = match by_name[info.name.as_str()] {
-            Wanted::Ggml(t) => *t,
-            Wanted::Other {
-                name,
-                bits_per_weight,
-            } => {
-                let nearest = bits_per_weight.and_then(|b| nearest_ggml(b, info.cols));
-                match (fallback, nearest) {
-                    (true, Some(t)) => {
-                        fallbacks.push(Fallback {
-                            tensor: info.name.clone(),
-                            planned: name.clone(),
-                            exported: t,
-                        });
-                        t
-                    }
-                    _ => return Err(Error::Invalid(format!(
-                        "tensor `{}`: format `{name}` is not a GGML type, so GGUF cannot hold it{}",
-                        info.name,
-                        if fallback {
-                            " (and it has no nearest GGML type)"
-                        } else {
-                            " (use --fallback to export the nearest GGML type)"
-                        }
-                    ))),
-                }
-            }
-        };
-        if info.cols % t.block_len() != 0 {
+        let format = by_name[info.name.as_str()];
+        if !format.applies_to(info.rows, info.cols) {
             return Err(Error::Invalid(format!(
-                "tensor `{}` [{} x {}]: {t} needs rows of a multiple of {} values: is the plan for another model?",
-                info.name,
-                info.rows,
-                info.cols,
-                t.block_len()
+                "tensor `{}` [{} x {}]: format {format} does not apply to this shape: is the plan for another model?",
+                info.name, info.rows, info.cols
             )));
         }
+        let t = match (format.ggml(), fallback) {
+            (Some(t), _) => t,
+            (None, true) => {
+                let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "tensor `{}`: no GGML type fits rows of {} values",
+                        info.name, info.cols
+                    ))
+                })?;
+                fallbacks.push(Fallback {
+                    tensor: info.name.clone(),
+                    planned: format.name(),
+                    exported: t,
+                });
+                t
+            }
+            (None, false) => {
+                return Err(Error::Invalid(format!(
+                    "tensor `{}`: format `{format}` is not a GGML type, so GGUF cannot hold it (use --fallback to export the nearest GGML type)",
+                    info.name
+                )))
+            }
+        };
         types.push(t);
+        formats.push(format);
     }
-    Ok(ResolvedPlan { types, fallbacks })
-}
-
-/// dequantize(quantize(w)) for every tensor, in the model's own (HF) row order: the
-/// weights a plan is scored with in memory.
-pub fn fake_quant_weights(model: &Model, plan: &ResolvedPlan) -> Result<Vec<Tensor>> {
-    model
-        .tensors
-        .iter()
-        .zip(&model.weights)
-        .zip(&plan.types)
-        .map(|((info, w), &t)| {
-            let data = w.flatten_all()?.to_vec1::<f32>()?;
-            let bytes = quantize_rows(t, &data, info.rows, info.cols, None)?;
-            let back = dequantize_stored(
-                t.candle(),
-                t.block_bytes(),
-                t.block_len(),
-                &bytes,
-                info.rows,
-                info.cols,
-            )?;
-            Ok(Tensor::from_vec(
-                back,
-                (info.rows, info.cols),
-                &Device::Cpu,
-            )?)
-        })
-        .collect()
+    Ok(ResolvedPlan {
+        types,
+        formats,
+        fallbacks,
+    })
 }
 
 /// `path` as an absolute path with its directory resolved, whether or not it exists.
