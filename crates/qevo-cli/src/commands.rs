@@ -95,3 +95,37 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
     println!("throughput:  {:.0} tokens/s ({:.2} s)", reference.windows.tokens() as f64 / secs, secs);
     Ok(())
 }
+
+pub fn export(plan_path: &Path, model: Option<&Path>, format: &str, out: &Path, fallback: bool) -> Result<()> {
+    use qevo::export::{export_gguf, resolve_ggml, write_tensor_types, ExportFormat};
+    let format = ExportFormat::parse(format)?;
+    let text = std::fs::read_to_string(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: qevo::quant::TensorPlan =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a JSON plan", plan_path.display()))?;
+    let m = load_model(model)?;
+    let resolved = resolve_ggml(&m, &plan, fallback)?;
+    for f in &resolved.fallbacks {
+        println!("fallback: {} planned {} -> exported {}", f.tensor, f.planned, f.exported);
+    }
+    match format {
+        ExportFormat::Gguf => {
+            let s = export_gguf(&m, &resolved, None, out)?;
+            println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
+            println!(
+                "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
+                s.planned_tensor_bytes,
+                plan.size_bytes(&m),
+                s.other_tensor_bytes,
+                s.layout.header_bytes,
+                s.layout.padding_bytes
+            );
+        }
+        ExportFormat::TensorTypes => {
+            let r = write_tensor_types(&m, &resolved, out)?;
+            println!("wrote {} ({} overrides)", out.display(), r.lines.len());
+            println!("apply to an f16/bf16 GGUF of this model or a sibling with:");
+            println!("  {}", r.command(&out.display().to_string()));
+        }
+    }
+    Ok(())
+}

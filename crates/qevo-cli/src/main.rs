@@ -42,6 +42,23 @@ enum Cmd {
         #[command(flatten)]
         args: ModelArgs,
     },
+    /// Write a plan as a quantized GGUF, or as llama-quantize --tensor-type overrides.
+    Export {
+        /// Plan file (JSON, the TensorPlan form `qevo search` writes).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Hugging Face model directory or .gguf file (default: the embedded model).
+        model: Option<PathBuf>,
+        /// gguf | tensor-types
+        #[arg(long, default_value = "gguf")]
+        format: String,
+        /// Output file (never the source model).
+        #[arg(long)]
+        out: PathBuf,
+        /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.
+        #[arg(long)]
+        fallback: bool,
+    },
 }
 
 fn main() {
@@ -49,6 +66,9 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),
         Cmd::Eval { args } => commands::eval(&args),
+        Cmd::Export { plan, model, format, out, fallback } => {
+            commands::export(&plan, model.as_deref(), &format, &out, fallback)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
