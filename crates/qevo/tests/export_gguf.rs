@@ -103,7 +103,11 @@ fn logits(m: &Model, w: &[Tensor], ids: &[u32]) -> Vec<f32> {
 fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
     let plan = resolve_ggml(m, tplan, false).unwrap();
     let summary = export_gguf(m, &plan, None, out).unwrap();
-    assert_eq!(summary.planned_tensor_bytes, tplan.size_bytes(m), "planned bytes vs plan.size_bytes()");
+    assert_eq!(
+        summary.planned_tensor_bytes,
+        tplan.size_bytes(m),
+        "planned bytes vs plan.size_bytes()"
+    );
     assert_eq!(
         summary.layout.file_bytes,
         std::fs::metadata(out).unwrap().len()
@@ -216,8 +220,10 @@ fn gguf_export_from_gguf_source_keeps_unknown_metadata() {
     // The fixture GGUF plus a key no tool knows.
     let src_path = dir.path().join("src.gguf");
     let src = Gguf::open(&fixture("tiny_llama/tiny_llama.gguf")).unwrap();
-    let mut w = qevo::export::GgufWriter::default();
-    w.metadata = src.metadata.clone();
+    let mut w = qevo::export::GgufWriter {
+        metadata: src.metadata.clone(),
+        ..Default::default()
+    };
     w.set(
         "qevo.test.custom",
         Value::Array(vec![Value::String("kept".into())]),
@@ -293,7 +299,10 @@ fn gguf_export_refuses_format_gguf_cannot_hold() {
     let bpw = p.entries[3].1.format.bits_per_weight(m.tensors[3].cols);
     let got = r.fallbacks[0].exported.bits_per_weight();
     for t in GgmlType::ALL {
-        assert!((t.bits_per_weight() - bpw).abs() >= (got - bpw).abs(), "{t} is nearer to {bpw} than {got}");
+        assert!(
+            (t.bits_per_weight() - bpw).abs() >= (got - bpw).abs(),
+            "{t} is nearer to {bpw} than {got}"
+        );
     }
 }
 

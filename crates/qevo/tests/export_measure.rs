@@ -31,14 +31,29 @@ fn export_measure_sizes_and_kl_on_a_real_model() {
                     Role::AttnV | Role::FfnDown => g(GgmlType::Q5K),
                     _ => g(GgmlType::Q4K),
                 };
-                (t.name.clone(), TensorChoice { format: f, act_bits: 16 })
+                (
+                    t.name.clone(),
+                    TensorChoice {
+                        format: f,
+                        act_bits: 16,
+                    },
+                )
             })
             .collect(),
     };
     let plans = [
-        ("q4_k", TensorPlan::uniform(&m, g(GgmlType::Q4K), 16).unwrap()),
-        ("q8_0", TensorPlan::uniform(&m, g(GgmlType::Q8_0), 16).unwrap()),
-        ("q6_k", TensorPlan::uniform(&m, g(GgmlType::Q6K), 16).unwrap()),
+        (
+            "q4_k",
+            TensorPlan::uniform(&m, g(GgmlType::Q4K), 16).unwrap(),
+        ),
+        (
+            "q8_0",
+            TensorPlan::uniform(&m, g(GgmlType::Q8_0), 16).unwrap(),
+        ),
+        (
+            "q6_k",
+            TensorPlan::uniform(&m, g(GgmlType::Q6K), 16).unwrap(),
+        ),
         ("mixed q6_k emb/out, q5_k v/down, q4_k rest", mixed),
     ];
     println!("| plan | plan.size_bytes() | planned tensor bytes in file | other tensors | header+padding | file bytes | KL in memory | KL from file |");
@@ -60,6 +75,9 @@ fn export_measure_sizes_and_kl_on_a_real_model() {
             s.layout.header_bytes + s.layout.padding_bytes,
             s.layout.file_bytes
         );
-        assert!((kl_mem - kl_file).abs() <= 1e-9 + 1e-6 * kl_mem, "{name}: {kl_mem} vs {kl_file}");
+        assert!(
+            (kl_mem - kl_file).abs() <= 1e-9 + 1e-6 * kl_mem,
+            "{name}: {kl_mem} vs {kl_file}"
+        );
     }
 }

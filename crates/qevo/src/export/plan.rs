@@ -42,7 +42,7 @@ impl ResolvedPlan {
 pub fn nearest_ggml(bpw: f64, cols: usize) -> Option<GgmlType> {
     GgmlType::ALL
         .into_iter()
-        .filter(|t| cols % t.block_len() == 0)
+        .filter(|t| cols.is_multiple_of(t.block_len()))
         .min_by(|a, b| {
             (a.bits_per_weight() - bpw)
                 .abs()
