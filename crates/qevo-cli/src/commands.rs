@@ -145,3 +145,35 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
     println!("time:            {secs:.2} s");
     Ok(())
 }
+
+pub fn export(plan_path: &Path, model: Option<&Path>, format: &str, out: &Path, fallback: bool) -> Result<()> {
+    use qevo::export::{export_gguf, resolve_ggml, write_tensor_types, ExportFormat};
+    let format = ExportFormat::parse(format)?;
+    let plan = qevo::search::output::read_plan_file(plan_path)?;
+    let m = load_model(model)?;
+    let resolved = resolve_ggml(&m, &plan, fallback)?;
+    for f in &resolved.fallbacks {
+        println!("fallback: {} planned {} -> exported {}", f.tensor, f.planned, f.exported);
+    }
+    match format {
+        ExportFormat::Gguf => {
+            let s = export_gguf(&m, &resolved, None, out)?;
+            println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
+            println!(
+                "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
+                s.planned_tensor_bytes,
+                plan.size_bytes(&m),
+                s.other_tensor_bytes,
+                s.layout.header_bytes,
+                s.layout.padding_bytes
+            );
+        }
+        ExportFormat::TensorTypes => {
+            let r = write_tensor_types(&m, &resolved, out)?;
+            println!("wrote {} ({} overrides)", out.display(), r.lines.len());
+            println!("apply to an f16/bf16 GGUF of this model or a sibling with:");
+            println!("  {}", r.command(&out.display().to_string()));
+        }
+    }
+    Ok(())
+}

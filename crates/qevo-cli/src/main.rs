@@ -53,6 +53,23 @@ enum Cmd {
         #[command(flatten)]
         q: QuantizeArgs,
     },
+    /// Write a plan as a quantized GGUF, or as llama-quantize --tensor-type overrides.
+    Export {
+        /// Plan file (plan.json / plan.yaml from `qevo search`).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Hugging Face model directory or .gguf file (default: the embedded model).
+        model: Option<PathBuf>,
+        /// gguf | tensor-types
+        #[arg(long, default_value = "gguf")]
+        format: String,
+        /// Output file (never the source model).
+        #[arg(long)]
+        out: PathBuf,
+        /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.
+        #[arg(long)]
+        fallback: bool,
+    },
 }
 
 /// Options of `qevo quantize`.
@@ -86,6 +103,9 @@ fn main() {
         Cmd::Eval { args } => commands::eval(&args),
         Cmd::Search(a) => search_cmd::search(&a),
         Cmd::Quantize { args, q } => commands::quantize(&args, &q),
+        Cmd::Export { plan, model, format, out, fallback } => {
+            commands::export(&plan, model.as_deref(), &format, &out, fallback)
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod hw;
 pub mod model;

@@ -236,6 +236,23 @@ impl LlamaNet {
         self.output_idx == self.embed_idx
     }
 
+    /// The non-quantized tensors by canonical (GGUF) name: per block the norms, then
+    /// biases in `BLOCK_ROLES` order; `output_norm` last. Exporters write these as f32.
+    pub(crate) fn aux_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (b, blk) in self.blocks.iter().enumerate() {
+            out.push((format!("blk.{b}.attn_norm.weight"), blk.attn_norm.clone()));
+            out.push((format!("blk.{b}.ffn_norm.weight"), blk.ffn_norm.clone()));
+            for (j, (_, short)) in BLOCK_ROLES.iter().enumerate() {
+                if let Some(t) = &blk.bias[j] {
+                    out.push((format!("blk.{b}.{short}.bias"), t.clone()));
+                }
+            }
+        }
+        out.push(("output_norm.weight".into(), self.norm.clone()));
+        out
+    }
+
     pub(crate) fn aux_params(&self) -> usize {
         let per_block: usize = self
             .blocks

@@ -23,6 +23,7 @@ pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub use llama::LlamaConfig;
+pub(crate) use source::permute_rows;
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -217,6 +218,15 @@ impl Model {
             Net::Llama(n) => n.aux_params(),
             Net::Gpt2(n) => n.aux_params(),
             Net::Bert(n) => n.aux_params(),
+        }
+    }
+
+    /// Llama family only: the non-quantized tensors (norms, biases) by canonical GGUF
+    /// name, as f32; `None` for other architectures.
+    pub(crate) fn llama_aux_tensors(&self) -> Option<Vec<(String, Tensor)>> {
+        match &self.net {
+            Net::Llama(n) => Some(n.aux_tensors()),
+            _ => None,
         }
     }
 

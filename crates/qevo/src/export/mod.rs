@@ -1,0 +1,47 @@
+//! Export: a chosen plan becomes files other tools use. GGUF for llama.cpp (every tensor
+//! in the GGML type its plan assigns, with the metadata and tokenizer a runtime needs),
+//! and the plan as llama-quantize `--tensor-type` overrides.
+//!
+//! Measure what you ship: GGUF tensors are quantized by the same `quant::ggml` code the
+//! evaluator uses, row by row, so the exported file, loaded back, holds bit for bit the
+//! weights the plan was scored with (llama.cpp's q/k row permutation only reorders whole
+//! rows, and every GGML block lies inside one row).
+
+mod gguf_export;
+pub mod gguf_writer;
+mod plan;
+pub mod tensor_types;
+pub mod vocab;
+
+pub use gguf_export::{export_gguf, ExportSummary};
+pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
+pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
+pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
+
+/// File types `qevo export` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Gguf,
+    TensorTypes,
+}
+
+impl ExportFormat {
+    pub const ALL: [(ExportFormat, &'static str); 2] = [
+        (ExportFormat::Gguf, "gguf"),
+        (ExportFormat::TensorTypes, "tensor-types"),
+    ];
+
+    pub fn parse(s: &str) -> crate::Result<ExportFormat> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(f, _)| *f)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
+                crate::Error::Invalid(format!(
+                    "unknown export format `{s}` (expected one of: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}

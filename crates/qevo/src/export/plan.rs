@@ -1,0 +1,198 @@
+//! From a plan to one GGML type per model tensor: checks that the plan belongs to this
+//! model (names and shapes), maps each format to its GGML type or, with `fallback`, to
+//! the nearest one by bits per weight (reported), and guards the output path.
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One tensor exported in another type than its plan names.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Fallback {
+    pub tensor: String,
+    pub planned: String,
+    pub exported: GgmlType,
+}
+
+/// One GGML type per model tensor (indexed like `Model::tensors`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPlan {
+    pub types: Vec<GgmlType>,
+    /// The plan's own formats, same order (they differ from `types` where a fallback applied).
+    pub formats: Vec<WeightFormat>,
+    pub fallbacks: Vec<Fallback>,
+}
+
+impl ResolvedPlan {
+    /// Exact bytes of the quantizable tensors in their types.
+    pub fn tensor_bytes(&self, model: &Model) -> u64 {
+        model
+            .tensors
+            .iter()
+            .zip(&self.types)
+            .map(|(i, t)| t.tensor_bytes(i.rows, i.cols).unwrap_or(0) as u64)
+            .sum()
+    }
+}
+
+/// The GGML type whose bits per weight are closest to `bpw` among those that fit a row
+/// of `cols`; on a tie the earlier in `GgmlType::ALL` (K-quants before legacy) wins.
+pub fn nearest_ggml(bpw: f64, cols: usize) -> Option<GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .filter(|t| cols.is_multiple_of(t.block_len()))
+        .min_by(|a, b| {
+            (a.bits_per_weight() - bpw)
+                .abs()
+                .total_cmp(&(b.bits_per_weight() - bpw).abs())
+        })
+}
+
+const SHOW: usize = 5;
+
+fn listed(names: &[&str]) -> String {
+    let mut s = names
+        .iter()
+        .take(SHOW)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOW {
+        s.push_str(&format!(" and {} more", names.len() - SHOW));
+    }
+    s
+}
+
+/// Checks `plan` against the model and picks each tensor's GGML type. A plan for another
+/// model fails here: unknown or missing tensor names, or a format whose blocks do not
+/// divide this model's row length. Non-GGML formats are errors unless `fallback`, which
+/// takes the GGML type nearest in bits per weight and records it.
+pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<ResolvedPlan> {
+    let mut by_name: HashMap<&str, WeightFormat> = HashMap::new();
+    let mut dup = Vec::new();
+    for (n, c) in &plan.entries {
+        if by_name.insert(n.as_str(), c.format).is_some() {
+            dup.push(n.as_str());
+        }
+    }
+    if !dup.is_empty() {
+        return Err(Error::Invalid(format!(
+            "plan lists tensor {} more than once",
+            listed(&dup)
+        )));
+    }
+    let unknown: Vec<&str> = plan
+        .entries
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| model.tensor_index(n).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::Invalid(format!(
+            "plan names tensor {} that {} does not have: is the plan for another model?",
+            listed(&unknown),
+            model.source.display()
+        )));
+    }
+    let missing: Vec<&str> = model
+        .tensors
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|n| !by_name.contains_key(n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "plan has no format for tensor {} of {}: is the plan for another model?",
+            listed(&missing),
+            model.source.display()
+        )));
+    }
+    let mut types = Vec::with_capacity(model.tensors.len());
+    let mut formats = Vec::with_capacity(model.tensors.len());
+    let mut fallbacks = Vec::new();
+    for info in &model.tensors {
+        let format = by_name[info.name.as_str()];
+        if !format.applies_to(info.rows, info.cols) {
+            return Err(Error::Invalid(format!(
+                "tensor `{}` [{} x {}]: format {format} does not apply to this shape: is the plan for another model?",
+                info.name, info.rows, info.cols
+            )));
+        }
+        let t = match (format.ggml(), fallback) {
+            (Some(t), _) => t,
+            (None, true) => {
+                let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "tensor `{}`: no GGML type fits rows of {} values",
+                        info.name, info.cols
+                    ))
+                })?;
+                fallbacks.push(Fallback {
+                    tensor: info.name.clone(),
+                    planned: format.name(),
+                    exported: t,
+                });
+                t
+            }
+            (None, false) => {
+                return Err(Error::Invalid(format!(
+                    "tensor `{}`: format `{format}` is not a GGML type, so GGUF cannot hold it (use --fallback to export the nearest GGML type)",
+                    info.name
+                )))
+            }
+        };
+        types.push(t);
+        formats.push(format);
+    }
+    Ok(ResolvedPlan {
+        types,
+        formats,
+        fallbacks,
+    })
+}
+
+/// `path` as an absolute path with its directory resolved, whether or not it exists.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(parent.canonicalize().ok()?.join(path.file_name()?))
+}
+
+/// Refuses an output path that is the source model or one of the files it was read from.
+pub fn check_output_path(source: &Path, out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "output {} is a directory; give a file path",
+            out.display()
+        )));
+    }
+    let (Some(o), Some(s)) = (resolved(out), resolved(source)) else {
+        return Ok(());
+    };
+    let clash = if s.is_dir() {
+        o.parent() == Some(s.as_path())
+            && o.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.ends_with(".safetensors")
+                    || n.ends_with(".json")
+                    || n.ends_with(".bin")
+                    || n.ends_with(".model")
+            })
+    } else {
+        o == s
+    };
+    if clash {
+        return Err(Error::Invalid(format!(
+            "output {} would overwrite the source model {}",
+            out.display(),
+            source.display()
+        )));
+    }
+    Ok(())
+}
