@@ -97,6 +97,12 @@ pub struct QuantizeArgs {
 }
 
 fn main() {
+    // qevo parallelises across plans (rayon); candle's own element-wise thread pool then
+    // only spins against it (measured: the default search took 2x longer with it on).
+    // Matrix products still use every core through gemm. Must be set before any tensor op.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),

@@ -79,18 +79,21 @@ pub struct SearchArgs {
     /// Turn off the fitness, prefix and multi-fidelity caches.
     #[arg(long)]
     pub no_cache: bool,
-    /// Skip the Lagrangian and random-search baselines.
+    /// Skip the Lagrangian baseline.
     #[arg(long)]
     pub no_baselines: bool,
+    /// Also run random search with the evolution's evaluation budget (doubles run time).
+    #[arg(long)]
+    pub random_search: bool,
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
     /// Calibration windows for full evaluations.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     pub calib_windows: usize,
     /// Calibration windows for screening (multi-fidelity).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 2)]
     pub screen_windows: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 8)]
     pub heldout_windows: usize,
 }
 
@@ -150,6 +153,7 @@ pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
     cfg.weights = FitnessWeights::parse(&a.weights)?;
     cfg.caching = !a.no_cache;
     cfg.baselines = !a.no_baselines;
+    cfg.random_search = a.random_search;
     cfg.seq_len = a.seq_len;
     cfg.calib_windows = a.calib_windows;
     cfg.screen_windows = a.screen_windows;

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::quant::{GgmlType, TensorChoice, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// KL when a single unit is quantized to each of its choices, everything else FP.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,26 +31,33 @@ pub fn fp_choice() -> TensorChoice {
 /// Builds the sensitivity table on the first `windows` calibration windows.
 pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Result<Sensitivity> {
     let model = ev.model;
-    let mut kl = Vec::with_capacity(space.units.len());
-    let mut bytes = Vec::with_capacity(space.units.len());
-    for (u, unit) in space.units.iter().enumerate() {
-        let mut row = Vec::with_capacity(space.choices[u].len());
-        let mut brow = Vec::with_capacity(space.choices[u].len());
-        for c in &space.choices[u] {
+    let cells: Vec<(usize, TensorChoice)> = space
+        .choices
+        .iter()
+        .enumerate()
+        .flat_map(|(u, list)| list.iter().map(move |c| (u, *c)))
+        .collect();
+    let scores: Vec<f64> = cells
+        .par_iter()
+        .map(|&(u, c)| {
             let mut choices = vec![fp_choice(); model.tensors.len()];
-            for &t in &unit.tensors {
-                choices[t] = *c;
+            for &t in &space.units[u].tensors {
+                choices[t] = c;
             }
-            row.push(ev.score(&choices, windows)?.kl);
-            brow.push(
-                unit.tensors
-                    .iter()
-                    .map(|&t| c.format.tensor_bytes(model.tensors[t].rows, model.tensors[t].cols).unwrap_or(0))
-                    .sum(),
-            );
-        }
-        kl.push(row);
-        bytes.push(brow);
+            Ok(ev.score(&choices, windows)?.kl)
+        })
+        .collect::<Result<_>>()?;
+    let mut kl: Vec<Vec<f64>> = space.choices.iter().map(|l| Vec::with_capacity(l.len())).collect();
+    let mut bytes: Vec<Vec<u64>> = kl.iter().map(|_| Vec::new()).collect();
+    for (&(u, c), k) in cells.iter().zip(scores) {
+        kl[u].push(k);
+        bytes[u].push(
+            space.units[u]
+                .tensors
+                .iter()
+                .map(|&t| c.format.tensor_bytes(model.tensors[t].rows, model.tensors[t].cols).unwrap_or(0))
+                .sum(),
+        );
     }
     Ok(Sensitivity { kl, bytes, windows })
 }
@@ -102,10 +110,14 @@ pub struct BaselinePoint {
     pub scored: Scored,
 }
 
-/// Random search: `budget` uniformly random genomes, fully evaluated.
+/// Random search: `budget` uniformly random genomes, evaluated like the evolution's
+/// offspring (screened, then fully scored when they could enter random search's own
+/// front), so both methods get the same number and kind of evaluations. Returns the
+/// fully scored ones.
 pub fn random_search(problem: &QuantProblem, budget: usize, seed: u64) -> Result<Vec<BaselinePoint>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0001);
-    let mut out = Vec::with_capacity(budget);
+    let mut out: Vec<BaselinePoint> = Vec::new();
+    let mut front: Vec<Vec<f64>> = Vec::new();
     for i in 0..budget {
         let g: Vec<u16> = problem
             .space
@@ -113,7 +125,18 @@ pub fn random_search(problem: &QuantProblem, budget: usize, seed: u64) -> Result
             .iter()
             .map(|c| rng.random_range(0..c.len()) as u16)
             .collect();
-        let s = problem.full(&g)?;
+        let s = problem.evaluate_one(&g, &front)?;
+        if !s.full {
+            continue;
+        }
+        if s.violation <= 0.0 {
+            let o = s.objectives();
+            let dominated = front.iter().any(|a| a.iter().zip(&o).all(|(x, y)| x <= y));
+            if !dominated {
+                front.retain(|a| !o.iter().zip(a).all(|(x, y)| x <= y));
+                front.push(o);
+            }
+        }
         out.push(BaselinePoint {
             name: format!("random #{i}"),
             genome: g,

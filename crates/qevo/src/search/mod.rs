@@ -20,6 +20,7 @@ use evaluator::Evaluator;
 use evo::{GenerationRecord, Nsga2, RunOptions, Termination};
 use problem::{price, QuantProblem, Scored, UserLimits};
 use space::{SearchSpace, UnitMode};
+use rayon::prelude::*;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -106,7 +107,10 @@ pub struct SearchConfig {
     pub topk: usize,
     /// Fitness, prefix and multi-fidelity caches (off: the baseline for the speed-up).
     pub caching: bool,
+    /// Lagrangian baseline at the uniform plans' sizes.
     pub baselines: bool,
+    /// Random search with the evolution's genome budget (doubles the run time).
+    pub random_search: bool,
     pub weights: FitnessWeights,
     pub checkpoint: Option<PathBuf>,
     pub resume: bool,
@@ -133,12 +137,13 @@ impl SearchConfig {
             seed: 0,
             time_budget: None,
             seq_len: 128,
-            calib_windows: 32,
-            screen_windows: 8,
-            heldout_windows: 32,
+            calib_windows: 8,
+            screen_windows: 2,
+            heldout_windows: 8,
             topk: 64,
             caching: true,
             baselines: true,
+            random_search: false,
             weights: FitnessWeights::default(),
             checkpoint: None,
             resume: false,
@@ -307,12 +312,15 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
     let search_seconds = ts.elapsed().as_secs_f64();
 
     // The evolved front: the archive, fully evaluated.
-    let mut front: Vec<FrontEntry> = Vec::new();
-    for ind in &result.archive {
-        let g = ind.genome.levels().to_vec();
-        let scored = problem.full(&g)?;
-        front.push(entry(&ev, &heldout_ref, &space, g, scored, &cfg.weights, &fp)?);
-    }
+    let front: Vec<FrontEntry> = result
+        .archive
+        .par_iter()
+        .map(|ind| {
+            let g = ind.genome.levels().to_vec();
+            let scored = problem.full(&g)?;
+            entry(&ev, &heldout_ref, &space, g, scored, &cfg.weights, &fp)
+        })
+        .collect::<Result<_>>()?;
     // Screened values can be optimistic: keep what is still non-dominated at full fidelity.
     let objs: Vec<Vec<f64>> = front.iter().map(|f| f.scored.objectives()).collect();
     let feas: Vec<bool> = front.iter().map(|f| f.scored.violation <= 0.0).collect();
@@ -340,7 +348,7 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
     let recommended = recommend(&front, &cfg.limits);
 
     // Baselines at matched sizes.
-    let full_evals = problem.fitness_stats().full_evaluations as usize;
+    let genome_budget = result.evaluations as usize;
     let mut lagrangian = Vec::new();
     let mut random = Vec::new();
     let mut matched = Vec::new();
@@ -355,7 +363,9 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
                 });
             }
         }
-        random = random_search(&problem, full_evals.min(4 * cfg.population * (cfg.generations as usize + 1)), cfg.seed)?;
+        if cfg.random_search {
+            random = random_search(&problem, genome_budget, cfg.seed)?;
+        }
         let heldout_of = |g: &[u16]| -> Result<f64> {
             let choices = space.tensor_choices(model, g);
             Ok(ev.score_with(&heldout_ref, &choices)?.kl)

@@ -19,6 +19,7 @@ use crate::model::{Arch, Model, Role};
 use crate::quant::TensorChoice;
 use crate::error::{Error, Result};
 use evo::{BoxError, EvalContext, Evaluation, GeneSpace, Genome, Problem, ProblemStats};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -192,6 +193,7 @@ pub fn price(
 }
 
 pub struct QuantProblem<'a> {
+    // Sync: evaluated from rayon workers; caches sit behind mutexes.
     pub space: SearchSpace,
     pub evaluator: &'a Evaluator<'a>,
     pub target: Profile,
@@ -379,8 +381,10 @@ impl Problem for QuantProblem<'_> {
     }
     fn evaluate(&self, batch: &[Genome], ctx: &EvalContext) -> std::result::Result<Vec<Evaluation>, BoxError> {
         let archive: Vec<Vec<f64>> = ctx.archive.iter().map(|i| i.objectives.clone()).collect();
+        // Each genome's score depends only on the genome and the archive the batch started
+        // from, so the batch can be scored in parallel without losing determinism.
         let scored = batch
-            .iter()
+            .par_iter()
             .map(|g| self.evaluate_one(g.levels(), &archive))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| Box::new(e) as BoxError)?;
