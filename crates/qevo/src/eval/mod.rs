@@ -294,8 +294,12 @@ impl Reference {
                 }
                 s
             })
-            .reduce(Sums::default, |mut a, b| {
-                a.add(&b);
+            .collect::<Vec<Sums>>()
+            // Summed in position order: a parallel tree reduction would make the last bits
+            // depend on the thread count, and the search promises identical results.
+            .iter()
+            .fold(Sums::default(), |mut a, b| {
+                a.add(b);
                 a
             })
     }
