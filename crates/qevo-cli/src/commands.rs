@@ -1,7 +1,7 @@
 //! One function per subcommand: load what it needs, call the library, print the result.
 
 use crate::table::Table;
-use crate::{ModelArgs, QuantizeArgs};
+use crate::{ModelArgs, QuantizeArgs, ScoreArgs};
 use anyhow::{Context, Result};
 use qevo::eval::{Reference, TokenWindows};
 use qevo::model::{Model, NoHook};
@@ -97,47 +97,67 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
 }
 
 pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
-    use qevo::quant::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, TensorPlan, WeightCache, WeightFormat};
+    use qevo::quant::{TensorPlan, WeightFormat};
     let format = WeightFormat::parse(&q.format)?;
     let m = load_model(args.model.as_deref())?;
     let plan = TensorPlan::uniform(&m, format, q.act_bits)?;
+    let label = format!(
+        "{format} weights, {} activations",
+        if q.act_bits >= 16 { "fp".to_string() } else { format!("{}-bit", q.act_bits) }
+    );
+    score_plan(&m, &plan, args, &q.score, &label)
+}
+
+/// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
+pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs) -> Result<()> {
+    let m = load_model(args.model.as_deref())?;
+    let plan = qevo::search::output::read_plan_file(plan_path)?;
+    plan.validate(&m)?;
+    score_plan(&m, &plan, args, opts, &format!("plan {}", plan_path.display()))
+}
+
+/// Scores a plan: weights through the cache (as the search does), activations through
+/// ranges calibrated on the calibration text.
+fn score_plan(m: &Model, plan: &qevo::quant::TensorPlan, args: &ModelArgs, q: &ScoreArgs, label: &str) -> Result<()> {
+    use qevo::quant::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache};
     let seq = args.seq_len.min(m.arch.max_positions());
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
-    let windows = TokenWindows::from_text(&m, &text, seq, args.max_windows)?;
+    let windows = TokenWindows::from_text(m, &text, seq, args.max_windows)?;
     let start = Instant::now();
-    let reference = Reference::build(&m, windows, 64)?;
-    let needs_calib = q.imatrix || q.act_bits < 16;
-    let calib = if needs_calib {
+    let reference = Reference::build(m, windows, 64)?;
+    let act_bits = plan.act_bits(m)?;
+    let quantized_acts = act_bits.iter().any(|&b| b < 16);
+    let calib = if q.imatrix || quantized_acts {
         let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
-        Some(TokenWindows::from_text(&m, &t, seq, args.max_windows)?)
+        Some(TokenWindows::from_text(m, &t, seq, args.max_windows)?)
     } else {
         None
     };
     let mut cache = WeightCache::new(usize::MAX);
     if let (true, Some(c)) = (q.imatrix, &calib) {
-        cache = cache.with_imatrix(collect_imatrix(&m, c)?);
+        cache = cache.with_imatrix(collect_imatrix(m, c)?);
     }
-    let weights = cache.weights_for(&m, &plan)?;
-    let scheme = if q.act_asym { ActScheme::Asym } else { ActScheme::Sym };
+    let weights = cache.weights_for(m, plan)?;
+    let scheme = if q.act_sym { ActScheme::Sym } else { ActScheme::Asym };
     let metrics = match &calib {
-        Some(c) if q.act_bits < 16 => {
-            let ranges = calibrate_act_ranges(&m, c, q.act_percentile)?;
-            let hook = ActQuantHook::new(&ranges, plan.act_bits(&m)?, scheme);
-            reference.score(&m, &weights, &hook)?
+        Some(c) if quantized_acts => {
+            let ranges = calibrate_act_ranges(m, c, q.act_percentile)?;
+            let hook = ActQuantHook::new(&ranges, act_bits, scheme);
+            reference.score(m, &weights, &hook)?
         }
-        _ => reference.score(&m, &weights, &NoHook)?,
+        _ => reference.score(m, &weights, &NoHook)?,
     };
     let secs = start.elapsed().as_secs_f64();
-    let size = plan.size_bytes(&m);
+    let size = plan.size_bytes(m);
     let fp_bytes: usize = m.tensors.iter().map(|t| t.params() * 4).sum();
     println!("model:           {}", m.source.display());
     println!(
-        "plan:            {format} weights, {} activations{}",
-        if q.act_bits >= 16 { "fp".to_string() } else { format!("{}-bit {scheme:?}", q.act_bits) },
+        "plan:            {label}{}{}",
+        if quantized_acts { format!(" ({scheme:?} activation ranges)") } else { String::new() },
         if q.imatrix { ", imatrix" } else { "" }
     );
     println!("tokens:          {} ({} windows of {seq})", reference.windows.tokens(), reference.windows.len());
-    println!("bits per weight: {:.4}", plan.bits_per_weight(&m));
+    println!("bits per weight: {:.4}", plan.bits_per_weight(m));
     println!("size:            {size} bytes ({}; f32 {})", human_bytes(size as usize), human_bytes(fp_bytes));
     println!("KL to FP:        {:.5} nats/token", metrics.kl);
     println!("perplexity:      {:.3} (FP {:.3})", metrics.ppl, reference.fp.ppl);

@@ -2,6 +2,7 @@
 //! All printing and exit codes live here; the library returns typed errors.
 
 mod commands;
+mod hw_cmd;
 mod report_cmd;
 mod search_cmd;
 mod table;
@@ -45,6 +46,11 @@ enum Cmd {
     Eval {
         #[command(flatten)]
         args: ModelArgs,
+        /// Re-score a saved plan (plan.json / plan.yaml) instead of the FP model.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        score: ScoreArgs,
     },
     /// Quantize every tensor to one format and score it against the FP model.
     Quantize {
@@ -52,6 +58,31 @@ enum Cmd {
         args: ModelArgs,
         #[command(flatten)]
         q: QuantizeArgs,
+    },
+    /// List the built-in hardware profiles, or show one with its sources.
+    Profiles {
+        #[command(subcommand)]
+        cmd: Option<ProfilesCmd>,
+    },
+    /// Size, latency, energy and memory of a plan on a target, and which constraints pass.
+    Cost {
+        /// Hugging Face model directory or .gguf file (default: the embedded model).
+        model: Option<PathBuf>,
+        /// Plan file (plan.json / plan.yaml).
+        #[arg(long)]
+        plan: PathBuf,
+        /// Built-in profile name or a profile TOML file.
+        #[arg(long, default_value = "arm-neon")]
+        target: String,
+        #[arg(long)]
+        prefill_tokens: Option<u64>,
+        #[arg(long)]
+        decode_tokens: Option<u64>,
+    },
+    /// Measure this machine and write it as a profile TOML (usable as --target).
+    ProfileHost {
+        #[arg(long, default_value = "host.toml")]
+        out: PathBuf,
     },
     /// Write a plan as a quantized GGUF, or as llama-quantize --tensor-type overrides.
     Export {
@@ -72,6 +103,12 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ProfilesCmd {
+    /// Print a profile (built-in name or TOML path) with the sources of its numbers.
+    Show { name: String },
+}
+
 /// Options of `qevo quantize`.
 #[derive(clap::Args, Clone)]
 pub struct QuantizeArgs {
@@ -82,9 +119,16 @@ pub struct QuantizeArgs {
     /// Activation bits of every linear input: 4, 8 or 16 (= not quantized).
     #[arg(long, default_value_t = 16)]
     pub act_bits: u8,
-    /// Asymmetric activation quantization (default symmetric).
+    #[command(flatten)]
+    pub score: ScoreArgs,
+}
+
+/// How a plan is scored (shared by `quantize` and `eval --plan`).
+#[derive(clap::Args, Clone)]
+pub struct ScoreArgs {
+    /// Symmetric activation quantization (default asymmetric, as the search uses).
     #[arg(long)]
-    pub act_asym: bool,
+    pub act_sym: bool,
     /// Calibrate activation ranges at this percentile (e.g. 99.99) instead of min/max.
     #[arg(long)]
     pub act_percentile: Option<f64>,
@@ -106,8 +150,15 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),
-        Cmd::Eval { args } => commands::eval(&args),
+        Cmd::Eval { args, plan: None, .. } => commands::eval(&args),
+        Cmd::Eval { args, plan: Some(p), score } => commands::eval_plan(&args, &p, &score),
         Cmd::Search(a) => search_cmd::search(&a),
+        Cmd::Profiles { cmd: None } => hw_cmd::list(),
+        Cmd::Profiles { cmd: Some(ProfilesCmd::Show { name }) } => hw_cmd::show(&name),
+        Cmd::Cost { model, plan, target, prefill_tokens, decode_tokens } => {
+            hw_cmd::cost(model.as_deref(), &plan, &target, prefill_tokens, decode_tokens)
+        }
+        Cmd::ProfileHost { out } => hw_cmd::profile_host(&out),
         Cmd::Quantize { args, q } => commands::quantize(&args, &q),
         Cmd::Export { plan, model, format, out, fallback } => {
             commands::export(&plan, model.as_deref(), &format, &out, fallback)

@@ -1,0 +1,157 @@
+//! The `qevo` binary end to end on the embedded model with small settings: the main job,
+//! its outputs, exact resume, re-scoring and export of the plan, and the bad-input errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn qevo(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qevo"))
+        .args(args)
+        .env("QEVO_CACHE_DIR", cache)
+        .output()
+        .expect("run qevo")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const SMALL: &[&str] = &[
+    "--population", "8", "--seq-len", "64", "--calib-windows", "2", "--screen-windows", "1", "--heldout-windows", "2",
+];
+
+fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["search", "--target", "arm-neon", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    qevo(&args, cache)
+}
+
+#[test]
+fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let full = tmp.path().join("full");
+    let o = search(&full, &cache, &["--generations", "4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for section in ["Recommended plan", "Performance against FP", "Pareto front", "Convergence", "At matched sizes"] {
+        assert!(out.contains(section), "missing `{section}` in:\n{out}");
+    }
+    for f in ["plan.json", "plan.yaml", "front.json", "history.jsonl", "pareto.svg", "convergence.svg", "report.html", "checkpoint.json"] {
+        let p = full.join(f);
+        assert!(p.metadata().map(|m| m.len() > 0).unwrap_or(false), "{f} missing or empty");
+    }
+    assert_eq!(std::fs::read_to_string(full.join("history.jsonl")).unwrap().lines().count(), 5);
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(full.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["schema_version"], 1);
+    assert_eq!(plan["target"], "arm-neon");
+
+    // Stop after 2 generations, then resume to 4: the same front and history.
+    let part = tmp.path().join("part");
+    let o = search(&part, &cache, &["--generations", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = search(&part, &cache, &["--generations", "4", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(full.join("front.json")).unwrap(),
+        std::fs::read_to_string(part.join("front.json")).unwrap()
+    );
+    let strip = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                // Cache counters restart with the process; everything else must match.
+                v.as_object_mut().unwrap().remove("problem");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&full.join("history.jsonl")), strip(&part.join("history.jsonl")));
+
+    // The plan re-scores, prices and exports.
+    let plan_path = full.join("plan.yaml");
+    let o = qevo(&["eval", "--plan", plan_path.to_str().unwrap(), "--seq-len", "64", "--max-windows", "2"], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("KL to FP"));
+    let o = qevo(&["cost", "--plan", plan_path.to_str().unwrap(), "--target", "hexagon"], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("latency"));
+    let gguf = tmp.path().join("model.gguf");
+    let o = qevo(&["export", "--plan", plan_path.to_str().unwrap(), "--format", "gguf", "--out", gguf.to_str().unwrap()], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = qevo(&["eval", gguf.to_str().unwrap(), "--seq-len", "64", "--max-windows", "2"], &cache);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn unknown_target_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--target", "toaster", "--generations", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("toaster"), "{}", text(&o));
+}
+
+#[test]
+fn impossible_constraint_names_the_constraint_and_the_closest_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--max-size-mb", "0.01"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("max_size_mb") && t.contains("closest plan"), "{t}");
+}
+
+#[test]
+fn empty_or_too_short_text_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "   \n").unwrap();
+    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--text", empty.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("empty"), "{}", text(&o));
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "just a few words").unwrap();
+    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--text", short.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("window"), "{}", text(&o));
+}
+
+#[test]
+fn unwritable_output_directory_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let o = search(&file.join("sub"), &tmp.path().join("c"), &["--generations", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not-a-dir"), "{}", text(&o));
+}
+
+#[test]
+fn plan_for_another_model_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"schema_version":1,"qevo_version":"0","model":"x","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"role","metrics":null,
+            "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#,
+    )
+    .unwrap();
+    let o = qevo(&["eval", "--plan", plan.to_str().unwrap()], &tmp.path().join("c"));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("blk.99.attn_q.weight"), "{}", text(&o));
+}
+
+#[test]
+fn profiles_list_and_show_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = qevo(&["profiles"], tmp.path());
+    assert!(o.status.success());
+    for p in ["arm-neon", "hexagon", "apple-ane", "jetson-orin"] {
+        assert!(text(&o).contains(p), "{}", text(&o));
+    }
+    let o = qevo(&["profiles", "show", "hexagon"], tmp.path());
+    assert!(o.status.success());
+    assert!(text(&o).contains('#'), "sources are TOML comments");
+}
