@@ -89,7 +89,8 @@ fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
 #[test]
 fn unknown_target_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--target", "toaster", "--generations", "1"]);
+    let out = tmp.path().join("o");
+    let o = qevo(&["search", "--target", "toaster", "--out", out.to_str().unwrap()], &tmp.path().join("c"));
     assert!(!o.status.success());
     assert!(text(&o).contains("toaster"), "{}", text(&o));
 }
