@@ -25,7 +25,8 @@ fn cache_root() -> PathBuf {
 pub fn load_model(path: Option<&Path>) -> Result<Model> {
     let path = match path {
         Some(p) => p.to_path_buf(),
-        None => qevo::assets::default_model_dir(&cache_root()).context("unpacking the embedded model")?,
+        None => qevo::assets::default_model_dir(&cache_root())
+            .context("unpacking the embedded model")?,
     };
     Ok(Model::load(&path)?)
 }
@@ -34,7 +35,8 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
         Some(p) => {
-            let t = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let t =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             if t.trim().is_empty() {
                 anyhow::bail!("{}: the text file is empty", p.display());
             }
@@ -58,7 +60,13 @@ fn human_bytes(b: usize) -> String {
 pub fn inspect(model: Option<PathBuf>) -> Result<()> {
     let m = load_model(model.as_deref())?;
     println!("model:        {}", m.source.display());
-    println!("architecture: {} ({} blocks, hidden {}, vocab {})", m.arch.kind().as_str(), m.n_blocks(), m.arch.hidden(), m.arch.vocab());
+    println!(
+        "architecture: {} ({} blocks, hidden {}, vocab {})",
+        m.arch.kind().as_str(),
+        m.n_blocks(),
+        m.arch.hidden(),
+        m.arch.vocab()
+    );
     println!("fingerprint:  {}", m.fingerprint);
     let mut t = Table::new(&["tensor", "role", "shape", "params", "MACs/token"]);
     for info in &m.tensors {
@@ -90,9 +98,18 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let _ = NoHook;
     println!("model:       {}", m.source.display());
-    println!("tokens:      {} ({} windows of {})", reference.windows.tokens(), reference.windows.len(), seq);
+    println!(
+        "tokens:      {} ({} windows of {})",
+        reference.windows.tokens(),
+        reference.windows.len(),
+        seq
+    );
     println!("perplexity:  {:.3}", reference.fp.ppl);
-    println!("throughput:  {:.0} tokens/s ({:.2} s)", reference.windows.tokens() as f64 / secs, secs);
+    println!(
+        "throughput:  {:.0} tokens/s ({:.2} s)",
+        reference.windows.tokens() as f64 / secs,
+        secs
+    );
     Ok(())
 }
 
@@ -103,7 +120,11 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
     let plan = TensorPlan::uniform(&m, format, q.act_bits)?;
     let label = format!(
         "{format} weights, {} activations",
-        if q.act_bits >= 16 { "fp".to_string() } else { format!("{}-bit", q.act_bits) }
+        if q.act_bits >= 16 {
+            "fp".to_string()
+        } else {
+            format!("{}-bit", q.act_bits)
+        }
     );
     score_plan(&m, &plan, args, &q.score, &label)
 }
@@ -113,13 +134,27 @@ pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs) -> Result
     let m = load_model(args.model.as_deref())?;
     let plan = qevo::search::output::read_plan_file(plan_path)?;
     plan.validate(&m)?;
-    score_plan(&m, &plan, args, opts, &format!("plan {}", plan_path.display()))
+    score_plan(
+        &m,
+        &plan,
+        args,
+        opts,
+        &format!("plan {}", plan_path.display()),
+    )
 }
 
 /// Scores a plan: weights through the cache (as the search does), activations through
 /// ranges calibrated on the calibration text.
-fn score_plan(m: &Model, plan: &qevo::quant::TensorPlan, args: &ModelArgs, q: &ScoreArgs, label: &str) -> Result<()> {
-    use qevo::quant::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache};
+fn score_plan(
+    m: &Model,
+    plan: &qevo::quant::TensorPlan,
+    args: &ModelArgs,
+    q: &ScoreArgs,
+    label: &str,
+) -> Result<()> {
+    use qevo::quant::{
+        calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache,
+    };
     let seq = args.seq_len.min(m.arch.max_positions());
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let windows = TokenWindows::from_text(m, &text, seq, args.max_windows)?;
@@ -138,7 +173,11 @@ fn score_plan(m: &Model, plan: &qevo::quant::TensorPlan, args: &ModelArgs, q: &S
         cache = cache.with_imatrix(collect_imatrix(m, c)?);
     }
     let weights = cache.weights_for(m, plan)?;
-    let scheme = if q.act_sym { ActScheme::Sym } else { ActScheme::Asym };
+    let scheme = if q.act_sym {
+        ActScheme::Sym
+    } else {
+        ActScheme::Asym
+    };
     let metrics = match &calib {
         Some(c) if quantized_acts => {
             let ranges = calibrate_act_ranges(m, c, q.act_percentile)?;
@@ -153,27 +192,51 @@ fn score_plan(m: &Model, plan: &qevo::quant::TensorPlan, args: &ModelArgs, q: &S
     println!("model:           {}", m.source.display());
     println!(
         "plan:            {label}{}{}",
-        if quantized_acts { format!(" ({scheme:?} activation ranges)") } else { String::new() },
+        if quantized_acts {
+            format!(" ({scheme:?} activation ranges)")
+        } else {
+            String::new()
+        },
         if q.imatrix { ", imatrix" } else { "" }
     );
-    println!("tokens:          {} ({} windows of {seq})", reference.windows.tokens(), reference.windows.len());
+    println!(
+        "tokens:          {} ({} windows of {seq})",
+        reference.windows.tokens(),
+        reference.windows.len()
+    );
     println!("bits per weight: {:.4}", plan.bits_per_weight(m));
-    println!("size:            {size} bytes ({}; f32 {})", human_bytes(size as usize), human_bytes(fp_bytes));
+    println!(
+        "size:            {size} bytes ({}; f32 {})",
+        human_bytes(size as usize),
+        human_bytes(fp_bytes)
+    );
     println!("KL to FP:        {:.5} nats/token", metrics.kl);
-    println!("perplexity:      {:.3} (FP {:.3})", metrics.ppl, reference.fp.ppl);
+    println!(
+        "perplexity:      {:.3} (FP {:.3})",
+        metrics.ppl, reference.fp.ppl
+    );
     println!("top-1 agreement: {:.2}%", metrics.top1 * 100.0);
     println!("time:            {secs:.2} s");
     Ok(())
 }
 
-pub fn export(plan_path: &Path, model: Option<&Path>, format: &str, out: &Path, fallback: bool) -> Result<()> {
+pub fn export(
+    plan_path: &Path,
+    model: Option<&Path>,
+    format: &str,
+    out: &Path,
+    fallback: bool,
+) -> Result<()> {
     use qevo::export::{export_gguf, resolve_ggml, write_tensor_types, ExportFormat};
     let format = ExportFormat::parse(format)?;
     let plan = qevo::search::output::read_plan_file(plan_path)?;
     let m = load_model(model)?;
     let resolved = resolve_ggml(&m, &plan, fallback)?;
     for f in &resolved.fallbacks {
-        println!("fallback: {} planned {} -> exported {}", f.tensor, f.planned, f.exported);
+        println!(
+            "fallback: {} planned {} -> exported {}",
+            f.tensor, f.planned, f.exported
+        );
     }
     match format {
         ExportFormat::Gguf => {

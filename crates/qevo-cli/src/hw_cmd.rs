@@ -6,7 +6,7 @@ use crate::table::Table;
 use anyhow::{anyhow, Result};
 use qevo::hw::{self, Workload};
 use qevo::search::problem::{price, UserLimits};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn list() -> Result<()> {
     let mut t = Table::new(&["profile", "description"]);
@@ -29,7 +29,13 @@ pub fn show(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn cost(model: Option<&Path>, plan: &Path, target: &str, prefill: Option<u64>, decode: Option<u64>) -> Result<()> {
+pub fn cost(
+    model: Option<&Path>,
+    plan: &Path,
+    target: &str,
+    prefill: Option<u64>,
+    decode: Option<u64>,
+) -> Result<()> {
     let m = load_model(model)?;
     let plan = qevo::search::output::read_plan_file(plan)?;
     plan.validate(&m)?;
@@ -39,37 +45,77 @@ pub fn cost(model: Option<&Path>, plan: &Path, target: &str, prefill: Option<u64
         decode_tokens: decode.unwrap_or(profile.workload.decode_tokens),
     };
     let choices = plan.per_tensor(&m)?;
-    let (c, violation, checks) = price(&m, &choices, &profile, &workload, &UserLimits::default(), None)?;
+    let (c, violation, checks) = price(
+        &m,
+        &choices,
+        &profile,
+        &workload,
+        &UserLimits::default(),
+        None,
+    )?;
     println!("model:     {}", m.source.display());
-    println!("target:    {} ({} prompt + {} generated tokens)", profile.name, workload.prefill_tokens, workload.decode_tokens);
-    println!("size:      {} bytes ({:.3} MB, {:.4} bits/weight)", plan.size_bytes(&m), plan.size_bytes(&m) as f64 / 1e6, plan.bits_per_weight(&m));
-    println!("latency:   {:.3} ms (prefill {:.3} ms, decode {:.3} ms, {:.3} ms/token)", c.latency_ms, c.prefill_ms, c.decode_ms, c.latency_per_token_ms);
-    println!("energy:    {:.4} mJ ({:.5} mJ/token)", c.energy_mj, c.energy_per_token_mj);
+    println!(
+        "target:    {} ({} prompt + {} generated tokens)",
+        profile.name, workload.prefill_tokens, workload.decode_tokens
+    );
+    println!(
+        "size:      {} bytes ({:.3} MB, {:.4} bits/weight)",
+        plan.size_bytes(&m),
+        plan.size_bytes(&m) as f64 / 1e6,
+        plan.bits_per_weight(&m)
+    );
+    println!(
+        "latency:   {:.3} ms (prefill {:.3} ms, decode {:.3} ms, {:.3} ms/token)",
+        c.latency_ms, c.prefill_ms, c.decode_ms, c.latency_per_token_ms
+    );
+    println!(
+        "energy:    {:.4} mJ ({:.5} mJ/token)",
+        c.energy_mj, c.energy_per_token_mj
+    );
     println!("memory:    {:.3} MB peak", c.peak_memory_bytes as f64 / 1e6);
     let mut t = Table::new(&["constraint", "limit", "value", "pass"]);
     for k in &checks {
-        t.row(vec![k.name.clone(), format!("{:.4}", k.limit), format!("{:.4}", k.value), if k.pass { "yes".into() } else { "NO".into() }]);
+        t.row(vec![
+            k.name.clone(),
+            format!("{:.4}", k.limit),
+            format!("{:.4}", k.value),
+            if k.pass { "yes".into() } else { "NO".into() },
+        ]);
     }
     print!("{}", t.render());
-    println!("{}", if violation <= 0.0 { "all constraints pass" } else { "constraints FAIL" });
+    println!(
+        "{}",
+        if violation <= 0.0 {
+            "all constraints pass"
+        } else {
+            "constraints FAIL"
+        }
+    );
     Ok(())
 }
 
-pub fn profile_host(out: &PathBuf) -> Result<()> {
+pub fn profile_host(out: &Path) -> Result<()> {
     eprintln!("measuring this machine (matmul rates per format, memory bandwidth)...");
-    let m = hw::host::measure_host(&hw::host::HostOptions::default()).map_err(|e| anyhow!("{e}"))?;
+    let m =
+        hw::host::measure_host(&hw::host::HostOptions::default()).map_err(|e| anyhow!("{e}"))?;
     let text = hw::host::host_profile_toml(&m).map_err(|e| anyhow!("{e}"))?;
     hw::save_profile_text(out, &text).map_err(|e| anyhow!("{e}"))?;
     let p = hw::host::host_profile(&m);
     let mut t = Table::new(&["mode", "prefill GMAC/s", "decode GMAC/s"]);
     for c in &p.compute {
         t.row(vec![
-            c.format.clone().unwrap_or_else(|| format!("w{}a{}", c.weight_bits, c.act_bits)),
+            c.format
+                .clone()
+                .unwrap_or_else(|| format!("w{}a{}", c.weight_bits, c.act_bits)),
             format!("{:.1}", c.peak_macs_per_s / 1e9),
             format!("{:.1}", c.decode_rate() / 1e9),
         ]);
     }
     print!("{}", t.render());
-    println!("memory bandwidth {:.1} GB/s; profile written to {}", p.mem_bandwidth_gb_per_s, out.display());
+    println!(
+        "memory bandwidth {:.1} GB/s; profile written to {}",
+        p.mem_bandwidth_gb_per_s,
+        out.display()
+    );
     Ok(())
 }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "qevo", version, about = "Evolve hardware-aware mixed-precision quantization plans for transformer models")]
+#[command(
+    name = "qevo",
+    version,
+    about = "Evolve hardware-aware mixed-precision quantization plans for transformer models"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -150,19 +154,41 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),
-        Cmd::Eval { args, plan: None, .. } => commands::eval(&args),
-        Cmd::Eval { args, plan: Some(p), score } => commands::eval_plan(&args, &p, &score),
+        Cmd::Eval {
+            args, plan: None, ..
+        } => commands::eval(&args),
+        Cmd::Eval {
+            args,
+            plan: Some(p),
+            score,
+        } => commands::eval_plan(&args, &p, &score),
         Cmd::Search(a) => search_cmd::search(&a),
         Cmd::Profiles { cmd: None } => hw_cmd::list(),
-        Cmd::Profiles { cmd: Some(ProfilesCmd::Show { name }) } => hw_cmd::show(&name),
-        Cmd::Cost { model, plan, target, prefill_tokens, decode_tokens } => {
-            hw_cmd::cost(model.as_deref(), &plan, &target, prefill_tokens, decode_tokens)
-        }
+        Cmd::Profiles {
+            cmd: Some(ProfilesCmd::Show { name }),
+        } => hw_cmd::show(&name),
+        Cmd::Cost {
+            model,
+            plan,
+            target,
+            prefill_tokens,
+            decode_tokens,
+        } => hw_cmd::cost(
+            model.as_deref(),
+            &plan,
+            &target,
+            prefill_tokens,
+            decode_tokens,
+        ),
         Cmd::ProfileHost { out } => hw_cmd::profile_host(&out),
         Cmd::Quantize { args, q } => commands::quantize(&args, &q),
-        Cmd::Export { plan, model, format, out, fallback } => {
-            commands::export(&plan, model.as_deref(), &format, &out, fallback)
-        }
+        Cmd::Export {
+            plan,
+            model,
+            format,
+            out,
+            fallback,
+        } => commands::export(&plan, model.as_deref(), &format, &out, fallback),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

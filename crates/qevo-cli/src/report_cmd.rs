@@ -80,12 +80,20 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
     };
     let mut baselines = vec![Series {
         name: "uniform".into(),
-        points: o.uniform.iter().map(|b| point(&b.name, &b.scored, None)).collect(),
+        points: o
+            .uniform
+            .iter()
+            .map(|b| point(&b.name, &b.scored, None))
+            .collect(),
     }];
     if !o.lagrangian.is_empty() {
         baselines.push(Series {
             name: "lagrangian".into(),
-            points: o.lagrangian.iter().map(|b| point(&b.name, &b.scored, None)).collect(),
+            points: o
+                .lagrangian
+                .iter()
+                .map(|b| point(&b.name, &b.scored, None))
+                .collect(),
         });
     }
     if !o.random.is_empty() {
@@ -94,7 +102,10 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
         let keep = qevo::search::baselines::pareto_indices(&objs, &feas);
         baselines.push(Series {
             name: "random search".into(),
-            points: keep.iter().map(|&i| point(&o.random[i].name, &o.random[i].scored, None)).collect(),
+            points: keep
+                .iter()
+                .map(|&i| point(&o.random[i].name, &o.random[i].scored, None))
+                .collect(),
         });
     }
     let history: Vec<GenerationRow> = o
@@ -141,7 +152,13 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
     let fs = &o.fitness_stats;
     let ps = &o.prefix_stats;
     let ws = &o.weight_stats;
-    let rate = |h: u64, n: u64| if n > 0 { 100.0 * h as f64 / n as f64 } else { 0.0 };
+    let rate = |h: u64, n: u64| {
+        if n > 0 {
+            100.0 * h as f64 / n as f64
+        } else {
+            0.0
+        }
+    };
     let notes = vec![
         format!(
             "fitness cache: {} hits / {} lookups ({:.1}%); {} full evaluations, {} screenings, {} screened out",
@@ -174,7 +191,11 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
         ),
     ];
     ReportData {
-        title: format!("qevo search: {} on {}", model.source.display(), cfg.target.name),
+        title: format!(
+            "qevo search: {} on {}",
+            model.source.display(),
+            cfg.target.name
+        ),
         model: model.source.display().to_string(),
         fingerprint: model.fingerprint.clone(),
         target: cfg.target.name.clone(),
@@ -195,7 +216,14 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
 pub fn matched_table(o: &SearchOutcome) -> String {
     let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     let mut t = Table::new(&[
-        "size of", "MB", "uniform KL", "evolved KL", "lagrangian KL", "random KL", "uniform held-out", "evolved held-out",
+        "size of",
+        "MB",
+        "uniform KL",
+        "evolved KL",
+        "lagrangian KL",
+        "random KL",
+        "uniform held-out",
+        "evolved held-out",
         "lagrangian held-out",
     ]);
     for r in &o.matched {
@@ -220,10 +248,17 @@ pub fn print_tables(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) {
     println!("Recommended plan\n{}", report::recommended_table(&d));
     println!("Performance against FP\n{}", report::performance_table(&d));
     println!("Constraints\n{}", report::constraints_table(&d));
-    println!("Pareto front ({} plans)\n{}", d.front.len(), report::front_table(&d));
+    println!(
+        "Pareto front ({} plans)\n{}",
+        d.front.len(),
+        report::front_table(&d)
+    );
     println!("Baselines\n{}", report::baseline_table(&d));
     if !o.matched.is_empty() {
-        println!("At matched sizes (KL to FP, nats/token)\n{}", matched_table(o));
+        println!(
+            "At matched sizes (KL to FP, nats/token)\n{}",
+            matched_table(o)
+        );
     }
     println!("Convergence\n{}", report::convergence_table(&d));
     for n in &d.notes {
@@ -231,10 +266,18 @@ pub fn print_tables(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) {
     }
 }
 
-pub fn write_report(dir: &Path, model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Result<()> {
+pub fn write_report(
+    dir: &Path,
+    model: &Model,
+    cfg: &SearchConfig,
+    o: &SearchOutcome,
+) -> Result<()> {
     let mut d = report_data(model, cfg, o);
     if !o.matched.is_empty() {
-        d.notes.push(format!("At matched sizes (KL to FP):\n{}", matched_table(o)));
+        d.notes.push(format!(
+            "At matched sizes (KL to FP):\n{}",
+            matched_table(o)
+        ));
     }
     let write = |name: &str, s: String| qevo::fsutil::write_atomic(&dir.join(name), s.as_bytes());
     write("pareto.svg", report::pareto_svg(&d)?)?;

@@ -5,7 +5,9 @@ use crate::commands::{load_model, read_text};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
-use qevo::search::output::{plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile};
+use qevo::search::output::{
+    plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
+};
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
 use qevo::search::{FitnessWeights, SearchConfig, SearchOutcome};
 use std::ops::ControlFlow;
@@ -98,8 +100,13 @@ pub struct SearchArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let v: f64 = num.parse().with_context(|| format!("--time-budget `{s}`: expected e.g. 90s, 10m, 1h"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("--time-budget `{s}`: expected e.g. 90s, 10m, 1h"))?;
     let secs = match unit {
         "" | "s" => v,
         "m" => v * 60.0,
@@ -120,7 +127,9 @@ pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
         .map(|c| parse_constraint_override(c))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    target = target.with_overrides(&overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    target = target
+        .with_overrides(&overrides)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut cfg = SearchConfig::new(target)?;
     cfg.workload = Workload {
         prefill_tokens: a.prefill_tokens.unwrap_or(cfg.workload.prefill_tokens),
@@ -166,7 +175,10 @@ pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
 /// Calibration and held-out texts: embedded splits, or a user file (last fifth held out).
 fn texts(a: &SearchArgs) -> Result<(String, String)> {
     match (&a.text, &a.heldout) {
-        (None, None) => Ok((qevo::assets::CALIB_TEXT.to_string(), qevo::assets::HELDOUT_TEXT.to_string())),
+        (None, None) => Ok((
+            qevo::assets::CALIB_TEXT.to_string(),
+            qevo::assets::HELDOUT_TEXT.to_string(),
+        )),
         (Some(t), Some(h)) => Ok((read_text(Some(t), "")?, read_text(Some(h), "")?)),
         (Some(t), None) => {
             let text = read_text(Some(t), "")?;
@@ -176,7 +188,10 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
             }
             Ok((text[..cut].to_string(), text[cut..].to_string()))
         }
-        (None, Some(h)) => Ok((qevo::assets::CALIB_TEXT.to_string(), read_text(Some(h), "")?)),
+        (None, Some(h)) => Ok((
+            qevo::assets::CALIB_TEXT.to_string(),
+            read_text(Some(h), "")?,
+        )),
     }
 }
 
@@ -238,7 +253,10 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let outcome = qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress))?;
     bar.finish();
     if stop.load(Ordering::SeqCst) {
-        eprintln!("interrupted: the last completed generation is in {}; rerun with --resume", a.out.display());
+        eprintln!(
+            "interrupted: the last completed generation is in {}; rerun with --resume",
+            a.out.display()
+        );
     }
     write_outputs(a, &cfg, &model, &outcome)?;
     crate::report_cmd::print_tables(&model, &cfg, &outcome);
@@ -250,9 +268,17 @@ pub fn search(a: &SearchArgs) -> Result<()> {
                     .checks
                     .iter()
                     .filter(|k| !k.pass)
-                    .map(|k| format!("{} (limit {}, closest plan {:.4})", k.name, k.limit, k.value))
+                    .map(|k| {
+                        format!(
+                            "{} (limit {}, closest plan {:.4})",
+                            k.name, k.limit, k.value
+                        )
+                    })
                     .collect();
-                bail!("no plan satisfies the constraints; failing: {}", failing.join(", "));
+                bail!(
+                    "no plan satisfies the constraints; failing: {}",
+                    failing.join(", ")
+                );
             }
             None => bail!("no feasible plan was found"),
         }
@@ -261,11 +287,23 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_outputs(a: &SearchArgs, cfg: &SearchConfig, model: &qevo::Model, o: &SearchOutcome) -> Result<()> {
+fn write_outputs(
+    a: &SearchArgs,
+    cfg: &SearchConfig,
+    model: &qevo::Model,
+    o: &SearchOutcome,
+) -> Result<()> {
     if let Some(i) = o.recommended {
         let f = &o.front[i];
         let plan = o.plan(model, &f.genome);
-        let pf = PlanFile::from_plan(model, &plan, &cfg.target.name, o.seed, &a.unit, Some(plan_metrics(model, o, f)));
+        let pf = PlanFile::from_plan(
+            model,
+            &plan,
+            &cfg.target.name,
+            o.seed,
+            &a.unit,
+            Some(plan_metrics(model, o, f)),
+        );
         write_plan(&a.out, &pf)?;
     }
     write_front(&a.out, model, o, &cfg.target.name)?;

@@ -13,15 +13,34 @@ fn qevo(args: &[&str], cache: &Path) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 const SMALL: &[&str] = &[
-    "--population", "8", "--seq-len", "64", "--calib-windows", "2", "--screen-windows", "1", "--heldout-windows", "2",
+    "--population",
+    "8",
+    "--seq-len",
+    "64",
+    "--calib-windows",
+    "2",
+    "--screen-windows",
+    "1",
+    "--heldout-windows",
+    "2",
 ];
 
 fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["search", "--target", "arm-neon", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "search",
+        "--target",
+        "arm-neon",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(SMALL);
     args.extend_from_slice(extra);
     qevo(&args, cache)
@@ -35,15 +54,40 @@ fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
     let o = search(&full, &cache, &["--generations", "4"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    for section in ["Recommended plan", "Performance against FP", "Pareto front", "Convergence", "At matched sizes"] {
+    for section in [
+        "Recommended plan",
+        "Performance against FP",
+        "Pareto front",
+        "Convergence",
+        "At matched sizes",
+    ] {
         assert!(out.contains(section), "missing `{section}` in:\n{out}");
     }
-    for f in ["plan.json", "plan.yaml", "front.json", "history.jsonl", "pareto.svg", "convergence.svg", "report.html", "checkpoint.json"] {
+    for f in [
+        "plan.json",
+        "plan.yaml",
+        "front.json",
+        "history.jsonl",
+        "pareto.svg",
+        "convergence.svg",
+        "report.html",
+        "checkpoint.json",
+    ] {
         let p = full.join(f);
-        assert!(p.metadata().map(|m| m.len() > 0).unwrap_or(false), "{f} missing or empty");
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{f} missing or empty"
+        );
     }
-    assert_eq!(std::fs::read_to_string(full.join("history.jsonl")).unwrap().lines().count(), 5);
-    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(full.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(full.join("history.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["schema_version"], 1);
     assert_eq!(plan["target"], "arm-neon");
 
@@ -69,20 +113,64 @@ fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
             })
             .collect()
     };
-    assert_eq!(strip(&full.join("history.jsonl")), strip(&part.join("history.jsonl")));
+    assert_eq!(
+        strip(&full.join("history.jsonl")),
+        strip(&part.join("history.jsonl"))
+    );
 
     // The plan re-scores, prices and exports.
     let plan_path = full.join("plan.yaml");
-    let o = qevo(&["eval", "--plan", plan_path.to_str().unwrap(), "--seq-len", "64", "--max-windows", "2"], &cache);
+    let o = qevo(
+        &[
+            "eval",
+            "--plan",
+            plan_path.to_str().unwrap(),
+            "--seq-len",
+            "64",
+            "--max-windows",
+            "2",
+        ],
+        &cache,
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("KL to FP"));
-    let o = qevo(&["cost", "--plan", plan_path.to_str().unwrap(), "--target", "hexagon"], &cache);
+    let o = qevo(
+        &[
+            "cost",
+            "--plan",
+            plan_path.to_str().unwrap(),
+            "--target",
+            "hexagon",
+        ],
+        &cache,
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("latency"));
     let gguf = tmp.path().join("model.gguf");
-    let o = qevo(&["export", "--plan", plan_path.to_str().unwrap(), "--format", "gguf", "--out", gguf.to_str().unwrap()], &cache);
+    let o = qevo(
+        &[
+            "export",
+            "--plan",
+            plan_path.to_str().unwrap(),
+            "--format",
+            "gguf",
+            "--out",
+            gguf.to_str().unwrap(),
+        ],
+        &cache,
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let o = qevo(&["eval", gguf.to_str().unwrap(), "--seq-len", "64", "--max-windows", "2"], &cache);
+    let o = qevo(
+        &[
+            "eval",
+            gguf.to_str().unwrap(),
+            "--seq-len",
+            "64",
+            "--max-windows",
+            "2",
+        ],
+        &cache,
+    );
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -90,7 +178,16 @@ fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
 fn unknown_target_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
-    let o = qevo(&["search", "--target", "toaster", "--out", out.to_str().unwrap()], &tmp.path().join("c"));
+    let o = qevo(
+        &[
+            "search",
+            "--target",
+            "toaster",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &tmp.path().join("c"),
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("toaster"), "{}", text(&o));
 }
@@ -98,10 +195,17 @@ fn unknown_target_is_a_clear_error() {
 #[test]
 fn impossible_constraint_names_the_constraint_and_the_closest_plan() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--max-size-mb", "0.01"]);
+    let o = search(
+        &tmp.path().join("o"),
+        &tmp.path().join("c"),
+        &["--generations", "1", "--max-size-mb", "0.01"],
+    );
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains("max_size_mb") && t.contains("closest plan"), "{t}");
+    assert!(
+        t.contains("max_size_mb") && t.contains("closest plan"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -109,12 +213,20 @@ fn empty_or_too_short_text_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "   \n").unwrap();
-    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--text", empty.to_str().unwrap()]);
+    let o = search(
+        &tmp.path().join("o"),
+        &tmp.path().join("c"),
+        &["--generations", "1", "--text", empty.to_str().unwrap()],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("empty"), "{}", text(&o));
     let short = tmp.path().join("short.txt");
     std::fs::write(&short, "just a few words").unwrap();
-    let o = search(&tmp.path().join("o"), &tmp.path().join("c"), &["--generations", "1", "--text", short.to_str().unwrap()]);
+    let o = search(
+        &tmp.path().join("o"),
+        &tmp.path().join("c"),
+        &["--generations", "1", "--text", short.to_str().unwrap()],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("window"), "{}", text(&o));
 }
@@ -124,7 +236,11 @@ fn unwritable_output_directory_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    let o = search(&file.join("sub"), &tmp.path().join("c"), &["--generations", "1"]);
+    let o = search(
+        &file.join("sub"),
+        &tmp.path().join("c"),
+        &["--generations", "1"],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("not-a-dir"), "{}", text(&o));
 }
@@ -139,7 +255,10 @@ fn plan_for_another_model_is_rejected() {
             "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#,
     )
     .unwrap();
-    let o = qevo(&["eval", "--plan", plan.to_str().unwrap()], &tmp.path().join("c"));
+    let o = qevo(
+        &["eval", "--plan", plan.to_str().unwrap()],
+        &tmp.path().join("c"),
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("blk.99.attn_q.weight"), "{}", text(&o));
 }

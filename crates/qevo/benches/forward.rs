@@ -23,7 +23,11 @@ fn best_of<F: FnMut()>(n: usize, mut f: F) -> f64 {
 /// FLOPs of one forward over `t` tokens with logits for all positions.
 fn forward_flops(m: &Model, t: usize) -> f64 {
     let linear: usize = m.tensors.iter().map(|x| x.macs_per_token()).sum();
-    let head = if m.tied_output() { m.arch.vocab() * m.arch.hidden() } else { 0 };
+    let head = if m.tied_output() {
+        m.arch.vocab() * m.arch.hidden()
+    } else {
+        0
+    };
     // Scores and weighted values: 2 · t² · (heads · head_dim) MACs per block.
     let attn = 2 * t * t * m.arch.hidden() * m.n_blocks();
     2.0 * ((linear + head) * t + attn) as f64
@@ -40,7 +44,9 @@ fn matmul_gflops() -> f64 {
 
 fn bench_model(label: &str, dir: &std::path::Path, t: usize, reps: usize, matmul: f64) {
     let m = Model::load(dir).unwrap();
-    let ids: Vec<u32> = (0..t).map(|i| ((i * 7919) % m.arch.vocab()) as u32).collect();
+    let ids: Vec<u32> = (0..t)
+        .map(|i| ((i * 7919) % m.arch.vocab()) as u32)
+        .collect();
     let x = Tensor::from_slice(&ids, (1, t), &Device::Cpu).unwrap();
     let ours = best_of(reps, || {
         let _ = m.forward(&m.weights, &NoHook, &x).unwrap();
@@ -58,10 +64,13 @@ fn bench_model(label: &str, dir: &std::path::Path, t: usize, reps: usize, matmul
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let cfg = cfg.into_config(false);
     let files = [dir.join("model.safetensors")];
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
     let theirs = candle_transformers::models::llama::Llama::load(vb, &cfg).unwrap();
     let ct = best_of(reps, || {
-        let mut cache = candle_transformers::models::llama::Cache::new(false, DType::F32, &cfg, &Device::Cpu).unwrap();
+        let mut cache =
+            candle_transformers::models::llama::Cache::new(false, DType::F32, &cfg, &Device::Cpu)
+                .unwrap();
         let _ = theirs.forward(&x, 0, &mut cache).unwrap();
     });
     let gflops = forward_flops(&m, t) / ours / 1e9;

@@ -6,8 +6,14 @@ use std::path::{Path, PathBuf};
 
 const FILES: [(&str, &[u8]); 3] = [
     ("config.json", include_bytes!("../../../assets/config.json")),
-    ("model.safetensors", include_bytes!("../../../assets/model.safetensors")),
-    ("tokenizer.json", include_bytes!("../../../assets/tokenizer.json")),
+    (
+        "model.safetensors",
+        include_bytes!("../../../assets/model.safetensors"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../../../assets/tokenizer.json"),
+    ),
 ];
 
 /// Calibration text of the default model.
@@ -29,7 +35,9 @@ pub fn default_model_dir(cache_root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     for (name, bytes) in FILES {
         let p = dir.join(name);
-        let fresh = std::fs::metadata(&p).map(|m| m.len() == bytes.len() as u64).unwrap_or(false);
+        let fresh = std::fs::metadata(&p)
+            .map(|m| m.len() == bytes.len() as u64)
+            .unwrap_or(false);
         if !fresh {
             crate::fsutil::write_atomic(&p, bytes)?;
         }

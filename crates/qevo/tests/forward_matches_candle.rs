@@ -15,7 +15,11 @@ fn ids(vocab: usize, t: usize) -> Vec<u32> {
 fn ours_last_logits(m: &Model, ids: &[u32]) -> Vec<f32> {
     let x = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu).unwrap();
     let logits = m.forward(&m.weights, &NoHook, &x).unwrap();
-    logits.i((0, ids.len() - 1)).unwrap().to_vec1::<f32>().unwrap()
+    logits
+        .i((0, ids.len() - 1))
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 fn check_llama(o: LlamaOpts) {
@@ -23,16 +27,26 @@ fn check_llama(o: LlamaOpts) {
     write_llama_dir(dir.path(), &o, 7);
     let m = Model::load(dir.path()).unwrap();
     let cfg: candle_transformers::models::llama::LlamaConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
     let cfg = cfg.into_config(false);
     let files = [dir.path().join("model.safetensors")];
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
     let theirs = candle_transformers::models::llama::Llama::load(vb, &cfg).unwrap();
     for t in [1, 5, 17] {
         let seq = ids(o.vocab, t);
-        let mut cache = candle_transformers::models::llama::Cache::new(false, DType::F32, &cfg, &Device::Cpu).unwrap();
+        let mut cache =
+            candle_transformers::models::llama::Cache::new(false, DType::F32, &cfg, &Device::Cpu)
+                .unwrap();
         let x = Tensor::from_slice(&seq, (1, t), &Device::Cpu).unwrap();
-        let want = theirs.forward(&x, 0, &mut cache).unwrap().i(0).unwrap().to_vec1::<f32>().unwrap();
+        let want = theirs
+            .forward(&x, 0, &mut cache)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let got = ours_last_logits(&m, &seq);
         let err = rel_err(&got, &want);
         assert!(err <= 1e-4, "{o:?} t={t}: relative error {err}");
@@ -65,15 +79,23 @@ fn qwen2_qkv_bias_logits_match_candle_transformers() {
     write_llama_dir(dir.path(), &o, 11);
     let m = Model::load(dir.path()).unwrap();
     let cfg: candle_transformers::models::qwen2::Config =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
     let files = [dir.path().join("model.safetensors")];
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
     let mut theirs = candle_transformers::models::qwen2::ModelForCausalLM::new(&cfg, vb).unwrap();
     for t in [3, 16] {
         theirs.clear_kv_cache();
         let seq = ids(o.vocab, t);
         let x = Tensor::from_slice(&seq, (1, t), &Device::Cpu).unwrap();
-        let want = theirs.forward(&x, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = theirs
+            .forward(&x, 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let got = ours_last_logits(&m, &seq);
         let err = rel_err(&got, &want);
         assert!(err <= 1e-4, "qwen2 t={t}: relative error {err}");
@@ -86,16 +108,30 @@ fn bert_mean_pooled_embeddings_match_candle_transformers() {
     write_bert_dir(dir.path(), 5);
     let m = Model::load(dir.path()).unwrap();
     let cfg: candle_transformers::models::bert::Config =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
     let files = [dir.path().join("model.safetensors")];
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
     let theirs = candle_transformers::models::bert::BertModel::load(vb, &cfg).unwrap();
     let seq = ids(80, 13);
     let x = Tensor::from_slice(&seq, (1, 13), &Device::Cpu).unwrap();
     let tt = x.zeros_like().unwrap();
     let hidden = theirs.forward(&x, &tt, None).unwrap();
-    let want = hidden.mean(1).unwrap().i(0).unwrap().to_vec1::<f32>().unwrap();
-    let got = m.forward(&m.weights, &NoHook, &x).unwrap().i(0).unwrap().to_vec1::<f32>().unwrap();
+    let want = hidden
+        .mean(1)
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let got = m
+        .forward(&m.weights, &NoHook, &x)
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let err = rel_err(&got, &want);
     assert!(err <= 1e-4, "bert: relative error {err}");
 }
@@ -112,11 +148,26 @@ fn batched_windows_equal_one_at_a_time() {
     let batched = m.forward(&m.weights, &NoHook, &x).unwrap();
     for (i, s) in [a, b].iter().enumerate() {
         let one = m
-            .forward(&m.weights, &NoHook, &Tensor::from_slice(s, (1, 10), &Device::Cpu).unwrap())
+            .forward(
+                &m.weights,
+                &NoHook,
+                &Tensor::from_slice(s, (1, 10), &Device::Cpu).unwrap(),
+            )
             .unwrap();
         let e = rel_err(
-            &batched.i(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            &one.i(0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &batched
+                .i(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            &one.i(0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
         );
         assert!(e < 1e-5, "window {i}: {e}");
     }

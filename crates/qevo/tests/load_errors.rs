@@ -49,7 +49,10 @@ fn truncated_safetensors_is_named() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("invalid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -61,7 +64,13 @@ fn safetensors_header_lying_about_offsets_is_rejected() {
     let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
     let mut json: serde_json::Value = serde_json::from_str(header).unwrap();
     // Point the first tensor's data past the end of the file.
-    let first = json.as_object().unwrap().keys().find(|k| *k != "__metadata__").unwrap().clone();
+    let first = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| *k != "__metadata__")
+        .unwrap()
+        .clone();
     json[&first]["data_offsets"] = serde_json::json!([0, 1u64 << 40]);
     let new_header = serde_json::to_string(&json).unwrap();
     let mut out = (new_header.len() as u64).to_le_bytes().to_vec();
@@ -69,36 +78,48 @@ fn safetensors_header_lying_about_offsets_is_rejected() {
     out.extend(&bytes[8 + n..]);
     std::fs::write(&p, out).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("invalid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
 fn shape_mismatch_against_config_names_the_tensor() {
     let d = good_dir();
     let cfg_path = d.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["intermediate_size"] = serde_json::json!(256);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("mlp.gate_proj.weight") && e.contains("does not match"), "{e}");
+    assert!(
+        e.contains("mlp.gate_proj.weight") && e.contains("does not match"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_architecture_is_named() {
     let d = good_dir();
     let cfg_path = d.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["architectures"] = serde_json::json!(["MambaForCausalLM"]);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("MambaForCausalLM") && e.contains("unsupported architecture"), "{e}");
+    assert!(
+        e.contains("MambaForCausalLM") && e.contains("unsupported architecture"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_config_key_is_named() {
     let d = good_dir();
     let cfg_path = d.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg.as_object_mut().unwrap().remove("hidden_size");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = err_of(d.path());
@@ -115,7 +136,11 @@ fn nan_weight_names_the_tensor() {
     let st = std::fs::read(d.path().join("model.safetensors")).unwrap();
     let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
     for (name, view) in parsed.tensors() {
-        let mut v: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         if name == "model.layers.1.mlp.up_proj.weight" {
             v[5] = f32::NAN;
         }
@@ -123,15 +148,19 @@ fn nan_weight_names_the_tensor() {
     }
     w.write(&d.path().join("model.safetensors")).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("NaN"), "{e}");
+    assert!(
+        e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("NaN"),
+        "{e}"
+    );
 }
 
 #[test]
 fn tokenizer_larger_than_vocabulary_is_rejected() {
     let d = good_dir();
     // A word-level tokenizer with more tokens than the 96-row embedding.
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..200).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..200)
+        .map(|i| (format!("w{i}"), serde_json::json!(i)))
+        .collect();
     let tk = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
@@ -139,7 +168,10 @@ fn tokenizer_larger_than_vocabulary_is_rejected() {
     });
     std::fs::write(d.path().join("tokenizer.json"), tk.to_string()).unwrap();
     let e = err_of(d.path());
-    assert!(e.contains("tokenizer has 200 tokens") && e.contains("96"), "{e}");
+    assert!(
+        e.contains("tokenizer has 200 tokens") && e.contains("96"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -156,5 +188,8 @@ fn gguf_file_that_is_not_gguf_is_named() {
     let p = d.path().join("model.gguf");
     std::fs::write(&p, b"this is not a model").unwrap();
     let e = err_of(&p);
-    assert!(e.contains("model.gguf") && e.contains("not a GGUF file"), "{e}");
+    assert!(
+        e.contains("model.gguf") && e.contains("not a GGUF file"),
+        "{e}"
+    );
 }

@@ -7,15 +7,25 @@ use qevo::model::{Model, NoHook};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn read_u32(p: &Path) -> Vec<u32> {
-    std::fs::read(p).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn read_f32(p: &Path) -> Vec<f32> {
-    std::fs::read(p).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -26,7 +36,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 fn logits_of(m: &Model, ids: &[u32]) -> Vec<f32> {
     let x = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu).unwrap();
-    m.forward(&m.weights, &NoHook, &x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    m.forward(&m.weights, &NoHook, &x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 fn check_decoder(dir: &str) {
@@ -35,7 +50,10 @@ fn check_decoder(dir: &str) {
     let ids = read_u32(&d.join("input_ids.u32"));
     let want = read_f32(&d.join("logits.f32"));
     let err = rel_err(&logits_of(&m, &ids), &want);
-    assert!(err <= 1e-4, "{dir}: relative error {err} against transformers");
+    assert!(
+        err <= 1e-4,
+        "{dir}: relative error {err} against transformers"
+    );
 }
 
 #[test]
@@ -64,7 +82,10 @@ fn gguf_and_safetensors_of_one_model_give_the_same_logits() {
     let hf = Model::load(&d).unwrap();
     let gg = Model::load(&d.join("tiny_llama.gguf")).unwrap();
     assert_eq!(hf.tensors, gg.tensors);
-    assert_eq!(hf.fingerprint, gg.fingerprint, "f32 GGUF must hold exactly the HF weights after un-permuting");
+    assert_eq!(
+        hf.fingerprint, gg.fingerprint,
+        "f32 GGUF must hold exactly the HF weights after un-permuting"
+    );
     let ids = read_u32(&d.join("input_ids.u32"));
     let err = rel_err(&logits_of(&gg, &ids), &logits_of(&hf, &ids));
     assert!(err <= 1e-6, "relative error {err}");
@@ -77,8 +98,16 @@ fn gguf_tokenizer_encodes_like_tokenizer_json() {
     let d = fixture("tiny_llama");
     let hf = Model::load(&d).unwrap();
     let gg = Model::load(&d.join("tiny_llama.gguf")).unwrap();
-    for text in ["Hello world, this is a test.", "  spaces\tand\nnewlines 123 45678!", "ünïcödé text"] {
-        assert_eq!(hf.encode(text).unwrap(), gg.encode(text).unwrap(), "{text:?}");
+    for text in [
+        "Hello world, this is a test.",
+        "  spaces\tand\nnewlines 123 45678!",
+        "ünïcödé text",
+    ] {
+        assert_eq!(
+            hf.encode(text).unwrap(),
+            gg.encode(text).unwrap(),
+            "{text:?}"
+        );
     }
 }
 
@@ -96,7 +125,13 @@ fn tiny_bert_mean_pooled_matches_transformers() {
         let len = mask[s * t..(s + 1) * t].iter().filter(|&&x| x == 1).count();
         let seq = &ids[s * t..s * t + len];
         let x = Tensor::from_slice(seq, (1, len), &Device::Cpu).unwrap();
-        let got = m.forward(&m.weights, &NoHook, &x).unwrap().i(0).unwrap().to_vec1::<f32>().unwrap();
+        let got = m
+            .forward(&m.weights, &NoHook, &x)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let err = rel_err(&got, &want[s * h..(s + 1) * h]);
         assert!(err <= 1e-4, "sequence {s}: relative error {err}");
     }

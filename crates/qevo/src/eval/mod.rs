@@ -22,14 +22,21 @@ pub struct TokenWindows {
 
 impl TokenWindows {
     /// Tokenizes `text` and cuts it into at most `max_windows` windows of `seq_len` tokens.
-    pub fn from_text(model: &Model, text: &str, seq_len: usize, max_windows: usize) -> Result<Self> {
+    pub fn from_text(
+        model: &Model,
+        text: &str,
+        seq_len: usize,
+        max_windows: usize,
+    ) -> Result<Self> {
         let toks = model.encode(text)?;
         Self::from_tokens(&toks, seq_len, max_windows)
     }
 
     pub fn from_tokens(toks: &[u32], seq_len: usize, max_windows: usize) -> Result<Self> {
         if seq_len < 2 {
-            return Err(Error::Invalid("window length must be at least 2 tokens".into()));
+            return Err(Error::Invalid(
+                "window length must be at least 2 tokens".into(),
+            ));
         }
         let n = (toks.len() / seq_len).min(max_windows);
         if n == 0 {
@@ -64,7 +71,11 @@ impl TokenWindows {
     /// Windows `start..end` as a `[batch, seq]` tensor.
     pub fn batch(&self, start: usize, end: usize) -> Result<Tensor> {
         let t = self.seq_len;
-        Ok(Tensor::from_slice(&self.ids[start * t..end * t], (end - start, t), &Device::Cpu)?)
+        Ok(Tensor::from_slice(
+            &self.ids[start * t..end * t],
+            (end - start, t),
+            &Device::Cpu,
+        )?)
     }
 }
 
@@ -206,14 +217,24 @@ impl Reference {
                         let st = row_stats(row);
                         let mut order: Vec<u32> = (0..vocab as u32).collect();
                         let kth = k.min(vocab) - 1;
-                        order.select_nth_unstable_by(kth, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+                        order.select_nth_unstable_by(kth, |&a, &b| {
+                            row[b as usize].total_cmp(&row[a as usize])
+                        });
                         let mut top: Vec<u32> = order[..k].to_vec();
-                        top.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-                        let lps: Vec<f32> = top.iter().map(|&i| st.logp(row[i as usize]) as f32).collect();
-                        let in_top: f64 = top.iter().map(|&i| ((row[i as usize] - st.max) as f64).exp()).sum();
+                        top.sort_by(|&a, &b| {
+                            row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+                        });
+                        let lps: Vec<f32> = top
+                            .iter()
+                            .map(|&i| st.logp(row[i as usize]) as f32)
+                            .collect();
+                        let in_top: f64 = top
+                            .iter()
+                            .map(|&i| ((row[i as usize] - st.max) as f64).exp())
+                            .sum();
                         let tail = ((st.sum - in_top) / st.sum).max(1e-30);
                         let pos = p0 + r;
-                        let nll = if (pos + 1) % t != 0 {
+                        let nll = if !(pos + 1).is_multiple_of(t) {
                             -st.logp(row[windows.ids[pos + 1] as usize])
                         } else {
                             0.0
@@ -280,7 +301,13 @@ impl Reference {
                 let argmax = row
                     .iter()
                     .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |b, (i, &z)| if z > b.1 { (i, z) } else { b })
+                    .fold((0usize, f32::NEG_INFINITY), |b, (i, &z)| {
+                        if z > b.1 {
+                            (i, z)
+                        } else {
+                            b
+                        }
+                    })
                     .0;
                 let mut s = Sums {
                     kl: kl.max(0.0),
@@ -288,7 +315,7 @@ impl Reference {
                     positions: 1,
                     ..Default::default()
                 };
-                if (pos + 1) % t != 0 {
+                if !(pos + 1).is_multiple_of(t) {
                     s.nll = -st.logp(row[self.windows.ids[pos + 1] as usize]);
                     s.predictions = 1;
                 }
@@ -314,16 +341,26 @@ impl Reference {
     ) -> Result<Sums> {
         let vocab = model.arch.vocab();
         let mut total = Sums::default();
-        for_each_logits(model, w, hook, &self.windows, range, self.batch, |first, flat| {
-            total.add(&self.score_logits(first, flat, vocab));
-            Ok(())
-        })?;
+        for_each_logits(
+            model,
+            w,
+            hook,
+            &self.windows,
+            range,
+            self.batch,
+            |first, flat| {
+                total.add(&self.score_logits(first, flat, vocab));
+                Ok(())
+            },
+        )?;
         Ok(total)
     }
 
     /// Scores a weight set on every window.
     pub fn score(&self, model: &Model, w: &[Tensor], hook: &dyn LinearHook) -> Result<Metrics> {
-        Ok(self.score_range(model, w, hook, 0..self.windows.len())?.metrics())
+        Ok(self
+            .score_range(model, w, hook, 0..self.windows.len())?
+            .metrics())
     }
 }
 
@@ -354,7 +391,9 @@ pub fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
     let a = a.to_vec2::<f32>()?;
     let b = b.to_vec2::<f32>()?;
     if a.len() != b.len() || a.is_empty() {
-        return Err(Error::Invalid("embedding sets differ in size or are empty".into()));
+        return Err(Error::Invalid(
+            "embedding sets differ in size or are empty".into(),
+        ));
     }
     let mut total = 0.0;
     for (x, y) in a.iter().zip(&b) {
@@ -371,12 +410,19 @@ pub fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
 pub fn knn_accuracy(emb: &Tensor, labels: &[u32], k: usize) -> Result<f64> {
     let e = emb.to_vec2::<f32>()?;
     if e.len() != labels.len() || e.len() < 2 {
-        return Err(Error::Invalid("need at least two labelled embeddings, one label each".into()));
+        return Err(Error::Invalid(
+            "need at least two labelled embeddings, one label each".into(),
+        ));
     }
     let norm: Vec<Vec<f64>> = e
         .iter()
         .map(|x| {
-            let n = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt().max(1e-30);
+            let n = x
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-30);
             x.iter().map(|&v| v as f64 / n).collect()
         })
         .collect();
@@ -391,7 +437,10 @@ pub fn knn_accuracy(emb: &Tensor, labels: &[u32], k: usize) -> Result<f64> {
         for &(_, j) in sims.iter().take(k.max(1)) {
             *votes.entry(labels[j]).or_default() += 1;
         }
-        let best = votes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(l, _)| *l);
+        let best = votes
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(l, _)| *l);
         correct += usize::from(best == Some(labels[i]));
     }
     Ok(correct as f64 / norm.len() as f64)

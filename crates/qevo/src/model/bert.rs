@@ -24,11 +24,17 @@ impl BertConfig {
         let hidden = c.usize("hidden_size")?;
         let n_heads = c.usize("num_attention_heads")?;
         if hidden % n_heads != 0 {
-            return Err(c.err("num_attention_heads", format!("{n_heads} does not divide hidden_size {hidden}")));
+            return Err(c.err(
+                "num_attention_heads",
+                format!("{n_heads} does not divide hidden_size {hidden}"),
+            ));
         }
         let act = c.str_or("hidden_act", "gelu")?;
         if act != "gelu" {
-            return Err(c.err("hidden_act", format!("`{act}` is not supported (gelu only)")));
+            return Err(c.err(
+                "hidden_act",
+                format!("`{act}` is not supported (gelu only)"),
+            ));
         }
         Ok(BertConfig {
             hidden,
@@ -72,7 +78,10 @@ const PARTS: [(Role, &str, &str); 6] = [
 
 impl BertNet {
     /// `fetch` takes Hugging Face names (without the optional `bert.` prefix).
-    pub(crate) fn load(cfg: BertConfig, fetch: &Fetch) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
+    pub(crate) fn load(
+        cfg: BertConfig,
+        fetch: &Fetch,
+    ) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
         let (h, v, inner) = (cfg.hidden, cfg.vocab, cfg.intermediate);
         let mut infos = vec![TensorInfo {
             name: "token_embd.weight".into(),
@@ -81,9 +90,21 @@ impl BertNet {
             rows: v,
             cols: h,
         }];
-        let mut weights = vec![require(fetch, "embeddings.word_embeddings.weight", &[v, h])?];
-        let pos = require(fetch, "embeddings.position_embeddings.weight", &[cfg.max_positions, h])?;
-        let types = require(fetch, "embeddings.token_type_embeddings.weight", &[cfg.type_vocab, h])?;
+        let mut weights = vec![require(
+            fetch,
+            "embeddings.word_embeddings.weight",
+            &[v, h],
+        )?];
+        let pos = require(
+            fetch,
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_positions, h],
+        )?;
+        let types = require(
+            fetch,
+            "embeddings.token_type_embeddings.weight",
+            &[cfg.type_vocab, h],
+        )?;
         let ln = |p: &str| -> Result<(Tensor, Tensor)> {
             Ok((
                 require(fetch, &format!("{p}.weight"), &[h])?,
@@ -139,7 +160,10 @@ impl BertNet {
             .first()
             .map(|b| 4 * self.cfg.hidden + b.bias.iter().map(|t| t.elem_count()).sum::<usize>())
             .unwrap_or(0);
-        self.pos.elem_count() + self.cfg.type_vocab * self.cfg.hidden + 2 * self.cfg.hidden + per * self.blocks.len()
+        self.pos.elem_count()
+            + self.cfg.type_vocab * self.cfg.hidden
+            + 2 * self.cfg.hidden
+            + per * self.blocks.len()
     }
 
     pub(crate) fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
@@ -153,10 +177,21 @@ impl BertNet {
         let x = embed_rows(&w[0], ids)?
             .broadcast_add(&self.pos.narrow(0, 0, t)?)?
             .broadcast_add(&self.token_type0)?;
-        Ok(candle_nn::ops::layer_norm(&x, &self.ln_emb.0, &self.ln_emb.1, self.cfg.ln_eps as f32)?)
+        Ok(candle_nn::ops::layer_norm(
+            &x,
+            &self.ln_emb.0,
+            &self.ln_emb.1,
+            self.cfg.ln_eps as f32,
+        )?)
     }
 
-    pub(crate) fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let blk = self
             .blocks
             .get(i)
@@ -166,14 +201,24 @@ impl BertNet {
         let hd = h / nh;
         let eps = self.cfg.ln_eps as f32;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], Some(&blk.bias[j]), hook);
-        let heads = |x: Tensor| -> Result<Tensor> { Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?) };
+        let heads = |x: Tensor| -> Result<Tensor> {
+            Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+        };
         let q = heads(lin(x, 0)?)?;
         let k = heads(lin(x, 1)?)?;
         let v = heads(lin(x, 2)?)?;
-        let a = attention(&q, &k, &v, None)?.transpose(1, 2)?.reshape((b, t, h))?;
-        let x = candle_nn::ops::layer_norm(&(x + lin(&a, 3)?)?, &blk.ln_attn.0, &blk.ln_attn.1, eps)?;
+        let a = attention(&q, &k, &v, None)?
+            .transpose(1, 2)?
+            .reshape((b, t, h))?;
+        let x =
+            candle_nn::ops::layer_norm(&(x + lin(&a, 3)?)?, &blk.ln_attn.0, &blk.ln_attn.1, eps)?;
         let m = lin(&x, 4)?.gelu_erf()?;
-        Ok(candle_nn::ops::layer_norm(&(&x + lin(&m, 5)?)?, &blk.ln_out.0, &blk.ln_out.1, eps)?)
+        Ok(candle_nn::ops::layer_norm(
+            &(&x + lin(&m, 5)?)?,
+            &blk.ln_out.0,
+            &blk.ln_out.1,
+            eps,
+        )?)
     }
 
     /// Mean pooling over the sequence: `[batch, hidden]`.

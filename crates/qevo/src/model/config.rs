@@ -84,14 +84,22 @@ impl<'a> HfConfig<'a> {
                     supported: supported(),
                 });
         }
-        let mt = self.json.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let mt = self
+            .json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         MODEL_TYPES
             .iter()
             .find(|(n, _)| *n == mt)
             .map(|(_, k)| *k)
             .ok_or_else(|| Error::UnsupportedArch {
                 path: self.path.into(),
-                arch: if mt.is_empty() { "<none>".into() } else { mt.to_string() },
+                arch: if mt.is_empty() {
+                    "<none>".into()
+                } else {
+                    mt.to_string()
+                },
                 supported: supported(),
             })
     }
@@ -147,18 +155,18 @@ impl<'a> HfConfig<'a> {
     pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| Error::config(self.path, key, format!("expected true/false, found {v}"))),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                Error::config(self.path, key, format!("expected true/false, found {v}"))
+            }),
         }
     }
 
     pub fn str_or<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| Error::config(self.path, key, format!("expected a string, found {v}"))),
+            Some(v) => v.as_str().ok_or_else(|| {
+                Error::config(self.path, key, format!("expected a string, found {v}"))
+            }),
         }
     }
 

@@ -215,7 +215,10 @@ impl<'a> Cursor<'a> {
                 }
                 let elem_ty = self.u32(key)?;
                 let min = value_min_bytes(elem_ty).ok_or_else(|| {
-                    Error::format(self.path, format!("metadata `{key}`: unknown array element type {elem_ty}"))
+                    Error::format(
+                        self.path,
+                        format!("metadata `{key}`: unknown array element type {elem_ty}"),
+                    )
                 })?;
                 let n = self.count(key, min)?;
                 let mut items = Vec::with_capacity(n);
@@ -270,7 +273,10 @@ impl Gguf {
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(Error::format(path, format!("unsupported GGUF version {version}")));
+            return Err(Error::format(
+                path,
+                format!("unsupported GGUF version {version}"),
+            ));
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.count("metadata count", 13)?;
@@ -292,7 +298,11 @@ impl Gguf {
             Some((_, v)) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
                 _ => {
-                    return Err(Error::config(path, "general.alignment", "must be a power of two"))
+                    return Err(Error::config(
+                        path,
+                        "general.alignment",
+                        "must be a power of two",
+                    ))
                 }
             },
         };
@@ -301,7 +311,11 @@ impl Gguf {
             let name = c.string("tensor name")?;
             let n_dims = c.u32(&name)?;
             if n_dims == 0 || n_dims > 4 {
-                return Err(Error::tensor(path, &name, format!("{n_dims} dimensions (1 to 4 allowed)")));
+                return Err(Error::tensor(
+                    path,
+                    &name,
+                    format!("{n_dims} dimensions (1 to 4 allowed)"),
+                ));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -323,7 +337,11 @@ impl Gguf {
                 )
             })?;
             if offset % alignment != 0 {
-                return Err(Error::tensor(path, &name, format!("offset {offset} is not aligned to {alignment}")));
+                return Err(Error::tensor(
+                    path,
+                    &name,
+                    format!("offset {offset} is not aligned to {alignment}"),
+                ));
             }
             tensors.push(GgufTensor {
                 name,
@@ -396,7 +414,7 @@ impl Gguf {
 
 fn tensor_bytes(dims: &[u64], st: StoredType) -> Option<usize> {
     let row = *dims.first()? as usize;
-    if row == 0 || row % st.block_len != 0 {
+    if row == 0 || !row.is_multiple_of(st.block_len) {
         return None;
     }
     let mut n: usize = row / st.block_len * st.block_bytes;
@@ -466,7 +484,10 @@ mod tests {
         b.extend(0u64.to_le_bytes());
         let (_d, p) = write(&b);
         let e = Gguf::open(&p).unwrap_err().to_string();
-        assert!(e.contains("tensor `w`") && e.contains("past the end"), "{e}");
+        assert!(
+            e.contains("tensor `w`") && e.contains("past the end"),
+            "{e}"
+        );
     }
 
     #[test]

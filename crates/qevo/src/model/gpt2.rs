@@ -24,11 +24,17 @@ impl Gpt2Config {
         let hidden = c.usize("n_embd")?;
         let n_heads = c.usize("n_head")?;
         if hidden % n_heads != 0 {
-            return Err(c.err("n_head", format!("{n_heads} does not divide n_embd {hidden}")));
+            return Err(c.err(
+                "n_head",
+                format!("{n_heads} does not divide n_embd {hidden}"),
+            ));
         }
         let act = c.str_or("activation_function", "gelu_new")?;
         if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
-            return Err(c.err("activation_function", format!("`{act}` is not supported (gelu_new only)")));
+            return Err(c.err(
+                "activation_function",
+                format!("`{act}` is not supported (gelu_new only)"),
+            ));
         }
         Ok(Gpt2Config {
             hidden,
@@ -71,7 +77,10 @@ const ROLES: [(Role, &str); 6] = [
 
 impl Gpt2Net {
     /// `fetch` takes Hugging Face names (without the optional `transformer.` prefix).
-    pub(crate) fn load(cfg: Gpt2Config, fetch: &Fetch) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
+    pub(crate) fn load(
+        cfg: Gpt2Config,
+        fetch: &Fetch,
+    ) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
         let (h, v, inner) = (cfg.hidden, cfg.vocab, cfg.inner);
         let mut infos = vec![TensorInfo {
             name: "token_embd.weight".into(),
@@ -171,7 +180,13 @@ impl Gpt2Net {
         Ok(x.broadcast_add(&self.wpe.narrow(0, 0, t)?)?)
     }
 
-    pub(crate) fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let blk = self
             .blocks
             .get(i)
@@ -182,7 +197,9 @@ impl Gpt2Net {
         let hd = h / nh;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], Some(&blk.bias[j]), hook);
         let hn = candle_nn::ops::layer_norm(x, &blk.ln1.0, &blk.ln1.1, eps)?;
-        let heads = |x: Tensor| -> Result<Tensor> { Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?) };
+        let heads = |x: Tensor| -> Result<Tensor> {
+            Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+        };
         let q = heads(lin(&hn, 0)?)?;
         let k = heads(lin(&hn, 1)?)?;
         let v = heads(lin(&hn, 2)?)?;

@@ -62,22 +62,32 @@ impl LlamaConfig {
                 .and_then(|v| v.as_str())
                 .unwrap_or("");
             if ty != "default" {
-                return Err(c.err("rope_scaling", format!("rope scaling `{ty}` is not supported")));
+                return Err(c.err(
+                    "rope_scaling",
+                    format!("rope scaling `{ty}` is not supported"),
+                ));
             }
         }
         let act = c.str_or("hidden_act", "silu")?;
         if act != "silu" {
-            return Err(c.err("hidden_act", format!("`{act}` is not supported (silu only)")));
+            return Err(c.err(
+                "hidden_act",
+                format!("`{act}` is not supported (silu only)"),
+            ));
         }
         let attention_bias = c.bool_or("attention_bias", false)?;
         let qkv_bias = kind == ArchKind::Qwen2 || attention_bias;
-        let sliding_window = if kind == ArchKind::Mistral || c.bool_or("use_sliding_window", false)? {
-            c.opt_usize("sliding_window")?
-        } else {
-            None
-        };
+        let sliding_window =
+            if kind == ArchKind::Mistral || c.bool_or("use_sliding_window", false)? {
+                c.opt_usize("sliding_window")?
+            } else {
+                None
+            };
         let token_id = |key: &str| -> Option<u32> {
-            c.json.get(key).and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+            c.json
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
         };
         Ok(LlamaConfig {
             kind,
@@ -149,7 +159,10 @@ pub(crate) fn require(fetch: &Fetch, name: &str, shape: &[usize]) -> Result<Tens
 
 impl LlamaNet {
     /// Builds the network; returns it with the quantizable tensors and their weights.
-    pub(crate) fn load(cfg: LlamaConfig, fetch: &Fetch) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
+    pub(crate) fn load(
+        cfg: LlamaConfig,
+        fetch: &Fetch,
+    ) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
         let mut infos = Vec::new();
         let mut weights = Vec::new();
         let mut push = |name: String, role, block, rows, cols, w: Tensor| {
@@ -165,7 +178,14 @@ impl LlamaNet {
         };
         let (h, v) = (cfg.hidden, cfg.vocab);
         let embed = require(fetch, "token_embd.weight", &[v, h])?;
-        let embed_idx = push("token_embd.weight".into(), Role::Embedding, None, v, h, embed);
+        let embed_idx = push(
+            "token_embd.weight".into(),
+            Role::Embedding,
+            None,
+            v,
+            h,
+            embed,
+        );
         let shapes = [
             (cfg.q_dim(), h),
             (cfg.kv_dim(), h),
@@ -260,7 +280,11 @@ impl LlamaNet {
             .map(|b| {
                 b.attn_norm.elem_count()
                     + b.ffn_norm.elem_count()
-                    + b.bias.iter().flatten().map(|t| t.elem_count()).sum::<usize>()
+                    + b.bias
+                        .iter()
+                        .flatten()
+                        .map(|t| t.elem_count())
+                        .sum::<usize>()
             })
             .unwrap_or(0);
         per_block * self.blocks.len() + self.norm.elem_count()
@@ -270,7 +294,13 @@ impl LlamaNet {
         embed_rows(&w[self.embed_idx], ids)
     }
 
-    pub(crate) fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let blk = self
             .blocks
             .get(i)
@@ -314,7 +344,11 @@ pub(crate) fn embed_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let vocab = table.dim(0)?;
     let flat = ids.flatten_all()?;
-    if let Some(bad) = flat.to_vec1::<u32>()?.into_iter().find(|&i| i as usize >= vocab) {
+    if let Some(bad) = flat
+        .to_vec1::<u32>()?
+        .into_iter()
+        .find(|&i| i as usize >= vocab)
+    {
         return Err(Error::Invalid(format!(
             "token id {bad} is outside the embedding table ({vocab} rows)"
         )));
@@ -364,7 +398,13 @@ pub(crate) fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
 
 /// Causal attention with `rep` query heads per key/value head. Queries of one group are
 /// stacked along the sequence axis so K and V are used in place, never repeated.
-fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, rep: usize, window: Option<usize>) -> Result<Tensor> {
+fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rep: usize,
+    window: Option<usize>,
+) -> Result<Tensor> {
     let (b, nh, t, hd) = q.dims4()?;
     let nkv = nh / rep;
     let q = q.reshape((b, nkv, rep * t, hd))?;
@@ -372,7 +412,9 @@ fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, rep: usize, window: Opt
     let scores = (q.matmul(&k.t()?)? * scale)?;
     let mask = causal_mask(t, window)?;
     let mask = if rep > 1 {
-        mask.unsqueeze(0)?.expand((rep, t, t))?.reshape((rep * t, t))?
+        mask.unsqueeze(0)?
+            .expand((rep, t, t))?
+            .reshape((rep * t, t))?
     } else {
         mask
     };
@@ -383,7 +425,12 @@ fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, rep: usize, window: Opt
 }
 
 /// Standard attention for encoders and GPT-2 (`mask` additive, broadcast over heads).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let hd = q.dim(D::Minus1)?;
     let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
     let scores = match mask {

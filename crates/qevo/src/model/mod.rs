@@ -26,7 +26,9 @@ pub use llama::LlamaConfig;
 pub(crate) use source::permute_rows;
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Embedding,
@@ -253,7 +255,13 @@ impl Model {
     }
 
     /// Runs transformer block `i` on hidden states `[batch, seq, hidden]`.
-    pub fn block(&self, i: usize, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
+    pub fn block(
+        &self,
+        i: usize,
+        w: &[Tensor],
+        hook: &dyn LinearHook,
+        h: &Tensor,
+    ) -> Result<Tensor> {
         match &self.net {
             Net::Llama(n) => n.block(i, w, hook, h),
             Net::Gpt2(n) => n.block(i, w, hook, h),
@@ -310,10 +318,9 @@ impl Model {
 
     /// Encodes text with the model's tokenizer (no special tokens added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let tok = self
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| Error::Tokenizer(format!("{} has no tokenizer", self.source.display())))?;
+        let tok = self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Tokenizer(format!("{} has no tokenizer", self.source.display()))
+        })?;
         let enc = tok
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;

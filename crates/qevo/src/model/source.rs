@@ -44,12 +44,19 @@ impl StStore {
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| Error::config(&sharded, "weight_map", "missing or not an object"))?;
-            let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
             files.sort();
             files.dedup();
             for f in &files {
                 if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                    return Err(Error::config(&sharded, "weight_map", format!("shard `{f}` is not a plain file name")));
+                    return Err(Error::config(
+                        &sharded,
+                        "weight_map",
+                        format!("shard `{f}` is not a plain file name"),
+                    ));
                 }
             }
             files.into_iter().map(|f| dir.join(f)).collect()
@@ -59,7 +66,10 @@ impl StStore {
                 "only pytorch_model.bin found: qevo reads safetensors (convert the checkpoint first)",
             ));
         } else {
-            return Err(Error::format(dir, "no model.safetensors or model.safetensors.index.json"));
+            return Err(Error::format(
+                dir,
+                "no model.safetensors or model.safetensors.index.json",
+            ));
         };
         let mut files = Vec::with_capacity(paths.len());
         let mut index = HashMap::new();
@@ -96,14 +106,20 @@ impl StStore {
             return Err(Error::tensor(
                 &f.path,
                 name,
-                format!("shape {:?} does not match the config's {:?}", info.shape, shape),
+                format!(
+                    "shape {:?} does not match the config's {:?}",
+                    info.shape, shape
+                ),
             ));
         }
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
         let bytes = &f.mmap[start..end];
         let data: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F16 => bytes
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -113,7 +129,11 @@ impl StStore {
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
             other => {
-                return Err(Error::tensor(&f.path, name, format!("dtype {other:?} is not supported (f32, f16, bf16)")))
+                return Err(Error::tensor(
+                    &f.path,
+                    name,
+                    format!("dtype {other:?} is not supported (f32, f16, bf16)"),
+                ))
             }
         };
         finite_tensor(&f.path, name, data, shape).map(Some)
@@ -123,7 +143,11 @@ impl StStore {
 /// Rejects NaN/Inf weights by tensor name and element, then wraps the data.
 fn finite_tensor(path: &Path, name: &str, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
     if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-        return Err(Error::tensor(path, name, format!("element {i} is {}", data[i])));
+        return Err(Error::tensor(
+            path,
+            name,
+            format!("element {i} is {}", data[i]),
+        ));
     }
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
@@ -184,22 +208,22 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
     };
     let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Tensor>)> {
         Ok(match kind {
-        ArchKind::Llama | ArchKind::Qwen2 | ArchKind::Mistral => {
-            let c = LlamaConfig::from_hf(&cfg, kind)?;
-            let fetch = |name: &str, shape: &[usize]| store.get(&llama_hf_name(name), shape);
-            let (net, i, w) = LlamaNet::load(c.clone(), &fetch)?;
-            (Arch::Llama(c), Net::Llama(net), i, w)
-        }
-        ArchKind::Gpt2 => {
-            let c = Gpt2Config::from_hf(&cfg)?;
-            let (net, i, w) = Gpt2Net::load(c.clone(), &prefixed("transformer."))?;
-            (Arch::Gpt2(c), Net::Gpt2(net), i, w)
-        }
-        ArchKind::Bert => {
-            let c = BertConfig::from_hf(&cfg)?;
-            let (net, i, w) = BertNet::load(c.clone(), &prefixed("bert."))?;
-            (Arch::Bert(c), Net::Bert(net), i, w)
-        }
+            ArchKind::Llama | ArchKind::Qwen2 | ArchKind::Mistral => {
+                let c = LlamaConfig::from_hf(&cfg, kind)?;
+                let fetch = |name: &str, shape: &[usize]| store.get(&llama_hf_name(name), shape);
+                let (net, i, w) = LlamaNet::load(c.clone(), &fetch)?;
+                (Arch::Llama(c), Net::Llama(net), i, w)
+            }
+            ArchKind::Gpt2 => {
+                let c = Gpt2Config::from_hf(&cfg)?;
+                let (net, i, w) = Gpt2Net::load(c.clone(), &prefixed("transformer."))?;
+                (Arch::Gpt2(c), Net::Gpt2(net), i, w)
+            }
+            ArchKind::Bert => {
+                let c = BertConfig::from_hf(&cfg)?;
+                let (net, i, w) = BertNet::load(c.clone(), &prefixed("bert."))?;
+                (Arch::Bert(c), Net::Bert(net), i, w)
+            }
         })
     })();
     // Architectures report absent tensors without a path; name the directory.
@@ -329,23 +353,43 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
         Some(_) => gguf_u(&g, "llama.attention.head_count_kv")?,
     };
     if hidden % n_heads != 0 || n_heads % n_kv_heads != 0 {
-        return Err(Error::config(path, "llama.attention.head_count", "does not divide the embedding length / kv heads"));
+        return Err(Error::config(
+            path,
+            "llama.attention.head_count",
+            "does not divide the embedding length / kv heads",
+        ));
     }
     let head_dim = hidden / n_heads;
     if let Some(v) = g.get("llama.rope.dimension_count") {
         if v.as_u64() != Some(head_dim as u64) {
-            return Err(Error::config(path, "llama.rope.dimension_count", "partial rotary embeddings are not supported"));
+            return Err(Error::config(
+                path,
+                "llama.rope.dimension_count",
+                "partial rotary embeddings are not supported",
+            ));
         }
     }
-    let tokens_len = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map(|a| a.len());
+    let tokens_len = g
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .map(|a| a.len());
     let embd = g
         .tensor("token_embd.weight")
         .ok_or_else(|| Error::format(path, "missing tensor `token_embd.weight`"))?;
     let vocab = match g.get("llama.vocab_size") {
         Some(_) => gguf_u(&g, "llama.vocab_size")?,
-        None => embd.dims.get(1).map(|&d| d as usize).or(tokens_len).unwrap_or(0),
+        None => embd
+            .dims
+            .get(1)
+            .map(|&d| d as usize)
+            .or(tokens_len)
+            .unwrap_or(0),
     };
-    let token_id = |key: &str| g.get(key).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+    let token_id = |key: &str| {
+        g.get(key)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
     let cfg = LlamaConfig {
         kind: ArchKind::Llama,
         hidden,
@@ -374,7 +418,11 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
             return Err(Error::tensor(
                 path,
                 name,
-                format!("shape {:?} does not match the metadata's {:?}", t.shape(), shape),
+                format!(
+                    "shape {:?} does not match the metadata's {:?}",
+                    t.shape(),
+                    shape
+                ),
             ));
         }
         let w = finite_tensor(path, name, g.dequantize(t)?, shape)?;
@@ -399,7 +447,14 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
     } else {
         None
     };
-    finish(Arch::Llama(cfg), Net::Llama(net), infos, weights, tokenizer, path)
+    finish(
+        Arch::Llama(cfg),
+        Net::Llama(net),
+        infos,
+        weights,
+        tokenizer,
+        path,
+    )
 }
 
 #[cfg(test)]
@@ -420,8 +475,14 @@ mod tests {
 
     #[test]
     fn llama_names_map_to_hugging_face() {
-        assert_eq!(llama_hf_name("blk.3.attn_q.weight"), "model.layers.3.self_attn.q_proj.weight");
-        assert_eq!(llama_hf_name("blk.0.ffn_norm.weight"), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(
+            llama_hf_name("blk.3.attn_q.weight"),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            llama_hf_name("blk.0.ffn_norm.weight"),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
         assert_eq!(llama_hf_name("output.weight"), "lm_head.weight");
     }
 }

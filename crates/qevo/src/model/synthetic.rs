@@ -59,7 +59,9 @@ impl RandomTensors {
     /// Uniform in `[center - scale, center + scale]`.
     pub fn add(&mut self, name: &str, shape: &[usize], center: f32, scale: f32) {
         let n: usize = shape.iter().product();
-        let v = (0..n).map(|_| center + scale * (2.0 * self.rng.random::<f32>() - 1.0)).collect();
+        let v = (0..n)
+            .map(|_| center + scale * (2.0 * self.rng.random::<f32>() - 1.0))
+            .collect();
         self.tensors.insert(name.to_string(), (shape.to_vec(), v));
     }
     pub fn write(&self, path: &Path) -> Result<()> {
@@ -77,7 +79,8 @@ impl RandomTensors {
                     .map_err(|e| Error::tensor(path, k, e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let data = safetensors::serialize(views, None).map_err(|e| Error::format(path, e.to_string()))?;
+        let data =
+            safetensors::serialize(views, None).map_err(|e| Error::format(path, e.to_string()))?;
         crate::fsutil::write_atomic(path, &data)
     }
 }
@@ -118,20 +121,80 @@ pub fn write_llama_dir(dir: &Path, o: &LlamaShape, seed: u64) -> Result<()> {
     w.add("model.embed_tokens.weight", &[o.vocab, o.hidden], 0.0, 1.0);
     for l in 0..o.layers {
         let p = format!("model.layers.{l}");
-        w.add(&format!("{p}.input_layernorm.weight"), &[o.hidden], 1.0, 0.2);
-        w.add(&format!("{p}.post_attention_layernorm.weight"), &[o.hidden], 1.0, 0.2);
-        w.add(&format!("{p}.self_attn.q_proj.weight"), &[o.heads * hd, o.hidden], 0.0, s * 1.5);
-        w.add(&format!("{p}.self_attn.k_proj.weight"), &[o.kv_heads * hd, o.hidden], 0.0, s * 1.5);
-        w.add(&format!("{p}.self_attn.v_proj.weight"), &[o.kv_heads * hd, o.hidden], 0.0, s);
-        w.add(&format!("{p}.self_attn.o_proj.weight"), &[o.hidden, o.heads * hd], 0.0, s);
+        w.add(
+            &format!("{p}.input_layernorm.weight"),
+            &[o.hidden],
+            1.0,
+            0.2,
+        );
+        w.add(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &[o.hidden],
+            1.0,
+            0.2,
+        );
+        w.add(
+            &format!("{p}.self_attn.q_proj.weight"),
+            &[o.heads * hd, o.hidden],
+            0.0,
+            s * 1.5,
+        );
+        w.add(
+            &format!("{p}.self_attn.k_proj.weight"),
+            &[o.kv_heads * hd, o.hidden],
+            0.0,
+            s * 1.5,
+        );
+        w.add(
+            &format!("{p}.self_attn.v_proj.weight"),
+            &[o.kv_heads * hd, o.hidden],
+            0.0,
+            s,
+        );
+        w.add(
+            &format!("{p}.self_attn.o_proj.weight"),
+            &[o.hidden, o.heads * hd],
+            0.0,
+            s,
+        );
         if o.qkv_bias {
-            w.add(&format!("{p}.self_attn.q_proj.bias"), &[o.heads * hd], 0.0, 0.1);
-            w.add(&format!("{p}.self_attn.k_proj.bias"), &[o.kv_heads * hd], 0.0, 0.1);
-            w.add(&format!("{p}.self_attn.v_proj.bias"), &[o.kv_heads * hd], 0.0, 0.1);
+            w.add(
+                &format!("{p}.self_attn.q_proj.bias"),
+                &[o.heads * hd],
+                0.0,
+                0.1,
+            );
+            w.add(
+                &format!("{p}.self_attn.k_proj.bias"),
+                &[o.kv_heads * hd],
+                0.0,
+                0.1,
+            );
+            w.add(
+                &format!("{p}.self_attn.v_proj.bias"),
+                &[o.kv_heads * hd],
+                0.0,
+                0.1,
+            );
         }
-        w.add(&format!("{p}.mlp.gate_proj.weight"), &[o.inter, o.hidden], 0.0, s);
-        w.add(&format!("{p}.mlp.up_proj.weight"), &[o.inter, o.hidden], 0.0, s);
-        w.add(&format!("{p}.mlp.down_proj.weight"), &[o.hidden, o.inter], 0.0, 1.0 / (o.inter as f32).sqrt());
+        w.add(
+            &format!("{p}.mlp.gate_proj.weight"),
+            &[o.inter, o.hidden],
+            0.0,
+            s,
+        );
+        w.add(
+            &format!("{p}.mlp.up_proj.weight"),
+            &[o.inter, o.hidden],
+            0.0,
+            s,
+        );
+        w.add(
+            &format!("{p}.mlp.down_proj.weight"),
+            &[o.hidden, o.inter],
+            0.0,
+            1.0 / (o.inter as f32).sqrt(),
+        );
     }
     w.add("model.norm.weight", &[o.hidden], 1.0, 0.2);
     if !o.tie {

@@ -14,7 +14,9 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
 
 /// Pre-tokenizer regexes by `tokenizer.ggml.pre` (llama.cpp's names).
 const PRE_REGEXES: &[(&[&str], Option<&str>)] = &[
@@ -22,7 +24,9 @@ const PRE_REGEXES: &[(&[&str], Option<&str>)] = &[
     (&["", "default", "gpt-2", "gpt2"], None),
     (
         &["llama-bpe", "llama3", "smaug-bpe"],
-        Some(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+        Some(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
     ),
 ];
 
@@ -36,7 +40,10 @@ fn strings<'a>(g: &'a Gguf, key: &str) -> Result<Vec<&'a str>> {
         .and_then(Value::as_array)
         .ok_or_else(|| Error::config(&g.path, key, "missing or not an array"))?;
     arr.iter()
-        .map(|v| v.as_str().ok_or_else(|| Error::config(&g.path, key, "expected an array of strings")))
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| Error::config(&g.path, key, "expected an array of strings"))
+        })
         .collect()
 }
 
@@ -52,7 +59,9 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         .enumerate()
         .map(|(i, t)| (t.to_string(), i as u32))
         .collect();
-    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Tokenizer(format!("{}: {e}", g.path.display()));
+    let tok_err = |e: Box<dyn std::error::Error + Send + Sync>| {
+        Error::Tokenizer(format!("{}: {e}", g.path.display()))
+    };
     match model {
         "gpt2" => {
             let merges: Vec<(String, String)> = strings(g, "tokenizer.ggml.merges")?
@@ -60,26 +69,55 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
                 .map(|m| {
                     m.split_once(' ')
                         .map(|(a, b)| (a.to_string(), b.to_string()))
-                        .ok_or_else(|| Error::config(&g.path, "tokenizer.ggml.merges", format!("merge `{m}` has no space")))
+                        .ok_or_else(|| {
+                            Error::config(
+                                &g.path,
+                                "tokenizer.ggml.merges",
+                                format!("merge `{m}` has no space"),
+                            )
+                        })
                 })
                 .collect::<Result<_>>()?;
             let bpe = BPE::builder()
-                .vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+                .vocab_and_merges(
+                    vocab
+                        .clone()
+                        .into_iter()
+                        .collect::<tokenizers::models::bpe::Vocab>(),
+                    merges,
+                )
                 .build()
                 .map_err(tok_err)?;
-            let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("");
+            let pre = g
+                .get("tokenizer.ggml.pre")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let regex = PRE_REGEXES
                 .iter()
                 .find(|(names, _)| names.contains(&pre))
-                .ok_or_else(|| Error::config(&g.path, "tokenizer.ggml.pre", format!("pre-tokenizer `{pre}` is not supported")))?
+                .ok_or_else(|| {
+                    Error::config(
+                        &g.path,
+                        "tokenizer.ggml.pre",
+                        format!("pre-tokenizer `{pre}` is not supported"),
+                    )
+                })?
                 .1;
             let mut tk = Tokenizer::new(bpe);
             let pre_tok: PreTokenizerWrapper = match regex {
                 None => ByteLevel::new(false, true, true).into(),
                 Some(re) => {
-                    let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
-                        .map_err(tok_err)?;
-                    PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
+                    let split = Split::new(
+                        SplitPattern::Regex(re.to_string()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map_err(tok_err)?;
+                    PreSequence::new(vec![
+                        split.into(),
+                        ByteLevel::new(false, true, false).into(),
+                    ])
+                    .into()
                 }
             };
             tk.with_pre_tokenizer(Some(pre_tok));
@@ -92,7 +130,11 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
                 None => return Err(Error::config(&g.path, "tokenizer.ggml.scores", "missing")),
             };
             if scores.len() != tokens.len() {
-                return Err(Error::config(&g.path, "tokenizer.ggml.scores", "length differs from tokenizer.ggml.tokens"));
+                return Err(Error::config(
+                    &g.path,
+                    "tokenizer.ggml.scores",
+                    "length differs from tokenizer.ggml.tokens",
+                ));
             }
             let merges = merges_from_scores(&tokens, &scores, &vocab);
             let unk = g
@@ -102,7 +144,13 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "<unk>".into());
             let bpe = BPE::builder()
-                .vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+                .vocab_and_merges(
+                    vocab
+                        .clone()
+                        .into_iter()
+                        .collect::<tokenizers::models::bpe::Vocab>(),
+                    merges,
+                )
                 .unk_token(unk)
                 .byte_fallback(true)
                 .fuse_unk(true)
@@ -133,7 +181,11 @@ pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
 
 /// Sentencepiece BPE keeps no merge list: a merge (a, b) exists where a, b and a+b are all
 /// pieces, ranked by the score of a+b (higher first), then by the ids of a and b.
-fn merges_from_scores(tokens: &[&str], scores: &[f64], vocab: &HashMap<String, u32>) -> Vec<(String, String)> {
+fn merges_from_scores(
+    tokens: &[&str],
+    scores: &[f64],
+    vocab: &HashMap<String, u32>,
+) -> Vec<(String, String)> {
     let mut ranked: Vec<(f64, u32, u32, String, String)> = Vec::new();
     for (id, piece) in tokens.iter().enumerate() {
         for (split, _) in piece.char_indices().skip(1) {

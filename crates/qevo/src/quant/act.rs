@@ -266,7 +266,22 @@ pub fn collect_imatrix(model: &Model, windows: &TokenWindows) -> Result<Vec<Opti
 mod tests {
     #[test]
     fn round_even_matches_std_round_ties_even() {
-        for x in [-2.5f32, -1.5, -0.5, 0.5, 1.5, 2.5, 3.49, -3.51, 0.0, 1e6 + 0.5, 127.5, -128.5, 1e9, -1e9] {
+        for x in [
+            -2.5f32,
+            -1.5,
+            -0.5,
+            0.5,
+            1.5,
+            2.5,
+            3.49,
+            -3.51,
+            0.0,
+            1e6 + 0.5,
+            127.5,
+            -128.5,
+            1e9,
+            -1e9,
+        ] {
             let want = x.clamp(-4_194_304.0, 4_194_304.0).round_ties_even();
             assert_eq!(super::round_even(x), want, "{x}");
         }

@@ -47,7 +47,11 @@ pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Resul
             Ok(ev.score(&choices, windows)?.kl)
         })
         .collect::<Result<_>>()?;
-    let mut kl: Vec<Vec<f64>> = space.choices.iter().map(|l| Vec::with_capacity(l.len())).collect();
+    let mut kl: Vec<Vec<f64>> = space
+        .choices
+        .iter()
+        .map(|l| Vec::with_capacity(l.len()))
+        .collect();
     let mut bytes: Vec<Vec<u64>> = kl.iter().map(|_| Vec::new()).collect();
     for (&(u, c), k) in cells.iter().zip(scores) {
         kl[u].push(k);
@@ -55,7 +59,11 @@ pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Resul
             space.units[u]
                 .tensors
                 .iter()
-                .map(|&t| c.format.tensor_bytes(model.tensors[t].rows, model.tensors[t].cols).unwrap_or(0))
+                .map(|&t| {
+                    c.format
+                        .tensor_bytes(model.tensors[t].rows, model.tensors[t].cols)
+                        .unwrap_or(0)
+                })
                 .sum(),
         );
     }
@@ -68,7 +76,11 @@ fn lagrangian_genome(s: &Sensitivity, lambda: f64) -> Vec<u16> {
         .zip(&s.bytes)
         .map(|(k, b)| {
             (0..k.len())
-                .min_by(|&i, &j| (k[i] + lambda * b[i] as f64).total_cmp(&(k[j] + lambda * b[j] as f64)).then(j.cmp(&i)))
+                .min_by(|&i, &j| {
+                    (k[i] + lambda * b[i] as f64)
+                        .total_cmp(&(k[j] + lambda * b[j] as f64))
+                        .then(j.cmp(&i))
+                })
                 .unwrap_or(0) as u16
         })
         .collect()
@@ -77,14 +89,27 @@ fn lagrangian_genome(s: &Sensitivity, lambda: f64) -> Vec<u16> {
 /// Lagrangian plans over a sweep of multipliers, deduplicated, smallest first.
 pub fn lagrangian_sweep(s: &Sensitivity) -> Vec<(Vec<u16>, u64, f64)> {
     let mut out: Vec<(Vec<u16>, u64, f64)> = Vec::new();
-    let kl_scale = s.kl.iter().flatten().copied().fold(0.0f64, f64::max).max(1e-9);
+    let kl_scale =
+        s.kl.iter()
+            .flatten()
+            .copied()
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
     let byte_scale = s.bytes.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
     let base = kl_scale / byte_scale;
     for i in 0..=400 {
         let lambda = base * 10f64.powf(-6.0 + 12.0 * i as f64 / 400.0);
         let g = lagrangian_genome(s, lambda);
-        let size: u64 = g.iter().enumerate().map(|(u, &c)| s.bytes[u][c as usize]).sum();
-        let pred: f64 = g.iter().enumerate().map(|(u, &c)| s.kl[u][c as usize]).sum();
+        let size: u64 = g
+            .iter()
+            .enumerate()
+            .map(|(u, &c)| s.bytes[u][c as usize])
+            .sum();
+        let pred: f64 = g
+            .iter()
+            .enumerate()
+            .map(|(u, &c)| s.kl[u][c as usize])
+            .sum();
         if !out.iter().any(|o| o.0 == g) {
             out.push((g, size, pred));
         }
@@ -114,7 +139,11 @@ pub struct BaselinePoint {
 /// offspring (screened, then fully scored when they could enter random search's own
 /// front), so both methods get the same number and kind of evaluations. Returns the
 /// fully scored ones.
-pub fn random_search(problem: &QuantProblem, budget: usize, seed: u64) -> Result<Vec<BaselinePoint>> {
+pub fn random_search(
+    problem: &QuantProblem,
+    budget: usize,
+    seed: u64,
+) -> Result<Vec<BaselinePoint>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0001);
     let mut out: Vec<BaselinePoint> = Vec::new();
     let mut front: Vec<Vec<f64>> = Vec::new();
@@ -185,7 +214,12 @@ mod tests {
 
     #[test]
     fn pareto_indices_drop_dominated_and_infeasible() {
-        let pts = vec![vec![1.0, 1.0], vec![2.0, 2.0], vec![0.5, 3.0], vec![0.1, 0.1]];
+        let pts = vec![
+            vec![1.0, 1.0],
+            vec![2.0, 2.0],
+            vec![0.5, 3.0],
+            vec![0.1, 0.1],
+        ];
         assert_eq!(pareto_indices(&pts, &[true, true, true, false]), vec![0, 2]);
     }
 }

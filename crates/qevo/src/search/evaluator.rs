@@ -57,7 +57,12 @@ impl PrefixCache {
         }
         while self.bytes + size > self.budget {
             // Evict the least recently used entry.
-            let Some(old) = self.map.iter().min_by_key(|(_, v)| v.0).map(|(k, _)| k.clone()) else {
+            let Some(old) = self
+                .map
+                .iter()
+                .min_by_key(|(_, v)| v.0)
+                .map(|(k, _)| k.clone())
+            else {
                 break;
             };
             if let Some((_, v)) = self.map.remove(&old) {
@@ -135,8 +140,11 @@ impl<'m> Evaluator<'m> {
     pub fn score(&self, choices: &[TensorChoice], n_windows: usize) -> Result<Metrics> {
         let model = self.model;
         let n = n_windows.min(self.reference.windows.len());
-        let pairs: Vec<(usize, crate::quant::WeightFormat)> =
-            choices.iter().enumerate().map(|(i, c)| (i, c.format)).collect();
+        let pairs: Vec<(usize, crate::quant::WeightFormat)> = choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.format))
+            .collect();
         self.weights.prefill(model, &pairs)?;
         let w: Vec<Tensor> = pairs
             .iter()
@@ -181,7 +189,10 @@ impl<'m> Evaluator<'m> {
                 .collect::<Result<_>>()?;
             if self.use_prefix {
                 let key = (n, b, choices[..self.block_end[b]].to_vec());
-                self.prefix.lock().unwrap_or_else(|e| e.into_inner()).put(key, states.clone());
+                self.prefix
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .put(key, states.clone());
             }
         }
         let vocab = model.arch.vocab();

@@ -15,12 +15,15 @@ use crate::eval::{Metrics, Reference, TokenWindows};
 use crate::hw::{Profile, Workload};
 use crate::model::Model;
 use crate::quant::{calibrate_act_ranges, ActScheme, TensorPlan, WeightCache, WeightFormat};
-use baselines::{fp_choice, lagrangian_at, lagrangian_sweep, pareto_indices, random_search, BaselinePoint, Sensitivity};
+use baselines::{
+    fp_choice, lagrangian_at, lagrangian_sweep, pareto_indices, random_search, BaselinePoint,
+    Sensitivity,
+};
 use evaluator::Evaluator;
 use evo::{GenerationRecord, Nsga2, RunOptions, Termination};
 use problem::{price, QuantProblem, Scored, UserLimits};
-use space::{SearchSpace, UnitMode};
 use rayon::prelude::*;
+use space::{SearchSpace, UnitMode};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -53,9 +56,16 @@ impl FitnessWeights {
             .split(',')
             .map(|p| p.trim().parse::<f64>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Invalid(format!("--weights `{s}`: expected four numbers a,c,l,e")))?;
-        if v.len() != 4 || v.iter().any(|x| !x.is_finite() || *x < 0.0) || v.iter().sum::<f64>() <= 0.0 {
-            return Err(Error::Invalid(format!("--weights `{s}`: expected four non-negative numbers, not all zero")));
+            .map_err(|_| {
+                Error::Invalid(format!("--weights `{s}`: expected four numbers a,c,l,e"))
+            })?;
+        if v.len() != 4
+            || v.iter().any(|x| !x.is_finite() || *x < 0.0)
+            || v.iter().sum::<f64>() <= 0.0
+        {
+            return Err(Error::Invalid(format!(
+                "--weights `{s}`: expected four non-negative numbers, not all zero"
+            )));
         }
         Ok(FitnessWeights {
             accuracy: v[0],
@@ -211,7 +221,13 @@ impl SearchOutcome {
 pub type Progress<'a> = Box<dyn FnMut(&GenerationRecord) -> ControlFlow<()> + 'a>;
 
 /// Runs the whole search.
-pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConfig, progress: Option<Progress>) -> Result<SearchOutcome> {
+pub fn run(
+    model: &Model,
+    calib_text: &str,
+    heldout_text: &str,
+    cfg: &SearchConfig,
+    progress: Option<Progress>,
+) -> Result<SearchOutcome> {
     let t0 = Instant::now();
     if cfg.population < 4 {
         return Err(Error::Invalid("--population must be at least 4".into()));
@@ -226,7 +242,11 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
     let ranges = calibrate_act_ranges(model, &calib, cfg.act_percentile)?;
     let reference = Reference::build(model, calib, cfg.topk)?;
     let heldout_ref = Reference::build(model, heldout, cfg.topk)?;
-    let prefix_bytes = if cfg.caching { cfg.prefix_cache_bytes } else { 0 };
+    let prefix_bytes = if cfg.caching {
+        cfg.prefix_cache_bytes
+    } else {
+        0
+    };
     let ev = Evaluator::new(
         model,
         reference,
@@ -235,10 +255,24 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
         cfg.act_scheme,
         prefix_bytes,
     );
-    let space = SearchSpace::new(model, cfg.unit, cfg.tie_qkv, &cfg.formats, &cfg.act_bits, &cfg.target)?;
+    let space = SearchSpace::new(
+        model,
+        cfg.unit,
+        cfg.tie_qkv,
+        &cfg.formats,
+        &cfg.act_bits,
+        &cfg.target,
+    )?;
 
     let fp_choices = vec![fp_choice(); model.tensors.len()];
-    let (fp_cost, _, _) = price(model, &fp_choices, &cfg.target, &cfg.workload, &UserLimits::default(), None)?;
+    let (fp_cost, _, _) = price(
+        model,
+        &fp_choices,
+        &cfg.target,
+        &cfg.workload,
+        &UserLimits::default(),
+        None,
+    )?;
     let fp = FpCost {
         size_bytes: model.tensors.iter().map(|t| t.params() as u64 * 4).sum(),
         latency_ms: fp_cost.latency_ms,
@@ -267,7 +301,12 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
         if let Some(g) = space.uniform_genome(c) {
             let s = problem.full(&g)?;
             uniform.push(BaselinePoint {
-                name: c.format.name() + &if c.act_bits < 16 { format!(" a{}", c.act_bits) } else { String::new() },
+                name: c.format.name()
+                    + &if c.act_bits < 16 {
+                        format!(" a{}", c.act_bits)
+                    } else {
+                        String::new()
+                    },
                 genome: g,
                 scored: s,
             });
@@ -280,7 +319,10 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
     let half = cfg.population / 2;
     let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
     let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
-    for g in spread(&uni_g, half.div_ceil(2)).into_iter().chain(spread(&lag_g, half)) {
+    for g in spread(&uni_g, half.div_ceil(2))
+        .into_iter()
+        .chain(spread(&lag_g, half))
+    {
         if !seeds.contains(&g) && seeds.len() < half {
             seeds.push(g);
         }
@@ -293,7 +335,12 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.1;
-    let reference_point = vec![kl_ref, fp.size_bytes as f64 * 1.1, fp.latency_ms * 1.1, fp.energy_mj * 1.1];
+    let reference_point = vec![
+        kl_ref,
+        fp.size_bytes as f64 * 1.1,
+        fp.latency_ms * 1.1,
+        fp.energy_mj * 1.1,
+    ];
     let mut termination = Termination::generations(cfg.generations);
     termination.max_time = cfg.time_budget;
     let algo = Nsga2::new(cfg.population)
@@ -302,7 +349,11 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
         .with_reference_point(reference_point);
     let options = RunOptions {
         checkpoint: cfg.checkpoint.clone(),
-        resume: if cfg.resume { cfg.checkpoint.clone().filter(|p| p.exists()) } else { None },
+        resume: if cfg.resume {
+            cfg.checkpoint.clone().filter(|p| p.exists())
+        } else {
+            None
+        },
         observer: progress,
     };
     let ts = Instant::now();
@@ -326,7 +377,12 @@ pub fn run(model: &Model, calib_text: &str, heldout_text: &str, cfg: &SearchConf
     let feas: Vec<bool> = front.iter().map(|f| f.scored.violation <= 0.0).collect();
     let keep = pareto_indices(&objs, &feas);
     let mut front: Vec<FrontEntry> = keep.into_iter().map(|i| front[i].clone()).collect();
-    front.sort_by(|a, b| a.scored.size_bytes.cmp(&b.scored.size_bytes).then(a.scored.metrics.kl.total_cmp(&b.scored.metrics.kl)));
+    front.sort_by(|a, b| {
+        a.scored
+            .size_bytes
+            .cmp(&b.scored.size_bytes)
+            .then(a.scored.metrics.kl.total_cmp(&b.scored.metrics.kl))
+    });
 
     let infeasible_closest = if front.is_empty() {
         let best = result
@@ -448,13 +504,18 @@ pub fn recommend(front: &[FrontEntry], limits: &UserLimits) -> Option<usize> {
         || limits.max_latency_ms.is_some()
         || limits.max_energy_mj.is_some()
         || limits.max_kl.is_some();
-    let feasible = front.iter().enumerate().filter(|(_, f)| f.scored.violation <= 0.0);
+    let feasible = front
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.scored.violation <= 0.0);
     if has_limits {
         feasible
             .min_by(|a, b| a.1.scored.metrics.kl.total_cmp(&b.1.scored.metrics.kl))
             .map(|(i, _)| i)
     } else {
-        feasible.max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness)).map(|(i, _)| i)
+        feasible
+            .max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness))
+            .map(|(i, _)| i)
     }
 }
 
@@ -464,6 +525,8 @@ fn spread(list: &[Vec<u16>], k: usize) -> Vec<Vec<u16>> {
     match k {
         0 => vec![],
         1 => vec![list[list.len() / 2].clone()],
-        _ => (0..k).map(|i| list[i * (list.len() - 1) / (k - 1)].clone()).collect(),
+        _ => (0..k)
+            .map(|i| list[i * (list.len() - 1) / (k - 1)].clone())
+            .collect(),
     }
 }

@@ -69,7 +69,14 @@ impl PlanFile {
         }
     }
 
-    pub fn from_plan(model: &Model, plan: &TensorPlan, target: &str, seed: u64, unit: &str, metrics: Option<PlanMetrics>) -> PlanFile {
+    pub fn from_plan(
+        model: &Model,
+        plan: &TensorPlan,
+        target: &str,
+        seed: u64,
+        unit: &str,
+        metrics: Option<PlanMetrics>,
+    ) -> PlanFile {
         PlanFile {
             schema_version: PLAN_SCHEMA_VERSION,
             qevo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -95,7 +102,10 @@ impl PlanFile {
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
 pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let yaml = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
     let parsed: std::result::Result<PlanFile, String> = if yaml {
         serde_saphyr::from_str(&text).map_err(|e| e.to_string())
     } else {
@@ -107,7 +117,10 @@ pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
                 return Err(Error::config(
                     path,
                     "schema_version",
-                    format!("version {} is not supported (expected {PLAN_SCHEMA_VERSION})", pf.schema_version),
+                    format!(
+                        "version {} is not supported (expected {PLAN_SCHEMA_VERSION})",
+                        pf.schema_version
+                    ),
                 ));
             }
             Ok(pf.plan())
@@ -148,7 +161,8 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 /// Writes the plan files (`plan.json`, `plan.yaml`) for the recommended plan.
 pub fn write_plan(dir: &Path, pf: &PlanFile) -> Result<()> {
     write_atomic(&dir.join("plan.json"), json(pf)?.as_bytes())?;
-    let yaml = serde_saphyr::to_string(pf).map_err(|e| Error::Invalid(format!("serialising plan.yaml: {e}")))?;
+    let yaml = serde_saphyr::to_string(pf)
+        .map_err(|e| Error::Invalid(format!("serialising plan.yaml: {e}")))?;
     write_atomic(&dir.join("plan.yaml"), yaml.as_bytes())
 }
 

@@ -13,11 +13,11 @@
 
 use super::evaluator::Evaluator;
 use super::space::SearchSpace;
+use crate::error::{Error, Result};
 use crate::eval::Metrics;
 use crate::hw::{check_constraints, cost, Cost, LinearCounts, ModelCounts, Profile, Workload};
 use crate::model::{Arch, Model, Role};
 use crate::quant::TensorChoice;
-use crate::error::{Error, Result};
 use evo::{BoxError, EvalContext, Evaluation, GeneSpace, Genome, Problem, ProblemStats};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -57,7 +57,12 @@ pub struct Scored {
 
 impl Scored {
     pub fn objectives(&self) -> Vec<f64> {
-        vec![self.metrics.kl, self.size_bytes as f64, self.latency_ms, self.energy_mj]
+        vec![
+            self.metrics.kl,
+            self.size_bytes as f64,
+            self.latency_ms,
+            self.energy_mj,
+        ]
     }
 }
 
@@ -107,7 +112,12 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
         })
         .collect();
     if model.tied_output() {
-        if let Some((i, t)) = model.tensors.iter().enumerate().find(|(_, t)| t.role == Role::Embedding) {
+        if let Some((i, t)) = model
+            .tensors
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.role == Role::Embedding)
+        {
             let c = &choices[i];
             linears.push(LinearCounts {
                 name: "output (tied)".into(),
@@ -170,7 +180,11 @@ pub fn price(
         .map(|(t, ch)| ch.format.tensor_bytes(t.rows, t.cols).unwrap_or(0))
         .sum();
     let user = [
-        ("max_size_mb (user)", limits.max_size_mb, tensor_bytes as f64 / 1e6),
+        (
+            "max_size_mb (user)",
+            limits.max_size_mb,
+            tensor_bytes as f64 / 1e6,
+        ),
         ("max_latency_ms (user)", limits.max_latency_ms, c.latency_ms),
         ("max_energy_mj (user)", limits.max_energy_mj, c.energy_mj),
         ("max_kl (user)", limits.max_kl, kl.unwrap_or(0.0)),
@@ -192,6 +206,9 @@ pub fn price(
     Ok((c, violation, checks))
 }
 
+/// Scores a plan for the convergence record.
+type FitnessFn<'a> = Box<dyn Fn(&Scored) -> f64 + Send + Sync + 'a>;
+
 pub struct QuantProblem<'a> {
     // Sync: evaluated from rayon workers; caches sit behind mutexes.
     pub space: SearchSpace,
@@ -208,7 +225,7 @@ pub struct QuantProblem<'a> {
     gene_space: GeneSpace,
     memo: Mutex<Memo>,
     /// Scores a plan for the convergence record (the recommendation fitness).
-    fitness: Option<Box<dyn Fn(&Scored) -> f64 + Send + Sync + 'a>>,
+    fitness: Option<FitnessFn<'a>>,
     best: Mutex<(Option<GenerationBest>, Vec<GenerationBest>)>,
 }
 
@@ -226,7 +243,8 @@ impl<'a> QuantProblem<'a> {
     ) -> Result<Self> {
         let levels: Vec<u16> = space.choices.iter().map(|c| c.len() as u16).collect();
         let weights = space.unit_params(evaluator.model);
-        let gene_space = GeneSpace::with_weights(levels, weights).map_err(|e| Error::Invalid(e.to_string()))?;
+        let gene_space =
+            GeneSpace::with_weights(levels, weights).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(QuantProblem {
             space,
             evaluator,
@@ -252,7 +270,11 @@ impl<'a> QuantProblem<'a> {
 
     /// Best fitness by generation (generations evaluated in this process only).
     pub fn convergence(&self) -> Vec<GenerationBest> {
-        self.best.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.best
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     fn track(&self, generation: u64, scored: &[Scored]) {
@@ -284,7 +306,14 @@ impl<'a> QuantProblem<'a> {
         let model = self.evaluator.model;
         let choices = self.space.tensor_choices(model, genome);
         let metrics = self.evaluator.score(&choices, windows)?;
-        let (c, violation, checks) = price(model, &choices, &self.target, &self.workload, &self.limits, Some(metrics.kl))?;
+        let (c, violation, checks) = price(
+            model,
+            &choices,
+            &self.target,
+            &self.workload,
+            &self.limits,
+            Some(metrics.kl),
+        )?;
         Ok(Scored {
             metrics,
             full,
@@ -352,11 +381,16 @@ impl<'a> QuantProblem<'a> {
         let mut optimistic = s.objectives();
         optimistic[0] *= 1.0 - self.margin;
         let hopeless = s.violation > 0.0
-            || archive
-                .iter()
-                .any(|a| a.iter().zip(&optimistic).all(|(x, y)| x <= y) && a.iter().zip(&optimistic).any(|(x, y)| x < y));
+            || archive.iter().any(|a| {
+                a.iter().zip(&optimistic).all(|(x, y)| x <= y)
+                    && a.iter().zip(&optimistic).any(|(x, y)| x < y)
+            });
         if hopeless {
-            self.memo.lock().unwrap_or_else(|e| e.into_inner()).stats.screened_out += 1;
+            self.memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stats
+                .screened_out += 1;
             Ok(s)
         } else {
             self.full(genome)
@@ -379,7 +413,11 @@ impl Problem for QuantProblem<'_> {
     fn n_objectives(&self) -> usize {
         4
     }
-    fn evaluate(&self, batch: &[Genome], ctx: &EvalContext) -> std::result::Result<Vec<Evaluation>, BoxError> {
+    fn evaluate(
+        &self,
+        batch: &[Genome],
+        ctx: &EvalContext,
+    ) -> std::result::Result<Vec<Evaluation>, BoxError> {
         let archive: Vec<Vec<f64>> = ctx.archive.iter().map(|i| i.objectives.clone()).collect();
         // Each genome's score depends only on the genome and the archive the batch started
         // from, so the batch can be scored in parallel without losing determinism.

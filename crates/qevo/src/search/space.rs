@@ -25,7 +25,9 @@ impl UnitMode {
             "role" => Ok(UnitMode::Role),
             "block" => Ok(UnitMode::Block),
             "tensor" => Ok(UnitMode::Tensor),
-            _ => Err(Error::Invalid(format!("unknown unit `{s}` (role, block, tensor)"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown unit `{s}` (role, block, tensor)"
+            ))),
         }
     }
 }
@@ -40,14 +42,28 @@ pub struct Unit {
 /// Named format sets for `--formats`.
 pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Everything llama.cpp can load, so the recommended plan exports to GGUF as-is.
-    ("ggml", &["q2_k", "q3_k", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0", "f16"]),
+    (
+        "ggml",
+        &[
+            "q2_k", "q3_k", "q4_0", "q4_k", "q5_k", "q6_k", "q8_0", "f16",
+        ],
+    ),
     // The product brief's genome: integer widths × schemes at a common group size.
     (
         "int",
         &[
-            "int2-asym-g32", "int3-asym-g64", "int4-sym-g128", "int4-asym-g128", "int4-pow2-g128",
-            "int5-asym-g128", "int6-sym-g128", "int6-pow2-g128", "int8-sym-channel", "int8-asym-channel",
-            "int8-pow2-channel", "f16",
+            "int2-asym-g32",
+            "int3-asym-g64",
+            "int4-sym-g128",
+            "int4-asym-g128",
+            "int4-pow2-g128",
+            "int5-asym-g128",
+            "int6-sym-g128",
+            "int6-pow2-g128",
+            "int8-sym-channel",
+            "int8-asym-channel",
+            "int8-pow2-channel",
+            "f16",
         ],
     ),
 ];
@@ -83,7 +99,11 @@ pub fn parse_act_bits(spec: &str) -> Result<Vec<u8>> {
                     v.push(b)
                 }
             }
-            _ => return Err(Error::Invalid(format!("activation bits `{p}`: choose 4, 8 or 16"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "activation bits `{p}`: choose 4, 8 or 16"
+                )))
+            }
         }
     }
     if v.is_empty() {
@@ -136,7 +156,10 @@ impl SearchSpace {
         }
         let mut choices = Vec::with_capacity(units.len());
         for u in &units {
-            let embedding_only = u.tensors.iter().all(|&t| model.tensors[t].role == Role::Embedding);
+            let embedding_only = u
+                .tensors
+                .iter()
+                .all(|&t| model.tensors[t].role == Role::Embedding);
             let mut list: Vec<TensorChoice> = Vec::new();
             for f in formats {
                 let fits = u.tensors.iter().all(|&t| {
@@ -149,7 +172,10 @@ impl SearchSpace {
                 // An embedding is a row gather: it has no input to quantize.
                 let acts: &[u8] = if embedding_only { &[16] } else { act_bits };
                 for &a in acts {
-                    list.push(TensorChoice { format: *f, act_bits: a });
+                    list.push(TensorChoice {
+                        format: *f,
+                        act_bits: a,
+                    });
                 }
             }
             if list.is_empty() {
@@ -174,7 +200,11 @@ impl SearchSpace {
             });
             choices.push(list);
         }
-        Ok(SearchSpace { mode, units, choices })
+        Ok(SearchSpace {
+            mode,
+            units,
+            choices,
+        })
     }
 
     pub fn n_genes(&self) -> usize {
@@ -203,7 +233,12 @@ impl SearchSpace {
     pub fn plan(&self, model: &Model, genome: &[u16]) -> TensorPlan {
         let tc = self.tensor_choices(model, genome);
         TensorPlan {
-            entries: model.tensors.iter().zip(tc).map(|(i, c)| (i.name.clone(), c)).collect(),
+            entries: model
+                .tensors
+                .iter()
+                .zip(tc)
+                .map(|(i, c)| (i.name.clone(), c))
+                .collect(),
         }
     }
 
@@ -219,7 +254,12 @@ impl SearchSpace {
     pub fn unit_params(&self, model: &Model) -> Vec<u64> {
         self.units
             .iter()
-            .map(|u| u.tensors.iter().map(|&t| model.tensors[t].params() as u64).sum())
+            .map(|u| {
+                u.tensors
+                    .iter()
+                    .map(|&t| model.tensors[t].params() as u64)
+                    .sum()
+            })
             .collect()
     }
 }

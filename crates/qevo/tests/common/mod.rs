@@ -13,7 +13,8 @@ pub fn write_llama_dir(dir: &Path, o: &LlamaOpts, seed: u64) {
 
 pub fn write_bert_dir(dir: &Path, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let (h, inter, layers, heads, vocab, pos) = (64usize, 128usize, 2usize, 4usize, 80usize, 64usize);
+    let (h, inter, layers, heads, vocab, pos) =
+        (64usize, 128usize, 2usize, 4usize, 80usize, 64usize);
     let cfg = serde_json::json!({
         "architectures": ["BertModel"],
         "model_type": "bert",
@@ -24,7 +25,11 @@ pub fn write_bert_dir(dir: &Path, seed: u64) {
         "initializer_range": 0.02, "pad_token_id": 0, "position_embedding_type": "absolute",
         "use_cache": true, "classifier_dropout": null, "model_type": "bert"
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
     let mut w = Weights::new(seed);
     let s = 1.0 / (h as f32).sqrt();
     w.add("embeddings.word_embeddings.weight", &[vocab, h], 0.0, 1.0);
