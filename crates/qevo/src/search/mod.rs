@@ -314,16 +314,23 @@ pub fn run(
     }
     let sweep = lagrangian_sweep(&sens);
 
-    // Seeds: uniform plans and Lagrangian plans spread over sizes, at most half the population.
-    let mut seeds: Vec<Vec<u16>> = Vec::new();
-    let half = cfg.population / 2;
+    // Seeds (at most three quarters of the population, the rest random): every uniform
+    // plan, the Lagrangian plan at each uniform plan's size (sensitivity-guided), then
+    // Lagrangian plans spread over the whole size range.
+    let room = cfg.population * 3 / 4;
     let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
+    let lag_at: Vec<Vec<u16>> = uniform
+        .iter()
+        .filter_map(|u| lagrangian_at(&sweep, u.scored.size_bytes))
+        .collect();
     let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
-    for g in spread(&uni_g, half.div_ceil(2))
+    let mut seeds: Vec<Vec<u16>> = Vec::new();
+    for g in spread(&uni_g, room / 2)
         .into_iter()
-        .chain(spread(&lag_g, half))
+        .chain(lag_at)
+        .chain(spread(&lag_g, room))
     {
-        if !seeds.contains(&g) && seeds.len() < half {
+        if !seeds.contains(&g) && seeds.len() < room {
             seeds.push(g);
         }
     }
