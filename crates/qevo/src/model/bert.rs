@@ -2,7 +2,7 @@
 //! embeddings, post-LayerNorm blocks, erf-GELU MLP, mean pooling over the sequence.
 
 use super::config::HfConfig;
-use super::llama::{attention, embed_rows, require, Fetch};
+use super::llama::{attention, block_at, embed_rows, require, split_heads, Fetch};
 use super::{linear, LinearHook, Role, TensorInfo};
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
@@ -192,21 +192,15 @@ impl BertNet {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let blk = self
-            .blocks
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("block {i} out of range")))?;
+        let blk = block_at(&self.blocks, i)?;
         let (b, t, h) = x.dims3()?;
         let nh = self.cfg.n_heads;
         let hd = h / nh;
         let eps = self.cfg.ln_eps as f32;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], Some(&blk.bias[j]), hook);
-        let heads = |x: Tensor| -> Result<Tensor> {
-            Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = heads(lin(x, 0)?)?;
-        let k = heads(lin(x, 1)?)?;
-        let v = heads(lin(x, 2)?)?;
+        let q = split_heads(&lin(x, 0)?, (nh, hd))?;
+        let k = split_heads(&lin(x, 1)?, (nh, hd))?;
+        let v = split_heads(&lin(x, 2)?, (nh, hd))?;
         let a = attention(&q, &k, &v, None)?
             .transpose(1, 2)?
             .reshape((b, t, h))?;

@@ -3,7 +3,7 @@
 //! to the token embedding.
 
 use super::config::HfConfig;
-use super::llama::{attention, causal_mask, embed_rows, require, Fetch};
+use super::llama::{attention, block_at, causal_mask, embed_rows, require, split_heads, Fetch};
 use super::{linear, LinearHook, Role, TensorInfo};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -187,22 +187,16 @@ impl Gpt2Net {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let blk = self
-            .blocks
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("block {i} out of range")))?;
+        let blk = block_at(&self.blocks, i)?;
         let (b, t, h) = x.dims3()?;
         let eps = self.cfg.ln_eps as f32;
         let nh = self.cfg.n_heads;
         let hd = h / nh;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], Some(&blk.bias[j]), hook);
         let hn = candle_nn::ops::layer_norm(x, &blk.ln1.0, &blk.ln1.1, eps)?;
-        let heads = |x: Tensor| -> Result<Tensor> {
-            Ok(x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = heads(lin(&hn, 0)?)?;
-        let k = heads(lin(&hn, 1)?)?;
-        let v = heads(lin(&hn, 2)?)?;
+        let q = split_heads(&lin(&hn, 0)?, (nh, hd))?;
+        let k = split_heads(&lin(&hn, 1)?, (nh, hd))?;
+        let v = split_heads(&lin(&hn, 2)?, (nh, hd))?;
         let mask = causal_mask(t, None)?;
         let a = attention(&q, &k, &v, Some(&mask))?;
         let a = a.transpose(1, 2)?.reshape((b, t, h))?;

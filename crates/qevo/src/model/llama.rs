@@ -301,10 +301,7 @@ impl LlamaNet {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let blk = self
-            .blocks
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("block {i} out of range")))?;
+        let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let eps = cfg.rms_eps as f32;
@@ -314,14 +311,11 @@ impl LlamaNet {
         let k = lin(&hn, 1)?;
         let v = lin(&hn, 2)?;
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let heads = |x: Tensor, n: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
-        let q = candle_nn::rotary_emb::rope(&heads(q, nh)?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(k, nkv)?, &cos, &sin)?;
-        let v = heads(v, nkv)?;
+        let q = candle_nn::rotary_emb::rope(&split_heads(&q, (nh, hd))?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&split_heads(&k, (nkv, hd))?, &cos, &sin)?;
+        let v = split_heads(&v, (nkv, hd))?;
         let attn = grouped_attention(&q, &k, &v, nh / nkv, cfg.sliding_window)?;
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = (x + lin(&attn, 3)?)?;
@@ -336,6 +330,19 @@ impl LlamaNet {
         let hn = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_eps as f32)?;
         linear(&hn, w, self.output_idx, None, hook)
     }
+}
+
+/// The block at `i`, or an error (a caller-supplied index, not an internal invariant).
+pub(crate) fn block_at<T>(blocks: &[T], i: usize) -> Result<&T> {
+    blocks
+        .get(i)
+        .ok_or_else(|| Error::Invalid(format!("block {i} out of range ({} blocks)", blocks.len())))
+}
+
+/// `[batch, seq, heads·head_dim]` → contiguous `[batch, heads, seq, head_dim]`.
+pub(crate) fn split_heads(x: &Tensor, (n, hd): (usize, usize)) -> Result<Tensor> {
+    let (b, t, _) = x.dims3()?;
+    Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
 }
 
 /// Gathers embedding rows for `[batch, seq]` ids, rejecting ids outside the vocabulary
