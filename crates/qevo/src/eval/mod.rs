@@ -5,8 +5,7 @@
 //! Why top-k + tail: a 50k vocabulary over 100k tokens would need 20 GB as full f32
 //! distributions. Keeping the k most likely tokens and lumping the rest into one "tail"
 //! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
-//! of the exact KL, and the gap is measured by `tests::topk_kl_error_is_small` and the
-//! `qevo bench kl-approx` figures.
+//! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
 
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model};
