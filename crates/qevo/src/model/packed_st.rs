@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::quant::{Granularity, IntFormat, Packed, Scheme, WeightFormat};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Value of `quant_method` in config.json and quantization_config.json.
@@ -56,7 +56,7 @@ pub struct PackedTensorEntry {
     /// `f16` or `i8_exponent`.
     pub scale_dtype: String,
     /// Byte length of each present section, by suffix.
-    pub sections: HashMap<String, usize>,
+    pub sections: BTreeMap<String, usize>,
 }
 
 /// A planned tensor kept in a float dtype under its own name.
@@ -91,7 +91,7 @@ impl PackedTensorEntry {
     pub fn new(name: &str, canonical: &str, f: IntFormat, rows: usize, cols: usize) -> Self {
         let (s, z, c) = f.sections(rows, cols);
         let group_size = f.group_len(rows, cols);
-        let mut sections = HashMap::new();
+        let mut sections = BTreeMap::new();
         for (suffix, len) in SECTIONS.iter().zip([s, z, c]) {
             if len > 0 {
                 sections.insert(suffix.to_string(), len);
