@@ -227,20 +227,26 @@ pub fn export(
     out: &Path,
     fallback: bool,
 ) -> Result<()> {
-    use qevo::export::{export_gguf, resolve_ggml, write_tensor_types, ExportFormat};
+    use qevo::export::{
+        export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
+    };
     let format = ExportFormat::parse(format)?;
     let plan = qevo::search::output::read_plan_file(plan_path)?;
     let m = load_model(model)?;
-    let resolved = resolve_ggml(&m, &plan, fallback)?;
-    for f in &resolved.fallbacks {
-        println!(
-            "fallback: {} planned {} -> exported {}",
-            f.tensor, f.planned, f.exported
-        );
-    }
+    // GGUF and tensor-type overrides need one GGML type per tensor.
+    let resolve = || -> Result<qevo::export::ResolvedPlan> {
+        let resolved = resolve_ggml(&m, &plan, fallback)?;
+        for f in &resolved.fallbacks {
+            println!(
+                "fallback: {} planned {} -> exported {}",
+                f.tensor, f.planned, f.exported
+            );
+        }
+        Ok(resolved)
+    };
     match format {
         ExportFormat::Gguf => {
-            let s = export_gguf(&m, &resolved, None, out)?;
+            let s = export_gguf(&m, &resolve()?, None, out)?;
             println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
             println!(
                 "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
@@ -252,10 +258,30 @@ pub fn export(
             );
         }
         ExportFormat::TensorTypes => {
-            let r = write_tensor_types(&m, &resolved, out)?;
+            let r = write_tensor_types(&m, &resolve()?, out)?;
             println!("wrote {} ({} overrides)", out.display(), r.lines.len());
             println!("apply to an f16/bf16 GGUF of this model or a sibling with:");
             println!("  {}", r.command(&out.display().to_string()));
+        }
+        ExportFormat::Safetensors => {
+            if fallback {
+                anyhow::bail!("--fallback applies to GGUF exports only");
+            }
+            let s = export_safetensors(&m, &plan, out)?;
+            println!(
+                "wrote {} (model.safetensors {} bytes, {} packed tensors)",
+                out.display(),
+                s.file_bytes,
+                s.packed_tensors
+            );
+            println!(
+                "planned tensors: {} bytes (plan size {} bytes; {} of them packed integer); other tensors {} bytes",
+                s.planned_tensor_bytes,
+                plan.size_bytes(&m),
+                s.packed_bytes,
+                s.other_tensor_bytes
+            );
+            println!("layout: {}", out.join("quantization_config.json").display());
         }
     }
     Ok(())

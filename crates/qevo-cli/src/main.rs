@@ -88,17 +88,18 @@ enum Cmd {
         #[arg(long, default_value = "host.toml")]
         out: PathBuf,
     },
-    /// Write a plan as a quantized GGUF, or as llama-quantize --tensor-type overrides.
+    /// Write a plan as a quantized GGUF, as llama-quantize --tensor-type overrides, or as
+    /// packed safetensors (generic integer formats; `qevo` loads the directory back).
     Export {
         /// Plan file (plan.json / plan.yaml from `qevo search`).
         #[arg(long)]
         plan: PathBuf,
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
-        /// gguf | tensor-types
+        /// gguf | tensor-types | safetensors (packed generic integer formats, a directory)
         #[arg(long, default_value = "gguf")]
         format: String,
-        /// Output file (never the source model).
+        /// Output file, or directory for safetensors (never the source model).
         #[arg(long)]
         out: PathBuf,
         /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.

@@ -275,3 +275,92 @@ fn profiles_list_and_show_sources() {
     assert!(o.status.success());
     assert!(text(&o).contains('#'), "sources are TOML comments");
 }
+
+/// A plan for the embedded model (4 blocks, untied output) cycling through `formats`.
+fn embedded_plan(formats: &[&str]) -> String {
+    const PARTS: [&str; 7] = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let mut names = vec!["token_embd.weight".to_string()];
+    for b in 0..4 {
+        names.extend(PARTS.iter().map(|p| format!("blk.{b}.{p}.weight")));
+    }
+    names.push("output.weight".into());
+    let tensors: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                r#"{{"name":"{n}","format":"{}","act_bits":16}}"#,
+                formats[i % formats.len()]
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schema_version":1,"qevo_version":"0","model":"embedded","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"tensor","metrics":null,"tensors":[{}]}}"#,
+        tensors.join(",")
+    )
+}
+
+#[test]
+fn export_safetensors_writes_a_directory_qevo_loads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        embedded_plan(&["int4-asym-g128", "int8-sym-channel", "int3-pow2-g32", "f16"]),
+    )
+    .unwrap();
+    let out = tmp.path().join("packed");
+    let o = qevo(
+        &[
+            "export",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--format",
+            "safetensors",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("packed tensors"), "{}", text(&o));
+    assert!(out.join("quantization_config.json").is_file());
+    let o = qevo(
+        &[
+            "eval",
+            out.to_str().unwrap(),
+            "--seq-len",
+            "64",
+            "--max-windows",
+            "2",
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    // GGML block types belong in GGUF.
+    std::fs::write(&plan, embedded_plan(&["int4-asym-g128", "q4_k"])).unwrap();
+    let o = qevo(
+        &[
+            "export",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--format",
+            "safetensors",
+            "--out",
+            tmp.path().join("bad").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("blk.0.attn_q.weight"), "{}", text(&o));
+}

@@ -1,6 +1,7 @@
 //! Export: a chosen plan becomes files other tools use. GGUF for llama.cpp (every tensor
 //! in the GGML type its plan assigns, with the metadata and tokenizer a runtime needs),
-//! and the plan as llama-quantize `--tensor-type` overrides.
+//! the plan as llama-quantize `--tensor-type` overrides, and packed safetensors for the
+//! generic integer formats (`quant_method: "qevo-int"`, which `Model::load` reads back).
 //!
 //! Measure what you ship: GGUF tensors are quantized by the same `quant::ggml` code the
 //! evaluator uses, row by row, so the exported file, loaded back, holds bit for bit the
@@ -10,12 +11,14 @@
 mod gguf_export;
 pub mod gguf_writer;
 mod plan;
+mod safetensors_export;
 pub mod tensor_types;
 pub mod vocab;
 
 pub use gguf_export::{export_gguf, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
+pub use safetensors_export::{check_output_dir, export_safetensors, SafetensorsExport};
 pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 
 /// File types `qevo export` can write.
@@ -23,12 +26,14 @@ pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 pub enum ExportFormat {
     Gguf,
     TensorTypes,
+    Safetensors,
 }
 
 impl ExportFormat {
-    pub const ALL: [(ExportFormat, &'static str); 2] = [
+    pub const ALL: [(ExportFormat, &'static str); 3] = [
         (ExportFormat::Gguf, "gguf"),
         (ExportFormat::TensorTypes, "tensor-types"),
+        (ExportFormat::Safetensors, "safetensors"),
     ];
 
     pub fn parse(s: &str) -> crate::Result<ExportFormat> {

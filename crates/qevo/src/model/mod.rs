@@ -11,6 +11,7 @@ mod config;
 pub mod gguf;
 mod gpt2;
 mod llama;
+pub mod packed_st;
 mod source;
 pub mod synthetic;
 pub mod tokenizer;
@@ -23,7 +24,7 @@ pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub use llama::LlamaConfig;
-pub(crate) use source::permute_rows;
+pub(crate) use source::{llama_hf_name, permute_rows};
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
 #[derive(

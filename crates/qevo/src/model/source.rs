@@ -7,6 +7,7 @@ use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
 use super::llama::{LlamaConfig, LlamaNet};
+use super::packed_st::{self, PackedIndex};
 use super::{tokenizer, Arch, Model, Net, TensorInfo};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -92,6 +93,31 @@ impl StStore {
         Ok(StStore { files, index })
     }
 
+    /// The raw bytes of a 1-D U8 tensor (a packed section); `Ok(None)` when absent.
+    fn raw_u8(&self, name: &str) -> Result<Option<&[u8]>> {
+        let Some(&fi) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let f = &self.files[fi];
+        let info = f
+            .meta
+            .info(name)
+            .ok_or_else(|| Error::tensor(&f.path, name, "listed but not found"))?;
+        if info.dtype != Dtype::U8 || info.shape.len() != 1 {
+            return Err(Error::tensor(
+                &f.path,
+                name,
+                format!(
+                    "packed section is {:?} {:?}, expected 1-D U8",
+                    info.dtype, info.shape
+                ),
+            ));
+        }
+        let start = 8 + f.header_len + info.data_offsets.0;
+        let end = 8 + f.header_len + info.data_offsets.1;
+        Ok(Some(&f.mmap[start..end]))
+    }
+
     /// Loads `name` as f32 with the expected shape; `Ok(None)` when absent.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         let Some(&fi) = self.index.get(name) else {
@@ -153,7 +179,7 @@ fn finite_tensor(path: &Path, name: &str, data: Vec<f32>, shape: &[usize]) -> Re
 }
 
 /// Hugging Face llama-family names for the canonical (GGUF) names.
-fn llama_hf_name(canonical: &str) -> String {
+pub(crate) fn llama_hf_name(canonical: &str) -> String {
     const TOP: [(&str, &str); 3] = [
         ("token_embd.weight", "model.embed_tokens.weight"),
         ("output_norm.weight", "model.norm.weight"),
@@ -210,9 +236,35 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
         Ok(match kind {
             ArchKind::Llama | ArchKind::Qwen2 | ArchKind::Mistral => {
                 let c = LlamaConfig::from_hf(&cfg, kind)?;
-                let fetch = |name: &str, shape: &[usize]| store.get(&llama_hf_name(name), shape);
+                // A qevo-int directory: tensors its quantization config lists are decoded
+                // from their packed sections, everything else is read as usual.
+                let packed = match packed_st::is_packed(&cfg.json) {
+                    true => Some(PackedIndex::open(dir)?),
+                    false => None,
+                };
+                let fetch = |name: &str, shape: &[usize]| {
+                    let hf = llama_hf_name(name);
+                    match &packed {
+                        Some(p) if p.contains(&hf) => {
+                            let data = p.decode(&hf, shape, &|s| store.raw_u8(s))?;
+                            finite_tensor(dir, &hf, data, shape).map(Some)
+                        }
+                        _ => store.get(&hf, shape),
+                    }
+                };
                 let (net, i, w) = LlamaNet::load(c.clone(), &fetch)?;
+                if let Some(p) = &packed {
+                    let used: Vec<String> = i.iter().map(|t| llama_hf_name(&t.name)).collect();
+                    p.check_all_used(&used)?;
+                }
                 (Arch::Llama(c), Net::Llama(net), i, w)
+            }
+            _ if packed_st::is_packed(&cfg.json) => {
+                return Err(Error::UnsupportedArch {
+                    path: cfg_path.clone(),
+                    arch: format!("{} with qevo-int packed weights", kind.as_str()),
+                    supported: "llama, qwen2, mistral".into(),
+                })
             }
             ArchKind::Gpt2 => {
                 let c = Gpt2Config::from_hf(&cfg)?;

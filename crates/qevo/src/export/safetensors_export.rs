@@ -1,0 +1,280 @@
+//! Packed-safetensors export (`quant_method: "qevo-int"`) for llama-family Hugging Face
+//! sources: generic integer weights as their exact packed bytes split into U8 sections
+//! (scales, zero points, codes), float-format weights in their dtype, norms and biases f32,
+//! plus `quantization_config.json` describing every packed tensor and the layout, so qevo
+//! (and any reader that follows the description) decodes the weights the plan was scored
+//! with. GGML block formats belong in GGUF and are refused.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::packed_st::{
+    layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
+    FORMAT_VERSION, QUANT_METHOD, SECTIONS,
+};
+use crate::model::{llama_hf_name, Arch, Model};
+use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use std::path::{Path, PathBuf};
+
+/// What was written, with the byte counts a plan's size is checked against.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SafetensorsExport {
+    pub dir: PathBuf,
+    /// Bytes of the planned tensors as stored (packed sections plus float tensors):
+    /// equals `TensorPlan::size_bytes`.
+    pub planned_tensor_bytes: u64,
+    /// The generic-integer part of it (all sections of all packed tensors).
+    pub packed_bytes: u64,
+    pub packed_tensors: usize,
+    /// Bytes of the f32 norms and biases.
+    pub other_tensor_bytes: u64,
+    /// Size of `model.safetensors`.
+    pub file_bytes: u64,
+}
+
+/// Source files copied unchanged when present (config.json is rewritten, not copied).
+const COPIED: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+];
+
+/// Float formats stored as plain tensors, with their safetensors dtype.
+const FLOAT_DTYPES: [(GgmlType, Dtype); 3] = [
+    (GgmlType::F32, Dtype::F32),
+    (GgmlType::F16, Dtype::F16),
+    (GgmlType::BF16, Dtype::BF16),
+];
+
+/// Refuses an output directory that is the source model's directory (or a file).
+pub fn check_output_dir(source: &Path, out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "output {} exists and is not a directory",
+            out.display()
+        )));
+    }
+    let canon = |p: &Path| p.canonicalize().ok();
+    if let (Some(o), Some(s)) = (canon(out), canon(source)) {
+        if o == s || (s.is_file() && s.parent() == Some(o.as_path())) {
+            return Err(Error::Invalid(format!(
+                "output {} would overwrite the source model {}",
+                out.display(),
+                source.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct OutTensor {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `model` quantized by `plan` as a packed-safetensors directory `out_dir`
+/// (created if needed; never the source directory).
+pub fn export_safetensors(
+    model: &Model,
+    plan: &TensorPlan,
+    out_dir: &Path,
+) -> Result<SafetensorsExport> {
+    if !model.source.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: packed safetensors export needs a Hugging Face source (a model directory), not a GGUF file",
+            model.source.display()
+        )));
+    }
+    let Arch::Llama(_) = &model.arch else {
+        return Err(Error::Invalid(format!(
+            "{}: packed safetensors export supports the llama family (llama, qwen2, mistral); this model is {}",
+            model.source.display(),
+            model.arch.kind().as_str()
+        )));
+    };
+    check_output_dir(&model.source, out_dir)?;
+    let choices = plan.per_tensor(model)?;
+    // Refuse GGML block formats before any work is done.
+    for (info, c) in model.tensors.iter().zip(&choices) {
+        if let WeightFormat::Ggml(t) = c.format {
+            if !FLOAT_DTYPES.iter().any(|(f, _)| *f == t) {
+                return Err(Error::tensor(
+                    &model.source,
+                    &info.name,
+                    format!(
+                        "format {t} is a GGML block format: packed safetensors holds generic integer \
+                         and f32/f16/bf16 formats (export GGML types as GGUF)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    let mut out: Vec<OutTensor> = Vec::new();
+    let mut packed_entries = Vec::new();
+    let mut unpacked = Vec::new();
+    let (mut packed_bytes, mut float_bytes) = (0u64, 0u64);
+    for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(&choices) {
+        let hf = llama_hf_name(&info.name);
+        let data = w.flatten_all()?.to_vec1::<f32>()?;
+        // The evaluator's own quantizer, so the bytes decode to the weights it scored.
+        let p = c
+            .format
+            .quantize_named(&info.name, &data, info.rows, info.cols, None)?;
+        match c.format {
+            WeightFormat::Int(f) => {
+                let entry = PackedTensorEntry::new(&hf, &info.name, f, info.rows, info.cols);
+                let mut rest = p.bytes.as_slice();
+                for suffix in SECTIONS {
+                    let Some(&len) = entry.sections.get(suffix) else {
+                        continue;
+                    };
+                    if len > rest.len() {
+                        return Err(Error::tensor(
+                            &model.source,
+                            &info.name,
+                            "packed bytes shorter than the layout",
+                        ));
+                    }
+                    let (head, tail) = rest.split_at(len);
+                    out.push(OutTensor {
+                        name: format!("{hf}.{suffix}"),
+                        dtype: Dtype::U8,
+                        shape: vec![len],
+                        bytes: head.to_vec(),
+                    });
+                    rest = tail;
+                }
+                if !rest.is_empty() {
+                    return Err(Error::tensor(
+                        &model.source,
+                        &info.name,
+                        "packed bytes longer than the layout",
+                    ));
+                }
+                packed_bytes += p.bytes.len() as u64;
+                packed_entries.push(entry);
+            }
+            WeightFormat::Ggml(t) => {
+                let dtype = FLOAT_DTYPES
+                    .iter()
+                    .find(|(f, _)| *f == t)
+                    .map(|(_, d)| *d)
+                    .ok_or_else(|| {
+                        Error::tensor(&model.source, &info.name, "not a float format")
+                    })?;
+                float_bytes += p.bytes.len() as u64;
+                unpacked.push(UnpackedTensorEntry {
+                    name: hf.clone(),
+                    canonical_name: info.name.clone(),
+                    format: t.name().to_string(),
+                });
+                out.push(OutTensor {
+                    name: hf,
+                    dtype,
+                    shape: vec![info.rows, info.cols],
+                    bytes: p.bytes,
+                });
+            }
+        }
+    }
+    let mut other_tensor_bytes = 0u64;
+    for (name, t) in model
+        .llama_aux_tensors()
+        .ok_or_else(|| Error::Invalid("not a llama-family model".into()))?
+    {
+        let bytes = f32_bytes(&t.flatten_all()?.to_vec1::<f32>()?);
+        other_tensor_bytes += bytes.len() as u64;
+        out.push(OutTensor {
+            name: llama_hf_name(&name),
+            dtype: Dtype::F32,
+            shape: t.dims().to_vec(),
+            bytes,
+        });
+    }
+
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let st_path = out_dir.join("model.safetensors");
+    let views = out
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| Error::tensor(&st_path, &t.name, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta = std::collections::HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("quant_method".to_string(), QUANT_METHOD.to_string()),
+    ]);
+    let data = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::format(&st_path, e.to_string()))?;
+    write_atomic(&st_path, &data)?;
+
+    let qcfg = QuantConfigFile {
+        format_version: FORMAT_VERSION,
+        quant_method: QUANT_METHOD.to_string(),
+        layout: layout_description(),
+        tensors: packed_entries,
+        unpacked,
+    };
+    let text = serde_json::to_string_pretty(&qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&out_dir.join(CONFIG_FILE), text.as_bytes())?;
+
+    for name in COPIED {
+        let src = model.source.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            write_atomic(&out_dir.join(name), &bytes)?;
+        }
+    }
+    // config.json last: it is what marks the directory as a quantized model.
+    let cfg_src = model.source.join("config.json");
+    let text = std::fs::read_to_string(&cfg_src).map_err(|e| Error::io(&cfg_src, e))?;
+    let mut cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&cfg_src, format!("invalid JSON: {e}")))?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or_else(|| Error::format(&cfg_src, "expected a JSON object"))?;
+    obj.insert(
+        "quantization_config".to_string(),
+        serde_json::json!({"quant_method": QUANT_METHOD, "config_file": CONFIG_FILE}),
+    );
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
+
+    Ok(SafetensorsExport {
+        dir: out_dir.to_path_buf(),
+        planned_tensor_bytes: packed_bytes + float_bytes,
+        packed_bytes,
+        packed_tensors: qcfg.tensors.len(),
+        other_tensor_bytes,
+        file_bytes: data.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_dir_equal_to_source_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let err = check_output_dir(d.path(), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overwrite the source"), "{err}");
+        let f = d.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(check_output_dir(d.path(), &f).is_err());
+        assert!(check_output_dir(d.path(), &d.path().join("new")).is_ok());
+    }
+}
