@@ -159,7 +159,8 @@ fn score_plan(
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let windows = TokenWindows::from_text(m, &text, seq, args.max_windows)?;
     let start = Instant::now();
-    let reference = Reference::build(m, windows, 64)?;
+    let k = qevo::eval::auto_topk(m.arch.vocab(), windows.tokens(), 64);
+    let reference = Reference::build(m, windows, k)?;
     let act_bits = plan.act_bits(m)?;
     let quantized_acts = act_bits.iter().any(|&b| b < 16);
     let calib = if q.imatrix || quantized_acts {

@@ -114,6 +114,7 @@ pub struct SearchConfig {
     pub calib_windows: usize,
     pub screen_windows: usize,
     pub heldout_windows: usize,
+    /// Distribution entries kept per position; 0 = exact when affordable (`auto_topk`).
     pub topk: usize,
     /// Fitness, prefix and multi-fidelity caches (off: the baseline for the speed-up).
     pub caching: bool,
@@ -150,7 +151,7 @@ impl SearchConfig {
             calib_windows: 8,
             screen_windows: 2,
             heldout_windows: 8,
-            topk: 64,
+            topk: 0,
             caching: true,
             baselines: true,
             random_search: false,
@@ -240,8 +241,13 @@ pub fn run(
     let full_windows = calib.len();
     let screen_windows = cfg.screen_windows.clamp(1, full_windows);
     let ranges = calibrate_act_ranges(model, &calib, cfg.act_percentile)?;
-    let reference = Reference::build(model, calib, cfg.topk)?;
-    let heldout_ref = Reference::build(model, heldout, cfg.topk)?;
+    let k_for = |w: &TokenWindows| match cfg.topk {
+        0 => crate::eval::auto_topk(model.arch.vocab(), w.tokens(), 64),
+        k => k,
+    };
+    let (k_calib, k_heldout) = (k_for(&calib), k_for(&heldout));
+    let reference = Reference::build(model, calib, k_calib)?;
+    let heldout_ref = Reference::build(model, heldout, k_heldout)?;
     let prefix_bytes = if cfg.caching {
         cfg.prefix_cache_bytes
     } else {
