@@ -5,13 +5,15 @@
 
 mod common;
 
+use common::cycled;
+
 use candle_core::{Device, Tensor};
 use common::*;
 use qevo::eval::{Reference, TokenWindows};
 use qevo::export::{export_gguf, resolve_ggml, tensor_type_lines};
 use qevo::model::gguf::{Gguf, Value};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{GgmlType, TensorChoice, TensorPlan, WeightCache, WeightFormat};
+use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -27,26 +29,6 @@ Numbers like 12345 and symbols like {}[]() test the byte-level tokenizer too.";
 
 fn uniform(m: &Model, t: GgmlType) -> TensorPlan {
     TensorPlan::uniform(m, WeightFormat::Ggml(t), 16).unwrap()
-}
-
-/// Tensor `i` in `cycle[i % len]`.
-fn cycled(m: &Model, cycle: &[WeightFormat]) -> TensorPlan {
-    TensorPlan {
-        entries: m
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    t.name.clone(),
-                    TensorChoice {
-                        format: cycle[i % cycle.len()],
-                        act_bits: 16,
-                    },
-                )
-            })
-            .collect(),
-    }
 }
 
 fn ggml(ts: &[GgmlType]) -> Vec<WeightFormat> {

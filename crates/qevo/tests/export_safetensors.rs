@@ -3,12 +3,14 @@
 //! packed sections add up to the plan's size; GGML block formats, GGUF sources, the source
 //! directory as output, and truncated sections are refused with errors naming the cause.
 
+mod common;
+
 use candle_core::Tensor;
 use qevo::eval::{Reference, TokenWindows};
 use qevo::export::export_safetensors;
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{TensorChoice, TensorPlan, WeightCache, WeightFormat};
+use qevo::quant::{TensorPlan, WeightCache, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
@@ -29,24 +31,10 @@ fn fmt(s: &str) -> WeightFormat {
     WeightFormat::parse(s).unwrap()
 }
 
-/// Tensor `i` in `cycle[i % len]`.
+/// Tensor `i` in the format named `cycle[i % len]`.
 fn cycled(m: &Model, cycle: &[&str]) -> TensorPlan {
-    TensorPlan {
-        entries: m
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                (
-                    t.name.clone(),
-                    TensorChoice {
-                        format: fmt(cycle[i % cycle.len()]),
-                        act_bits: 16,
-                    },
-                )
-            })
-            .collect(),
-    }
+    let formats: Vec<WeightFormat> = cycle.iter().map(|s| fmt(s)).collect();
+    common::cycled(m, &formats)
 }
 
 /// A random llama with hidden 256 (every group size divides every row).

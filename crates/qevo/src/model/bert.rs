@@ -21,21 +21,8 @@ pub struct BertConfig {
 
 impl BertConfig {
     pub(crate) fn from_hf(c: &HfConfig) -> Result<Self> {
-        let hidden = c.usize("hidden_size")?;
-        let n_heads = c.usize("num_attention_heads")?;
-        if hidden % n_heads != 0 {
-            return Err(c.err(
-                "num_attention_heads",
-                format!("{n_heads} does not divide hidden_size {hidden}"),
-            ));
-        }
-        let act = c.str_or("hidden_act", "gelu")?;
-        if act != "gelu" {
-            return Err(c.err(
-                "hidden_act",
-                format!("`{act}` is not supported (gelu only)"),
-            ));
-        }
+        let (hidden, n_heads) = c.heads("hidden_size", "num_attention_heads")?;
+        c.one_of("hidden_act", &["gelu"])?;
         Ok(BertConfig {
             hidden,
             n_layers: c.usize("num_hidden_layers")?,

@@ -170,6 +170,32 @@ impl<'a> HfConfig<'a> {
         }
     }
 
+    /// Width and head count, checking that the heads divide the width.
+    pub fn heads(&self, width_key: &str, heads_key: &str) -> Result<(usize, usize)> {
+        let width = self.usize(width_key)?;
+        let heads = self.usize(heads_key)?;
+        if width % heads != 0 {
+            return Err(self.err(
+                heads_key,
+                format!("{heads} does not divide {width_key} {width}"),
+            ));
+        }
+        Ok((width, heads))
+    }
+
+    /// A string setting that must be one of `allowed` (the first is the default).
+    pub fn one_of(&self, key: &str, allowed: &[&str]) -> Result<()> {
+        let v = self.str_or(key, allowed[0])?;
+        if allowed.contains(&v) {
+            Ok(())
+        } else {
+            Err(self.err(
+                key,
+                format!("`{v}` is not supported ({})", allowed.join(", ")),
+            ))
+        }
+    }
+
     pub fn err(&self, key: &str, msg: impl Into<String>) -> Error {
         Error::config(self.path, key, msg)
     }

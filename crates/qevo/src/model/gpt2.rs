@@ -21,21 +21,8 @@ pub struct Gpt2Config {
 
 impl Gpt2Config {
     pub(crate) fn from_hf(c: &HfConfig) -> Result<Self> {
-        let hidden = c.usize("n_embd")?;
-        let n_heads = c.usize("n_head")?;
-        if hidden % n_heads != 0 {
-            return Err(c.err(
-                "n_head",
-                format!("{n_heads} does not divide n_embd {hidden}"),
-            ));
-        }
-        let act = c.str_or("activation_function", "gelu_new")?;
-        if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
-            return Err(c.err(
-                "activation_function",
-                format!("`{act}` is not supported (gelu_new only)"),
-            ));
-        }
+        let (hidden, n_heads) = c.heads("n_embd", "n_head")?;
+        c.one_of("activation_function", &["gelu_new", "gelu_pytorch_tanh"])?;
         Ok(Gpt2Config {
             hidden,
             n_layers: c.usize("n_layer")?,

@@ -68,13 +68,7 @@ impl LlamaConfig {
                 ));
             }
         }
-        let act = c.str_or("hidden_act", "silu")?;
-        if act != "silu" {
-            return Err(c.err(
-                "hidden_act",
-                format!("`{act}` is not supported (silu only)"),
-            ));
-        }
+        c.one_of("hidden_act", &["silu"])?;
         let attention_bias = c.bool_or("attention_bias", false)?;
         let qkv_bias = kind == ArchKind::Qwen2 || attention_bias;
         let sliding_window =

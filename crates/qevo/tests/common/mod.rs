@@ -64,3 +64,23 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
+
+/// Tensor `i` in `cycle[i % len]`.
+pub fn cycled(m: &qevo::Model, cycle: &[qevo::quant::WeightFormat]) -> qevo::quant::TensorPlan {
+    qevo::quant::TensorPlan {
+        entries: m
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    t.name.clone(),
+                    qevo::quant::TensorChoice {
+                        format: cycle[i % cycle.len()],
+                        act_bits: 16,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
