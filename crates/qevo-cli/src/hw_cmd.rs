@@ -4,9 +4,14 @@
 use crate::commands::load_model;
 use crate::table::Table;
 use anyhow::{anyhow, Result};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Device, Tensor};
 use qevo::hw::{self, Workload};
+use qevo::model::{NoHook, Quantized, Role};
+use qevo::quant::{GgmlType, TensorChoice, WeightFormat};
 use qevo::search::problem::{price, UserLimits};
 use std::path::Path;
+use std::time::Instant;
 
 pub fn list() -> Result<()> {
     let mut t = Table::new(&["profile", "description"]);
@@ -117,5 +122,118 @@ pub fn profile_host(out: &Path) -> Result<()> {
         p.mem_bandwidth_gb_per_s,
         out.display()
     );
+    predict_vs_measure(&p)
+}
+
+/// The embedded model under one GGML type per tensor, on candle's quantized kernels.
+fn quantized(m: &qevo::Model, types: &[GgmlType]) -> Result<Quantized> {
+    let mut matmuls = Vec::with_capacity(types.len());
+    let mut tables = Vec::with_capacity(types.len());
+    for ((w, info), t) in m.weights.iter().zip(&m.tensors).zip(types) {
+        let q = QTensor::quantize(w, t.candle_dtype())?;
+        tables.push(if info.role == Role::Embedding {
+            Some(q.dequantize(&Device::Cpu)?)
+        } else {
+            None
+        });
+        matmuls.push(QMatMul::from_qtensor(q)?);
+    }
+    Ok(Quantized { matmuls, tables })
+}
+
+/// Best-of-5 wall time of one forward pass, in ms.
+fn time_forward(m: &qevo::Model, w: &Quantized, ids: &Tensor) -> Result<f64> {
+    m.forward_with(w, &NoHook, ids)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        m.forward_with(w, &NoHook, ids)?;
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(best)
+}
+
+/// Predicted (cost model on the measured host profile) vs measured wall time of forward
+/// passes of the embedded model under uniform and mixed plans, on real quantized kernels.
+fn predict_vs_measure(profile: &hw::Profile) -> Result<()> {
+    let m = load_model(None)?;
+    let n = m.tensors.len();
+    let mut plans: Vec<(String, Vec<GgmlType>)> = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q6K,
+        GgmlType::Q5K,
+        GgmlType::Q4K,
+        GgmlType::Q4_0,
+        GgmlType::Q3K,
+        GgmlType::Q2K,
+    ]
+    .iter()
+    .map(|&t| (t.name().to_string(), vec![t; n]))
+    .collect();
+    let mixed: Vec<GgmlType> = m
+        .tensors
+        .iter()
+        .map(|t| match t.role {
+            Role::Embedding | Role::Output | Role::AttnV | Role::FfnDown => GgmlType::Q6K,
+            _ => GgmlType::Q4K,
+        })
+        .collect();
+    plans.push(("mixed q6_k/q4_k".into(), mixed));
+    let toks = m.encode(qevo::assets::CALIB_TEXT)?;
+    let mut t = Table::new(&["plan", "tokens", "predicted ms", "measured ms", "error"]);
+    let mut errors: Vec<(usize, f64)> = Vec::new();
+    for (name, types) in &plans {
+        let w = quantized(&m, types)?;
+        let choices: Vec<TensorChoice> = types
+            .iter()
+            .map(|&g| TensorChoice {
+                format: WeightFormat::Ggml(g),
+                act_bits: 16,
+            })
+            .collect();
+        for tokens in [128usize, 1] {
+            let ids = Tensor::from_slice(&toks[..tokens], (1, tokens), &Device::Cpu)?;
+            let measured = time_forward(&m, &w, &ids)?;
+            let workload = Workload {
+                prefill_tokens: tokens as u64,
+                decode_tokens: 0,
+            };
+            let (c, _, _) = price(
+                &m,
+                &choices,
+                profile,
+                &workload,
+                &UserLimits::default(),
+                None,
+            )?;
+            let err = (c.prefill_ms - measured) / measured;
+            errors.push((tokens, err.abs()));
+            t.row(vec![
+                name.clone(),
+                tokens.to_string(),
+                format!("{:.3}", c.prefill_ms),
+                format!("{measured:.3}"),
+                format!("{:+.1}%", err * 100.0),
+            ]);
+        }
+    }
+    println!(
+        "\nPredicted vs measured forward passes of the embedded model (candle quantized kernels):"
+    );
+    print!("{}", t.render());
+    for tokens in [128usize, 1] {
+        let mut e: Vec<f64> = errors
+            .iter()
+            .filter(|x| x.0 == tokens)
+            .map(|x| x.1)
+            .collect();
+        e.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "median absolute prediction error, {tokens} token(s): {:.1}%",
+            e[e.len() / 2] * 100.0
+        );
+    }
     Ok(())
 }

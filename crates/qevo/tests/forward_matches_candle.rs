@@ -172,3 +172,40 @@ fn batched_windows_equal_one_at_a_time() {
         assert!(e < 1e-5, "window {i}: {e}");
     }
 }
+
+#[test]
+fn quantized_kernel_weights_at_f32_match_dense_forward() {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use qevo::model::Quantized;
+    let dir = tempfile::tempdir().unwrap();
+    write_llama_dir(dir.path(), &LlamaOpts::default(), 9);
+    let m = Model::load(dir.path()).unwrap();
+    let mut matmuls = Vec::new();
+    let mut tables = Vec::new();
+    for (w, info) in m.weights.iter().zip(&m.tensors) {
+        let q = QTensor::quantize(w, GgmlDType::F32).unwrap();
+        tables.push(
+            (info.role == qevo::Role::Embedding).then(|| q.dequantize(&Device::Cpu).unwrap()),
+        );
+        matmuls.push(QMatMul::from_qtensor(q).unwrap());
+    }
+    let qw = Quantized { matmuls, tables };
+    let seq = ids(96, 12);
+    let x = Tensor::from_slice(&seq, (1, 12), &Device::Cpu).unwrap();
+    let dense = m
+        .forward(&m.weights, &NoHook, &x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let quant = m
+        .forward_with(&qw, &NoHook, &x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let err = rel_err(&quant, &dense);
+    assert!(err <= 1e-5, "relative error {err}");
+}

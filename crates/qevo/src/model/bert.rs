@@ -3,7 +3,7 @@
 
 use super::config::HfConfig;
 use super::llama::{attention, block_at, embed_rows, require, split_heads, Fetch};
-use super::{linear, LinearHook, Role, TensorInfo};
+use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
 
@@ -153,7 +153,7 @@ impl BertNet {
             + per * self.blocks.len()
     }
 
-    pub(crate) fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         if t > self.cfg.max_positions {
             return Err(Error::Invalid(format!(
@@ -161,7 +161,7 @@ impl BertNet {
                 self.cfg.max_positions
             )));
         }
-        let x = embed_rows(&w[0], ids)?
+        let x = embed_rows(&w.table(0)?, ids)?
             .broadcast_add(&self.pos.narrow(0, 0, t)?)?
             .broadcast_add(&self.token_type0)?;
         Ok(candle_nn::ops::layer_norm(
@@ -175,7 +175,7 @@ impl BertNet {
     pub(crate) fn block(
         &self,
         i: usize,
-        w: &[Tensor],
+        w: &dyn Weights,
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {

@@ -4,7 +4,7 @@
 
 use super::config::HfConfig;
 use super::llama::{attention, block_at, causal_mask, embed_rows, require, split_heads, Fetch};
-use super::{linear, LinearHook, Role, TensorInfo};
+use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 
@@ -155,7 +155,7 @@ impl Gpt2Net {
         self.wpe.elem_count() + per * self.blocks.len() + 2 * self.cfg.hidden
     }
 
-    pub(crate) fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         if t > self.cfg.max_positions {
             return Err(Error::Invalid(format!(
@@ -163,14 +163,14 @@ impl Gpt2Net {
                 self.cfg.max_positions
             )));
         }
-        let x = embed_rows(&w[self.embed_idx], ids)?;
+        let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
         Ok(x.broadcast_add(&self.wpe.narrow(0, 0, t)?)?)
     }
 
     pub(crate) fn block(
         &self,
         i: usize,
-        w: &[Tensor],
+        w: &dyn Weights,
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
@@ -193,7 +193,12 @@ impl Gpt2Net {
         Ok((x + lin(&m, 5)?)?)
     }
 
-    pub(crate) fn head(&self, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn head(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let hn = candle_nn::ops::layer_norm(x, &self.ln_f.0, &self.ln_f.1, self.cfg.ln_eps as f32)?;
         linear(&hn, w, self.embed_idx, None, hook)
     }

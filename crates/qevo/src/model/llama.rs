@@ -3,7 +3,7 @@
 //! untied output, optional sliding window.
 
 use super::config::{ArchKind, HfConfig};
-use super::{linear, LinearHook, Role, TensorInfo};
+use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -284,14 +284,14 @@ impl LlamaNet {
         per_block * self.blocks.len() + self.norm.elem_count()
     }
 
-    pub(crate) fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
-        embed_rows(&w[self.embed_idx], ids)
+    pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
+        embed_rows(&w.table(self.embed_idx)?, ids)
     }
 
     pub(crate) fn block(
         &self,
         i: usize,
-        w: &[Tensor],
+        w: &dyn Weights,
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
@@ -320,7 +320,12 @@ impl LlamaNet {
         Ok((x + lin(&act, 6)?)?)
     }
 
-    pub(crate) fn head(&self, w: &[Tensor], hook: &dyn LinearHook, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn head(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let hn = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_eps as f32)?;
         linear(&hn, w, self.output_idx, None, hook)
     }

@@ -172,6 +172,49 @@ impl LinearHook for NoHook {
     }
 }
 
+/// What a forward pass multiplies by. `Dense` holds f32 tensors (fake-quantized weights:
+/// what the search scores); `Quantized` holds candle `QMatMul`s, so the same network runs
+/// on real quantized kernels (used to time plans on this host).
+pub trait Weights: Sync {
+    /// `x2 [rows, in] @ W[idx]^T` → `[rows, out]`.
+    fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor>;
+    /// Tensor `idx` as an f32 row table (embeddings).
+    fn table(&self, idx: usize) -> Result<Tensor>;
+}
+
+/// Dense f32 weights, indexed like `Model::tensors`.
+pub struct Dense<'a>(pub &'a [Tensor]);
+
+impl Weights for Dense<'_> {
+    fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
+        Ok(x2.matmul(&self.0[idx].t()?)?)
+    }
+    fn table(&self, idx: usize) -> Result<Tensor> {
+        Ok(self.0[idx].clone())
+    }
+}
+
+/// Quantized weights run by candle's quantized matmul kernels, with f32 copies of the
+/// tensors that are gathered (embeddings).
+pub struct Quantized {
+    pub matmuls: Vec<candle_core::quantized::QMatMul>,
+    pub tables: Vec<Option<Tensor>>,
+}
+
+impl Weights for Quantized {
+    fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        Ok(self.matmuls[idx].forward(x2)?)
+    }
+    fn table(&self, idx: usize) -> Result<Tensor> {
+        self.tables
+            .get(idx)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::Invalid(format!("tensor #{idx} has no dequantized table")))
+    }
+}
+
 /// Architecture-specific non-quantized parameters (norms, biases, positions).
 #[derive(Debug)]
 pub(crate) enum Net {
@@ -248,6 +291,11 @@ impl Model {
 
     /// Token ids `[batch, seq]` (u32) → hidden states `[batch, seq, hidden]`.
     pub fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
+        self.embed_with(&Dense(w), ids)
+    }
+
+    /// `embed` over any weight set.
+    pub fn embed_with(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
         match &self.net {
             Net::Llama(n) => n.embed(w, ids),
             Net::Gpt2(n) => n.embed(w, ids),
@@ -263,6 +311,17 @@ impl Model {
         hook: &dyn LinearHook,
         h: &Tensor,
     ) -> Result<Tensor> {
+        self.block_with(i, &Dense(w), hook, h)
+    }
+
+    /// `block` over any weight set.
+    pub fn block_with(
+        &self,
+        i: usize,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        h: &Tensor,
+    ) -> Result<Tensor> {
         match &self.net {
             Net::Llama(n) => n.block(i, w, hook, h),
             Net::Gpt2(n) => n.block(i, w, hook, h),
@@ -272,6 +331,11 @@ impl Model {
 
     /// Decoders: logits `[batch, seq, vocab]`. Encoders: mean-pooled embeddings `[batch, hidden]`.
     pub fn head(&self, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
+        self.head_with(&Dense(w), hook, h)
+    }
+
+    /// `head` over any weight set.
+    pub fn head_with(&self, w: &dyn Weights, hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
         match &self.net {
             Net::Llama(n) => n.head(w, hook, h),
             Net::Gpt2(n) => n.head(w, hook, h),
@@ -282,11 +346,21 @@ impl Model {
     /// The whole network: embed → every block → head.
     pub fn forward(&self, w: &[Tensor], hook: &dyn LinearHook, ids: &Tensor) -> Result<Tensor> {
         self.check_weights(w)?;
-        let mut h = self.embed(w, ids)?;
+        self.forward_with(&Dense(w), hook, ids)
+    }
+
+    /// The whole network over any weight set (e.g. `Quantized` kernels).
+    pub fn forward_with(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        ids: &Tensor,
+    ) -> Result<Tensor> {
+        let mut h = self.embed_with(w, ids)?;
         for i in 0..self.n_blocks() {
-            h = self.block(i, w, hook, &h)?;
+            h = self.block_with(i, w, hook, &h)?;
         }
-        self.head(w, hook, &h)
+        self.head_with(w, hook, &h)
     }
 
     /// A weight slice built elsewhere must line up with this model's tensors.
@@ -333,21 +407,23 @@ impl Model {
 /// one large GEMM.
 pub(crate) fn linear(
     x: &Tensor,
-    w: &[Tensor],
+    w: &dyn Weights,
     idx: usize,
     bias: Option<&Tensor>,
     hook: &dyn LinearHook,
 ) -> Result<Tensor> {
     let x = hook.linear_input(idx, x)?;
     let dims = x.dims().to_vec();
-    let (last, lead) = dims.split_last().expect("linear input has rank >= 1");
+    let (last, lead) = dims
+        .split_last()
+        .ok_or_else(|| Error::Invalid("linear layer input is a scalar".into()))?;
     let rows: usize = lead.iter().product();
     let x2 = x.reshape((rows, *last))?;
-    let mut y = x2.matmul(&w[idx].t()?)?;
+    let mut y = w.matmul_t(idx, &x2)?;
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }
     let mut out_dims = lead.to_vec();
-    out_dims.push(w[idx].dim(0)?);
+    out_dims.push(y.dim(1)?);
     Ok(y.reshape(out_dims)?)
 }
