@@ -358,6 +358,8 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
                 2.0 * nh * hd * ctx_sum,
                 bytes,
             );
+            let mut pass = pass;
+            pass.overhead_s += p * profile.block_other_ns_per_token * 1e-9;
             prefill.add(&pass, 1.0);
             largest_activation = largest_activation.max(bytes);
         }
@@ -372,6 +374,8 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
                 2.0 * nh * hd * ctx,
                 bytes,
             );
+            let mut pass = pass;
+            pass.overhead_s += profile.block_other_ns_per_token * 1e-9;
             decode.add(&pass, 1.0);
         }
         for b in 0..model.n_blocks {
@@ -672,6 +676,35 @@ energy_pj_per_mac = 4.0
         // The tied output is still read and computed, but stored once.
         assert_eq!(c.size_bytes, 8000);
         assert!(c.per_layer[1].macs > 0.0);
+    }
+
+    #[test]
+    fn block_element_wise_work_scales_with_tokens_and_blocks() {
+        let p = TOY.replace(
+            "layer_overhead_us = 0.0",
+            "layer_overhead_us = 0.0\nblock_other_ns_per_token = 1000.0",
+        );
+        let p = parse_profile(&p, "ew.toml").unwrap();
+        let mut m = model(vec![linear("a", 100, 10, 1000, 8, 8)]);
+        m.n_blocks = 2;
+        m.n_heads = 1;
+        m.n_kv_heads = 1;
+        m.head_dim = 4;
+        let base = cost(&m, &toy(), &wl(5, 3)).unwrap();
+        let with = cost(&m, &p, &wl(5, 3)).unwrap();
+        // 2 blocks x 5 prompt tokens x 1 us = 10 us; decode 2 blocks x 3 tokens x 1 us = 6 us.
+        assert!(
+            close(with.prefill_ms - base.prefill_ms, 0.010),
+            "{} {}",
+            with.prefill_ms,
+            base.prefill_ms
+        );
+        assert!(
+            close(with.decode_ms - base.decode_ms, 0.006),
+            "{} {}",
+            with.decode_ms,
+            base.decode_ms
+        );
     }
 
     #[test]

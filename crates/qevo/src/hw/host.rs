@@ -298,6 +298,8 @@ pub fn host_profile(m: &HostMeasurement) -> Profile {
         memory_capacity_mb: m.memory_capacity_mb,
         energy_pj_per_dram_byte: 0.0,
         layer_overhead_us: m.layer_overhead_us,
+        // Needs a model to measure; `qevo profile-host` calibrates it.
+        block_other_ns_per_token: 0.0,
         float_bits: 32,
         weight_bits,
         weight_formats,

@@ -95,6 +95,12 @@ pub struct Profile {
     pub energy_pj_per_dram_byte: f64,
     /// Fixed cost per layer per pass (dispatch, synchronisation).
     pub layer_overhead_us: f64,
+    /// Element-wise work of one block (norms, rotary embedding, softmax, activation
+    /// functions, copies) per token, in ns. It scales with tokens, not with weight
+    /// formats, and is not a matmul, so the roofline does not see it; `qevo profile-host`
+    /// calibrates it on the f32 forward pass. Optional, 0 when absent.
+    #[serde(default)]
+    pub block_other_ns_per_token: f64,
     /// Width of float activations and of the KV cache on this target.
     pub float_bits: u8,
     /// Weight widths the target can load and execute (natively or by
@@ -287,6 +293,10 @@ fn validate(p: &Profile) -> Result<(), Invalid> {
         p.energy_pj_per_dram_byte,
     )?;
     check_nonneg(vec![Key("layer_overhead_us")], p.layer_overhead_us)?;
+    check_nonneg(
+        vec![Key("block_other_ns_per_token")],
+        p.block_other_ns_per_token,
+    )?;
     check_width(vec![Key("float_bits")], p.float_bits, FLOAT_WIDTHS, "float")?;
     if p.weight_bits.is_empty() {
         return Err((
