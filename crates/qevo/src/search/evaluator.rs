@@ -140,18 +140,7 @@ impl<'m> Evaluator<'m> {
     pub fn score(&self, choices: &[TensorChoice], n_windows: usize) -> Result<Metrics> {
         let model = self.model;
         let n = n_windows.min(self.reference.windows.len());
-        let pairs: Vec<(usize, crate::quant::WeightFormat)> = choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.format))
-            .collect();
-        self.weights.prefill(model, &pairs)?;
-        let w: Vec<Tensor> = pairs
-            .iter()
-            .map(|&(i, f)| self.weights.get(model, i, f))
-            .collect::<Result<_>>()?;
-        let act: Vec<u8> = choices.iter().map(|c| c.act_bits).collect();
-        let hook = ActQuantHook::new(&self.ranges, act, self.act_scheme);
+        let (w, hook) = self.weights_and_hook(choices)?;
         let batch = self.reference.batch;
         let n_blocks = model.n_blocks();
 
@@ -209,13 +198,27 @@ impl<'m> Evaluator<'m> {
 impl Evaluator<'_> {
     /// Scores choices against another reference (held-out text), without the prefix cache.
     pub fn score_with(&self, reference: &Reference, choices: &[TensorChoice]) -> Result<Metrics> {
-        let w: Vec<Tensor> = choices
+        let (w, hook) = self.weights_and_hook(choices)?;
+        reference.score(self.model, &w, &hook)
+    }
+
+    /// The weights (through the cache, missing ones filled in parallel) and the
+    /// activation hook that per-tensor `choices` run with.
+    fn weights_and_hook(
+        &self,
+        choices: &[TensorChoice],
+    ) -> Result<(Vec<Tensor>, ActQuantHook<'_>)> {
+        let pairs: Vec<(usize, crate::quant::WeightFormat)> = choices
             .iter()
             .enumerate()
-            .map(|(i, c)| self.weights.get(self.model, i, c.format))
+            .map(|(i, c)| (i, c.format))
+            .collect();
+        self.weights.prefill(self.model, &pairs)?;
+        let w = pairs
+            .iter()
+            .map(|&(i, f)| self.weights.get(self.model, i, f))
             .collect::<Result<_>>()?;
         let act: Vec<u8> = choices.iter().map(|c| c.act_bits).collect();
-        let hook = ActQuantHook::new(&self.ranges, act, self.act_scheme);
-        reference.score(self.model, &w, &hook)
+        Ok((w, ActQuantHook::new(&self.ranges, act, self.act_scheme)))
     }
 }

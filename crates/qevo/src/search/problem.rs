@@ -150,6 +150,17 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
     }
 }
 
+/// Exact bytes of every quantizable tensor under per-tensor `choices` (what the exported
+/// file holds apart from metadata and norms).
+pub fn choice_bytes(model: &Model, choices: &[TensorChoice]) -> u64 {
+    model
+        .tensors
+        .iter()
+        .zip(choices)
+        .map(|(t, ch)| ch.format.tensor_bytes(t.rows, t.cols).unwrap_or(0))
+        .sum()
+}
+
 /// Cost and constraint outcome of a choice list on a target (pure, no model run).
 pub fn price(
     model: &Model,
@@ -173,12 +184,7 @@ pub fn price(
         })
         .collect();
     let mut violation = report.violation;
-    let tensor_bytes: u64 = model
-        .tensors
-        .iter()
-        .zip(choices)
-        .map(|(t, ch)| ch.format.tensor_bytes(t.rows, t.cols).unwrap_or(0))
-        .sum();
+    let tensor_bytes = choice_bytes(model, choices);
     let user = [
         (
             "max_size_mb (user)",
@@ -317,11 +323,7 @@ impl<'a> QuantProblem<'a> {
         Ok(Scored {
             metrics,
             full,
-            size_bytes: choices
-                .iter()
-                .zip(&model.tensors)
-                .map(|(ch, t)| ch.format.tensor_bytes(t.rows, t.cols).unwrap_or(0))
-                .sum(),
+            size_bytes: choice_bytes(model, &choices),
             latency_ms: c.latency_ms,
             energy_mj: c.energy_mj,
             peak_memory_bytes: c.peak_memory_bytes,
