@@ -33,6 +33,9 @@ pub struct Checkpoint {
     pub population: Vec<Individual>,
     pub archive: Archive,
     pub history: Vec<GenerationRecord>,
+    /// The problem's own state (`Problem::save_state`) as of this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_state: Option<serde_json::Value>,
 }
 
 impl Checkpoint {
@@ -69,32 +72,42 @@ impl Checkpoint {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it
-/// over `path`, so readers (and a resumed run after a kill) see either the old or the
-/// new complete file, never a torn one.
+/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvoError> {
-    let io = |p: &Path| {
-        let p: PathBuf = p.to_path_buf();
-        move |source| EvoError::Io { path: p, source }
-    };
+    write_atomic_with(path, |w| w.write_all(bytes)).map_err(|source| EvoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Streams `fill` into a temporary file beside `path`, flushes it to disk, then renames
+/// it over `path`, so readers (and a resumed run after a kill) see either the old or the
+/// new complete file, never a torn one; on failure the temporary file is removed. The
+/// one atomic write of the workspace: qevo's `fsutil` wraps it.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| EvoError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io(path))
+        let mut file = std::fs::File::create(&tmp)?;
+        {
+            let mut w = std::io::BufWriter::new(&mut file);
+            fill(&mut w)?;
+            w.flush()?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

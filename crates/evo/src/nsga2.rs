@@ -251,11 +251,16 @@ impl Nsga2 {
                         .check(&ind.genome)
                         .map_err(|e| mismatch(e.to_string()))?;
                 }
+                if let Some(state) = &ck.problem_state {
+                    problem
+                        .restore_state(state)
+                        .map_err(|e| mismatch(format!("problem state: {e}")))?;
+                }
                 ck
             }
             None => {
-                let ck = self.initial(problem, seed)?;
-                self.persist(&options, &ck)?;
+                let mut ck = self.initial(problem, seed)?;
+                self.persist(problem, &options, &mut ck)?;
                 if let Some(obs) = observer.as_mut() {
                     if obs(ck.history.last().expect("initial record")).is_break() {
                         return Ok(finish(ck, StopReason::Observer));
@@ -273,7 +278,7 @@ impl Nsga2 {
             }
             self.step(problem, &mut st)?;
             st.elapsed_s = (base_elapsed + started.elapsed()).as_secs_f64();
-            self.persist(&options, &st)?;
+            self.persist(problem, &options, &mut st)?;
             if let Some(obs) = observer.as_mut() {
                 if obs(st.history.last().expect("record")).is_break() {
                     return Ok(finish(st, StopReason::Observer));
@@ -282,9 +287,17 @@ impl Nsga2 {
         }
     }
 
-    fn persist(&self, options: &RunOptions, ck: &Checkpoint) -> Result<(), EvoError> {
+    fn persist<P: Problem + ?Sized>(
+        &self,
+        problem: &P,
+        options: &RunOptions,
+        ck: &mut Checkpoint,
+    ) -> Result<(), EvoError> {
         match &options.checkpoint {
-            Some(p) => ck.save(p),
+            Some(p) => {
+                ck.problem_state = problem.save_state();
+                ck.save(p)
+            }
             None => Ok(()),
         }
     }
@@ -329,6 +342,7 @@ impl Nsga2 {
             population,
             archive,
             history: Vec::new(),
+            problem_state: None,
         };
         let rec = self.record(
             problem,

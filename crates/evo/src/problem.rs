@@ -75,4 +75,14 @@ pub trait Problem {
     fn stats(&self) -> ProblemStats {
         ProblemStats::default()
     }
+    /// State the problem carries from generation to generation (memos, counters, its own
+    /// records), saved in every checkpoint so that a resumed run reports exactly what an
+    /// uninterrupted one does. A stateless problem keeps the default.
+    fn save_state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Puts back what `save_state` returned, before a resumed run's first generation.
+    fn restore_state(&self, _state: &serde_json::Value) -> Result<(), BoxError> {
+        Ok(())
+    }
 }

@@ -81,9 +81,9 @@ pub fn inspect(model: Option<PathBuf>) -> Result<()> {
     print!("{}", t.render());
     let q: usize = m.tensors.iter().map(|t| t.params()).sum();
     println!(
-        "quantizable params: {q}; other params: {}; FP32 size: {}",
-        m.aux_params(),
-        human_bytes(m.fp32_bytes())
+        "quantizable params: {q} (FP size at f32: {}); other params: {}",
+        human_bytes(qevo::plan::fp_bytes(&m) as usize),
+        m.aux_params()
     );
     Ok(())
 }

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use qevo::hw::{self, Workload};
 use qevo::model::{NoHook, Quantized, Role};
 use qevo::quant::{GgmlType, TensorChoice, WeightFormat};
-use qevo::search::problem::{price, UserLimits};
+use qevo::plan::{price, UserLimits};
 use std::path::Path;
 use std::time::Instant;
 
@@ -50,7 +50,7 @@ pub fn cost(
         decode_tokens: decode.unwrap_or(profile.workload.decode_tokens),
     };
     let choices = plan.per_tensor(&m)?;
-    let (c, violation, checks) = price(
+    let priced = price(
         &m,
         &choices,
         &profile,
@@ -58,6 +58,7 @@ pub fn cost(
         &UserLimits::default(),
         None,
     )?;
+    let (c, violation, checks) = (priced.cost, priced.violation, priced.checks);
     println!("model:     {}", m.source.display());
     println!(
         "target:    {} ({} prompt + {} generated tokens)",
@@ -204,7 +205,7 @@ fn predict_only(
         &UserLimits::default(),
         None,
     )?
-    .0
+    .cost
     .prefill_ms)
 }
 

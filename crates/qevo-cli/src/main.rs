@@ -192,7 +192,72 @@ fn main() {
         } => commands::export(&plan, model.as_deref(), &format, &out, fallback),
     };
     if let Err(e) = result {
+        let code = match e.downcast_ref::<Exit>() {
+            Some(x) => x.code,
+            None => EXIT_ERROR,
+        };
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(code);
     }
 }
+
+/// Exit codes (the README lists them): 0 done; 1 an error (the message names the file,
+/// key or flag); 2 a usage error (clap); 3 a search finished and wrote every output, but
+/// no plan meets the constraints (`plan.json` holds the least-violating plan); 130
+/// interrupted by Ctrl-C (the last generation is checkpointed; rerun with `--resume`).
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_INFEASIBLE: i32 = 3;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// An outcome that is not a plain error but has its own exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl Exit {
+    /// No plan met the constraints; `checks` are the least-violating plan's.
+    pub fn infeasible(checks: &[qevo::plan::LimitCheck]) -> Exit {
+        let failing: Vec<String> = checks
+            .iter()
+            .filter(|k| !k.pass)
+            .map(|k| {
+                format!(
+                    "{} (limit {}, least-violating plan {:.4}, {:+.1}%)",
+                    k.name,
+                    k.limit,
+                    k.value,
+                    k.excess() * 100.0
+                )
+            })
+            .collect();
+        let msg = match failing.is_empty() {
+            true => "no plan satisfies the constraints".to_string(),
+            false => format!(
+                "no plan satisfies the constraints; plan.json holds the least-violating plan; failing: {}",
+                failing.join(", ")
+            ),
+        };
+        Exit {
+            code: EXIT_INFEASIBLE,
+            msg,
+        }
+    }
+
+    pub fn interrupted() -> Exit {
+        Exit {
+            code: EXIT_INTERRUPTED,
+            msg: "interrupted: the last completed generation is checkpointed; rerun with --resume"
+                .into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Exit {}

@@ -186,8 +186,8 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
             "workload: {} prompt + {} generated tokens; units: {:?}; formats: {}",
             cfg.workload.prefill_tokens,
             cfg.workload.decode_tokens,
-            cfg.unit,
-            cfg.formats.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
+            cfg.space.unit,
+            cfg.space.formats.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
         ),
     ];
     ReportData {

@@ -2,14 +2,15 @@
 //! brief's tables at the end, and the output files.
 
 use crate::commands::{load_model, read_text};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
+use qevo::plan::UserLimits;
 use qevo::search::output::{
     plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
 };
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
-use qevo::search::{FitnessWeights, SearchConfig, SearchOutcome};
+use qevo::search::{defaults, FitnessWeights, SearchConfig, SearchOutcome};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,25 +29,25 @@ pub struct SearchArgs {
     #[arg(long)]
     pub heldout: Option<PathBuf>,
     /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
-    #[arg(long, default_value = "arm-neon")]
+    #[arg(long, default_value = defaults::TARGET)]
     pub target: String,
     /// One gene per tensor role, per block, or per tensor.
-    #[arg(long, default_value = "role")]
+    #[arg(long, default_value = defaults::UNIT)]
     pub unit: String,
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     #[arg(long)]
     pub tie_qkv: bool,
     /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...).
-    #[arg(long, default_value = "ggml")]
+    #[arg(long, default_value = defaults::FORMATS)]
     pub formats: String,
     /// Allowed activation widths (4, 8, 16 = float).
-    #[arg(long, default_value = "8,16")]
+    #[arg(long, default_value = defaults::ACT_BITS)]
     pub act_bits: String,
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = defaults::GENERATIONS)]
     pub generations: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = defaults::POPULATION)]
     pub population: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     pub seed: u64,
     /// Wall-time limit, e.g. 90s, 10m, 1h.
     #[arg(long)]
@@ -76,7 +77,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub decode_tokens: Option<u64>,
     /// Weights of accuracy, compression, latency, energy in the recommendation fitness.
-    #[arg(long, default_value = "0.4,0.3,0.15,0.15")]
+    #[arg(long, default_value = defaults::WEIGHTS)]
     pub weights: String,
     /// Turn off the fitness, prefix and multi-fidelity caches.
     #[arg(long)]
@@ -87,88 +88,115 @@ pub struct SearchArgs {
     /// Also run random search with the evolution's evaluation budget (doubles run time).
     #[arg(long)]
     pub random_search: bool,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::SEQ_LEN)]
     pub seq_len: usize,
     /// Calibration windows for full evaluations.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::CALIB_WINDOWS)]
     pub calib_windows: usize,
     /// Calibration windows for screening (multi-fidelity).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults::SCREEN_WINDOWS)]
     pub screen_windows: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::HELDOUT_WINDOWS)]
     pub heldout_windows: usize,
 }
 
-fn parse_duration(s: &str) -> Result<Duration> {
+fn parse_duration(s: &str) -> qevo::Result<Duration> {
+    let bad = |why: &str| qevo::Error::Setting {
+        field: "--time-budget".into(),
+        msg: format!("`{s}`: {why}"),
+    };
     let (num, unit) = s.split_at(
         s.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(s.len()),
     );
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("--time-budget `{s}`: expected e.g. 90s, 10m, 1h"))?;
+    let v: f64 = num.parse().map_err(|_| bad("expected e.g. 90s, 10m, 1h"))?;
     let secs = match unit {
         "" | "s" => v,
         "m" => v * 60.0,
         "h" => v * 3600.0,
-        _ => bail!("--time-budget `{s}`: unit must be s, m or h"),
+        _ => return Err(bad("unit must be s, m or h")),
     };
     if !(secs > 0.0 && secs.is_finite()) {
-        bail!("--time-budget `{s}` must be positive");
+        return Err(bad("must be positive"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
-    let mut target = resolve_profile(&a.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = build_config(a).map_err(flag_names)?;
+    cfg.validate().map_err(flag_names)?;
+    Ok(cfg)
+}
+
+/// Config field → the flag that sets it, so a library error names what the user typed.
+const FLAG_OF: &[(&str, &str)] = &[
+    ("evolution.population", "--population"),
+    ("evolution.generations", "--generations"),
+    ("evolution.weights", "--weights"),
+    ("data.seq_len", "--seq-len"),
+    ("data.calib_windows", "--calib-windows"),
+    ("data.screen_windows", "--screen-windows"),
+    ("data.heldout_windows", "--heldout-windows"),
+    ("space.unit", "--unit"),
+    ("space.formats", "--formats"),
+    ("space.act_bits", "--act-bits"),
+    ("limits.max_size_mb", "--max-size-mb"),
+    ("limits.max_latency_ms", "--max-latency-ms"),
+    ("limits.max_energy_mj", "--max-energy-mj"),
+    ("limits.max_kl", "--max-kl"),
+    ("checkpoint.resume", "--resume"),
+];
+
+/// Renames a setting error's config field to its flag; other errors pass unchanged.
+pub fn flag_names(e: qevo::Error) -> anyhow::Error {
+    match e {
+        qevo::Error::Setting { field, msg } => {
+            let flag = FLAG_OF
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map_or(field.as_str(), |(_, flag)| flag);
+            anyhow::anyhow!("{flag}: {msg}")
+        }
+        other => other.into(),
+    }
+}
+
+fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
     let overrides = a
         .constraints
         .iter()
         .map(|c| parse_constraint_override(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    target = target
-        .with_overrides(&overrides)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut cfg = SearchConfig::new(target)?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = resolve_profile(&a.target)?.with_overrides(&overrides)?;
+    let mut cfg = SearchConfig::for_target(target)?;
     cfg.workload = Workload {
         prefill_tokens: a.prefill_tokens.unwrap_or(cfg.workload.prefill_tokens),
         decode_tokens: a.decode_tokens.unwrap_or(cfg.workload.decode_tokens),
     };
-    cfg.unit = UnitMode::parse(&a.unit)?;
-    cfg.tie_qkv = a.tie_qkv;
-    cfg.formats = parse_formats(&a.formats)?;
-    cfg.act_bits = parse_act_bits(&a.act_bits)?;
-    cfg.generations = a.generations;
-    cfg.population = a.population;
-    cfg.seed = a.seed;
-    cfg.time_budget = a.time_budget.as_deref().map(parse_duration).transpose()?;
-    cfg.limits.max_size_mb = a.max_size_mb;
-    cfg.limits.max_latency_ms = a.max_latency_ms;
-    cfg.limits.max_energy_mj = a.max_energy_mj;
-    cfg.limits.max_kl = a.max_kl;
-    for (name, v) in [
-        ("--max-size-mb", a.max_size_mb),
-        ("--max-latency-ms", a.max_latency_ms),
-        ("--max-energy-mj", a.max_energy_mj),
-        ("--max-kl", a.max_kl),
-    ] {
-        if let Some(x) = v {
-            if !(x.is_finite() && x > 0.0) {
-                bail!("{name} must be a positive number, got {x}");
-            }
-        }
-    }
-    cfg.weights = FitnessWeights::parse(&a.weights)?;
-    cfg.caching = !a.no_cache;
-    cfg.baselines = !a.no_baselines;
-    cfg.random_search = a.random_search;
-    cfg.seq_len = a.seq_len;
-    cfg.calib_windows = a.calib_windows;
-    cfg.screen_windows = a.screen_windows;
-    cfg.heldout_windows = a.heldout_windows;
-    cfg.checkpoint = Some(a.out.join("checkpoint.json"));
-    cfg.resume = a.resume;
+    cfg.limits = UserLimits {
+        max_size_mb: a.max_size_mb,
+        max_latency_ms: a.max_latency_ms,
+        max_energy_mj: a.max_energy_mj,
+        max_kl: a.max_kl,
+    };
+    cfg.space.unit = UnitMode::parse(&a.unit)?;
+    cfg.space.tie_qkv = a.tie_qkv;
+    cfg.space.formats = parse_formats(&a.formats)?;
+    cfg.space.act_bits = parse_act_bits(&a.act_bits)?;
+    cfg.evolution.generations = a.generations;
+    cfg.evolution.population = a.population;
+    cfg.evolution.seed = a.seed;
+    cfg.evolution.time_budget = a.time_budget.as_deref().map(parse_duration).transpose()?;
+    cfg.evolution.weights = FitnessWeights::parse(&a.weights)?;
+    cfg.caches.enabled = !a.no_cache;
+    cfg.baselines.lagrangian = !a.no_baselines;
+    cfg.baselines.random_search = a.random_search;
+    cfg.data.seq_len = a.seq_len;
+    cfg.data.calib_windows = a.calib_windows;
+    cfg.data.screen_windows = a.screen_windows;
+    cfg.data.heldout_windows = a.heldout_windows;
+    cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
+    cfg.checkpoint.resume = a.resume;
     Ok(cfg)
 }
 
@@ -211,7 +239,7 @@ pub fn search(a: &SearchArgs) -> Result<()> {
             }
         });
     }
-    let bar = ProgressBar::new(cfg.generations + 1);
+    let bar = ProgressBar::new(cfg.evolution.generations + 1);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] gen {pos}/{len} {msg} ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -247,44 +275,23 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         model.source.display(),
         cfg.target.name,
         a.unit,
-        cfg.generations,
-        cfg.population
+        cfg.evolution.generations,
+        cfg.evolution.population
     );
-    let outcome = qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress))?;
+    let outcome =
+        qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress)).map_err(flag_names)?;
     bar.finish();
-    if stop.load(Ordering::SeqCst) {
-        eprintln!(
-            "interrupted: the last completed generation is in {}; rerun with --resume",
-            a.out.display()
-        );
-    }
     write_outputs(a, &cfg, &model, &outcome)?;
     crate::report_cmd::print_tables(&model, &cfg, &outcome);
-    if outcome.recommended.is_none() {
-        match &outcome.infeasible_closest {
-            Some(c) => {
-                let failing: Vec<String> = c
-                    .scored
-                    .checks
-                    .iter()
-                    .filter(|k| !k.pass)
-                    .map(|k| {
-                        format!(
-                            "{} (limit {}, closest plan {:.4})",
-                            k.name, k.limit, k.value
-                        )
-                    })
-                    .collect();
-                bail!(
-                    "no plan satisfies the constraints; failing: {}",
-                    failing.join(", ")
-                );
-            }
-            None => bail!("no feasible plan was found"),
-        }
-    }
     eprintln!("outputs written to {}", a.out.display());
-    Ok(())
+    if stop.load(Ordering::SeqCst) {
+        return Err(crate::Exit::interrupted().into());
+    }
+    match (outcome.recommended, &outcome.infeasible_closest) {
+        (Some(_), _) => Ok(()),
+        (None, Some(c)) => Err(crate::Exit::infeasible(&c.scored.checks).into()),
+        (None, None) => Err(crate::Exit::infeasible(&[]).into()),
+    }
 }
 
 fn write_outputs(
@@ -293,10 +300,12 @@ fn write_outputs(
     model: &qevo::Model,
     o: &SearchOutcome,
 ) -> Result<()> {
-    if let Some(i) = o.recommended {
-        let f = &o.front[i];
+    // The recommended plan, or, when nothing is feasible, the least-violating one with
+    // the limits it fails: every output is written either way.
+    let chosen = o.recommended.map(|i| &o.front[i]).or(o.infeasible_closest.as_ref());
+    if let Some(f) = chosen {
         let plan = o.plan(model, &f.genome);
-        let pf = PlanFile::from_plan(
+        let mut pf = PlanFile::from_plan(
             model,
             &plan,
             &cfg.target.name,
@@ -304,6 +313,7 @@ fn write_outputs(
             &a.unit,
             Some(plan_metrics(model, o, f)),
         );
+        pf.failing = f.scored.checks.iter().filter(|k| !k.pass).cloned().collect();
         write_plan(&a.out, &pf)?;
     }
     write_front(&a.out, model, o, &cfg.target.name)?;

@@ -101,22 +101,14 @@ fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
         std::fs::read_to_string(full.join("front.json")).unwrap(),
         std::fs::read_to_string(part.join("front.json")).unwrap()
     );
-    let strip = |p: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                // Cache counters restart with the process; everything else must match.
-                v.as_object_mut().unwrap().remove("problem");
-                v
-            })
-            .collect()
-    };
-    assert_eq!(
-        strip(&full.join("history.jsonl")),
-        strip(&part.join("history.jsonl"))
-    );
+    // Everything, the cache counters included: the checkpoint carries the memos.
+    for f in ["history.jsonl", "plan.json"] {
+        assert_eq!(
+            std::fs::read_to_string(full.join(f)).unwrap(),
+            std::fs::read_to_string(part.join(f)).unwrap(),
+            "{f} differs after --resume"
+        );
+    }
 
     // The plan re-scores, prices and exports.
     let plan_path = full.join("plan.yaml");
@@ -363,4 +355,36 @@ fn export_safetensors_writes_a_directory_qevo_loads_back() {
     );
     assert!(!o.status.success());
     assert!(text(&o).contains("blk.0.attn_q.weight"), "{}", text(&o));
+}
+
+#[test]
+fn infeasible_search_writes_every_output_and_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let o = search(&out, &cache, &["--generations", "1", "--max-size-mb", "0.001"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let msg = text(&o);
+    assert!(msg.contains("max_size_mb (user)") && msg.contains("limit 0.001"), "{msg}");
+    for f in ["plan.json", "front.json", "history.jsonl", "report.html"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["failing"][0]["name"], "max_size_mb (user)");
+}
+
+#[test]
+fn search_flag_errors_name_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let o = search(&out, &cache, &["--calib-windows", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--calib-windows: must be at least 1"), "{}", text(&o));
+    let o = search(&out, &cache, &["--seq-len", "1000000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--seq-len"), "{}", text(&o));
+    let o = search(&out, &cache, &["--resume"]);
+    assert!(text(&o).contains("--resume: no checkpoint"), "{}", text(&o));
 }

@@ -37,6 +37,26 @@ pub enum Error {
     },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A search, command or plan setting out of range: `field` is the config field (the
+    /// CLI maps it to its flag).
+    #[error("{field}: {msg}")]
+    Setting { field: String, msg: String },
+    /// A text too short for what was asked of it.
+    #[error("{what}: text has {tokens} tokens; {needed}")]
+    TextTooShort {
+        what: String,
+        tokens: usize,
+        needed: String,
+    },
+    /// A plan that does not fit the model it is applied to.
+    #[error("plan: tensor `{tensor}`: {msg}")]
+    Plan { tensor: String, msg: String },
+    /// The hardware cost model or a profile.
+    #[error(transparent)]
+    Hw(#[from] crate::hw::HwError),
+    /// The evolutionary engine (configuration, checkpoint, problem failures).
+    #[error(transparent)]
+    Evo(#[from] evo::EvoError),
     /// Invalid arguments or combinations that are not tied to one file.
     #[error("{0}")]
     Invalid(String),
@@ -63,6 +83,12 @@ impl Error {
         Error::Config {
             path: path.into(),
             key: key.to_string(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn setting(field: &str, msg: impl Into<String>) -> Self {
+        Error::Setting {
+            field: field.to_string(),
             msg: msg.into(),
         }
     }

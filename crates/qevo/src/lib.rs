@@ -1,9 +1,29 @@
 //! qevo: hardware-aware evolutionary mixed-precision quantization of transformer models.
 //!
-//! The pipeline (see DESIGN.md): `model` loads a network, `eval` computes the reference
-//! distributions and scores quantized variants, `quant` holds the weight formats, `hw`
-//! prices a plan on a target device, `search` evolves plans with the `evo` engine, and
-//! `report` / `export` write the results. The library never prints and never exits.
+//! The pipeline (DESIGN.md), one home per stage:
+//!
+//! ```text
+//! model::load ─► Model ──► eval::Reference (FP distributions) ─► eval::Evaluator (scores plans)
+//!                  │                                                     │
+//!  hw::Profile ─► plan::price (bytes, latency, energy, memory, limits) ◄┘
+//!                  │
+//! search::run = prepare ─► seed ─► evolve (evo::Nsga2) ─► finalize ─► compare
+//!                  │
+//!                  ▼
+//! SearchOutcome ─► report (tables, SVG, HTML) · export (GGUF, tensor types, packed safetensors)
+//! ```
+//!
+//! - `model`: loaders (HF directories, GGUF), architectures, tokenizers, the forward pass.
+//! - `quant`: weight formats (generic int, GGML), activation fake-quant, the weight cache.
+//! - `eval`: token windows, reference distributions, metrics, the one embed → blocks →
+//!   head loop (`eval::Pass`), the evaluator and its prefix cache.
+//! - `plan`: a plan's choices, its bytes (one function), its FP size, its price on a target.
+//! - `hw`: profiles, workloads, the roofline cost model, host measurement.
+//! - `search`: the staged search (`search/{prepare,seed,evolve,finalize,compare}.rs`),
+//!   `QuantProblem`, the search space, baselines, output files.
+//! - `report`, `export`: what the user reads and what runtimes load.
+//!
+//! The library never prints and never exits; errors are typed (`Error`).
 
 pub mod assets;
 pub mod error;
@@ -12,6 +32,7 @@ pub mod export;
 pub mod fsutil;
 pub mod hw;
 pub mod model;
+pub mod plan;
 pub mod quant;
 pub mod report;
 pub mod search;

@@ -1,11 +1,17 @@
 //! Measuring quality: token windows from text, the FP model's next-token distributions
 //! kept compactly (top-k log-probs + tail mass), and the metrics a quantized model is
-//! scored by: mean KL divergence to FP (nats/token), perplexity, top-1 agreement.
+//! scored by: mean KL divergence to FP (nats/token), perplexity, top-1 agreement; the
+//! one embed → blocks → head loop every score runs through (`Pass`); and the `Evaluator`
+//! that scores plans with its weight and prefix caches (`evaluator`).
 //!
 //! Why top-k + tail: a 50k vocabulary over 100k tokens would need 20 GB as full f32
 //! distributions. Keeping the k most likely tokens and lumping the rest into one "tail"
 //! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
 //! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
+
+pub mod evaluator;
+
+pub use evaluator::{Evaluator, PrefixStats};
 
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model};
@@ -33,16 +39,21 @@ impl TokenWindows {
 
     pub fn from_tokens(toks: &[u32], seq_len: usize, max_windows: usize) -> Result<Self> {
         if seq_len < 2 {
-            return Err(Error::Invalid(
-                "window length must be at least 2 tokens".into(),
+            return Err(Error::setting(
+                "seq_len",
+                "a window must be at least 2 tokens",
             ));
+        }
+        if max_windows == 0 {
+            return Err(Error::setting("windows", "at least one window is needed"));
         }
         let n = (toks.len() / seq_len).min(max_windows);
         if n == 0 {
-            return Err(Error::Invalid(format!(
-                "text has {} tokens; at least one window of {seq_len} tokens is needed",
-                toks.len()
-            )));
+            return Err(Error::TextTooShort {
+                what: "text".into(),
+                tokens: toks.len(),
+                needed: format!("at least one window of {seq_len} tokens is needed"),
+            });
         }
         Ok(TokenWindows {
             seq_len,
@@ -183,18 +194,85 @@ pub fn for_each_logits(
     windows: &TokenWindows,
     range: std::ops::Range<usize>,
     batch: usize,
-    mut f: impl FnMut(usize, &[f32]) -> Result<()>,
+    f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
-    let mut s = range.start;
-    while s < range.end {
-        let e = (s + batch.max(1)).min(range.end);
-        let ids = windows.batch(s, e)?;
-        let logits = model.forward(w, hook, &ids)?;
-        let flat = logits.flatten_all()?.to_vec1::<f32>()?;
-        f(s, &flat)?;
-        s = e;
+    let pass = Pass {
+        model,
+        weights: w,
+        hook,
+        windows,
+        range,
+        batch,
+    };
+    pass.logits_from(None, &mut |_, _| {}, f)
+}
+
+/// One pass of a weight set over windows `range`, `batch` windows per forward.
+pub struct Pass<'a> {
+    pub model: &'a Model,
+    pub weights: &'a [Tensor],
+    pub hook: &'a dyn LinearHook,
+    pub windows: &'a TokenWindows,
+    pub range: std::ops::Range<usize>,
+    pub batch: usize,
+}
+
+/// Hidden states of every batch of a pass after its first `blocks_done` blocks.
+pub struct Partial {
+    pub blocks_done: usize,
+    pub states: Vec<Tensor>,
+}
+
+impl Pass<'_> {
+    /// The one embed → blocks → head loop. It starts from `start` when given (states a
+    /// cache kept for the same weights of the embedding and those blocks), reports the
+    /// states after each block it runs to `after_block`, and hands each batch's logits to
+    /// `f` with the index of its first window.
+    pub fn logits_from(
+        &self,
+        start: Option<Partial>,
+        after_block: &mut dyn FnMut(usize, &[Tensor]),
+        mut f: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let model = self.model;
+        model.check_weights(self.weights)?;
+        let batch = self.batch.max(1);
+        let Partial {
+            blocks_done,
+            mut states,
+        } = match start {
+            Some(p) => p,
+            None => Partial {
+                blocks_done: 0,
+                states: self.embed(batch)?,
+            },
+        };
+        for b in blocks_done..model.n_blocks() {
+            states = states
+                .iter()
+                .map(|h| model.block(b, self.weights, self.hook, h))
+                .collect::<Result<_>>()?;
+            after_block(b, &states);
+        }
+        for (j, h) in states.iter().enumerate() {
+            let logits = model.head(self.weights, self.hook, h)?;
+            let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+            f(self.range.start + j * batch, &flat)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn embed(&self, batch: usize) -> Result<Vec<Tensor>> {
+        let mut out = Vec::new();
+        let mut s = self.range.start;
+        while s < self.range.end {
+            let e = (s + batch).min(self.range.end);
+            let ids = self.windows.batch(s, e)?;
+            out.push(self.model.embed(self.weights, &ids)?);
+            s = e;
+        }
+        Ok(out)
+    }
 }
 
 impl Reference {

@@ -32,7 +32,7 @@ impl ResolvedPlan {
             .tensors
             .iter()
             .zip(&self.types)
-            .map(|(i, t)| t.tensor_bytes(i.rows, i.cols).unwrap_or(0) as u64)
+            .map(|(i, &t)| crate::plan::tensor_bytes(WeightFormat::Ggml(t), i.rows, i.cols))
             .sum()
     }
 }
@@ -78,10 +78,10 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
         }
     }
     if !dup.is_empty() {
-        return Err(Error::Invalid(format!(
-            "plan lists tensor {} more than once",
-            listed(&dup)
-        )));
+        return Err(Error::Plan {
+            tensor: dup[0].to_string(),
+            msg: format!("listed more than once (all: {})", listed(&dup)),
+        });
     }
     let unknown: Vec<&str> = plan
         .entries
@@ -90,11 +90,14 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
         .filter(|n| model.tensor_index(n).is_none())
         .collect();
     if !unknown.is_empty() {
-        return Err(Error::Invalid(format!(
-            "plan names tensor {} that {} does not have: is the plan for another model?",
-            listed(&unknown),
-            model.source.display()
-        )));
+        return Err(Error::Plan {
+            tensor: unknown[0].to_string(),
+            msg: format!(
+                "{} has no such tensor (unknown: {}): is the plan for another model?",
+                model.source.display(),
+                listed(&unknown)
+            ),
+        });
     }
     let missing: Vec<&str> = model
         .tensors
@@ -103,11 +106,14 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
         .filter(|n| !by_name.contains_key(n))
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Invalid(format!(
-            "plan has no format for tensor {} of {}: is the plan for another model?",
-            listed(&missing),
-            model.source.display()
-        )));
+        return Err(Error::Plan {
+            tensor: missing[0].to_string(),
+            msg: format!(
+                "no format for this tensor of {} (missing: {}): is the plan for another model?",
+                model.source.display(),
+                listed(&missing)
+            ),
+        });
     }
     let mut types = Vec::with_capacity(model.tensors.len());
     let mut formats = Vec::with_capacity(model.tensors.len());
@@ -115,19 +121,22 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
     for info in &model.tensors {
         let format = by_name[info.name.as_str()];
         if !format.applies_to(info.rows, info.cols) {
-            return Err(Error::Invalid(format!(
-                "tensor `{}` [{} x {}]: format {format} does not apply to this shape: is the plan for another model?",
-                info.name, info.rows, info.cols
-            )));
+            return Err(Error::Plan {
+                tensor: info.name.clone(),
+                msg: format!(
+                    "format {format} does not apply to shape [{} x {}]: is the plan for another model?",
+                    info.rows, info.cols
+                ),
+            });
         }
         let t = match (format.ggml(), fallback) {
             (Some(t), _) => t,
             (None, true) => {
                 let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "tensor `{}`: no GGML type fits rows of {} values",
-                        info.name, info.cols
-                    ))
+                    Error::Plan {
+                        tensor: info.name.clone(),
+                        msg: format!("no GGML type fits rows of {} values", info.cols),
+                    }
                 })?;
                 fallbacks.push(Fallback {
                     tensor: info.name.clone(),
@@ -137,10 +146,12 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
                 t
             }
             (None, false) => {
-                return Err(Error::Invalid(format!(
-                    "tensor `{}`: format `{format}` is not a GGML type, so GGUF cannot hold it (use --fallback to export the nearest GGML type)",
-                    info.name
-                )))
+                return Err(Error::Plan {
+                    tensor: info.name.clone(),
+                    msg: format!(
+                        "format `{format}` is not a GGML type, so GGUF cannot hold it (use --fallback to export the nearest GGML type)"
+                    ),
+                })
             }
         };
         types.push(t);

@@ -282,127 +282,167 @@ fn check_counts(model: &ModelCounts) -> Result<(), HwError> {
     Ok(())
 }
 
-/// Predicts the cost of running `model` on `profile` for `workload`.
+/// Predicts the cost of running `model` on `profile` for `workload`: one entry per
+/// linear layer, one per block's attention, one for the small tensors, then the totals.
 pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Result<Cost, HwError> {
     check_counts(model)?;
-    let p = workload.prefill_tokens as f64;
-    let d = workload.decode_tokens as f64;
     let fb = f64::from(profile.float_bits) / 8.0;
     let mut per_layer = Vec::with_capacity(model.linears.len() + model.n_blocks as usize + 1);
     let mut largest_activation = 0.0f64;
-
     for l in &model.linears {
-        let (inf, outf) = (l.in_features as f64, l.out_features as f64);
-        let (mode, macs_per_token, act_per_token, weight_read) = if l.is_embedding_lookup {
-            let row_bytes = l.weight_bytes as f64 / inf;
-            (None, 0.0, row_bytes + outf * fb, 0.0)
-        } else {
-            let m = select_mode(profile, l.weight_bits, l.act_bits, l.format.as_deref());
-            let ab = act_bytes(profile, l.act_bits);
-            (
-                Some(m),
-                inf * outf,
-                (inf + outf) * ab,
-                l.weight_bytes as f64,
-            )
-        };
-        let mut prefill = Phase::default();
-        if p > 0.0 {
-            let rate = mode.map_or(1.0, |m| m.peak_macs_per_s);
-            let pass = Pass::new(
-                profile,
-                mode,
-                rate,
-                macs_per_token * p,
-                weight_read + act_per_token * p,
-            );
-            prefill.add(&pass, 1.0);
-        }
-        let mut decode = Phase::default();
-        if d > 0.0 {
-            let rate = mode.map_or(1.0, |m| m.decode_rate());
-            let pass = Pass::new(
-                profile,
-                mode,
-                rate,
-                macs_per_token,
-                weight_read + act_per_token,
-            );
-            decode.add(&pass, d);
-        }
-        largest_activation = largest_activation.max(act_per_token * p.max(1.0));
-        let mode_bits = mode.map_or((0, 0), |m| (m.weight_bits, m.act_bits));
-        per_layer.push(layer_cost(l.name.clone(), mode_bits, prefill, decode));
+        let (layer, activation) = linear_cost(l, profile, workload);
+        per_layer.push(layer);
+        largest_activation = largest_activation.max(activation);
     }
-
-    // Attention: identical in every block, so price one block and repeat it.
     if model.n_blocks > 0 {
-        let mode = select_mode(profile, 16, 16, None);
-        let (nh, nkv, hd) = (
-            model.n_heads as f64,
-            model.n_kv_heads as f64,
-            model.head_dim as f64,
+        let (layers, activation) = attention_cost(model, profile, workload);
+        per_layer.extend(layers);
+        largest_activation = largest_activation.max(activation);
+    }
+    if model.other_bytes > 0 {
+        per_layer.push(other_cost(model, profile, workload));
+    }
+    Ok(totals(model, workload, fb, largest_activation, per_layer))
+}
+
+/// A linear layer (or an embedding row gather) over the workload, and the largest
+/// activation it holds at once.
+fn linear_cost(l: &LinearCounts, profile: &Profile, workload: &Workload) -> (LayerCost, f64) {
+    let p = workload.prefill_tokens as f64;
+    let d = workload.decode_tokens as f64;
+    let fb = f64::from(profile.float_bits) / 8.0;
+    let (inf, outf) = (l.in_features as f64, l.out_features as f64);
+    let (mode, macs_per_token, act_per_token, weight_read) = if l.is_embedding_lookup {
+        let row_bytes = l.weight_bytes as f64 / inf;
+        (None, 0.0, row_bytes + outf * fb, 0.0)
+    } else {
+        let m = select_mode(profile, l.weight_bits, l.act_bits, l.format.as_deref());
+        let ab = act_bytes(profile, l.act_bits);
+        (
+            Some(m),
+            inf * outf,
+            (inf + outf) * ab,
+            l.weight_bytes as f64,
+        )
+    };
+    let mut prefill = Phase::default();
+    if p > 0.0 {
+        let rate = mode.map_or(1.0, |m| m.peak_macs_per_s);
+        let pass = Pass::new(
+            profile,
+            mode,
+            rate,
+            macs_per_token * p,
+            weight_read + act_per_token * p,
         );
-        let mut prefill = Phase::default();
-        if p > 0.0 {
-            let ctx_sum = if model.causal {
-                p * (p + 1.0) / 2.0
-            } else {
-                p * p
-            };
-            let bytes = p * hd * (2.0 * nh + 2.0 * nkv) * fb;
-            let pass = Pass::new(
-                profile,
-                Some(mode),
-                mode.peak_macs_per_s,
-                2.0 * nh * hd * ctx_sum,
-                bytes,
-            );
-            let mut pass = pass;
-            pass.overhead_s += p * profile.block_other_ns_per_token * 1e-9;
-            prefill.add(&pass, 1.0);
-            largest_activation = largest_activation.max(bytes);
-        }
-        let mut decode = Phase::default();
-        for j in 0..workload.decode_tokens {
-            let ctx = p + j as f64 + 1.0;
-            let bytes = 2.0 * nh * hd * fb + 2.0 * nkv * hd * ctx * fb;
-            let pass = Pass::new(
-                profile,
-                Some(mode),
-                mode.decode_rate(),
-                2.0 * nh * hd * ctx,
-                bytes,
-            );
-            let mut pass = pass;
-            pass.overhead_s += profile.block_other_ns_per_token * 1e-9;
-            decode.add(&pass, 1.0);
-        }
-        for b in 0..model.n_blocks {
-            per_layer.push(layer_cost(
+        prefill.add(&pass, 1.0);
+    }
+    let mut decode = Phase::default();
+    if d > 0.0 {
+        let rate = mode.map_or(1.0, |m| m.decode_rate());
+        let pass = Pass::new(
+            profile,
+            mode,
+            rate,
+            macs_per_token,
+            weight_read + act_per_token,
+        );
+        decode.add(&pass, d);
+    }
+    let mode_bits = mode.map_or((0, 0), |m| (m.weight_bits, m.act_bits));
+    let layer = layer_cost(l.name.clone(), mode_bits, prefill, decode);
+    (layer, act_per_token * p.max(1.0))
+}
+
+/// Attention is identical in every block, so one block is priced and repeated; the
+/// second value is the largest activation (the prompt's q/k/v/o).
+fn attention_cost(
+    model: &ModelCounts,
+    profile: &Profile,
+    workload: &Workload,
+) -> (Vec<LayerCost>, f64) {
+    let p = workload.prefill_tokens as f64;
+    let fb = f64::from(profile.float_bits) / 8.0;
+    let mode = select_mode(profile, 16, 16, None);
+    let (nh, nkv, hd) = (
+        model.n_heads as f64,
+        model.n_kv_heads as f64,
+        model.head_dim as f64,
+    );
+    let mut largest_activation = 0.0f64;
+    let mut prefill = Phase::default();
+    if p > 0.0 {
+        let ctx_sum = if model.causal {
+            p * (p + 1.0) / 2.0
+        } else {
+            p * p
+        };
+        let bytes = p * hd * (2.0 * nh + 2.0 * nkv) * fb;
+        let mut pass = Pass::new(
+            profile,
+            Some(mode),
+            mode.peak_macs_per_s,
+            2.0 * nh * hd * ctx_sum,
+            bytes,
+        );
+        pass.overhead_s += p * profile.block_other_ns_per_token * 1e-9;
+        prefill.add(&pass, 1.0);
+        largest_activation = bytes;
+    }
+    let mut decode = Phase::default();
+    for j in 0..workload.decode_tokens {
+        let ctx = p + j as f64 + 1.0;
+        let bytes = 2.0 * nh * hd * fb + 2.0 * nkv * hd * ctx * fb;
+        let mut pass = Pass::new(
+            profile,
+            Some(mode),
+            mode.decode_rate(),
+            2.0 * nh * hd * ctx,
+            bytes,
+        );
+        pass.overhead_s += profile.block_other_ns_per_token * 1e-9;
+        decode.add(&pass, 1.0);
+    }
+    let layers = (0..model.n_blocks)
+        .map(|b| {
+            layer_cost(
                 format!("blk.{b}.attention"),
                 (mode.weight_bits, mode.act_bits),
                 prefill,
                 decode,
-            ));
-        }
-    }
+            )
+        })
+        .collect();
+    (layers, largest_activation)
+}
 
-    // Norms and other small tensors: read once per pass, no dispatch of their own
-    // (runtimes fuse them into neighbours).
-    if model.other_bytes > 0 {
-        let bytes = model.other_bytes as f64;
-        let mut pass = Pass::new(profile, None, 1.0, 0.0, bytes);
-        pass.overhead_s = 0.0;
-        let mut prefill = Phase::default();
-        if p > 0.0 {
-            prefill.add(&pass, 1.0);
-        }
-        let mut decode = Phase::default();
-        decode.add(&pass, d);
-        per_layer.push(layer_cost("other".into(), (0, 0), prefill, decode));
+/// Norms and other small tensors: read once per pass, no dispatch of their own
+/// (runtimes fuse them into neighbours).
+fn other_cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> LayerCost {
+    let p = workload.prefill_tokens as f64;
+    let d = workload.decode_tokens as f64;
+    let bytes = model.other_bytes as f64;
+    let mut pass = Pass::new(profile, None, 1.0, 0.0, bytes);
+    pass.overhead_s = 0.0;
+    let mut prefill = Phase::default();
+    if p > 0.0 {
+        prefill.add(&pass, 1.0);
     }
+    let mut decode = Phase::default();
+    decode.add(&pass, d);
+    layer_cost("other".into(), (0, 0), prefill, decode)
+}
 
+/// Sums the layers into the workload's latency, energy, size and peak memory.
+fn totals(
+    model: &ModelCounts,
+    workload: &Workload,
+    fb: f64,
+    largest_activation: f64,
+    per_layer: Vec<LayerCost>,
+) -> Cost {
+    let p = workload.prefill_tokens as f64;
+    let d = workload.decode_tokens as f64;
     let prefill_ms: f64 = per_layer.iter().map(|l| l.prefill_ms).sum();
     let decode_ms: f64 = per_layer.iter().map(|l| l.decode_ms).sum();
     let energy_mj: f64 = per_layer.iter().map(|l| l.energy_mj).sum();
@@ -422,7 +462,7 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         * (p + d)
         * fb;
     let peak_memory_bytes = (size_bytes as f64 + kv_cache + largest_activation).ceil() as u64;
-    Ok(Cost {
+    Cost {
         size_bytes,
         latency_ms,
         latency_per_token_ms: if d > 0.0 { decode_ms / d } else { latency_ms },
@@ -436,7 +476,7 @@ pub fn cost(model: &ModelCounts, profile: &Profile, workload: &Workload) -> Resu
         },
         peak_memory_bytes,
         per_layer,
-    })
+    }
 }
 
 #[cfg(test)]

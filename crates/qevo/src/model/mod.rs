@@ -151,10 +151,35 @@ impl Arch {
             Arch::Bert(c) => c.max_positions,
         }
     }
+    /// Query heads, key/value heads and the width of one head.
+    pub fn attention(&self) -> AttentionDims {
+        let mha = |n_heads: usize, hidden: usize| AttentionDims {
+            n_heads,
+            n_kv_heads: n_heads,
+            head_dim: hidden / n_heads.max(1),
+        };
+        match self {
+            Arch::Llama(c) => AttentionDims {
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+            },
+            Arch::Gpt2(c) => mha(c.n_heads, c.hidden),
+            Arch::Bert(c) => mha(c.n_heads, c.hidden),
+        }
+    }
     /// Decoders predict the next token; encoders produce pooled embeddings.
     pub fn is_decoder(&self) -> bool {
         !matches!(self, Arch::Bert(_))
     }
+}
+
+/// The attention shape the cost model and the KV-cache size need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
 }
 
 /// Sees (and may replace) the input of every linear layer: activation fake-quant and
@@ -251,11 +276,6 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         &Device::Cpu
-    }
-
-    /// Total bytes of the quantizable weights at f32, plus the rest at f32.
-    pub fn fp32_bytes(&self) -> usize {
-        self.tensors.iter().map(|t| t.params() * 4).sum::<usize>() + self.aux_params() * 4
     }
 
     /// Parameters that are never quantized (norms, biases, position tables).

@@ -7,7 +7,7 @@
 //! format and the config's shape before anything is allocated, and errors name the tensor.
 
 use crate::error::{Error, Result};
-use crate::quant::{Granularity, IntFormat, Packed, Scheme, WeightFormat};
+use crate::quant::{IntFormat, Packed, Scheme, WeightFormat};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -78,14 +78,6 @@ pub struct QuantConfigFile {
     pub unpacked: Vec<UnpackedTensorEntry>,
 }
 
-fn scheme_name(s: Scheme) -> &'static str {
-    match s {
-        Scheme::Sym => "sym",
-        Scheme::Asym => "asym",
-        Scheme::Pow2 => "pow2",
-    }
-}
-
 impl PackedTensorEntry {
     /// The entry describing `f` for a `[rows, cols]` tensor.
     pub fn new(name: &str, canonical: &str, f: IntFormat, rows: usize, cols: usize) -> Self {
@@ -104,13 +96,8 @@ impl PackedTensorEntry {
             rows,
             cols,
             bits: f.bits,
-            scheme: scheme_name(f.scheme).to_string(),
-            granularity: match f.granularity {
-                Granularity::Tensor => "tensor",
-                Granularity::Channel => "channel",
-                Granularity::Group(_) => "group",
-            }
-            .to_string(),
+            scheme: f.scheme.name().to_string(),
+            granularity: f.granularity.kind().to_string(),
             group_size,
             groups: (rows * cols) / group_size.max(1),
             scale_dtype: match f.scheme {

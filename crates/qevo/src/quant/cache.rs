@@ -5,7 +5,7 @@
 
 use super::format::WeightFormat;
 use super::ggml::GgmlType;
-use super::plan::TensorPlan;
+use crate::plan::TensorPlan;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use candle_core::Tensor;

@@ -109,8 +109,8 @@ impl WeightFormat {
             .map(|r| r.0)
             .ok_or_else(bad)?;
         let granularity = match gr {
-            "tensor" => Granularity::Tensor,
-            "channel" => Granularity::Channel,
+            g if g == Granularity::Tensor.kind() => Granularity::Tensor,
+            g if g == Granularity::Channel.kind() => Granularity::Channel,
             g => {
                 let n: u32 = g
                     .strip_prefix('g')
@@ -132,19 +132,12 @@ impl WeightFormat {
     pub fn name(&self) -> String {
         match self {
             WeightFormat::Ggml(t) => t.name().to_string(),
-            WeightFormat::Int(f) => {
-                let sc = SCHEMES
-                    .iter()
-                    .find(|r| r.0 == f.scheme)
-                    .map(|r| r.1)
-                    .unwrap_or("?");
-                let gr = match f.granularity {
-                    Granularity::Tensor => "tensor".to_string(),
-                    Granularity::Channel => "channel".to_string(),
-                    Granularity::Group(g) => format!("g{g}"),
-                };
-                format!("int{}-{sc}-{gr}", f.bits)
-            }
+            WeightFormat::Int(f) => format!(
+                "int{}-{}-{}",
+                f.bits,
+                f.scheme.name(),
+                f.granularity.format_part()
+            ),
         }
     }
 

@@ -71,6 +71,35 @@ pub(crate) const SCHEMES: [(Scheme, &str); 3] = [
     (Scheme::Asym, "asym"),
     (Scheme::Pow2, "pow2"),
 ];
+impl Scheme {
+    /// The scheme's name in format names and files (`SCHEMES`).
+    pub fn name(self) -> &'static str {
+        SCHEMES.iter().find(|r| r.0 == self).map_or("?", |r| r.1)
+    }
+}
+
+/// Granularity kinds with their names (a group's size is written after `g`).
+pub(crate) const GRANULARITY_KINDS: [&str; 3] = ["tensor", "channel", "group"];
+
+impl Granularity {
+    /// `tensor`, `channel` or `group` (`GRANULARITY_KINDS`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Granularity::Tensor => GRANULARITY_KINDS[0],
+            Granularity::Channel => GRANULARITY_KINDS[1],
+            Granularity::Group(_) => GRANULARITY_KINDS[2],
+        }
+    }
+
+    /// The name inside a format name: `tensor`, `channel` or `g<size>`.
+    pub fn format_part(self) -> String {
+        match self {
+            Granularity::Group(g) => format!("g{g}"),
+            other => other.kind().to_string(),
+        }
+    }
+}
+
 /// Group sizes the search may choose.
 pub(crate) const GROUP_SIZES: [u32; 3] = [32, 64, 128];
 pub(crate) const BITS: std::ops::RangeInclusive<u8> = 2..=8;

@@ -1,6 +1,6 @@
 //! Weight formats the search can choose, and what turns a plan into a runnable model:
 //! generic integer formats (`int`) and GGML block formats (`ggml`) behind one closed enum
-//! (`format::WeightFormat`), the per-tensor plan (`plan`), the dequantized-weight cache
+//! (`format::WeightFormat`), the dequantized-weight cache
 //! (`cache`), activation fake-quant with calibrated ranges and the importance matrix
 //! (`act`).
 //!
@@ -12,11 +12,11 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 pub mod int;
-pub mod plan;
 
 pub use act::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActRanges, ActScheme};
 pub use cache::{CacheStats, WeightCache};
 pub use format::{Packed, WeightFormat};
 pub use ggml::GgmlType;
 pub use int::{Granularity, IntFormat, Scheme};
-pub use plan::{TensorChoice, TensorPlan, ACT_BITS};
+// The plan's home is `crate::plan`; kept here so existing imports resolve.
+pub use crate::plan::{TensorChoice, TensorPlan, ACT_BITS};

@@ -2,11 +2,12 @@
 //! allocation on the sensitivity table at matched sizes (the idea behind llama.cpp's
 //! `--target-bpw`), and random search with the evolution's evaluation budget.
 
-use super::evaluator::Evaluator;
 use super::problem::{QuantProblem, Scored};
 use super::space::SearchSpace;
 use crate::error::Result;
-use crate::quant::{GgmlType, TensorChoice, WeightFormat};
+use crate::eval::Evaluator;
+use crate::plan::{fp_choices, tensor_bytes, TensorChoice};
+use evo::dominance::dominates;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -21,13 +22,6 @@ pub struct Sensitivity {
     pub windows: usize,
 }
 
-pub fn fp_choice() -> TensorChoice {
-    TensorChoice {
-        format: WeightFormat::Ggml(GgmlType::F32),
-        act_bits: 16,
-    }
-}
-
 /// Builds the sensitivity table on the first `windows` calibration windows.
 pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Result<Sensitivity> {
     let model = ev.model;
@@ -40,7 +34,7 @@ pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Resul
     let scores: Vec<f64> = cells
         .par_iter()
         .map(|&(u, c)| {
-            let mut choices = vec![fp_choice(); model.tensors.len()];
+            let mut choices = fp_choices(model);
             for &t in &space.units[u].tensors {
                 choices[t] = c;
             }
@@ -59,11 +53,7 @@ pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Resul
             space.units[u]
                 .tensors
                 .iter()
-                .map(|&t| {
-                    c.format
-                        .tensor_bytes(model.tensors[t].rows, model.tensors[t].cols)
-                        .unwrap_or(0)
-                })
+                .map(|&t| tensor_bytes(c.format, model.tensors[t].rows, model.tensors[t].cols))
                 .sum(),
         );
     }
@@ -160,9 +150,10 @@ pub fn random_search(
         }
         if s.violation <= 0.0 {
             let o = s.objectives();
-            let dominated = front.iter().any(|a| a.iter().zip(&o).all(|(x, y)| x <= y));
-            if !dominated {
-                front.retain(|a| !o.iter().zip(a).all(|(x, y)| x <= y));
+            // Weak dominance: an equal vector adds nothing to the front either.
+            let covers = |a: &[f64], b: &[f64]| a == b || dominates(a, b);
+            if !front.iter().any(|a| covers(a, &o)) {
+                front.retain(|a| !covers(&o, a));
                 front.push(o);
             }
         }
@@ -173,21 +164,6 @@ pub fn random_search(
         });
     }
     Ok(out)
-}
-
-/// Indices of the non-dominated feasible points (minimising all objectives).
-pub fn pareto_indices(points: &[Vec<f64>], feasible: &[bool]) -> Vec<usize> {
-    (0..points.len())
-        .filter(|&i| feasible[i])
-        .filter(|&i| {
-            !(0..points.len()).any(|j| {
-                j != i
-                    && feasible[j]
-                    && points[j].iter().zip(&points[i]).all(|(a, b)| a <= b)
-                    && points[j].iter().zip(&points[i]).any(|(a, b)| a < b)
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -210,16 +186,5 @@ mod tests {
         let sweep = lagrangian_sweep(&s);
         assert!(sweep.windows(2).all(|w| w[0].1 <= w[1].1));
         assert_eq!(lagrangian_at(&sweep, 300), Some(vec![1, 0]));
-    }
-
-    #[test]
-    fn pareto_indices_drop_dominated_and_infeasible() {
-        let pts = vec![
-            vec![1.0, 1.0],
-            vec![2.0, 2.0],
-            vec![0.5, 3.0],
-            vec![0.1, 0.1],
-        ];
-        assert_eq!(pareto_indices(&pts, &[true, true, true, false]), vec![0, 2]);
     }
 }

@@ -7,6 +7,7 @@ use super::{FrontEntry, SearchOutcome};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Model;
+use crate::plan::LimitCheck;
 use crate::quant::TensorPlan;
 use std::path::Path;
 
@@ -47,6 +48,10 @@ pub struct PlanFile {
     pub seed: u64,
     pub unit: String,
     pub metrics: Option<PlanMetrics>,
+    /// The limits this plan fails: empty for a feasible plan; set when no plan met the
+    /// constraints and this is the least-violating one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<LimitCheck>,
     pub tensors: Vec<PlanTensor>,
 }
 
@@ -86,6 +91,7 @@ impl PlanFile {
             seed,
             unit: unit.to_string(),
             metrics,
+            failing: Vec::new(),
             tensors: plan
                 .entries
                 .iter()

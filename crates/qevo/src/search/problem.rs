@@ -11,39 +11,21 @@
 //! genome (memoised in the fitness cache), so the outcome depends only on the genome and
 //! the archive, which the checkpoint holds: resumed runs stay exact.
 
-use super::evaluator::Evaluator;
+use super::prepare::Prepared;
 use super::space::SearchSpace;
-use crate::error::{Error, Result};
-use crate::eval::Metrics;
-use crate::hw::{check_constraints, cost, Cost, LinearCounts, ModelCounts, Profile, Workload};
-use crate::model::{Arch, Model, Role};
-use crate::quant::TensorChoice;
+use super::SearchConfig;
+use crate::error::Result;
+use crate::eval::{Evaluator, Metrics};
+use crate::hw::{Profile, Workload};
+use crate::plan::{price, LimitCheck, UserLimits};
+use evo::dominance::dominates;
 use evo::{BoxError, EvalContext, Evaluation, GeneSpace, Genome, Problem, ProblemStats};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Limits the user adds on top of the target's own.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct UserLimits {
-    /// 10^6 bytes of tensor data.
-    pub max_size_mb: Option<f64>,
-    pub max_latency_ms: Option<f64>,
-    pub max_energy_mj: Option<f64>,
-    pub max_kl: Option<f64>,
-}
-
-/// One constraint's outcome for a plan.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LimitCheck {
-    pub name: String,
-    pub limit: f64,
-    pub value: f64,
-    pub pass: bool,
-}
-
 /// Everything known about one evaluated plan.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scored {
     pub metrics: Metrics,
     pub full: bool,
@@ -67,7 +49,7 @@ impl Scored {
 }
 
 /// Counters behind the fitness cache and multi-fidelity screening.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FitnessStats {
     pub lookups: u64,
     pub hits: u64,
@@ -77,7 +59,7 @@ pub struct FitnessStats {
 }
 
 /// The best weighted fitness found by the end of a generation (for convergence tables).
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerationBest {
     pub generation: u64,
     pub fitness: f64,
@@ -93,123 +75,26 @@ struct Memo {
     stats: FitnessStats,
 }
 
-/// The hardware counts of a per-tensor choice list (pure).
-pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
-    let mut linears: Vec<LinearCounts> = model
-        .tensors
-        .iter()
-        .zip(choices)
-        .map(|(t, c)| LinearCounts {
-            name: t.name.clone(),
-            in_features: t.cols as u64,
-            out_features: t.rows as u64,
-            weight_bytes: c.format.tensor_bytes(t.rows, t.cols).unwrap_or(0),
-            weight_bits: c.format.compute_bits(),
-            act_bits: c.act_bits,
-            is_embedding_lookup: t.role == Role::Embedding,
-            tied: false,
-            format: Some(c.format.name()),
-        })
-        .collect();
-    if model.tied_output() {
-        if let Some((i, t)) = model
-            .tensors
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.role == Role::Embedding)
-        {
-            let c = &choices[i];
-            linears.push(LinearCounts {
-                name: "output (tied)".into(),
-                in_features: t.cols as u64,
-                out_features: t.rows as u64,
-                weight_bytes: c.format.tensor_bytes(t.rows, t.cols).unwrap_or(0),
-                weight_bits: c.format.compute_bits(),
-                act_bits: 16,
-                is_embedding_lookup: false,
-                tied: true,
-                format: Some(c.format.name()),
-            });
-        }
-    }
-    let (n_heads, n_kv, head_dim) = match &model.arch {
-        Arch::Llama(c) => (c.n_heads, c.n_kv_heads, c.head_dim),
-        Arch::Gpt2(c) => (c.n_heads, c.n_heads, c.hidden / c.n_heads),
-        Arch::Bert(c) => (c.n_heads, c.n_heads, c.hidden / c.n_heads),
-    };
-    ModelCounts {
-        linears,
-        n_blocks: model.n_blocks() as u64,
-        n_heads: n_heads as u64,
-        n_kv_heads: n_kv as u64,
-        head_dim: head_dim as u64,
-        hidden: model.arch.hidden() as u64,
-        vocab: model.arch.vocab() as u64,
-        other_bytes: model.aux_params() as u64 * 4,
-        causal: model.arch.is_decoder(),
-    }
+/// The best plan so far, and one record per generation.
+type Tracker = (Option<GenerationBest>, Vec<GenerationBest>);
+
+/// What a checkpoint keeps of the problem: both memos (sorted by genome, so the bytes
+/// do not depend on hash order), their counters and the convergence record. With it a
+/// resumed run hits the same memo entries, counts the same, and reports every
+/// generation, as an uninterrupted run does.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    full: Vec<(Vec<u16>, Scored)>,
+    screened: Vec<(Vec<u16>, Scored)>,
+    stats: FitnessStats,
+    best: Option<GenerationBest>,
+    convergence: Vec<GenerationBest>,
 }
 
-/// Exact bytes of every quantizable tensor under per-tensor `choices` (what the exported
-/// file holds apart from metadata and norms).
-pub fn choice_bytes(model: &Model, choices: &[TensorChoice]) -> u64 {
-    model
-        .tensors
-        .iter()
-        .zip(choices)
-        .map(|(t, ch)| ch.format.tensor_bytes(t.rows, t.cols).unwrap_or(0))
-        .sum()
-}
-
-/// Cost and constraint outcome of a choice list on a target (pure, no model run).
-pub fn price(
-    model: &Model,
-    choices: &[TensorChoice],
-    target: &Profile,
-    workload: &Workload,
-    limits: &UserLimits,
-    kl: Option<f64>,
-) -> Result<(Cost, f64, Vec<LimitCheck>)> {
-    let counts = model_counts(model, choices);
-    let c = cost(&counts, target, workload).map_err(|e| Error::Invalid(e.to_string()))?;
-    let report = check_constraints(&c, target);
-    let mut checks: Vec<LimitCheck> = report
-        .checks
-        .iter()
-        .map(|k| LimitCheck {
-            name: k.name.to_string(),
-            limit: k.limit,
-            value: k.value,
-            pass: k.pass,
-        })
-        .collect();
-    let mut violation = report.violation;
-    let tensor_bytes = choice_bytes(model, choices);
-    let user = [
-        (
-            "max_size_mb (user)",
-            limits.max_size_mb,
-            tensor_bytes as f64 / 1e6,
-        ),
-        ("max_latency_ms (user)", limits.max_latency_ms, c.latency_ms),
-        ("max_energy_mj (user)", limits.max_energy_mj, c.energy_mj),
-        ("max_kl (user)", limits.max_kl, kl.unwrap_or(0.0)),
-    ];
-    for (name, limit, value) in user {
-        if let Some(l) = limit {
-            let pass = value <= l;
-            if !pass {
-                violation += (value - l) / l.max(1e-12);
-            }
-            checks.push(LimitCheck {
-                name: name.into(),
-                limit: l,
-                value,
-                pass,
-            });
-        }
-    }
-    Ok((c, violation, checks))
+fn sorted(m: &HashMap<Vec<u16>, Scored>) -> Vec<(Vec<u16>, Scored)> {
+    let mut v: Vec<_> = m.iter().map(|(g, s)| (g.clone(), s.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }
 
 /// Scores a plan for the convergence record.
@@ -232,36 +117,25 @@ pub struct QuantProblem<'a> {
     memo: Mutex<Memo>,
     /// Scores a plan for the convergence record (the recommendation fitness).
     fitness: Option<FitnessFn<'a>>,
-    best: Mutex<(Option<GenerationBest>, Vec<GenerationBest>)>,
+    best: Mutex<Tracker>,
 }
 
 impl<'a> QuantProblem<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        space: SearchSpace,
-        evaluator: &'a Evaluator<'a>,
-        target: Profile,
-        workload: Workload,
-        limits: UserLimits,
-        screen_windows: usize,
-        full_windows: usize,
-        caching: bool,
-    ) -> Result<Self> {
+    /// The problem over `prepared`'s space and evaluator, priced on `cfg`'s target.
+    pub fn new(prepared: &'a Prepared<'a>, cfg: &SearchConfig) -> Result<Self> {
+        let space = prepared.space.clone();
         let levels: Vec<u16> = space.choices.iter().map(|c| c.len() as u16).collect();
-        let weights = space.unit_params(evaluator.model);
-        let gene_space =
-            GeneSpace::with_weights(levels, weights).map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(QuantProblem {
+            gene_space: GeneSpace::new(levels)?,
             space,
-            evaluator,
-            target,
-            workload,
-            limits,
-            screen_windows,
-            full_windows,
+            evaluator: &prepared.evaluator,
+            target: cfg.target.clone(),
+            workload: cfg.workload,
+            limits: cfg.limits,
+            screen_windows: prepared.screen_windows,
+            full_windows: prepared.full_windows,
             margin: 0.25,
-            caching,
-            gene_space,
+            caching: cfg.caches.enabled,
             memo: Mutex::new(Memo::default()),
             fitness: None,
             best: Mutex::new((None, Vec::new())),
@@ -312,7 +186,7 @@ impl<'a> QuantProblem<'a> {
         let model = self.evaluator.model;
         let choices = self.space.tensor_choices(model, genome);
         let metrics = self.evaluator.score(&choices, windows)?;
-        let (c, violation, checks) = price(
+        let p = price(
             model,
             &choices,
             &self.target,
@@ -323,12 +197,12 @@ impl<'a> QuantProblem<'a> {
         Ok(Scored {
             metrics,
             full,
-            size_bytes: choice_bytes(model, &choices),
-            latency_ms: c.latency_ms,
-            energy_mj: c.energy_mj,
-            peak_memory_bytes: c.peak_memory_bytes,
-            violation,
-            checks,
+            size_bytes: p.tensor_bytes,
+            latency_ms: p.cost.latency_ms,
+            energy_mj: p.cost.energy_mj,
+            peak_memory_bytes: p.cost.peak_memory_bytes,
+            violation: p.violation,
+            checks: p.checks,
         })
     }
 
@@ -382,11 +256,7 @@ impl<'a> QuantProblem<'a> {
         }
         let mut optimistic = s.objectives();
         optimistic[0] *= 1.0 - self.margin;
-        let hopeless = s.violation > 0.0
-            || archive.iter().any(|a| {
-                a.iter().zip(&optimistic).all(|(x, y)| x <= y)
-                    && a.iter().zip(&optimistic).any(|(x, y)| x < y)
-            });
+        let hopeless = s.violation > 0.0 || archive.iter().any(|a| dominates(a, &optimistic));
         if hopeless {
             self.memo
                 .lock()
@@ -401,10 +271,7 @@ impl<'a> QuantProblem<'a> {
 
     /// Everything evaluated at full fidelity so far.
     pub fn full_evaluations(&self) -> Vec<(Vec<u16>, Scored)> {
-        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = m.full.iter().map(|(g, s)| (g.clone(), s.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        sorted(&self.memo.lock().unwrap_or_else(|e| e.into_inner()).full)
     }
 }
 
@@ -445,5 +312,26 @@ impl Problem for QuantProblem<'_> {
             full_evaluations: s.full_evaluations,
             screenings: s.screenings,
         }
+    }
+    fn save_state(&self) -> Option<serde_json::Value> {
+        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let b = self.best.lock().unwrap_or_else(|e| e.into_inner());
+        let state = SavedState {
+            full: sorted(&m.full),
+            screened: sorted(&m.screened),
+            stats: m.stats,
+            best: b.0,
+            convergence: b.1.clone(),
+        };
+        serde_json::to_value(state).ok()
+    }
+    fn restore_state(&self, state: &serde_json::Value) -> std::result::Result<(), BoxError> {
+        let s: SavedState = serde_json::from_value(state.clone())?;
+        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        m.full = s.full.into_iter().collect();
+        m.screened = s.screened.into_iter().collect();
+        m.stats = s.stats;
+        *self.best.lock().unwrap_or_else(|e| e.into_inner()) = (s.best, s.convergence);
+        Ok(())
     }
 }

@@ -3,9 +3,11 @@
 //! to every tensor of the unit and that the target can execute.
 
 use crate::error::{Error, Result};
+use super::config::SpaceConfig;
 use crate::hw::Profile;
 use crate::model::{Model, Role};
-use crate::quant::{GgmlType, TensorChoice, TensorPlan, WeightFormat};
+use crate::plan::{fp_choices, TensorChoice, TensorPlan, ACT_BITS};
+use crate::quant::WeightFormat;
 
 /// How tensors are grouped into genes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,9 +27,10 @@ impl UnitMode {
             "role" => Ok(UnitMode::Role),
             "block" => Ok(UnitMode::Block),
             "tensor" => Ok(UnitMode::Tensor),
-            _ => Err(Error::Invalid(format!(
-                "unknown unit `{s}` (role, block, tensor)"
-            ))),
+            _ => Err(Error::setting(
+                "space.unit",
+                format!("unknown unit `{s}` (role, block, tensor)"),
+            )),
         }
     }
 }
@@ -84,7 +87,7 @@ pub fn parse_formats(spec: &str) -> Result<Vec<WeightFormat>> {
         }
     }
     if out.is_empty() {
-        return Err(Error::Invalid("--formats lists no format".into()));
+        return Err(Error::setting("space.formats", "lists no format"));
     }
     Ok(out)
 }
@@ -100,14 +103,15 @@ pub fn parse_act_bits(spec: &str) -> Result<Vec<u8>> {
                 }
             }
             _ => {
-                return Err(Error::Invalid(format!(
-                    "activation bits `{p}`: choose 4, 8 or 16"
-                )))
+                return Err(Error::setting(
+                    "space.act_bits",
+                    format!("`{p}`: choose from {ACT_BITS:?}"),
+                ))
             }
         }
     }
     if v.is_empty() {
-        return Err(Error::Invalid("--act-bits lists no width".into()));
+        return Err(Error::setting("space.act_bits", "lists no width"));
     }
     Ok(v)
 }
@@ -135,14 +139,11 @@ fn unit_key(model: &Model, t: usize, mode: UnitMode, tie_qkv: bool) -> String {
 }
 
 impl SearchSpace {
-    pub fn new(
-        model: &Model,
-        mode: UnitMode,
-        tie_qkv: bool,
-        formats: &[WeightFormat],
-        act_bits: &[u8],
-        target: &Profile,
-    ) -> Result<SearchSpace> {
+    /// The units and, per unit, the choices of `cfg` that fit all its tensors and that
+    /// `target` executes.
+    pub fn new(model: &Model, cfg: &SpaceConfig, target: &Profile) -> Result<SearchSpace> {
+        let (mode, tie_qkv) = (cfg.unit, cfg.tie_qkv);
+        let (formats, act_bits) = (&cfg.formats, &cfg.act_bits);
         let mut units: Vec<Unit> = Vec::new();
         for t in 0..model.tensors.len() {
             let key = unit_key(model, t, mode, tie_qkv);
@@ -213,13 +214,7 @@ impl SearchSpace {
 
     /// Per tensor, the choice a genome gives it.
     pub fn tensor_choices(&self, model: &Model, genome: &[u16]) -> Vec<TensorChoice> {
-        let mut out = vec![
-            TensorChoice {
-                format: WeightFormat::Ggml(GgmlType::F32),
-                act_bits: 16
-            };
-            model.tensors.len()
-        ];
+        let mut out = fp_choices(model);
         for (u, unit) in self.units.iter().enumerate() {
             let c = self.choices[u][genome[u] as usize];
             for &t in &unit.tensors {

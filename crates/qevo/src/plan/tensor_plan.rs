@@ -1,7 +1,7 @@
 //! `TensorPlan`: the (weight format, activation bits) chosen for every quantizable tensor
 //! of a model, its exact size, and its validation against the model.
 
-use super::format::WeightFormat;
+use crate::quant::WeightFormat;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use std::collections::HashMap;
@@ -97,18 +97,14 @@ impl TensorPlan {
         Ok(())
     }
 
-    /// Exact bytes of all quantizable tensors in their formats. Entries that fail
-    /// `validate` (unknown tensor, inapplicable format) count as f32.
+    /// Exact bytes of all quantizable tensors in their formats (`plan::tensor_bytes`);
+    /// entries naming no tensor of the model count nothing.
     pub fn size_bytes(&self, model: &Model) -> u64 {
         self.entries
             .iter()
             .filter_map(|(name, c)| {
                 let t = &model.tensors[model.tensor_index(name)?];
-                Some(
-                    c.format
-                        .tensor_bytes(t.rows, t.cols)
-                        .unwrap_or(t.params() as u64 * 4),
-                )
+                Some(super::tensor_bytes(c.format, t.rows, t.cols))
             })
             .sum()
     }

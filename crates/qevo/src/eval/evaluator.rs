@@ -5,9 +5,10 @@
 //! that work. Both caches are pure memos: a plan scores the same with or without them.
 
 use crate::error::Result;
-use crate::eval::{Metrics, Reference, Sums};
-use crate::model::{LinearHook, Model};
-use crate::quant::{ActQuantHook, ActRanges, ActScheme, TensorChoice, WeightCache};
+use super::{Metrics, Partial, Pass, Reference, Sums};
+use crate::model::Model;
+use crate::plan::TensorChoice;
+use crate::quant::{ActQuantHook, ActRanges, ActScheme, WeightCache};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -136,61 +137,46 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    /// Scores per-tensor `choices` on the first `n_windows` calibration windows.
+    /// Scores per-tensor `choices` on the first `n_windows` calibration windows, starting
+    /// from the longest cached prefix of hidden states.
     pub fn score(&self, choices: &[TensorChoice], n_windows: usize) -> Result<Metrics> {
         let model = self.model;
         let n = n_windows.min(self.reference.windows.len());
         let (w, hook) = self.weights_and_hook(choices)?;
-        let batch = self.reference.batch;
-        let n_blocks = model.n_blocks();
-
-        // Longest cached prefix.
-        let mut start_block = 0usize;
-        let mut states: Option<Vec<Tensor>> = None;
-        if self.use_prefix {
+        let key = |b: usize| -> PrefixKey { (n, b, choices[..self.block_end[b]].to_vec()) };
+        let start = if self.use_prefix {
             let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            for b in (0..n_blocks).rev() {
-                let key = (n, b, choices[..self.block_end[b]].to_vec());
-                if let Some(s) = p.get(&key) {
-                    states = Some(s);
-                    start_block = b + 1;
-                    break;
-                }
-            }
-        }
-        let mut states = match states {
-            Some(s) => s,
-            None => {
-                let mut v = Vec::new();
-                let mut s = 0;
-                while s < n {
-                    let e = (s + batch).min(n);
-                    v.push(model.embed(&w, &self.reference.windows.batch(s, e)?)?);
-                    s = e;
-                }
-                v
-            }
+            (0..model.n_blocks()).rev().find_map(|b| {
+                p.get(&key(b)).map(|states| Partial {
+                    blocks_done: b + 1,
+                    states,
+                })
+            })
+        } else {
+            None
         };
-        for b in start_block..n_blocks {
-            states = states
-                .iter()
-                .map(|h| model.block(b, &w, &hook as &dyn LinearHook, h))
-                .collect::<Result<_>>()?;
+        let mut remember = |b: usize, states: &[Tensor]| {
             if self.use_prefix {
-                let key = (n, b, choices[..self.block_end[b]].to_vec());
                 self.prefix
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .put(key, states.clone());
+                    .put(key(b), states.to_vec());
             }
-        }
+        };
+        let pass = Pass {
+            model,
+            weights: &w,
+            hook: &hook,
+            windows: &self.reference.windows,
+            range: 0..n,
+            batch: self.reference.batch,
+        };
         let vocab = model.arch.vocab();
         let mut total = Sums::default();
-        for (j, h) in states.iter().enumerate() {
-            let logits = model.head(&w, &hook, h)?;
-            let flat = logits.flatten_all()?.to_vec1::<f32>()?;
-            total.add(&self.reference.score_logits(j * batch, &flat, vocab));
-        }
+        pass.logits_from(start, &mut remember, |first, flat| {
+            total.add(&self.reference.score_logits(first, flat, vocab));
+            Ok(())
+        })?;
         Ok(total.metrics())
     }
 }

@@ -1,0 +1,318 @@
+//! Everything `qevo search` can be told, in one place: the defaults (`defaults`, which the
+//! CLI's flags read too, so the two never drift), the grouped `SearchConfig` with its
+//! `Default`, and `validate`, whose errors name the config field at fault
+//! (`Error::Setting`); the CLI maps field names to its flags.
+
+use super::space::{self, UnitMode};
+use crate::error::{Error, Result};
+use crate::hw::{Profile, Workload};
+use crate::plan::UserLimits;
+use crate::quant::{ActScheme, WeightFormat};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default of every setting, as the CLI spells it.
+pub mod defaults {
+    pub const TARGET: &str = "arm-neon";
+    pub const UNIT: &str = "role";
+    pub const FORMATS: &str = "ggml";
+    pub const ACT_BITS: &str = "8,16";
+    pub const POPULATION: usize = 32;
+    pub const GENERATIONS: u64 = 40;
+    pub const SEED: u64 = 0;
+    pub const WEIGHTS: &str = "0.4,0.3,0.15,0.15";
+    pub const SEQ_LEN: usize = 128;
+    pub const CALIB_WINDOWS: usize = 8;
+    pub const SCREEN_WINDOWS: usize = 2;
+    pub const HELDOUT_WINDOWS: usize = 8;
+    /// 0 = the exact distribution whenever it is affordable (`eval::auto_topk`).
+    pub const TOPK: usize = 0;
+    pub const WEIGHT_CACHE_BYTES: usize = 2 << 30;
+    pub const PREFIX_CACHE_BYTES: usize = 512 << 20;
+    /// Below this a population has no room for seeds, offspring and selection.
+    pub const MIN_POPULATION: usize = 4;
+}
+
+/// Weights of the product brief's fitness `w1·accuracy + w2·compression + w3·latency +
+/// w4·energy`, each term normalised to the FP model: accuracy is top-1 agreement with
+/// FP, the others are `1 − value / FP value` (0 for FP, → 1 as the cost vanishes).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FitnessWeights {
+    pub accuracy: f64,
+    pub compression: f64,
+    pub latency: f64,
+    pub energy: f64,
+}
+
+impl Default for FitnessWeights {
+    fn default() -> Self {
+        FitnessWeights {
+            accuracy: 0.4,
+            compression: 0.3,
+            latency: 0.15,
+            energy: 0.15,
+        }
+    }
+}
+
+impl FitnessWeights {
+    /// Parses `a,c,l,e`: four non-negative numbers, not all zero.
+    pub fn parse(s: &str) -> Result<FitnessWeights> {
+        let bad = || {
+            Error::setting(
+                "evolution.weights",
+                format!("`{s}`: expected four non-negative numbers a,c,l,e, not all zero"),
+            )
+        };
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|p| p.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad())?;
+        if v.len() != 4
+            || v.iter().any(|x| !x.is_finite() || *x < 0.0)
+            || v.iter().sum::<f64>() <= 0.0
+        {
+            return Err(bad());
+        }
+        Ok(FitnessWeights {
+            accuracy: v[0],
+            compression: v[1],
+            latency: v[2],
+            energy: v[3],
+        })
+    }
+}
+
+/// What the genome may choose.
+#[derive(Debug, Clone)]
+pub struct SpaceConfig {
+    pub unit: UnitMode,
+    /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
+    pub tie_qkv: bool,
+    pub formats: Vec<WeightFormat>,
+    pub act_bits: Vec<u8>,
+    pub act_scheme: ActScheme,
+    /// Calibrate activation ranges at this percentile instead of min/max.
+    pub act_percentile: Option<f64>,
+}
+
+/// The evolution itself.
+#[derive(Debug, Clone)]
+pub struct EvolutionConfig {
+    pub population: usize,
+    pub generations: u64,
+    pub seed: u64,
+    pub time_budget: Option<Duration>,
+    /// Picks the recommended plan when the user sets no limit.
+    pub weights: FitnessWeights,
+}
+
+/// The tokens plans are scored on.
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    pub seq_len: usize,
+    /// Calibration windows of a full evaluation.
+    pub calib_windows: usize,
+    /// Calibration windows of a screening evaluation (multi-fidelity).
+    pub screen_windows: usize,
+    pub heldout_windows: usize,
+    /// Distribution entries kept per position; 0 = exact when affordable (`auto_topk`).
+    pub topk: usize,
+}
+
+/// The evaluator's caches.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Fitness, prefix and multi-fidelity caches (off: the baseline for the speed-up).
+    pub enabled: bool,
+    pub weight_cache_bytes: usize,
+    pub prefix_cache_bytes: usize,
+}
+
+/// Baselines scored in the same run.
+#[derive(Debug, Clone)]
+pub struct BaselineConfig {
+    /// Lagrangian plans at the uniform plans' sizes.
+    pub lagrangian: bool,
+    /// Random search with the evolution's genome budget (doubles the run time).
+    pub random_search: bool,
+}
+
+/// Where the engine checkpoints, and whether to continue from it.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointConfig {
+    pub path: Option<PathBuf>,
+    pub resume: bool,
+}
+
+/// Everything `qevo search` can be told.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    pub target: Profile,
+    pub workload: Workload,
+    pub limits: UserLimits,
+    pub space: SpaceConfig,
+    pub evolution: EvolutionConfig,
+    pub data: DataConfig,
+    pub caches: CacheConfig,
+    pub baselines: BaselineConfig,
+    pub checkpoint: CheckpointConfig,
+}
+
+impl SearchConfig {
+    /// The defaults on `target`, with its workload.
+    pub fn for_target(target: Profile) -> Result<SearchConfig> {
+        let workload = target.workload;
+        Ok(SearchConfig {
+            target,
+            workload,
+            limits: UserLimits::default(),
+            space: SpaceConfig {
+                unit: UnitMode::parse(defaults::UNIT)?,
+                tie_qkv: false,
+                formats: space::parse_formats(defaults::FORMATS)?,
+                act_bits: space::parse_act_bits(defaults::ACT_BITS)?,
+                act_scheme: ActScheme::Asym,
+                act_percentile: None,
+            },
+            evolution: EvolutionConfig {
+                population: defaults::POPULATION,
+                generations: defaults::GENERATIONS,
+                seed: defaults::SEED,
+                time_budget: None,
+                weights: FitnessWeights::parse(defaults::WEIGHTS)?,
+            },
+            data: DataConfig {
+                seq_len: defaults::SEQ_LEN,
+                calib_windows: defaults::CALIB_WINDOWS,
+                screen_windows: defaults::SCREEN_WINDOWS,
+                heldout_windows: defaults::HELDOUT_WINDOWS,
+                topk: defaults::TOPK,
+            },
+            caches: CacheConfig {
+                enabled: true,
+                weight_cache_bytes: defaults::WEIGHT_CACHE_BYTES,
+                prefix_cache_bytes: defaults::PREFIX_CACHE_BYTES,
+            },
+            baselines: BaselineConfig {
+                lagrangian: true,
+                random_search: false,
+            },
+            checkpoint: CheckpointConfig::default(),
+        })
+    }
+
+    /// The defaults on the default target.
+    pub fn with_defaults() -> Result<SearchConfig> {
+        Self::for_target(crate::hw::builtin(defaults::TARGET)?)
+    }
+
+    /// Checks every setting a search cannot run with; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &str, v: usize| match v {
+            0 => Err(Error::setting(field, "must be at least 1")),
+            _ => Ok(()),
+        };
+        if self.evolution.population < defaults::MIN_POPULATION {
+            return Err(Error::setting(
+                "evolution.population",
+                format!(
+                    "must be at least {}, got {}",
+                    defaults::MIN_POPULATION,
+                    self.evolution.population
+                ),
+            ));
+        }
+        positive("data.seq_len", self.data.seq_len)?;
+        positive("data.calib_windows", self.data.calib_windows)?;
+        positive("data.screen_windows", self.data.screen_windows)?;
+        positive("data.heldout_windows", self.data.heldout_windows)?;
+        if self.data.seq_len < 2 {
+            return Err(Error::setting(
+                "data.seq_len",
+                "must be at least 2 (a window predicts its next tokens)",
+            ));
+        }
+        if self.space.formats.is_empty() {
+            return Err(Error::setting("space.formats", "lists no format"));
+        }
+        if self.space.act_bits.is_empty() {
+            return Err(Error::setting("space.act_bits", "lists no width"));
+        }
+        if let Some(p) = self.space.act_percentile {
+            if !(p > 50.0 && p <= 100.0) {
+                return Err(Error::setting(
+                    "space.act_percentile",
+                    format!("must be in (50, 100], got {p}"),
+                ));
+            }
+        }
+        self.validate_limits()?;
+        if self.checkpoint.resume && self.checkpoint.path.is_none() {
+            return Err(Error::setting(
+                "checkpoint.resume",
+                "needs a checkpoint path to resume from",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<()> {
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_size_mb", l.max_size_mb),
+            ("limits.max_latency_ms", l.max_latency_ms),
+            ("limits.max_energy_mj", l.max_energy_mj),
+            ("limits.max_kl", l.max_kl),
+        ] {
+            if let Some(x) = v {
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(Error::setting(
+                        field,
+                        format!("must be a positive number, got {x}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let cfg = SearchConfig::with_defaults().unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.evolution.population, defaults::POPULATION);
+        assert_eq!(cfg.evolution.weights, FitnessWeights::default());
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut cfg = SearchConfig::with_defaults().unwrap();
+        cfg.evolution.population = 2;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.starts_with("evolution.population:"), "{e}");
+        let mut cfg = SearchConfig::with_defaults().unwrap();
+        cfg.data.calib_windows = 0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.starts_with("data.calib_windows:"), "{e}");
+        let mut cfg = SearchConfig::with_defaults().unwrap();
+        cfg.limits.max_kl = Some(f64::NAN);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.starts_with("limits.max_kl:"), "{e}");
+    }
+
+    #[test]
+    fn weights_parse_rejects_bad_lists() {
+        assert!(FitnessWeights::parse("1,0,0,0").is_ok());
+        for bad in ["1,2,3", "0,0,0,0", "-1,1,1,1", "a,b,c,d", "1,1,1,inf"] {
+            let e = FitnessWeights::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("evolution.weights"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Stage 3, `evolve`: NSGA-II over the quantization problem, seeded, with the target's
+//! termination (generations, wall time), a checkpoint after every generation and exact
+//! resume (the engine's state and the problem's memos and records both come back).
+
+use super::problem::QuantProblem;
+use super::seed::Seeded;
+use super::{Progress, SearchConfig};
+use crate::error::{Error, Result};
+use evo::{GenerationRecord, Individual, Nsga2, RunOptions, Termination};
+use std::time::Instant;
+
+/// What the evolution leaves for the later stages.
+pub struct Evolved {
+    /// Every non-dominated feasible genome evaluated (screened scores may be optimistic).
+    pub archive: Vec<Individual>,
+    pub population: Vec<Individual>,
+    pub history: Vec<GenerationRecord>,
+    /// Genomes evaluated (the random-search baseline gets the same budget).
+    pub evaluations: u64,
+    pub seconds: f64,
+}
+
+/// Runs NSGA-II from `seeded`'s seeds; resumes from the checkpoint when asked.
+pub fn evolve(
+    problem: &QuantProblem,
+    seeded: &Seeded,
+    cfg: &SearchConfig,
+    progress: Option<Progress>,
+) -> Result<Evolved> {
+    let mut termination = Termination::generations(cfg.evolution.generations);
+    termination.max_time = cfg.evolution.time_budget;
+    let algo = Nsga2::new(cfg.evolution.population)
+        .with_seeds(seeded.seeds.iter().cloned().map(evo::Genome).collect())
+        .with_termination(termination)
+        .with_reference_point(seeded.reference_point.clone());
+    let options = RunOptions {
+        checkpoint: cfg.checkpoint.path.clone(),
+        resume: resume_from(cfg)?,
+        observer: progress,
+    };
+    let started = Instant::now();
+    let result = algo.run(problem, cfg.evolution.seed, options)?;
+    Ok(Evolved {
+        archive: result.archive,
+        population: result.population,
+        history: result.history,
+        evaluations: result.evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The checkpoint to continue from: asking to resume without one is an error, not a
+/// silent fresh start.
+fn resume_from(cfg: &SearchConfig) -> Result<Option<std::path::PathBuf>> {
+    if !cfg.checkpoint.resume {
+        return Ok(None);
+    }
+    match &cfg.checkpoint.path {
+        Some(p) if p.is_file() => Ok(Some(p.clone())),
+        Some(p) => Err(Error::setting(
+            "checkpoint.resume",
+            format!("no checkpoint at {} to resume from", p.display()),
+        )),
+        None => Err(Error::setting(
+            "checkpoint.resume",
+            "needs a checkpoint path to resume from",
+        )),
+    }
+}

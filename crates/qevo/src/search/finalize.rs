@@ -1,0 +1,186 @@
+//! Stage 4, `finalize`: the evolved front as the user sees it. Every archive member is
+//! re-scored at full fidelity (screened scores can be optimistic) and on the held-out
+//! text, what is still non-dominated is kept, sorted by size, and one plan is
+//! recommended; when nothing is feasible, the least-violating plan of the last
+//! population is kept instead, so the user learns which limit fails and by how much.
+
+use super::evolve::Evolved;
+use super::prepare::Prepared;
+use super::problem::{QuantProblem, Scored};
+use super::{FrontEntry, SearchConfig};
+use crate::error::Result;
+use crate::plan::UserLimits;
+use evo::dominance::dominates;
+use rayon::prelude::*;
+
+/// The front, the recommendation, and the fallback when nothing is feasible.
+pub struct Finalized {
+    /// Non-dominated feasible plans at full fidelity, smallest first.
+    pub front: Vec<FrontEntry>,
+    pub recommended: Option<usize>,
+    /// When nothing was feasible: the least-violating plan and its failing checks.
+    pub infeasible_closest: Option<FrontEntry>,
+}
+
+/// Re-scores the archive, filters it, and recommends.
+pub fn finalize(
+    p: &Prepared,
+    problem: &QuantProblem,
+    evolved: &Evolved,
+    cfg: &SearchConfig,
+) -> Result<Finalized> {
+    let scored: Vec<FrontEntry> = evolved
+        .archive
+        .par_iter()
+        .map(|ind| {
+            let g = ind.genome.levels().to_vec();
+            let s = problem.full(&g)?;
+            entry(p, g, s, cfg)
+        })
+        .collect::<Result<_>>()?;
+    let objs: Vec<Vec<f64>> = scored.iter().map(|f| f.scored.objectives()).collect();
+    let feas: Vec<bool> = scored.iter().map(|f| f.scored.violation <= 0.0).collect();
+    let mut front: Vec<FrontEntry> = pareto_indices(&objs, &feas)
+        .into_iter()
+        .map(|i| scored[i].clone())
+        .collect();
+    front.sort_by(|a, b| {
+        a.scored
+            .size_bytes
+            .cmp(&b.scored.size_bytes)
+            .then(a.scored.metrics.kl.total_cmp(&b.scored.metrics.kl))
+    });
+    let infeasible_closest = match front.is_empty() {
+        true => least_violating(p, problem, evolved, cfg)?,
+        false => None,
+    };
+    Ok(Finalized {
+        recommended: recommend(&front, &cfg.limits),
+        front,
+        infeasible_closest,
+    })
+}
+
+/// The population member with the smallest violation, fully scored.
+fn least_violating(
+    p: &Prepared,
+    problem: &QuantProblem,
+    evolved: &Evolved,
+    cfg: &SearchConfig,
+) -> Result<Option<FrontEntry>> {
+    let best = evolved
+        .population
+        .iter()
+        .min_by(|a, b| a.violation.total_cmp(&b.violation));
+    match best {
+        Some(ind) => {
+            let g = ind.genome.levels().to_vec();
+            let s = problem.full(&g)?;
+            Ok(Some(entry(p, g, s, cfg)?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A front entry: the full score, the held-out score and the recommendation fitness.
+pub(crate) fn entry(
+    p: &Prepared,
+    genome: Vec<u16>,
+    scored: Scored,
+    cfg: &SearchConfig,
+) -> Result<FrontEntry> {
+    let choices = p.space.tensor_choices(p.model, &genome);
+    let heldout = p.evaluator.score_with(&p.heldout, &choices)?;
+    let fitness = cfg.evolution.weights.fitness(&scored, &p.fp);
+    Ok(FrontEntry {
+        genome,
+        scored,
+        heldout,
+        fitness,
+    })
+}
+
+/// Indices of the non-dominated feasible points (minimising all objectives).
+pub fn pareto_indices(points: &[Vec<f64>], feasible: &[bool]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| feasible[i])
+        .filter(|&i| {
+            !(0..points.len()).any(|j| j != i && feasible[j] && dominates(&points[j], &points[i]))
+        })
+        .collect()
+}
+
+/// With user limits: the lowest-KL plan within them. Without: the highest fitness.
+pub fn recommend(front: &[FrontEntry], limits: &UserLimits) -> Option<usize> {
+    let feasible = front
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.scored.violation <= 0.0);
+    if limits.any() {
+        feasible
+            .min_by(|a, b| a.1.scored.metrics.kl.total_cmp(&b.1.scored.metrics.kl))
+            .map(|(i, _)| i)
+    } else {
+        feasible
+            .max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness))
+            .map(|(i, _)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::Metrics;
+
+    fn plan(kl: f64, size: u64, fitness: f64, violation: f64) -> FrontEntry {
+        let metrics = Metrics {
+            kl,
+            ppl: 1.0,
+            top1: 1.0,
+            tokens: 1,
+        };
+        FrontEntry {
+            genome: vec![],
+            scored: Scored {
+                metrics,
+                full: true,
+                size_bytes: size,
+                latency_ms: 1.0,
+                energy_mj: 1.0,
+                peak_memory_bytes: 1,
+                violation,
+                checks: vec![],
+            },
+            heldout: metrics,
+            fitness,
+        }
+    }
+
+    #[test]
+    fn pareto_indices_drop_dominated_and_infeasible() {
+        let pts = vec![
+            vec![1.0, 1.0],
+            vec![2.0, 2.0],
+            vec![0.5, 3.0],
+            vec![0.1, 0.1],
+        ];
+        assert_eq!(pareto_indices(&pts, &[true, true, true, false]), vec![0, 2]);
+    }
+
+    #[test]
+    fn recommend_takes_best_fitness_without_limits_and_lowest_kl_within_them() {
+        let front = vec![
+            plan(0.30, 100, 0.9, 0.0),
+            plan(0.10, 200, 0.5, 0.0),
+            plan(0.01, 400, 0.2, 0.5),
+        ];
+        assert_eq!(recommend(&front, &UserLimits::default()), Some(0));
+        let limits = UserLimits {
+            max_size_mb: Some(1.0),
+            ..Default::default()
+        };
+        // Lowest KL among the feasible ones; the infeasible 0.01 is never picked.
+        assert_eq!(recommend(&front, &limits), Some(1));
+        assert_eq!(recommend(&[plan(0.1, 1, 1.0, 0.2)], &limits), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! Stage 1, `prepare`: everything a search scores against, built once. Calibration and
+//! held-out token windows, activation ranges on the calibration text, the FP model's
+//! reference distributions on both, the evaluator with its caches, the search space, and
+//! the FP model's cost on the target.
+
+use super::space::SearchSpace;
+use super::{FpCost, SearchConfig};
+use crate::error::{Error, Result};
+use crate::eval::{auto_topk, Evaluator, Reference, TokenWindows};
+use crate::model::Model;
+use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
+use crate::quant::{calibrate_act_ranges, WeightCache};
+
+/// What every later stage scores against.
+pub struct Prepared<'m> {
+    pub model: &'m Model,
+    pub evaluator: Evaluator<'m>,
+    /// The FP distributions on the held-out windows.
+    pub heldout: Reference,
+    pub space: SearchSpace,
+    pub fp: FpCost,
+    /// Calibration windows of a screening score (a prefix of the full set).
+    pub screen_windows: usize,
+    /// Calibration windows of a full score.
+    pub full_windows: usize,
+}
+
+/// Builds windows, references, evaluator, space and FP cost for `cfg`.
+pub fn prepare<'m>(
+    model: &'m Model,
+    calib_text: &str,
+    heldout_text: &str,
+    cfg: &SearchConfig,
+) -> Result<Prepared<'m>> {
+    let seq = cfg.data.seq_len;
+    if seq > model.arch.max_positions() {
+        return Err(Error::setting(
+            "data.seq_len",
+            format!(
+                "{seq} tokens, but {} handles at most {} positions",
+                model.source.display(),
+                model.arch.max_positions()
+            ),
+        ));
+    }
+    let windows = |text: &str, n: usize, what: &str| {
+        TokenWindows::from_text(model, text, seq, n).map_err(|e| match e {
+            Error::TextTooShort { tokens, needed, .. } => Error::TextTooShort {
+                what: format!("{what} text"),
+                tokens,
+                needed,
+            },
+            e => e,
+        })
+    };
+    let calib = windows(calib_text, cfg.data.calib_windows, "calibration")?;
+    let heldout = windows(heldout_text, cfg.data.heldout_windows, "held-out")?;
+    let full_windows = calib.len();
+    let screen_windows = cfg.data.screen_windows.clamp(1, full_windows);
+    let ranges = calibrate_act_ranges(model, &calib, cfg.space.act_percentile)?;
+    let k_for = |w: &TokenWindows| match cfg.data.topk {
+        0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
+        k => k,
+    };
+    let (k_calib, k_heldout) = (k_for(&calib), k_for(&heldout));
+    let reference = Reference::build(model, calib, k_calib)?;
+    let heldout = Reference::build(model, heldout, k_heldout)?;
+    let prefix_bytes = match cfg.caches.enabled {
+        true => cfg.caches.prefix_cache_bytes,
+        false => 0,
+    };
+    let evaluator = Evaluator::new(
+        model,
+        reference,
+        WeightCache::new(cfg.caches.weight_cache_bytes),
+        ranges,
+        cfg.space.act_scheme,
+        prefix_bytes,
+    );
+    let space = SearchSpace::new(model, &cfg.space, &cfg.target)?;
+    let fp_price = price(
+        model,
+        &fp_choices(model),
+        &cfg.target,
+        &cfg.workload,
+        &UserLimits::default(),
+        None,
+    )?;
+    let fp = FpCost {
+        size_bytes: fp_bytes(model),
+        latency_ms: fp_price.cost.latency_ms,
+        energy_mj: fp_price.cost.energy_mj,
+        peak_memory_bytes: fp_price.cost.peak_memory_bytes,
+        ppl: evaluator.reference.fp.ppl,
+        heldout_ppl: heldout.fp.ppl,
+    };
+    Ok(Prepared {
+        model,
+        evaluator,
+        heldout,
+        space,
+        fp,
+        screen_windows,
+        full_windows,
+    })
+}

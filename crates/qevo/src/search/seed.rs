@@ -1,0 +1,142 @@
+//! Stage 2, `seed`: what the evolution starts from. The per-unit sensitivity table, every
+//! uniform plan the space allows (fully scored: they are also baselines), the Lagrangian
+//! sweep over the sensitivity table, the seed genomes, and the hypervolume reference
+//! point just beyond the worst uniform plan and the FP cost.
+
+use super::baselines::{lagrangian_at, lagrangian_sweep, sensitivity, BaselinePoint, Sensitivity};
+use super::prepare::Prepared;
+use super::problem::QuantProblem;
+use super::SearchConfig;
+use crate::error::Result;
+
+/// A Lagrangian plan: genome, bytes, and the KL the additive model predicts.
+pub type SweepPoint = (Vec<u16>, u64, f64);
+
+/// The evolution's starting material.
+pub struct Seeded {
+    pub sensitivity: Sensitivity,
+    pub uniform: Vec<BaselinePoint>,
+    /// Lagrangian plans, smallest first.
+    pub sweep: Vec<SweepPoint>,
+    /// At most three quarters of the population; the rest is sampled.
+    pub seeds: Vec<Vec<u16>>,
+    /// Hypervolume reference: [KL, bytes, ms, mJ].
+    pub reference_point: Vec<f64>,
+}
+
+/// Scores the sensitivity table and the uniform plans, and picks the seeds.
+pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<Seeded> {
+    let sens = sensitivity(&p.evaluator, &p.space, p.screen_windows)?;
+    let uniform = uniform_plans(p, problem)?;
+    let sweep = lagrangian_sweep(&sens);
+    let seeds = seed_genomes(&uniform, &sweep, cfg.evolution.population * 3 / 4);
+    let reference_point = reference_point(&uniform, p);
+    Ok(Seeded {
+        sensitivity: sens,
+        uniform,
+        sweep,
+        seeds,
+        reference_point,
+    })
+}
+
+/// Every choice that every unit has, as a fully scored uniform plan.
+fn uniform_plans(p: &Prepared, problem: &QuantProblem) -> Result<Vec<BaselinePoint>> {
+    let mut out = Vec::new();
+    for c in &p.space.choices[0] {
+        if let Some(g) = p.space.uniform_genome(c) {
+            let scored = problem.full(&g)?;
+            let act = match c.act_bits {
+                16 => String::new(),
+                a => format!(" a{a}"),
+            };
+            out.push(BaselinePoint {
+                name: c.format.name() + &act,
+                genome: g,
+                scored,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `room` seeds: every uniform plan (spread, half the room), the Lagrangian plan
+/// at each uniform plan's size (sensitivity-guided), then Lagrangian plans spread over
+/// the whole size range; duplicates dropped.
+pub fn seed_genomes(
+    uniform: &[BaselinePoint],
+    sweep: &[SweepPoint],
+    room: usize,
+) -> Vec<Vec<u16>> {
+    let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
+    let lag_at: Vec<Vec<u16>> = uniform
+        .iter()
+        .filter_map(|u| lagrangian_at(sweep, u.scored.size_bytes))
+        .collect();
+    let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
+    let mut seeds: Vec<Vec<u16>> = Vec::new();
+    for g in spread(&uni_g, room / 2)
+        .into_iter()
+        .chain(lag_at)
+        .chain(spread(&lag_g, room))
+    {
+        if !seeds.contains(&g) && seeds.len() < room {
+            seeds.push(g);
+        }
+    }
+    seeds
+}
+
+/// Just beyond the worst uniform plan's KL and the FP model's size, latency and energy.
+fn reference_point(uniform: &[BaselinePoint], p: &Prepared) -> Vec<f64> {
+    let kl_ref = uniform
+        .iter()
+        .map(|b| b.scored.metrics.kl)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    vec![
+        kl_ref,
+        p.fp.size_bytes as f64 * 1.1,
+        p.fp.latency_ms * 1.1,
+        p.fp.energy_mj * 1.1,
+    ]
+}
+
+/// Up to `k` items spread evenly over `list`, ends included.
+fn spread(list: &[Vec<u16>], k: usize) -> Vec<Vec<u16>> {
+    let k = k.min(list.len());
+    match k {
+        0 => vec![],
+        1 => vec![list[list.len() / 2].clone()],
+        _ => (0..k)
+            .map(|i| list[i * (list.len() - 1) / (k - 1)].clone())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_keeps_both_ends() {
+        let list: Vec<Vec<u16>> = (0..10u16).map(|i| vec![i]).collect();
+        assert_eq!(spread(&list, 3), vec![vec![0], vec![4], vec![9]]);
+        assert_eq!(spread(&list, 1), vec![vec![5]]);
+        assert!(spread(&list, 0).is_empty());
+        assert_eq!(spread(&list[..2], 5).len(), 2);
+    }
+
+    #[test]
+    fn seed_genomes_fit_the_room_without_duplicates() {
+        let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], i as u64, 0.0)).collect();
+        let seeds = seed_genomes(&[], &sweep, 6);
+        assert_eq!(seeds.len(), 6);
+        let mut uniq = seeds.clone();
+        uniq.dedup();
+        assert_eq!(uniq, seeds);
+        assert_eq!(seeds[0], vec![0]);
+        assert_eq!(seeds[5], vec![19]);
+    }
+}

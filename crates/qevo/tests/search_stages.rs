@@ -1,0 +1,182 @@
+//! The search's stages, each on its own, and the promises the caches make: a cache
+//! changes how fast a plan is scored, never its score; screening skips only plans that
+//! could not enter the front; a resumed search reports what an uninterrupted one does.
+//! All on the embedded model with a few short windows.
+
+use qevo::plan::{price, UserLimits};
+use qevo::search::problem::QuantProblem;
+use qevo::search::{self, SearchConfig};
+use qevo::Model;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets")
+}
+
+fn model() -> Model {
+    Model::load(&assets()).unwrap()
+}
+
+fn texts() -> (String, String) {
+    let read = |f: &str| std::fs::read_to_string(assets().join(f)).unwrap();
+    (read("calib.txt"), read("heldout.txt"))
+}
+
+/// A small, fast configuration: 3 windows of 32 tokens, no screening unless asked.
+fn small_config() -> SearchConfig {
+    let mut cfg = SearchConfig::with_defaults().unwrap();
+    cfg.data.seq_len = 32;
+    cfg.data.calib_windows = 3;
+    cfg.data.screen_windows = 3;
+    cfg.data.heldout_windows = 2;
+    cfg.evolution.population = 8;
+    cfg.evolution.generations = 3;
+    cfg
+}
+
+/// A few genomes that share early units and differ late (prefix-cache hits).
+fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
+    let levels: Vec<u16> = problem.space.choices.iter().map(|c| c.len() as u16).collect();
+    (0..6u16)
+        .map(|k| {
+            levels
+                .iter()
+                .enumerate()
+                .map(|(u, &n)| if u + 3 < levels.len() { (k / 3) % n } else { (k + u as u16) % n })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn prefix_cache_on_and_off_give_identical_scores() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut on = small_config();
+    on.caches.enabled = true;
+    let mut off = small_config();
+    off.caches.enabled = false;
+    let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
+    let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
+    let q_on = QuantProblem::new(&p_on, &on).unwrap();
+    let q_off = QuantProblem::new(&p_off, &off).unwrap();
+    for g in genomes(&q_on) {
+        let choices = q_on.space.tensor_choices(&m, &g);
+        // Twice on the cached evaluator: the second run starts from cached states.
+        let a = p_on.evaluator.score(&choices, 3).unwrap();
+        let b = p_on.evaluator.score(&choices, 3).unwrap();
+        let c = p_off.evaluator.score(&choices, 3).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(q_on.full(&g).unwrap(), q_off.full(&g).unwrap());
+    }
+    let stats = p_on.evaluator.prefix_stats();
+    assert!(stats.hits > 0, "the cache was never used: {stats:?}");
+    assert_eq!(p_off.evaluator.prefix_stats().hits, 0);
+}
+
+#[test]
+fn no_cache_gives_the_same_front() {
+    // Without screening (screen windows = calibration windows) the caches are pure memos,
+    // so the whole outcome must be identical with them off.
+    let m = model();
+    let (calib, heldout) = texts();
+    let on = small_config();
+    let mut off = small_config();
+    off.caches.enabled = false;
+    let a = search::run(&m, &calib, &heldout, &on, None).unwrap();
+    let b = search::run(&m, &calib, &heldout, &off, None).unwrap();
+    let key = |o: &search::SearchOutcome| {
+        o.front
+            .iter()
+            .map(|f| (f.genome.clone(), f.scored.clone(), f.heldout))
+            .collect::<Vec<_>>()
+    };
+    assert!(!a.front.is_empty());
+    assert_eq!(key(&a), key(&b));
+    assert_eq!(a.recommended, b.recommended);
+    assert!(a.fitness_stats.hits > 0);
+    assert_eq!(b.fitness_stats.hits, 0);
+}
+
+#[test]
+fn screening_skips_only_plans_the_archive_dominates() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    let p = search::prepare(&m, &calib, &heldout, &cfg).unwrap();
+    let q = QuantProblem::new(&p, &cfg).unwrap();
+    let g = genomes(&q).remove(0);
+    // Empty archive: nothing to compare with, so the full score.
+    let s = q.evaluate_one(&g, &[]).unwrap();
+    assert!(s.full);
+    // An archive point better everywhere: the screened score, not the full one.
+    let g2 = genomes(&q).remove(5);
+    let tiny = vec![vec![0.0, 1.0, 1e-9, 1e-9]];
+    let screened = q.evaluate_one(&g2, &tiny).unwrap();
+    assert!(!screened.full);
+    assert_eq!(q.fitness_stats().screened_out, 1);
+    // An archive point worse in size: the plan could enter the front, so full.
+    let worse = vec![vec![0.0, 1e30, 1e-9, 1e-9]];
+    assert!(q.evaluate_one(&g2, &worse).unwrap().full);
+}
+
+#[test]
+fn user_limits_enter_pricing() {
+    let m = model();
+    let cfg = small_config();
+    let choices = qevo::plan::fp_choices(&m);
+    let free = price(&m, &choices, &cfg.target, &cfg.workload, &UserLimits::default(), None)
+        .unwrap();
+    let tight = UserLimits {
+        max_size_mb: Some(1.0),
+        max_kl: Some(0.5),
+        ..Default::default()
+    };
+    let p = price(&m, &choices, &cfg.target, &cfg.workload, &tight, Some(0.25)).unwrap();
+    let size = p.checks.iter().find(|c| c.name == "max_size_mb (user)").unwrap();
+    assert!(!size.pass);
+    assert_eq!(size.value, qevo::plan::fp_bytes(&m) as f64 / 1e6);
+    let kl = p.checks.iter().find(|c| c.name == "max_kl (user)").unwrap();
+    assert!(kl.pass);
+    // The violation grows by exactly the size excess.
+    let excess = (size.value - 1.0) / 1.0;
+    assert!((p.violation - free.violation - excess).abs() < 1e-12);
+}
+
+#[test]
+fn convergence_record_survives_resume() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    let whole = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+
+    cfg.checkpoint.path = Some(dir.path().join("checkpoint.json"));
+    // Stop after generation 1, then resume to the end.
+    let stop: search::Progress =
+        Box::new(|r| if r.generation >= 1 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+    search::run(&m, &calib, &heldout, &cfg, Some(stop)).unwrap();
+    cfg.checkpoint.resume = true;
+    let resumed = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+
+    assert_eq!(whole.convergence.len(), cfg.evolution.generations as usize + 1);
+    assert_eq!(resumed.convergence, whole.convergence);
+    assert_eq!(resumed.history, whole.history);
+    assert_eq!(resumed.fitness_stats, whole.fitness_stats);
+}
+
+#[test]
+fn resume_without_a_checkpoint_is_refused() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config();
+    cfg.checkpoint.path = Some(dir.path().join("checkpoint.json"));
+    cfg.checkpoint.resume = true;
+    let e = search::run(&m, &calib, &heldout, &cfg, None).unwrap_err().to_string();
+    assert!(e.contains("checkpoint.resume") && e.contains("no checkpoint"), "{e}");
+}
