@@ -99,7 +99,7 @@ pub fn report_data(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Repo
     if !o.random.is_empty() {
         let objs: Vec<Vec<f64>> = o.random.iter().map(|b| b.scored.objectives()).collect();
         let feas: Vec<bool> = o.random.iter().map(|b| b.scored.violation <= 0.0).collect();
-        let keep = qevo::search::baselines::pareto_indices(&objs, &feas);
+        let keep = qevo::search::pareto_indices(&objs, &feas);
         baselines.push(Series {
             name: "random search".into(),
             points: keep

@@ -24,7 +24,7 @@ pub mod space;
 pub use compare::{compare, Compared};
 pub use config::{defaults, FitnessWeights, SearchConfig};
 pub use evolve::{evolve, Evolved};
-pub use finalize::{finalize, recommend, Finalized};
+pub use finalize::{finalize, pareto_indices, recommend, Finalized};
 pub use prepare::{prepare, Prepared};
 pub use seed::{seed, Seeded};
 
