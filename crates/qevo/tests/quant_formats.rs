@@ -362,7 +362,7 @@ proptest! {
         let glen = f.group_len(rows, cols);
         let qmax = ((1 << (f.bits - 1)) - 1) as f32;
         // Groups never cross a row (tensor granularity: one group of everything).
-        let row_len = if glen > cols { glen } else { cols };
+        let row_len = if f.granularity == Granularity::Tensor { glen } else { cols };
         let groups = x
             .chunks(row_len)
             .zip(d.chunks(row_len))
