@@ -403,3 +403,18 @@ proptest! {
         prop_assert_eq!(d, fq);
     }
 }
+
+#[test]
+fn ggml_preset_holds_every_type_llama_cpp_loads_and_qevo_quantizes() {
+    let preset = qevo::search::space::parse_formats("ggml").unwrap();
+    for t in GgmlType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        assert!(preset.contains(&WeightFormat::Ggml(t)), "{t}");
+    }
+    assert!(preset.contains(&WeightFormat::Ggml(GgmlType::F16)));
+    assert!(preset.iter().all(|f| f.can_quantize()));
+    // A dequantize-only type never enters a search.
+    let e = qevo::search::space::parse_formats("q4_k,iq4_nl")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("iq4_nl"), "{e}");
+}
