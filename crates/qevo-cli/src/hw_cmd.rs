@@ -228,7 +228,10 @@ fn quantized(m: &qevo::Model, types: &[GgmlType]) -> Result<Quantized> {
     let mut matmuls = Vec::with_capacity(types.len());
     let mut tables = Vec::with_capacity(types.len());
     for ((w, info), t) in m.weights.iter().zip(&m.tensors).zip(types) {
-        let q = QTensor::quantize(w, t.candle_dtype())?;
+        let dtype = t
+            .candle_dtype()
+            .ok_or_else(|| anyhow!("{t} has no candle kernel"))?;
+        let q = QTensor::quantize(w, dtype)?;
         tables.push(if info.role == Role::Embedding {
             Some(q.dequantize(&Device::Cpu)?)
         } else {

@@ -2,11 +2,12 @@
 //! types compared to candle's `QTensor::quantize` + `dequantize` measured in the same run,
 //! and the time to build the full format table (every tensor × every applicable format)
 //! of the embedded model (or, if its assets are placeholders, of random tensors with the
-//! same shapes). Run: `cargo bench -p qevo --bench quant`.
+//! same shapes), and the dequantize throughput of the IQ types (qevo's own decoders) as a
+//! ratio to q4_k's (candle's) in the same run. Run: `cargo bench -p qevo --bench quant`.
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
-use qevo::quant::WeightFormat;
+use qevo::quant::{ggml, GgmlType, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -80,6 +81,10 @@ fn shapes() -> (String, Tensors) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "iq") {
+        iq_dequantize();
+        return;
+    }
     let (rows, cols) = (512, 4096);
     let x = data(rows * cols, 1);
     let gb = (x.len() * 4) as f64 / 1e9;
@@ -103,8 +108,9 @@ fn main() {
         });
         match f.ggml() {
             Some(t) => {
+                let dtype = t.candle_dtype().expect("quantizable types are candle's");
                 let candle = best(3, || {
-                    let q = QTensor::quantize(&src, t.candle_dtype()).unwrap();
+                    let q = QTensor::quantize(&src, dtype).unwrap();
                     std::hint::black_box(q.dequantize(&Device::Cpu).unwrap());
                 });
                 println!(
@@ -162,4 +168,56 @@ fn main() {
     );
     println!("  generic only:    {generic:.2} s");
     println!("  GGML only:       {ggml:.2} s");
+    iq_dequantize();
+}
+
+/// Random blocks of a dequantize-only type: uniform bytes with an f16 block scale of 0.01
+/// (iq1_m keeps its scale in the top nibbles of its last four u16 words).
+fn random_blocks(t: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut b: Vec<u8> = (0..n_blocks * t.block_bytes())
+        .map(|_| rng.random())
+        .collect();
+    let d = half::f16::from_f32(0.01).to_bits();
+    for blk in b.chunks_exact_mut(t.block_bytes()) {
+        if t == GgmlType::Iq1M {
+            let tail = blk.len() - 8;
+            for k in 0..4 {
+                let w = &mut blk[tail + 2 * k..tail + 2 * k + 2];
+                w[1] = (w[1] & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
+            }
+        } else {
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// Dequantize throughput (GB/s of f32 output) of every dequantize-only type, as a ratio
+/// to q4_k's through the same entry point (`quant::ggml::dequantize`).
+fn iq_dequantize() {
+    let (rows, cols) = (512, 4096);
+    let n = rows * cols;
+    let gb = (n * 4) as f64 / 1e9;
+    let x = data(n, 3);
+    let q4k = WeightFormat::Ggml(GgmlType::Q4K)
+        .quantize(&x, rows, cols, None)
+        .unwrap()
+        .bytes;
+    let base = best(5, || {
+        std::hint::black_box(ggml::dequantize(GgmlType::Q4K, &q4k, n).unwrap());
+    });
+    println!(
+        "
+dequantize [{rows}, {cols}], GB/s of f32 output, best of 5; ratio to q4_k"
+    );
+    println!("{:<10} {:>8} {:>8}", "type", "GB/s", "ratio");
+    println!("{:<10} {:>8.2} {:>7.2}x", "q4_k", gb / base, 1.0);
+    for t in GgmlType::EVERY.into_iter().filter(|t| !t.can_quantize()) {
+        let b = random_blocks(t, n / t.block_len(), t.gguf_id() as u64);
+        let s = best(5, || {
+            std::hint::black_box(ggml::dequantize(t, &b, n).unwrap());
+        });
+        println!("{:<10} {:>8.2} {:>7.2}x", t.name(), gb / s, base / s);
+    }
 }

@@ -267,14 +267,13 @@ fn values_beyond_f16_scales_give_an_error_not_garbage() {
 }
 
 #[test]
-fn inapplicable_shape_and_bad_imatrix_are_errors() {
-    let x = normal(2 * 96, 5);
+fn empty_shape_and_bad_imatrix_are_errors() {
     let e = WeightFormat::parse("q4_k")
         .unwrap()
-        .quantize_named("t", &x, 2, 96, None)
+        .quantize_named("t", &[], 0, 96, None)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("does not apply"), "{e}");
+    assert!(e.contains("empty") && e.contains('t'), "{e}");
     let x = normal(2 * 256, 5);
     let e = WeightFormat::parse("q4_k")
         .unwrap()
@@ -342,12 +341,13 @@ proptest! {
     fn int_formats_round_trip_within_their_bound(
         fi in 0usize..105,
         rows in 1usize..5,
-        cols_i in 0usize..5,
+        cols_i in 0usize..8,
         log_scale in -6.0f32..6.0,
         seed in any::<u64>(),
     ) {
         let f = int_formats()[fi];
-        let cols = [32usize, 64, 128, 256, 384][cols_i];
+        // 96, 200 and 576 leave a ragged last group for some group sizes.
+        let cols = [32usize, 64, 96, 128, 200, 256, 384, 576][cols_i];
         let scale = 10f32.powf(log_scale / 2.0);
         let x: Vec<f32> = normal(rows * cols, seed).iter().map(|v| v * scale).collect();
         let w = WeightFormat::Int(f);
@@ -361,7 +361,13 @@ proptest! {
         prop_assert!(d.iter().zip(&fq).all(|(a, b)| a.to_bits() == b.to_bits()));
         let glen = f.group_len(rows, cols);
         let qmax = ((1 << (f.bits - 1)) - 1) as f32;
-        for (g, (xs, ys)) in x.chunks(glen).zip(d.chunks(glen)).enumerate() {
+        // Groups never cross a row (tensor granularity: one group of everything).
+        let row_len = if f.granularity == Granularity::Tensor { glen } else { cols };
+        let groups = x
+            .chunks(row_len)
+            .zip(d.chunks(row_len))
+            .flat_map(|(xr, dr)| xr.chunks(glen).zip(dr.chunks(glen)));
+        for (g, (xs, ys)) in groups.enumerate() {
             let lo = xs.iter().fold(0f32, |a, &v| a.min(v));
             let hi = xs.iter().fold(0f32, |a, &v| a.max(v));
             let amax = lo.abs().max(hi.abs());
@@ -396,4 +402,19 @@ proptest! {
         let fq = f.fake_quant(&x, rows, cols, None).unwrap();
         prop_assert_eq!(d, fq);
     }
+}
+
+#[test]
+fn ggml_preset_holds_every_type_llama_cpp_loads_and_qevo_quantizes() {
+    let preset = qevo::search::space::parse_formats("ggml").unwrap();
+    for t in GgmlType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        assert!(preset.contains(&WeightFormat::Ggml(t)), "{t}");
+    }
+    assert!(preset.contains(&WeightFormat::Ggml(GgmlType::F16)));
+    assert!(preset.iter().all(|f| f.can_quantize()));
+    // A dequantize-only type never enters a search.
+    let e = qevo::search::space::parse_formats("q4_k,iq4_nl")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("iq4_nl"), "{e}");
 }

@@ -49,11 +49,19 @@ fn uniform_plan_size_is_exact_and_serde_round_trips() {
 #[test]
 fn plan_validation_names_the_tensor_at_fault() {
     let (_d, m) = model(64);
-    let e = TensorPlan::uniform(&m, WeightFormat::parse("q4_k").unwrap(), 16)
+    // Rows of 64 and 128: q4_k is written as llama.cpp's fallback, q5_0; an IQ type
+    // (dequantize-only) is refused, naming the tensor.
+    let plan = TensorPlan::uniform(&m, WeightFormat::parse("q4_k").unwrap(), 16).unwrap();
+    assert!(plan
+        .resolved(&m)
+        .unwrap()
+        .iter()
+        .all(|r| r.fell_back() && r.written == WeightFormat::parse("q5_0").unwrap()));
+    let e = TensorPlan::uniform(&m, WeightFormat::parse("iq4_nl").unwrap(), 16)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("q4_k") && e.contains("multiples of 256") && e.contains(".weight"),
+        e.contains("iq4_nl") && e.contains("not quantize") && e.contains(".weight"),
         "{e}"
     );
 

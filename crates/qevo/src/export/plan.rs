@@ -120,17 +120,26 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
     let mut fallbacks = Vec::new();
     for info in &model.tensors {
         let format = by_name[info.name.as_str()];
-        if !format.applies_to(info.rows, info.cols) {
-            return Err(Error::Plan {
+        // A GGML type whose block does not divide the row is written as llama.cpp's
+        // fallback for it (`WeightFormat::resolve`), recorded like any other fallback.
+        let written = format
+            .resolve(info.rows, info.cols)
+            .map_err(|e| Error::Plan {
                 tensor: info.name.clone(),
-                msg: format!(
-                    "format {format} does not apply to shape [{} x {}]: is the plan for another model?",
-                    info.rows, info.cols
-                ),
-            });
-        }
-        let t = match (format.ggml(), fallback) {
-            (Some(t), _) => t,
+                msg: e.to_string(),
+            })?
+            .written;
+        let t = match (written.ggml(), fallback) {
+            (Some(t), _) => {
+                if written != format {
+                    fallbacks.push(Fallback {
+                        tensor: info.name.clone(),
+                        planned: format.name(),
+                        exported: t,
+                    });
+                }
+                t
+            }
             (None, true) => {
                 let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(|| {
                     Error::Plan {

@@ -26,7 +26,7 @@ pub const SECTIONS: [&str; 3] = ["scales", "zeros", "codes"];
 pub fn layout_description() -> serde_json::Value {
     serde_json::json!({
         "tensors": "each packed weight W [rows, cols] (row-major, rows = output channels) is stored as 1-D U8 safetensors tensors `<name>.scales`, `<name>.zeros` (asym only) and `<name>.codes`",
-        "groups": "tensor: one group of rows*cols values; channel: one group per row; gN: N consecutive columns of one row. Groups are numbered in row-major order (row 0 group 0, row 0 group 1, ..., row 1 group 0, ...)",
+        "groups": "tensor: one group of rows*cols values; channel: one group per row; gN: N consecutive columns of one row, never crossing a row: when N does not divide cols, each row ends with a ragged group of the last cols % N columns, whose scale and zero point come from those values only (ceil(cols/N) groups per row). Groups are numbered in row-major order (row 0 group 0, row 0 group 1, ..., row 1 group 0, ...)",
         "scales": "sym/asym: one f16 little-endian per group (scale_dtype f16). pow2: one i8 per group, the exponent e of the scale 2^e (scale_dtype i8_exponent)",
         "zeros": "asym only: one zero point per group, an unsigned integer of `bits` bits, bit-packed exactly like the codes, padded to a whole byte",
         "codes": "rows*cols unsigned codes of `bits` bits in row-major order; code i occupies bits i*bits .. i*bits+bits of the stream, stream bit k is bit k%8 of byte k/8 (little-endian), padded to a whole byte",
@@ -50,7 +50,8 @@ pub struct PackedTensorEntry {
     pub scheme: String,
     /// `tensor`, `channel` or `group`.
     pub granularity: String,
-    /// Values per group.
+    /// Values per (full) group; a row's last group holds `cols % group_size` when that is
+    /// not zero.
     pub group_size: usize,
     pub groups: usize,
     /// `f16` or `i8_exponent`.
@@ -99,7 +100,7 @@ impl PackedTensorEntry {
             scheme: f.scheme.name().to_string(),
             granularity: f.granularity.kind().to_string(),
             group_size,
-            groups: (rows * cols) / group_size.max(1),
+            groups: f.group_count(rows, cols),
             scale_dtype: match f.scheme {
                 Scheme::Pow2 => "i8_exponent",
                 _ => "f16",

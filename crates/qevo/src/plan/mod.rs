@@ -22,8 +22,9 @@ pub const FP_CHOICE: TensorChoice = TensorChoice {
 };
 
 /// Bytes of a `[rows, cols]` tensor stored in `format`. The one rule for a format that
-/// does not fit the shape: the tensor is counted as f32 (what an unusable choice would
-/// leave in memory), so no caller ever sums a zero for it.
+/// does not fit the shape: it is counted as what is actually written, llama.cpp's
+/// fallback type (`WeightFormat::resolve`: q4_k → q5_0 on 576-wide rows); only a shape
+/// no format can store (empty, or past `u64`) counts as f32, so no caller sums a zero.
 pub fn tensor_bytes(format: WeightFormat, rows: usize, cols: usize) -> u64 {
     format
         .tensor_bytes(rows, cols)
@@ -104,12 +105,12 @@ mod tests {
     use crate::quant::IntFormat;
 
     #[test]
-    fn tensor_bytes_counts_an_unfitting_format_as_f32() {
+    fn tensor_bytes_counts_an_unfitting_format_as_its_fallback() {
         let q4k = WeightFormat::Ggml(GgmlType::Q4K);
         // 256 | 512: real q4_k bytes (144 per 256 weights).
         assert_eq!(tensor_bytes(q4k, 2, 512), 2 * 2 * 144);
-        // 576 is no multiple of 256: counted as f32, never 0.
-        assert_eq!(tensor_bytes(q4k, 2, 576), 2 * 576 * 4);
+        // 576 is no multiple of 256: written (and counted) as q5_0, 22 bytes per 32.
+        assert_eq!(tensor_bytes(q4k, 2, 576), 2 * 18 * 22);
         let int8 = WeightFormat::Int(IntFormat::parse("int8-sym-channel").unwrap());
         assert!(tensor_bytes(int8, 3, 64) < 3 * 64 * 4);
     }

@@ -1,7 +1,8 @@
 //! `TensorPlan`: the (weight format, activation bits) chosen for every quantizable tensor
-//! of a model, its exact size, and its validation against the model.
+//! of a model, its exact size, what each tensor is actually written as (GGML fallbacks,
+//! through `WeightFormat::resolve`), and its validation against the model.
 
-use crate::quant::WeightFormat;
+use crate::quant::{Resolved, WeightFormat};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use std::collections::HashMap;
@@ -57,22 +58,14 @@ impl TensorPlan {
                 ));
             }
             let t = &model.tensors[i];
-            if !c.format.applies_to(t.rows, t.cols) {
-                let why = match c.format.ggml() {
-                    Some(g) => format!(
-                        "{} needs columns in multiples of {}",
-                        g.name(),
-                        g.block_len()
-                    ),
-                    None => "the group size does not divide the columns".to_string(),
-                };
+            c.format
+                .resolve(t.rows, t.cols)
+                .map_err(|e| Error::tensor(&model.source, name, e.to_string()))?;
+            if !c.format.can_quantize() {
                 return Err(Error::tensor(
                     &model.source,
                     name,
-                    format!(
-                        "format {} does not apply to shape [{}, {}]: {why}",
-                        c.format, t.rows, t.cols
-                    ),
+                    format!("qevo can read {} but not quantize to it yet", c.format),
                 ));
             }
             if !ACT_BITS.contains(&c.act_bits) {
@@ -97,8 +90,9 @@ impl TensorPlan {
         Ok(())
     }
 
-    /// Exact bytes of all quantizable tensors in their formats (`plan::tensor_bytes`);
-    /// entries naming no tensor of the model count nothing.
+    /// Exact bytes of all quantizable tensors in the formats actually written
+    /// (`plan::tensor_bytes`: after any GGML fallback); entries naming no tensor of the
+    /// model count nothing.
     pub fn size_bytes(&self, model: &Model) -> u64 {
         self.entries
             .iter()
@@ -132,6 +126,17 @@ impl TensorPlan {
             .iter()
             .map(|t| *by_name[t.name.as_str()])
             .collect())
+    }
+
+    /// What each tensor is written as, in `model.tensors` order (after `validate`): the
+    /// planned format and, where a GGML type's block does not divide the row, the
+    /// llama.cpp fallback actually written (`Resolved::fell_back`).
+    pub fn resolved(&self, model: &Model) -> Result<Vec<Resolved>> {
+        self.per_tensor(model)?
+            .iter()
+            .zip(&model.tensors)
+            .map(|(c, t)| c.format.resolve(t.rows, t.cols))
+            .collect()
     }
 
     /// Activation bits per tensor index, for `ActQuantHook::new`.

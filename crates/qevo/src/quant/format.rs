@@ -1,7 +1,12 @@
 //! `WeightFormat`: the one closed set of weight formats the search chooses from (generic
-//! integer formats and GGML block formats), with their names, exact sizes, applicability
-//! to a tensor shape, and quantize / dequantize / pack through one entry point that
-//! rejects non-finite input with an error naming the tensor.
+//! integer formats and GGML block formats), with their names, exact sizes, what each
+//! becomes at a tensor shape (`resolve`), and quantize / dequantize / pack through one
+//! entry point that rejects non-finite input with an error naming the tensor.
+//!
+//! Every format applies to every non-empty shape. Generic group formats give each row a
+//! ragged last group (`quant::int`). A GGML type whose block does not divide the row is
+//! written as the type llama.cpp falls back to (`GgmlType::for_cols`): `resolve` is the
+//! one function that says which, and sizes, quantization and export all go through it.
 
 use super::ggml::{self, GgmlType};
 use super::int::{Granularity, IntFormat, BITS, GROUP_SIZES, SCHEMES};
@@ -15,8 +20,24 @@ pub enum WeightFormat {
     Ggml(GgmlType),
 }
 
-/// A quantized tensor: its format, shape and packed bytes (GGML: exactly the bytes a GGUF
-/// file holds for it; generic: the layout in `quant::int`).
+/// What a format becomes at one tensor shape: the format asked for and the one actually
+/// written (they differ only where a GGML type fell back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Resolved {
+    pub requested: WeightFormat,
+    pub written: WeightFormat,
+}
+
+impl Resolved {
+    /// Whether the written format is a fallback for the requested one.
+    pub fn fell_back(&self) -> bool {
+        self.requested != self.written
+    }
+}
+
+/// A quantized tensor: the format its bytes are in (the *written* one, after any
+/// fallback), shape and packed bytes (GGML: exactly the bytes a GGUF file holds for it;
+/// generic: the layout in `quant::int`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packed {
     pub format: WeightFormat,
@@ -87,7 +108,7 @@ impl WeightFormat {
             Error::Invalid(format!(
                 "unknown weight format `{s}` (expected int{{2..8}}-{{sym|asym|pow2}}-{{tensor|channel|g32|g64|g128}} \
                  or one of {})",
-                GgmlType::ALL.map(|t| t.name()).join(", ")
+                GgmlType::EVERY.map(|t| t.name()).join(", ")
             ))
         };
         let mut parts = l.split('-');
@@ -150,41 +171,56 @@ impl WeightFormat {
         }
     }
 
-    /// Exact bytes of a `[rows, cols]` tensor in this format; `None` if it does not apply.
-    pub fn tensor_bytes(&self, rows: usize, cols: usize) -> Option<u64> {
-        if !self.applies_to(rows, cols) {
-            return None;
+    /// The format actually written for a `[rows, cols]` tensor, the one function that
+    /// sizes, quantization and export agree on: generic formats are written as themselves
+    /// (ragged last groups), GGML types as `GgmlType::for_cols` picks (llama.cpp's
+    /// fallback: q4_k→q5_0, q5_k→q5_1, q6_k→q8_0, q2_k/q3_k→q4_0, iq*→iq4_nl, and f16
+    /// where even that block does not divide the row). Errors only on an empty shape.
+    pub fn resolve(self, rows: usize, cols: usize) -> Result<Resolved> {
+        if rows == 0 || cols == 0 {
+            return Err(Error::Invalid(format!(
+                "format {self} cannot store an empty tensor [{rows}, {cols}]"
+            )));
         }
-        match self {
+        let written = match self {
+            WeightFormat::Ggml(t) => WeightFormat::Ggml(t.for_cols(cols)),
+            WeightFormat::Int(_) => self,
+        };
+        Ok(Resolved {
+            requested: self,
+            written,
+        })
+    }
+
+    /// Exact bytes of a `[rows, cols]` tensor stored as this format asks (after any
+    /// fallback, see `resolve`); `None` only for an empty shape or a size past `u64`.
+    pub fn tensor_bytes(&self, rows: usize, cols: usize) -> Option<u64> {
+        match self.resolve(rows, cols).ok()?.written {
             WeightFormat::Ggml(t) => t.tensor_bytes(rows, cols).map(|b| b as u64),
             WeightFormat::Int(f) => f.tensor_bytes(rows, cols),
         }
     }
 
-    /// Whether a `[rows, cols]` tensor can be stored in this format: GGML blocks run along
-    /// rows, so `cols` must be a multiple of the block length (32 for q*_0/q*_1/q8_0, 256
-    /// for K-quants); groups need `cols % g == 0`.
+    /// Whether a `[rows, cols]` tensor is written in this very format, without a fallback:
+    /// GGML blocks run along rows, so `cols` must be a multiple of the block length (32
+    /// for q*_0/q*_1/q8_0/iq4_nl, 256 for K- and most IQ types); generic formats apply to
+    /// every non-empty shape. Every format can *store* every non-empty shape (`resolve`);
+    /// this says whether it does so as itself, so a search space need not list both a
+    /// type and its fallback.
     pub fn applies_to(&self, rows: usize, cols: usize) -> bool {
-        match self {
-            WeightFormat::Ggml(t) => rows > 0 && cols > 0 && cols.is_multiple_of(t.block_len()),
-            WeightFormat::Int(f) => f.applies_to(rows, cols),
-        }
+        self.resolve(rows, cols).is_ok_and(|r| !r.fell_back())
+    }
+
+    /// Whether qevo can quantize to this format (GGML IQ types are dequantize-only).
+    pub fn can_quantize(&self) -> bool {
+        self.ggml().is_none_or(GgmlType::can_quantize)
     }
 
     /// The width the hardware computes at: 2..=8, 16 or 32.
     pub fn compute_bits(&self) -> u8 {
         match self {
             WeightFormat::Int(f) => f.bits,
-            WeightFormat::Ggml(t) => match t {
-                GgmlType::F32 => 32,
-                GgmlType::F16 | GgmlType::BF16 => 16,
-                GgmlType::Q8_0 => 8,
-                GgmlType::Q6K => 6,
-                GgmlType::Q5K | GgmlType::Q5_0 | GgmlType::Q5_1 => 5,
-                GgmlType::Q4K | GgmlType::Q4_0 | GgmlType::Q4_1 => 4,
-                GgmlType::Q3K => 3,
-                GgmlType::Q2K => 2,
-            },
+            WeightFormat::Ggml(t) => t.compute_bits(),
         }
     }
 
@@ -215,13 +251,16 @@ impl WeightFormat {
                 format!("{} values for shape [{rows}, {cols}]", data.len()),
             ));
         }
-        if !self.applies_to(rows, cols) {
+        if rows == 0 || cols == 0 {
             return Err(tensor_err(
                 name,
-                format!(
-                    "format {} does not apply to shape [{rows}, {cols}]",
-                    self.name()
-                ),
+                format!("format {self} cannot store an empty tensor [{rows}, {cols}]"),
+            ));
+        }
+        if !self.can_quantize() {
+            return Err(tensor_err(
+                name,
+                format!("qevo can read {self} but not quantize to it yet"),
             ));
         }
         if let Some(im) = imatrix {
@@ -256,7 +295,8 @@ impl WeightFormat {
         Some(im.iter().map(|&v| v + eps).collect())
     }
 
-    /// Quantizes `[rows, cols]` row-major data; `name` appears in any error.
+    /// Quantizes `[rows, cols]` row-major data into the format `resolve` writes (the
+    /// result's `format`); `name` appears in any error.
     pub fn quantize_named(
         &self,
         name: &str,
@@ -266,17 +306,18 @@ impl WeightFormat {
         imatrix: Option<&[f32]>,
     ) -> Result<Packed> {
         self.check_input(name, data, rows, cols, imatrix)?;
-        let bytes = match self {
+        let written = self.resolve(rows, cols)?.written;
+        let bytes = match written {
             WeightFormat::Ggml(t) => {
-                let im = self.usable_imatrix(imatrix);
-                ggml::quantize_rows(*t, data, rows, cols, im.as_deref())?
+                let im = written.usable_imatrix(imatrix);
+                ggml::quantize_rows(t, data, rows, cols, im.as_deref())?
             }
             WeightFormat::Int(f) => f
                 .pack(data, rows, cols)
                 .map_err(|e| overflow(name, self, e.amax))?,
         };
         Ok(Packed {
-            format: *self,
+            format: written,
             rows,
             cols,
             bytes,
@@ -293,16 +334,18 @@ impl WeightFormat {
         self.quantize_named(UNNAMED, data, rows, cols, imatrix)
     }
 
-    /// Decodes packed bytes to f32, checking format, shape and length first.
+    /// Decodes packed bytes to f32, checking format, shape and length first. `packed`
+    /// must be in the format this one resolves to at its shape (itself, or its fallback).
     pub fn dequantize(&self, packed: &Packed) -> Result<Vec<f32>> {
-        if packed.format != *self {
+        let (rows, cols) = (packed.rows, packed.cols);
+        let written = self.resolve(rows, cols)?.written;
+        if packed.format != written {
             return Err(Error::Invalid(format!(
-                "packed tensor is {}, asked to decode as {}",
+                "packed tensor is {}, asked to decode as {} (written as {written})",
                 packed.format.name(),
                 self.name()
             )));
         }
-        let (rows, cols) = (packed.rows, packed.cols);
         let want = self.tensor_bytes(rows, cols).ok_or_else(|| {
             Error::Invalid(format!(
                 "format {} does not apply to shape [{rows}, {cols}]",
@@ -316,15 +359,8 @@ impl WeightFormat {
                 packed.bytes.len()
             )));
         }
-        Ok(match self {
-            WeightFormat::Ggml(t) => ggml::dequantize_stored(
-                t.candle(),
-                t.block_bytes(),
-                t.block_len(),
-                &packed.bytes,
-                rows,
-                cols,
-            )?,
+        Ok(match written {
+            WeightFormat::Ggml(t) => ggml::dequantize(t, &packed.bytes, rows * cols)?,
             WeightFormat::Int(f) => f.unpack(&packed.bytes, rows, cols),
         })
     }
@@ -442,11 +478,12 @@ mod tests {
         assert_eq!(f.tensor_bytes(3, 5), Some(3 + 6));
         let p = f.quantize(&[0.5; 15], 3, 5, None).unwrap();
         assert_eq!(p.bytes.len(), 9);
+        // 2 rows × 96 cols at g64: per row one full group and one ragged group of 32.
         assert_eq!(
             WeightFormat::parse("int4-sym-g64")
                 .unwrap()
                 .tensor_bytes(2, 96),
-            None
+            Some(4 * 2 + 96)
         );
     }
 
@@ -458,5 +495,32 @@ mod tests {
         let q40 = WeightFormat::parse("q4_0").unwrap();
         assert!(q40.applies_to(3, 96));
         assert!(!q40.applies_to(3, 100));
+    }
+
+    #[test]
+    fn resolve_names_the_fallback_and_sizes_follow_it() {
+        let q4k = WeightFormat::parse("q4_k").unwrap();
+        let r = q4k.resolve(3, 576).unwrap();
+        assert!(r.fell_back());
+        assert_eq!(r.written, WeightFormat::Ggml(GgmlType::Q5_0));
+        assert_eq!(q4k.tensor_bytes(3, 576), Some(3 * 18 * 22));
+        assert_eq!(q4k.tensor_bytes(3, 100), Some(3 * 100 * 2));
+        assert!(!q4k.resolve(3, 512).unwrap().fell_back());
+        assert!(q4k.resolve(0, 512).is_err());
+        let p = q4k.quantize(&vec![0.25; 3 * 576], 3, 576, None).unwrap();
+        assert_eq!(p.format, r.written);
+        assert_eq!(p.bytes.len() as u64, q4k.tensor_bytes(3, 576).unwrap());
+        assert_eq!(q4k.dequantize(&p).unwrap().len(), 3 * 576);
+        let g = WeightFormat::parse("int4-asym-g128").unwrap();
+        assert!(!g.resolve(2, 576).unwrap().fell_back());
+    }
+
+    #[test]
+    fn dequantize_only_types_parse_but_refuse_to_quantize() {
+        let f = WeightFormat::parse("iq2_xxs").unwrap();
+        assert!(!f.can_quantize());
+        assert!(!WeightFormat::all().contains(&f));
+        let err = f.quantize(&[0.0; 256], 1, 256, None).unwrap_err();
+        assert!(err.to_string().contains("iq2_xxs"), "{err}");
     }
 }

@@ -1,7 +1,13 @@
 //! The GGML tensor types that GGUF files hold and llama.cpp loads: one closed enum with
-//! an exhaustive table of GGUF id, name, block length and block bytes, plus quantize /
-//! dequantize through candle's ports of ggml's reference quantizers (the bytes llama.cpp
+//! an exhaustive table (`TABLE`) of GGUF id, name, block length and bytes, compute bits,
+//! codec, capability, importance-matrix needs and llama.cpp's fallback type, plus quantize
+//! / dequantize through candle's ports of ggml's reference quantizers (the bytes llama.cpp
 //! itself would write), split across rows so that large tensors use every core.
+//!
+//! The IQ types (iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
+//! dequantize-only: `dequantize` decodes them with qevo's own decoders (`quant::iq`,
+//! bit-identical with llama.cpp's, tests/quant_iq.rs), so GGUF files holding them load,
+//! but qevo cannot write them yet, so they never enter a search space or a plan.
 //!
 //! Agreement with llama.cpp (tests/quant_fixtures.rs, against its Python `gguf` package):
 //! quantize bytes are identical for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (the types
@@ -15,12 +21,16 @@
 //! rounds ties away from zero where ggml's `nearest_int` rounds them to even. The bytes are
 //! valid GGML blocks that llama.cpp loads and decodes to the same values qevo scores.
 
+use super::iq;
+use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// A GGML storage type. `F32`, `F16` and `BF16` are "blocks" of one element.
+/// A GGML storage type. `F32`, `F16` and `BF16` are "blocks" of one element. The first
+/// rows of `TABLE` are the types qevo quantizes (`GgmlType::ALL`); the IQ rows after them
+/// are dequantize-only until qevo has their quantizers (`GgmlType::EVERY` lists all).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -38,24 +48,119 @@ pub enum GgmlType {
     Q4_0,
     Q3K,
     Q2K,
+    Iq4Nl,
+    Iq4Xs,
+    Iq3S,
+    Iq3Xxs,
+    Iq2S,
+    Iq2Xs,
+    Iq2Xxs,
+    Iq1M,
+    Iq1S,
 }
 
-/// (type, name, GGUF type id, elements per block, bytes per block). The numbers are
-/// ggml's: `ggml_type_traits` in ggml.c.
-const TABLE: [(GgmlType, &str, u32, usize, usize); 13] = [
-    (GgmlType::F32, "f32", 0, 1, 4),
-    (GgmlType::F16, "f16", 1, 1, 2),
-    (GgmlType::BF16, "bf16", 30, 1, 2),
-    (GgmlType::Q8_0, "q8_0", 8, 32, 34),
-    (GgmlType::Q6K, "q6_k", 14, 256, 210),
-    (GgmlType::Q5K, "q5_k", 13, 256, 176),
-    (GgmlType::Q5_1, "q5_1", 7, 32, 24),
-    (GgmlType::Q5_0, "q5_0", 6, 32, 22),
-    (GgmlType::Q4K, "q4_k", 12, 256, 144),
-    (GgmlType::Q4_1, "q4_1", 3, 32, 20),
-    (GgmlType::Q4_0, "q4_0", 2, 32, 18),
-    (GgmlType::Q3K, "q3_k", 11, 256, 110),
-    (GgmlType::Q2K, "q2_k", 10, 256, 84),
+/// What qevo can do with a type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Capability {
+    /// Quantize and dequantize: the search may choose it and export may write it.
+    Quantize,
+    /// Only read (from GGUF files): never enters a search space or a plan.
+    DequantizeOnly,
+}
+use Capability::{DequantizeOnly as Dq, Quantize as Qz};
+
+/// How the bytes of one type are decoded (and, for candle types, encoded).
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    /// candle's ports of ggml's reference quantizer and dequantizer.
+    Candle(GgmlDType),
+    /// qevo's own block dequantizer (`quant::iq`), bit-exact with llama.cpp's.
+    Block(fn(&[u8], &mut [f32])),
+}
+use Codec::{Block, Candle};
+
+/// One type's properties; every property of a type is a column here, never a `match`.
+struct Row {
+    ty: GgmlType,
+    name: &'static str,
+    /// GGUF / ggml type id (`enum ggml_type` in ggml.h).
+    id: u32,
+    /// Elements per block and bytes per block (`ggml_type_traits` in ggml.c).
+    block_len: usize,
+    block_bytes: usize,
+    /// The integer width the hardware computes at (cost model): 2..=8, 16 or 32. Types
+    /// narrower than 2 bits (iq1_*) count as 2, the narrowest width profiles describe.
+    compute_bits: u8,
+    codec: Codec,
+    capability: Capability,
+    /// qevo's quantizer for it weights its rounding error by an importance matrix.
+    takes_imatrix: bool,
+    /// `llama-quantize` refuses to write it without an importance matrix
+    /// (`tensor_requires_imatrix` in llama-quant.cpp; token_embd / output excepted there).
+    needs_imatrix: bool,
+    /// What llama.cpp writes instead when a row is not a whole number of blocks
+    /// (`tensor_type_fallback` in llama-quant.cpp). `None`: straight to f16 (32-element
+    /// blocks have no smaller block to demote to; floats always fit).
+    fallback: Option<GgmlType>,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn row(
+    ty: GgmlType,
+    name: &'static str,
+    id: u32,
+    block_len: usize,
+    block_bytes: usize,
+    compute_bits: u8,
+    codec: Codec,
+    capability: Capability,
+    takes_imatrix: bool,
+    needs_imatrix: bool,
+    fallback: Option<GgmlType>,
+) -> Row {
+    Row {
+        ty,
+        name,
+        id,
+        block_len,
+        block_bytes,
+        compute_bits,
+        codec,
+        capability,
+        takes_imatrix,
+        needs_imatrix,
+        fallback,
+    }
+}
+
+use GgmlType as G;
+const N_TYPES: usize = 22;
+/// Columns: type, name, GGUF id, block length, block bytes, compute bits, codec,
+/// capability, takes imatrix, needs imatrix, fallback.
+#[rustfmt::skip]
+const TABLE: [Row; N_TYPES] = [
+    row(G::F32,    "f32",     0,   1,   4, 32, Candle(GgmlDType::F32),  Qz, false, false, None),
+    row(G::F16,    "f16",     1,   1,   2, 16, Candle(GgmlDType::F16),  Qz, false, false, None),
+    row(G::BF16,   "bf16",   30,   1,   2, 16, Candle(GgmlDType::BF16), Qz, false, false, None),
+    row(G::Q8_0,   "q8_0",    8,  32,  34,  8, Candle(GgmlDType::Q8_0), Qz, false, false, None),
+    row(G::Q6K,    "q6_k",   14, 256, 210,  6, Candle(GgmlDType::Q6K),  Qz, true,  false, Some(G::Q8_0)),
+    row(G::Q5K,    "q5_k",   13, 256, 176,  5, Candle(GgmlDType::Q5K),  Qz, true,  false, Some(G::Q5_1)),
+    row(G::Q5_1,   "q5_1",    7,  32,  24,  5, Candle(GgmlDType::Q5_1), Qz, false, false, None),
+    row(G::Q5_0,   "q5_0",    6,  32,  22,  5, Candle(GgmlDType::Q5_0), Qz, false, false, None),
+    row(G::Q4K,    "q4_k",   12, 256, 144,  4, Candle(GgmlDType::Q4K),  Qz, true,  false, Some(G::Q5_0)),
+    row(G::Q4_1,   "q4_1",    3,  32,  20,  4, Candle(GgmlDType::Q4_1), Qz, false, false, None),
+    row(G::Q4_0,   "q4_0",    2,  32,  18,  4, Candle(GgmlDType::Q4_0), Qz, false, false, None),
+    row(G::Q3K,    "q3_k",   11, 256, 110,  3, Candle(GgmlDType::Q3K),  Qz, true,  false, Some(G::Q4_0)),
+    row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Qz, true,  false, Some(G::Q4_0)),
+    row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Dq, false, false, None),
+    row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Dq, false, false, Some(G::Iq4Nl)),
+    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Dq, false, false, Some(G::Iq4Nl)),
+    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        Dq, false, true,  Some(G::Iq4Nl)),
 ];
 
 /// GGUF ids of types we can read but never choose (no search value: Q8_1 / Q8_K are
@@ -65,45 +170,106 @@ const READ_ONLY: [(u32, &str, usize, usize, GgmlDType); 2] = [
     (15, "q8_k", 256, 292, GgmlDType::Q8K),
 ];
 
+const fn n_quantizable() -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < N_TYPES {
+        if matches!(TABLE[i].capability, Capability::Quantize) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+const N_QUANTIZABLE: usize = n_quantizable();
+
 impl GgmlType {
-    pub const ALL: [GgmlType; 13] = {
-        let mut out = [GgmlType::F32; 13];
+    /// Every type qevo can quantize (and so search over and export), in table order.
+    pub const ALL: [GgmlType; N_QUANTIZABLE] = {
+        let mut out = [GgmlType::F32; N_QUANTIZABLE];
+        let (mut i, mut n) = (0, 0);
+        while i < N_TYPES {
+            if matches!(TABLE[i].capability, Capability::Quantize) {
+                out[n] = TABLE[i].ty;
+                n += 1;
+            }
+            i += 1;
+        }
+        out
+    };
+    /// Every type in the table, dequantize-only ones included (what GGUF files may hold).
+    pub const EVERY: [GgmlType; N_TYPES] = {
+        let mut out = [GgmlType::F32; N_TYPES];
         let mut i = 0;
-        while i < 13 {
-            out[i] = TABLE[i].0;
+        while i < N_TYPES {
+            out[i] = TABLE[i].ty;
             i += 1;
         }
         out
     };
 
-    fn row(self) -> &'static (GgmlType, &'static str, u32, usize, usize) {
+    fn row(self) -> &'static Row {
         // TABLE is exhaustive over the enum; the position always exists.
         &TABLE[self as usize]
     }
     pub fn name(self) -> &'static str {
-        self.row().1
+        self.row().name
     }
     pub fn gguf_id(self) -> u32 {
-        self.row().2
+        self.row().id
     }
     pub fn block_len(self) -> usize {
-        self.row().3
+        self.row().block_len
     }
     pub fn block_bytes(self) -> usize {
-        self.row().4
+        self.row().block_bytes
     }
     /// Exact bits per weight including scales, mins and super-block scales.
     pub fn bits_per_weight(self) -> f64 {
         (self.block_bytes() * 8) as f64 / self.block_len() as f64
     }
+    /// The integer width the hardware computes at: 2..=8, 16 or 32.
+    pub fn compute_bits(self) -> u8 {
+        self.row().compute_bits
+    }
+    pub fn capability(self) -> Capability {
+        self.row().capability
+    }
+    /// Whether qevo can write this type (else it only reads it from GGUF files).
+    pub fn can_quantize(self) -> bool {
+        self.capability() == Capability::Quantize
+    }
+    /// Whether `llama-quantize` refuses this type without an importance matrix.
+    pub fn needs_imatrix(self) -> bool {
+        self.row().needs_imatrix
+    }
+    /// The type llama.cpp writes instead when a row is not a whole number of this type's
+    /// blocks (before the f16 last resort); `None` for types that go straight to f16.
+    pub fn fallback(self) -> Option<GgmlType> {
+        self.row().fallback
+    }
+    /// The type actually written for rows of `cols` values, as llama.cpp's
+    /// `tensor_type_fallback` picks it: this type if its blocks divide the row, else its
+    /// `fallback` if that one's blocks do, else f16.
+    pub fn for_cols(self, cols: usize) -> GgmlType {
+        if cols.is_multiple_of(self.block_len()) {
+            return self;
+        }
+        match self.fallback() {
+            Some(f) if cols.is_multiple_of(f.block_len()) => f,
+            _ => GgmlType::F16,
+        }
+    }
+    /// Parses any table name (dequantize-only types included).
     pub fn parse(s: &str) -> Option<GgmlType> {
         let s = s.to_ascii_lowercase();
-        TABLE.iter().find(|r| r.1 == s).map(|r| r.0)
+        TABLE.iter().find(|r| r.name == s).map(|r| r.ty)
     }
     pub fn from_gguf_id(id: u32) -> Option<GgmlType> {
-        TABLE.iter().find(|r| r.2 == id).map(|r| r.0)
+        TABLE.iter().find(|r| r.id == id).map(|r| r.ty)
     }
-    /// Bytes of a `[rows, cols]` tensor; `None` when `cols` is not a whole number of blocks.
+    /// Bytes of a `[rows, cols]` tensor stored as this very type; `None` when `cols` is
+    /// not a whole number of blocks (see `for_cols` for what llama.cpp writes then).
     pub fn tensor_bytes(self, rows: usize, cols: usize) -> Option<usize> {
         if !cols.is_multiple_of(self.block_len()) {
             return None;
@@ -111,38 +277,28 @@ impl GgmlType {
         rows.checked_mul(cols / self.block_len())?
             .checked_mul(self.block_bytes())
     }
-    /// candle's name for this type (for callers that use candle's quantized tensors).
-    pub fn candle_dtype(self) -> GgmlDType {
-        self.candle()
-    }
-    pub(crate) fn candle(self) -> GgmlDType {
-        match self {
-            GgmlType::F32 => GgmlDType::F32,
-            GgmlType::F16 => GgmlDType::F16,
-            GgmlType::BF16 => GgmlDType::BF16,
-            GgmlType::Q8_0 => GgmlDType::Q8_0,
-            GgmlType::Q6K => GgmlDType::Q6K,
-            GgmlType::Q5K => GgmlDType::Q5K,
-            GgmlType::Q5_1 => GgmlDType::Q5_1,
-            GgmlType::Q5_0 => GgmlDType::Q5_0,
-            GgmlType::Q4K => GgmlDType::Q4K,
-            GgmlType::Q4_1 => GgmlDType::Q4_1,
-            GgmlType::Q4_0 => GgmlDType::Q4_0,
-            GgmlType::Q3K => GgmlDType::Q3K,
-            GgmlType::Q2K => GgmlDType::Q2K,
+    /// candle's name for this type (for callers that use candle's quantized tensors);
+    /// `None` for the IQ types, which candle does not have.
+    pub fn candle_dtype(self) -> Option<GgmlDType> {
+        match self.row().codec {
+            Candle(d) => Some(d),
+            Block(_) => None,
         }
     }
-    /// Whether candle's quantizer for this type takes an importance matrix (the K-quants;
-    /// for the others it would panic, so callers must not pass one).
+    /// Whether qevo's quantizer for this type takes an importance matrix (candle's
+    /// K-quants; for the others it would panic, so callers must not pass one).
     pub fn supports_imatrix(self) -> bool {
-        matches!(
-            self,
-            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K
-        )
+        self.row().takes_imatrix
     }
     /// Whether this is a block-quantized (not float) type.
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1
+    }
+    fn decoder(self) -> Decoder {
+        match self.row().codec {
+            Candle(d) => Decoder::Candle(d),
+            Block(f) => Decoder::Block(f),
+        }
     }
 }
 
@@ -152,13 +308,20 @@ impl std::fmt::Display for GgmlType {
     }
 }
 
-/// A type id found in a GGUF file: one we can choose, or a read-only one.
+/// How a stored type is decoded: candle's dequantizer or one of qevo's block decoders.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Decoder {
+    Candle(GgmlDType),
+    Block(fn(&[u8], &mut [f32])),
+}
+
+/// A type id found in a GGUF file: one in the table, or a read-only one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoredType {
     pub name: &'static str,
     pub block_len: usize,
     pub block_bytes: usize,
-    pub dtype: GgmlDType,
+    pub dtype: Decoder,
 }
 
 pub(crate) fn stored_type(id: u32) -> Option<StoredType> {
@@ -167,15 +330,49 @@ pub(crate) fn stored_type(id: u32) -> Option<StoredType> {
             name: t.name(),
             block_len: t.block_len(),
             block_bytes: t.block_bytes(),
-            dtype: t.candle(),
+            dtype: t.decoder(),
         });
     }
     READ_ONLY.iter().find(|r| r.0 == id).map(|r| StoredType {
         name: r.1,
         block_len: r.2,
         block_bytes: r.3,
-        dtype: r.4,
+        dtype: Decoder::Candle(r.4),
     })
+}
+
+/// Dequantizes `n_elements` values of type `t` from exactly the bytes that hold them
+/// (`n_elements / block_len` blocks), for every type in the table: candle's decoder for
+/// floats, legacy and K-quants, qevo's for the IQ types (bit-exact with llama.cpp's).
+/// Errors, never panics, when `n_elements` is not a whole number of blocks or `bytes`
+/// has another length.
+pub fn dequantize(t: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f32>> {
+    if !n_elements.is_multiple_of(t.block_len()) {
+        return Err(Error::Invalid(format!(
+            "{n_elements} {t} values are not a whole number of {}-value blocks",
+            t.block_len()
+        )));
+    }
+    let blocks = n_elements / t.block_len();
+    let want = blocks.checked_mul(t.block_bytes());
+    if want != Some(bytes.len()) {
+        return Err(Error::Invalid(format!(
+            "{blocks} {t} blocks need {} bytes, got {}",
+            blocks.saturating_mul(t.block_bytes()),
+            bytes.len()
+        )));
+    }
+    if blocks == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(dequantize_stored(
+        t.decoder(),
+        t.block_bytes(),
+        t.block_len(),
+        bytes,
+        blocks,
+        t.block_len(),
+    )?)
 }
 
 /// Rows per parallel chunk: big enough to amortise candle's per-call setup.
@@ -187,7 +384,7 @@ fn rows_per_chunk(rows: usize, cols: usize) -> usize {
 /// Dequantizes `bytes` holding a `[rows, cols]` tensor of stored type `dtype` to f32.
 /// The caller has checked `bytes.len()` against the type's size table.
 pub(crate) fn dequantize_stored(
-    dtype: GgmlDType,
+    dtype: Decoder,
     block_bytes: usize,
     block_len: usize,
     bytes: &[u8],
@@ -195,7 +392,34 @@ pub(crate) fn dequantize_stored(
     cols: usize,
 ) -> candle_core::Result<Vec<f32>> {
     let row_bytes = cols / block_len * block_bytes;
+    let need = rows.checked_mul(row_bytes);
+    if !cols.is_multiple_of(block_len) || need != Some(bytes.len()) {
+        candle_core::bail!(
+            "{} bytes do not hold [{rows}, {cols}] in blocks of {block_len} values / {block_bytes} bytes",
+            bytes.len()
+        );
+    }
+    if rows == 0 || cols == 0 {
+        return Ok(Vec::new());
+    }
     let chunk = rows_per_chunk(rows, cols);
+    let dtype = match dtype {
+        Decoder::Candle(d) => d,
+        Decoder::Block(f) => {
+            let mut out = vec![0f32; rows * cols];
+            out.par_chunks_mut(chunk * cols)
+                .zip(bytes.par_chunks(chunk * row_bytes))
+                .for_each(|(o, b)| {
+                    for (y, x) in o
+                        .chunks_exact_mut(block_len)
+                        .zip(b.chunks_exact(block_bytes))
+                    {
+                        f(x, y);
+                    }
+                });
+            return Ok(out);
+        }
+    };
     let parts: Vec<candle_core::Result<Vec<f32>>> = bytes
         .par_chunks(row_bytes * chunk)
         .map(|b| {
@@ -213,7 +437,7 @@ pub(crate) fn dequantize_stored(
 }
 
 /// Quantizes a row-major `[rows, cols]` f32 slice; `cols` must be a multiple of the block
-/// length. With `imatrix` (one importance per column) K-quants weight their rounding error;
+/// length and `t` a quantizable type (`GgmlType::can_quantize`). With `imatrix` (one importance per column) K-quants weight their rounding error;
 /// the other types ignore it (candle has no weighted quantizer for them).
 pub(crate) fn quantize_rows(
     t: GgmlType,
@@ -222,6 +446,9 @@ pub(crate) fn quantize_rows(
     cols: usize,
     imatrix: Option<&[f32]>,
 ) -> candle_core::Result<Vec<u8>> {
+    let Some(dtype) = t.candle_dtype() else {
+        candle_core::bail!("qevo cannot quantize {t} yet (dequantize only)");
+    };
     let chunk = rows_per_chunk(rows, cols);
     let parts: Vec<candle_core::Result<Vec<u8>>> = data
         .par_chunks(cols * chunk)
@@ -229,10 +456,8 @@ pub(crate) fn quantize_rows(
             let n_rows = d.len() / cols;
             let src = Tensor::from_slice(d, (n_rows, cols), &Device::Cpu)?;
             let q = match imatrix {
-                Some(im) if t.supports_imatrix() => {
-                    QTensor::quantize_imatrix(&src, im, t.candle())?
-                }
-                _ => QTensor::quantize(&src, t.candle())?,
+                Some(im) if t.supports_imatrix() => QTensor::quantize_imatrix(&src, im, dtype)?,
+                _ => QTensor::quantize(&src, dtype)?,
             };
             Ok(q.data()?.into_owned())
         })
@@ -251,17 +476,24 @@ mod tests {
     #[test]
     fn table_order_matches_enum_discriminants() {
         for (i, row) in TABLE.iter().enumerate() {
-            assert_eq!(row.0 as usize, i, "{}", row.1);
-            assert_eq!(GgmlType::parse(row.1), Some(row.0));
-            assert_eq!(GgmlType::from_gguf_id(row.2), Some(row.0));
+            assert_eq!(row.ty as usize, i, "{}", row.name);
+            assert_eq!(GgmlType::parse(row.name), Some(row.ty));
+            assert_eq!(GgmlType::from_gguf_id(row.id), Some(row.ty));
         }
+        assert!(GgmlType::ALL.iter().all(|t| t.can_quantize()));
+        assert_eq!(
+            GgmlType::EVERY.iter().filter(|t| t.can_quantize()).count(),
+            GgmlType::ALL.len()
+        );
     }
 
     #[test]
     fn sizes_agree_with_candle() {
-        for t in GgmlType::ALL {
-            assert_eq!(t.block_len(), t.candle().block_size(), "{t}");
-            assert_eq!(t.block_bytes(), t.candle().type_size(), "{t}");
+        for t in GgmlType::EVERY {
+            if let Some(d) = t.candle_dtype() {
+                assert_eq!(t.block_len(), d.block_size(), "{t}");
+                assert_eq!(t.block_bytes(), d.type_size(), "{t}");
+            }
         }
         for r in READ_ONLY {
             assert_eq!(r.2, r.4.block_size());
@@ -282,6 +514,16 @@ mod tests {
             (GgmlType::Q4_1, 5.0),
             (GgmlType::Q5_0, 5.5),
             (GgmlType::Q5_1, 6.0),
+            // IQ sizes: the static_asserts on the block structs in ggml-common.h.
+            (GgmlType::Iq4Nl, 4.5),
+            (GgmlType::Iq4Xs, 4.25),
+            (GgmlType::Iq3S, 3.4375),
+            (GgmlType::Iq3Xxs, 3.0625),
+            (GgmlType::Iq2S, 2.5625),
+            (GgmlType::Iq2Xs, 2.3125),
+            (GgmlType::Iq2Xxs, 2.0625),
+            (GgmlType::Iq1M, 1.75),
+            (GgmlType::Iq1S, 1.5625),
         ];
         for (t, bpw) in expect {
             assert_eq!(t.bits_per_weight(), bpw, "{t}");
@@ -298,9 +540,60 @@ mod tests {
         for t in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::Q3K] {
             let ours = quantize_rows(t, &data, rows, cols, None).unwrap();
             let src = Tensor::from_slice(&data, (rows, cols), &Device::Cpu).unwrap();
-            let whole = QTensor::quantize(&src, t.candle()).unwrap();
+            let whole = QTensor::quantize(&src, t.candle_dtype().unwrap()).unwrap();
             assert_eq!(ours, whole.data().unwrap().into_owned(), "{t}");
             assert_eq!(ours.len(), t.tensor_bytes(rows, cols).unwrap());
         }
+    }
+
+    #[test]
+    fn fallbacks_follow_llama_cpp_tensor_type_fallback() {
+        use GgmlType as G;
+        // 576 = 18·32: every 256-block type falls back; 32-block types fit.
+        let expect = [
+            (G::Q4K, G::Q5_0),
+            (G::Q5K, G::Q5_1),
+            (G::Q6K, G::Q8_0),
+            (G::Q3K, G::Q4_0),
+            (G::Q2K, G::Q4_0),
+            (G::Iq4Xs, G::Iq4Nl),
+            (G::Iq2Xxs, G::Iq4Nl),
+            (G::Iq1M, G::Iq4Nl),
+            (G::Q4_1, G::Q4_1),
+            (G::Q8_0, G::Q8_0),
+            (G::F32, G::F32),
+        ];
+        for (t, want) in expect {
+            assert_eq!(t.for_cols(576), want, "{t}");
+            assert_eq!(t.for_cols(512), t, "{t}");
+        }
+        // 100 is not a multiple of 32: everything block-quantized ends at f16.
+        for t in GgmlType::EVERY.into_iter().filter(|t| t.is_quantized()) {
+            assert_eq!(t.for_cols(100), G::F16, "{t}");
+        }
+        assert_eq!(G::BF16.for_cols(100), G::BF16);
+    }
+
+    #[test]
+    fn dequantize_rejects_short_or_ragged_input_without_panicking() {
+        for t in GgmlType::EVERY {
+            let n = 2 * t.block_len();
+            let bytes = vec![0u8; 2 * t.block_bytes()];
+            assert!(dequantize(t, &bytes[..bytes.len() - 1], n).is_err(), "{t}");
+            assert!(
+                dequantize(t, &bytes, n + 1).is_err() || t.block_len() == 1,
+                "{t}"
+            );
+            let y = dequantize(t, &bytes, n).unwrap();
+            assert_eq!(y.len(), n, "{t}");
+        }
+        assert!(dequantize(GgmlType::Iq2Xxs, &[], usize::MAX - 255).is_err());
+    }
+
+    #[test]
+    fn iq_types_are_dequantize_only_and_refuse_to_quantize() {
+        let t = GgmlType::Iq4Nl;
+        assert_eq!(t.capability(), Capability::DequantizeOnly);
+        assert!(quantize_rows(t, &[0.0; 32], 1, 32, None).is_err());
     }
 }

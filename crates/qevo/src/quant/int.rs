@@ -3,7 +3,10 @@
 //!
 //! Groups are contiguous runs of the row-major `[rows, cols]` data: the whole tensor
 //! (`tensor`), one row = one output channel (`channel`), or `g` consecutive columns of a
-//! row (`g32`/`g64`/`g128`, which need `cols % g == 0`).
+//! row (`g32`/`g64`/`g128`). Groups never cross a row: when `g` does not divide `cols`,
+//! each row ends with a *ragged* group of the remaining `cols % g` columns, whose scale
+//! and zero point come from those values only. A row then has `⌈cols/g⌉` groups, and the
+//! tensor `G = rows·⌈cols/g⌉`, numbered row-major (row 0's groups, then row 1's, ...).
 //!
 //! Packed layout of one tensor with `G` groups and `N = rows·cols` codes of `b` bits,
 //! sections back to back with no header or padding between them except where stated:
@@ -183,7 +186,8 @@ impl IntFormat {
         1 << (self.bits - 1)
     }
 
-    /// Elements per group in a `[rows, cols]` tensor.
+    /// Elements per (full) group in a `[rows, cols]` tensor; a row's last group may be
+    /// shorter (`cols % g` elements) when `g` does not divide `cols`.
     pub fn group_len(self, rows: usize, cols: usize) -> usize {
         match self.granularity {
             Granularity::Tensor => rows * cols,
@@ -192,13 +196,28 @@ impl IntFormat {
         }
     }
 
+    /// (elements per grouping row, elements per full group): groups tile each grouping
+    /// row, the last one ragged. `tensor` granularity is one row of all elements.
+    fn tiling(self, rows: usize, cols: usize) -> (usize, usize) {
+        match self.granularity {
+            Granularity::Tensor => (rows * cols, rows * cols),
+            _ => (cols, self.group_len(rows, cols)),
+        }
+    }
+
+    /// Number of groups (scales) of a `[rows, cols]` tensor, ragged last groups included.
+    pub fn group_count(self, rows: usize, cols: usize) -> usize {
+        let (row_len, g) = self.tiling(rows, cols);
+        if row_len == 0 {
+            return 0;
+        }
+        (rows * cols / row_len) * row_len.div_ceil(g)
+    }
+
+    /// Every non-empty shape: a group size that does not divide the row gives each row a
+    /// ragged last group.
     pub fn applies_to(self, rows: usize, cols: usize) -> bool {
-        rows > 0
-            && cols > 0
-            && match self.granularity {
-                Granularity::Group(g) => cols.is_multiple_of(g as usize),
-                _ => true,
-            }
+        rows > 0 && cols > 0
     }
 
     fn scale_bytes(self) -> usize {
@@ -211,7 +230,7 @@ impl IntFormat {
     /// Byte sizes of the (scales, zero points, codes) sections.
     pub(crate) fn sections(self, rows: usize, cols: usize) -> (usize, usize, usize) {
         let n = rows * cols;
-        let g = n / self.group_len(rows, cols);
+        let g = self.group_count(rows, cols);
         let b = self.bits as usize;
         let zp = match self.scheme {
             Scheme::Asym => (g * b).div_ceil(8),
@@ -230,8 +249,8 @@ impl IntFormat {
     }
 
     /// Bits per weight of one row of `cols` weights: codes plus the row's share of scales
-    /// and zero points (for `tensor` granularity the single scale is not counted here; the
-    /// exact figure for a whole tensor is `tensor_bytes`).
+    /// and zero points, its ragged last group included (for `tensor` granularity the single
+    /// scale is not counted here; the exact figure for a whole tensor is `tensor_bytes`).
     pub fn bits_per_weight(self, cols: usize) -> f64 {
         let per_group = (self.scale_bytes() * 8) as f64
             + if self.scheme == Scheme::Asym {
@@ -243,7 +262,10 @@ impl IntFormat {
         match self.granularity {
             Granularity::Tensor => b,
             Granularity::Channel => b + per_group / cols.max(1) as f64,
-            Granularity::Group(g) => b + per_group / g as f64,
+            Granularity::Group(g) => {
+                let cols = cols.max(1);
+                b + per_group * cols.div_ceil(g as usize) as f64 / cols as f64
+            }
         }
     }
 
@@ -344,15 +366,16 @@ impl IntFormat {
         }
     }
 
-    /// Per-group (lo, hi) of the data, groups being contiguous runs of `glen`.
-    fn group_ranges(data: &[f32], glen: usize) -> Vec<(f32, f32)> {
+    /// Per-group (lo, hi) of the data, in group order: each run of `row_len` values is cut
+    /// into groups of `glen`, the last one holding what remains.
+    fn group_ranges(data: &[f32], row_len: usize, glen: usize) -> Vec<(f32, f32)> {
         let minmax = |c: &[f32]| {
             c.iter()
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
                     (l.min(x), h.max(x))
                 })
         };
-        if data.len() == glen {
+        if data.len() == row_len && row_len == glen {
             // One group: reduce in parallel.
             let r = data.par_chunks(1 << 15).map(minmax).reduce(
                 || (f32::INFINITY, f32::NEG_INFINITY),
@@ -360,11 +383,19 @@ impl IntFormat {
             );
             return vec![r];
         }
-        data.par_chunks(glen).map(minmax).collect()
+        data.par_chunks(row_len)
+            .flat_map_iter(|r| r.chunks(glen).map(minmax))
+            .collect()
     }
 
-    fn all_params(self, data: &[f32], glen: usize) -> Result<Vec<GroupParams>, ScaleOverflow> {
-        Self::group_ranges(data, glen)
+    fn all_params(
+        self,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<GroupParams>, ScaleOverflow> {
+        let (row_len, glen) = self.tiling(rows, cols);
+        Self::group_ranges(data, row_len, glen)
             .into_iter()
             .map(|(lo, hi)| self.params(lo, hi))
             .collect()
@@ -377,28 +408,23 @@ impl IntFormat {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f32>, ScaleOverflow> {
-        let glen = self.group_len(rows, cols);
-        let params = self.all_params(data, glen)?;
+        let params = self.all_params(data, rows, cols)?;
+        let groups = GroupWalk::new(self, rows, cols);
         let (clo, chi) = self.code_range();
         let mut out = vec![0f32; data.len()];
-        let chunk_groups = (1usize << 14).div_ceil(glen).max(1);
-        let elem_chunk = (chunk_groups * glen).clamp(1, 1 << 16);
+        let chunk_groups = (1usize << 14).div_ceil(groups.glen).max(1);
+        let elem_chunk = (chunk_groups * groups.glen).clamp(1, 1 << 16);
         out.par_chunks_mut(elem_chunk)
             .zip(data.par_chunks(elem_chunk))
             .enumerate()
             .for_each(|(ci, (o, d))| {
-                let first = ci * elem_chunk;
-                let mut pos = 0;
-                while pos < d.len() {
-                    let gi = (first + pos) / glen;
-                    let end = (((gi + 1) * glen) - first).min(d.len());
+                groups.walk(ci * elem_chunk, d.len(), |gi, r| {
                     let p = params[gi];
-                    for (y, &x) in o[pos..end].iter_mut().zip(&d[pos..end]) {
+                    for (y, &x) in o[r.clone()].iter_mut().zip(&d[r]) {
                         let u = (round_even(x * p.inv) + p.zero).clamp(clo, chi);
                         *y = (u - p.zero) * p.scale;
                     }
-                    pos = end;
-                }
+                });
             });
         Ok(out)
     }
@@ -410,8 +436,8 @@ impl IntFormat {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<u8>, ScaleOverflow> {
-        let glen = self.group_len(rows, cols);
-        let params = self.all_params(data, glen)?;
+        let params = self.all_params(data, rows, cols)?;
+        let groups = GroupWalk::new(self, rows, cols);
         let (sb, zb, cb) = self.sections(rows, cols);
         let mut out = vec![0u8; sb + zb + cb];
         let (scales, rest) = out.split_at_mut(sb);
@@ -441,18 +467,13 @@ impl IntFormat {
             .zip(data.par_chunks(elem_chunk))
             .enumerate()
             .for_each(|(ci, (o, d))| {
-                let first = ci * elem_chunk;
                 let mut u8s = vec![0u8; d.len()];
-                let mut pos = 0;
-                while pos < d.len() {
-                    let gi = (first + pos) / glen;
-                    let end = (((gi + 1) * glen) - first).min(d.len());
+                groups.walk(ci * elem_chunk, d.len(), |gi, r| {
                     let p = params[gi];
-                    for (y, &x) in u8s[pos..end].iter_mut().zip(&d[pos..end]) {
+                    for (y, &x) in u8s[r.clone()].iter_mut().zip(&d[r]) {
                         *y = (round_even(x * p.inv) + p.zero).clamp(clo, chi) as u8;
                     }
-                    pos = end;
-                }
+                });
                 pack_bits(&u8s, self.bits, o);
             });
         Ok(out)
@@ -460,9 +481,9 @@ impl IntFormat {
 
     /// Decodes the packed layout; the caller has checked `bytes.len()`.
     pub(crate) fn unpack(self, bytes: &[u8], rows: usize, cols: usize) -> Vec<f32> {
-        let glen = self.group_len(rows, cols);
+        let groups = GroupWalk::new(self, rows, cols);
         let n = rows * cols;
-        let g = n / glen;
+        let g = self.group_count(rows, cols);
         let (sb, zb, _) = self.sections(rows, cols);
         let scales = &bytes[..sb];
         let zeros = &bytes[sb..sb + zb];
@@ -487,21 +508,51 @@ impl IntFormat {
             .zip(codes.par_chunks(elem_chunk * b / 8))
             .enumerate()
             .for_each(|(ci, (o, c))| {
-                let first = ci * elem_chunk;
                 let mut u8s = vec![0u8; o.len()];
                 unpack_bits(c, self.bits, &mut u8s);
-                let mut pos = 0;
-                while pos < o.len() {
-                    let gi = (first + pos) / glen;
-                    let end = (((gi + 1) * glen) - first).min(o.len());
+                let len = o.len();
+                groups.walk(ci * elem_chunk, len, |gi, r| {
                     let p = params[gi];
-                    for (y, &u) in o[pos..end].iter_mut().zip(&u8s[pos..end]) {
+                    for (y, &u) in o[r.clone()].iter_mut().zip(&u8s[r]) {
                         *y = (u as f32 - p.zero) * p.scale;
                     }
-                    pos = end;
-                }
+                });
             });
         out
+    }
+}
+
+/// Walks a chunk of the flat data group by group (ragged last groups included).
+#[derive(Debug, Clone, Copy)]
+struct GroupWalk {
+    row_len: usize,
+    glen: usize,
+    per_row: usize,
+}
+
+impl GroupWalk {
+    fn new(f: IntFormat, rows: usize, cols: usize) -> GroupWalk {
+        let (row_len, glen) = f.tiling(rows, cols);
+        GroupWalk {
+            row_len: row_len.max(1),
+            glen: glen.max(1),
+            per_row: row_len.max(1).div_ceil(glen.max(1)),
+        }
+    }
+
+    /// Calls `f(group index, local range)` for each group piece of the `len` elements
+    /// that start at flat position `first`, in order.
+    fn walk(&self, first: usize, len: usize, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
+        let mut pos = 0;
+        while pos < len {
+            let p = first + pos;
+            let (row, col) = (p / self.row_len, p % self.row_len);
+            let gi = row * self.per_row + col / self.glen;
+            let group_end = ((col / self.glen + 1) * self.glen).min(self.row_len);
+            let end = (pos + group_end - col).min(len);
+            f(gi, pos..end);
+            pos = end;
+        }
     }
 }
 

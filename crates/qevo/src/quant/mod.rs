@@ -12,11 +12,13 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 pub mod int;
+mod iq;
+mod iq_tables;
 
 pub use act::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActRanges, ActScheme};
 pub use cache::{CacheStats, WeightCache};
-pub use format::{Packed, WeightFormat};
-pub use ggml::GgmlType;
+pub use format::{Packed, Resolved, WeightFormat};
+pub use ggml::{Capability, GgmlType};
 pub use int::{Granularity, IntFormat, Scheme};
 // The plan's home is `crate::plan`; kept here so existing imports resolve.
 pub use crate::plan::{TensorChoice, TensorPlan, ACT_BITS};
