@@ -627,17 +627,60 @@ Gen  Evals  Hypervolume  Best KL  Front  Fitness   Top-1  Compr.  Cache hits
     }
 
     #[test]
-    fn constraints_table_marks_failures() {
+    fn constraints_table_marks_failures_and_says_by_how_much() {
         let mut d = fixture::small();
         d.constraints[1].limit = 100.0;
         d.constraints[1].pass = false;
         let want = "\
-Constraint  Limit  Value  Result
-----------  -----  -----  ------
-memory MB   2.000  1.000  pass
-latency ms  100.0  110.0  FAIL
+Constraint  Limit  Value  Over by  Result
+----------  -----  -----  -------  ------
+memory MB   2.000  1.000        -  pass
+latency ms  100.0  110.0   +10.0%  FAIL
 ";
         assert_eq!(constraints_table(&d), want);
+    }
+
+    #[test]
+    fn matched_table_exact() {
+        let want = "\
+Size of     MB  Uniform KL  Evolved KL  Lagrangian KL  Random KL  Evolved/uniform  Evolved/Lagrangian  Evolved/random  Uniform held-out  Evolved held-out  Lagrangian held-out
+-------  -----  ----------  ----------  -------------  ---------  ---------------  ------------------  --------------  ----------------  ----------------  -------------------
+q4_0     1.000     0.05000     0.01200        0.02000          -            0.24x               0.60x               -           0.06000           0.01400              0.02500
+";
+        assert_eq!(matched_table(&fixture::small()), want);
+    }
+
+    #[test]
+    fn terminal_front_of_a_large_front_shows_at_most_20_rows_with_the_recommended() {
+        let d = fixture::large();
+        assert_eq!(d.front.len(), 25);
+        let t = front_table_at_most(&d, 20);
+        let rows: Vec<&str> = t.lines().skip(2).filter(|l| !l.starts_with('(')).collect();
+        assert_eq!(rows.len(), 20, "{t}");
+        assert!(rows[0].starts_with(" 1  "), "{t}");
+        assert!(rows[19].starts_with("25  "), "{t}");
+        assert_eq!(rows.iter().filter(|r| r.ends_with('*')).count(), 1, "{t}");
+        assert!(t.ends_with(
+            "(20 of 25 plans shown, spread over size; front.json and report.html list all)\n"
+        ));
+        // The report file keeps every plan.
+        assert_eq!(front(&d).rows.len(), 25);
+    }
+
+    #[test]
+    fn summary_of_an_infeasible_search_shows_the_least_violating_plans_violations() {
+        let mut input = fixture::input();
+        input.recommended = None;
+        let s = summary_text(&crate::report::assemble(&input), 20);
+        assert!(
+            s.contains("Least-violating plan (no plan meets every constraint)\n"),
+            "{s}"
+        );
+        assert!(s.contains("Metric                 Least-violating"), "{s}");
+        assert!(s.contains("Constraints of the least-violating plan"), "{s}");
+        // 150 ms against a 120 ms limit: 25 % over.
+        let fail = s.lines().find(|l| l.starts_with("max_latency_ms")).unwrap();
+        assert!(fail.contains("+25.0%") && fail.ends_with("FAIL"), "{fail}");
     }
 
     #[test]
