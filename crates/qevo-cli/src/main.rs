@@ -83,6 +83,12 @@ enum Cmd {
         #[arg(long)]
         decode_tokens: Option<u64>,
     },
+    /// Redraw report.html, pareto.svg and convergence.svg of a search's output directory
+    /// from its report.json, and print the summary.
+    Report {
+        /// The directory `qevo search --out` wrote.
+        dir: PathBuf,
+    },
     /// Measure this machine and write it as a profile TOML (usable as --target).
     ProfileHost {
         #[arg(long, default_value = "host.toml")]
@@ -182,6 +188,7 @@ fn main() {
             decode_tokens,
         ),
         Cmd::ProfileHost { out } => hw_cmd::profile_host(&out),
+        Cmd::Report { dir } => report_cmd::rebuild(&dir),
         Cmd::Quantize { args, q } => commands::quantize(&args, &q),
         Cmd::Export {
             plan,

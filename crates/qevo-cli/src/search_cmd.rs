@@ -250,11 +250,7 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let bar2 = bar.clone();
     let stop2 = stop.clone();
     let progress: qevo::search::Progress = Box::new(move |r| {
-        let hit = if r.problem.cache_lookups > 0 {
-            r.problem.cache_hits as f64 / r.problem.cache_lookups as f64
-        } else {
-            0.0
-        };
+        let hit = qevo::report::hit_rate(r.problem.cache_hits, r.problem.cache_lookups);
         let best_kl = r.best.as_ref().map(|b| b[0]).unwrap_or(f64::NAN);
         bar2.set_position(r.generation + 1);
         bar2.set_message(format!(
@@ -282,7 +278,6 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress)).map_err(flag_names)?;
     bar.finish();
     write_outputs(a, &cfg, &model, &outcome)?;
-    crate::report_cmd::print_tables(&model, &cfg, &outcome);
     eprintln!("outputs written to {}", a.out.display());
     if stop.load(Ordering::SeqCst) {
         return Err(crate::Exit::interrupted().into());
@@ -318,6 +313,6 @@ fn write_outputs(
     }
     write_front(&a.out, model, o, &cfg.target.name)?;
     write_history(&a.out, o)?;
-    crate::report_cmd::write_report(&a.out, model, cfg, o)?;
+    crate::report_cmd::write_and_print(&a.out, model, cfg, o)?;
     Ok(())
 }

@@ -77,6 +77,7 @@ pub(crate) fn small() -> ReportData {
         qevo_version: "0.1.0".into(),
         fp,
         recommended: Some(rec),
+        closest: None,
         recommended_plan: vec![
             PlanRow {
                 unit: "embedding".into(),
@@ -123,7 +124,120 @@ pub(crate) fn small() -> ReportData {
                 pass: true,
             },
         ],
+        matched: vec![MatchedRow {
+            size_of: "q4_0".into(),
+            size_bytes: 1_000_000,
+            uniform_kl: 0.05,
+            evolved_kl: Some(0.012),
+            lagrangian_kl: Some(0.02),
+            random_kl: None,
+            uniform_heldout_kl: 0.06,
+            evolved_heldout_kl: Some(0.014),
+            lagrangian_heldout_kl: Some(0.025),
+            evolved_vs_uniform: Some(0.24),
+            evolved_vs_lagrangian: Some(0.6),
+            evolved_vs_random: None,
+        }],
         notes: vec!["fitness cache hit rate 45.5%".into()],
+    }
+}
+
+/// The facts of a small search as a search would write them: three front plans (the
+/// middle one recommended), a least-violating plan with one failing limit, every
+/// baseline kind, three generations (the first without a feasible plan).
+pub(crate) fn input() -> ReportInput {
+    let d = small();
+    let mut fp = d.fp.clone();
+    fp.label = "FP32".into();
+    let front: Vec<Point> = d
+        .front
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Point {
+            label: format!("evolved #{i}"),
+            feasible: true,
+            ..p.clone()
+        })
+        .collect();
+    let mut closest = point("least-violating", 0.3, 0.7, 400_000, 150.0, 0.1);
+    closest.feasible = false;
+    let check = |name: &str, limit: f64, value: f64| ConstraintRow {
+        name: name.into(),
+        limit,
+        value,
+        pass: value <= limit,
+    };
+    let mut random = vec![
+        point("random #0", 0.03, 0.95, 900_000, 100.0, 0.35),
+        point("random #1", 0.04, 0.94, 950_000, 104.0, 0.37),
+        point("random #2", 0.001, 0.99, 2_500_000, 200.0, 0.9),
+    ];
+    random[2].feasible = false;
+    let gen = |g: u64, fitness: Option<f64>| GenerationInput {
+        generation: g,
+        evaluations: 8 * (g + 1),
+        hypervolume: fitness.map(|f| f / 2.0),
+        best_kl: fitness.map(|f| 0.1 * (1.0 - f)),
+        front_size: g as usize,
+        cache_hits: g * 3,
+        cache_lookups: g * 8,
+        best_fitness: fitness,
+        best_top1: fitness.map(|_| 0.95),
+        best_size_bytes: fitness.map(|_| 1_500_000),
+    };
+    ReportInput {
+        schema_version: REPORT_SCHEMA_VERSION,
+        model: d.model.clone(),
+        fingerprint: d.fingerprint.clone(),
+        target: d.target.clone(),
+        seed: d.seed,
+        qevo_version: d.qevo_version.clone(),
+        prefill_tokens: 128,
+        decode_tokens: 64,
+        unit: "role".into(),
+        formats: vec!["q4_0".into(), "q8_0".into()],
+        fp,
+        fp_checks: vec![
+            check("max_latency_ms", 120.0, 450.0),
+            check("max_memory_mb", 20.0, 6.5),
+        ],
+        front,
+        recommended: Some(1),
+        closest: Some(closest),
+        plan: d.recommended_plan.clone(),
+        checks: vec![
+            check("max_latency_ms", 120.0, 150.0),
+            check("max_memory_mb", 20.0, 1.2),
+        ],
+        uniform: d.baselines[0].points.clone(),
+        lagrangian: vec![point("lagrangian @ q4_0", 0.02, 0.95, 990_000, 104.0, 0.37)],
+        random,
+        matched: vec![MatchedInput {
+            uniform: "q4_0".into(),
+            size_bytes: 1_000_000,
+            uniform_kl: 0.05,
+            uniform_heldout_kl: 0.06,
+            evolved_kl: Some(0.012),
+            evolved_heldout_kl: Some(0.014),
+            lagrangian_kl: Some(0.02),
+            lagrangian_heldout_kl: Some(0.025),
+            random_kl: Some(0.03),
+        }],
+        generations: vec![gen(0, None), gen(1, Some(0.6)), gen(2, Some(0.7))],
+        caches: CacheCounts {
+            fitness_hits: 6,
+            fitness_lookups: 16,
+            full_evaluations: 10,
+            screenings: 4,
+            screened_out: 2,
+            prefix_hits: 30,
+            prefix_lookups: 40,
+            weight_hits: 90,
+            weight_lookups: 100,
+        },
+        search_seconds: 1.5,
+        total_seconds: 2.25,
+        fp_heldout_perplexity: 13.5,
     }
 }
 
@@ -136,6 +250,7 @@ pub(crate) fn empty() -> ReportData {
         baselines: vec![],
         history: vec![],
         constraints: vec![],
+        matched: vec![],
         notes: vec![],
         ..small()
     }

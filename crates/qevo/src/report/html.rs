@@ -90,13 +90,13 @@ pub fn html(d: &ReportData) -> Result<String> {
     }
     out.push_str("</dl>\n");
 
-    section(&mut out, "Recommended plan");
+    section(&mut out, tables::plan_heading(d));
     table_html(&tables::recommended(d), &mut out);
 
     section(&mut out, "Performance vs the FP model");
     table_html(&tables::performance(d), &mut out);
     if !d.constraints.is_empty() {
-        out.push_str("<h3>Hardware constraints</h3>\n");
+        let _ = writeln!(out, "<h3>{}</h3>", escape(tables::constraints_heading(d)));
         table_html(&tables::constraints(d), &mut out);
     }
 
@@ -106,6 +106,10 @@ pub fn html(d: &ReportData) -> Result<String> {
 
     section(&mut out, "Baselines");
     table_html(&tables::baselines(d), &mut out);
+    if !d.matched.is_empty() {
+        out.push_str("<h3>At matched sizes (KL to FP, nats/token)</h3>\n");
+        table_html(&tables::matched(d), &mut out);
+    }
 
     section(&mut out, "Convergence");
     let _ = writeln!(out, "<div class=\"plot\">\n{convergence}</div>");

@@ -1,26 +1,40 @@
-//! Report rendering: turns the plain numbers of a finished search (the Pareto front,
-//! baselines, per-generation history, recommended plan, constraint checks) into
-//! terminal tables, SVG plots and one self-contained HTML page.
+//! The report: turns a finished search into terminal tables, SVG plots and one
+//! self-contained HTML page, in two steps.
 //!
-//! This module depends on nothing else in the pipeline: the search fills a
-//! [`ReportData`] and hands it over, so the report can be rebuilt from a saved result
-//! and tested with hand-made fixtures. Every renderer is a pure function of its
-//! input; only [`write_html`] touches the file system.
+//! 1. Assembly ([`ReportInput::from_outcome`], then [`assemble`]): the search's facts
+//!    are copied into a [`ReportInput`] (serialisable; a search writes it as
+//!    `report.json`), and [`assemble`] derives everything the report shows from it
+//!    into a [`ReportData`]: the random search's front, the matched-size table, cache
+//!    hit rates, the constraint table of the recommended (or least-violating) plan.
+//!    Each derived number has one function here.
+//! 2. Rendering: every renderer is a pure function of a [`ReportData`] and never
+//!    computes; [`write_report`] and [`rebuild`] are the only functions that touch the
+//!    file system, so `qevo report DIR` redraws exactly what the search wrote.
 
+mod assemble;
+mod files;
 mod format;
 mod html;
+mod pick;
 mod plot;
 mod tables;
 
+pub use assemble::{
+    assemble, hit_rate, CacheCounts, GenerationInput, MatchedInput, ReportInput,
+    REPORT_SCHEMA_VERSION,
+};
+pub use files::{read_input, rebuild, write_report, REPORT_INPUT_FILE};
 pub use html::{html, write_html};
+pub use pick::representative;
 pub use plot::{convergence_svg, pareto_svg};
 pub use tables::{
     baseline_table, constraints_table, convergence_table, convergence_table_every, front_table,
-    header_text, performance_table, recommended_table,
+    front_table_at_most, header_text, matched_table, performance_table, recommended_table,
+    summary_text,
 };
 
 /// One evaluated quantization plan (or the unquantized model itself).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     /// Short name of the plan (e.g. genome hash, `uniform q4_k`).
     pub label: String,
@@ -66,7 +80,7 @@ pub struct GenerationRow {
 }
 
 /// One decision unit of a plan.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlanRow {
     /// Layer, role or tensor name.
     pub unit: String,
@@ -79,14 +93,44 @@ pub struct PlanRow {
     pub scheme: String,
 }
 
-/// A hardware constraint and how the recommended plan fares against it.
-#[derive(Debug, Clone, PartialEq)]
+/// A hardware or user limit and how a plan fares against it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConstraintRow {
-    /// Name with unit, e.g. `memory MB`, `latency ms`.
+    /// The limit's key, e.g. `max_memory_mb`, `max_size_mb (user)`.
     pub name: String,
     pub limit: f64,
     pub value: f64,
     pub pass: bool,
+}
+
+impl ConstraintRow {
+    /// How far a failing value is over its limit, relative to the limit (0.5 = 50 %
+    /// over); `None` when it passes. The one rule the report uses for "by how much".
+    pub fn excess(&self) -> Option<f64> {
+        (!self.pass && self.limit != 0.0).then(|| (self.value - self.limit) / self.limit)
+    }
+}
+
+/// At one uniform plan's size, the best KL each method reached at that size or below
+/// (feasible plans only), and the evolved plan's KL relative to each other method.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MatchedRow {
+    /// The uniform plan whose size this row is at, e.g. `q4_k`.
+    pub size_of: String,
+    pub size_bytes: u64,
+    pub uniform_kl: f64,
+    pub evolved_kl: Option<f64>,
+    pub lagrangian_kl: Option<f64>,
+    pub random_kl: Option<f64>,
+    pub uniform_heldout_kl: f64,
+    pub evolved_heldout_kl: Option<f64>,
+    pub lagrangian_heldout_kl: Option<f64>,
+    /// Evolved KL / uniform KL (below 1: the evolved plan is better).
+    pub evolved_vs_uniform: Option<f64>,
+    /// Evolved KL / Lagrangian KL.
+    pub evolved_vs_lagrangian: Option<f64>,
+    /// Evolved KL / random-search KL.
+    pub evolved_vs_random: Option<f64>,
 }
 
 /// Everything a report shows. Filled by the caller; the report computes only
@@ -102,11 +146,18 @@ pub struct ReportData {
     /// The unquantized model: the reference for compression and the "was" values.
     pub fp: Point,
     pub recommended: Option<Point>,
+    /// When no plan meets every constraint: the least-violating plan, shown in place
+    /// of the recommended one and marked as such.
+    pub closest: Option<Point>,
+    /// The units of the recommended plan (or of `closest` when nothing is feasible).
     pub recommended_plan: Vec<PlanRow>,
     pub front: Vec<Point>,
     pub baselines: Vec<Series>,
     pub history: Vec<GenerationRow>,
+    /// The limits checked on the recommended plan, or on `closest`.
     pub constraints: Vec<ConstraintRow>,
+    /// Best KL of each method at the uniform plans' sizes.
+    pub matched: Vec<MatchedRow>,
     /// Free-text lines (cache hit rates, timings, held-out check).
     pub notes: Vec<String>,
 }
@@ -122,8 +173,9 @@ pub enum ReportError {
     /// The plotting library refused to draw (should not happen for validated input).
     #[error("drawing the {plot} plot: {msg}")]
     Draw { plot: &'static str, msg: String },
+    /// Reading or writing a report file (`report.json`, the SVGs, `report.html`).
     #[error(transparent)]
-    Write(#[from] crate::Error),
+    File(#[from] crate::Error),
 }
 
 pub type Result<T, E = ReportError> = std::result::Result<T, E>;
@@ -174,6 +226,9 @@ pub fn validate(d: &ReportData) -> Result<()> {
     if let Some(r) = &d.recommended {
         check_point(r, "recommended")?;
     }
+    if let Some(r) = &d.closest {
+        check_point(r, "closest")?;
+    }
     for (i, p) in d.front.iter().enumerate() {
         check_point(p, &format!("front[{i}]"))?;
     }
@@ -201,6 +256,25 @@ pub fn validate(d: &ReportData) -> Result<()> {
         finite(|| format!("constraints `{}`.limit", c.name), c.limit)?;
         finite(|| format!("constraints `{}`.value", c.name), c.value)?;
     }
+    for m in &d.matched {
+        let f = |key: &str| format!("matched `{}`.{key}", m.size_of);
+        finite(|| f("uniform_kl"), m.uniform_kl)?;
+        finite(|| f("uniform_heldout_kl"), m.uniform_heldout_kl)?;
+        for (key, v) in [
+            ("evolved_kl", m.evolved_kl),
+            ("lagrangian_kl", m.lagrangian_kl),
+            ("random_kl", m.random_kl),
+            ("evolved_heldout_kl", m.evolved_heldout_kl),
+            ("lagrangian_heldout_kl", m.lagrangian_heldout_kl),
+            ("evolved_vs_uniform", m.evolved_vs_uniform),
+            ("evolved_vs_lagrangian", m.evolved_vs_lagrangian),
+            ("evolved_vs_random", m.evolved_vs_random),
+        ] {
+            if let Some(v) = v {
+                finite(|| f(key), v)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -209,6 +283,16 @@ fn is_recommended(d: &ReportData, p: &Point) -> bool {
     d.recommended
         .as_ref()
         .is_some_and(|r| r.label == p.label && r.size_bytes == p.size_bytes)
+}
+
+/// The plan the performance and constraint tables describe: the recommended plan, or
+/// the least-violating one when nothing is feasible (`true` in the second field).
+fn shown_plan(d: &ReportData) -> Option<(&Point, bool)> {
+    match (&d.recommended, &d.closest) {
+        (Some(r), _) => Some((r, false)),
+        (None, Some(c)) => Some((c, true)),
+        (None, None) => None,
+    }
 }
 
 /// Points sorted by size, smallest first (stable for equal sizes).

@@ -2,7 +2,7 @@
 //! plain text for the terminal or as HTML, so both outputs always agree.
 
 use super::format as fmt;
-use super::{by_size, is_recommended, Point, ReportData};
+use super::{by_size, is_recommended, pick, shown_plan, Point, ReportData};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Align {
@@ -134,17 +134,23 @@ pub(crate) fn recommended(d: &ReportData) -> Table {
 type Metric = (&'static str, fn(&Point) -> f64);
 
 pub(crate) fn performance(d: &ReportData) -> Table {
+    let shown = shown_plan(d);
+    // When nothing is feasible the column shows the least-violating plan, and says so.
+    let plan_column = match shown {
+        Some((_, true)) => "Least-violating",
+        _ => "Recommended",
+    };
     let mut t = Table::new(
         &[
             ("Metric", L),
-            ("Recommended", R),
+            (plan_column, R),
             ("FP model", R),
             ("Change", R),
         ],
         "",
     );
     let fp = &d.fp;
-    let rec = d.recommended.as_ref();
+    let rec = shown.map(|(p, _)| p);
     // Each row: label, how to read the value from a point, and how to compare.
     let dash = || "-".to_string();
     let mut row = |name: &str, r: String, f: String, change: String| {
@@ -213,7 +219,13 @@ pub(crate) fn performance(d: &ReportData) -> Table {
 
 pub(crate) fn constraints(d: &ReportData) -> Table {
     let mut t = Table::new(
-        &[("Constraint", L), ("Limit", R), ("Value", R), ("Result", L)],
+        &[
+            ("Constraint", L),
+            ("Limit", R),
+            ("Value", R),
+            ("Over by", R),
+            ("Result", L),
+        ],
         "No constraints.",
     );
     for c in &d.constraints {
@@ -227,6 +239,7 @@ pub(crate) fn constraints(d: &ReportData) -> Table {
                 c.name.clone(),
                 fmt::sig(c.limit, 4),
                 fmt::sig(c.value, 4),
+                opt(c.excess(), |x| format!("{:+.1}%", x * 100.0)),
                 word.into(),
             ],
             Some(class),
@@ -235,7 +248,74 @@ pub(crate) fn constraints(d: &ReportData) -> Table {
     t
 }
 
+/// What the plan table is about, as a heading.
+pub(crate) fn plan_heading(d: &ReportData) -> &'static str {
+    match shown_plan(d) {
+        Some((_, true)) => "Least-violating plan (no plan meets every constraint)",
+        _ => "Recommended plan",
+    }
+}
+
+/// What the constraint table is about, as a heading.
+pub(crate) fn constraints_heading(d: &ReportData) -> &'static str {
+    match shown_plan(d) {
+        Some((_, true)) => {
+            "Constraints of the least-violating plan (no plan meets every constraint)"
+        }
+        _ => "Hardware constraints",
+    }
+}
+
+pub(crate) fn matched(d: &ReportData) -> Table {
+    let mut t = Table::new(
+        &[
+            ("Size of", L),
+            ("MB", R),
+            ("Uniform KL", R),
+            ("Evolved KL", R),
+            ("Lagrangian KL", R),
+            ("Random KL", R),
+            ("Evolved/uniform", R),
+            ("Evolved/Lagrangian", R),
+            ("Evolved/random", R),
+            ("Uniform held-out", R),
+            ("Evolved held-out", R),
+            ("Lagrangian held-out", R),
+        ],
+        "No matched-size comparison was run.",
+    );
+    for m in &d.matched {
+        t.push(
+            vec![
+                m.size_of.clone(),
+                fmt::mb(m.size_bytes),
+                fmt::kl(m.uniform_kl),
+                opt(m.evolved_kl, fmt::kl),
+                opt(m.lagrangian_kl, fmt::kl),
+                opt(m.random_kl, fmt::kl),
+                opt(m.evolved_vs_uniform, fmt::ratio),
+                opt(m.evolved_vs_lagrangian, fmt::ratio),
+                opt(m.evolved_vs_random, fmt::ratio),
+                fmt::kl(m.uniform_heldout_kl),
+                opt(m.evolved_heldout_kl, fmt::kl),
+                opt(m.lagrangian_heldout_kl, fmt::kl),
+            ],
+            None,
+        );
+    }
+    t
+}
+
 pub(crate) fn front(d: &ReportData) -> Table {
+    front_rows(d, usize::MAX)
+}
+
+/// The front sorted by size; with more than `max` plans, only the rows
+/// [`pick::representative`] chooses (numbered by their rank in the whole front).
+fn front_rows(d: &ReportData, max: usize) -> Table {
+    let sorted = by_size(&d.front);
+    let rec = sorted.iter().position(|p| is_recommended(d, p));
+    let shown = pick::representative(sorted.len(), rec, max);
     let mut t = Table::new(
         &[
             ("#", R),
@@ -252,8 +332,9 @@ pub(crate) fn front(d: &ReportData) -> Table {
         ],
         "The Pareto front is empty.",
     );
-    for (i, p) in by_size(&d.front).into_iter().enumerate() {
-        let rec = is_recommended(d, p);
+    for i in shown {
+        let p = sorted[i];
+        let rec = Some(i) == rec;
         t.push(
             vec![
                 (i + 1).to_string(),
@@ -397,6 +478,36 @@ pub fn performance_table(d: &ReportData) -> String {
     performance(d).text()
 }
 
+/// The whole terminal summary: provenance, the recommended (or least-violating) plan,
+/// performance against FP, constraints, the front (at most `max_front_rows` rows, see
+/// [`front_table_at_most`]), baselines, matched sizes, convergence and the notes.
+pub fn summary_text(d: &ReportData, max_front_rows: usize) -> String {
+    let mut out = format!("{}\n", header_text(d));
+    let mut section = |title: &str, body: String| {
+        out.push_str(title);
+        out.push('\n');
+        out.push_str(&body);
+        out.push('\n');
+    };
+    section(plan_heading(d), recommended_table(d));
+    section("Performance against FP", performance_table(d));
+    section(constraints_heading(d), constraints_table(d));
+    section(
+        &format!("Pareto front ({} plans)", d.front.len()),
+        front_table_at_most(d, max_front_rows),
+    );
+    section("Baselines", baseline_table(d));
+    if !d.matched.is_empty() {
+        section("At matched sizes (KL to FP, nats/token)", matched_table(d));
+    }
+    section("Convergence", convergence_table(d));
+    for n in &d.notes {
+        out.push_str(n);
+        out.push('\n');
+    }
+    out
+}
+
 /// Each hardware constraint with its limit, the recommended plan's value and pass/FAIL.
 pub fn constraints_table(d: &ReportData) -> String {
     constraints(d).text()
@@ -405,6 +516,28 @@ pub fn constraints_table(d: &ReportData) -> String {
 /// Every Pareto-front plan, smallest first, the recommended one marked `*`.
 pub fn front_table(d: &ReportData) -> String {
     front(d).text()
+}
+
+/// The Pareto front for a terminal: at most `max` rows (at least 3) spread evenly over
+/// size, always with the smallest, the largest and the recommended plan, and a line
+/// saying how many were left out.
+pub fn front_table_at_most(d: &ReportData, max: usize) -> String {
+    let t = front_rows(d, max);
+    let mut out = t.text();
+    if t.rows.len() < d.front.len() {
+        out.push_str(&format!(
+            "({} of {} plans shown, spread over size; front.json and report.html list all)\n",
+            t.rows.len(),
+            d.front.len()
+        ));
+    }
+    out
+}
+
+/// At each uniform plan's size: every method's best KL, the evolved plan's KL
+/// relative to each, and the held-out check.
+pub fn matched_table(d: &ReportData) -> String {
+    matched(d).text()
 }
 
 /// Every baseline plan with, for comparison, the best feasible evolved KL at the
@@ -494,17 +627,60 @@ Gen  Evals  Hypervolume  Best KL  Front  Fitness   Top-1  Compr.  Cache hits
     }
 
     #[test]
-    fn constraints_table_marks_failures() {
+    fn constraints_table_marks_failures_and_says_by_how_much() {
         let mut d = fixture::small();
         d.constraints[1].limit = 100.0;
         d.constraints[1].pass = false;
         let want = "\
-Constraint  Limit  Value  Result
-----------  -----  -----  ------
-memory MB   2.000  1.000  pass
-latency ms  100.0  110.0  FAIL
+Constraint  Limit  Value  Over by  Result
+----------  -----  -----  -------  ------
+memory MB   2.000  1.000        -  pass
+latency ms  100.0  110.0   +10.0%  FAIL
 ";
         assert_eq!(constraints_table(&d), want);
+    }
+
+    #[test]
+    fn matched_table_exact() {
+        let want = "\
+Size of     MB  Uniform KL  Evolved KL  Lagrangian KL  Random KL  Evolved/uniform  Evolved/Lagrangian  Evolved/random  Uniform held-out  Evolved held-out  Lagrangian held-out
+-------  -----  ----------  ----------  -------------  ---------  ---------------  ------------------  --------------  ----------------  ----------------  -------------------
+q4_0     1.000     0.05000     0.01200        0.02000          -            0.24x               0.60x               -           0.06000           0.01400              0.02500
+";
+        assert_eq!(matched_table(&fixture::small()), want);
+    }
+
+    #[test]
+    fn terminal_front_of_a_large_front_shows_at_most_20_rows_with_the_recommended() {
+        let d = fixture::large();
+        assert_eq!(d.front.len(), 25);
+        let t = front_table_at_most(&d, 20);
+        let rows: Vec<&str> = t.lines().skip(2).filter(|l| !l.starts_with('(')).collect();
+        assert_eq!(rows.len(), 20, "{t}");
+        assert!(rows[0].starts_with(" 1  "), "{t}");
+        assert!(rows[19].starts_with("25  "), "{t}");
+        assert_eq!(rows.iter().filter(|r| r.ends_with('*')).count(), 1, "{t}");
+        assert!(t.ends_with(
+            "(20 of 25 plans shown, spread over size; front.json and report.html list all)\n"
+        ));
+        // The report file keeps every plan.
+        assert_eq!(front(&d).rows.len(), 25);
+    }
+
+    #[test]
+    fn summary_of_an_infeasible_search_shows_the_least_violating_plans_violations() {
+        let mut input = fixture::input();
+        input.recommended = None;
+        let s = summary_text(&crate::report::assemble(&input), 20);
+        assert!(
+            s.contains("Least-violating plan (no plan meets every constraint)\n"),
+            "{s}"
+        );
+        assert!(s.contains("Metric                 Least-violating"), "{s}");
+        assert!(s.contains("Constraints of the least-violating plan"), "{s}");
+        // 150 ms against a 120 ms limit: 25 % over.
+        let fail = s.lines().find(|l| l.starts_with("max_latency_ms")).unwrap();
+        assert!(fail.contains("+25.0%") && fail.ends_with("FAIL"), "{fail}");
     }
 
     #[test]

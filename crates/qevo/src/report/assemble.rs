@@ -1,0 +1,576 @@
+//! Report assembly: a finished search → [`ReportInput`] (the facts, serialisable, written
+//! by a search as `report.json`) → [`ReportData`] (what the renderers show).
+//!
+//! [`ReportInput::from_outcome`] only copies numbers out of the search, plus one pricing
+//! call: the FP model's constraint checks, which the outcome does not keep. [`assemble`]
+//! derives the rest, each in one function: the random search's front ([`feasible_front`]),
+//! the matched-size rows ([`matched_row`]), cache hit rates ([`hit_rate`]), the history
+//! rows ([`generation_row`]) and the plan the constraint table describes (the recommended
+//! one, or the least-violating one when nothing is feasible).
+
+use super::{ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series};
+use crate::error::Result;
+use crate::model::Model;
+use crate::quant::{Scheme, WeightFormat};
+use crate::plan::fp_choices;
+use crate::search::baselines::BaselinePoint;
+use crate::plan::{price, LimitCheck};
+use crate::search::problem::Scored;
+use crate::search::{FrontEntry, SearchConfig, SearchOutcome};
+use serde::{Deserialize, Serialize};
+
+/// Version of the `report.json` layout; [`super::read_input`] refuses other versions.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Everything a report is drawn from, as plain numbers. A search writes it as
+/// `report.json`; `qevo report DIR` reads it back and redraws the same report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportInput {
+    pub schema_version: u32,
+    pub model: String,
+    pub fingerprint: String,
+    pub target: String,
+    pub seed: u64,
+    pub qevo_version: String,
+    pub prefill_tokens: u64,
+    pub decode_tokens: u64,
+    /// `role`, `block` or `tensor`.
+    pub unit: String,
+    pub formats: Vec<String>,
+    /// The unquantized model, `feasible` from its own constraint checks.
+    pub fp: Point,
+    /// The FP model priced against the same limits as every plan.
+    pub fp_checks: Vec<ConstraintRow>,
+    pub front: Vec<Point>,
+    /// Index into `front`.
+    pub recommended: Option<usize>,
+    /// When no plan is feasible: the least-violating plan the search found.
+    pub closest: Option<Point>,
+    /// The units of the recommended plan, or of `closest`.
+    pub plan: Vec<PlanRow>,
+    /// Limit checks of the recommended plan, or of `closest`.
+    pub checks: Vec<ConstraintRow>,
+    pub uniform: Vec<Point>,
+    pub lagrangian: Vec<Point>,
+    /// Every fully scored random-search plan (the report keeps their front).
+    pub random: Vec<Point>,
+    pub matched: Vec<MatchedInput>,
+    pub generations: Vec<GenerationInput>,
+    pub caches: CacheCounts,
+    pub search_seconds: f64,
+    pub total_seconds: f64,
+    pub fp_heldout_perplexity: f64,
+}
+
+/// The search's matched-size comparison, as the search computed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchedInput {
+    pub uniform: String,
+    pub size_bytes: u64,
+    pub uniform_kl: f64,
+    pub uniform_heldout_kl: f64,
+    pub evolved_kl: Option<f64>,
+    pub evolved_heldout_kl: Option<f64>,
+    pub lagrangian_kl: Option<f64>,
+    pub lagrangian_heldout_kl: Option<f64>,
+    pub random_kl: Option<f64>,
+}
+
+/// One generation: the engine's record joined with the best weighted fitness of
+/// that generation (absent while nothing feasible was found).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationInput {
+    pub generation: u64,
+    pub evaluations: u64,
+    pub hypervolume: Option<f64>,
+    pub best_kl: Option<f64>,
+    pub front_size: usize,
+    pub cache_hits: u64,
+    pub cache_lookups: u64,
+    pub best_fitness: Option<f64>,
+    pub best_top1: Option<f64>,
+    pub best_size_bytes: Option<u64>,
+}
+
+/// The evaluator's cache counters at the end of the search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheCounts {
+    pub fitness_hits: u64,
+    pub fitness_lookups: u64,
+    pub full_evaluations: u64,
+    pub screenings: u64,
+    pub screened_out: u64,
+    pub prefix_hits: u64,
+    pub prefix_lookups: u64,
+    pub weight_hits: u64,
+    pub weight_lookups: u64,
+}
+
+/// Fraction of `lookups` answered from a cache, 0..=1; 0 when nothing was looked up.
+/// The one rule for every hit rate the report (and the CLI's progress bar) shows.
+pub fn hit_rate(hits: u64, lookups: u64) -> f64 {
+    if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
+    }
+}
+
+fn scheme_name(f: &WeightFormat) -> &'static str {
+    match f {
+        WeightFormat::Int(i) => match i.scheme {
+            Scheme::Sym => "SYMMETRIC",
+            Scheme::Asym => "ASYMMETRIC",
+            Scheme::Pow2 => "POWER_OF_TWO",
+        },
+        WeightFormat::Ggml(g) if g.is_quantized() => "GGML block",
+        WeightFormat::Ggml(_) => "FLOAT",
+    }
+}
+
+fn point(label: &str, s: &Scored, heldout_kl: Option<f64>) -> Point {
+    Point {
+        label: label.to_string(),
+        kl: s.metrics.kl,
+        heldout_kl,
+        perplexity: Some(s.metrics.ppl),
+        top1: s.metrics.top1,
+        size_bytes: s.size_bytes,
+        latency_ms: s.latency_ms,
+        energy_mj: s.energy_mj,
+        feasible: s.violation <= 0.0,
+    }
+}
+
+fn rows(checks: &[LimitCheck]) -> Vec<ConstraintRow> {
+    checks
+        .iter()
+        .map(|c| ConstraintRow {
+            name: c.name.clone(),
+            limit: c.limit,
+            value: c.value,
+            pass: c.pass,
+        })
+        .collect()
+}
+
+fn baseline_points(b: &[BaselinePoint]) -> Vec<Point> {
+    b.iter().map(|b| point(&b.name, &b.scored, None)).collect()
+}
+
+/// One row per decision unit of `genome`: format, exact bits per weight, scheme.
+fn plan_rows(model: &Model, o: &SearchOutcome, genome: &[u16]) -> Vec<PlanRow> {
+    o.space
+        .units
+        .iter()
+        .zip(genome)
+        .enumerate()
+        .map(|(u, (unit, &gene))| {
+            let c = o.space.choices[u][gene as usize];
+            let cols = model.tensors[unit.tensors[0]].cols;
+            PlanRow {
+                unit: unit.name.clone(),
+                weight_format: c.format.name(),
+                weight_bits: c.format.bits_per_weight(cols),
+                act_bits: c.act_bits,
+                scheme: scheme_name(&c.format).to_string(),
+            }
+        })
+        .collect()
+}
+
+impl ReportInput {
+    /// Copies a finished search's facts. Prices the FP model once on the search's
+    /// target, workload and limits, because the outcome keeps only its cost, not its
+    /// checks.
+    pub fn from_outcome(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Result<Self> {
+        let fp_checks = price(
+            model,
+            &fp_choices(model),
+            &cfg.target,
+            &cfg.workload,
+            &cfg.limits,
+            Some(0.0),
+        )?
+        .checks;
+        let fp = Point {
+            label: "FP32".into(),
+            kl: 0.0,
+            heldout_kl: Some(0.0),
+            perplexity: Some(o.fp.ppl),
+            top1: 1.0,
+            size_bytes: o.fp.size_bytes,
+            latency_ms: o.fp.latency_ms,
+            energy_mj: o.fp.energy_mj,
+            feasible: meets(&rows(&fp_checks)),
+        };
+        let front = o
+            .front
+            .iter()
+            .enumerate()
+            .map(|(i, f)| point(&format!("evolved #{i}"), &f.scored, Some(f.heldout.kl)))
+            .collect();
+        let shown: Option<&FrontEntry> = match o.recommended {
+            Some(i) => o.front.get(i),
+            None => o.infeasible_closest.as_ref(),
+        };
+        let closest = match (o.recommended, &o.infeasible_closest) {
+            (None, Some(c)) => Some(point("least-violating", &c.scored, Some(c.heldout.kl))),
+            _ => None,
+        };
+        let generations = o
+            .history
+            .iter()
+            .map(|r| {
+                let best = o.convergence.iter().find(|b| b.generation == r.generation);
+                GenerationInput {
+                    generation: r.generation,
+                    evaluations: r.evaluations,
+                    hypervolume: r.hypervolume,
+                    best_kl: r.best.as_ref().and_then(|b| b.first().copied()),
+                    front_size: r.front_size,
+                    cache_hits: r.problem.cache_hits,
+                    cache_lookups: r.problem.cache_lookups,
+                    best_fitness: best.map(|b| b.fitness),
+                    best_top1: best.map(|b| b.top1),
+                    best_size_bytes: best.map(|b| b.size_bytes),
+                }
+            })
+            .collect();
+        let matched = o
+            .matched
+            .iter()
+            .map(|m| MatchedInput {
+                uniform: m.uniform.clone(),
+                size_bytes: m.size_bytes,
+                uniform_kl: m.uniform_kl,
+                uniform_heldout_kl: m.uniform_heldout_kl,
+                evolved_kl: m.evolved_kl,
+                evolved_heldout_kl: m.evolved_heldout_kl,
+                lagrangian_kl: m.lagrangian_kl,
+                lagrangian_heldout_kl: m.lagrangian_heldout_kl,
+                random_kl: m.random_kl,
+            })
+            .collect();
+        let (fs, ps, ws) = (&o.fitness_stats, &o.prefix_stats, &o.weight_stats);
+        Ok(ReportInput {
+            schema_version: REPORT_SCHEMA_VERSION,
+            model: model.source.display().to_string(),
+            fingerprint: model.fingerprint.clone(),
+            target: cfg.target.name.clone(),
+            seed: o.seed,
+            qevo_version: env!("CARGO_PKG_VERSION").to_string(),
+            prefill_tokens: cfg.workload.prefill_tokens,
+            decode_tokens: cfg.workload.decode_tokens,
+            unit: format!("{:?}", o.space.mode).to_lowercase(),
+            formats: cfg.space.formats.iter().map(|f| f.name()).collect(),
+            fp,
+            fp_checks: rows(&fp_checks),
+            front,
+            recommended: o.recommended,
+            closest,
+            plan: shown.map_or_else(Vec::new, |f| plan_rows(model, o, &f.genome)),
+            checks: shown.map_or_else(Vec::new, |f| rows(&f.scored.checks)),
+            uniform: baseline_points(&o.uniform),
+            lagrangian: baseline_points(&o.lagrangian),
+            random: baseline_points(&o.random),
+            matched,
+            generations,
+            caches: CacheCounts {
+                fitness_hits: fs.hits,
+                fitness_lookups: fs.lookups,
+                full_evaluations: fs.full_evaluations,
+                screenings: fs.screenings,
+                screened_out: fs.screened_out,
+                prefix_hits: ps.hits,
+                prefix_lookups: ps.hits + ps.misses,
+                weight_hits: ws.hits,
+                weight_lookups: ws.hits + ws.misses,
+            },
+            search_seconds: o.search_seconds,
+            total_seconds: o.total_seconds,
+            fp_heldout_perplexity: o.fp.heldout_ppl,
+        })
+    }
+}
+
+/// The feasible, non-dominated points of `points` (KL, size, latency, energy all
+/// minimised), in their original order.
+pub(crate) fn feasible_front(points: &[Point]) -> Vec<Point> {
+    let objectives = |p: &Point| [p.kl, p.size_bytes as f64, p.latency_ms, p.energy_mj];
+    points
+        .iter()
+        .filter(|p| p.feasible)
+        .filter(|p| {
+            let o = objectives(p);
+            !points
+                .iter()
+                .any(|q| q.feasible && evo::dominance::dominates(&objectives(q), &o))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether every checked limit passes (true when nothing is checked).
+fn meets(checks: &[ConstraintRow]) -> bool {
+    checks.iter().all(|c| c.pass)
+}
+
+/// `a / b`, or `None` when either is missing or `b` is 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// A matched-size row with the evolved plan's KL relative to each other method.
+pub(crate) fn matched_row(m: &MatchedInput) -> MatchedRow {
+    MatchedRow {
+        size_of: m.uniform.clone(),
+        size_bytes: m.size_bytes,
+        uniform_kl: m.uniform_kl,
+        evolved_kl: m.evolved_kl,
+        lagrangian_kl: m.lagrangian_kl,
+        random_kl: m.random_kl,
+        uniform_heldout_kl: m.uniform_heldout_kl,
+        evolved_heldout_kl: m.evolved_heldout_kl,
+        lagrangian_heldout_kl: m.lagrangian_heldout_kl,
+        evolved_vs_uniform: ratio(m.evolved_kl, Some(m.uniform_kl)),
+        evolved_vs_lagrangian: ratio(m.evolved_kl, m.lagrangian_kl),
+        evolved_vs_random: ratio(m.evolved_kl, m.random_kl),
+    }
+}
+
+/// A history row, or `None` for a generation without a feasible best plan (nothing
+/// to plot for it).
+pub(crate) fn generation_row(g: &GenerationInput, fp_size_bytes: u64) -> Option<GenerationRow> {
+    let (best_kl, fitness) = (g.best_kl?, g.best_fitness?);
+    if !best_kl.is_finite() || !fitness.is_finite() {
+        return None;
+    }
+    Some(GenerationRow {
+        generation: g.generation as usize,
+        evaluations: g.evaluations,
+        hypervolume: g.hypervolume.unwrap_or(0.0),
+        best_kl,
+        front_size: g.front_size,
+        fitness,
+        top1: g.best_top1.unwrap_or(f64::NAN),
+        compression: g
+            .best_size_bytes
+            .map_or(f64::NAN, |s| fp_size_bytes as f64 / s.max(1) as f64),
+        cache_hit_rate: hit_rate(g.cache_hits, g.cache_lookups),
+    })
+}
+
+/// The free-text lines at the end of a report: caches, timings, settings.
+fn notes(input: &ReportInput) -> Vec<String> {
+    let c = &input.caches;
+    let pct = |h, n| super::format::pct(hit_rate(h, n));
+    vec![
+        format!(
+            "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
+            c.fitness_hits,
+            c.fitness_lookups,
+            pct(c.fitness_hits, c.fitness_lookups),
+            c.full_evaluations,
+            c.screenings,
+            c.screened_out
+        ),
+        format!(
+            "prefix cache: {} hits / {} lookups ({}); weight cache: {} hits / {} lookups ({})",
+            c.prefix_hits,
+            c.prefix_lookups,
+            pct(c.prefix_hits, c.prefix_lookups),
+            c.weight_hits,
+            c.weight_lookups,
+            pct(c.weight_hits, c.weight_lookups)
+        ),
+        format!(
+            "search {:.1} s, total {:.1} s; FP perplexity calibration {:.3}, held-out {:.3}",
+            input.search_seconds,
+            input.total_seconds,
+            input.fp.perplexity.unwrap_or(f64::NAN),
+            input.fp_heldout_perplexity
+        ),
+        format!(
+            "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
+            input.prefill_tokens,
+            input.decode_tokens,
+            input.unit,
+            input.formats.join(",")
+        ),
+    ]
+}
+
+/// Everything the report shows, derived from the search's facts. Pure.
+pub fn assemble(input: &ReportInput) -> ReportData {
+    let recommended = input.recommended.and_then(|i| input.front.get(i).cloned());
+    let mut baselines = vec![Series {
+        name: "uniform".into(),
+        points: input.uniform.clone(),
+    }];
+    if !input.lagrangian.is_empty() {
+        baselines.push(Series {
+            name: "lagrangian".into(),
+            points: input.lagrangian.clone(),
+        });
+    }
+    if !input.random.is_empty() {
+        baselines.push(Series {
+            name: "random search".into(),
+            points: feasible_front(&input.random),
+        });
+    }
+    ReportData {
+        title: format!("qevo search: {} on {}", input.model, input.target),
+        model: input.model.clone(),
+        fingerprint: input.fingerprint.clone(),
+        target: input.target.clone(),
+        seed: input.seed,
+        qevo_version: input.qevo_version.clone(),
+        // The FP model meets the constraints only if its own checks say so.
+        fp: Point {
+            feasible: meets(&input.fp_checks),
+            ..input.fp.clone()
+        },
+        closest: if recommended.is_none() {
+            input.closest.clone()
+        } else {
+            None
+        },
+        recommended,
+        recommended_plan: input.plan.clone(),
+        front: input.front.clone(),
+        baselines,
+        history: input
+            .generations
+            .iter()
+            .filter_map(|g| generation_row(g, input.fp.size_bytes))
+            .collect(),
+        constraints: input.checks.clone(),
+        matched: input.matched.iter().map(matched_row).collect(),
+        notes: notes(input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    #[test]
+    fn hit_rate_is_a_fraction_and_zero_without_lookups() {
+        assert_eq!(hit_rate(0, 0), 0.0);
+        assert_eq!(hit_rate(1, 4), 0.25);
+        assert_eq!(hit_rate(4, 4), 1.0);
+    }
+
+    #[test]
+    fn random_search_front_keeps_feasible_non_dominated_points() {
+        let mut bad = fixture::point("infeasible-best", 0.0, 1.0, 1, 1.0, 1.0);
+        bad.feasible = false;
+        let pts = vec![
+            fixture::point("a", 0.1, 0.9, 100, 10.0, 1.0),
+            fixture::point("dominated", 0.2, 0.9, 200, 10.0, 1.0),
+            fixture::point("b", 0.05, 0.9, 300, 10.0, 1.0),
+            bad,
+        ];
+        let labels: Vec<String> = feasible_front(&pts).into_iter().map(|p| p.label).collect();
+        assert_eq!(labels, ["a", "b"]);
+    }
+
+    #[test]
+    fn matched_row_ratios_compare_evolved_with_each_method() {
+        let m = MatchedInput {
+            uniform: "q4_k".into(),
+            size_bytes: 1000,
+            uniform_kl: 0.2,
+            uniform_heldout_kl: 0.25,
+            evolved_kl: Some(0.05),
+            evolved_heldout_kl: Some(0.06),
+            lagrangian_kl: Some(0.1),
+            lagrangian_heldout_kl: None,
+            random_kl: Some(0.0),
+        };
+        let r = matched_row(&m);
+        assert_eq!(r.evolved_vs_uniform, Some(0.25));
+        assert_eq!(r.evolved_vs_lagrangian, Some(0.5));
+        // A zero KL gives no ratio rather than an infinite one.
+        assert_eq!(r.evolved_vs_random, None);
+        let none = matched_row(&MatchedInput {
+            evolved_kl: None,
+            ..m
+        });
+        assert_eq!(none.evolved_vs_uniform, None);
+    }
+
+    #[test]
+    fn generation_without_a_feasible_best_is_not_a_history_row() {
+        let g = GenerationInput {
+            generation: 3,
+            evaluations: 40,
+            hypervolume: None,
+            best_kl: Some(0.1),
+            front_size: 0,
+            cache_hits: 5,
+            cache_lookups: 20,
+            best_fitness: None,
+            best_top1: None,
+            best_size_bytes: None,
+        };
+        assert_eq!(generation_row(&g, 1000), None);
+        let row = generation_row(
+            &GenerationInput {
+                best_fitness: Some(0.7),
+                best_top1: Some(0.9),
+                best_size_bytes: Some(250),
+                ..g
+            },
+            1000,
+        )
+        .unwrap();
+        assert_eq!(row.cache_hit_rate, 0.25);
+        assert_eq!(row.compression, 4.0);
+        assert_eq!(row.hypervolume, 0.0);
+    }
+
+    #[test]
+    fn fp_meets_constraints_is_computed_from_its_checks_not_assumed() {
+        let mut input = fixture::input();
+        input.fp.feasible = true;
+        assert!(
+            !input.fp_checks[0].pass,
+            "fixture: FP fails its latency limit"
+        );
+        let d = assemble(&input);
+        assert!(!d.fp.feasible);
+        let perf = crate::report::performance_table(&d);
+        let line = perf
+            .lines()
+            .find(|l| l.starts_with("Meets constraints"))
+            .unwrap();
+        assert!(line.contains("no"), "{perf}");
+        input.fp_checks.retain(|c| c.pass);
+        assert!(assemble(&input).fp.feasible);
+    }
+
+    #[test]
+    fn least_violating_plan_is_shown_only_when_nothing_is_recommended() {
+        let mut input = fixture::input();
+        input.recommended = None;
+        let d = assemble(&input);
+        assert_eq!(d.recommended, None);
+        assert_eq!(
+            d.closest.as_ref().map(|p| p.label.as_str()),
+            Some("least-violating")
+        );
+        assert_eq!(d.constraints, input.checks);
+        let mut input = fixture::input();
+        input.recommended = Some(1);
+        let d = assemble(&input);
+        assert!(d.closest.is_none());
+        assert_eq!(d.recommended.unwrap().label, "evolved #1");
+    }
+}
