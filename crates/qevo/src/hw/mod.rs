@@ -4,7 +4,8 @@
 //!
 //! Costs are counts, hardware speed is data: nothing here depends on the model
 //! loader or the quantization formats; the caller describes the model as
-//! [`ModelCounts`].
+//! [`ModelCounts`]. The one exception is [`host::calibrate`], which times real
+//! forward passes of a model to fit the host profile's two overhead terms.
 
 mod constraints;
 mod cost;

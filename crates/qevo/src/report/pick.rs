@@ -19,11 +19,11 @@ pub fn representative(n: usize, keep: Option<usize>, max: usize) -> Vec<usize> {
         .map(|i| (i * (n - 1) + steps / 2) / steps)
         .collect();
     if let Some(k) = keep.filter(|&k| k < n && !picks.contains(&k)) {
-        let nearest = (1..max - 1)
-            .min_by_key(|&i| picks[i].abs_diff(k))
-            .expect("max >= 3 leaves an interior pick");
-        picks[nearest] = k;
-        picks.sort_unstable();
+        // max >= 3, so there is always an interior pick to give up.
+        if let Some(nearest) = (1..max - 1).min_by_key(|&i| picks[i].abs_diff(k)) {
+            picks[nearest] = k;
+            picks.sort_unstable();
+        }
     }
     picks
 }
