@@ -7,6 +7,8 @@
 //! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
 //! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
 
+pub mod llama_ppl;
+
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model};
 use candle_core::{Device, Tensor};
