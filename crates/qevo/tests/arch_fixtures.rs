@@ -67,11 +67,21 @@ fn gguf_matches_hf(name: &str) {
     let gg = Model::load(&d.join(format!("{name}.gguf"))).unwrap();
     assert_eq!(hf.tensors, gg.tensors, "{name}: tensor lists differ");
     assert_eq!(hf.fingerprint, gg.fingerprint, "{name}: weights differ");
-    assert_eq!(hf.aux_params(), gg.aux_params(), "{name}: norms/biases differ");
+    assert_eq!(
+        hf.aux_params(),
+        gg.aux_params(),
+        "{name}: norms/biases differ"
+    );
     let ids = ids_of(&d);
-    let err = rel_err(&logits_of(&gg, &ids, &NoHook), &logits_of(&hf, &ids, &NoHook));
+    let err = rel_err(
+        &logits_of(&gg, &ids, &NoHook),
+        &logits_of(&hf, &ids, &NoHook),
+    );
     println!("{name}: GGUF vs HF load {err:.3e}");
-    assert!(err <= 1e-6, "{name}: GGUF logits differ from HF load by {err}");
+    assert!(
+        err <= 1e-6,
+        "{name}: GGUF logits differ from HF load by {err}"
+    );
 }
 
 #[test]
@@ -151,7 +161,10 @@ fn phi3_fused_matrices_become_separate_tensors() {
     let m = Model::load(&fixture("tiny_phi3")).unwrap();
     let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
     for part in ["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"] {
-        assert!(names.contains(&format!("blk.0.{part}.weight").as_str()), "{names:?}");
+        assert!(
+            names.contains(&format!("blk.0.{part}.weight").as_str()),
+            "{names:?}"
+        );
     }
     let up = &m.tensors[m.tensor_index("blk.0.ffn_up.weight").unwrap()];
     assert_eq!((up.rows, up.cols), (128, 64), "gate/up split in halves");

@@ -53,7 +53,9 @@ fn gguf_patched(name: &str, key: &str, value: &[u8]) -> (tempfile::TempDir, Path
 
 #[test]
 fn config_num_hidden_layers_1e9_is_an_error_not_an_allocation() {
-    let d = hf_copy("tiny_llama", |c| c["num_hidden_layers"] = 1_000_000_000u64.into());
+    let d = hf_copy("tiny_llama", |c| {
+        c["num_hidden_layers"] = 1_000_000_000u64.into()
+    });
     let e = err_of(d.path());
     assert!(
         e.contains("num_hidden_layers") && e.contains("1000000000") && e.contains("2 blocks"),
@@ -73,16 +75,26 @@ fn config_num_hidden_layers_1e9_in_a_new_family_is_an_error() {
 
 #[test]
 fn gguf_block_count_1e9_is_an_error_not_an_allocation() {
-    let (_d, p) = gguf_patched("tiny_llama", "llama.block_count", &1_000_000_000u32.to_le_bytes());
+    let (_d, p) = gguf_patched(
+        "tiny_llama",
+        "llama.block_count",
+        &1_000_000_000u32.to_le_bytes(),
+    );
     let e = err_of(&p);
-    assert!(e.contains("llama.block_count") && e.contains("2 blocks"), "{e}");
+    assert!(
+        e.contains("llama.block_count") && e.contains("2 blocks"),
+        "{e}"
+    );
 }
 
 #[test]
 fn gguf_block_count_u32_max_is_an_error_not_an_allocation() {
     let (_d, p) = gguf_patched("tiny_gemma2", "gemma2.block_count", &u32::MAX.to_le_bytes());
     let e = err_of(&p);
-    assert!(e.contains("gemma2.block_count") && e.contains("4294967295"), "{e}");
+    assert!(
+        e.contains("gemma2.block_count") && e.contains("4294967295"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -109,10 +121,8 @@ fn unknown_extra_tensor_is_named() {
     let bytes = std::fs::read(&p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let extra = [0u8; 16];
-    let mut views: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .collect();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().collect();
     views.push((
         "model.layers.0.mystery.weight".into(),
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &extra).unwrap(),
@@ -126,7 +136,11 @@ fn unknown_extra_tensor_is_named() {
 #[test]
 fn unknown_gguf_architecture_names_key_and_supported() {
     // "llama" → "mamba": same length, so the file stays valid.
-    let (_d, p) = gguf_patched("tiny_llama", "general.architecture", b"\x05\0\0\0\0\0\0\0mamba");
+    let (_d, p) = gguf_patched(
+        "tiny_llama",
+        "general.architecture",
+        b"\x05\0\0\0\0\0\0\0mamba",
+    );
     let e = err_of(&p);
     assert!(
         e.contains("general.architecture") && e.contains("mamba") && e.contains("gemma3"),

@@ -74,7 +74,8 @@ pub fn llama_cpp_perplexity(
 fn log_softmax_at(row: &[f32], target: usize) -> f64 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    row.get(target).map_or(f64::NEG_INFINITY, |&x| x as f64 - max - sum.ln())
+    row.get(target)
+        .map_or(f64::NEG_INFINITY, |&x| x as f64 - max - sum.ln())
 }
 
 #[cfg(test)]

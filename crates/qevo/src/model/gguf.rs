@@ -187,10 +187,30 @@ pub fn dequantize_gguf_tensor(
     };
     let scalar: Option<Vec<f32>> = match info.name {
         "i8" => Some(bytes.iter().map(|&b| b as i8 as f32).collect()),
-        "i16" => Some(bytes.chunks_exact(2).map(|c| le(c, 2) as u16 as i16 as f32).collect()),
-        "i32" => Some(bytes.chunks_exact(4).map(|c| le(c, 4) as u32 as i32 as f32).collect()),
-        "i64" => Some(bytes.chunks_exact(8).map(|c| le(c, 8) as i64 as f32).collect()),
-        "f64" => Some(bytes.chunks_exact(8).map(|c| f64::from_bits(le(c, 8)) as f32).collect()),
+        "i16" => Some(
+            bytes
+                .chunks_exact(2)
+                .map(|c| le(c, 2) as u16 as i16 as f32)
+                .collect(),
+        ),
+        "i32" => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| le(c, 4) as u32 as i32 as f32)
+                .collect(),
+        ),
+        "i64" => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| le(c, 8) as i64 as f32)
+                .collect(),
+        ),
+        "f64" => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_bits(le(c, 8)) as f32)
+                .collect(),
+        ),
         _ => None,
     };
     if let Some(v) = scalar {
@@ -629,15 +649,27 @@ mod tests {
             let id = e["ggml_type_id"].as_u64().unwrap() as u32;
             let t = ggml_type_info(id).unwrap_or_else(|| panic!("type id {id} missing"));
             assert_eq!(t.name, e["type"].as_str().unwrap().to_lowercase());
-            assert_eq!(t.block_len as u64, e["block_size"].as_u64().unwrap(), "{}", t.name);
-            assert_eq!(t.block_bytes as u64, e["type_size"].as_u64().unwrap(), "{}", t.name);
+            assert_eq!(
+                t.block_len as u64,
+                e["block_size"].as_u64().unwrap(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                t.block_bytes as u64,
+                e["type_size"].as_u64().unwrap(),
+                "{}",
+                t.name
+            );
         }
     }
 
     #[test]
     fn ggml_type_ids_are_unique_and_removed_ids_are_refused() {
         for (i, a) in GGML_TYPES.iter().enumerate() {
-            assert!(GGML_TYPES[i + 1..].iter().all(|b| b.id != a.id && b.name != a.name));
+            assert!(GGML_TYPES[i + 1..]
+                .iter()
+                .all(|b| b.id != a.id && b.name != a.name));
         }
         for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43] {
             assert!(ggml_type_info(removed).is_none(), "{removed}");
@@ -647,11 +679,20 @@ mod tests {
     #[test]
     fn undecodable_type_error_names_type_and_tensor() {
         let bytes = vec![0u8; 66]; // one iq2_xxs block
-        let e = dequantize_gguf_tensor(Path::new("m.gguf"), "blk.0.attn_q.weight", 16, &bytes, 1, 256)
-            .unwrap_err()
-            .to_string();
+        let e = dequantize_gguf_tensor(
+            Path::new("m.gguf"),
+            "blk.0.attn_q.weight",
+            16,
+            &bytes,
+            1,
+            256,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            e.contains("iq2_xxs") && e.contains("not supported yet") && e.contains("blk.0.attn_q.weight"),
+            e.contains("iq2_xxs")
+                && e.contains("not supported yet")
+                && e.contains("blk.0.attn_q.weight"),
             "{e}"
         );
     }
@@ -662,7 +703,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("33 bytes") && e.contains("q8_0"), "{e}");
-        let v = dequantize_gguf_tensor(Path::new("m.gguf"), "w", 28, &2.5f64.to_le_bytes(), 1, 1).unwrap();
+        let v = dequantize_gguf_tensor(Path::new("m.gguf"), "w", 28, &2.5f64.to_le_bytes(), 1, 1)
+            .unwrap();
         assert_eq!(v, vec![2.5]);
     }
 

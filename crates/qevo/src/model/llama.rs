@@ -126,10 +126,15 @@ fn family(kind: ArchKind) -> Family {
 fn rope_setting(c: &HfConfig, layer_type: &str, default_theta: f64) -> Result<(f64, f64)> {
     let params = c.raw("rope_parameters");
     let scoped = params.and_then(|p| p.get(layer_type)).or(params);
-    let theta = match scoped.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()) {
+    let theta = match scoped
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(|v| v.as_f64())
+    {
         Some(t) if t.is_finite() && t > 0.0 => t,
         Some(_) => return Err(c.err("rope_parameters", "rope_theta must be positive")),
-        None if layer_type == "sliding_attention" => c.f64_or("rope_local_base_freq", default_theta)?,
+        None if layer_type == "sliding_attention" => {
+            c.f64_or("rope_local_base_freq", default_theta)?
+        }
         None => c.f64_or("rope_theta", default_theta)?,
     };
     // Local layers of Gemma-3 never scale; elsewhere `rope_scaling` (v4) or the scoped
@@ -170,10 +175,7 @@ fn window_layers(c: &HfConfig, n_layers: usize, pattern: usize) -> Result<Window
     if items.len() != n_layers {
         return Err(c.err(
             "layer_types",
-            format!(
-                "{} entries for num_hidden_layers {n_layers}",
-                items.len()
-            ),
+            format!("{} entries for num_hidden_layers {n_layers}", items.len()),
         ));
     }
     items
@@ -241,7 +243,11 @@ impl LlamaConfig {
         let attention_bias = c.bool_or("attention_bias", false)?;
         let (default_theta, pattern, default_window) = match kind {
             ArchKind::Gemma2 => (10000.0, 2, Some(4096)),
-            ArchKind::Gemma3 => (1_000_000.0, c.usize_or("sliding_window_pattern", 6)?, Some(4096)),
+            ArchKind::Gemma3 => (
+                1_000_000.0,
+                c.usize_or("sliding_window_pattern", 6)?,
+                Some(4096),
+            ),
             _ => (10000.0, 0, None),
         };
         let (rope_theta, rope_factor) = rope_setting(c, "full_attention", default_theta)?;
@@ -255,7 +261,11 @@ impl LlamaConfig {
         } else {
             let uses = matches!(kind, ArchKind::Mistral | ArchKind::Phi3)
                 || c.bool_or("use_sliding_window", false)?;
-            let w = if uses { c.opt_usize("sliding_window")? } else { None };
+            let w = if uses {
+                c.opt_usize("sliding_window")?
+            } else {
+                None
+            };
             (w, WindowLayers::All, rope_theta)
         };
         let softcap = |key: &str, default: Option<f64>| -> Result<Option<f64>> {
@@ -440,8 +450,11 @@ impl LlamaNet {
         ];
         let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
-            let norm = |short: &str, dim: usize| require(fetch, &format!("blk.{b}.{short}.weight"), &[dim]);
-            let opt_norm = |on: bool, short: &str, dim: usize| on.then(|| norm(short, dim)).transpose();
+            let norm = |short: &str, dim: usize| {
+                require(fetch, &format!("blk.{b}.{short}.weight"), &[dim])
+            };
+            let opt_norm =
+                |on: bool, short: &str, dim: usize| on.then(|| norm(short, dim)).transpose();
             let mut mats = block_matrices(&cfg, b, fetch)?;
             let mut idx = [0usize; 7];
             let mut bias: [Option<Tensor>; 7] = Default::default();
@@ -481,12 +494,11 @@ impl LlamaNet {
         };
         let rope = rope_tables(&cfg, cfg.rope_theta, cfg.rope_factor)?;
         let any_local = (0..cfg.n_layers).any(|b| cfg.window_of(b).is_some());
-        let rope_local = match any_local
-            && (cfg.rope_theta_local != cfg.rope_theta || cfg.rope_factor != 1.0)
-        {
-            true => Some(rope_tables(&cfg, cfg.rope_theta_local, 1.0)?),
-            false => None,
-        };
+        let rope_local =
+            match any_local && (cfg.rope_theta_local != cfg.rope_theta || cfg.rope_factor != 1.0) {
+                true => Some(rope_tables(&cfg, cfg.rope_theta_local, 1.0)?),
+                false => None,
+            };
         Ok((
             LlamaNet {
                 cfg,

@@ -233,11 +233,27 @@ const HF_BLOCK: [(&str, &str); 12] = [
 /// (GGUF `ffn_up` of 2·intermediate rows is HF `gate_up_proj`).
 const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 7] = [
     (ArchKind::Gemma2, "ffn_norm", "pre_feedforward_layernorm"),
-    (ArchKind::Gemma2, "post_attention_norm", "post_attention_layernorm"),
-    (ArchKind::Gemma2, "post_ffw_norm", "post_feedforward_layernorm"),
+    (
+        ArchKind::Gemma2,
+        "post_attention_norm",
+        "post_attention_layernorm",
+    ),
+    (
+        ArchKind::Gemma2,
+        "post_ffw_norm",
+        "post_feedforward_layernorm",
+    ),
     (ArchKind::Gemma3, "ffn_norm", "pre_feedforward_layernorm"),
-    (ArchKind::Gemma3, "post_attention_norm", "post_attention_layernorm"),
-    (ArchKind::Gemma3, "post_ffw_norm", "post_feedforward_layernorm"),
+    (
+        ArchKind::Gemma3,
+        "post_attention_norm",
+        "post_attention_layernorm",
+    ),
+    (
+        ArchKind::Gemma3,
+        "post_ffw_norm",
+        "post_feedforward_layernorm",
+    ),
     (ArchKind::Phi3, "ffn_up", "mlp.gate_up_proj"),
 ];
 
@@ -586,17 +602,31 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
     let head_dim = match m.get("attention.key_length") {
         Some(_) => m.usize("attention.key_length")?,
         None if hidden % n_heads == 0 => hidden / n_heads,
-        None => return Err(m.err("attention.head_count", "does not divide the embedding length")),
+        None => {
+            return Err(m.err(
+                "attention.head_count",
+                "does not divide the embedding length",
+            ))
+        }
     };
     if m.get("attention.value_length").is_some() && m.usize("attention.value_length")? != head_dim {
-        return Err(m.err("attention.value_length", "differs from key_length (not supported)"));
+        return Err(m.err(
+            "attention.value_length",
+            "differs from key_length (not supported)",
+        ));
     }
     if head_dim % 2 != 0 {
-        return Err(m.err("attention.key_length", "rotary embeddings need an even head dimension"));
+        return Err(m.err(
+            "attention.key_length",
+            "rotary embeddings need an even head dimension",
+        ));
     }
     if let Some(v) = m.get("rope.dimension_count") {
         if v.as_u64() != Some(head_dim as u64) {
-            return Err(m.err("rope.dimension_count", "partial rotary embeddings are not supported"));
+            return Err(m.err(
+                "rope.dimension_count",
+                "partial rotary embeddings are not supported",
+            ));
         }
     }
     let n_layers = m.usize("block_count")?;
@@ -605,7 +635,12 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
     let rope_factor = match m.get("rope.scaling.type").and_then(Value::as_str) {
         None | Some("none") => 1.0,
         Some("linear") => m.f64_or("rope.scaling.factor", 1.0)?,
-        Some(t) => return Err(m.err("rope.scaling.type", format!("rope scaling `{t}` is not supported (none, linear)"))),
+        Some(t) => {
+            return Err(m.err(
+                "rope.scaling.type",
+                format!("rope scaling `{t}` is not supported (none, linear)"),
+            ))
+        }
     };
     let gemma = matches!(kind, ArchKind::Gemma2 | ArchKind::Gemma3);
     let rope_theta = m.f64_or("rope.freq_base", 10000.0)?;
@@ -624,10 +659,21 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         None => WindowLayers::Pattern(pattern_default),
         Some(Value::Array(a)) => {
             if a.len() != n_layers {
-                return Err(m.err("attention.sliding_window_pattern", format!("{} entries for {n_layers} blocks", a.len())));
+                return Err(m.err(
+                    "attention.sliding_window_pattern",
+                    format!("{} entries for {n_layers} blocks", a.len()),
+                ));
             }
-            let flags: Option<Vec<bool>> = a.iter().map(|v| match v { Value::Bool(b) => Some(*b), _ => None }).collect();
-            WindowLayers::List(flags.ok_or_else(|| m.err("attention.sliding_window_pattern", "expected bools"))?)
+            let flags: Option<Vec<bool>> = a
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect();
+            WindowLayers::List(
+                flags.ok_or_else(|| m.err("attention.sliding_window_pattern", "expected bools"))?,
+            )
         }
         Some(_) => WindowLayers::Pattern(m.usize("attention.sliding_window_pattern")?),
     };
@@ -637,7 +683,10 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
     };
     // llama.cpp: Gemma's 27B models scale queries by 1/√(hidden/heads), the rest by
     // 1/√head_dim (the GGUF keeps no query_pre_attn_scalar).
-    let big = matches!((kind, n_layers), (ArchKind::Gemma2, 46) | (ArchKind::Gemma3, 62));
+    let big = matches!(
+        (kind, n_layers),
+        (ArchKind::Gemma2, 46) | (ArchKind::Gemma3, 62)
+    );
     let attn_scale = match big {
         true => 1.0 / ((hidden / n_heads) as f64).sqrt(),
         false => 1.0 / (head_dim as f64).sqrt(),
@@ -659,7 +708,11 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
             .unwrap_or(0),
     };
     if g.tensor("blk.0.attn_qkv.bias").is_some() {
-        return Err(Error::tensor(path, "blk.0.attn_qkv.bias", "fused q/k/v biases are not supported"));
+        return Err(Error::tensor(
+            path,
+            "blk.0.attn_qkv.bias",
+            "fused q/k/v biases are not supported",
+        ));
     }
     let token_id = |key: &str| {
         g.get(key)
@@ -689,7 +742,11 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         qk_norm: matches!(kind, ArchKind::Qwen3 | ArchKind::Gemma3),
         post_norms: gemma,
         embed_scale: gemma.then(|| (hidden as f64).sqrt()),
-        act: if gemma { Activation::GeluTanh } else { Activation::Silu },
+        act: if gemma {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
         attn_scale,
         attn_softcap: match kind {
             ArchKind::Gemma2 => m.softcap("attn_logit_softcapping", Some(50.0))?,
