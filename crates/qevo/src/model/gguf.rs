@@ -168,7 +168,7 @@ pub fn dequantize_gguf_tensor(
     let expect = rows
         .checked_mul(cols / info.block_len.max(1))
         .and_then(|b| b.checked_mul(info.block_bytes));
-    if cols % info.block_len != 0 || expect != Some(bytes.len()) {
+    if !cols.is_multiple_of(info.block_len) || expect != Some(bytes.len()) {
         return Err(Error::tensor(
             path,
             tensor,

@@ -39,7 +39,7 @@ impl WindowLayers {
     pub fn is_sliding(&self, layer: usize) -> bool {
         match self {
             WindowLayers::All => true,
-            WindowLayers::Pattern(n) => *n == 0 || (layer + 1) % n != 0,
+            WindowLayers::Pattern(n) => *n == 0 || !(layer + 1).is_multiple_of(*n),
             WindowLayers::List(v) => v.get(layer).copied().unwrap_or(false),
         }
     }
