@@ -709,6 +709,24 @@ mod tests {
     }
 
     #[test]
+    fn gguf_tensor_offset_near_2_pow_64_is_reported_unwrapped() {
+        let mut b = header(1, 0);
+        b.extend(1u64.to_le_bytes());
+        b.extend(b"w");
+        b.extend(1u32.to_le_bytes());
+        b.extend(32u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // f32
+        let offset = u64::MAX - 31; // aligned to 32
+        b.extend(offset.to_le_bytes());
+        let (_d, p) = write(&b);
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&offset.to_string()) && e.contains("past the end"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn gguf_truncated_header_is_named() {
         let (_d, p) = write(b"GGUF\x03\0\0\0\x01");
         let e = Gguf::open(&p).unwrap_err().to_string();
