@@ -392,6 +392,221 @@ def make_tiny_llama(out, tok):
 
 
 # ----------------------------------------------------------------------------
+# 2b. tiny Qwen3, Gemma-2, Gemma-3, Phi-3: HF dir + GGUF (llama.cpp's names and keys)
+
+# HF module -> GGUF block part, as llama.cpp's converter maps them (gguf-py
+# tensor_mapping.py). Gemma's `post_attention_layernorm` is its post-attention norm;
+# Llama's is the pre-MLP norm.
+HF_TO_GGUF_BLOCK = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.qkv_proj": "attn_qkv",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.gate_up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+GEMMA_BLOCK = {
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
+
+
+def gguf_name(arch, hf):
+    top = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    if hf in top:
+        return top[hf]
+    parts = hf.split(".")
+    assert parts[:2] == ["model", "layers"], hf
+    b, mod, suffix = parts[2], ".".join(parts[3:-1]), parts[-1]
+    table = dict(HF_TO_GGUF_BLOCK)
+    if arch.startswith("gemma"):
+        table.update(GEMMA_BLOCK)
+    return f"blk.{b}.{table[mod]}.{suffix}"
+
+
+def add_gpt2_tokenizer(w, tok, n_vocab):
+    import gguf
+
+    vocab = tok.get_vocab()
+    tokens = [None] * len(vocab)
+    for t, i in vocab.items():
+        tokens[i] = t
+    assert len(tokens) == n_vocab
+    special = {tok.token_to_id(EOT)}
+    ttype = [int(gguf.TokenType.CONTROL) if i in special else int(gguf.TokenType.NORMAL) for i in range(len(tokens))]
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(ttype)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.add_add_bos_token(False)
+
+
+def write_family_gguf(arch, model, tok, path, extra):
+    """The model as llama.cpp's convert_hf_to_gguf.py writes `arch`: its tensor
+    names, no q/k permutation (these families use NEOX rope), Gemma norms stored
+    as 1 + w, and the metadata keys llama.cpp reads. `extra(w)` adds the
+    family's own keys."""
+    import gguf
+
+    cfg = model.config
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(f"qevo-tiny-{arch}-fixture")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    extra(w)
+    add_gpt2_tokenizer(w, tok, cfg.vocab_size)
+    names = []
+    for hf in sd:
+        if hf == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        name = gguf_name(arch, hf)
+        arr = sd[hf]
+        if arch.startswith("gemma") and name.endswith("norm.weight"):
+            arr = arr + 1.0
+        names.append((name, list(arr.shape)))
+        w.add_tensor(name, np.ascontiguousarray(arr, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return names
+
+
+def make_family(out, name, cls_name, cfg, tok, arch, extra):
+    import transformers
+
+    d = os.path.join(out, name)
+    torch.manual_seed(SEED)
+    model = getattr(transformers, cls_name)(cfg).eval()
+    perturb_(model, torch.Generator().manual_seed(SEED + 2))
+    save_hf(model, tok, d)
+    ids = fixed_ids(16, cfg.vocab_size, SEED + 3)
+    meta = logits_fixture(model, ids, d)
+    meta["model"] = cls_name
+    meta["gguf_file"] = f"{name}.gguf"
+    meta["gguf_tensors"] = write_family_gguf(arch, model, tok, os.path.join(d, f"{name}.gguf"), extra)
+    write_json(os.path.join(d, "fixture.json"), meta)
+    return meta
+
+
+def make_new_families(out, tok):
+    """Small configs where every family feature changes the logits: head_dim 32
+    with hidden 64 and 4 heads (q width 128 != hidden), GQA, sliding window 4 on a
+    16-token input, soft-caps below the raw score/logit range, a global layer
+    beside a sliding one with different rope bases."""
+    from transformers import Gemma2Config, Gemma3TextConfig, Phi3Config, Qwen3Config
+
+    common = dict(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="eager",
+    )
+    res = {}
+    qwen3 = Qwen3Config(**common, head_dim=32, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=True, use_sliding_window=False)
+
+    def qwen3_kv(w):
+        w.add_rope_freq_base(10000.0)
+
+    res["tiny_qwen3"] = make_family(out, "tiny_qwen3", "Qwen3ForCausalLM", qwen3, tok, "qwen3", qwen3_kv)
+    gemma2 = Gemma2Config(
+        **common,
+        head_dim=32,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        query_pre_attn_scalar=32,
+        sliding_window=4,
+        attn_logit_softcapping=2.0,
+        final_logit_softcapping=2.0,
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        pad_token_id=0,
+    )
+
+    def gemma2_kv(w):
+        w.add_rope_freq_base(10000.0)
+        w.add_sliding_window(4)
+        w.add_attn_logit_softcapping(2.0)
+        w.add_final_logit_softcapping(2.0)
+
+    res["tiny_gemma2"] = make_family(out, "tiny_gemma2", "Gemma2ForCausalLM", gemma2, tok, "gemma2", gemma2_kv)
+    gemma3 = Gemma3TextConfig(
+        **common,
+        head_dim=32,
+        rms_norm_eps=1e-6,
+        query_pre_attn_scalar=32,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+        },
+        hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True,
+        pad_token_id=0,
+    )
+
+    def gemma3_kv(w):
+        # llama.cpp: global base from rope.freq_base, sliding layers 10000 by default;
+        # the pattern key (a u32 n: layer i slides unless (i+1) % n == 0) makes layer 1
+        # global in a 2-layer model.
+        w.add_rope_freq_base(1_000_000.0)
+        w.add_sliding_window(4)
+        w.add_uint32("gemma3.attention.sliding_window_pattern", 2)
+
+    res["tiny_gemma3"] = make_family(out, "tiny_gemma3", "Gemma3ForCausalLM", gemma3, tok, "gemma3", gemma3_kv)
+    phi3 = Phi3Config(
+        **common,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+    )
+
+    def phi3_kv(w):
+        w.add_rope_freq_base(10000.0)
+        w.add_rope_dimension_count(16)
+
+    res["tiny_phi3"] = make_family(out, "tiny_phi3", "Phi3ForCausalLM", phi3, tok, "phi3", phi3_kv)
+    return {k: v["max_abs_logit"] for k, v in res.items()}
+
+
+# ----------------------------------------------------------------------------
 # 3./4. tiny GPT-2, Qwen2, Mistral, BERT
 
 
@@ -467,11 +682,27 @@ def make_bert(out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="crates/qevo/tests/fixtures")
+    ap.add_argument(
+        "--families-only",
+        action="store_true",
+        help="only (re)write tiny_qwen3, tiny_gemma2, tiny_gemma3, tiny_phi3 and their summary entries",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     out = args.out
-    for sub in ("gguf_quants", "tiny_llama", "tiny_gpt2", "tiny_qwen2", "tiny_mistral", "tiny_bert"):
+    families = ("tiny_qwen3", "tiny_gemma2", "tiny_gemma3", "tiny_phi3")
+    if args.families_only:
+        for sub in families:
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+        path = os.path.join(out, "summary.json")
+        with open(path) as f:
+            summary = json.load(f)
+        summary.update(make_new_families(out, tiny_tokenizer(300)))
+        write_json(path, summary)
+        print(json.dumps(summary, indent=2))
+        return
+    for sub in ("gguf_quants", "tiny_llama", "tiny_gpt2", "tiny_qwen2", "tiny_mistral", "tiny_bert") + families:
         shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
     os.makedirs(out, exist_ok=True)
 
@@ -537,6 +768,7 @@ def main():
         "max_abs_logit"
     ]
     summary["tiny_bert"] = make_bert(out)["max_abs_mean_pooled"]
+    summary.update(make_new_families(out, tok))
     write_json(os.path.join(out, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
 

@@ -3,7 +3,7 @@
 
 use crate::commands::load_model;
 use crate::table::Table;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use qevo::hw::{self, Workload};
 use qevo::plan::{price, UserLimits};
 use std::path::Path;

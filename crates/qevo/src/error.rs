@@ -29,9 +29,10 @@ pub enum Error {
         tensor: String,
         msg: String,
     },
-    #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
+    #[error("{path}: key `{key}`: unsupported architecture `{arch}` (supported: {supported})")]
     UnsupportedArch {
         path: PathBuf,
+        key: String,
         arch: String,
         supported: String,
     },

@@ -177,6 +177,9 @@ fn resume_without_a_checkpoint_is_refused() {
     let mut cfg = small_config();
     cfg.checkpoint.path = Some(dir.path().join("checkpoint.json"));
     cfg.checkpoint.resume = true;
-    let e = search::run(&m, &calib, &heldout, &cfg, None).unwrap_err().to_string();
+    let Err(e) = search::run(&m, &calib, &heldout, &cfg, None) else {
+        panic!("a resume without a checkpoint ran");
+    };
+    let e = e.to_string();
     assert!(e.contains("checkpoint.resume") && e.contains("no checkpoint"), "{e}");
 }

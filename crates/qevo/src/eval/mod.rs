@@ -10,6 +10,7 @@
 //! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
 
 pub mod evaluator;
+pub mod llama_ppl;
 
 pub use evaluator::{Evaluator, PrefixStats};
 

@@ -93,13 +93,27 @@ pub fn export_safetensors(
             model.source.display()
         )));
     }
-    let Arch::Llama(_) = &model.arch else {
+    // Gemma (norms held as 1 + w, other module names) and Phi-3 (fused matrices split at
+    // load) need their own name and value mapping before they can be written back.
+    let Arch::Llama(cfg) = &model.arch else {
         return Err(Error::Invalid(format!(
-            "{}: packed safetensors export supports the llama family (llama, qwen2, mistral); this model is {}",
+            "{}: packed safetensors export supports the llama family (llama, qwen2, qwen3, mistral); this model is {}",
             model.source.display(),
             model.arch.kind().as_str()
         )));
     };
+    if matches!(
+        cfg.kind,
+        crate::model::ArchKind::Gemma2
+            | crate::model::ArchKind::Gemma3
+            | crate::model::ArchKind::Phi3
+    ) {
+        return Err(Error::Invalid(format!(
+            "{}: packed safetensors export does not write {} yet (llama, qwen2, qwen3, mistral)",
+            model.source.display(),
+            cfg.kind.as_str()
+        )));
+    }
     check_output_dir(&model.source, out_dir)?;
     let choices = plan.per_tensor(model)?;
     // Refuse GGML block formats before any work is done.

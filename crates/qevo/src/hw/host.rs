@@ -552,7 +552,12 @@ fn quantized(model: &Model, types: &[GgmlType]) -> QResult<Quantized> {
     let mut matmuls = Vec::with_capacity(types.len());
     let mut tables = Vec::with_capacity(types.len());
     for ((w, info), t) in model.weights.iter().zip(&model.tensors).zip(types) {
-        let q = QTensor::quantize(w, t.candle_dtype())?;
+        let dtype = t.candle_dtype().ok_or_else(|| {
+            Error::from(HwError::Measure(format!(
+                "{t}: candle has no kernel for this type, so the host cannot time it"
+            )))
+        })?;
+        let q = QTensor::quantize(w, dtype)?;
         tables.push(if info.role == Role::Embedding {
             Some(q.dequantize(&Device::Cpu)?)
         } else {

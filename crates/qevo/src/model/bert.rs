@@ -99,7 +99,7 @@ impl BertNet {
             ))
         };
         let shapes = [(h, h), (h, h), (h, h), (h, h), (inner, h), (h, inner)];
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
             let p = format!("encoder.layer.{b}");
             let mut idx = [0usize; 6];

@@ -11,7 +11,11 @@ use std::path::Path;
 pub enum ArchKind {
     Llama,
     Qwen2,
+    Qwen3,
     Mistral,
+    Gemma2,
+    Gemma3,
+    Phi3,
     Gpt2,
     Bert,
 }
@@ -20,7 +24,11 @@ pub enum ArchKind {
 const ARCHITECTURES: &[(&str, ArchKind)] = &[
     ("LlamaForCausalLM", ArchKind::Llama),
     ("Qwen2ForCausalLM", ArchKind::Qwen2),
+    ("Qwen3ForCausalLM", ArchKind::Qwen3),
     ("MistralForCausalLM", ArchKind::Mistral),
+    ("Gemma2ForCausalLM", ArchKind::Gemma2),
+    ("Gemma3ForCausalLM", ArchKind::Gemma3),
+    ("Phi3ForCausalLM", ArchKind::Phi3),
     ("GPT2LMHeadModel", ArchKind::Gpt2),
     ("BertModel", ArchKind::Bert),
     ("BertForMaskedLM", ArchKind::Bert),
@@ -30,7 +38,11 @@ const ARCHITECTURES: &[(&str, ArchKind)] = &[
 const MODEL_TYPES: &[(&str, ArchKind)] = &[
     ("llama", ArchKind::Llama),
     ("qwen2", ArchKind::Qwen2),
+    ("qwen3", ArchKind::Qwen3),
     ("mistral", ArchKind::Mistral),
+    ("gemma2", ArchKind::Gemma2),
+    ("gemma3_text", ArchKind::Gemma3),
+    ("phi3", ArchKind::Phi3),
     ("gpt2", ArchKind::Gpt2),
     ("bert", ArchKind::Bert),
 ];
@@ -40,7 +52,11 @@ impl ArchKind {
         match self {
             ArchKind::Llama => "llama",
             ArchKind::Qwen2 => "qwen2",
+            ArchKind::Qwen3 => "qwen3",
             ArchKind::Mistral => "mistral",
+            ArchKind::Gemma2 => "gemma2",
+            ArchKind::Gemma3 => "gemma3",
+            ArchKind::Phi3 => "phi3",
             ArchKind::Gpt2 => "gpt2",
             ArchKind::Bert => "bert",
         }
@@ -80,6 +96,7 @@ impl<'a> HfConfig<'a> {
                 .map(|(_, k)| *k)
                 .ok_or_else(|| Error::UnsupportedArch {
                     path: self.path.into(),
+                    key: "architectures".into(),
                     arch: name.to_string(),
                     supported: supported(),
                 });
@@ -95,6 +112,7 @@ impl<'a> HfConfig<'a> {
             .map(|(_, k)| *k)
             .ok_or_else(|| Error::UnsupportedArch {
                 path: self.path.into(),
+                key: "model_type".into(),
                 arch: if mt.is_empty() {
                     "<none>".into()
                 } else {
@@ -104,7 +122,7 @@ impl<'a> HfConfig<'a> {
             })
     }
 
-    fn raw(&self, key: &str) -> Option<&Value> {
+    pub fn raw(&self, key: &str) -> Option<&Value> {
         self.json.get(key).filter(|v| !v.is_null())
     }
 

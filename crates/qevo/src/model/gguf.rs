@@ -1,9 +1,12 @@
 //! GGUF reading: header, metadata and tensor directory, with every length and offset
 //! checked against the file size before anything is allocated (candle's own reader
 //! trusts the lengths a file declares, which lets a 100-byte file ask for gigabytes).
+//! `GGML_TYPES` sizes every tensor type llama.cpp defines, so every tensor's extent is
+//! checked whatever its type; `dequantize_gguf_tensor` is the one place a stored type
+//! becomes f32, and names the types it cannot decode yet.
 
 use crate::error::{Error, Result};
-use crate::quant::ggml::{stored_type, StoredType};
+use crate::quant::ggml::stored_type;
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 
@@ -81,6 +84,152 @@ impl Value {
     }
 }
 
+/// One row of `GGML_TYPES`: a tensor type as GGUF stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GgmlTypeInfo {
+    pub id: u32,
+    pub name: &'static str,
+    /// Elements per block (1 for plain scalars).
+    pub block_len: usize,
+    /// Bytes per block.
+    pub block_bytes: usize,
+}
+
+const fn ty(id: u32, name: &'static str, block_len: usize, block_bytes: usize) -> GgmlTypeInfo {
+    GgmlTypeInfo {
+        id,
+        name,
+        block_len,
+        block_bytes,
+    }
+}
+
+/// Every tensor type of llama.cpp's `enum ggml_type` (ggml.h), with block length and
+/// block bytes from `ggml_type_traits` (ggml.c) and the `block_*` structs (ggml-common.h).
+/// Ids 4, 5 and 31..=33, 36..=38 were removed from ggml and are refused.
+pub const GGML_TYPES: [GgmlTypeInfo; 35] = [
+    ty(0, "f32", 1, 4),
+    ty(1, "f16", 1, 2),
+    ty(2, "q4_0", 32, 18),
+    ty(3, "q4_1", 32, 20),
+    ty(6, "q5_0", 32, 22),
+    ty(7, "q5_1", 32, 24),
+    ty(8, "q8_0", 32, 34),
+    ty(9, "q8_1", 32, 36),
+    ty(10, "q2_k", 256, 84),
+    ty(11, "q3_k", 256, 110),
+    ty(12, "q4_k", 256, 144),
+    ty(13, "q5_k", 256, 176),
+    ty(14, "q6_k", 256, 210),
+    ty(15, "q8_k", 256, 292),
+    ty(16, "iq2_xxs", 256, 66),
+    ty(17, "iq2_xs", 256, 74),
+    ty(18, "iq3_xxs", 256, 98),
+    ty(19, "iq1_s", 256, 50),
+    ty(20, "iq4_nl", 32, 18),
+    ty(21, "iq3_s", 256, 110),
+    ty(22, "iq2_s", 256, 82),
+    ty(23, "iq4_xs", 256, 136),
+    ty(24, "i8", 1, 1),
+    ty(25, "i16", 1, 2),
+    ty(26, "i32", 1, 4),
+    ty(27, "i64", 1, 8),
+    ty(28, "f64", 1, 8),
+    ty(29, "iq1_m", 256, 56),
+    ty(30, "bf16", 1, 2),
+    ty(34, "tq1_0", 256, 54),
+    ty(35, "tq2_0", 256, 66),
+    ty(39, "mxfp4", 32, 17),
+    ty(40, "nvfp4", 64, 36),
+    ty(41, "q1_0", 128, 18),
+    ty(42, "q2_0", 64, 18),
+];
+
+/// The size row of a GGUF type id.
+pub fn ggml_type_info(id: u32) -> Option<&'static GgmlTypeInfo> {
+    GGML_TYPES.iter().find(|t| t.id == id)
+}
+
+/// Decodes `n` elements of GGUF type `type_id` from `bytes` (whose length the caller
+/// checked against `GGML_TYPES`) to f32, laid out as `rows × (n / rows)`. The single
+/// route from a stored type to f32: types candle decodes go through
+/// `quant::ggml::dequantize_stored`; plain scalars convert here; every other type is an
+/// error naming the type and `tensor`, where new dequantizers slot in.
+pub fn dequantize_gguf_tensor(
+    path: &Path,
+    tensor: &str,
+    type_id: u32,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>> {
+    let info = ggml_type_info(type_id)
+        .ok_or_else(|| Error::tensor(path, tensor, format!("unknown GGML type id {type_id}")))?;
+    let expect = rows
+        .checked_mul(cols / info.block_len.max(1))
+        .and_then(|b| b.checked_mul(info.block_bytes));
+    if !cols.is_multiple_of(info.block_len) || expect != Some(bytes.len()) {
+        return Err(Error::tensor(
+            path,
+            tensor,
+            format!(
+                "{} bytes do not hold [{rows}, {cols}] in {}",
+                bytes.len(),
+                info.name
+            ),
+        ));
+    }
+    let le = |c: &[u8], n: usize| -> u64 {
+        c[..n]
+            .iter()
+            .rev()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64)
+    };
+    let scalar: Option<Vec<f32>> = match info.name {
+        "i8" => Some(bytes.iter().map(|&b| b as i8 as f32).collect()),
+        "i16" => Some(
+            bytes
+                .chunks_exact(2)
+                .map(|c| le(c, 2) as u16 as i16 as f32)
+                .collect(),
+        ),
+        "i32" => Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| le(c, 4) as u32 as i32 as f32)
+                .collect(),
+        ),
+        "i64" => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| le(c, 8) as i64 as f32)
+                .collect(),
+        ),
+        "f64" => Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_bits(le(c, 8)) as f32)
+                .collect(),
+        ),
+        _ => None,
+    };
+    if let Some(v) = scalar {
+        return Ok(v);
+    }
+    let Some(st) = stored_type(type_id) else {
+        return Err(Error::tensor(
+            path,
+            tensor,
+            format!(
+                "GGML type {} is not supported yet (qevo cannot dequantize it)",
+                info.name
+            ),
+        ));
+    };
+    crate::quant::ggml::dequantize_stored(st.dtype, st.block_bytes, st.block_len, bytes, rows, cols)
+        .map_err(|e| Error::tensor(path, tensor, format!("{}: {e}", st.name)))
+}
+
 /// One entry of the tensor directory.
 #[derive(Debug, Clone)]
 pub struct GgufTensor {
@@ -90,13 +239,13 @@ pub struct GgufTensor {
     pub type_id: u32,
     /// Relative to the start of the data section.
     pub offset: u64,
-    pub(crate) stored: StoredType,
+    pub(crate) info: &'static GgmlTypeInfo,
     pub(crate) n_bytes: usize,
 }
 
 impl GgufTensor {
     pub fn type_name(&self) -> &'static str {
-        self.stored.name
+        self.info.name
     }
     /// Row-major shape, outermost first.
     pub fn shape(&self) -> Vec<usize> {
@@ -323,16 +472,16 @@ impl Gguf {
             }
             let type_id = c.u32(&name)?;
             let offset = c.u64(&name)?;
-            let stored = stored_type(type_id).ok_or_else(|| {
-                Error::tensor(path, &name, format!("unsupported GGML type id {type_id}"))
+            let info = ggml_type_info(type_id).ok_or_else(|| {
+                Error::tensor(path, &name, format!("unknown GGML type id {type_id}"))
             })?;
-            let n_bytes = tensor_bytes(&dims, stored).ok_or_else(|| {
+            let n_bytes = tensor_bytes(&dims, info).ok_or_else(|| {
                 Error::tensor(
                     path,
                     &name,
                     format!(
                         "shape {dims:?} is not a whole number of {} blocks of {} or overflows",
-                        stored.name, stored.block_len
+                        info.name, info.block_len
                     ),
                 )
             })?;
@@ -348,7 +497,7 @@ impl Gguf {
                 dims,
                 type_id,
                 offset,
-                stored,
+                info,
                 n_bytes,
             });
         }
@@ -363,8 +512,8 @@ impl Gguf {
                     path,
                     &t.name,
                     format!(
-                        "data at offset {} + {} bytes runs past the end of the file ({file_len} bytes): truncated?",
-                        data_start + t.offset,
+                        "data at offset {} (data section at {data_start}) + {} bytes runs past the end of the file ({file_len} bytes): truncated?",
+                        t.offset,
                         t.n_bytes
                     ),
                 ));
@@ -400,19 +549,18 @@ impl Gguf {
         let shape = t.shape();
         let cols = *shape.last().unwrap_or(&1);
         let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
-        crate::quant::ggml::dequantize_stored(
-            t.stored.dtype,
-            t.stored.block_bytes,
-            t.stored.block_len,
+        dequantize_gguf_tensor(
+            &self.path,
+            &t.name,
+            t.type_id,
             self.tensor_bytes(t),
             rows,
             cols,
         )
-        .map_err(|e| Error::tensor(&self.path, &t.name, e.to_string()))
     }
 }
 
-fn tensor_bytes(dims: &[u64], st: StoredType) -> Option<usize> {
+fn tensor_bytes(dims: &[u64], st: &GgmlTypeInfo) -> Option<usize> {
     let row = *dims.first()? as usize;
     if row == 0 || !row.is_multiple_of(st.block_len) {
         return None;
@@ -486,6 +634,94 @@ mod tests {
         let e = Gguf::open(&p).unwrap_err().to_string();
         assert!(
             e.contains("tensor `w`") && e.contains("past the end"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ggml_type_sizes_agree_with_the_gguf_package() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_quants/index.json");
+        let index: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let entries = index["entries"].as_array().unwrap();
+        assert!(entries.len() >= 25);
+        for e in entries {
+            let id = e["ggml_type_id"].as_u64().unwrap() as u32;
+            let t = ggml_type_info(id).unwrap_or_else(|| panic!("type id {id} missing"));
+            assert_eq!(t.name, e["type"].as_str().unwrap().to_lowercase());
+            assert_eq!(
+                t.block_len as u64,
+                e["block_size"].as_u64().unwrap(),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                t.block_bytes as u64,
+                e["type_size"].as_u64().unwrap(),
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn ggml_type_ids_are_unique_and_removed_ids_are_refused() {
+        for (i, a) in GGML_TYPES.iter().enumerate() {
+            assert!(GGML_TYPES[i + 1..]
+                .iter()
+                .all(|b| b.id != a.id && b.name != a.name));
+        }
+        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 43] {
+            assert!(ggml_type_info(removed).is_none(), "{removed}");
+        }
+    }
+
+    #[test]
+    fn undecodable_type_error_names_type_and_tensor() {
+        let bytes = vec![0u8; 66]; // one iq2_xxs block
+        let e = dequantize_gguf_tensor(
+            Path::new("m.gguf"),
+            "blk.0.attn_q.weight",
+            16,
+            &bytes,
+            1,
+            256,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("iq2_xxs")
+                && e.contains("not supported yet")
+                && e.contains("blk.0.attn_q.weight"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dequantize_checks_byte_length_against_the_type() {
+        let e = dequantize_gguf_tensor(Path::new("m.gguf"), "w", 8, &[0u8; 33], 1, 32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("33 bytes") && e.contains("q8_0"), "{e}");
+        let v = dequantize_gguf_tensor(Path::new("m.gguf"), "w", 28, &2.5f64.to_le_bytes(), 1, 1)
+            .unwrap();
+        assert_eq!(v, vec![2.5]);
+    }
+
+    #[test]
+    fn gguf_tensor_offset_near_2_pow_64_is_reported_unwrapped() {
+        let mut b = header(1, 0);
+        b.extend(1u64.to_le_bytes());
+        b.extend(b"w");
+        b.extend(1u32.to_le_bytes());
+        b.extend(32u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // f32
+        let offset = u64::MAX - 31; // aligned to 32
+        b.extend(offset.to_le_bytes());
+        let (_d, p) = write(&b);
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&offset.to_string()) && e.contains("past the end"),
             "{e}"
         );
     }

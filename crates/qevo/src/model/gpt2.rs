@@ -84,7 +84,7 @@ impl Gpt2Net {
                 require(fetch, &format!("{p}.bias"), &[n])?,
             ))
         };
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
             let p = format!("h.{b}");
             // Conv1D stores [in, out]; transpose to [out, in].

@@ -1,12 +1,53 @@
-//! The Llama family (Llama, Mistral, Qwen2): RMSNorm, rotary positions (HF half-split
-//! layout), grouped-query attention, SwiGLU MLP; optional q/k/v/o/MLP biases, tied or
-//! untied output, optional sliding window.
+//! The Llama family of decoders — Llama, Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3, Phi-3 —
+//! as one network with per-family features: RMSNorm (Gemma's `1 + w` is folded into the
+//! stored weight, as GGUF stores it), rotary positions (HF half-split layout) with a
+//! separate base for sliding-window layers, grouped-query attention with a configurable
+//! scale, optional score and logit soft-capping, per-head q/k norms, post-attention and
+//! post-MLP norms, a gated MLP (SiLU or tanh-GELU), optional biases, tied or untied
+//! output, and fused q/k/v and gate/up matrices (Phi-3) split into their parts at load so
+//! every part is its own quantizable tensor.
 
 use super::config::{ArchKind, HfConfig};
 use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
+/// The non-linearity of the gated MLP: `act(gate) · up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Silu,
+    /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// Which layers attend through `LlamaConfig::sliding_window`; the others see the whole
+/// causal prefix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowLayers {
+    /// Every layer (Mistral, Phi-3).
+    All,
+    /// Layer `i` slides unless `(i + 1) % n == 0`: Gemma-2 (n = 2: even layers slide),
+    /// Gemma-3 (n = 6: every 6th layer is global). transformers' and llama.cpp's rule.
+    Pattern(usize),
+    /// An explicit flag per layer (`layer_types` in config.json, or a GGUF bool array).
+    List(Vec<bool>),
+}
+
+impl WindowLayers {
+    pub fn is_sliding(&self, layer: usize) -> bool {
+        match self {
+            WindowLayers::All => true,
+            WindowLayers::Pattern(n) => *n == 0 || !(layer + 1).is_multiple_of(*n),
+            WindowLayers::List(v) => v.get(layer).copied().unwrap_or(false),
+        }
+    }
+}
+
+/// The Llama-family decoder's hyper-parameters. One config covers every family member:
+/// the per-family differences are the feature fields below, set by `from_hf` or the
+/// GGUF reader, so the forward pass has one body.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LlamaConfig {
     pub kind: ArchKind,
@@ -15,27 +56,151 @@ pub struct LlamaConfig {
     pub n_layers: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// Independent of hidden / heads (Gemma, Qwen3).
     pub head_dim: usize,
     pub vocab: usize,
     pub max_positions: usize,
+    /// Rope base of global layers.
     pub rope_theta: f64,
+    /// Linear rope scaling factor of global layers (positions are divided by it).
+    pub rope_factor: f64,
+    /// Rope base of sliding-window layers (Gemma-3: 10000 beside a global 1e6).
+    pub rope_theta_local: f64,
     pub rms_eps: f64,
     pub tie_embeddings: bool,
     pub qkv_bias: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
     pub sliding_window: Option<usize>,
+    pub window_layers: WindowLayers,
+    /// Per-head RMS norms of q and k before rope (Qwen3, Gemma-3).
+    pub qk_norm: bool,
+    /// RMS norms after attention and after the MLP, before each residual add (Gemma-2/3).
+    pub post_norms: bool,
+    /// Token embeddings are multiplied by this (Gemma: √hidden, in f32).
+    pub embed_scale: Option<f64>,
+    pub act: Activation,
+    /// Multiplies q·k before the softmax (1/√head_dim, or Gemma's 1/√query_pre_attn_scalar).
+    pub attn_scale: f64,
+    /// `cap · tanh(scores / cap)` on attention scores (Gemma-2).
+    pub attn_softcap: Option<f64>,
+    /// `cap · tanh(logits / cap)` on output logits (Gemma-2).
+    pub final_softcap: Option<f64>,
+    /// q/k/v and gate/up are stored fused (Phi-3 `qkv_proj`, `gate_up_proj`; GGUF
+    /// `attn_qkv`, `ffn_up` of 2·intermediate rows) and split into separate tensors at load.
+    pub fused_proj: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
 }
 
+/// Per-family defaults and features that config.json does not spell out.
+struct Family {
+    qkv_bias: bool,
+    tie: bool,
+    qk_norm: bool,
+    gemma: bool,
+    fused_proj: bool,
+}
+
+fn family(kind: ArchKind) -> Family {
+    let f = |qkv_bias, tie, qk_norm, gemma, fused_proj| Family {
+        qkv_bias,
+        tie,
+        qk_norm,
+        gemma,
+        fused_proj,
+    };
+    match kind {
+        ArchKind::Qwen2 => f(true, true, false, false, false),
+        ArchKind::Qwen3 => f(false, false, true, false, false),
+        ArchKind::Gemma2 => f(false, true, false, true, false),
+        ArchKind::Gemma3 => f(false, true, true, true, false),
+        ArchKind::Phi3 => f(false, false, false, false, true),
+        _ => f(false, false, false, false, false),
+    }
+}
+
+/// A rope setting read from either config layout: transformers 4 (`rope_theta`,
+/// `rope_scaling`, Gemma-3's `rope_local_base_freq`) or 5 (`rope_parameters`, possibly
+/// keyed by layer type). Returns (theta, linear factor).
+fn rope_setting(c: &HfConfig, layer_type: &str, default_theta: f64) -> Result<(f64, f64)> {
+    let params = c.raw("rope_parameters");
+    let scoped = params.and_then(|p| p.get(layer_type)).or(params);
+    let theta = match scoped
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(|v| v.as_f64())
+    {
+        Some(t) if t.is_finite() && t > 0.0 => t,
+        Some(_) => return Err(c.err("rope_parameters", "rope_theta must be positive")),
+        None if layer_type == "sliding_attention" => {
+            c.f64_or("rope_local_base_freq", default_theta)?
+        }
+        None => c.f64_or("rope_theta", default_theta)?,
+    };
+    // Local layers of Gemma-3 never scale; elsewhere `rope_scaling` (v4) or the scoped
+    // parameters (v5) say how.
+    let scaling = match layer_type {
+        "sliding_attention" => params.and_then(|p| p.get(layer_type)),
+        _ => c.raw("rope_scaling").or(scoped),
+    };
+    let Some(rs) = scaling else {
+        return Ok((theta, 1.0));
+    };
+    let ty = rs
+        .get("rope_type")
+        .or_else(|| rs.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    match ty {
+        "default" => Ok((theta, 1.0)),
+        "linear" => match rs.get("factor").and_then(|v| v.as_f64()) {
+            Some(f) if f.is_finite() && f > 0.0 => Ok((theta, f)),
+            _ => Err(c.err("rope_scaling", "linear scaling needs a positive `factor`")),
+        },
+        _ => Err(c.err(
+            "rope_scaling",
+            format!("rope scaling `{ty}` is not supported (default, linear)"),
+        )),
+    }
+}
+
+/// Which layers slide, from `layer_types` when present, else the family's pattern.
+fn window_layers(c: &HfConfig, n_layers: usize, pattern: usize) -> Result<WindowLayers> {
+    let Some(list) = c.raw("layer_types") else {
+        return Ok(WindowLayers::Pattern(pattern));
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| c.err("layer_types", "expected a list"))?;
+    if items.len() != n_layers {
+        return Err(c.err(
+            "layer_types",
+            format!("{} entries for num_hidden_layers {n_layers}", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .map(|v| match v.as_str() {
+            Some("sliding_attention") => Ok(true),
+            Some("full_attention") => Ok(false),
+            _ => Err(c.err(
+                "layer_types",
+                format!("`{v}` is not sliding_attention or full_attention"),
+            )),
+        })
+        .collect::<Result<Vec<bool>>>()
+        .map(WindowLayers::List)
+}
+
 impl LlamaConfig {
     pub(crate) fn from_hf(c: &HfConfig, kind: ArchKind) -> Result<Self> {
+        let fam = family(kind);
         let hidden = c.usize("hidden_size")?;
         let n_heads = c.usize("num_attention_heads")?;
         let n_kv_heads = c.usize_or("num_key_value_heads", n_heads)?;
         let head_dim = match c.opt_usize("head_dim")? {
             Some(h) => h,
+            None if fam.gemma => 256,
             None => {
                 if hidden % n_heads != 0 {
                     return Err(c.err(
@@ -55,28 +220,66 @@ impl LlamaConfig {
         if head_dim % 2 != 0 {
             return Err(c.err("head_dim", "rotary embeddings need an even head dimension"));
         }
-        if let Some(rs) = c.json.get("rope_scaling").filter(|v| !v.is_null()) {
-            let ty = rs
-                .get("rope_type")
-                .or_else(|| rs.get("type"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            if ty != "default" {
+        if let Some(f) = c.raw("partial_rotary_factor").and_then(|v| v.as_f64()) {
+            if f != 1.0 {
                 return Err(c.err(
-                    "rope_scaling",
-                    format!("rope scaling `{ty}` is not supported"),
+                    "partial_rotary_factor",
+                    format!("partial rotary embeddings ({f}) are not supported"),
                 ));
             }
         }
-        c.one_of("hidden_act", &["silu"])?;
+        let n_layers = c.usize("num_hidden_layers")?;
+        let act = if fam.gemma {
+            let key = match c.raw("hidden_activation") {
+                Some(_) => "hidden_activation",
+                None => "hidden_act",
+            };
+            c.one_of(key, &["gelu_pytorch_tanh"])?;
+            Activation::GeluTanh
+        } else {
+            c.one_of("hidden_act", &["silu"])?;
+            Activation::Silu
+        };
         let attention_bias = c.bool_or("attention_bias", false)?;
-        let qkv_bias = kind == ArchKind::Qwen2 || attention_bias;
-        let sliding_window =
-            if kind == ArchKind::Mistral || c.bool_or("use_sliding_window", false)? {
+        let (default_theta, pattern, default_window) = match kind {
+            ArchKind::Gemma2 => (10000.0, 2, Some(4096)),
+            ArchKind::Gemma3 => (
+                1_000_000.0,
+                c.usize_or("sliding_window_pattern", 6)?,
+                Some(4096),
+            ),
+            _ => (10000.0, 0, None),
+        };
+        let (rope_theta, rope_factor) = rope_setting(c, "full_attention", default_theta)?;
+        let (sliding_window, window_layers, rope_theta_local) = if fam.gemma {
+            let w = c.opt_usize("sliding_window")?.or(default_window);
+            let local = match kind {
+                ArchKind::Gemma3 => rope_setting(c, "sliding_attention", 10000.0)?.0,
+                _ => rope_theta,
+            };
+            (w, window_layers(c, n_layers, pattern)?, local)
+        } else {
+            let uses = matches!(kind, ArchKind::Mistral | ArchKind::Phi3)
+                || c.bool_or("use_sliding_window", false)?;
+            let w = if uses {
                 c.opt_usize("sliding_window")?
             } else {
                 None
             };
+            (w, WindowLayers::All, rope_theta)
+        };
+        let softcap = |key: &str, default: Option<f64>| -> Result<Option<f64>> {
+            match c.json.get(key) {
+                None => Ok(default),
+                Some(v) if v.is_null() => Ok(None),
+                Some(_) => c.f64_or(key, 1.0).map(Some),
+            }
+        };
+        let gemma2 = kind == ArchKind::Gemma2;
+        let attn_scale = match fam.gemma {
+            true => 1.0 / c.f64_or("query_pre_attn_scalar", 256.0)?.sqrt(),
+            false => 1.0 / (head_dim as f64).sqrt(),
+        };
         let token_id = |key: &str| -> Option<u32> {
             c.json
                 .get(key)
@@ -87,19 +290,30 @@ impl LlamaConfig {
             kind,
             hidden,
             intermediate: c.usize("intermediate_size")?,
-            n_layers: c.usize("num_hidden_layers")?,
+            n_layers,
             n_heads,
             n_kv_heads,
             head_dim,
             vocab: c.usize("vocab_size")?,
             max_positions: c.usize_or("max_position_embeddings", 2048)?,
-            rope_theta: c.f64_or("rope_theta", 10000.0)?,
+            rope_theta,
+            rope_factor,
+            rope_theta_local,
             rms_eps: c.f64_or("rms_norm_eps", 1e-6)?,
-            tie_embeddings: c.bool_or("tie_word_embeddings", kind == ArchKind::Qwen2)?,
-            qkv_bias,
+            tie_embeddings: c.bool_or("tie_word_embeddings", fam.tie)?,
+            qkv_bias: fam.qkv_bias || attention_bias,
             o_bias: attention_bias,
             mlp_bias: c.bool_or("mlp_bias", false)?,
             sliding_window,
+            window_layers,
+            qk_norm: fam.qk_norm,
+            post_norms: fam.gemma,
+            embed_scale: fam.gemma.then(|| (hidden as f64).sqrt()),
+            act,
+            attn_scale,
+            attn_softcap: softcap("attn_logit_softcapping", gemma2.then_some(50.0))?,
+            final_softcap: softcap("final_logit_softcapping", gemma2.then_some(30.0))?,
+            fused_proj: fam.fused_proj,
             bos_token_id: token_id("bos_token_id"),
             eos_token_id: token_id("eos_token_id"),
         })
@@ -110,6 +324,11 @@ impl LlamaConfig {
     }
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+    /// The window layer `i` attends through, if any.
+    pub fn window_of(&self, layer: usize) -> Option<usize> {
+        self.sliding_window
+            .filter(|_| self.window_layers.is_sliding(layer))
     }
 }
 
@@ -128,9 +347,23 @@ pub(crate) const BLOCK_ROLES: [(Role, &str); 7] = [
 pub(crate) struct LlamaBlock {
     attn_norm: Tensor,
     ffn_norm: Tensor,
+    /// Gemma's norms after attention and after the MLP.
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
+    /// Per-head q/k norms `[head_dim]`.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
     /// Biases in BLOCK_ROLES order.
     bias: [Option<Tensor>; 7],
     idx: [usize; 7],
+    window: Option<usize>,
+}
+
+/// cos/sin tables `[positions, head_dim / 2]` of one rope base.
+#[derive(Debug)]
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
 }
 
 #[derive(Debug)]
@@ -140,8 +373,9 @@ pub(crate) struct LlamaNet {
     norm: Tensor,
     embed_idx: usize,
     output_idx: usize,
-    cos: Tensor,
-    sin: Tensor,
+    rope: Rope,
+    /// Sliding-window layers' rope when its base differs from the global one.
+    rope_local: Option<Rope>,
 }
 
 /// Fetches a tensor by its canonical (GGUF) name with the expected row-major shape.
@@ -151,8 +385,24 @@ pub(crate) fn require(fetch: &Fetch, name: &str, shape: &[usize]) -> Result<Tens
     fetch(name, shape)?.ok_or_else(|| Error::Invalid(format!("missing tensor `{name}`")))
 }
 
+/// Rows `[start, start + len)` of a fused matrix as their own contiguous tensor.
+fn rows_of(w: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    Ok(w.narrow(0, start, len)?.contiguous()?)
+}
+
+/// Names of the aux (never quantized) per-block tensors, in `aux_tensors` order.
+const NORMS: [&str; 6] = [
+    "attn_norm",
+    "ffn_norm",
+    "post_attention_norm",
+    "post_ffw_norm",
+    "attn_q_norm",
+    "attn_k_norm",
+];
+
 impl LlamaNet {
     /// Builds the network; returns it with the quantizable tensors and their weights.
+    /// The caller has checked `cfg.n_layers` against the blocks the file holds.
     pub(crate) fn load(
         cfg: LlamaConfig,
         fetch: &Fetch,
@@ -198,26 +448,38 @@ impl LlamaNet {
             cfg.mlp_bias,
             cfg.mlp_bias,
         ];
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
-            let attn_norm = require(fetch, &format!("blk.{b}.attn_norm.weight"), &[h])?;
-            let ffn_norm = require(fetch, &format!("blk.{b}.ffn_norm.weight"), &[h])?;
+            let norm = |short: &str, dim: usize| {
+                require(fetch, &format!("blk.{b}.{short}.weight"), &[dim])
+            };
+            let opt_norm =
+                |on: bool, short: &str, dim: usize| on.then(|| norm(short, dim)).transpose();
+            let mut mats = block_matrices(&cfg, b, fetch)?;
             let mut idx = [0usize; 7];
             let mut bias: [Option<Tensor>; 7] = Default::default();
             for (j, (role, short)) in BLOCK_ROLES.iter().enumerate() {
                 let name = format!("blk.{b}.{short}.weight");
                 let (rows, cols) = shapes[j];
-                let w = require(fetch, &name, &[rows, cols])?;
+                let w = match mats[j].take() {
+                    Some(w) => w,
+                    None => require(fetch, &name, &[rows, cols])?,
+                };
                 idx[j] = push(name, *role, Some(b), rows, cols, w);
                 if has_bias[j] {
                     bias[j] = Some(require(fetch, &format!("blk.{b}.{short}.bias"), &[rows])?);
                 }
             }
             blocks.push(LlamaBlock {
-                attn_norm,
-                ffn_norm,
+                attn_norm: norm("attn_norm", h)?,
+                ffn_norm: norm("ffn_norm", h)?,
+                post_attn_norm: opt_norm(cfg.post_norms, "post_attention_norm", h)?,
+                post_ffn_norm: opt_norm(cfg.post_norms, "post_ffw_norm", h)?,
+                q_norm: opt_norm(cfg.qk_norm, "attn_q_norm", cfg.head_dim)?,
+                k_norm: opt_norm(cfg.qk_norm, "attn_k_norm", cfg.head_dim)?,
                 bias,
                 idx,
+                window: cfg.window_of(b),
             });
         }
         let norm = require(fetch, "output_norm.weight", &[h])?;
@@ -230,7 +492,13 @@ impl LlamaNet {
                 None => embed_idx,
             }
         };
-        let (cos, sin) = rope_tables(&cfg)?;
+        let rope = rope_tables(&cfg, cfg.rope_theta, cfg.rope_factor)?;
+        let any_local = (0..cfg.n_layers).any(|b| cfg.window_of(b).is_some());
+        let rope_local =
+            match any_local && (cfg.rope_theta_local != cfg.rope_theta || cfg.rope_factor != 1.0) {
+                true => Some(rope_tables(&cfg, cfg.rope_theta_local, 1.0)?),
+                false => None,
+            };
         Ok((
             LlamaNet {
                 cfg,
@@ -238,8 +506,8 @@ impl LlamaNet {
                 norm,
                 embed_idx,
                 output_idx,
-                cos,
-                sin,
+                rope,
+                rope_local,
             },
             infos,
             weights,
@@ -250,13 +518,25 @@ impl LlamaNet {
         self.output_idx == self.embed_idx
     }
 
-    /// The non-quantized tensors by canonical (GGUF) name: per block the norms, then
-    /// biases in `BLOCK_ROLES` order; `output_norm` last. Exporters write these as f32.
+    /// The non-quantized tensors by canonical (GGUF) name: per block the norms (in
+    /// `NORMS` order, those the family has; Gemma's hold `1 + w` as GGUF stores them),
+    /// then biases in `BLOCK_ROLES` order; `output_norm` last. Exporters write these as f32.
     pub(crate) fn aux_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (b, blk) in self.blocks.iter().enumerate() {
-            out.push((format!("blk.{b}.attn_norm.weight"), blk.attn_norm.clone()));
-            out.push((format!("blk.{b}.ffn_norm.weight"), blk.ffn_norm.clone()));
+            let norms = [
+                Some(&blk.attn_norm),
+                Some(&blk.ffn_norm),
+                blk.post_attn_norm.as_ref(),
+                blk.post_ffn_norm.as_ref(),
+                blk.q_norm.as_ref(),
+                blk.k_norm.as_ref(),
+            ];
+            for (short, t) in NORMS.iter().zip(norms) {
+                if let Some(t) = t {
+                    out.push((format!("blk.{b}.{short}.weight"), t.clone()));
+                }
+            }
             for (j, (_, short)) in BLOCK_ROLES.iter().enumerate() {
                 if let Some(t) = &blk.bias[j] {
                     out.push((format!("blk.{b}.{short}.bias"), t.clone()));
@@ -268,24 +548,15 @@ impl LlamaNet {
     }
 
     pub(crate) fn aux_params(&self) -> usize {
-        let per_block: usize = self
-            .blocks
-            .first()
-            .map(|b| {
-                b.attn_norm.elem_count()
-                    + b.ffn_norm.elem_count()
-                    + b.bias
-                        .iter()
-                        .flatten()
-                        .map(|t| t.elem_count())
-                        .sum::<usize>()
-            })
-            .unwrap_or(0);
-        per_block * self.blocks.len() + self.norm.elem_count()
+        self.aux_tensors().iter().map(|(_, t)| t.elem_count()).sum()
     }
 
     pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
-        embed_rows(&w.table(self.embed_idx)?, ids)
+        let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
+        match self.cfg.embed_scale {
+            Some(s) => Ok(x.affine(s, 0.0)?),
+            None => Ok(x),
+        }
     }
 
     pub(crate) fn block(
@@ -299,25 +570,51 @@ impl LlamaNet {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let eps = cfg.rms_eps as f32;
-        let hn = candle_nn::ops::rms_norm(x, &blk.attn_norm, eps)?;
+        let rms = |x: &Tensor, w: &Tensor| candle_nn::ops::rms_norm(x, w, eps);
+        let hn = rms(x, &blk.attn_norm)?;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], blk.bias[j].as_ref(), hook);
         let q = lin(&hn, 0)?;
         let k = lin(&hn, 1)?;
         let v = lin(&hn, 2)?;
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let q = candle_nn::rotary_emb::rope(&split_heads(&q, (nh, hd))?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&split_heads(&k, (nkv, hd))?, &cos, &sin)?;
+        let (mut q, mut k) = (split_heads(&q, (nh, hd))?, split_heads(&k, (nkv, hd))?);
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            q = rms(&q, qn)?;
+            k = rms(&k, kn)?;
+        }
+        let rope = match (&self.rope_local, blk.window) {
+            (Some(local), Some(_)) => local,
+            _ => &self.rope,
+        };
+        let cos = rope.cos.narrow(0, 0, t)?;
+        let sin = rope.sin.narrow(0, 0, t)?;
+        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
         let v = split_heads(&v, (nkv, hd))?;
-        let attn = grouped_attention(&q, &k, &v, nh / nkv, cfg.sliding_window)?;
+        let scores = Scores {
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            window: blk.window,
+        };
+        let attn = grouped_attention(&q, &k, &v, nh / nkv, &scores)?;
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + lin(&attn, 3)?)?;
-        let hn = candle_nn::ops::rms_norm(&x, &blk.ffn_norm, eps)?;
+        let mut o = lin(&attn, 3)?;
+        if let Some(n) = &blk.post_attn_norm {
+            o = rms(&o, n)?;
+        }
+        let x = (x + o)?;
+        let hn = rms(&x, &blk.ffn_norm)?;
         let gate = lin(&hn, 4)?;
         let up = lin(&hn, 5)?;
-        let act = (candle_nn::ops::silu(&gate)? * up)?;
-        Ok((x + lin(&act, 6)?)?)
+        let gate = match cfg.act {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        let mut f = lin(&(gate * up)?, 6)?;
+        if let Some(n) = &blk.post_ffn_norm {
+            f = rms(&f, n)?;
+        }
+        Ok((x + f)?)
     }
 
     pub(crate) fn head(
@@ -327,7 +624,36 @@ impl LlamaNet {
         x: &Tensor,
     ) -> Result<Tensor> {
         let hn = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_eps as f32)?;
-        linear(&hn, w, self.output_idx, None, hook)
+        let logits = linear(&hn, w, self.output_idx, None, hook)?;
+        softcap(&logits, self.cfg.final_softcap)
+    }
+}
+
+/// The block's weight matrices that come out of fused tensors (Phi-3), in BLOCK_ROLES
+/// order; `None` entries are fetched by their own names.
+fn block_matrices(cfg: &LlamaConfig, b: usize, fetch: &Fetch) -> Result<[Option<Tensor>; 7]> {
+    let mut out: [Option<Tensor>; 7] = Default::default();
+    if !cfg.fused_proj {
+        return Ok(out);
+    }
+    let (h, q, kv, ff) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
+    // llama.cpp also accepts separate q/k/v for Phi-3; the fused ffn_up is required.
+    if let Some(qkv) = fetch(&format!("blk.{b}.attn_qkv.weight"), &[q + 2 * kv, h])? {
+        out[0] = Some(rows_of(&qkv, 0, q)?);
+        out[1] = Some(rows_of(&qkv, q, kv)?);
+        out[2] = Some(rows_of(&qkv, q + kv, kv)?);
+    }
+    let gate_up = require(fetch, &format!("blk.{b}.ffn_up.weight"), &[2 * ff, h])?;
+    out[4] = Some(rows_of(&gate_up, 0, ff)?);
+    out[5] = Some(rows_of(&gate_up, ff, ff)?);
+    Ok(out)
+}
+
+/// `cap · tanh(x / cap)`, or `x` without a cap.
+fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
+    match cap {
+        Some(c) => Ok(x.affine(1.0 / c, 0.0)?.tanh()?.affine(c, 0.0)?),
+        None => Ok(x.clone()),
     }
 }
 
@@ -363,12 +689,13 @@ pub(crate) fn embed_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     Ok(rows.reshape((b, t, table.dim(1)?))?)
 }
 
-/// cos/sin tables `[max_positions, head_dim / 2]` for the half-split rotary layout.
-fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
+/// cos/sin tables `[max_positions, head_dim / 2]` for the half-split rotary layout, with
+/// base `theta` and positions divided by a linear scaling `factor`.
+fn rope_tables(cfg: &LlamaConfig, theta: f64, factor: f64) -> Result<Rope> {
     let half = cfg.head_dim / 2;
     let n = cfg.max_positions.min(1 << 16);
     let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
+        .map(|i| 1.0 / (theta.powf(2.0 * i as f64 / cfg.head_dim as f64) * factor) as f32)
         .collect();
     let mut cos = Vec::with_capacity(n * half);
     let mut sin = Vec::with_capacity(n * half);
@@ -379,10 +706,10 @@ fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
             sin.push(a.sin());
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (n, half), &Device::Cpu)?,
-        Tensor::from_vec(sin, (n, half), &Device::Cpu)?,
-    ))
+    Ok(Rope {
+        cos: Tensor::from_vec(cos, (n, half), &Device::Cpu)?,
+        sin: Tensor::from_vec(sin, (n, half), &Device::Cpu)?,
+    })
 }
 
 /// Additive causal mask `[t, t]` (0 or -inf); with a window, keys more than
@@ -402,6 +729,14 @@ pub(crate) fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
     Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
 }
 
+/// How raw q·k products become attention scores: scale, optional soft-cap, then the
+/// causal (optionally windowed) mask.
+struct Scores {
+    scale: f64,
+    softcap: Option<f64>,
+    window: Option<usize>,
+}
+
 /// Causal attention with `rep` query heads per key/value head. Queries of one group are
 /// stacked along the sequence axis so K and V are used in place, never repeated.
 fn grouped_attention(
@@ -409,14 +744,13 @@ fn grouped_attention(
     k: &Tensor,
     v: &Tensor,
     rep: usize,
-    window: Option<usize>,
+    how: &Scores,
 ) -> Result<Tensor> {
     let (b, nh, t, hd) = q.dims4()?;
     let nkv = nh / rep;
     let q = q.reshape((b, nkv, rep * t, hd))?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?;
-    let mask = causal_mask(t, window)?;
+    let scores = softcap(&(q.matmul(&k.t()?)? * how.scale)?, how.softcap)?;
+    let mask = causal_mask(t, how.window)?;
     let mask = if rep > 1 {
         mask.unsqueeze(0)?
             .expand((rep, t, t))?

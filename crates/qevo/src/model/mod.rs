@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
-pub use llama::LlamaConfig;
+pub use llama::{Activation, LlamaConfig, WindowLayers};
 pub(crate) use source::{llama_hf_name, permute_rows};
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.

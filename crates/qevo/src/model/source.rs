@@ -6,7 +6,7 @@ use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
-use super::llama::{LlamaConfig, LlamaNet};
+use super::llama::{Activation, LlamaConfig, LlamaNet, WindowLayers};
 use super::packed_st::{self, PackedIndex};
 use super::{tokenizer, Arch, Model, Net, TensorInfo};
 use crate::error::{Error, Result};
@@ -14,7 +14,8 @@ use candle_core::{Device, Tensor};
 use memmap2::Mmap;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// One memory-mapped safetensors file with its validated header.
@@ -29,6 +30,8 @@ struct StFile {
 struct StStore {
     files: Vec<StFile>,
     index: HashMap<String, usize>,
+    /// Names read so far: what is left after loading was never used.
+    used: RefCell<BTreeSet<String>>,
 }
 
 impl StStore {
@@ -90,7 +93,32 @@ impl StStore {
                 meta,
             });
         }
-        Ok(StStore { files, index })
+        Ok(StStore {
+            files,
+            index,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    fn mark_used(&self, name: &str) {
+        self.used.borrow_mut().insert(name.to_string());
+    }
+
+    /// Tensors no architecture asked for, sorted (see `check_unused`).
+    fn unused(&self) -> Vec<String> {
+        let used = self.used.borrow();
+        let mut out: Vec<String> = self
+            .index
+            .keys()
+            .filter(|n| !used.contains(*n))
+            .cloned()
+            .collect();
+        out.sort();
+        out
     }
 
     /// The raw bytes of a 1-D U8 tensor (a packed section); `Ok(None)` when absent.
@@ -115,6 +143,7 @@ impl StStore {
         }
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
+        self.mark_used(name);
         Ok(Some(&f.mmap[start..end]))
     }
 
@@ -141,6 +170,7 @@ impl StStore {
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
         let bytes = &f.mmap[start..end];
+        self.mark_used(name);
         let data: Vec<f32> = match info.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -180,35 +210,149 @@ fn finite_tensor(path: &Path, name: &str, data: Vec<f32>, shape: &[usize]) -> Re
 
 /// Hugging Face llama-family names for the canonical (GGUF) names.
 pub(crate) fn llama_hf_name(canonical: &str) -> String {
+    hf_name(ArchKind::Llama, canonical)
+}
+
+/// canonical (GGUF) block part → Hugging Face module, shared by the Llama family.
+const HF_BLOCK: [(&str, &str); 12] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_qkv", "self_attn.qkv_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// Families whose modules differ from `HF_BLOCK`: Gemma's four norms, Phi-3's fused MLP
+/// (GGUF `ffn_up` of 2·intermediate rows is HF `gate_up_proj`).
+const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 7] = [
+    (ArchKind::Gemma2, "ffn_norm", "pre_feedforward_layernorm"),
+    (
+        ArchKind::Gemma2,
+        "post_attention_norm",
+        "post_attention_layernorm",
+    ),
+    (
+        ArchKind::Gemma2,
+        "post_ffw_norm",
+        "post_feedforward_layernorm",
+    ),
+    (ArchKind::Gemma3, "ffn_norm", "pre_feedforward_layernorm"),
+    (
+        ArchKind::Gemma3,
+        "post_attention_norm",
+        "post_attention_layernorm",
+    ),
+    (
+        ArchKind::Gemma3,
+        "post_ffw_norm",
+        "post_feedforward_layernorm",
+    ),
+    (ArchKind::Phi3, "ffn_up", "mlp.gate_up_proj"),
+];
+
+/// The Hugging Face name of a canonical (GGUF) tensor name in family `kind`.
+pub(crate) fn hf_name(kind: ArchKind, canonical: &str) -> String {
     const TOP: [(&str, &str); 3] = [
         ("token_embd.weight", "model.embed_tokens.weight"),
         ("output_norm.weight", "model.norm.weight"),
         ("output.weight", "lm_head.weight"),
     ];
-    const BLOCK: [(&str, &str); 9] = [
-        ("attn_norm", "input_layernorm"),
-        ("ffn_norm", "post_attention_layernorm"),
-        ("attn_q", "self_attn.q_proj"),
-        ("attn_k", "self_attn.k_proj"),
-        ("attn_v", "self_attn.v_proj"),
-        ("attn_output", "self_attn.o_proj"),
-        ("ffn_gate", "mlp.gate_proj"),
-        ("ffn_up", "mlp.up_proj"),
-        ("ffn_down", "mlp.down_proj"),
-    ];
     if let Some((_, hf)) = TOP.iter().find(|(c, _)| *c == canonical) {
         return hf.to_string();
     }
-    if let Some(rest) = canonical.strip_prefix("blk.") {
-        if let Some((b, rest)) = rest.split_once('.') {
-            if let Some((part, suffix)) = rest.split_once('.') {
-                if let Some((_, hf)) = BLOCK.iter().find(|(c, _)| *c == part) {
-                    return format!("model.layers.{b}.{hf}.{suffix}");
-                }
-            }
-        }
+    let Some((b, part, suffix)) = canonical
+        .strip_prefix("blk.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(b, r)| r.split_once('.').map(|(p, s)| (b, p, s)))
+    else {
+        return canonical.to_string();
+    };
+    let over = HF_BLOCK_OVERRIDES
+        .iter()
+        .find(|(k, c, _)| *k == kind && *c == part)
+        .map(|(_, _, hf)| *hf);
+    match over.or_else(|| HF_BLOCK.iter().find(|(c, _)| *c == part).map(|(_, hf)| *hf)) {
+        Some(hf) => format!("model.layers.{b}.{hf}.{suffix}"),
+        None => canonical.to_string(),
     }
-    canonical.to_string()
+}
+
+/// Gemma checkpoints store RMSNorm weights as `w` and compute with `1 + w`; GGUF (and
+/// qevo internally) store `1 + w`.
+fn hf_norm_shift(kind: ArchKind, canonical: &str) -> Option<f64> {
+    let gemma = matches!(kind, ArchKind::Gemma2 | ArchKind::Gemma3);
+    (gemma && canonical.ends_with("norm.weight")).then_some(1.0)
+}
+
+/// The number of blocks a file holds: one more than the largest `N` in names
+/// `<prefix>N.…`, for any of `prefixes`.
+fn blocks_present<'a>(names: impl Iterator<Item = &'a str>, prefixes: &[&str]) -> usize {
+    names
+        .filter_map(|n| {
+            prefixes.iter().find_map(|p| {
+                let rest = n.strip_prefix(p)?;
+                rest.split_once('.')?.0.parse::<usize>().ok()
+            })
+        })
+        .map(|b| b + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A layer count from a config must not exceed the blocks the file holds: checked before
+/// any per-layer allocation, so a count of 10^9 is an error naming `key`, not an abort.
+fn check_layer_count(path: &Path, key: &str, n_layers: usize, present: usize) -> Result<()> {
+    if n_layers > present {
+        return Err(Error::config(
+            path,
+            key,
+            format!("{n_layers} layers, but the weights hold {present} blocks"),
+        ));
+    }
+    Ok(())
+}
+
+/// Tensors a loader may leave unread: buffers older exporters saved, heads qevo does not
+/// run (BERT pooler / MLM head), and an output matrix duplicated beside a tied one.
+fn ignorable(name: &str) -> bool {
+    const SUFFIXES: [&str; 3] = ["rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias"];
+    const PREFIXES: [&str; 4] = ["pooler.", "bert.pooler.", "cls.", "lm_head."];
+    SUFFIXES.iter().any(|s| name.ends_with(s)) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Every tensor in a file must be used: a config with fewer layers than the checkpoint,
+/// or a tensor no architecture knows, is an error naming the first few.
+fn check_unused(path: &Path, unused: Vec<String>) -> Result<()> {
+    let unused: Vec<String> = unused.into_iter().filter(|n| !ignorable(n)).collect();
+    let Some(first) = unused.first() else {
+        return Ok(());
+    };
+    let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+    Err(Error::tensor(
+        path,
+        first,
+        format!(
+            "{} tensor(s) in the file are not used by the model's config (fewer layers than the checkpoint, or an unknown tensor): {}{}",
+            unused.len(),
+            shown.join(", "),
+            if unused.len() > shown.len() { ", …" } else { "" }
+        ),
+    ))
+}
+
+/// Adds a constant to every element (Gemma's norm offset).
+fn shifted(t: Tensor, by: Option<f64>) -> Result<Tensor> {
+    match by {
+        Some(b) => Ok(t.affine(1.0, b)?),
+        None => Ok(t),
+    }
 }
 
 pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
@@ -234,8 +378,33 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
     };
     let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Tensor>)> {
         Ok(match kind {
-            ArchKind::Llama | ArchKind::Qwen2 | ArchKind::Mistral => {
+            ArchKind::Gpt2 | ArchKind::Bert if packed_st::is_packed(&cfg.json) => {
+                return Err(Error::UnsupportedArch {
+                    path: cfg_path.clone(),
+                    key: "quantization_config".into(),
+                    arch: format!("{} with qevo-int packed weights", kind.as_str()),
+                    supported: "the llama family".into(),
+                })
+            }
+            ArchKind::Gpt2 => {
+                let c = Gpt2Config::from_hf(&cfg)?;
+                let present = blocks_present(store.names(), &["h.", "transformer.h."]);
+                check_layer_count(&cfg_path, "n_layer", c.n_layers, present)?;
+                let (net, i, w) = Gpt2Net::load(c.clone(), &prefixed("transformer."))?;
+                (Arch::Gpt2(c), Net::Gpt2(net), i, w)
+            }
+            ArchKind::Bert => {
+                let c = BertConfig::from_hf(&cfg)?;
+                let present =
+                    blocks_present(store.names(), &["encoder.layer.", "bert.encoder.layer."]);
+                check_layer_count(&cfg_path, "num_hidden_layers", c.n_layers, present)?;
+                let (net, i, w) = BertNet::load(c.clone(), &prefixed("bert."))?;
+                (Arch::Bert(c), Net::Bert(net), i, w)
+            }
+            _ => {
                 let c = LlamaConfig::from_hf(&cfg, kind)?;
+                let present = blocks_present(store.names(), &["model.layers."]);
+                check_layer_count(&cfg_path, "num_hidden_layers", c.n_layers, present)?;
                 // A qevo-int directory: tensors its quantization config lists are decoded
                 // from their packed sections, everything else is read as usual.
                 let packed = match packed_st::is_packed(&cfg.json) {
@@ -243,38 +412,23 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                     false => None,
                 };
                 let fetch = |name: &str, shape: &[usize]| {
-                    let hf = llama_hf_name(name);
-                    match &packed {
+                    let hf = hf_name(kind, name);
+                    let t = match &packed {
                         Some(p) if p.contains(&hf) => {
                             let data = p.decode(&hf, shape, &|s| store.raw_u8(s))?;
-                            finite_tensor(dir, &hf, data, shape).map(Some)
+                            store.mark_used(&hf);
+                            Some(finite_tensor(dir, &hf, data, shape)?)
                         }
-                        _ => store.get(&hf, shape),
-                    }
+                        _ => store.get(&hf, shape)?,
+                    };
+                    t.map(|t| shifted(t, hf_norm_shift(kind, name))).transpose()
                 };
                 let (net, i, w) = LlamaNet::load(c.clone(), &fetch)?;
                 if let Some(p) = &packed {
-                    let used: Vec<String> = i.iter().map(|t| llama_hf_name(&t.name)).collect();
+                    let used: Vec<String> = i.iter().map(|t| hf_name(kind, &t.name)).collect();
                     p.check_all_used(&used)?;
                 }
                 (Arch::Llama(c), Net::Llama(net), i, w)
-            }
-            _ if packed_st::is_packed(&cfg.json) => {
-                return Err(Error::UnsupportedArch {
-                    path: cfg_path.clone(),
-                    arch: format!("{} with qevo-int packed weights", kind.as_str()),
-                    supported: "llama, qwen2, mistral".into(),
-                })
-            }
-            ArchKind::Gpt2 => {
-                let c = Gpt2Config::from_hf(&cfg)?;
-                let (net, i, w) = Gpt2Net::load(c.clone(), &prefixed("transformer."))?;
-                (Arch::Gpt2(c), Net::Gpt2(net), i, w)
-            }
-            ArchKind::Bert => {
-                let c = BertConfig::from_hf(&cfg)?;
-                let (net, i, w) = BertNet::load(c.clone(), &prefixed("bert."))?;
-                (Arch::Bert(c), Net::Bert(net), i, w)
             }
         })
     })();
@@ -283,6 +437,7 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
         Error::Invalid(msg) => Error::format(dir, msg),
         e => e,
     })?;
+    check_unused(dir, store.unused())?;
     finish(arch, net, infos, weights, tokenizer, dir)
 }
 
@@ -385,42 +540,157 @@ pub(crate) fn permute_rows(w: &Tensor, n_heads: usize) -> Result<Tensor> {
     Ok(w.index_select(&idx, 0)?)
 }
 
-pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
-    let g = Gguf::open(path)?;
-    let arch_name = g
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::config(path, "general.architecture", "missing"))?;
-    if arch_name != "llama" {
-        return Err(Error::UnsupportedArch {
-            path: path.into(),
-            arch: arch_name.to_string(),
-            supported: "llama".into(),
-        });
+/// GGUF `general.architecture` → family. llama.cpp writes Mistral as `llama`.
+const GGUF_ARCHS: [(&str, ArchKind); 6] = [
+    ("llama", ArchKind::Llama),
+    ("qwen2", ArchKind::Qwen2),
+    ("qwen3", ArchKind::Qwen3),
+    ("gemma2", ArchKind::Gemma2),
+    ("gemma3", ArchKind::Gemma3),
+    ("phi3", ArchKind::Phi3),
+];
+
+/// Metadata of one GGUF architecture: keys are `<arch>.<key>`, as llama.cpp names them.
+struct GgufMeta<'a> {
+    g: &'a Gguf,
+    arch: &'a str,
+}
+
+impl GgufMeta<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
     }
-    let hidden = gguf_u(&g, "llama.embedding_length")?;
-    let n_heads = gguf_u(&g, "llama.attention.head_count")?;
-    let n_kv_heads = match g.get("llama.attention.head_count_kv") {
-        None => n_heads,
-        Some(_) => gguf_u(&g, "llama.attention.head_count_kv")?,
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.g.get(&self.key(k))
+    }
+    fn usize(&self, k: &str) -> Result<usize> {
+        gguf_u(self.g, &self.key(k))
+    }
+    fn usize_or(&self, k: &str, default: usize) -> Result<usize> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(_) => self.usize(k),
+        }
+    }
+    fn f64_or(&self, k: &str, default: f64) -> Result<f64> {
+        gguf_f(self.g, &self.key(k), default)
+    }
+    /// A soft-cap: absent → `default`, 0 → none.
+    fn softcap(&self, k: &str, default: Option<f64>) -> Result<Option<f64>> {
+        match self.get(k).map(|v| v.as_f64()) {
+            None => Ok(default),
+            Some(Some(0.0)) => Ok(None),
+            Some(_) => self.f64_or(k, 1.0).map(Some),
+        }
+    }
+    fn err(&self, k: &str, msg: impl Into<String>) -> Error {
+        Error::config(&self.g.path, &self.key(k), msg)
+    }
+}
+
+/// The family's hyper-parameters from GGUF metadata, following llama.cpp's loader
+/// (`llama-model.cpp` and `src/models/<arch>.cpp`) for defaults.
+fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
+    let m = GgufMeta { g, arch };
+    let path = &g.path;
+    let hidden = m.usize("embedding_length")?;
+    let n_heads = m.usize("attention.head_count")?;
+    let n_kv_heads = m.usize_or("attention.head_count_kv", n_heads)?;
+    if n_heads % n_kv_heads != 0 {
+        return Err(m.err("attention.head_count_kv", "does not divide the head count"));
+    }
+    let head_dim = match m.get("attention.key_length") {
+        Some(_) => m.usize("attention.key_length")?,
+        None if hidden % n_heads == 0 => hidden / n_heads,
+        None => {
+            return Err(m.err(
+                "attention.head_count",
+                "does not divide the embedding length",
+            ))
+        }
     };
-    if hidden % n_heads != 0 || n_heads % n_kv_heads != 0 {
-        return Err(Error::config(
-            path,
-            "llama.attention.head_count",
-            "does not divide the embedding length / kv heads",
+    if m.get("attention.value_length").is_some() && m.usize("attention.value_length")? != head_dim {
+        return Err(m.err(
+            "attention.value_length",
+            "differs from key_length (not supported)",
         ));
     }
-    let head_dim = hidden / n_heads;
-    if let Some(v) = g.get("llama.rope.dimension_count") {
+    if head_dim % 2 != 0 {
+        return Err(m.err(
+            "attention.key_length",
+            "rotary embeddings need an even head dimension",
+        ));
+    }
+    if let Some(v) = m.get("rope.dimension_count") {
         if v.as_u64() != Some(head_dim as u64) {
-            return Err(Error::config(
-                path,
-                "llama.rope.dimension_count",
+            return Err(m.err(
+                "rope.dimension_count",
                 "partial rotary embeddings are not supported",
             ));
         }
     }
+    let n_layers = m.usize("block_count")?;
+    let present = blocks_present(g.tensors.iter().map(|t| t.name.as_str()), &["blk."]);
+    check_layer_count(path, &m.key("block_count"), n_layers, present)?;
+    let rope_factor = match m.get("rope.scaling.type").and_then(Value::as_str) {
+        None | Some("none") => 1.0,
+        Some("linear") => m.f64_or("rope.scaling.factor", 1.0)?,
+        Some(t) => {
+            return Err(m.err(
+                "rope.scaling.type",
+                format!("rope scaling `{t}` is not supported (none, linear)"),
+            ))
+        }
+    };
+    let gemma = matches!(kind, ArchKind::Gemma2 | ArchKind::Gemma3);
+    let rope_theta = m.f64_or("rope.freq_base", 10000.0)?;
+    // Gemma-2 always slides (default window 4096); Gemma-3 only with a window key;
+    // llama.cpp runs Phi-3 and the others without a window.
+    let sliding_window = match kind {
+        ArchKind::Gemma2 => Some(m.usize_or("attention.sliding_window", 4096)?),
+        ArchKind::Gemma3 => match m.get("attention.sliding_window") {
+            Some(_) => Some(m.usize("attention.sliding_window")?),
+            None => None,
+        },
+        _ => None,
+    };
+    let pattern_default = if kind == ArchKind::Gemma2 { 2 } else { 6 };
+    let window_layers = match m.get("attention.sliding_window_pattern") {
+        None => WindowLayers::Pattern(pattern_default),
+        Some(Value::Array(a)) => {
+            if a.len() != n_layers {
+                return Err(m.err(
+                    "attention.sliding_window_pattern",
+                    format!("{} entries for {n_layers} blocks", a.len()),
+                ));
+            }
+            let flags: Option<Vec<bool>> = a
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect();
+            WindowLayers::List(
+                flags.ok_or_else(|| m.err("attention.sliding_window_pattern", "expected bools"))?,
+            )
+        }
+        Some(_) => WindowLayers::Pattern(m.usize("attention.sliding_window_pattern")?),
+    };
+    let rope_theta_local = match kind {
+        ArchKind::Gemma3 => m.f64_or("rope.freq_base_swa", 10000.0)?,
+        _ => m.f64_or("rope.freq_base_swa", rope_theta)?,
+    };
+    // llama.cpp: Gemma's 27B models scale queries by 1/√(hidden/heads), the rest by
+    // 1/√head_dim (the GGUF keeps no query_pre_attn_scalar).
+    let big = matches!(
+        (kind, n_layers),
+        (ArchKind::Gemma2, 46) | (ArchKind::Gemma3, 62)
+    );
+    let attn_scale = match big {
+        true => 1.0 / ((hidden / n_heads) as f64).sqrt(),
+        false => 1.0 / (head_dim as f64).sqrt(),
+    };
     let tokens_len = g
         .get("tokenizer.ggml.tokens")
         .and_then(Value::as_array)
@@ -428,8 +698,8 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
     let embd = g
         .tensor("token_embd.weight")
         .ok_or_else(|| Error::format(path, "missing tensor `token_embd.weight`"))?;
-    let vocab = match g.get("llama.vocab_size") {
-        Some(_) => gguf_u(&g, "llama.vocab_size")?,
+    let vocab = match m.get("vocab_size") {
+        Some(_) => m.usize("vocab_size")?,
         None => embd
             .dims
             .get(1)
@@ -437,31 +707,82 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
             .or(tokens_len)
             .unwrap_or(0),
     };
+    if g.tensor("blk.0.attn_qkv.bias").is_some() {
+        return Err(Error::tensor(
+            path,
+            "blk.0.attn_qkv.bias",
+            "fused q/k/v biases are not supported",
+        ));
+    }
     let token_id = |key: &str| {
         g.get(key)
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
     };
-    let cfg = LlamaConfig {
-        kind: ArchKind::Llama,
+    Ok(LlamaConfig {
+        kind,
         hidden,
-        intermediate: gguf_u(&g, "llama.feed_forward_length")?,
-        n_layers: gguf_u(&g, "llama.block_count")?,
+        intermediate: m.usize("feed_forward_length")?,
+        n_layers,
         n_heads,
         n_kv_heads,
         head_dim,
         vocab,
-        max_positions: gguf_u(&g, "llama.context_length")?,
-        rope_theta: gguf_f(&g, "llama.rope.freq_base", 10000.0)?,
-        rms_eps: gguf_f(&g, "llama.attention.layer_norm_rms_epsilon", 1e-5)?,
+        max_positions: m.usize("context_length")?,
+        rope_theta,
+        rope_factor,
+        rope_theta_local,
+        rms_eps: m.f64_or("attention.layer_norm_rms_epsilon", 1e-5)?,
         tie_embeddings: g.tensor("output.weight").is_none(),
         qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
         o_bias: g.tensor("blk.0.attn_output.bias").is_some(),
         mlp_bias: g.tensor("blk.0.ffn_up.bias").is_some(),
-        sliding_window: None,
+        sliding_window,
+        window_layers,
+        qk_norm: matches!(kind, ArchKind::Qwen3 | ArchKind::Gemma3),
+        post_norms: gemma,
+        embed_scale: gemma.then(|| (hidden as f64).sqrt()),
+        act: if gemma {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
+        attn_scale,
+        attn_softcap: match kind {
+            ArchKind::Gemma2 => m.softcap("attn_logit_softcapping", Some(50.0))?,
+            _ => None,
+        },
+        final_softcap: match kind {
+            ArchKind::Gemma2 => m.softcap("final_logit_softcapping", Some(30.0))?,
+            ArchKind::Gemma3 => m.softcap("final_logit_softcapping", None)?,
+            _ => None,
+        },
+        fused_proj: kind == ArchKind::Phi3,
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
+    })
+}
+
+pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
+    let g = Gguf::open(path)?;
+    let arch_name = g
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::config(path, "general.architecture", "missing"))?;
+    let Some(&(_, kind)) = GGUF_ARCHS.iter().find(|(n, _)| *n == arch_name) else {
+        return Err(Error::UnsupportedArch {
+            path: path.into(),
+            key: "general.architecture".into(),
+            arch: arch_name.to_string(),
+            supported: GGUF_ARCHS.map(|(n, _)| n).join(", "),
+        });
     };
+    let cfg = gguf_config(&g, arch_name, kind)?;
+    // Only llama.cpp's `llama` converter interleaves q/k rows; the others use the
+    // half-split (NEOX) layout that HF checkpoints have.
+    let permuted = kind == ArchKind::Llama;
+    let (n_heads, n_kv_heads) = (cfg.n_heads, cfg.n_kv_heads);
+    let used = RefCell::new(BTreeSet::new());
     let fetch = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
         let Some(t) = g.tensor(name) else {
             return Ok(None);
@@ -477,8 +798,11 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
                 ),
             ));
         }
+        used.borrow_mut().insert(name.to_string());
         let w = finite_tensor(path, name, g.dequantize(t)?, shape)?;
-        let heads = if name.ends_with("attn_q.weight") {
+        let heads = if !permuted {
+            None
+        } else if name.ends_with("attn_q.weight") {
             Some(n_heads)
         } else if name.ends_with("attn_k.weight") {
             Some(n_kv_heads)
@@ -494,6 +818,14 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
         Error::Invalid(msg) => Error::format(path, msg),
         e => e,
     })?;
+    let used = used.into_inner();
+    let unused: Vec<String> = g
+        .tensors
+        .iter()
+        .map(|t| t.name.clone())
+        .filter(|n| !used.contains(n))
+        .collect();
+    check_unused(path, unused)?;
     let tokenizer = if g.get("tokenizer.ggml.model").is_some() {
         Some(tokenizer::from_gguf(&g)?)
     } else {

@@ -102,7 +102,6 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::IntFormat;
 
     #[test]
     fn tensor_bytes_counts_an_unfitting_format_as_its_fallback() {
@@ -111,7 +110,7 @@ mod tests {
         assert_eq!(tensor_bytes(q4k, 2, 512), 2 * 2 * 144);
         // 576 is no multiple of 256: written (and counted) as q5_0, 22 bytes per 32.
         assert_eq!(tensor_bytes(q4k, 2, 576), 2 * 18 * 22);
-        let int8 = WeightFormat::Int(IntFormat::parse("int8-sym-channel").unwrap());
+        let int8 = WeightFormat::parse("int8-sym-channel").unwrap();
         assert!(tensor_bytes(int8, 3, 64) < 3 * 64 * 4);
     }
 

@@ -1,0 +1,90 @@
+//! llama.cpp's perplexity protocol (`llama-perplexity -c N`, tools/perplexity), so qevo's
+//! figure can be compared with llama.cpp's on the same tokens: the token stream is cut
+//! into whole chunks of `n_ctx`; each chunk's first token is replaced by BOS when the
+//! model adds one; only the second half of each chunk is scored (positions
+//! `n_ctx/2 .. n_ctx-1` predict the next token), so every scored token sees at least
+//! `n_ctx/2` tokens of context. Sums run in position order in f64.
+
+use crate::error::{Error, Result};
+use crate::model::{Model, NoHook};
+use candle_core::{Device, Tensor};
+
+/// A perplexity measured the way `llama-perplexity` measures it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LlamaCppPerplexity {
+    pub perplexity: f64,
+    /// Mean negative log-likelihood (nats/token).
+    pub mean_nll: f64,
+    pub chunks: usize,
+    pub scored_tokens: usize,
+}
+
+/// Runs the protocol over `tokens` (as llama.cpp tokenizes the text, BOS included when
+/// the model adds one) with chunks of `n_ctx`, at most `max_chunks` of them.
+pub fn llama_cpp_perplexity(
+    model: &Model,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<LlamaCppPerplexity> {
+    if n_ctx < 4 || n_ctx > model.arch.max_positions() {
+        return Err(Error::Invalid(format!(
+            "context {n_ctx} must be between 4 and the model's {} positions",
+            model.arch.max_positions()
+        )));
+    }
+    let all = tokens.len() / n_ctx;
+    let chunks = max_chunks.map_or(all, |m| m.min(all));
+    if chunks == 0 {
+        return Err(Error::Invalid(format!(
+            "{} tokens do not fill one chunk of {n_ctx}",
+            tokens.len()
+        )));
+    }
+    let first = n_ctx / 2;
+    let vocab = model.arch.vocab();
+    let (mut nll, mut count) = (0f64, 0usize);
+    for c in 0..chunks {
+        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        let ids = Tensor::from_slice(&chunk, (1, n_ctx), &Device::Cpu)?;
+        let logits = model
+            .forward(&model.weights, &NoHook, &ids)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for j in first..n_ctx - 1 {
+            let row = &logits[j * vocab..(j + 1) * vocab];
+            nll -= log_softmax_at(row, chunk[j + 1] as usize);
+            count += 1;
+        }
+    }
+    let mean_nll = nll / count as f64;
+    Ok(LlamaCppPerplexity {
+        perplexity: mean_nll.exp(),
+        mean_nll,
+        chunks,
+        scored_tokens: count,
+    })
+}
+
+/// `log softmax(row)[target]` in f64.
+fn log_softmax_at(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    row.get(target)
+        .map_or(f64::NEG_INFINITY, |&x| x as f64 - max - sum.ln())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_of_uniform_row_is_minus_log_n() {
+        let v = log_softmax_at(&[0.5; 8], 3);
+        assert!((v + (8f64).ln()).abs() < 1e-12, "{v}");
+    }
+}
