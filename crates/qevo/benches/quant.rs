@@ -194,9 +194,11 @@ fn random_blocks(t: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Dequantize throughput (GB/s of f32 output) of every dequantize-only type, as a ratio
-/// to q4_k's through the same entry point (`quant::ggml::dequantize`).
+/// to q4_k's through the same entry point (`quant::ggml::dequantize`). On one thread, and
+/// q4_k re-measured right before each type, so that a shared, busy machine disturbs the
+/// ratio as little as possible.
 fn iq_dequantize() {
-    let (rows, cols) = (512, 4096);
+    let (rows, cols) = (256, 4096);
     let n = rows * cols;
     let gb = (n * 4) as f64 / 1e9;
     let x = data(n, 3);
@@ -204,20 +206,35 @@ fn iq_dequantize() {
         .quantize(&x, rows, cols, None)
         .unwrap()
         .bytes;
-    let base = best(5, || {
-        std::hint::black_box(ggml::dequantize(GgmlType::Q4K, &q4k, n).unwrap());
-    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let time = |t: GgmlType, b: &[u8]| {
+        pool.install(|| {
+            best(7, || {
+                std::hint::black_box(ggml::dequantize(t, b, n).unwrap());
+            })
+        })
+    };
     println!(
-        "
-dequantize [{rows}, {cols}], GB/s of f32 output, best of 5; ratio to q4_k"
+        "\ndequantize [{rows}, {cols}] on one thread, GB/s of f32 output, best of 7; \
+         q4_k (candle) measured right before each type"
     );
-    println!("{:<10} {:>8} {:>8}", "type", "GB/s", "ratio");
-    println!("{:<10} {:>8.2} {:>7.2}x", "q4_k", gb / base, 1.0);
+    println!(
+        "{:<10} {:>8} {:>10} {:>8}",
+        "type", "GB/s", "q4_k GB/s", "ratio"
+    );
     for t in GgmlType::EVERY.into_iter().filter(|t| !t.can_quantize()) {
         let b = random_blocks(t, n / t.block_len(), t.gguf_id() as u64);
-        let s = best(5, || {
-            std::hint::black_box(ggml::dequantize(t, &b, n).unwrap());
-        });
-        println!("{:<10} {:>8.2} {:>7.2}x", t.name(), gb / s, base / s);
+        let base = time(GgmlType::Q4K, &q4k);
+        let s = time(t, &b);
+        println!(
+            "{:<10} {:>8.2} {:>10.2} {:>7.2}x",
+            t.name(),
+            gb / s,
+            gb / base,
+            base / s
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! IQ dequantizers against llama.cpp: fixtures in tests/fixtures/iq made by
 //! scripts/make_iq_fixtures.py (random blocks with edge-case scales, decoded by llama.cpp's
 //! `gguf` Python package), compared bit for bit through the public entry point the GGUF
-//! reader uses.
+//! reader uses, and through a GGUF file read by `model::gguf`.
 
 use qevo::quant::ggml::dequantize;
 use qevo::quant::GgmlType;
@@ -92,5 +92,33 @@ fn iq_dequantize_errors_on_short_input() {
             "{}",
             c.ty
         );
+    }
+}
+
+#[test]
+fn gguf_files_holding_iq_tensors_load_bit_identical() {
+    use qevo::export::{GgufTensorOut, GgufWriter};
+    use qevo::model::gguf::Gguf;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iq.gguf");
+    let cases = cases();
+    let mut w = GgufWriter::default();
+    for c in &cases {
+        // One row of all the fixture's blocks, as a GGUF tensor of that type.
+        w.tensors.push(GgufTensorOut {
+            name: c.ty.name().to_string(),
+            dims: vec![(c.blocks * c.ty.block_len()) as u64, 1],
+            type_id: c.ty.gguf_id(),
+            bytes: c.bytes.clone(),
+        });
+    }
+    w.write(&path).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    for c in &cases {
+        let t = g.tensor(c.ty.name()).unwrap();
+        let ours = g.dequantize(t).unwrap();
+        let same = ours.len() == c.values.len()
+            && ours.iter().zip(&c.values).all(|(a, e)| a.to_bits() == e.to_bits());
+        assert!(same, "{}: GGUF load differs from llama.cpp", c.ty);
     }
 }

@@ -33,15 +33,13 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
-/// `scale · value`, negated where `sign_bits` has bit `mask` set.
+/// `scale · value`, negated where `sign_bits` has bit `mask` set. Negation is a flip of
+/// the sign bit (exactly what `-v` and llama.cpp's `· -1.f` do), done without a branch.
 #[inline(always)]
 fn signed(scale: f32, value: u8, sign_bits: u8, mask: u8) -> f32 {
     let v = scale * value as f32;
-    if sign_bits & mask != 0 {
-        -v
-    } else {
-        v
-    }
+    let flip = ((sign_bits & mask != 0) as u32) << 31;
+    f32::from_bits(v.to_bits() ^ flip)
 }
 
 /// Eight grid values times `scale`, signs from `signs` bit j for value j.
