@@ -31,6 +31,12 @@ pub fn tensor_bytes(format: WeightFormat, rows: usize, cols: usize) -> u64 {
         .unwrap_or(rows as u64 * cols as u64 * 4)
 }
 
+/// The format a `[rows, cols]` tensor is actually written in (`WeightFormat::resolve`);
+/// `format` itself for a shape nothing can store.
+pub fn written_format(format: WeightFormat, rows: usize, cols: usize) -> WeightFormat {
+    format.resolve(rows, cols).map_or(format, |r| r.written)
+}
+
 /// Exact bytes of every quantizable tensor under per-tensor `choices` (what an exported
 /// file holds apart from metadata and norms).
 pub fn choice_bytes(model: &Model, choices: &[TensorChoice]) -> u64 {
@@ -55,16 +61,20 @@ pub fn fp_choices(model: &Model) -> Vec<TensorChoice> {
 /// The hardware counts of a per-tensor choice list: one linear per tensor (plus the
 /// output head again when it shares the embedding's weights), and the attention shape.
 pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
-    let linear = |name: String, rows: usize, cols: usize, c: &TensorChoice| LinearCounts {
-        name,
-        in_features: cols as u64,
-        out_features: rows as u64,
-        weight_bytes: tensor_bytes(c.format, rows, cols),
-        weight_bits: c.format.compute_bits(),
-        act_bits: c.act_bits,
-        is_embedding_lookup: false,
-        tied: false,
-        format: Some(c.format.name()),
+    let linear = |name: String, rows: usize, cols: usize, c: &TensorChoice| {
+        // Priced as written: q4_k on 576-wide rows runs as its q5_0 fallback.
+        let written = written_format(c.format, rows, cols);
+        LinearCounts {
+            name,
+            in_features: cols as u64,
+            out_features: rows as u64,
+            weight_bytes: tensor_bytes(c.format, rows, cols),
+            weight_bits: written.compute_bits(),
+            act_bits: c.act_bits,
+            is_embedding_lookup: false,
+            tied: false,
+            format: Some(written.name()),
+        }
     };
     let mut linears: Vec<LinearCounts> = model
         .tensors
