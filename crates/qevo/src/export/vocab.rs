@@ -110,10 +110,11 @@ pub fn gguf_tokenizer_metadata(
             "tokenizer.ggml.model".to_string(),
             Value::String("gpt2".into()),
         ),
-        // The GPT-2 pre-tokenizer regex is what a ByteLevel(use_regex) tokenizer applies.
+        // The GPT-2 pre-tokenizer regex is what a ByteLevel(use_regex) tokenizer applies;
+        // llama.cpp's `default` is a different, four-regex split.
         (
             "tokenizer.ggml.pre".to_string(),
-            Value::String("default".into()),
+            Value::String("gpt-2".into()),
         ),
         ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens)),
         (

@@ -256,7 +256,7 @@ pub struct Model {
     pub tensors: Vec<TensorInfo>,
     /// FP32 weights, `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`.
     pub weights: Vec<Tensor>,
-    pub tokenizer: Option<tokenizers::Tokenizer>,
+    pub tokenizer: Option<tokenizer::TextTokenizer>,
     pub source: PathBuf,
     /// Hex digest of the quantizable weights' bytes, recorded in every report.
     pub fingerprint: String,
@@ -416,10 +416,7 @@ impl Model {
         let tok = self.tokenizer.as_ref().ok_or_else(|| {
             Error::Tokenizer(format!("{} has no tokenizer", self.source.display()))
         })?;
-        let enc = tok
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        tok.encode(text, false)
     }
 }
 

@@ -446,7 +446,7 @@ fn finish(
     net: Net,
     tensors: Vec<TensorInfo>,
     weights: Vec<Tensor>,
-    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer: Option<tokenizer::TextTokenizer>,
     source: &Path,
 ) -> Result<Model> {
     if let Some(tk) = &tokenizer {

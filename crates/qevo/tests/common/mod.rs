@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod llama_tools;
+
 use std::path::Path;
 
 pub use qevo::model::synthetic::{LlamaShape as LlamaOpts, RandomTensors as Weights};
