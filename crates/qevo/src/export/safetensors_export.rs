@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::model::packed_st::{
+use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };

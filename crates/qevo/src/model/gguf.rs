@@ -678,11 +678,11 @@ mod tests {
 
     #[test]
     fn undecodable_type_error_names_type_and_tensor() {
-        let bytes = vec![0u8; 66]; // one iq2_xxs block
+        let bytes = vec![0u8; 66]; // one tq2_0 block (ternary types are not decoded)
         let e = dequantize_gguf_tensor(
             Path::new("m.gguf"),
             "blk.0.attn_q.weight",
-            16,
+            35,
             &bytes,
             1,
             256,
@@ -690,7 +690,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("iq2_xxs")
+            e.contains("tq2_0")
                 && e.contains("not supported yet")
                 && e.contains("blk.0.attn_q.weight"),
             "{e}"

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 pub mod int;
+pub mod packed_layout;
 mod iq;
 mod iq_tables;
 
