@@ -358,6 +358,8 @@ impl Nsga2 {
     }
 
     /// One generation: offspring, evaluation, archive, survival, rate adaptation.
+    // One piece: one generation of NSGA-II in the textbook's order (select, vary, evaluate,
+    // survive, archive, record); the steps share the state they update.
     fn step<P: Problem + ?Sized>(&self, problem: &P, st: &mut Checkpoint) -> Result<(), EvoError> {
         let space = problem.space();
         let generation = st.generation + 1;

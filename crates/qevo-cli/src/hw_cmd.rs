@@ -97,8 +97,7 @@ pub fn cost(
 
 pub fn profile_host(out: &Path) -> Result<()> {
     eprintln!("measuring this machine (matmul rates per format, memory bandwidth)...");
-    let m =
-        hw::host::measure_host(&hw::host::HostOptions::default())?;
+    let m = hw::host::measure_host(&hw::host::HostOptions::default())?;
     let measured = hw::host::host_profile(&m);
     let mut t = Table::new(&["mode", "prefill GMAC/s", "decode GMAC/s"]);
     for c in &measured.compute {

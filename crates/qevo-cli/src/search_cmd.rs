@@ -297,7 +297,10 @@ fn write_outputs(
 ) -> Result<()> {
     // The recommended plan, or, when nothing is feasible, the least-violating one with
     // the limits it fails: every output is written either way.
-    let chosen = o.recommended.map(|i| &o.front[i]).or(o.infeasible_closest.as_ref());
+    let chosen = o
+        .recommended
+        .map(|i| &o.front[i])
+        .or(o.infeasible_closest.as_ref());
     if let Some(f) = chosen {
         let plan = o.plan(model, &f.genome);
         let mut pf = PlanFile::from_plan(
@@ -308,7 +311,13 @@ fn write_outputs(
             &a.unit,
             Some(plan_metrics(model, o, f)),
         );
-        pf.failing = f.scored.checks.iter().filter(|k| !k.pass).cloned().collect();
+        pf.failing = f
+            .scored
+            .checks
+            .iter()
+            .filter(|k| !k.pass)
+            .cloned()
+            .collect();
         write_plan(&a.out, &pf)?;
     }
     write_front(&a.out, model, o, &cfg.target.name)?;

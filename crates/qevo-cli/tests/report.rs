@@ -2,46 +2,10 @@
 //! for byte from its output directory, and a search where nothing is feasible gets a
 //! report that says so.
 
+mod common;
+
+use common::{qevo, search, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn qevo(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qevo"))
-        .args(args)
-        .env("QEVO_CACHE_DIR", cache)
-        .output()
-        .expect("run qevo")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "search",
-        "--target",
-        "arm-neon",
-        "--out",
-        out.to_str().unwrap(),
-        "--population",
-        "8",
-        "--seq-len",
-        "64",
-        "--calib-windows",
-        "2",
-        "--screen-windows",
-        "1",
-        "--heldout-windows",
-        "2",
-    ];
-    args.extend_from_slice(extra);
-    qevo(&args, cache)
-}
 
 const DRAWN: [&str; 3] = ["report.html", "pareto.svg", "convergence.svg"];
 

@@ -80,6 +80,7 @@ fn shapes() -> (String, Tensors) {
     )
 }
 
+// One piece: a linear list of benchmark groups.
 fn main() {
     if std::env::args().any(|a| a == "iq") {
         iq_dequantize();

@@ -93,6 +93,17 @@ impl Error {
             msg: msg.into(),
         }
     }
+    /// Names `file` in a tensor error raised where the file was not known (an empty path).
+    pub(crate) fn in_file(self, file: &std::path::Path) -> Self {
+        match self {
+            Error::Tensor { path, tensor, msg } if path.as_os_str().is_empty() => Error::Tensor {
+                path: file.to_path_buf(),
+                tensor,
+                msg,
+            },
+            e => e,
+        }
+    }
     pub(crate) fn tensor(path: impl Into<PathBuf>, tensor: &str, msg: impl Into<String>) -> Self {
         Error::Tensor {
             path: path.into(),

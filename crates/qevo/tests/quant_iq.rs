@@ -118,7 +118,10 @@ fn gguf_files_holding_iq_tensors_load_bit_identical() {
         let t = g.tensor(c.ty.name()).unwrap();
         let ours = g.dequantize(t).unwrap();
         let same = ours.len() == c.values.len()
-            && ours.iter().zip(&c.values).all(|(a, e)| a.to_bits() == e.to_bits());
+            && ours
+                .iter()
+                .zip(&c.values)
+                .all(|(a, e)| a.to_bits() == e.to_bits());
         assert!(same, "{}: GGUF load differs from llama.cpp", c.ty);
     }
 }

@@ -37,13 +37,24 @@ fn small_config() -> SearchConfig {
 
 /// A few genomes that share early units and differ late (prefix-cache hits).
 fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
-    let levels: Vec<u16> = problem.space.choices.iter().map(|c| c.len() as u16).collect();
+    let levels: Vec<u16> = problem
+        .space
+        .choices
+        .iter()
+        .map(|c| c.len() as u16)
+        .collect();
     (0..6u16)
         .map(|k| {
             levels
                 .iter()
                 .enumerate()
-                .map(|(u, &n)| if u + 3 < levels.len() { (k / 3) % n } else { (k + u as u16) % n })
+                .map(|(u, &n)| {
+                    if u + 3 < levels.len() {
+                        (k / 3) % n
+                    } else {
+                        (k + u as u16) % n
+                    }
+                })
                 .collect()
         })
         .collect()
@@ -128,15 +139,26 @@ fn user_limits_enter_pricing() {
     let m = model();
     let cfg = small_config();
     let choices = qevo::plan::fp_choices(&m);
-    let free = price(&m, &choices, &cfg.target, &cfg.workload, &UserLimits::default(), None)
-        .unwrap();
+    let free = price(
+        &m,
+        &choices,
+        &cfg.target,
+        &cfg.workload,
+        &UserLimits::default(),
+        None,
+    )
+    .unwrap();
     let tight = UserLimits {
         max_size_mb: Some(1.0),
         max_kl: Some(0.5),
         ..Default::default()
     };
     let p = price(&m, &choices, &cfg.target, &cfg.workload, &tight, Some(0.25)).unwrap();
-    let size = p.checks.iter().find(|c| c.name == "max_size_mb (user)").unwrap();
+    let size = p
+        .checks
+        .iter()
+        .find(|c| c.name == "max_size_mb (user)")
+        .unwrap();
     assert!(!size.pass);
     assert_eq!(size.value, qevo::plan::fp_bytes(&m) as f64 / 1e6);
     let kl = p.checks.iter().find(|c| c.name == "max_kl (user)").unwrap();
@@ -157,13 +179,21 @@ fn convergence_record_survives_resume() {
 
     cfg.checkpoint.path = Some(dir.path().join("checkpoint.json"));
     // Stop after generation 1, then resume to the end.
-    let stop: search::Progress =
-        Box::new(|r| if r.generation >= 1 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+    let stop: search::Progress = Box::new(|r| {
+        if r.generation >= 1 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
     search::run(&m, &calib, &heldout, &cfg, Some(stop)).unwrap();
     cfg.checkpoint.resume = true;
     let resumed = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
 
-    assert_eq!(whole.convergence.len(), cfg.evolution.generations as usize + 1);
+    assert_eq!(
+        whole.convergence.len(),
+        cfg.evolution.generations as usize + 1
+    );
     assert_eq!(resumed.convergence, whole.convergence);
     assert_eq!(resumed.history, whole.history);
     assert_eq!(resumed.fitness_stats, whole.fitness_stats);
@@ -181,5 +211,8 @@ fn resume_without_a_checkpoint_is_refused() {
         panic!("a resume without a checkpoint ran");
     };
     let e = e.to_string();
-    assert!(e.contains("checkpoint.resume") && e.contains("no checkpoint"), "{e}");
+    assert!(
+        e.contains("checkpoint.resume") && e.contains("no checkpoint"),
+        "{e}"
+    );
 }

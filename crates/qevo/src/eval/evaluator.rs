@@ -4,8 +4,8 @@
 //! embedding and blocks 0..=k (the prefix cache), so plans that share early blocks share
 //! that work. Both caches are pure memos: a plan scores the same with or without them.
 
-use crate::error::Result;
 use super::{Metrics, Partial, Pass, Reference, Sums};
+use crate::error::Result;
 use crate::model::Model;
 use crate::plan::TensorChoice;
 use crate::quant::{ActQuantHook, ActRanges, ActScheme, WeightCache};

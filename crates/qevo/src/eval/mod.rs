@@ -278,6 +278,8 @@ impl Pass<'_> {
 
 impl Reference {
     /// Runs the FP model once over `windows` and keeps the top-`k` distributions.
+    // One piece: one pass over the windows keeping, per position, the top-k log-probs, the
+    // tail mass and the next token's log-prob; the per-row work runs in parallel.
     pub fn build(model: &Model, windows: TokenWindows, k: usize) -> Result<Reference> {
         if !model.arch.is_decoder() {
             return Err(Error::Invalid(

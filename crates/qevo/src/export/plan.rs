@@ -65,11 +65,12 @@ fn listed(names: &[&str]) -> String {
     s
 }
 
-/// Checks `plan` against the model and picks each tensor's GGML type. A plan for another
-/// model fails here: unknown or missing tensor names, or a format whose blocks do not
-/// divide this model's row length. Non-GGML formats are errors unless `fallback`, which
-/// takes the GGML type nearest in bits per weight and records it.
-pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<ResolvedPlan> {
+/// The plan's format per tensor name, after checking that it names every tensor of the
+/// model once and nothing else (else the plan is for another model).
+fn formats_by_name<'p>(
+    model: &Model,
+    plan: &'p TensorPlan,
+) -> Result<HashMap<&'p str, WeightFormat>> {
     let mut by_name: HashMap<&str, WeightFormat> = HashMap::new();
     let mut dup = Vec::new();
     for (n, c) in &plan.entries {
@@ -115,6 +116,15 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
             ),
         });
     }
+    Ok(by_name)
+}
+
+/// Checks `plan` against the model and picks each tensor's GGML type. A plan for another
+/// model fails here: unknown or missing tensor names, or a format whose blocks do not
+/// divide this model's row length. Non-GGML formats are errors unless `fallback`, which
+/// takes the GGML type nearest in bits per weight and records it.
+pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<ResolvedPlan> {
+    let by_name = formats_by_name(model, plan)?;
     let mut types = Vec::with_capacity(model.tensors.len());
     let mut formats = Vec::with_capacity(model.tensors.len());
     let mut fallbacks = Vec::new();

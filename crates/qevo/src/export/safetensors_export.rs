@@ -7,11 +7,11 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::model::{llama_hf_name, Arch, Model};
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };
-use crate::model::{llama_hf_name, Arch, Model};
 use crate::quant::{GgmlType, TensorPlan, WeightFormat};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -87,6 +87,35 @@ pub fn export_safetensors(
     plan: &TensorPlan,
     out_dir: &Path,
 ) -> Result<SafetensorsExport> {
+    check_output_dir(&model.source, out_dir)?;
+    let choices = plan.per_tensor(model)?;
+    check_exportable(model, &choices)?;
+    let mut packed = pack_tensors(model, &choices)?;
+    let other_tensor_bytes = push_aux_tensors(model, &mut packed.out)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let file_bytes = write_safetensors(&out_dir.join("model.safetensors"), &packed.out)?;
+    let qcfg = QuantConfigFile {
+        format_version: FORMAT_VERSION,
+        quant_method: QUANT_METHOD.to_string(),
+        layout: layout_description(),
+        tensors: packed.entries,
+        unpacked: packed.unpacked,
+    };
+    write_side_files(model, out_dir, &qcfg)?;
+    Ok(SafetensorsExport {
+        dir: out_dir.to_path_buf(),
+        planned_tensor_bytes: packed.packed_bytes + packed.float_bytes,
+        packed_bytes: packed.packed_bytes,
+        packed_tensors: qcfg.tensors.len(),
+        other_tensor_bytes,
+        file_bytes,
+    })
+}
+
+/// Refuses, before any work is done, a source packed safetensors cannot hold: not a
+/// Hugging Face directory, an architecture without a name mapping back, or a GGML block
+/// format.
+fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
     if !model.source.is_dir() {
         return Err(Error::Invalid(format!(
             "{}: packed safetensors export needs a Hugging Face source (a model directory), not a GGUF file",
@@ -114,10 +143,8 @@ pub fn export_safetensors(
             cfg.kind.as_str()
         )));
     }
-    check_output_dir(&model.source, out_dir)?;
-    let choices = plan.per_tensor(model)?;
     // Refuse GGML block formats before any work is done.
-    for (info, c) in model.tensors.iter().zip(&choices) {
+    for (info, c) in model.tensors.iter().zip(choices) {
         if let WeightFormat::Ggml(t) = c.format {
             if !FLOAT_DTYPES.iter().any(|(f, _)| *f == t) {
                 return Err(Error::tensor(
@@ -131,12 +158,26 @@ pub fn export_safetensors(
             }
         }
     }
+    Ok(())
+}
 
+/// The planned tensors as they will be written, with their schema entries.
+struct PackedTensors {
+    out: Vec<OutTensor>,
+    entries: Vec<PackedTensorEntry>,
+    unpacked: Vec<UnpackedTensorEntry>,
+    packed_bytes: u64,
+    float_bytes: u64,
+}
+
+/// Quantizes every planned tensor with the evaluator's own quantizer (so the bytes decode
+/// to the weights it scored) and splits packed ones into their U8 sections.
+fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<PackedTensors> {
     let mut out: Vec<OutTensor> = Vec::new();
     let mut packed_entries = Vec::new();
     let mut unpacked = Vec::new();
     let (mut packed_bytes, mut float_bytes) = (0u64, 0u64);
-    for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(&choices) {
+    for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(choices) {
         let hf = llama_hf_name(&info.name);
         let data = w.flatten_all()?.to_vec1::<f32>()?;
         // The evaluator's own quantizer, so the bytes decode to the weights it scored.
@@ -200,6 +241,17 @@ pub fn export_safetensors(
             }
         }
     }
+    Ok(PackedTensors {
+        out,
+        entries: packed_entries,
+        unpacked,
+        packed_bytes,
+        float_bytes,
+    })
+}
+
+/// Appends the f32 norms and biases; returns their bytes.
+fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
     let mut other_tensor_bytes = 0u64;
     for (name, t) in model
         .llama_aux_tensors()
@@ -215,14 +267,17 @@ pub fn export_safetensors(
         });
     }
 
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let st_path = out_dir.join("model.safetensors");
+    Ok(other_tensor_bytes)
+}
+
+/// Writes `model.safetensors` atomically; returns its size.
+fn write_safetensors(st_path: &Path, out: &[OutTensor]) -> Result<u64> {
     let views = out
         .iter()
         .map(|t| {
             TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
                 .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::tensor(&st_path, &t.name, e.to_string()))
+                .map_err(|e| Error::tensor(st_path, &t.name, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = std::collections::HashMap::from([
@@ -230,17 +285,14 @@ pub fn export_safetensors(
         ("quant_method".to_string(), QUANT_METHOD.to_string()),
     ]);
     let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::format(&st_path, e.to_string()))?;
-    write_atomic(&st_path, &data)?;
+        .map_err(|e| Error::format(st_path, e.to_string()))?;
+    write_atomic(st_path, &data)?;
+    Ok(data.len() as u64)
+}
 
-    let qcfg = QuantConfigFile {
-        format_version: FORMAT_VERSION,
-        quant_method: QUANT_METHOD.to_string(),
-        layout: layout_description(),
-        tensors: packed_entries,
-        unpacked,
-    };
-    let text = serde_json::to_string_pretty(&qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
+/// `quantization_config.json`, the tokenizer files, then `config.json` marked quantized.
+fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Result<()> {
+    let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&out_dir.join(CONFIG_FILE), text.as_bytes())?;
 
     for name in COPIED {
@@ -265,14 +317,7 @@ pub fn export_safetensors(
     let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
 
-    Ok(SafetensorsExport {
-        dir: out_dir.to_path_buf(),
-        planned_tensor_bytes: packed_bytes + float_bytes,
-        packed_bytes,
-        packed_tensors: qcfg.tensors.len(),
-        other_tensor_bytes,
-        file_bytes: data.len() as u64,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ const TOKEN_UNUSED: i32 = 5;
 
 /// The `tokenizer.ggml.*` entries for a byte-level BPE `tokenizer.json`, padded with
 /// unused tokens up to `vocab` rows (llama.cpp requires one token per embedding row).
+// One piece: a linear writer of the `tokenizer.ggml.*` keys, in llama.cpp's order.
 pub fn gguf_tokenizer_metadata(
     path: &Path,
     vocab: usize,

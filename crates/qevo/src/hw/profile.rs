@@ -219,26 +219,16 @@ pub fn profile_to_toml(profile: &Profile) -> Result<String, HwError> {
     })
 }
 
-/// Writes profile text atomically (temp file in the same folder, then rename),
-/// so a reader never sees half a profile.
+/// Writes profile text atomically (`evo::checkpoint::write_atomic_with`: temp file in
+/// the same folder, fsync, rename), so a reader never sees half a profile.
 pub fn save_profile_text(path: &Path, text: &str) -> Result<(), HwError> {
-    let err = |source| HwError::Write {
+    evo::checkpoint::write_atomic_with(path, |w| {
+        use std::io::Write;
+        w.write_all(text.as_bytes())
+    })
+    .map_err(|source| HwError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "profile.toml".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
     })
 }
 
@@ -278,6 +268,7 @@ fn check_width(path: Vec<Seg>, v: u8, allowed: &[u8], what: &str) -> Result<(), 
     }
 }
 
+// One piece: a linear list of checks, one per profile key, in file order.
 fn validate(p: &Profile) -> Result<(), Invalid> {
     use Seg::Key;
     if p.name.trim().is_empty() {

@@ -410,6 +410,8 @@ impl Gguf {
         Self::parse(path, mmap)
     }
 
+    // One piece: a linear parser of the GGUF header, metadata and tensor directory, each
+    // count and offset checked where it is read.
     fn parse(path: &Path, mmap: Mmap) -> Result<Gguf> {
         let mut c = Cursor {
             buf: &mmap,

@@ -193,6 +193,7 @@ fn window_layers(c: &HfConfig, n_layers: usize, pattern: usize) -> Result<Window
 }
 
 impl LlamaConfig {
+    // One piece: a linear reading of config.json's keys per family, in key order.
     pub(crate) fn from_hf(c: &HfConfig, kind: ArchKind) -> Result<Self> {
         let fam = family(kind);
         let hidden = c.usize("hidden_size")?;
@@ -382,7 +383,8 @@ pub(crate) struct LlamaNet {
 pub(crate) type Fetch<'a> = dyn Fn(&str, &[usize]) -> Result<Option<Tensor>> + 'a;
 
 pub(crate) fn require(fetch: &Fetch, name: &str, shape: &[usize]) -> Result<Tensor> {
-    fetch(name, shape)?.ok_or_else(|| Error::Invalid(format!("missing tensor `{name}`")))
+    // The loader names the file (`Error::in_file`); the fetch only knows the name.
+    fetch(name, shape)?.ok_or_else(|| Error::tensor("", name, "missing"))
 }
 
 /// Rows `[start, start + len)` of a fused matrix as their own contiguous tensor.
@@ -403,6 +405,7 @@ const NORMS: [&str; 6] = [
 impl LlamaNet {
     /// Builds the network; returns it with the quantizable tensors and their weights.
     /// The caller has checked `cfg.n_layers` against the blocks the file holds.
+    // One piece: a linear walk over the tensors one block needs, in file order.
     pub(crate) fn load(
         cfg: LlamaConfig,
         fetch: &Fetch,

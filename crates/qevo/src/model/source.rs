@@ -355,6 +355,7 @@ fn shifted(t: Tensor, by: Option<f64>) -> Result<Tensor> {
     }
 }
 
+// One piece: a linear sequence of reading steps (config, shards, tensors, tokenizer).
 pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
     let cfg_path = dir.join("config.json");
     let cfg = HfConfig::read(&cfg_path)?;
@@ -423,7 +424,7 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                     };
                     t.map(|t| shifted(t, hf_norm_shift(kind, name))).transpose()
                 };
-                let (net, i, w) = LlamaNet::load(c.clone(), &fetch)?;
+                let (net, i, w) = LlamaNet::load(c.clone(), &fetch).map_err(|e| e.in_file(dir))?;
                 if let Some(p) = &packed {
                     let used: Vec<String> = i.iter().map(|t| hf_name(kind, &t.name)).collect();
                     p.check_all_used(&used)?;
@@ -590,6 +591,8 @@ impl GgufMeta<'_> {
 
 /// The family's hyper-parameters from GGUF metadata, following llama.cpp's loader
 /// (`llama-model.cpp` and `src/models/<arch>.cpp`) for defaults.
+// One piece: a linear reading of the GGUF metadata keys into a config, in key order;
+// splitting it would scatter one schema over several functions.
 fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
     let m = GgufMeta { g, arch };
     let path = &g.path;
@@ -816,7 +819,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
     };
     let (net, infos, weights) = LlamaNet::load(cfg.clone(), &fetch).map_err(|e| match e {
         Error::Invalid(msg) => Error::format(path, msg),
-        e => e,
+        e => e.in_file(path),
     })?;
     let used = used.into_inner();
     let unused: Vec<String> = g

@@ -86,6 +86,7 @@ impl RandomTensors {
 }
 
 /// Writes a random-weight Llama-family HF directory (no tokenizer).
+// One piece: a linear listing of a checkpoint's config keys and tensors.
 pub fn write_llama_dir(dir: &Path, o: &LlamaShape, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let hd = o.hidden / o.heads;

@@ -84,12 +84,15 @@ pub fn price(
 ) -> Result<Priced> {
     let c = cost(&model_counts(model, choices), target, workload)?;
     let tensor_bytes = choice_bytes(model, choices);
-    let target_checks = check_constraints(&c, target).checks.into_iter().map(|k| LimitCheck {
-        name: k.name.to_string(),
-        limit: k.limit,
-        value: k.value,
-        pass: k.pass,
-    });
+    let target_checks = check_constraints(&c, target)
+        .checks
+        .into_iter()
+        .map(|k| LimitCheck {
+            name: k.name.to_string(),
+            limit: k.limit,
+            value: k.value,
+            pass: k.pass,
+        });
     let user_checks = limits
         .named(tensor_bytes as f64 / 1e6, &c, kl)
         .into_iter()
@@ -103,7 +106,10 @@ pub fn price(
         });
     let checks: Vec<LimitCheck> = target_checks.chain(user_checks).collect();
     // fold from +0.0: an empty f64 `sum()` is -0.0, which would print as "-0".
-    let violation = checks.iter().map(LimitCheck::excess).fold(0.0, |a, x| a + x);
+    let violation = checks
+        .iter()
+        .map(LimitCheck::excess)
+        .fold(0.0, |a, x| a + x);
     Ok(Priced {
         cost: c,
         tensor_bytes,

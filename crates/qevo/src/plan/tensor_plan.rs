@@ -2,9 +2,9 @@
 //! of a model, its exact size, what each tensor is actually written as (GGML fallbacks,
 //! through `WeightFormat::resolve`), and its validation against the model.
 
-use crate::quant::{Resolved, WeightFormat};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::quant::{Resolved, WeightFormat};
 use std::collections::HashMap;
 
 /// Activation widths: 4 or 8 bits fake-quantize a linear layer's input, 16 leaves it alone.

@@ -5,9 +5,9 @@
 
 use super::format::WeightFormat;
 use super::ggml::GgmlType;
-use crate::plan::TensorPlan;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::plan::TensorPlan;
 use candle_core::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;

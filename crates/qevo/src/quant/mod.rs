@@ -12,9 +12,9 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 pub mod int;
-pub mod packed_layout;
 mod iq;
 mod iq_tables;
+pub mod packed_layout;
 
 pub use act::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActRanges, ActScheme};
 pub use cache::{CacheStats, WeightCache};

@@ -11,10 +11,10 @@
 use super::{ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series};
 use crate::error::Result;
 use crate::model::Model;
-use crate::quant::{Scheme, WeightFormat};
 use crate::plan::fp_choices;
-use crate::search::baselines::BaselinePoint;
 use crate::plan::{price, LimitCheck};
+use crate::quant::{Scheme, WeightFormat};
+use crate::search::baselines::BaselinePoint;
 use crate::search::problem::Scored;
 use crate::search::{FrontEntry, SearchConfig, SearchOutcome};
 use serde::{Deserialize, Serialize};
@@ -62,19 +62,9 @@ pub struct ReportInput {
     pub fp_heldout_perplexity: f64,
 }
 
-/// The search's matched-size comparison, as the search computed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatchedInput {
-    pub uniform: String,
-    pub size_bytes: u64,
-    pub uniform_kl: f64,
-    pub uniform_heldout_kl: f64,
-    pub evolved_kl: Option<f64>,
-    pub evolved_heldout_kl: Option<f64>,
-    pub lagrangian_kl: Option<f64>,
-    pub lagrangian_heldout_kl: Option<f64>,
-    pub random_kl: Option<f64>,
-}
+/// The search's matched-size comparison, as the search computed it (the search's own
+/// row type: one definition for both).
+pub use crate::search::MatchedRow as MatchedInput;
 
 /// One generation: the engine's record joined with the best weighted fitness of
 /// that generation (absent while nothing feasible was found).
@@ -183,6 +173,7 @@ impl ReportInput {
     /// Copies a finished search's facts. Prices the FP model once on the search's
     /// target, workload and limits, because the outcome keeps only its cost, not its
     /// checks.
+    // One piece: a linear copy of the outcome's fields into the serialisable input.
     pub fn from_outcome(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Result<Self> {
         let fp_checks = price(
             model,
@@ -237,21 +228,7 @@ impl ReportInput {
                 }
             })
             .collect();
-        let matched = o
-            .matched
-            .iter()
-            .map(|m| MatchedInput {
-                uniform: m.uniform.clone(),
-                size_bytes: m.size_bytes,
-                uniform_kl: m.uniform_kl,
-                uniform_heldout_kl: m.uniform_heldout_kl,
-                evolved_kl: m.evolved_kl,
-                evolved_heldout_kl: m.evolved_heldout_kl,
-                lagrangian_kl: m.lagrangian_kl,
-                lagrangian_heldout_kl: m.lagrangian_heldout_kl,
-                random_kl: m.random_kl,
-            })
-            .collect();
+        let matched = o.matched.clone();
         let (fs, ps, ws) = (&o.fitness_stats, &o.prefix_stats, &o.weight_stats);
         Ok(ReportInput {
             schema_version: REPORT_SCHEMA_VERSION,

@@ -34,6 +34,7 @@ fn gen(g: usize, evals: u64, front: usize, floats: [f64; 6]) -> GenerationRow {
 }
 
 /// Three front plans, two uniform baselines, 13 generations, two constraints.
+// One piece: literal test data.
 pub(crate) fn small() -> ReportData {
     let mut fp = point("fp32", 0.0, 1.0, 6_000_000, 450.0, 2.1);
     fp.perplexity = Some(12.34);
@@ -145,6 +146,7 @@ pub(crate) fn small() -> ReportData {
 /// The facts of a small search as a search would write them: three front plans (the
 /// middle one recommended), a least-violating plan with one failing limit, every
 /// baseline kind, three generations (the first without a feasible plan).
+// One piece: literal test data.
 pub(crate) fn input() -> ReportInput {
     let d = small();
     let mut fp = d.fp.clone();
@@ -258,6 +260,7 @@ pub(crate) fn empty() -> ReportData {
 
 /// A search-sized report (25 front plans, three baselines, 120 generations) made
 /// from smooth formulas, for eyeballing the plots.
+// One piece: literal test data.
 pub(crate) fn large() -> ReportData {
     let fp_size = 7_000_000_000u64;
     let mk = |label: String, c: f64, kl: f64, feasible: bool| {

@@ -217,6 +217,8 @@ struct Panel<'a> {
     legend: bool,
 }
 
+// One piece: a linear sequence of drawing calls for one panel (axes, front, baselines,
+// labels); each step is a single plotters call.
 fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
     let xs: Vec<f64> = p
         .layers

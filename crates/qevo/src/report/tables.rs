@@ -133,6 +133,7 @@ pub(crate) fn recommended(d: &ReportData) -> Table {
 /// A performance row's name and how to read its value from a point.
 type Metric = (&'static str, fn(&Point) -> f64);
 
+// One piece: one table, a linear list of rows.
 pub(crate) fn performance(d: &ReportData) -> Table {
     let shown = shown_plan(d);
     // When nothing is feasible the column shows the least-violating plan, and says so.

@@ -71,7 +71,7 @@ pub struct FrontEntry {
 }
 
 /// A row of the matched-size comparison: at a uniform plan's size, each method's best KL.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MatchedRow {
     pub uniform: String,
     pub size_bytes: u64,

@@ -63,11 +63,7 @@ fn uniform_plans(p: &Prepared, problem: &QuantProblem) -> Result<Vec<BaselinePoi
 /// Up to `room` seeds: every uniform plan (spread, half the room), the Lagrangian plan
 /// at each uniform plan's size (sensitivity-guided), then Lagrangian plans spread over
 /// the whole size range; duplicates dropped.
-pub fn seed_genomes(
-    uniform: &[BaselinePoint],
-    sweep: &[SweepPoint],
-    room: usize,
-) -> Vec<Vec<u16>> {
+pub fn seed_genomes(uniform: &[BaselinePoint], sweep: &[SweepPoint], room: usize) -> Vec<Vec<u16>> {
     let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
     let lag_at: Vec<Vec<u16>> = uniform
         .iter()

@@ -2,8 +2,8 @@
 //! and, per gene, the ordered list of (weight format, activation bits) choices that apply
 //! to every tensor of the unit and that the target can execute.
 
-use crate::error::{Error, Result};
 use super::config::SpaceConfig;
+use crate::error::{Error, Result};
 use crate::hw::Profile;
 use crate::model::{Model, Role};
 use crate::plan::{fp_choices, TensorChoice, TensorPlan, ACT_BITS};

@@ -1,0 +1,51 @@
+//! What the CLI tests share: running the `qevo` binary with its own cache directory, its
+//! output as one string, and a small, fast search on the embedded model.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn qevo(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qevo"))
+        .args(args)
+        .env("QEVO_CACHE_DIR", cache)
+        .output()
+        .expect("run qevo")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Two 64-token windows, population 8: seconds per search.
+pub const SMALL: &[&str] = &[
+    "--population",
+    "8",
+    "--seq-len",
+    "64",
+    "--calib-windows",
+    "2",
+    "--screen-windows",
+    "1",
+    "--heldout-windows",
+    "2",
+];
+
+/// `qevo search --target arm-neon --out OUT` with `SMALL` and `extra`.
+pub fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "search",
+        "--target",
+        "arm-neon",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    qevo(&args, cache)
+}
