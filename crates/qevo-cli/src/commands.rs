@@ -35,8 +35,7 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
         Some(p) => {
-            let t =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let t = qevo::fsutil::read_text_file(p)?;
             if t.trim().is_empty() {
                 anyhow::bail!("{}: the text file is empty", p.display());
             }

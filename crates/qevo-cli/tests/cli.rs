@@ -361,3 +361,36 @@ fn search_flag_errors_name_the_flag() {
     let o = search(&out, &cache, &["--resume"]);
     assert!(text(&o).contains("--resume: no checkpoint"), "{}", text(&o));
 }
+
+#[test]
+fn fifo_text_is_refused_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("text.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP: mkfifo is not available");
+        return;
+    }
+    let o = qevo(
+        &[
+            "eval",
+            "--text",
+            fifo.to_str().unwrap(),
+            "--max-windows",
+            "1",
+        ],
+        &tmp.path().join("c"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+}
+
+#[test]
+fn a_safetensors_file_as_model_says_to_pass_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("model.safetensors");
+    std::fs::write(&st, b"not really").unwrap();
+    let o = qevo(&["inspect", st.to_str().unwrap()], &tmp.path().join("c"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("pass the directory"), "{}", text(&o));
+}

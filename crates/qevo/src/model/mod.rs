@@ -268,10 +268,18 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            source::load_hf_dir(path)
-        } else {
-            source::load_gguf(path)
+            return source::load_hf_dir(path);
         }
+        crate::fsutil::check_regular_file(path)?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".safetensors") || name.ends_with(".json") {
+            return Err(Error::format(
+                path,
+                "a Hugging Face model is loaded from its directory (the folder with config.json), \
+                 not from one of its files; pass the directory, or a .gguf file",
+            ));
+        }
+        source::load_gguf(path)
     }
 
     pub fn device(&self) -> &Device {

@@ -107,7 +107,7 @@ impl PlanFile {
 
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
 pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::fsutil::read_text_file(path)?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")
