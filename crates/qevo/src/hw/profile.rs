@@ -54,6 +54,10 @@ pub struct Constraints {
     /// Per decoded token (per inference when the workload decodes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_latency_per_token_ms: Option<f64>,
+    /// Time to first token: the prompt's prefill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttft_ms: Option<f64>,
+    /// Peak memory: weights, the KV cache at the workload's context, the largest activation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_mb: Option<f64>,
     /// Whole workload.
@@ -380,6 +384,7 @@ fn validate(p: &Profile) -> Result<(), Invalid> {
 pub const CONSTRAINT_KEYS: &[&str] = &[
     "max_latency_ms",
     "max_latency_per_token_ms",
+    "max_ttft_ms",
     "max_memory_mb",
     "max_energy_mj",
     "max_energy_per_token_mj",
@@ -389,6 +394,7 @@ fn constraint_slot<'a>(c: &'a mut Constraints, key: &str) -> Option<&'a mut Opti
     match key {
         "max_latency_ms" => Some(&mut c.max_latency_ms),
         "max_latency_per_token_ms" => Some(&mut c.max_latency_per_token_ms),
+        "max_ttft_ms" => Some(&mut c.max_ttft_ms),
         "max_memory_mb" => Some(&mut c.max_memory_mb),
         "max_energy_mj" => Some(&mut c.max_energy_mj),
         "max_energy_per_token_mj" => Some(&mut c.max_energy_per_token_mj),
@@ -396,10 +402,11 @@ fn constraint_slot<'a>(c: &'a mut Constraints, key: &str) -> Option<&'a mut Opti
     }
 }
 
-pub(crate) fn constraint_values(c: &Constraints) -> [(&'static str, Option<f64>); 5] {
+pub(crate) fn constraint_values(c: &Constraints) -> [(&'static str, Option<f64>); 6] {
     [
         ("max_latency_ms", c.max_latency_ms),
         ("max_latency_per_token_ms", c.max_latency_per_token_ms),
+        ("max_ttft_ms", c.max_ttft_ms),
         ("max_memory_mb", c.max_memory_mb),
         ("max_energy_mj", c.max_energy_mj),
         ("max_energy_per_token_mj", c.max_energy_per_token_mj),
@@ -714,13 +721,14 @@ energy_pj_per_mac = 2.0
     #[test]
     fn builtin_constraints_follow_the_brief() {
         let arm = builtin("arm-neon").unwrap().constraints;
-        assert_eq!(arm.max_latency_ms, Some(100.0));
+        assert_eq!(arm.max_latency_per_token_ms, Some(100.0));
+        assert_eq!(arm.max_latency_ms, None);
         assert_eq!(arm.max_memory_mb, Some(200.0));
         let hex = builtin("hexagon").unwrap().constraints;
         assert_eq!(hex.max_memory_mb, Some(50.0));
         assert_eq!(hex.max_energy_per_token_mj, Some(0.3));
         let ane = builtin("apple-ane").unwrap().constraints;
-        assert_eq!(ane.max_latency_ms, Some(30.0));
+        assert_eq!(ane.max_latency_per_token_ms, Some(30.0));
         assert_eq!(ane.max_memory_mb, Some(500.0));
     }
 
