@@ -64,6 +64,7 @@ const ROLES: [(Role, &str); 6] = [
 
 impl Gpt2Net {
     /// `fetch` takes Hugging Face names (without the optional `transformer.` prefix).
+    // One piece: a linear walk over the tensors each block needs, in file order.
     pub(crate) fn load(
         cfg: Gpt2Config,
         fetch: &Fetch,
