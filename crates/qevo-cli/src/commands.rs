@@ -3,7 +3,7 @@
 use crate::table::Table;
 use crate::{ModelArgs, QuantizeArgs, ScoreArgs};
 use anyhow::{Context, Result};
-use qevo::eval::{Reference, TokenWindows};
+use qevo::eval::Reference;
 use qevo::model::{Model, NoHook};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -90,8 +90,8 @@ pub fn inspect(model: Option<PathBuf>) -> Result<()> {
 pub fn eval(args: &ModelArgs) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
-    let seq = args.seq_len.min(m.arch.max_positions());
-    let windows = TokenWindows::from_text(&m, &text, seq, args.max_windows)?;
+    let seq = args.seq_len(&m);
+    let windows = args.windows(&m, &text, seq)?;
     let start = Instant::now();
     let reference = Reference::build(&m, windows, 1)?;
     let secs = start.elapsed().as_secs_f64();
@@ -154,9 +154,9 @@ fn score_plan(
     use qevo::quant::{
         calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache,
     };
-    let seq = args.seq_len.min(m.arch.max_positions());
+    let seq = args.seq_len(m);
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
-    let windows = TokenWindows::from_text(m, &text, seq, args.max_windows)?;
+    let windows = args.windows(m, &text, seq)?;
     let start = Instant::now();
     let k = qevo::eval::auto_topk(m.arch.vocab(), windows.tokens(), 64);
     let reference = Reference::build(m, windows, k)?;
@@ -164,7 +164,7 @@ fn score_plan(
     let quantized_acts = act_bits.iter().any(|&b| b < 16);
     let calib = if q.imatrix || quantized_acts {
         let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
-        Some(TokenWindows::from_text(m, &t, seq, args.max_windows)?)
+        Some(args.windows(m, &t, seq)?)
     } else {
         None
     };
@@ -188,7 +188,7 @@ fn score_plan(
     };
     let secs = start.elapsed().as_secs_f64();
     let size = plan.size_bytes(m);
-    let fp_bytes: usize = m.tensors.iter().map(|t| t.params() * 4).sum();
+    let fp_bytes = qevo::plan::fp_bytes(m) as usize;
     println!("model:           {}", m.source.display());
     println!(
         "plan:            {label}{}{}",
@@ -205,6 +205,9 @@ fn score_plan(
         reference.windows.len()
     );
     println!("bits per weight: {:.4}", plan.bits_per_weight(m));
+    for line in fallback_lines(&plan.fallbacks(m)?) {
+        println!("fallback:        {line}");
+    }
     println!(
         "size:            {size} bytes ({}; f32 {})",
         human_bytes(size as usize),
@@ -218,6 +221,27 @@ fn score_plan(
     println!("top-1 agreement: {:.2}%", metrics.top1 * 100.0);
     println!("time:            {secs:.2} s");
     Ok(())
+}
+
+/// One line per (planned, written) pair of GGML fallbacks, with its count and an
+/// example tensor, so a 30-layer model's 60 fallbacks read in two lines.
+fn fallback_lines(f: &[(String, qevo::quant::Resolved)]) -> Vec<String> {
+    let mut groups: Vec<(qevo::quant::Resolved, usize, &str)> = Vec::new();
+    for (name, r) in f {
+        match groups.iter_mut().find(|g| g.0 == *r) {
+            Some(g) => g.1 += 1,
+            None => groups.push((*r, 1, name)),
+        }
+    }
+    groups
+        .iter()
+        .map(|(r, n, first)| {
+            format!(
+                "{} -> {} on {n} tensor(s) whose rows its blocks do not divide (e.g. {first})",
+                r.requested, r.written
+            )
+        })
+        .collect()
 }
 
 pub fn export(

@@ -29,12 +29,35 @@ pub struct ModelArgs {
     /// Text to evaluate on (default: the embedded held-out text).
     #[arg(long)]
     pub text: Option<PathBuf>,
-    /// Tokens per evaluation window.
-    #[arg(long, default_value_t = 256)]
-    pub seq_len: usize,
+    /// Tokens per evaluation window [default: 256, or the model's positions if fewer].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Most windows to evaluate.
     #[arg(long, default_value_t = 64)]
     pub max_windows: usize,
+}
+
+/// Tokens per window when `--seq-len` is not given (capped by the model's positions).
+const DEFAULT_SEQ_LEN: usize = 256;
+
+impl ModelArgs {
+    /// `--seq-len`, or the default capped by the model's positions; a given length longer
+    /// than the model handles is refused when the windows are cut.
+    pub fn seq_len(&self, m: &qevo::model::Model) -> usize {
+        self.seq_len
+            .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(m.arch.max_positions()))
+    }
+
+    /// `text` cut into at most `--max-windows` windows of `seq` tokens.
+    pub fn windows(
+        &self,
+        m: &qevo::model::Model,
+        text: &str,
+        seq: usize,
+    ) -> anyhow::Result<qevo::eval::TokenWindows> {
+        qevo::eval::TokenWindows::from_text(m, text, seq, self.max_windows)
+            .map_err(search_cmd::flag_names)
+    }
 }
 
 #[derive(Subcommand)]

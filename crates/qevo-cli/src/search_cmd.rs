@@ -145,6 +145,9 @@ const FLAG_OF: &[(&str, &str)] = &[
     ("limits.max_energy_mj", "--max-energy-mj"),
     ("limits.max_kl", "--max-kl"),
     ("checkpoint.resume", "--resume"),
+    // `qevo eval` / `quantize` window settings (`TokenWindows::from_text`).
+    ("seq_len", "--seq-len"),
+    ("windows", "--max-windows"),
 ];
 
 /// Renames a setting error's config field to its flag; other errors pass unchanged.

@@ -394,3 +394,52 @@ fn a_safetensors_file_as_model_says_to_pass_the_directory() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("pass the directory"), "{}", text(&o));
 }
+
+fn tiny_llama() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../qevo/tests/fixtures/tiny_llama")
+}
+
+#[test]
+fn quantize_names_each_fallback_it_writes() {
+    let cache = tempfile::tempdir().unwrap();
+    let model = tiny_llama();
+    // 64-wide rows: q4_k's 256-value blocks do not divide them, so llama.cpp writes q5_0.
+    let o = qevo(
+        &[
+            "quantize",
+            model.to_str().unwrap(),
+            "--format",
+            "q4_k",
+            "--seq-len",
+            "16",
+            "--max-windows",
+            "2",
+        ],
+        cache.path(),
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("fallback:        q4_k -> q5_0 on "),
+        "no fallback line: {out}"
+    );
+}
+
+#[test]
+fn seq_len_beyond_the_models_positions_is_refused_not_clamped() {
+    let cache = tempfile::tempdir().unwrap();
+    let model = tiny_llama();
+    let o = qevo(
+        &["eval", model.to_str().unwrap(), "--seq-len", "65"],
+        cache.path(),
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("--seq-len: 65 tokens") && out.contains("at most 64 positions"),
+        "{out}"
+    );
+    // Without --seq-len the default is capped by the model, so plain eval works.
+    let o = qevo(&["eval", model.to_str().unwrap()], cache.path());
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -28,12 +28,23 @@ pub struct TokenWindows {
 
 impl TokenWindows {
     /// Tokenizes `text` and cuts it into at most `max_windows` windows of `seq_len` tokens.
+    /// A window longer than the model's positions is an error (`seq_len`), never clamped.
     pub fn from_text(
         model: &Model,
         text: &str,
         seq_len: usize,
         max_windows: usize,
     ) -> Result<Self> {
+        let max = model.arch.max_positions();
+        if seq_len > max {
+            return Err(Error::setting(
+                "seq_len",
+                format!(
+                    "{seq_len} tokens, but {} handles at most {max} positions",
+                    model.source.display()
+                ),
+            ));
+        }
         let toks = model.encode(text)?;
         Self::from_tokens(&toks, seq_len, max_windows)
     }

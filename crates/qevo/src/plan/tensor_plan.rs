@@ -139,6 +139,19 @@ impl TensorPlan {
             .collect()
     }
 
+    /// The tensors written as llama.cpp's fallback for their planned format (a GGML
+    /// type whose block does not divide the row), each with what is planned and written,
+    /// in `model.tensors` order.
+    pub fn fallbacks(&self, model: &Model) -> Result<Vec<(String, Resolved)>> {
+        Ok(self
+            .resolved(model)?
+            .into_iter()
+            .zip(&model.tensors)
+            .filter(|(r, _)| r.fell_back())
+            .map(|(r, t)| (t.name.clone(), r))
+            .collect())
+    }
+
     /// Activation bits per tensor index, for `ActQuantHook::new`.
     pub fn act_bits(&self, model: &Model) -> Result<Vec<u8>> {
         Ok(self.per_tensor(model)?.iter().map(|c| c.act_bits).collect())

@@ -19,6 +19,11 @@ pub struct PlanTensor {
     pub name: String,
     pub format: crate::quant::WeightFormat,
     pub act_bits: u8,
+    /// What is written instead, where `format` is a GGML type whose block does not
+    /// divide this tensor's rows (llama.cpp's fallback: q4_k → q5_0 on 576-wide rows).
+    /// Informational: reading a plan back takes `format` and resolves it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<crate::quant::WeightFormat>,
 }
 
 /// Scores recorded with a plan.
@@ -99,10 +104,22 @@ impl PlanFile {
                     name: n.clone(),
                     format: c.format,
                     act_bits: c.act_bits,
+                    written: written_instead(model, n, c.format),
                 })
                 .collect(),
         }
     }
+}
+
+/// The fallback format a tensor is written in, where it differs from the planned one.
+fn written_instead(
+    model: &Model,
+    name: &str,
+    format: crate::quant::WeightFormat,
+) -> Option<crate::quant::WeightFormat> {
+    let t = &model.tensors[model.tensor_index(name)?];
+    let r = format.resolve(t.rows, t.cols).ok()?;
+    r.fell_back().then_some(r.written)
 }
 
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
@@ -208,4 +225,34 @@ pub fn prepare_out_dir(dir: &Path) -> Result<()> {
     let probe = dir.join(".qevo-write-test");
     write_atomic(&probe, b"ok")?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::{write_llama_dir, LlamaShape};
+    use crate::quant::{GgmlType, WeightFormat};
+
+    #[test]
+    fn plan_file_shows_the_fallback_each_tensor_is_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = LlamaShape {
+            hidden: 64,
+            inter: 256,
+            ..LlamaShape::default()
+        };
+        write_llama_dir(dir.path(), &shape, 7).unwrap();
+        let m = Model::load(dir.path()).unwrap();
+        let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::Q4K), 16).unwrap();
+        let pf = PlanFile::from_plan(&m, &plan, "cpu", 0, "tensor", None);
+        for t in &pf.tensors {
+            let info = &m.tensors[m.tensor_index(&t.name).unwrap()];
+            // q4_k fits 256-wide rows as itself; the 64-wide ones are written as q5_0.
+            let want = (info.cols % 256 != 0).then_some(WeightFormat::Ggml(GgmlType::Q5_0));
+            assert_eq!(t.written, want, "{}", t.name);
+        }
+        assert!(pf.tensors.iter().any(|t| t.written.is_some()));
+        let json = serde_json::to_string(&pf).unwrap();
+        assert!(json.contains("\"written\":\"q5_0\""), "{json}");
+    }
 }

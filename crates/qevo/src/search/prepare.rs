@@ -33,22 +33,16 @@ pub fn prepare<'m>(
     cfg: &SearchConfig,
 ) -> Result<Prepared<'m>> {
     let seq = cfg.data.seq_len;
-    if seq > model.arch.max_positions() {
-        return Err(Error::setting(
-            "data.seq_len",
-            format!(
-                "{seq} tokens, but {} handles at most {} positions",
-                model.source.display(),
-                model.arch.max_positions()
-            ),
-        ));
-    }
     let windows = |text: &str, n: usize, what: &str| {
         TokenWindows::from_text(model, text, seq, n).map_err(|e| match e {
             Error::TextTooShort { tokens, needed, .. } => Error::TextTooShort {
                 what: format!("{what} text"),
                 tokens,
                 needed,
+            },
+            Error::Setting { field, msg } => Error::Setting {
+                field: format!("data.{field}"),
+                msg,
             },
             e => e,
         })
