@@ -95,7 +95,6 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
     let start = Instant::now();
     let reference = Reference::build(&m, windows, 1)?;
     let secs = start.elapsed().as_secs_f64();
-    let _ = NoHook;
     println!("model:       {}", m.source.display());
     println!(
         "tokens:      {} ({} windows of {})",
@@ -103,7 +102,15 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
         reference.windows.len(),
         seq
     );
-    println!("perplexity:  {:.3}", reference.fp.ppl);
+    if m.arch.is_decoder() {
+        println!("perplexity:  {:.3}", reference.fp.ppl);
+    } else {
+        println!(
+            "embeddings:  {} (mean-pooled, width {})",
+            reference.windows.len(),
+            m.arch.hidden()
+        );
+    }
     println!(
         "throughput:  {:.0} tokens/s ({:.2} s)",
         reference.windows.tokens() as f64 / secs,
@@ -186,6 +193,19 @@ fn score_plan(
         }
         _ => reference.score(m, &weights, &NoHook)?,
     };
+    let knn = match &q.labels {
+        Some(path) => {
+            let l = qevo::eval::embedding::Labelled::read(m, path)?;
+            let fp = l.knn(m, &m.weights, &NoHook, q.knn_k)?;
+            Some((
+                l.texts.len(),
+                l.names.len(),
+                fp,
+                l.knn(m, &weights, &NoHook, q.knn_k)?,
+            ))
+        }
+        None => None,
+    };
     let secs = start.elapsed().as_secs_f64();
     let size = plan.size_bytes(m);
     let fp_bytes = qevo::plan::fp_bytes(m) as usize;
@@ -213,12 +233,28 @@ fn score_plan(
         human_bytes(size as usize),
         human_bytes(fp_bytes)
     );
-    println!("KL to FP:        {:.5} nats/token", metrics.kl);
-    println!(
-        "perplexity:      {:.3} (FP {:.3})",
-        metrics.ppl, reference.fp.ppl
-    );
-    println!("top-1 agreement: {:.2}%", metrics.top1 * 100.0);
+    if m.arch.is_decoder() {
+        println!("KL to FP:        {:.5} nats/token", metrics.kl);
+        println!(
+            "perplexity:      {:.3} (FP {:.3})",
+            metrics.ppl, reference.fp.ppl
+        );
+        println!("top-1 agreement: {:.2}%", metrics.top1 * 100.0);
+    } else {
+        println!("1 - cos to FP:   {:.5} (mean over windows)", metrics.kl);
+        println!(
+            "retrieval top-1: {:.2}% (own FP embedding is the nearest)",
+            metrics.top1 * 100.0
+        );
+    }
+    if let Some((n, classes, fp, quant)) = knn {
+        println!(
+            "k-NN accuracy:   {:.2}% (FP {:.2}%; {n} labelled texts, {classes} labels, k={}, weights only)",
+            quant * 100.0,
+            fp * 100.0,
+            q.knn_k
+        );
+    }
     println!("time:            {secs:.2} s");
     Ok(())
 }

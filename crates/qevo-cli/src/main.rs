@@ -172,6 +172,13 @@ pub struct ScoreArgs {
     /// Calibration text (default: the embedded calibration split).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// Encoders: labelled texts (`label<TAB>text` per line); prints k-NN accuracy of the
+    /// FP and quantized embeddings.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Neighbours for the k-NN accuracy of --labels.
+    #[arg(long, default_value_t = 5)]
+    pub knn_k: usize,
 }
 
 fn main() {

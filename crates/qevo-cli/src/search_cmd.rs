@@ -227,9 +227,17 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
 }
 
 pub fn search(a: &SearchArgs) -> Result<()> {
-    let cfg = config_from_args(a)?;
+    let mut cfg = config_from_args(a)?;
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
     let model = load_model(a.model.as_deref())?;
+    if !model.arch.is_decoder() {
+        // An encoder generates nothing: it embeds one window per pass.
+        let w = Workload::encoder(cfg.data.seq_len as u64);
+        cfg.workload = Workload {
+            prefill_tokens: a.prefill_tokens.unwrap_or(w.prefill_tokens),
+            decode_tokens: a.decode_tokens.unwrap_or(w.decode_tokens),
+        };
+    }
     let (calib, heldout) = texts(a)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -252,12 +260,13 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     let started = Instant::now();
     let bar2 = bar.clone();
     let stop2 = stop.clone();
+    let best_label = qevo::eval::Quality::of(&model).relabel("Best KL");
     let progress: qevo::search::Progress = Box::new(move |r| {
         let hit = qevo::report::hit_rate(r.problem.cache_hits, r.problem.cache_lookups);
         let best_kl = r.best.as_ref().map(|b| b[0]).unwrap_or(f64::NAN);
         bar2.set_position(r.generation + 1);
         bar2.set_message(format!(
-            "best KL {best_kl:.4} front {} HV {:.4e} hits {:.0}% {:.1} eval/s",
+            "{best_label} {best_kl:.4} front {} HV {:.4e} hits {:.0}% {:.1} eval/s",
             r.front_size,
             r.hypervolume.unwrap_or(0.0),
             hit * 100.0,

@@ -171,10 +171,9 @@ impl<'m> Evaluator<'m> {
             range: 0..n,
             batch: self.reference.batch,
         };
-        let vocab = model.arch.vocab();
         let mut total = Sums::default();
         pass.logits_from(start, &mut remember, |first, flat| {
-            total.add(&self.reference.score_logits(first, flat, vocab));
+            total.add(&self.reference.score_logits(first, flat));
             Ok(())
         })?;
         Ok(total.metrics())

@@ -2,16 +2,19 @@
 //! kept compactly (top-k log-probs + tail mass), and the metrics a quantized model is
 //! scored by: mean KL divergence to FP (nats/token), perplexity, top-1 agreement; the
 //! one embed → blocks → head loop every score runs through (`Pass`); and the `Evaluator`
-//! that scores plans with its weight and prefix caches (`evaluator`).
+//! that scores plans with its weight and prefix caches (`evaluator`). Encoders are
+//! scored against the FP model's pooled embeddings instead (`embedding`).
 //!
 //! Why top-k + tail: a 50k vocabulary over 100k tokens would need 20 GB as full f32
 //! distributions. Keeping the k most likely tokens and lumping the rest into one "tail"
 //! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
 //! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
 
+pub mod embedding;
 pub mod evaluator;
 pub mod llama_ppl;
 
+pub use embedding::{knn_accuracy, mean_cosine};
 pub use evaluator::{Evaluator, PrefixStats};
 
 use crate::error::{Error, Result};
@@ -46,7 +49,33 @@ impl TokenWindows {
             ));
         }
         let toks = model.encode(text)?;
-        Self::from_tokens(&toks, seq_len, max_windows)
+        if model.arch.is_decoder() {
+            return Self::from_tokens(&toks, seq_len, max_windows);
+        }
+        // An encoder embeds each window as a sentence-transformers user feeds it a text:
+        // wrapped in the tokenizer's special tokens ([CLS] … [SEP] for BERT).
+        let ends = model.encode_special("")?;
+        let (head, tail) = ends.split_at(ends.len().min(1));
+        let body = seq_len
+            .checked_sub(ends.len())
+            .filter(|&b| b >= 2)
+            .ok_or_else(|| {
+                Error::setting(
+                    "seq_len",
+                    format!(
+                        "an encoder window holds {} special tokens and at least 2 of text",
+                        ends.len()
+                    ),
+                )
+            })?;
+        let inner = Self::from_tokens(&toks, body, max_windows)?;
+        let ids = inner
+            .ids
+            .chunks_exact(body)
+            .flat_map(|w| head.iter().chain(w).chain(tail))
+            .copied()
+            .collect();
+        Ok(TokenWindows { seq_len, ids })
     }
 
     pub fn from_tokens(toks: &[u32], seq_len: usize, max_windows: usize) -> Result<Self> {
@@ -101,16 +130,68 @@ impl TokenWindows {
     }
 }
 
+/// What a model's quality loss (`Metrics::kl`) measures: KL for a decoder, 1 − cosine
+/// of pooled embeddings for an encoder. Reports and the CLI name it through `relabel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    #[default]
+    Kl,
+    Cosine,
+}
+
+/// Every "KL" label the reports and CLI print, with its encoder twin.
+const COSINE_LABELS: [(&str, &str); 12] = [
+    ("KL", "1-cos"),
+    ("KL to FP (nats/token)", "1 - cosine to FP embeddings"),
+    ("KL to FP", "1 - cos to FP"),
+    ("Held-out KL", "Held-out 1-cos"),
+    ("Best KL", "Best 1-cos"),
+    ("Best KL so far", "Best 1-cos so far"),
+    ("Uniform KL", "Uniform 1-cos"),
+    ("Evolved KL", "Evolved 1-cos"),
+    ("Lagrangian KL", "Lagrangian 1-cos"),
+    ("Random KL", "Random 1-cos"),
+    ("Evolved KL at <= size", "Evolved 1-cos at <= size"),
+    (
+        "At matched sizes (KL to FP, nats/token)",
+        "At matched sizes (1 - cosine to FP embeddings)",
+    ),
+];
+
+impl Quality {
+    pub fn of(model: &Model) -> Quality {
+        match model.arch.is_decoder() {
+            true => Quality::Kl,
+            false => Quality::Cosine,
+        }
+    }
+
+    /// `label` (one of the KL labels) as this quality names it.
+    pub fn relabel(self, label: &'static str) -> &'static str {
+        match self {
+            Quality::Kl => label,
+            Quality::Cosine => COSINE_LABELS
+                .iter()
+                .find(|(k, _)| *k == label)
+                .map_or(label, |(_, c)| c),
+        }
+    }
+}
+
 /// Quality of a model relative to the FP reference.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
-    /// Mean KL(FP ‖ model) in nats per token (top-k + tail approximation).
+    /// The quality loss: mean KL(FP ‖ model) in nats per token (top-k + tail
+    /// approximation) for a decoder; 1 − mean cosine similarity of pooled embeddings to
+    /// the FP model's for an encoder.
     pub kl: f64,
-    /// Perplexity on the windows' next tokens.
+    /// Perplexity on the windows' next tokens (0 for an encoder: it predicts none).
     pub ppl: f64,
-    /// Fraction of positions whose most likely token equals the FP model's.
+    /// Fraction of positions whose most likely token equals the FP model's; for an
+    /// encoder, of windows whose nearest FP embedding is their own.
     pub top1: f64,
-    /// Positions scored.
+    /// Positions scored (windows for an encoder).
     pub tokens: usize,
 }
 
@@ -136,7 +217,10 @@ impl Sums {
         let p = self.positions.max(1) as f64;
         Metrics {
             kl: self.kl / p,
-            ppl: (self.nll / self.predictions.max(1) as f64).exp(),
+            ppl: match self.predictions {
+                0 => 0.0,
+                n => (self.nll / n as f64).exp(),
+            },
             top1: self.top1 as f64 / p,
             tokens: self.positions,
         }
@@ -157,6 +241,11 @@ pub struct Reference {
     /// The FP model's own metrics (KL 0, top-1 1).
     pub fp: Metrics,
     pub batch: usize,
+    /// Values per row of what the model's head returns: the vocabulary for a decoder,
+    /// the embedding width for an encoder.
+    width: usize,
+    /// Encoders: the FP pooled embedding of every window (then the token fields are empty).
+    pooled: Option<embedding::Pooled>,
 }
 
 /// Log-softmax pieces of one row of logits, in f64.
@@ -293,9 +382,7 @@ impl Reference {
     // tail mass and the next token's log-prob; the per-row work runs in parallel.
     pub fn build(model: &Model, windows: TokenWindows, k: usize) -> Result<Reference> {
         if !model.arch.is_decoder() {
-            return Err(Error::Invalid(
-                "next-token references need a decoder model; encoders are scored by embedding similarity".into(),
-            ));
+            return Self::build_pooled(model, windows);
         }
         let vocab = model.arch.vocab();
         let k = k.clamp(1, vocab);
@@ -373,16 +460,59 @@ impl Reference {
             tail_lp,
             fp,
             batch,
+            width: vocab,
+            pooled: None,
+        })
+    }
+
+    /// An encoder's reference: the FP pooled embedding of every window.
+    fn build_pooled(model: &Model, windows: TokenWindows) -> Result<Reference> {
+        let batch = default_batch(windows.seq_len);
+        let mut pooled = embedding::Pooled::new(model.arch.hidden());
+        let all = 0..windows.len();
+        for_each_logits(
+            model,
+            &model.weights,
+            &crate::model::NoHook,
+            &windows,
+            all,
+            batch,
+            |_, flat| {
+                pooled.push_batch(flat);
+                Ok(())
+            },
+        )?;
+        let fp = pooled.score(0, &[]).metrics();
+        Ok(Reference {
+            fp: Metrics {
+                top1: 1.0,
+                tokens: pooled.len(),
+                ..fp
+            },
+            windows,
+            k: 0,
+            top_ids: Vec::new(),
+            top_lp: Vec::new(),
+            tail_lp: Vec::new(),
+            batch,
+            width: pooled.width,
+            pooled: Some(pooled),
         })
     }
 
     /// Bytes held by the compact distributions.
     pub fn memory_bytes(&self) -> usize {
-        self.top_ids.len() * 4 + self.top_lp.len() * 4 + self.tail_lp.len() * 4
+        let pooled = self.pooled.as_ref().map_or(0, |p| p.memory_bytes());
+        self.top_ids.len() * 4 + self.top_lp.len() * 4 + self.tail_lp.len() * 4 + pooled
     }
 
-    /// Scores one batch of logits (`[rows, vocab]` flat) starting at window `first`.
-    pub fn score_logits(&self, first: usize, flat: &[f32], vocab: usize) -> Sums {
+    /// Scores one batch of head outputs starting at window `first`: logits
+    /// (`[rows, vocab]` flat) for a decoder, pooled embeddings for an encoder.
+    pub fn score_logits(&self, first: usize, flat: &[f32]) -> Sums {
+        if let Some(p) = &self.pooled {
+            return p.score(first, flat);
+        }
+        let vocab = self.width;
         let t = self.windows.seq_len;
         let k = self.k;
         let p0 = first * t;
@@ -445,7 +575,6 @@ impl Reference {
         hook: &dyn LinearHook,
         range: std::ops::Range<usize>,
     ) -> Result<Sums> {
-        let vocab = model.arch.vocab();
         let mut total = Sums::default();
         for_each_logits(
             model,
@@ -455,7 +584,7 @@ impl Reference {
             range,
             self.batch,
             |first, flat| {
-                total.add(&self.score_logits(first, flat, vocab));
+                total.add(&self.score_logits(first, flat));
                 Ok(())
             },
         )?;
@@ -490,64 +619,4 @@ pub fn exact_kl(p_logits: &[f32], q_logits: &[f32], vocab: usize) -> f64 {
         })
         .sum();
     total / rows.max(1) as f64
-}
-
-/// Mean cosine similarity between matching rows of two `[n, d]` embedding sets (encoders).
-pub fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let a = a.to_vec2::<f32>()?;
-    let b = b.to_vec2::<f32>()?;
-    if a.len() != b.len() || a.is_empty() {
-        return Err(Error::Invalid(
-            "embedding sets differ in size or are empty".into(),
-        ));
-    }
-    let mut total = 0.0;
-    for (x, y) in a.iter().zip(&b) {
-        let dot: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-        let nx: f64 = x.iter().map(|&p| (p as f64).powi(2)).sum::<f64>().sqrt();
-        let ny: f64 = y.iter().map(|&p| (p as f64).powi(2)).sum::<f64>().sqrt();
-        total += dot / (nx * ny).max(1e-30);
-    }
-    Ok(total / a.len() as f64)
-}
-
-/// k-nearest-neighbour classification accuracy (cosine, leave-one-out) of labelled
-/// embeddings: how well an encoder's geometry still separates the classes.
-pub fn knn_accuracy(emb: &Tensor, labels: &[u32], k: usize) -> Result<f64> {
-    let e = emb.to_vec2::<f32>()?;
-    if e.len() != labels.len() || e.len() < 2 {
-        return Err(Error::Invalid(
-            "need at least two labelled embeddings, one label each".into(),
-        ));
-    }
-    let norm: Vec<Vec<f64>> = e
-        .iter()
-        .map(|x| {
-            let n = x
-                .iter()
-                .map(|&v| (v as f64).powi(2))
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-30);
-            x.iter().map(|&v| v as f64 / n).collect()
-        })
-        .collect();
-    let mut correct = 0usize;
-    for i in 0..norm.len() {
-        let mut sims: Vec<(f64, usize)> = (0..norm.len())
-            .filter(|&j| j != i)
-            .map(|j| (norm[i].iter().zip(&norm[j]).map(|(a, b)| a * b).sum(), j))
-            .collect();
-        sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let mut votes: std::collections::BTreeMap<u32, usize> = Default::default();
-        for &(_, j) in sims.iter().take(k.max(1)) {
-            *votes.entry(labels[j]).or_default() += 1;
-        }
-        let best = votes
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(l, _)| *l);
-        correct += usize::from(best == Some(labels[i]));
-    }
-    Ok(correct as f64 / norm.len() as f64)
 }

@@ -426,6 +426,15 @@ impl Model {
         })?;
         tok.encode(text, false)
     }
+
+    /// Token ids of `text` with the special tokens the tokenizer adds around a sequence
+    /// (`[CLS] … [SEP]` for BERT).
+    pub fn encode_special(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Tokenizer(format!("{} has no tokenizer", self.source.display()))
+        })?;
+        tok.encode(text, true)
+    }
 }
 
 /// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is

@@ -322,7 +322,14 @@ fn check_layer_count(path: &Path, key: &str, n_layers: usize, present: usize) ->
 /// Tensors a loader may leave unread: buffers older exporters saved, heads qevo does not
 /// run (BERT pooler / MLM head), and an output matrix duplicated beside a tied one.
 fn ignorable(name: &str) -> bool {
-    const SUFFIXES: [&str; 3] = ["rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias"];
+    // `embeddings.position_ids` is the arange buffer transformers saved in BERT
+    // checkpoints (all-MiniLM-L6-v2 carries it).
+    const SUFFIXES: [&str; 4] = [
+        "rotary_emb.inv_freq",
+        ".attn.bias",
+        ".attn.masked_bias",
+        "embeddings.position_ids",
+    ];
     const PREFIXES: [&str; 4] = ["pooler.", "bert.pooler.", "cls.", "lm_head."];
     SUFFIXES.iter().any(|s| name.ends_with(s)) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -847,6 +854,17 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bert_position_ids_buffer_does_not_count_as_an_unused_tensor() {
+        assert!(check_unused(Path::new("m"), vec!["embeddings.position_ids".into()]).is_ok());
+        assert!(check_unused(Path::new("m"), vec!["bert.embeddings.position_ids".into()]).is_ok());
+        assert!(check_unused(
+            Path::new("m"),
+            vec!["encoder.layer.6.output.dense.weight".into()]
+        )
+        .is_err());
+    }
 
     #[test]
     fn permute_then_unpermute_is_identity() {

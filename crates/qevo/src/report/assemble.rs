@@ -10,6 +10,7 @@
 
 use super::{ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series};
 use crate::error::Result;
+use crate::eval::Quality;
 use crate::model::Model;
 use crate::plan::fp_choices;
 use crate::plan::{price, LimitCheck};
@@ -28,6 +29,9 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 pub struct ReportInput {
     pub schema_version: u32,
     pub model: String,
+    /// What the `kl` fields measure (1 − cosine for an encoder).
+    #[serde(default)]
+    pub quality: Quality,
     pub fingerprint: String,
     pub target: String,
     pub seed: u64,
@@ -233,6 +237,7 @@ impl ReportInput {
         Ok(ReportInput {
             schema_version: REPORT_SCHEMA_VERSION,
             model: model.source.display().to_string(),
+            quality: Quality::of(model),
             fingerprint: model.fingerprint.clone(),
             target: cfg.target.name.clone(),
             seed: o.seed,
@@ -403,6 +408,7 @@ pub fn assemble(input: &ReportInput) -> ReportData {
     ReportData {
         title: format!("qevo search: {} on {}", input.model, input.target),
         model: input.model.clone(),
+        quality: input.quality,
         fingerprint: input.fingerprint.clone(),
         target: input.target.clone(),
         seed: input.seed,

@@ -70,6 +70,7 @@ pub(crate) fn small() -> ReportData {
         })
         .collect();
     ReportData {
+        quality: Default::default(),
         title: "qevo report".into(),
         model: "assets/tiny-llama".into(),
         fingerprint: "sha256:abcd".into(),
@@ -188,6 +189,7 @@ pub(crate) fn input() -> ReportInput {
         best_size_bytes: fitness.map(|_| 1_500_000),
     };
     ReportInput {
+        quality: Default::default(),
         schema_version: REPORT_SCHEMA_VERSION,
         model: d.model.clone(),
         fingerprint: d.fingerprint.clone(),
@@ -246,6 +248,7 @@ pub(crate) fn input() -> ReportInput {
 /// A report of a search that produced nothing: no front, baselines, history or plan.
 pub(crate) fn empty() -> ReportData {
     ReportData {
+        quality: Default::default(),
         recommended: None,
         recommended_plan: vec![],
         front: vec![],

@@ -107,7 +107,8 @@ pub fn html(d: &ReportData) -> Result<String> {
     section(&mut out, "Baselines");
     table_html(&tables::baselines(d), &mut out);
     if !d.matched.is_empty() {
-        out.push_str("<h3>At matched sizes (KL to FP, nats/token)</h3>\n");
+        let title = d.quality.relabel("At matched sizes (KL to FP, nats/token)");
+        let _ = writeln!(out, "<h3>{title}</h3>");
         table_html(&tables::matched(d), &mut out);
     }
 

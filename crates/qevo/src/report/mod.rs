@@ -139,6 +139,8 @@ pub struct MatchedRow {
 pub struct ReportData {
     pub title: String,
     pub model: String,
+    /// What the `kl` fields measure: names every KL label (`Quality::relabel`).
+    pub quality: crate::eval::Quality,
     pub fingerprint: String,
     pub target: String,
     pub seed: u64,

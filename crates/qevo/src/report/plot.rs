@@ -420,7 +420,7 @@ pub fn pareto_svg(d: &ReportData) -> Result<String> {
             &Panel {
                 caption: "Quality loss vs compression",
                 x_desc: "compression vs FP (x)",
-                y_desc: "KL to FP (nats/token)",
+                y_desc: d.quality.relabel("KL to FP (nats/token)"),
                 layers: &by_compression,
                 recommended: rec.map(|r| (d.compression(r), r.kl)),
                 reference_x: Some(1.0),
@@ -433,7 +433,7 @@ pub fn pareto_svg(d: &ReportData) -> Result<String> {
             &Panel {
                 caption: "Quality loss vs latency",
                 x_desc: "latency (ms)",
-                y_desc: "KL to FP (nats/token)",
+                y_desc: d.quality.relabel("KL to FP (nats/token)"),
                 layers: &by_latency,
                 recommended: rec.map(|r| (r.latency_ms, r.kl)),
                 reference_x: Some(d.fp.latency_ms),
@@ -507,8 +507,8 @@ pub fn convergence_svg(d: &ReportData) -> Result<String> {
         )?;
         draw_history(
             &bottom,
-            "Best KL so far",
-            "KL to FP (nats/token)",
+            d.quality.relabel("Best KL so far"),
+            d.quality.relabel("KL to FP (nats/token)"),
             &gens,
             &kl,
             REC_COLOR,

@@ -29,9 +29,13 @@ pub(crate) struct Table {
 const GAP: &str = "  ";
 
 impl Table {
-    fn new(columns: &[(&'static str, Align)], empty: &'static str) -> Self {
+    /// Columns named as `d`'s quality names them (1-cos for an encoder's KL columns).
+    fn new(d: &ReportData, columns: &[(&'static str, Align)], empty: &'static str) -> Self {
         Table {
-            columns: columns.to_vec(),
+            columns: columns
+                .iter()
+                .map(|&(h, a)| (d.quality.relabel(h), a))
+                .collect(),
             rows: Vec::new(),
             empty,
         }
@@ -106,6 +110,7 @@ fn yes_no(b: bool) -> String {
 
 pub(crate) fn recommended(d: &ReportData) -> Table {
     let mut t = Table::new(
+        d,
         &[
             ("Layer", L),
             ("Weight format", L),
@@ -142,6 +147,7 @@ pub(crate) fn performance(d: &ReportData) -> Table {
         _ => "Recommended",
     };
     let mut t = Table::new(
+        d,
         &[
             ("Metric", L),
             (plan_column, R),
@@ -158,14 +164,14 @@ pub(crate) fn performance(d: &ReportData) -> Table {
         t.push(vec![name.into(), r, f, change], None)
     };
     row(
-        "KL to FP (nats/token)",
+        d.quality.relabel("KL to FP (nats/token)"),
         rec.map_or_else(dash, |r| fmt::kl(r.kl)),
         fmt::kl(fp.kl),
         dash(),
     );
     if let Some(h) = rec.and_then(|r| r.heldout_kl) {
         row(
-            "Held-out KL",
+            d.quality.relabel("Held-out KL"),
             fmt::kl(h),
             opt(fp.heldout_kl, fmt::kl),
             dash(),
@@ -220,6 +226,7 @@ pub(crate) fn performance(d: &ReportData) -> Table {
 
 pub(crate) fn constraints(d: &ReportData) -> Table {
     let mut t = Table::new(
+        d,
         &[
             ("Constraint", L),
             ("Limit", R),
@@ -269,6 +276,7 @@ pub(crate) fn constraints_heading(d: &ReportData) -> &'static str {
 
 pub(crate) fn matched(d: &ReportData) -> Table {
     let mut t = Table::new(
+        d,
         &[
             ("Size of", L),
             ("MB", R),
@@ -318,6 +326,7 @@ fn front_rows(d: &ReportData, max: usize) -> Table {
     let rec = sorted.iter().position(|p| is_recommended(d, p));
     let shown = pick::representative(sorted.len(), rec, max);
     let mut t = Table::new(
+        d,
         &[
             ("#", R),
             ("Plan", L),
@@ -367,6 +376,7 @@ fn best_evolved_at_size(d: &ReportData, size_bytes: u64) -> Option<f64> {
 
 pub(crate) fn baselines(d: &ReportData) -> Table {
     let mut t = Table::new(
+        d,
         &[
             ("Series", L),
             ("Plan", L),
@@ -409,6 +419,7 @@ pub(crate) fn baselines(d: &ReportData) -> Table {
 
 pub(crate) fn convergence(d: &ReportData, every: usize) -> Table {
     let mut t = Table::new(
+        d,
         &[
             ("Gen", R),
             ("Evals", R),
@@ -448,7 +459,7 @@ pub(crate) fn convergence(d: &ReportData, every: usize) -> Table {
 
 /// Title and provenance lines (model, fingerprint, target, seed, version).
 pub fn header_text(d: &ReportData) -> String {
-    let mut t = Table::new(&[("Field", L), ("Value", L)], "");
+    let mut t = Table::new(d, &[("Field", L), ("Value", L)], "");
     for (k, v) in header_fields(d) {
         t.push(vec![k.into(), v], None);
     }
@@ -499,7 +510,10 @@ pub fn summary_text(d: &ReportData, max_front_rows: usize) -> String {
     );
     section("Baselines", baseline_table(d));
     if !d.matched.is_empty() {
-        section("At matched sizes (KL to FP, nats/token)", matched_table(d));
+        section(
+            d.quality.relabel("At matched sizes (KL to FP, nats/token)"),
+            matched_table(d),
+        );
     }
     section("Convergence", convergence_table(d));
     for n in &d.notes {

@@ -128,10 +128,16 @@ impl GgufTokenizer {
     }
 }
 
+/// A tokenizer.json, with its padding and truncation switched off: they are settings for
+/// batching short inputs (all-MiniLM-L6-v2 ships both at 128 tokens), and qevo tokenizes
+/// a whole text before cutting it into windows itself.
 pub fn load_tokenizer_json(path: &Path) -> Result<TextTokenizer> {
-    Tokenizer::from_file(path)
-        .map(|t| TextTokenizer::Json(Box::new(t)))
-        .map_err(|e| Error::format(path, format!("invalid tokenizer: {e}")))
+    let mut t = Tokenizer::from_file(path)
+        .map_err(|e| Error::format(path, format!("invalid tokenizer: {e}")))?;
+    t.with_padding(None);
+    t.with_truncation(None)
+        .map_err(|e| Error::format(path, format!("invalid tokenizer: {e}")))?;
+    Ok(TextTokenizer::Json(Box::new(t)))
 }
 
 /// Reads a GGUF file's tokenizer without its tensors.
@@ -206,4 +212,29 @@ pub(crate) fn check_vocab(tk: &TextTokenizer, vocab: usize, path: &Path) -> Resu
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_json_padding_and_truncation_do_not_cut_the_text() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        // As all-MiniLM-L6-v2 ships it, at 8 tokens instead of 128.
+        json["padding"] = serde_json::json!({"strategy": {"Fixed": 8}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<unk>"});
+        json["truncation"] = serde_json::json!({"max_length": 8, "strategy": "LongestFirst",
+            "stride": 0, "direction": "Right"});
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let t = load_tokenizer_json(&path).unwrap();
+        let text = "the quick brown fox jumps over the lazy dog ".repeat(4);
+        assert!(t.encode(&text, false).unwrap().len() > 8);
+        assert!(t.encode("", true).unwrap().len() < 8, "no padding");
+    }
 }
