@@ -37,9 +37,10 @@ pub struct SearchArgs {
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     #[arg(long)]
     pub tie_qkv: bool,
-    /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...).
-    #[arg(long, default_value = defaults::FORMATS)]
-    pub formats: String,
+    /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...)
+    /// [default: ggml; int for an encoder, which exports to packed safetensors].
+    #[arg(long)]
+    pub formats: Option<String>,
     /// Allowed activation widths (4, 8, 16 = float).
     #[arg(long, default_value = defaults::ACT_BITS)]
     pub act_bits: String,
@@ -184,7 +185,7 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
     };
     cfg.space.unit = UnitMode::parse(&a.unit)?;
     cfg.space.tie_qkv = a.tie_qkv;
-    cfg.space.formats = parse_formats(&a.formats)?;
+    cfg.space.formats = parse_formats(a.formats.as_deref().unwrap_or(defaults::FORMATS))?;
     cfg.space.act_bits = parse_act_bits(&a.act_bits)?;
     cfg.evolution.generations = a.generations;
     cfg.evolution.population = a.population;
@@ -233,6 +234,9 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     if !model.arch.is_decoder() {
         // An encoder generates nothing: it embeds one window per pass.
         let w = Workload::encoder(cfg.data.seq_len as u64);
+        if a.formats.is_none() {
+            cfg.space.formats = parse_formats(defaults::ENCODER_FORMATS)?;
+        }
         cfg.workload = Workload {
             prefill_tokens: a.prefill_tokens.unwrap_or(w.prefill_tokens),
             decode_tokens: a.decode_tokens.unwrap_or(w.decode_tokens),

@@ -328,3 +328,30 @@ fn embedded_model_mixed_plan_round_trip() {
         r.file_u8_bytes, r.int_plan_bytes, r.planned_bytes, r.plan_size, r.kl_mem, r.kl_file
     );
 }
+
+#[test]
+fn bert_encoder_exports_to_packed_safetensors_and_reloads_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_bert");
+    let src = dir.path().join("bert");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), src.join(f)).unwrap();
+    }
+    let m = Model::load(&src).unwrap();
+    let plan = cycled(&m, &MIXED);
+    let out = dir.path().join("packed");
+    // Encoder windows score 1 − cosine of pooled embeddings: equal bits, equal score.
+    let r = roundtrip(&m, &plan, &out, windows(300, 5));
+    assert!(r.kl_mem > 0.0, "2-bit tensors move the embeddings");
+    // Position and token-type embeddings and LayerNorms are copied as stored.
+    let data = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&data).unwrap();
+    let names = st.names();
+    assert!(names
+        .iter()
+        .any(|n| n.ends_with("embeddings.position_embeddings.weight")));
+    assert!(names
+        .iter()
+        .any(|n| n.ends_with("encoder.layer.1.output.LayerNorm.bias")));
+}

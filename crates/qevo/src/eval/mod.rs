@@ -141,8 +141,10 @@ pub enum Quality {
 }
 
 /// Every "KL" label the reports and CLI print, with its encoder twin.
-const COSINE_LABELS: [(&str, &str); 12] = [
+const COSINE_LABELS: [(&str, &str); 14] = [
     ("KL", "1-cos"),
+    ("Top-1", "Retr. top-1"),
+    ("Top-1 agreement", "Retrieval top-1"),
     ("KL to FP (nats/token)", "1 - cosine to FP embeddings"),
     ("KL to FP", "1 - cos to FP"),
     ("Held-out KL", "Held-out 1-cos"),

@@ -1,13 +1,15 @@
-//! Packed-safetensors export (`quant_method: "qevo-int"`) for llama-family Hugging Face
-//! sources: generic integer weights as their exact packed bytes split into U8 sections
+//! Packed-safetensors export (`quant_method: "qevo-int"`) for llama-family and BERT
+//! Hugging Face sources: generic integer weights as their exact packed bytes split into U8 sections
 //! (scales, zero points, codes), float-format weights in their dtype, norms and biases f32,
 //! plus `quantization_config.json` describing every packed tensor and the layout, so qevo
 //! (and any reader that follows the description) decodes the weights the plan was scored
-//! with. GGML block formats belong in GGUF and are refused.
+//! with. GGML block formats belong in GGUF and are refused. A BERT encoder's other tensors
+//! (embeddings of positions and token types, LayerNorms, biases) are copied from the
+//! source as stored.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::model::{llama_hf_name, Arch, Model};
+use crate::model::{llama_hf_name, raw_tensors, Arch, Model};
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
@@ -124,12 +126,16 @@ fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Res
     }
     // Gemma (norms held as 1 + w, other module names) and Phi-3 (fused matrices split at
     // load) need their own name and value mapping before they can be written back.
-    let Arch::Llama(cfg) = &model.arch else {
-        return Err(Error::Invalid(format!(
-            "{}: packed safetensors export supports the llama family (llama, qwen2, qwen3, mistral); this model is {}",
-            model.source.display(),
-            model.arch.kind().as_str()
-        )));
+    let cfg = match &model.arch {
+        Arch::Llama(cfg) => cfg,
+        Arch::Bert(_) => return check_block_formats(model, choices),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{}: packed safetensors export supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
+                model.source.display(),
+                model.arch.kind().as_str()
+            )))
+        }
     };
     if matches!(
         cfg.kind,
@@ -143,7 +149,11 @@ fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Res
             cfg.kind.as_str()
         )));
     }
-    // Refuse GGML block formats before any work is done.
+    check_block_formats(model, choices)
+}
+
+/// Refuses GGML block formats before any work is done.
+fn check_block_formats(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
     for (info, c) in model.tensors.iter().zip(choices) {
         if let WeightFormat::Ggml(t) = c.format {
             if !FLOAT_DTYPES.iter().any(|(f, _)| *f == t) {
@@ -178,7 +188,7 @@ fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<
     let mut unpacked = Vec::new();
     let (mut packed_bytes, mut float_bytes) = (0u64, 0u64);
     for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(choices) {
-        let hf = llama_hf_name(&info.name);
+        let hf = out_name(model, &info.name);
         let data = w.flatten_all()?.to_vec1::<f32>()?;
         // The evaluator's own quantizer, so the bytes decode to the weights it scored.
         let p = c
@@ -251,7 +261,41 @@ fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<
 }
 
 /// Appends the f32 norms and biases; returns their bytes.
+/// The Hugging Face name a planned tensor is written under.
+fn out_name(model: &Model, canonical: &str) -> String {
+    match model.arch {
+        Arch::Bert(_) => crate::model::bert_hf_name(canonical).unwrap_or_else(|| canonical.into()),
+        _ => llama_hf_name(canonical),
+    }
+}
+
+/// BERT: every source tensor the plan does not cover, as stored.
+fn copy_source_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
+    let planned: std::collections::HashSet<String> = model
+        .tensors
+        .iter()
+        .map(|t| out_name(model, &t.name))
+        .collect();
+    let kept = raw_tensors(&model.source, |n| {
+        !planned.contains(n.strip_prefix("bert.").unwrap_or(n))
+    })?;
+    let mut bytes = 0u64;
+    for t in kept {
+        bytes += t.bytes.len() as u64;
+        out.push(OutTensor {
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+            bytes: t.bytes,
+        });
+    }
+    Ok(bytes)
+}
+
 fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
+    if let Arch::Bert(_) = model.arch {
+        return copy_source_tensors(model, out);
+    }
     let mut other_tensor_bytes = 0u64;
     for (name, t) in model
         .llama_aux_tensors()

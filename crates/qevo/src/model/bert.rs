@@ -63,6 +63,17 @@ const PARTS: [(Role, &str, &str); 6] = [
     (Role::FfnDown, "ffn_down", "output.dense"),
 ];
 
+/// The Hugging Face name (without the optional `bert.` prefix) of a canonical tensor name.
+pub(crate) fn hf_name(canonical: &str) -> Option<String> {
+    if canonical == "token_embd.weight" {
+        return Some("embeddings.word_embeddings.weight".into());
+    }
+    let (b, rest) = canonical.strip_prefix("blk.")?.split_once('.')?;
+    let (part, suffix) = rest.split_once('.')?;
+    let (_, _, hf) = PARTS.iter().find(|(_, short, _)| *short == part)?;
+    Some(format!("encoder.layer.{b}.{hf}.{suffix}"))
+}
+
 impl BertNet {
     /// `fetch` takes Hugging Face names (without the optional `bert.` prefix).
     pub(crate) fn load(

@@ -20,11 +20,12 @@ use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
+pub(crate) use bert::hf_name as bert_hf_name;
 pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub use llama::{Activation, LlamaConfig, WindowLayers};
-pub(crate) use source::{llama_hf_name, permute_rows};
+pub(crate) use source::{llama_hf_name, permute_rows, raw_tensors};
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
 #[derive(

@@ -208,6 +208,39 @@ fn finite_tensor(path: &Path, name: &str, data: Vec<f32>, shape: &[usize]) -> Re
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
+/// One tensor of a safetensors file as stored: name, dtype, shape and bytes.
+pub(crate) struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// The tensors of an HF directory's safetensors files whose names `keep` accepts, as
+/// stored (so an export copies what it does not quantize bit for bit).
+pub(crate) fn raw_tensors(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+    let store = StStore::open(dir)?;
+    let mut out = Vec::new();
+    for f in &store.files {
+        let st = SafeTensors::deserialize(&f.mmap)
+            .map_err(|e| Error::format(&f.path, format!("invalid safetensors: {e}")))?;
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        for name in names.into_iter().filter(|n| keep(n)) {
+            let v = st
+                .tensor(&name)
+                .map_err(|e| Error::tensor(&f.path, &name, e.to_string()))?;
+            out.push(RawTensor {
+                dtype: v.dtype(),
+                shape: v.shape().to_vec(),
+                bytes: v.data().to_vec(),
+                name,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Hugging Face llama-family names for the canonical (GGUF) names.
 pub(crate) fn llama_hf_name(canonical: &str) -> String {
     hf_name(ArchKind::Llama, canonical)
@@ -386,12 +419,12 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
     };
     let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Tensor>)> {
         Ok(match kind {
-            ArchKind::Gpt2 | ArchKind::Bert if packed_st::is_packed(&cfg.json) => {
+            ArchKind::Gpt2 if packed_st::is_packed(&cfg.json) => {
                 return Err(Error::UnsupportedArch {
                     path: cfg_path.clone(),
                     key: "quantization_config".into(),
                     arch: format!("{} with qevo-int packed weights", kind.as_str()),
-                    supported: "the llama family".into(),
+                    supported: "the llama family and BERT".into(),
                 })
             }
             ArchKind::Gpt2 => {
@@ -406,7 +439,20 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                 let present =
                     blocks_present(store.names(), &["encoder.layer.", "bert.encoder.layer."]);
                 check_layer_count(&cfg_path, "num_hidden_layers", c.n_layers, present)?;
-                let (net, i, w) = BertNet::load(c.clone(), &prefixed("bert."))?;
+                let packed = open_packed(dir, &cfg)?;
+                let plain = prefixed("bert.");
+                let fetch = |name: &str, shape: &[usize]| match &packed {
+                    Some(p) if p.contains(name) => read_packed(dir, &store, p, name, shape),
+                    _ => plain(name, shape),
+                };
+                let (net, i, w) = BertNet::load(c.clone(), &fetch)?;
+                if let Some(p) = &packed {
+                    let used: Vec<String> = i
+                        .iter()
+                        .filter_map(|t| super::bert_hf_name(&t.name))
+                        .collect();
+                    p.check_all_used(&used)?;
+                }
                 (Arch::Bert(c), Net::Bert(net), i, w)
             }
             _ => {
@@ -415,18 +461,11 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                 check_layer_count(&cfg_path, "num_hidden_layers", c.n_layers, present)?;
                 // A qevo-int directory: tensors its quantization config lists are decoded
                 // from their packed sections, everything else is read as usual.
-                let packed = match packed_st::is_packed(&cfg.json) {
-                    true => Some(PackedIndex::open(dir)?),
-                    false => None,
-                };
+                let packed = open_packed(dir, &cfg)?;
                 let fetch = |name: &str, shape: &[usize]| {
                     let hf = hf_name(kind, name);
                     let t = match &packed {
-                        Some(p) if p.contains(&hf) => {
-                            let data = p.decode(&hf, shape, &|s| store.raw_u8(s))?;
-                            store.mark_used(&hf);
-                            Some(finite_tensor(dir, &hf, data, shape)?)
-                        }
+                        Some(p) if p.contains(&hf) => read_packed(dir, &store, p, &hf, shape)?,
                         _ => store.get(&hf, shape)?,
                     };
                     t.map(|t| shifted(t, hf_norm_shift(kind, name))).transpose()
@@ -447,6 +486,28 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
     })?;
     check_unused(dir, store.unused())?;
     finish(arch, net, infos, weights, tokenizer, dir)
+}
+
+/// A qevo-int directory's packed index: tensors its quantization config lists are
+/// decoded from their packed sections, everything else is read as usual.
+fn open_packed(dir: &Path, cfg: &HfConfig) -> Result<Option<PackedIndex>> {
+    match packed_st::is_packed(&cfg.json) {
+        true => Ok(Some(PackedIndex::open(dir)?)),
+        false => Ok(None),
+    }
+}
+
+/// One packed tensor, decoded and checked finite.
+fn read_packed(
+    dir: &Path,
+    store: &StStore,
+    p: &PackedIndex,
+    hf: &str,
+    shape: &[usize],
+) -> Result<Option<Tensor>> {
+    let data = p.decode(hf, shape, &|s| store.raw_u8(s))?;
+    store.mark_used(hf);
+    Ok(Some(finite_tensor(dir, hf, data, shape)?))
 }
 
 fn finish(

@@ -178,13 +178,15 @@ pub(crate) fn performance(d: &ReportData) -> Table {
         );
     }
     row(
-        "Top-1 agreement",
+        d.quality.relabel("Top-1 agreement"),
         rec.map_or_else(dash, |r| fmt::pct(r.top1)),
         fmt::pct(fp.top1),
         rec.map_or_else(dash, |r| format!("{:+.2} pts", (r.top1 - fp.top1) * 100.0)),
     );
     let rec_ppl = rec.and_then(|r| r.perplexity);
-    if rec_ppl.is_some() || fp.perplexity.is_some() {
+    // An encoder predicts no tokens: it has no perplexity to show.
+    let has_ppl = d.quality == crate::eval::Quality::Kl;
+    if has_ppl && (rec_ppl.is_some() || fp.perplexity.is_some()) {
         let change = match (rec_ppl, fp.perplexity) {
             (Some(a), Some(b)) => fmt::change(a, b),
             _ => dash(),

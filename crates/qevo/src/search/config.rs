@@ -16,6 +16,9 @@ pub mod defaults {
     pub const TARGET: &str = "arm-neon";
     pub const UNIT: &str = "role";
     pub const FORMATS: &str = "ggml";
+    /// An encoder's default: it exports to packed safetensors, which holds the generic
+    /// integer formats (GGUF export is for decoders).
+    pub const ENCODER_FORMATS: &str = "int";
     pub const ACT_BITS: &str = "8,16";
     pub const POPULATION: usize = 32;
     pub const GENERATIONS: u64 = 40;
