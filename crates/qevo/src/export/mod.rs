@@ -8,6 +8,7 @@
 //! weights the plan was scored with (llama.cpp's q/k row permutation only reorders whole
 //! rows, and every GGML block lies inside one row).
 
+mod gguf_arch;
 mod gguf_export;
 pub mod gguf_writer;
 mod plan;

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
+pub(crate) use llama::llama_cpp_attn_scale;
 pub use llama::{Activation, LlamaConfig, WindowLayers};
 pub(crate) use source::{llama_hf_name, permute_rows};
 
