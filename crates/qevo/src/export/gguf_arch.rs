@@ -280,3 +280,42 @@ impl GgufArch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_llama_family_kind_has_one_architecture() {
+        let p = Path::new("m");
+        for (kind, name) in [
+            (K::Llama, "llama"),
+            (K::Mistral, "llama"),
+            (K::Qwen2, "qwen2"),
+            (K::Qwen3, "qwen3"),
+            (K::Gemma2, "gemma2"),
+            (K::Gemma3, "gemma3"),
+            (K::Phi3, "phi3"),
+        ] {
+            assert_eq!(gguf_arch(kind, p).unwrap().name, name);
+            assert_eq!(ARCHS.iter().filter(|a| a.kinds.contains(&kind)).count(), 1);
+        }
+        for kind in [K::Gpt2, K::Bert] {
+            let e = gguf_arch(kind, p).unwrap_err().to_string();
+            assert!(
+                e.contains(kind.as_str()) && e.contains("GGUF export"),
+                "{e}"
+            );
+        }
+    }
+
+    /// Only llama's converter permutes q/k rows (qevo's GGUF reader undoes it for
+    /// `llama` files alone), and only phi3 fuses gate and up.
+    #[test]
+    fn only_llama_permutes_and_only_phi3_fuses() {
+        for a in &ARCHS {
+            assert_eq!(a.permute_qk, a.name == "llama", "{}", a.name);
+            assert_eq!(a.fused_gate_up, a.name == "phi3", "{}", a.name);
+        }
+    }
+}
