@@ -597,6 +597,38 @@ fn run_tool(tool: &Path, args: &[&str]) -> String {
     stdout + &stderr
 }
 
+/// llama.cpp's perplexity and token ids from the logits file `llama-perplexity
+/// --kl-divergence-base` writes (tools/perplexity: `_logits_`, n_ctx, n_vocab, n_chunk as
+/// i32, the chunks' tokens, then per scored position `scale`, `min_log_prob` as f32 and
+/// one u16 code per vocabulary entry, padded to even, log p = min_log_prob + scale·code).
+/// Read from the file rather than the log: llama.cpp logs from a thread that may not
+/// have written its last lines when the process exits.
+fn llama_cpp_logits_perplexity(path: &Path) -> (f64, Vec<u32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"_logits_", "{}", path.display());
+    let i32_at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as f64;
+    let (n_ctx, n_vocab, n_chunk) = (i32_at(8), i32_at(12), i32_at(16));
+    let tokens: Vec<u32> = (0..n_chunk * n_ctx)
+        .map(|i| i32_at(20 + 4 * i) as u32)
+        .collect();
+    let record = 2 * (2 * n_vocab.div_ceil(2) + 4);
+    let first = n_ctx / 2;
+    let mut o = 20 + 4 * tokens.len();
+    let (mut nll, mut count) = (0f64, 0usize);
+    for c in 0..n_chunk {
+        for j in first..n_ctx - 1 {
+            let target = tokens[c * n_ctx + j + 1] as usize;
+            let code = u16::from_le_bytes([b[o + 8 + 2 * target], b[o + 9 + 2 * target]]);
+            nll -= f32_at(o + 4) + f32_at(o) * code as f64;
+            count += 1;
+            o += record;
+        }
+    }
+    assert_eq!(o, b.len(), "{}: trailing bytes", path.display());
+    ((nll / count as f64).exp(), tokens)
+}
+
 /// `llama-perplexity` on an exported file, and qevo's `llama_cpp_perplexity` of `model`
 /// (the source, holding the weights the plan quantizes to) on llama.cpp's own token ids
 /// for the text: (llama.cpp, qevo). Comparing with the source rather than the file read
@@ -604,51 +636,72 @@ fn run_tool(tool: &Path, args: &[&str]) -> String {
 fn both_perplexities(
     model: &Model,
     ppl: &Path,
-    tok: &Path,
     gguf: &Path,
     text: &Path,
     ctx: usize,
-    chunks: usize,
 ) -> (f64, f64) {
-    let (g, t, c, n) = (
+    let logits = gguf.with_extension("logits");
+    let args = [
+        "-m",
         gguf.to_str().unwrap(),
+        "-f",
         text.to_str().unwrap(),
-        ctx.to_string(),
-        chunks.to_string(),
-    );
-    // llama.cpp logs from a worker thread and may exit before it has written the last
-    // lines ("logs may be lost if not flushed before the program exits"): retry.
-    let args = ["-m", g, "-f", t, "-c", &c, "--chunks", &n, "-t", "2"];
-    let estimate = |log: &str| -> Option<f64> {
-        log.split("Final estimate: PPL = ")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    let mut log = String::new();
-    let theirs = (0..3)
-        .find_map(|_| {
-            log = run_tool(ppl, &args);
-            estimate(&log)
-        })
-        .unwrap_or_else(|| panic!("no PPL in llama-perplexity's output:\n{log}"));
-    let ids_text = run_tool(tok, &["-m", g, "-f", t, "--ids", "--log-disable"]);
-    let line = ids_text.lines().rfind(|l| l.starts_with('[')).unwrap();
-    let ids: Vec<u32> = line
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .map(|v| v.trim().parse().unwrap())
-        .collect();
+        "-c",
+        &ctx.to_string(),
+        "--chunks",
+        "4",
+        "-t",
+        "2",
+        "--kl-divergence-base",
+        logits.to_str().unwrap(),
+    ];
+    run_tool(ppl, &args);
+    let (theirs, ids) = llama_cpp_logits_perplexity(&logits);
     let bos = match &model.arch {
         qevo::model::Arch::Llama(c) if ids.first() == c.bos_token_id.as_ref() => c.bos_token_id,
         _ => None,
     };
-    let ours = qevo::eval::llama_ppl::llama_cpp_perplexity(model, &ids, ctx, bos, Some(chunks))
+    let ours = qevo::eval::llama_ppl::llama_cpp_perplexity(model, &ids, ctx, bos, None)
         .unwrap()
         .perplexity;
     (theirs, ours)
+}
+
+/// Llama with `attention_bias`: llama.cpp's converter permutes q/k biases with their
+/// weights, so the exporter must, and qevo's GGUF reader must undo it.
+#[test]
+fn gguf_export_llama_permutes_q_k_biases_with_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("biased");
+    let o = LlamaOpts {
+        vocab: 300,
+        qkv_bias: true,
+        ..LlamaOpts::default()
+    };
+    write_llama_dir(&src, &o, 5);
+    std::fs::copy(
+        fixture("tiny_llama/tokenizer.json"),
+        src.join("tokenizer.json"),
+    )
+    .unwrap();
+    let m = Model::load(&src).unwrap();
+    for t in [GgmlType::F32, GgmlType::Q8_0] {
+        let out = dir.path().join(format!("{t}.gguf"));
+        roundtrip(&m, &uniform(&m, t), &out);
+    }
+    let Some(ppl) = common::llama_tools::llama_tool("llama-perplexity", "llama q/k biases") else {
+        return;
+    };
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, &heldout_text()[..3000]).unwrap();
+    let (theirs, ours) = both_perplexities(&m, &ppl, &dir.path().join("f32.gguf"), &text, 64);
+    println!("llama with q/k/v/o biases, f32: llama-perplexity {theirs:.4}, qevo {ours:.4}");
+    assert!((ours - theirs).abs() <= 0.01 * theirs, "{theirs} vs {ours}");
+}
+
+fn heldout_text() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/heldout.txt"))
+        .unwrap()
 }
 
 /// The source under a name without "phi3": llama.cpp sets special-token attributes by
@@ -694,19 +747,12 @@ fn renamed_source(dir: &Path, src: &Path) -> PathBuf {
 #[test]
 fn gguf_export_every_architecture_runs_in_llama_cpp() {
     const TEST: &str = "gguf_export_every_architecture_runs_in_llama_cpp";
-    let (Some(ppl), Some(tok)) = (
-        common::llama_tools::llama_tool("llama-perplexity", TEST),
-        common::llama_tools::llama_tool("llama-tokenize", TEST),
-    ) else {
+    let Some(ppl) = common::llama_tools::llama_tool("llama-perplexity", TEST) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let heldout = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/heldout.txt"),
-    )
-    .unwrap();
     let text = dir.path().join("text.txt");
-    std::fs::write(&text, &heldout[..3000]).unwrap();
+    std::fs::write(&text, &heldout_text()[..3000]).unwrap();
     for (fx, arch, has_gguf) in ARCH_FIXTURES {
         for (s, src) in arch_sources(fx, has_gguf).iter().enumerate() {
             let src = renamed_source(dir.path(), src);
@@ -725,7 +771,7 @@ fn gguf_export_every_architecture_runs_in_llama_cpp() {
                 let plan = resolve_ggml(&m, &tplan, false).unwrap();
                 export_gguf(&m, &plan, None, &out).unwrap();
                 m.weights = WeightCache::new(1 << 30).weights_for(&m, &tplan).unwrap();
-                let (theirs, ours) = both_perplexities(&m, &ppl, &tok, &out, &text, 64, 4);
+                let (theirs, ours) = both_perplexities(&m, &ppl, &out, &text, 64);
                 let rel = (ours - theirs).abs() / theirs;
                 println!(
                     "{arch} ({fx}, {} source, {t}): llama-perplexity {theirs:.4}, qevo {ours:.4}, {:.3}% apart",

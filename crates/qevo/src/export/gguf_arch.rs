@@ -130,10 +130,12 @@ impl GgufArch {
             );
         }
         if !self.out_and_mlp_bias && (cfg.o_bias || cfg.mlp_bias) {
-            return refuse(
-                "attention_bias",
-                "reads no attn_output or ffn biases".into(),
-            );
+            let key = if cfg.mlp_bias {
+                "mlp_bias"
+            } else {
+                "attention_bias"
+            };
+            return refuse(key, "reads no attn_output or ffn biases".into());
         }
         if self.must_tie && !cfg.tie_embeddings {
             return refuse(
