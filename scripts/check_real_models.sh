@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Full-model check: qevo's perplexity against llama.cpp's `llama-perplexity` on the same
-# text, context and chunk count (issue 10: within 1%).
+# text, context and chunk count (issue 10: within 1%); with EXPORT=1 (the default), the
+# same check on qevo's own GGUF export of each model at uniform q8_0 and q4_k.
 #
 #   scripts/check_real_models.sh [MODEL.gguf ...]
 #
@@ -21,6 +22,8 @@ TEXT="${TEXT:-assets/heldout.txt}"
 CTX="${CTX:-512}"
 CHUNKS="${CHUNKS:-4}"
 THREADS="${THREADS:-2}"
+# EXPORT=1 also checks qevo's GGUF exports of each model (uniform q8_0 and q4_k).
+EXPORT="${EXPORT:-1}"
 if [[ $# -eq 0 ]]; then
     set -- "$MODELS_DIR/gemma-3-270m-q4_k_m.gguf"
 fi
@@ -33,11 +36,9 @@ done
 
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-for MODEL in "$@"; do
-    if [[ ! -f "$MODEL" ]]; then
-        echo "skipped: $MODEL not found (run scripts/fetch_models.sh)" >&2
-        continue
-    fi
+# One model file: llama-perplexity's figure, then qevo's on llama.cpp's token ids.
+check_one() {
+    local MODEL="$1" name llama_ppl
     name="$(basename "$MODEL")"
     "$TOOLS/llama-perplexity" -m "$MODEL" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" \
         >"$TMP/$name.ppl.log" 2>&1
@@ -55,6 +56,25 @@ PY
     echo "== $name: llama-perplexity -c $CTX --chunks $CHUNKS: PPL $llama_ppl"
     QEVO_REAL_GGUF="$TMP/$name" QEVO_PPL_IDS="$TMP/$name.ids" QEVO_PPL_CTX="$CTX" \
         QEVO_PPL_CHUNKS="$CHUNKS" QEVO_LLAMA_PPL="$llama_ppl" \
-        cargo test --release -p qevo --test real_models -- --ignored --nocapture
+        cargo test --release --workspace --test real_models real_gguf_perplexity -- --ignored --nocapture
     rm -f "$TMP/$name"
+}
+
+for MODEL in "$@"; do
+    if [[ ! -f "$MODEL" ]]; then
+        echo "skipped: $MODEL not found (run scripts/fetch_models.sh)" >&2
+        continue
+    fi
+    check_one "$MODEL"
+    if [[ "$EXPORT" == 1 ]]; then
+        # qevo's GGUF export of the model (uniform q8_0 and q4_k) through the same check:
+        # llama.cpp loads what qevo writes and computes what qevo computes.
+        mkdir -p "$TMP/export"
+        QEVO_EXPORT_SRC="$MODEL" QEVO_EXPORT_DIR="$TMP/export" \
+            cargo test --release --workspace --test real_models real_gguf_export -- --ignored --nocapture
+        for OUT in "$TMP/export/"*.gguf; do
+            check_one "$OUT"
+        done
+        rm -rf "$TMP/export"
+    fi
 done

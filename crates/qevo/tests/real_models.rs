@@ -52,3 +52,34 @@ fn real_gguf_perplexity_matches_llama_perplexity() {
     );
     assert!(rel <= 0.01, "perplexity differs by {:.3}%", rel * 100.0);
 }
+
+/// Exports a real GGUF (`QEVO_EXPORT_SRC`) into `QEVO_EXPORT_DIR` as uniform q8_0 and
+/// uniform q4_k (rows that are not whole q4_k blocks get llama.cpp's fallback type), for
+/// scripts/check_real_models.sh to run through `llama-perplexity` and the check above.
+#[test]
+#[ignore = "needs a real GGUF; run scripts/check_real_models.sh"]
+fn real_gguf_export_for_llama_cpp() {
+    use qevo::export::{export_gguf, resolve_ggml};
+    use qevo::quant::{GgmlType, TensorPlan, WeightFormat};
+    let (Some(src), Some(dir)) = (env("QEVO_EXPORT_SRC"), env("QEVO_EXPORT_DIR")) else {
+        println!(
+            "skipped: set QEVO_EXPORT_SRC and QEVO_EXPORT_DIR (scripts/check_real_models.sh does)"
+        );
+        return;
+    };
+    let src = PathBuf::from(src);
+    let m = Model::load(&src).unwrap();
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    for t in [GgmlType::Q8_0, GgmlType::Q4K] {
+        let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(t), 16).unwrap();
+        let resolved = resolve_ggml(&m, &plan, false).unwrap();
+        let out = PathBuf::from(&dir).join(format!("{stem}-qevo-{t}.gguf"));
+        let s = export_gguf(&m, &resolved, None, &out).unwrap();
+        println!(
+            "exported {} ({} planned bytes, {} tensors written in a fallback type)",
+            out.display(),
+            s.planned_tensor_bytes,
+            s.fallbacks.len()
+        );
+    }
+}

@@ -1,18 +1,21 @@
-//! GGUF export for llama-family models: quantizes every planned tensor into its GGML
-//! type (q/k rows re-permuted into llama.cpp's rotary layout first), keeps norms and
-//! biases f32, and writes the hyper-parameters and tokenizer llama.cpp needs. A GGUF
-//! source keeps all its metadata (unknown keys included) and its other tensors byte for
-//! byte; an HF source gets metadata built from config.json and tokenizer.json.
+//! GGUF export for the Llama family (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3):
+//! quantizes every planned tensor into its GGML type (q/k rows re-permuted into the
+//! rotary layout of the architecture, parts llama.cpp fuses stacked into one tensor),
+//! keeps norms and biases f32, and writes the hyper-parameters (`gguf_arch`) and
+//! tokenizer llama.cpp needs. A GGUF source keeps all its metadata (unknown keys
+//! included) and its norms and biases byte for byte; an HF source gets metadata built
+//! from config.json and tokenizer.json.
 
+use super::gguf_arch::{gguf_arch, GgufArch};
 use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 use super::plan::{check_output_path, Fallback, ResolvedPlan};
 use super::vocab;
 use crate::error::{Error, Result};
-use crate::model::gguf::{Gguf, Value};
-use crate::model::{permute_rows, Arch, ArchKind, LlamaConfig, Model};
+use crate::model::gguf::{ggml_type_info, Gguf, Value};
+use crate::model::{permute_rows, Arch, LlamaConfig, Model};
 use crate::quant::{GgmlType, WeightFormat};
 use candle_core::Tensor;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// What was written, with the byte counts a plan's size is checked against.
@@ -61,36 +64,27 @@ pub(crate) fn dominant_type(model: &Model, plan: &ResolvedPlan) -> GgmlType {
         .unwrap_or(GgmlType::F32)
 }
 
-/// The llama config GGUF export supports, or a clear refusal.
-fn llama_config(model: &Model) -> Result<&LlamaConfig> {
-    let unsupported = |what: &str| {
-        Error::Invalid(format!(
-            "{}: GGUF export writes the llama architecture only; this model is {what}",
-            model.source.display()
-        ))
-    };
+/// The model's Llama-family config and the llama.cpp architecture it is written as, or
+/// a refusal naming what llama.cpp cannot express.
+fn llama_config(model: &Model) -> Result<(&LlamaConfig, &'static GgufArch)> {
     let Arch::Llama(cfg) = &model.arch else {
-        return Err(unsupported(model.arch.kind().as_str()));
+        return Err(Error::UnsupportedArch {
+            path: model.source.clone(),
+            key: "architecture".into(),
+            arch: format!("{} (GGUF export)", model.arch.kind().as_str()),
+            supported: "the Llama family".into(),
+        });
     };
-    match cfg.kind {
-        ArchKind::Llama | ArchKind::Mistral => {}
-        k => return Err(unsupported(k.as_str())),
-    }
-    if cfg.sliding_window.is_some() {
-        return Err(unsupported(
-            "a sliding-window model (llama.cpp's llama architecture has no window)",
-        ));
-    }
-    if cfg.head_dim * cfg.n_heads != cfg.hidden {
-        return Err(unsupported(
-            "a model whose head_dim × heads differs from hidden_size",
-        ));
-    }
-    Ok(cfg)
+    let arch = gguf_arch(cfg.kind, &model.source)?;
+    arch.check(cfg, &model.source)?;
+    Ok((cfg, arch))
 }
 
-/// Rows of q/k weights (and biases) in llama.cpp's rotary layout.
-fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
+/// Rows of q/k weights (and biases) in the architecture's rotary layout.
+fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Tensor> {
+    if !arch.permute_qk {
+        return Ok(w.clone());
+    }
     let heads = if name.contains(".attn_q.") {
         Some(cfg.n_heads)
     } else if name.contains(".attn_k.") {
@@ -119,27 +113,34 @@ fn f32_tensor(name: &str, w: &Tensor) -> Result<GgufTensorOut> {
     })
 }
 
-/// Position of a tensor in llama.cpp's file order: embedding, blocks (each in its
-/// converter's order), output norm, output.
+/// Block parts in llama.cpp's converter order (the HF module order within a layer).
+const BLOCK_ORDER: [&str; 14] = [
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_qkv",
+    "attn_output",
+    "attn_q_norm",
+    "attn_k_norm",
+    "post_attention_norm",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "post_ffw_norm",
+];
+
+/// Position of a tensor in an HF source's GGUF: embedding, blocks (parts in
+/// `BLOCK_ORDER`), output norm, output.
 fn file_order(name: &str) -> (usize, usize, usize, String) {
     const TOP: [&str; 3] = ["token_embd.", "output_norm.", "output."];
-    const PARTS: [&str; 9] = [
-        "attn_norm",
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "ffn_norm",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-    ];
     if let Some(rest) = name.strip_prefix("blk.") {
         if let Some((b, part)) = rest.split_once('.') {
-            let p = PARTS
+            let p = BLOCK_ORDER
                 .iter()
                 .position(|x| part.starts_with(&format!("{x}.")))
-                .unwrap_or(PARTS.len());
+                .unwrap_or(BLOCK_ORDER.len());
             return (1, b.parse().unwrap_or(usize::MAX), p, name.to_string());
         }
     }
@@ -150,21 +151,44 @@ fn file_order(name: &str) -> (usize, usize, usize, String) {
     }
 }
 
+/// Tensors qevo splits at load and writes as parts: a part missing from a GGUF source
+/// takes its fused parent's place there (Phi-3's `attn_qkv` becomes q, k, v).
+const FUSED_PARENTS: [(&str, &str); 3] = [
+    (".attn_q.weight", ".attn_qkv.weight"),
+    (".attn_k.weight", ".attn_qkv.weight"),
+    (".attn_v.weight", ".attn_qkv.weight"),
+];
+
+/// Position of a tensor in a GGUF source's order (parts at their fused parent's place).
+fn source_order(name: &str, pos: &HashMap<&str, usize>) -> usize {
+    if let Some(&p) = pos.get(name) {
+        return p;
+    }
+    FUSED_PARENTS
+        .iter()
+        .find_map(|(part, parent)| {
+            let stem = name.strip_suffix(part)?;
+            pos.get(format!("{stem}{parent}").as_str()).copied()
+        })
+        .unwrap_or(usize::MAX)
+}
+
 /// Quantizes the planned tensors into GGUF-ready bytes (in GGUF row order).
 fn planned_tensors(
     model: &Model,
     plan: &ResolvedPlan,
     imatrix: Option<&[Option<Vec<f32>>]>,
     cfg: &LlamaConfig,
+    arch: &GgufArch,
 ) -> Result<Vec<GgufTensorOut>> {
-    model
+    let outs = model
         .tensors
         .iter()
         .zip(&model.weights)
         .zip(&plan.types)
         .enumerate()
         .map(|(i, ((info, w), &t))| {
-            let w = gguf_rows(&info.name, w, cfg)?;
+            let w = gguf_rows(&info.name, w, cfg, arch)?;
             let data = w.flatten_all()?.to_vec1::<f32>()?;
             // The evaluator's own entry point, so the bytes are the ones it scored (an
             // importance matrix is per column: the row permutation leaves it valid).
@@ -179,42 +203,92 @@ fn planned_tensors(
                 bytes,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    match arch.fused_gate_up {
+        true => fuse_gate_up(outs),
+        false => Ok(outs),
+    }
 }
 
-fn hf_metadata(model: &Model, cfg: &LlamaConfig) -> Result<Vec<(String, Value)>> {
+/// Each block's `ffn_gate` and `ffn_up` as one `ffn_up` of gate rows then up rows.
+fn fuse_gate_up(outs: Vec<GgufTensorOut>) -> Result<Vec<GgufTensorOut>> {
+    let mut gates: HashMap<String, GgufTensorOut> = HashMap::new();
+    let mut res = Vec::with_capacity(outs.len());
+    for t in outs {
+        if let Some(stem) = t.name.strip_suffix(".ffn_gate.weight") {
+            gates.insert(stem.to_string(), t);
+            continue;
+        }
+        match t
+            .name
+            .strip_suffix(".ffn_up.weight")
+            .and_then(|s| gates.remove(s))
+        {
+            Some(gate) => res.push(fuse_rows(gate, t)?),
+            None => res.push(t),
+        }
+    }
+    match gates.into_values().next() {
+        Some(g) => Err(Error::Plan {
+            tensor: g.name,
+            msg: "no ffn_up to fuse with (llama.cpp's phi3 stores gate and up as one tensor)"
+                .into(),
+        }),
+        None => Ok(res),
+    }
+}
+
+/// `top` rows then `bottom` rows, named as `bottom`. Every GGML block lies inside one
+/// row and is quantized from that row alone, so the concatenated bytes are the bytes of
+/// the concatenated matrix: exactly what was scored for each part.
+fn fuse_rows(top: GgufTensorOut, bottom: GgufTensorOut) -> Result<GgufTensorOut> {
+    let type_name = |id: u32| ggml_type_info(id).map_or("?", |t| t.name);
+    if top.type_id != bottom.type_id {
+        return Err(Error::Plan {
+            tensor: top.name.clone(),
+            msg: format!(
+                "llama.cpp stores `{}` and `{}` as one tensor (`{}`, gate rows first), so they need one type; the plan gives {} and {}",
+                top.name,
+                bottom.name,
+                bottom.name,
+                type_name(top.type_id),
+                type_name(bottom.type_id)
+            ),
+        });
+    }
+    if top.dims.len() != 2 || top.dims[0] != bottom.dims[0] {
+        return Err(Error::Plan {
+            tensor: top.name,
+            msg: format!(
+                "rows of {:?} and {:?} cannot be stacked",
+                top.dims, bottom.dims
+            ),
+        });
+    }
+    let mut bytes = top.bytes;
+    bytes.extend_from_slice(&bottom.bytes);
+    Ok(GgufTensorOut {
+        name: bottom.name,
+        dims: vec![top.dims[0], top.dims[1] + bottom.dims[1]],
+        type_id: top.type_id,
+        bytes,
+    })
+}
+
+fn hf_metadata(model: &Model, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Vec<(String, Value)>> {
     let dir = &model.source;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let u = |v: usize| Value::U32(v as u32);
     let mut md = vec![
         (
             "general.architecture".to_string(),
-            Value::String("llama".into()),
+            Value::String(arch.name.into()),
         ),
         ("general.name".to_string(), Value::String(name)),
-        ("llama.vocab_size".to_string(), u(cfg.vocab)),
-        ("llama.context_length".to_string(), u(cfg.max_positions)),
-        ("llama.embedding_length".to_string(), u(cfg.hidden)),
-        ("llama.block_count".to_string(), u(cfg.n_layers)),
-        ("llama.feed_forward_length".to_string(), u(cfg.intermediate)),
-        ("llama.rope.dimension_count".to_string(), u(cfg.head_dim)),
-        ("llama.attention.head_count".to_string(), u(cfg.n_heads)),
-        (
-            "llama.attention.head_count_kv".to_string(),
-            u(cfg.n_kv_heads),
-        ),
-        (
-            "llama.rope.freq_base".to_string(),
-            Value::F32(cfg.rope_theta as f32),
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon".to_string(),
-            Value::F32(cfg.rms_eps as f32),
-        ),
     ];
+    md.extend(arch.hparams(cfg));
     let tok = dir.join("tokenizer.json");
     if !tok.exists() {
         return Err(Error::format(
@@ -232,6 +306,37 @@ fn hf_metadata(model: &Model, cfg: &LlamaConfig) -> Result<Vec<(String, Value)>>
     Ok(md)
 }
 
+/// The non-planned tensors of the model (norms, biases) in f32, for an HF source.
+fn hf_aux_tensors(model: &Model, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Vec<GgufTensorOut>> {
+    model
+        .llama_aux_tensors()
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, t)| f32_tensor(name, &gguf_rows(name, t, cfg, arch)?))
+        .collect()
+}
+
+/// A GGUF source's non-planned tensors (norms, biases), byte for byte; fused tensors
+/// qevo split at load (Phi-3's `attn_qkv`) are superseded by their parts.
+fn gguf_aux_tensors(model: &Model, src: &Gguf) -> Vec<GgufTensorOut> {
+    let aux: HashSet<String> = model
+        .llama_aux_tensors()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    src.tensors
+        .iter()
+        .filter(|t| aux.contains(&t.name))
+        .map(|t| GgufTensorOut {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            type_id: t.type_id,
+            bytes: src.tensor_bytes(t).to_vec(),
+        })
+        .collect()
+}
+
 /// Writes `model` quantized by `plan` as a GGUF file at `out` (atomically).
 /// `imatrix` (per tensor index, as `WeightCache::with_imatrix` takes it) must be the one
 /// the plan was evaluated with, so K-quants round the same way.
@@ -242,7 +347,7 @@ pub fn export_gguf(
     out: &Path,
 ) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
-    let cfg = llama_config(model)?;
+    let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
         return Err(Error::Invalid(format!(
             "plan has {} tensors, model has {}",
@@ -250,34 +355,23 @@ pub fn export_gguf(
             model.tensors.len()
         )));
     }
-    let planned = planned_tensors(model, plan, imatrix, cfg)?;
+    let planned = planned_tensors(model, plan, imatrix, cfg, arch)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();
     let mut w = GgufWriter::default();
-    let mut others: Vec<GgufTensorOut> = Vec::new();
-    if model.source.is_dir() {
-        w.metadata = hf_metadata(model, cfg)?;
-        for (name, t) in model
-            .llama_aux_tensors()
-            .ok_or_else(|| Error::Invalid("not a llama-family model".into()))?
-        {
-            others.push(f32_tensor(&name, &gguf_rows(&name, &t, cfg)?)?);
+    let src = match model.source.is_dir() {
+        true => None,
+        false => Some(Gguf::open(&model.source)?),
+    };
+    let others = match &src {
+        None => {
+            w.metadata = hf_metadata(model, cfg, arch)?;
+            hf_aux_tensors(model, cfg, arch)?
         }
-    } else {
-        let src = Gguf::open(&model.source)?;
-        w.metadata = src.metadata.clone();
-        for t in src
-            .tensors
-            .iter()
-            .filter(|t| model.tensor_index(&t.name).is_none())
-        {
-            others.push(GgufTensorOut {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                type_id: t.type_id,
-                bytes: src.tensor_bytes(t).to_vec(),
-            });
+        Some(src) => {
+            w.metadata = src.metadata.clone();
+            gguf_aux_tensors(model, src)
         }
-    }
+    };
     let ftype = FILE_TYPES
         .iter()
         .find(|(t, _)| *t == dominant_type(model, plan))
@@ -288,17 +382,17 @@ pub fn export_gguf(
     let other_tensor_bytes: u64 = others.iter().map(|t| t.bytes.len() as u64).sum();
     let mut all: Vec<GgufTensorOut> = planned.into_iter().chain(others).collect();
     // A GGUF source keeps its own tensor order; an HF source gets llama.cpp's.
-    if model.source.is_dir() {
-        all.sort_by_cached_key(|t| file_order(&t.name));
-    } else {
-        let src = Gguf::open(&model.source)?;
-        let pos: HashMap<&str, usize> = src
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        all.sort_by_key(|t| pos.get(t.name.as_str()).copied().unwrap_or(usize::MAX));
+    match &src {
+        None => all.sort_by_cached_key(|t| file_order(&t.name)),
+        Some(src) => {
+            let pos: HashMap<&str, usize> = src
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.as_str(), i))
+                .collect();
+            all.sort_by_cached_key(|t| source_order(&t.name, &pos));
+        }
     }
     w.tensors = all;
     let layout = w.write(out)?;
@@ -314,6 +408,66 @@ pub fn export_gguf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn out(name: &str, t: GgmlType, rows: usize, cols: usize, data: &[f32]) -> GgufTensorOut {
+        GgufTensorOut {
+            name: name.into(),
+            dims: vec![cols as u64, rows as u64],
+            type_id: t.gguf_id(),
+            bytes: WeightFormat::Ggml(t)
+                .quantize(data, rows, cols, None)
+                .unwrap()
+                .bytes,
+        }
+    }
+
+    /// Fusing quantized gate and up rows is byte-exact only if every type quantizes each
+    /// row on its own; checked for every type qevo writes.
+    #[test]
+    fn stacking_quantized_rows_equals_quantizing_stacked_rows() {
+        let (cols, g, u) = (256, 3, 5);
+        let data: Vec<f32> = (0..(g + u) * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i / cols) as f32))
+            .collect();
+        for t in GgmlType::ALL {
+            let gate = out("blk.0.ffn_gate.weight", t, g, cols, &data[..g * cols]);
+            let up = out("blk.0.ffn_up.weight", t, u, cols, &data[g * cols..]);
+            let whole = out("blk.0.ffn_up.weight", t, g + u, cols, &data);
+            let fused = fuse_rows(gate, up).unwrap();
+            assert_eq!(fused.dims, whole.dims, "{t}");
+            assert!(fused.bytes == whole.bytes, "{t}: stacked bytes differ");
+        }
+    }
+
+    #[test]
+    fn fusing_gate_and_up_of_two_types_names_both() {
+        let data = vec![0.5f32; 2 * 32];
+        let outs = vec![
+            out("blk.3.ffn_gate.weight", GgmlType::Q8_0, 2, 32, &data),
+            out("blk.3.ffn_up.weight", GgmlType::Q4_0, 2, 32, &data),
+        ];
+        let e = fuse_gate_up(outs).unwrap_err().to_string();
+        assert!(
+            e.contains("blk.3.ffn_gate.weight")
+                && e.contains("blk.3.ffn_up.weight")
+                && e.contains("q8_0")
+                && e.contains("q4_0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn split_parts_take_their_fused_parents_place() {
+        let src = [
+            "token_embd.weight",
+            "blk.0.attn_output.weight",
+            "blk.0.attn_qkv.weight",
+        ];
+        let pos: HashMap<&str, usize> = src.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        assert_eq!(source_order("blk.0.attn_k.weight", &pos), 2);
+        assert_eq!(source_order("blk.0.attn_output.weight", &pos), 1);
+        assert_eq!(source_order("blk.1.attn_q.weight", &pos), usize::MAX);
+    }
 
     #[test]
     fn file_order_follows_llama_cpp() {

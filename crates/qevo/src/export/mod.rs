@@ -6,8 +6,10 @@
 //! Measure what you ship: GGUF tensors are quantized by the same `quant::ggml` code the
 //! evaluator uses, row by row, so the exported file, loaded back, holds bit for bit the
 //! weights the plan was scored with (llama.cpp's q/k row permutation only reorders whole
-//! rows, and every GGML block lies inside one row).
+//! rows, Phi-3's fused gate/up only stacks whole rows, and every GGML block lies inside
+//! one row and is quantized from it alone).
 
+mod gguf_arch;
 mod gguf_export;
 pub mod gguf_writer;
 mod plan;

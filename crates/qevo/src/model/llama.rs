@@ -333,6 +333,22 @@ impl LlamaConfig {
     }
 }
 
+/// The attention scale llama.cpp's graphs apply, which keep no `query_pre_attn_scalar`:
+/// Gemma's 27B models (recognised by layer count, as llama.cpp does) scale queries by
+/// 1/√(hidden/heads), everything else by 1/√head_dim.
+pub(crate) fn llama_cpp_attn_scale(
+    kind: ArchKind,
+    n_layers: usize,
+    hidden: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> f64 {
+    match (kind, n_layers) {
+        (ArchKind::Gemma2, 46) | (ArchKind::Gemma3, 62) => 1.0 / ((hidden / n_heads) as f64).sqrt(),
+        _ => 1.0 / (head_dim as f64).sqrt(),
+    }
+}
+
 /// Per-block roles in tensor order; `LlamaBlock::idx` follows it.
 pub(crate) const BLOCK_ROLES: [(Role, &str); 7] = [
     (Role::AttnQ, "attn_q"),

@@ -24,6 +24,7 @@ pub(crate) use bert::hf_name as bert_hf_name;
 pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
+pub(crate) use llama::llama_cpp_attn_scale;
 pub use llama::{Activation, LlamaConfig, WindowLayers};
 pub(crate) use source::{llama_hf_name, permute_rows, raw_tensors};
 

@@ -6,7 +6,7 @@ use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
-use super::llama::{Activation, LlamaConfig, LlamaNet, WindowLayers};
+use super::llama::{llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, WindowLayers};
 use super::packed_st::{self, PackedIndex};
 use super::{tokenizer, Arch, Model, Net, TensorInfo};
 use crate::error::{Error, Result};
@@ -752,16 +752,7 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         ArchKind::Gemma3 => m.f64_or("rope.freq_base_swa", 10000.0)?,
         _ => m.f64_or("rope.freq_base_swa", rope_theta)?,
     };
-    // llama.cpp: Gemma's 27B models scale queries by 1/√(hidden/heads), the rest by
-    // 1/√head_dim (the GGUF keeps no query_pre_attn_scalar).
-    let big = matches!(
-        (kind, n_layers),
-        (ArchKind::Gemma2, 46) | (ArchKind::Gemma3, 62)
-    );
-    let attn_scale = match big {
-        true => 1.0 / ((hidden / n_heads) as f64).sqrt(),
-        false => 1.0 / (head_dim as f64).sqrt(),
-    };
+    let attn_scale = llama_cpp_attn_scale(kind, n_layers, hidden, n_heads, head_dim);
     let tokens_len = g
         .get("tokenizer.ggml.tokens")
         .and_then(Value::as_array)
@@ -871,11 +862,12 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
         }
         used.borrow_mut().insert(name.to_string());
         let w = finite_tensor(path, name, g.dequantize(t)?, shape)?;
+        // The converter permutes q/k biases with their weights.
         let heads = if !permuted {
             None
-        } else if name.ends_with("attn_q.weight") {
+        } else if name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias") {
             Some(n_heads)
-        } else if name.ends_with("attn_k.weight") {
+        } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {
             Some(n_kv_heads)
         } else {
             None

@@ -23,6 +23,7 @@ pub struct LlamaShape {
     pub vocab: usize,
     pub max_positions: usize,
     pub tie: bool,
+    /// q/k/v biases; Llama and Mistral write them as `attention_bias`, with an o bias.
     pub qkv_bias: bool,
 }
 
@@ -95,8 +96,11 @@ pub fn write_llama_dir(dir: &Path, o: &LlamaShape, seed: u64) -> Result<()> {
         "MistralForCausalLM" => "mistral",
         _ => "llama",
     };
+    // Llama and Mistral spell q/k/v biases `attention_bias`, which adds an o bias too.
+    let attention_bias = o.qkv_bias && model_type != "qwen2";
     let cfg = serde_json::json!({
         "architectures": [o.arch],
+        "attention_bias": attention_bias,
         "model_type": model_type,
         "hidden_size": o.hidden,
         "intermediate_size": o.inter,
@@ -158,6 +162,9 @@ pub fn write_llama_dir(dir: &Path, o: &LlamaShape, seed: u64) -> Result<()> {
             0.0,
             s,
         );
+        if attention_bias {
+            w.add(&format!("{p}.self_attn.o_proj.bias"), &[o.hidden], 0.0, 0.1);
+        }
         if o.qkv_bias {
             w.add(
                 &format!("{p}.self_attn.q_proj.bias"),
