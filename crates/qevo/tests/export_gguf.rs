@@ -581,54 +581,6 @@ fn gguf_export_phi3_fuses_gate_and_up_of_one_type_only() {
     );
 }
 
-/// Runs a llama.cpp tool, returning its stdout, or panics with its output.
-fn run_tool(tool: &Path, args: &[&str]) -> String {
-    let res = std::process::Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        res.status.success(),
-        "{} {args:?} failed:\n{stdout}\n{stderr}",
-        tool.display()
-    );
-    stdout + &stderr
-}
-
-/// llama.cpp's perplexity and token ids from the logits file `llama-perplexity
-/// --kl-divergence-base` writes (tools/perplexity: `_logits_`, n_ctx, n_vocab, n_chunk as
-/// i32, the chunks' tokens, then per scored position `scale`, `min_log_prob` as f32 and
-/// one u16 code per vocabulary entry, padded to even, log p = min_log_prob + scale·code).
-/// Read from the file rather than the log: llama.cpp logs from a thread that may not
-/// have written its last lines when the process exits.
-fn llama_cpp_logits_perplexity(path: &Path) -> (f64, Vec<u32>) {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..8], b"_logits_", "{}", path.display());
-    let i32_at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
-    let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as f64;
-    let (n_ctx, n_vocab, n_chunk) = (i32_at(8), i32_at(12), i32_at(16));
-    let tokens: Vec<u32> = (0..n_chunk * n_ctx)
-        .map(|i| i32_at(20 + 4 * i) as u32)
-        .collect();
-    let record = 2 * (2 * n_vocab.div_ceil(2) + 4);
-    let first = n_ctx / 2;
-    let mut o = 20 + 4 * tokens.len();
-    let (mut nll, mut count) = (0f64, 0usize);
-    for c in 0..n_chunk {
-        for j in first..n_ctx - 1 {
-            let target = tokens[c * n_ctx + j + 1] as usize;
-            let code = u16::from_le_bytes([b[o + 8 + 2 * target], b[o + 9 + 2 * target]]);
-            nll -= f32_at(o + 4) + f32_at(o) * code as f64;
-            count += 1;
-            o += record;
-        }
-    }
-    assert_eq!(o, b.len(), "{}: trailing bytes", path.display());
-    ((nll / count as f64).exp(), tokens)
-}
-
 /// `llama-perplexity` on an exported file, and qevo's `llama_cpp_perplexity` of `model`
 /// (the source, holding the weights the plan quantizes to) on llama.cpp's own token ids
 /// for the text: (llama.cpp, qevo). Comparing with the source rather than the file read
@@ -655,8 +607,9 @@ fn both_perplexities(
         "--kl-divergence-base",
         logits.to_str().unwrap(),
     ];
-    run_tool(ppl, &args);
-    let (theirs, ids) = llama_cpp_logits_perplexity(&logits);
+    common::llama_tools::run_tool(ppl, &args);
+    let base = common::llama_tools::LlamaLogits::read(&logits);
+    let (theirs, ids) = (base.perplexity(), base.tokens);
     let bos = match &model.arch {
         qevo::model::Arch::Llama(c) if ids.first() == c.bos_token_id.as_ref() => c.bos_token_id,
         _ => None,

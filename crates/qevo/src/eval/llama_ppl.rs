@@ -19,15 +19,13 @@ pub struct LlamaCppPerplexity {
     pub scored_tokens: usize,
 }
 
-/// Runs the protocol over `tokens` (as llama.cpp tokenizes the text, BOS included when
-/// the model adds one) with chunks of `n_ctx`, at most `max_chunks` of them.
-pub fn llama_cpp_perplexity(
+/// How many whole chunks of `n_ctx` the protocol scores, or a clear refusal.
+fn chunk_count(
     model: &Model,
     tokens: &[u32],
     n_ctx: usize,
-    bos: Option<u32>,
     max_chunks: Option<usize>,
-) -> Result<LlamaCppPerplexity> {
+) -> Result<usize> {
     if n_ctx < 4 || n_ctx > model.arch.max_positions() {
         return Err(Error::Invalid(format!(
             "context {n_ctx} must be between 4 and the model's {} positions",
@@ -42,9 +40,21 @@ pub fn llama_cpp_perplexity(
             tokens.len()
         )));
     }
-    let first = n_ctx / 2;
+    Ok(chunks)
+}
+
+/// Runs `weights` over each chunk (first token replaced by `bos` when given) and hands
+/// every scored position's logits row, with the token it predicts, to `f`, in order.
+fn for_each_scored(
+    model: &Model,
+    weights: &[Tensor],
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    chunks: usize,
+    f: &mut dyn FnMut(&[f32], usize),
+) -> Result<()> {
     let vocab = model.arch.vocab();
-    let (mut nll, mut count) = (0f64, 0usize);
     for c in 0..chunks {
         let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
         if let Some(b) = bos {
@@ -52,15 +62,39 @@ pub fn llama_cpp_perplexity(
         }
         let ids = Tensor::from_slice(&chunk, (1, n_ctx), &Device::Cpu)?;
         let logits = model
-            .forward(&model.weights, &NoHook, &ids)?
+            .forward(weights, &NoHook, &ids)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        for j in first..n_ctx - 1 {
-            let row = &logits[j * vocab..(j + 1) * vocab];
-            nll -= log_softmax_at(row, chunk[j + 1] as usize);
-            count += 1;
+        for j in n_ctx / 2..n_ctx - 1 {
+            f(&logits[j * vocab..(j + 1) * vocab], chunk[j + 1] as usize);
         }
     }
+    Ok(())
+}
+
+/// Runs the protocol over `tokens` (as llama.cpp tokenizes the text, BOS included when
+/// the model adds one) with chunks of `n_ctx`, at most `max_chunks` of them.
+pub fn llama_cpp_perplexity(
+    model: &Model,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<LlamaCppPerplexity> {
+    let chunks = chunk_count(model, tokens, n_ctx, max_chunks)?;
+    let (mut nll, mut count) = (0f64, 0usize);
+    for_each_scored(
+        model,
+        &model.weights,
+        tokens,
+        n_ctx,
+        bos,
+        chunks,
+        &mut |row, next| {
+            nll -= log_softmax_at(row, next);
+            count += 1;
+        },
+    )?;
     let mean_nll = nll / count as f64;
     Ok(LlamaCppPerplexity {
         perplexity: mean_nll.exp(),
@@ -68,6 +102,36 @@ pub fn llama_cpp_perplexity(
         chunks,
         scored_tokens: count,
     })
+}
+
+/// Mean exact KL(FP ‖ `weights`) over the whole vocabulary at the positions
+/// `llama-perplexity --kl-divergence` scores, in nats/token: qevo's figure for the same
+/// tokens and protocol as llama.cpp's KLD of a quantized file against its FP base.
+pub fn llama_cpp_kl(
+    model: &Model,
+    weights: &[Tensor],
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<f64> {
+    let chunks = chunk_count(model, tokens, n_ctx, max_chunks)?;
+    let mut base: Vec<Vec<f32>> = Vec::new();
+    for_each_scored(
+        model,
+        &model.weights,
+        tokens,
+        n_ctx,
+        bos,
+        chunks,
+        &mut |row, _| base.push(row.to_vec()),
+    )?;
+    let (mut total, mut k) = (0f64, 0usize);
+    for_each_scored(model, weights, tokens, n_ctx, bos, chunks, &mut |row, _| {
+        total += super::exact_kl(&base[k], row, row.len());
+        k += 1;
+    })?;
+    Ok(total / k.max(1) as f64)
 }
 
 /// `log softmax(row)[target]` in f64.
