@@ -233,9 +233,27 @@ fn main() {
             Some(x) => x.code,
             None => EXIT_ERROR,
         };
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(code);
     }
+}
+
+/// The error and its causes, each said once: library errors already quote their cause
+/// in their own message ("path: No such file or directory"), so a cause whose text is
+/// already there is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }
 
 /// Exit codes (the README lists them): 0 done; 1 an error (the message names the file,

@@ -443,3 +443,15 @@ fn seq_len_beyond_the_models_positions_is_refused_not_clamped() {
     let o = qevo(&["eval", model.to_str().unwrap()], cache.path());
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn missing_file_error_says_its_cause_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let missing = cache.path().join("nope.gguf");
+    let o = qevo(&["inspect", missing.to_str().unwrap()], cache.path());
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("nope.gguf"), "{out}");
+    let cause = "No such file or directory";
+    assert_eq!(out.matches(cause).count(), 1, "{out}");
+}

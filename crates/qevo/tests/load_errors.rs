@@ -193,3 +193,37 @@ fn gguf_file_that_is_not_gguf_is_named() {
         "{e}"
     );
 }
+
+/// A finite but huge norm weight (1e38) loads, but its activations overflow f32: every
+/// score must be an error naming the block, never "perplexity NaN" or "KL 0".
+#[test]
+fn overflowing_activations_are_an_error_naming_the_block() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LlamaOpts {
+        vocab: 300,
+        ..LlamaOpts::default()
+    };
+    write_llama_dir(d.path(), &o, 1);
+    let mut w = Weights::new(1);
+    let st = std::fs::read(d.path().join("model.safetensors")).unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
+    for (name, view) in parsed.tensors() {
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if name == "model.layers.0.post_attention_layernorm.weight" {
+            v.iter_mut().for_each(|x| *x = 1e38);
+        }
+        w.tensors.insert(name.clone(), (view.shape().to_vec(), v));
+    }
+    w.write(&d.path().join("model.safetensors")).unwrap();
+    let m = Model::load(d.path()).unwrap();
+    let toks: Vec<u32> = (0..64).map(|i| (i * 7 % 300) as u32).collect();
+    let windows = qevo::eval::TokenWindows::from_tokens(&toks, 16, 4).unwrap();
+    let e = qevo::eval::Reference::build(&m, windows, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blk.0") && e.contains("not finite"), "{e}");
+}

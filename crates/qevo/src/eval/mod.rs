@@ -310,6 +310,35 @@ pub fn for_each_logits(
     pass.logits_from(None, &mut |_, _| {}, f)
 }
 
+/// A clear error for activations that overflowed f32, naming where they first did.
+fn non_finite(model: &Model, tensor: &str, what: &str) -> Error {
+    Error::Tensor {
+        path: model.source.clone(),
+        tensor: tensor.to_string(),
+        msg: format!(
+            "{what} are not finite (NaN or ±inf): a weight or norm of the model overflows f32 arithmetic"
+        ),
+    }
+}
+
+/// Block `b`'s output states must be finite: one sum over them (a NaN or infinity
+/// anywhere makes it non-finite) costs little next to the block's matrix products, and
+/// stops a model whose activations overflow from scoring as "perplexity NaN" or "KL 0".
+fn check_finite_states(model: &Model, b: usize, h: &Tensor) -> Result<()> {
+    let sum = h
+        .sum_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_scalar::<f32>()?;
+    match sum.is_finite() {
+        true => Ok(()),
+        false => Err(non_finite(
+            model,
+            &format!("blk.{b}"),
+            &format!("block {b}'s output activations"),
+        )),
+    }
+}
+
 /// One pass of a weight set over windows `range`, `batch` windows per forward.
 pub struct Pass<'a> {
     pub model: &'a Model,
@@ -355,11 +384,17 @@ impl Pass<'_> {
                 .iter()
                 .map(|h| model.block(b, self.weights, self.hook, h))
                 .collect::<Result<_>>()?;
+            for h in &states {
+                check_finite_states(model, b, h)?;
+            }
             after_block(b, &states);
         }
         for (j, h) in states.iter().enumerate() {
             let logits = model.head(self.weights, self.hook, h)?;
             let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+            if flat.iter().any(|x| !x.is_finite()) {
+                return Err(non_finite(model, "output", "the head's outputs"));
+            }
             f(self.range.start + j * batch, &flat)?;
         }
         Ok(())
