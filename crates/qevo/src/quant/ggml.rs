@@ -1,25 +1,25 @@
 //! The GGML tensor types that GGUF files hold and llama.cpp loads: one closed enum with
 //! an exhaustive table (`TABLE`) of GGUF id, name, block length and bytes, compute bits,
-//! codec, capability, importance-matrix needs and llama.cpp's fallback type, plus quantize
-//! / dequantize through candle's ports of ggml's reference quantizers (the bytes llama.cpp
-//! itself would write), split across rows so that large tensors use every core.
+//! decoder, quantizer, importance-matrix use and needs, and llama.cpp's fallback type, plus
+//! quantize / dequantize over a tensor, split across rows so that large tensors use every
+//! core.
 //!
-//! The IQ types (iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
-//! dequantize-only: `dequantize` decodes them with qevo's own decoders (`quant::iq`,
-//! bit-identical with llama.cpp's, tests/quant_iq.rs), so GGUF files holding them load,
-//! but qevo cannot write them yet, so they never enter a search space or a plan.
+//! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
+//! quantizers and byte-identical with `llama-quantize --pure`, with and without an
+//! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
+//! q5_k, q6_k, iq4_nl and iq4_xs. Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! tensor of the embedded model, per type, plain and with an imatrix made by
+//! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
+//! With an importance matrix every block type but q8_0 weights its rounding by it, as
+//! llama.cpp does; the values must be llama.cpp's (imatrix sums divided by their counts).
 //!
-//! Agreement with llama.cpp (tests/quant_fixtures.rs, against its Python `gguf` package):
-//! quantize bytes are identical for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (the types
-//! `gguf.quants` can encode); dequantized values are bit-identical for those and for
-//! q2_k, q3_k, q4_k, q5_k, q6_k (decoded from the fixture bytes). K-quant *quantize* bytes
-//! could not be checked against llama.cpp here (`gguf.quants` cannot encode them), and
-//! they do differ from current llama.cpp: candle's q2_k / q4_k / q5_k quantizers follow an
-//! older ggml revision (`make_qkx1_quants`, unweighted; llama.cpp now uses the weighted
-//! `make_qkx2_quants`), which among other things decodes a sub-block of identical values
-//! to zeros (`candle_k_quants_flush_constant_subblocks_to_zero` guards this), and candle
-//! rounds ties away from zero where ggml's `nearest_int` rounds them to even. The bytes are
-//! valid GGML blocks that llama.cpp loads and decodes to the same values qevo scores.
+//! Dequantizing goes through candle's decoders for floats, legacy and K-quants (values
+//! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
+//! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
+//!
+//! The other IQ types (iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
+//! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
+//! never enter a search space or a plan.
 
 use super::ggml_quants::{self, RowQuantizer};
 use super::iq;

@@ -208,9 +208,9 @@ fn q3_k_ref(x: &[f32], y: &mut [u8]) {
     let mut sc = [0u8; 12];
     let d = if max_scale != 0.0 {
         let iscale = -32.0 / max_scale;
-        for j in 0..16 {
+        for (j, &s) in scales.iter().enumerate() {
             // C keeps this level in an int8_t: the cast wraps before the clamp.
-            let l = (nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32;
+            let l = (nearest_int(iscale * s) as i8).clamp(-32, 31) + 32;
             put_q3_scale(&mut sc, j, l as u8);
         }
         1.0 / iscale
@@ -436,9 +436,12 @@ pub(crate) fn q4_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
         y[0..2].copy_from_slice(&b.d);
         y[2..4].copy_from_slice(&b.dmin);
         y[4..16].copy_from_slice(&b.sc);
-        for (g, q) in y[16..144].chunks_exact_mut(32).enumerate() {
-            for l in 0..32 {
-                q[l] = b.levels[64 * g + l] | (b.levels[64 * g + l + 32] << 4);
+        for (q, lv) in y[16..144]
+            .chunks_exact_mut(32)
+            .zip(b.levels.chunks_exact(64))
+        {
+            for (l, o) in q.iter_mut().enumerate() {
+                *o = lv[l] | (lv[l + 32] << 4);
             }
         }
     });
@@ -543,7 +546,7 @@ mod tests {
     use super::*;
 
     fn check_all_types(x: &[f32], qw: Option<&[f32]>) -> Vec<Vec<u8>> {
-        let fs: [(fn(&[f32], Option<&[f32]>, &mut [u8]), usize); 5] = [
+        let fs: [(super::super::RowQuantizer, usize); 5] = [
             (q2_k, 84),
             (q3_k, 110),
             (q4_k, 144),

@@ -216,7 +216,8 @@ mod tests {
         let x = [0.0f32; 64];
         let mut out = vec![0xffu8; 36];
         q4_0(&x, None, &mut out);
-        assert_eq!(&out[0..2], &[0, 0]);
+        // d = max / -8 = -0.0, stored as f16 -0.0, as llama.cpp stores it.
+        assert_eq!(&out[0..2], &[0, 0x80]);
         assert!(out[2..18].iter().all(|&b| b == 0x88));
         // Weighted: the scale search sees an all-zero group and writes level 0.
         q4_0(&x, Some(&[1.0; 64]), &mut out);
