@@ -7,7 +7,8 @@
 //! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
 //! quantizers and byte-identical with `llama-quantize --pure`, with and without an
 //! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-//! q5_k, q6_k, iq4_nl and iq4_xs. Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s and iq3_xxs (iq3_xxs with an imatrix only:
+//! llama-quantize refuses it without one, though qevo writes it then too). Measured (tests/ggml_quantize_llama_cpp.rs): every
 //! tensor of the embedded model, per type, plain and with an imatrix made by
 //! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
 //! With an importance matrix every block type but q8_0 weights its rounding by it, as
@@ -17,7 +18,7 @@
 //! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
 //! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
 //!
-//! The other IQ types (iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
+//! The other IQ types (iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
 //! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
 //! never enter a search space or a plan.
 
@@ -158,8 +159,8 @@ const TABLE: [Row; N_TYPES] = [
     row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Some(gq::q2_k),   true,  false, Some(G::Q4_0)),
     row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Some(gq::iq4_nl), true,  false, None),
     row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Some(gq::iq4_xs), true,  false, Some(G::Iq4Nl)),
-    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        None,             true,  false, Some(G::Iq4Nl)),
-    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      None,             true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Some(gq::iq3_s),      true,  false, Some(G::Iq4Nl)),
+    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Some(gq::iq3_xxs),      true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        None,             true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       None,             true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      None,             true,  true,  Some(G::Iq4Nl)),
@@ -637,7 +638,7 @@ mod tests {
 
     #[test]
     fn iq_types_without_a_quantizer_are_dequantize_only_and_refuse_to_quantize() {
-        let t = GgmlType::Iq3S;
+        let t = GgmlType::Iq2Xs;
         assert_eq!(t.capability(), Capability::DequantizeOnly);
         assert!(quantize_rows(t, &[0.0; 256], 1, 256, None).is_err());
         assert_eq!(GgmlType::Iq4Nl.capability(), Capability::Quantize);

@@ -46,12 +46,12 @@ pub struct Unit {
 pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
     // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
-    // multiple of 256). Dequantize-only types (the other IQ types) never enter a preset.
+    // multiple of 256). Dequantize-only types (iq2_*, iq1_*) never enter a preset.
     (
         "ggml",
         &[
             "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
-            "iq4_nl", "iq4_xs", "f16",
+            "iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs", "f16",
         ],
     ),
     // The product brief's genome: integer widths × schemes at a common group size.
