@@ -37,12 +37,13 @@ import gguf
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("QEVO_LLAMA_TOOLS", Path.home() / ".cache/qevo/llama-tools")) / "bin"
 # llama-quantize's type names for the ftypes whose default type is each GGML type (--pure makes
-# every tensor that type, where the row length allows).
+# every tensor that type, where the row length allows). Not always the same name: the IQ2_S
+# ftype defaults to iq2_xs, IQ2_M to iq2_s (llama_ftype_get_default_type).
 TYPES = [
     ("q4_0", "Q4_0"), ("q4_1", "Q4_1"), ("q5_0", "Q5_0"), ("q5_1", "Q5_1"), ("q8_0", "Q8_0"),
     ("q2_k", "Q2_K"), ("q3_k", "Q3_K_M"), ("q4_k", "Q4_K_M"), ("q5_k", "Q5_K_M"), ("q6_k", "Q6_K"),
     ("iq4_nl", "IQ4_NL"), ("iq4_xs", "IQ4_XS"), ("iq3_s", "IQ3_S"), ("iq3_xxs", "IQ3_XXS"),
-    ("iq2_s", "IQ2_S"), ("iq2_xs", "IQ2_XS"), ("iq2_xxs", "IQ2_XXS"), ("iq1_s", "IQ1_S"),
+    ("iq2_s", "IQ2_M"), ("iq2_xs", "IQ2_XS"), ("iq2_xxs", "IQ2_XXS"), ("iq1_s", "IQ1_S"),
     ("iq1_m", "IQ1_M"),
 ]
 IMATRIX_CTX = 128

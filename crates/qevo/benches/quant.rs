@@ -105,7 +105,10 @@ fn main() {
         "format", "fake GB/s", "pack+unp GB/s", "candle GB/s", "ratio"
     );
     let src = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
-    for f in WeightFormat::all() {
+    for f in WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+    {
         let fake = best(3, || {
             std::hint::black_box(f.fake_quant(&x, rows, cols, None).unwrap());
         });
@@ -133,7 +136,10 @@ fn main() {
     }
 
     let (what, tensors) = shapes();
-    let formats = WeightFormat::all();
+    let formats: Vec<WeightFormat> = WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+        .collect();
     let pairs: Vec<(usize, WeightFormat)> = tensors
         .iter()
         .enumerate()
@@ -231,7 +237,8 @@ fn quantize_vs_candle() {
                 })
             }))
         };
-        let (ours, theirs) = (Some(time(None)), candle(false));
+        let ours = (!t.requires_imatrix()).then(|| time(None));
+        let theirs = candle(false);
         let (ours_im, theirs_im) = (Some(time(Some(&im))), candle(true));
         println!(
             "{:<8} {:>9} {:>11} {:>7} {:>12} {:>14} {:>7}",

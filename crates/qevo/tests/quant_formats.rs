@@ -69,12 +69,20 @@ fn int_rmse_ceiling(f: IntFormat) -> f64 {
     (1.3 * step / 12f64.sqrt()).min(1.05)
 }
 
+/// Every format that quantizes without an importance matrix (all but iq2_xxs / iq2_xs).
+fn plain_formats() -> Vec<WeightFormat> {
+    WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+        .collect()
+}
+
 #[test]
 fn round_trip_rmse_is_under_each_formats_ceiling() {
     let (rows, cols) = (64, 256);
     let x = normal(rows * cols, 1);
     let mut report = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, rows, cols, None).unwrap();
         let e = rmse(&x, &y);
         let ceiling = match f {
@@ -115,7 +123,7 @@ fn more_bits_never_raise_group_rmse() {
 #[test]
 fn zero_rows_stay_zero_in_every_format() {
     let x = vec![0f32; 4 * 256];
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         assert!(y.iter().all(|&v| v == 0.0), "{f}");
     }
@@ -154,7 +162,7 @@ fn constant_rows_are_reproduced_closely() {
         let x = vec![c; 4 * 256];
         // Every format, K-quants included: llama.cpp's current quantizers (which qevo's
         // are) keep a constant sub-block's value (candle's older ports zeroed it).
-        for f in WeightFormat::all() {
+        for f in plain_formats() {
             let y = f.fake_quant(&x, 4, 256, None).unwrap();
             let err = y.iter().map(|v| (v - c).abs()).fold(0f32, f32::max) / c.abs();
             if err > max_value_tolerance(f) {
@@ -171,7 +179,7 @@ fn huge_outliers_are_kept_and_stay_finite() {
     x[37] = 1.0e4;
     x[300] = -3.0e3;
     let mut bad = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         if !y.iter().all(|v| v.is_finite()) {
             bad.push(format!("{f}: non-finite output"));
@@ -198,7 +206,7 @@ fn denormal_inputs_give_finite_tiny_outputs() {
         .collect();
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let mut bad = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         let err = x
             .iter()
@@ -219,7 +227,7 @@ fn nan_and_inf_give_an_error_naming_the_tensor() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = normal(4 * 256, 4);
         x[256 + 5] = bad;
-        for f in WeightFormat::all() {
+        for f in plain_formats() {
             let e = f
                 .quantize_named("blk.2.ffn_up.weight", &x, 4, 256, None)
                 .unwrap_err()
@@ -273,13 +281,13 @@ fn empty_shape_and_bad_imatrix_are_errors() {
 }
 
 #[test]
-fn imatrix_is_used_by_k_quants_and_ignored_by_others() {
+fn imatrix_is_used_where_llama_cpp_uses_it_and_ignored_by_others() {
     let x = normal(8 * 256, 6);
     let mut im = vec![1.0f32; 256];
     for (i, v) in im.iter_mut().enumerate() {
         *v = if i % 7 == 0 { 50.0 } else { 0.5 };
     }
-    for t in GgmlType::ALL {
+    for t in GgmlType::ALL.into_iter().filter(|t| !t.requires_imatrix()) {
         let f = WeightFormat::Ggml(t);
         let with = f.quantize(&x, 8, 256, Some(&im)).unwrap();
         let without = f.quantize(&x, 8, 256, None).unwrap();
@@ -296,7 +304,7 @@ fn imatrix_is_used_by_k_quants_and_ignored_by_others() {
 #[test]
 fn packed_bytes_decode_to_fake_quant_for_every_format() {
     let x = normal(6 * 256, 7);
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let p = f.quantize(&x, 6, 256, None).unwrap();
         assert_eq!(p.bytes.len() as u64, f.tensor_bytes(6, 256).unwrap(), "{f}");
         let d = f.dequantize(&p).unwrap();
@@ -312,7 +320,7 @@ fn packed_bytes_decode_to_fake_quant_for_every_format() {
 }
 
 fn int_formats() -> Vec<IntFormat> {
-    WeightFormat::all()
+    plain_formats()
         .into_iter()
         .filter_map(|f| match f {
             WeightFormat::Int(i) => Some(i),
@@ -397,13 +405,41 @@ proptest! {
 fn ggml_preset_holds_every_type_llama_cpp_loads_and_qevo_quantizes() {
     let preset = qevo::search::space::parse_formats("ggml").unwrap();
     for t in GgmlType::ALL.into_iter().filter(|t| t.is_quantized()) {
-        assert!(preset.contains(&WeightFormat::Ggml(t)), "{t}");
+        // Types that cannot quantize without an imatrix stay out of the preset.
+        assert_eq!(
+            preset.contains(&WeightFormat::Ggml(t)),
+            !t.requires_imatrix(),
+            "{t}"
+        );
     }
     assert!(preset.contains(&WeightFormat::Ggml(GgmlType::F16)));
     assert!(preset.iter().all(|f| f.can_quantize()));
     // A dequantize-only type never enters a search.
-    let e = qevo::search::space::parse_formats("q4_k,iq2_xs")
+    let e = qevo::search::space::parse_formats("q4_k,iq1_s")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("iq2_xs"), "{e}");
+    assert!(e.contains("iq1_s"), "{e}");
+}
+
+#[test]
+fn types_that_need_an_imatrix_refuse_without_one_naming_the_tensor() {
+    let x = normal(2 * 256, 9);
+    for t in [GgmlType::Iq2Xxs, GgmlType::Iq2Xs] {
+        let f = WeightFormat::Ggml(t);
+        assert!(f.requires_imatrix());
+        let e = f
+            .quantize_named("blk.0.ffn_up.weight", &x, 2, 256, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("blk.0.ffn_up.weight") && e.contains("importance matrix"),
+            "{e}"
+        );
+        let im = vec![1.0f32; 256];
+        let p = f
+            .quantize_named("blk.0.ffn_up.weight", &x, 2, 256, Some(&im))
+            .unwrap();
+        let y = f.dequantize(&p).unwrap();
+        assert!(rmse(&x, &y) < 0.6, "{t}: {}", rmse(&x, &y));
+    }
 }

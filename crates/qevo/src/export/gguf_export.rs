@@ -28,7 +28,7 @@ pub struct ExportSummary {
 }
 
 /// llama.cpp's `general.file_type` labels (`llama_ftype`) for a model mostly in one type.
-const FILE_TYPES: [(GgmlType, u32); 17] = [
+const FILE_TYPES: [(GgmlType, u32); 19] = [
     (GgmlType::F32, 0),
     (GgmlType::F16, 1),
     (GgmlType::Q4_0, 2),
@@ -41,6 +41,8 @@ const FILE_TYPES: [(GgmlType, u32); 17] = [
     (GgmlType::Q4K, 15),
     (GgmlType::Q5K, 17),
     (GgmlType::Q6K, 18),
+    (GgmlType::Iq2Xxs, 19),
+    (GgmlType::Iq2Xs, 20),
     (GgmlType::Iq3Xxs, 23),
     (GgmlType::Iq4Nl, 25),
     (GgmlType::Iq3S, 26),

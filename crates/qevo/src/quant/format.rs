@@ -231,6 +231,12 @@ impl WeightFormat {
         }
     }
 
+    /// Whether quantizing needs an importance matrix (iq2_xxs, iq2_xs: llama.cpp's
+    /// quantizers cannot run without one, so `quantize` refuses then, naming the tensor).
+    pub fn requires_imatrix(&self) -> bool {
+        self.ggml().is_some_and(GgmlType::requires_imatrix)
+    }
+
     /// Whether the quantizer uses an importance matrix (the GGML types llama.cpp weights:
     /// all block types but q8_0; other formats ignore one).
     pub fn uses_imatrix(&self) -> bool {
@@ -457,7 +463,7 @@ mod tests {
     #[test]
     fn every_name_parses_back_to_its_format() {
         let all = WeightFormat::all();
-        assert_eq!(all.len(), 7 * 3 * 5 + 17);
+        assert_eq!(all.len(), 7 * 3 * 5 + 19);
         for f in all {
             assert_eq!(WeightFormat::parse(&f.name()).unwrap(), f, "{f}");
         }
@@ -516,10 +522,10 @@ mod tests {
 
     #[test]
     fn dequantize_only_types_parse_but_refuse_to_quantize() {
-        let f = WeightFormat::parse("iq2_xxs").unwrap();
+        let f = WeightFormat::parse("iq1_s").unwrap();
         assert!(!f.can_quantize());
         assert!(!WeightFormat::all().contains(&f));
         let err = f.quantize(&[0.0; 256], 1, 256, None).unwrap_err();
-        assert!(err.to_string().contains("iq2_xxs"), "{err}");
+        assert!(err.to_string().contains("iq1_s"), "{err}");
     }
 }

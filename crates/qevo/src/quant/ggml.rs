@@ -7,8 +7,9 @@
 //! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
 //! quantizers and byte-identical with `llama-quantize --pure`, with and without an
 //! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s and iq3_xxs (iq3_xxs with an imatrix only:
-//! llama-quantize refuses it without one, though qevo writes it then too). Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_xs and iq2_xxs (the last three with an
+//! imatrix only: llama-quantize refuses them without one; qevo writes iq3_xxs then too,
+//! and refuses iq2_xs / iq2_xxs, which ggml cannot quantize without one). Measured (tests/ggml_quantize_llama_cpp.rs): every
 //! tensor of the embedded model, per type, plain and with an imatrix made by
 //! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
 //! With an importance matrix every block type but q8_0 weights its rounding by it, as
@@ -18,7 +19,7 @@
 //! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
 //! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
 //!
-//! The other IQ types (iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
+//! The other IQ types (iq2_s, iq1_m, iq1_s) are
 //! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
 //! never enter a search space or a plan.
 
@@ -102,6 +103,9 @@ struct Row {
     /// `llama-quantize` refuses to write it without an importance matrix
     /// (`tensor_requires_imatrix` in llama-quant.cpp; token_embd / output excepted there).
     needs_imatrix: bool,
+    /// ggml itself cannot quantize it without one (`ggml_quantize_requires_imatrix`), so
+    /// neither can qevo: quantizing without one is refused.
+    requires_imatrix: bool,
     /// What llama.cpp writes instead when a row is not a whole number of blocks
     /// (`tensor_type_fallback` in llama-quant.cpp). `None`: straight to f16 (32-element
     /// blocks have no smaller block to demote to; floats always fit).
@@ -120,6 +124,7 @@ const fn row(
     quantizer: Option<RowQuantizer>,
     takes_imatrix: bool,
     needs_imatrix: bool,
+    requires_imatrix: bool,
     fallback: Option<GgmlType>,
 ) -> Row {
     Row {
@@ -133,6 +138,7 @@ const fn row(
         quantizer,
         takes_imatrix,
         needs_imatrix,
+        requires_imatrix,
         fallback,
     }
 }
@@ -141,31 +147,32 @@ use ggml_quants as gq;
 use GgmlType as G;
 const N_TYPES: usize = 22;
 /// Columns: type, name, GGUF id, block length, block bytes, compute bits, decoder,
-/// quantizer (`None`: dequantize-only), takes imatrix, needs imatrix, fallback.
+/// quantizer (`None`: dequantize-only), takes imatrix, needs imatrix (llama-quantize),
+/// requires imatrix (ggml), fallback.
 #[rustfmt::skip]
 const TABLE: [Row; N_TYPES] = [
-    row(G::F32,    "f32",     0,   1,   4, 32, Candle(GgmlDType::F32),  Some(gq::f32_row), false, false, None),
-    row(G::F16,    "f16",     1,   1,   2, 16, Candle(GgmlDType::F16),  Some(gq::f16_row), false, false, None),
-    row(G::BF16,   "bf16",   30,   1,   2, 16, Candle(GgmlDType::BF16), Some(gq::bf16_row), false, false, None),
-    row(G::Q8_0,   "q8_0",    8,  32,  34,  8, Candle(GgmlDType::Q8_0), Some(gq::q8_0),   false, false, None),
-    row(G::Q6K,    "q6_k",   14, 256, 210,  6, Candle(GgmlDType::Q6K),  Some(gq::q6_k),   true,  false, Some(G::Q8_0)),
-    row(G::Q5K,    "q5_k",   13, 256, 176,  5, Candle(GgmlDType::Q5K),  Some(gq::q5_k),   true,  false, Some(G::Q5_1)),
-    row(G::Q5_1,   "q5_1",    7,  32,  24,  5, Candle(GgmlDType::Q5_1), Some(gq::q5_1),   true,  false, None),
-    row(G::Q5_0,   "q5_0",    6,  32,  22,  5, Candle(GgmlDType::Q5_0), Some(gq::q5_0),   true,  false, None),
-    row(G::Q4K,    "q4_k",   12, 256, 144,  4, Candle(GgmlDType::Q4K),  Some(gq::q4_k),   true,  false, Some(G::Q5_0)),
-    row(G::Q4_1,   "q4_1",    3,  32,  20,  4, Candle(GgmlDType::Q4_1), Some(gq::q4_1),   true,  false, None),
-    row(G::Q4_0,   "q4_0",    2,  32,  18,  4, Candle(GgmlDType::Q4_0), Some(gq::q4_0),   true,  false, None),
-    row(G::Q3K,    "q3_k",   11, 256, 110,  3, Candle(GgmlDType::Q3K),  Some(gq::q3_k),   true,  false, Some(G::Q4_0)),
-    row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Some(gq::q2_k),   true,  false, Some(G::Q4_0)),
-    row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Some(gq::iq4_nl), true,  false, None),
-    row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Some(gq::iq4_xs), true,  false, Some(G::Iq4Nl)),
-    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Some(gq::iq3_s),      true,  false, Some(G::Iq4Nl)),
-    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Some(gq::iq3_xxs),      true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        None,             true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       None,             true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      None,             true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        None,             true,  true,  Some(G::Iq4Nl)),
+    row(G::F32,    "f32",     0,   1,   4, 32, Candle(GgmlDType::F32),  Some(gq::f32_row), false, false, false, None),
+    row(G::F16,    "f16",     1,   1,   2, 16, Candle(GgmlDType::F16),  Some(gq::f16_row), false, false, false, None),
+    row(G::BF16,   "bf16",   30,   1,   2, 16, Candle(GgmlDType::BF16), Some(gq::bf16_row), false, false, false, None),
+    row(G::Q8_0,   "q8_0",    8,  32,  34,  8, Candle(GgmlDType::Q8_0), Some(gq::q8_0),   false, false, false, None),
+    row(G::Q6K,    "q6_k",   14, 256, 210,  6, Candle(GgmlDType::Q6K),  Some(gq::q6_k),   true,  false, false, Some(G::Q8_0)),
+    row(G::Q5K,    "q5_k",   13, 256, 176,  5, Candle(GgmlDType::Q5K),  Some(gq::q5_k),   true,  false, false, Some(G::Q5_1)),
+    row(G::Q5_1,   "q5_1",    7,  32,  24,  5, Candle(GgmlDType::Q5_1), Some(gq::q5_1),   true,  false, false, None),
+    row(G::Q5_0,   "q5_0",    6,  32,  22,  5, Candle(GgmlDType::Q5_0), Some(gq::q5_0),   true,  false, false, None),
+    row(G::Q4K,    "q4_k",   12, 256, 144,  4, Candle(GgmlDType::Q4K),  Some(gq::q4_k),   true,  false, false, Some(G::Q5_0)),
+    row(G::Q4_1,   "q4_1",    3,  32,  20,  4, Candle(GgmlDType::Q4_1), Some(gq::q4_1),   true,  false, false, None),
+    row(G::Q4_0,   "q4_0",    2,  32,  18,  4, Candle(GgmlDType::Q4_0), Some(gq::q4_0),   true,  false, false, None),
+    row(G::Q3K,    "q3_k",   11, 256, 110,  3, Candle(GgmlDType::Q3K),  Some(gq::q3_k),   true,  false, false, Some(G::Q4_0)),
+    row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Some(gq::q2_k),   true,  false, false, Some(G::Q4_0)),
+    row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Some(gq::iq4_nl), true,  false, false, None),
+    row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Some(gq::iq4_xs), true,  false, false, Some(G::Iq4Nl)),
+    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Some(gq::iq3_s),  true,  false, false, Some(G::Iq4Nl)),
+    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Some(gq::iq3_xxs),true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        None,             true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Some(gq::iq2_xs), true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Some(gq::iq2_xxs),true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        None,             true,  true,  true,  Some(G::Iq4Nl)),
 ];
 
 /// GGUF ids of types we can read but never choose (no search value: Q8_1 / Q8_K are
@@ -250,6 +257,11 @@ impl GgmlType {
     /// Whether `llama-quantize` refuses this type without an importance matrix.
     pub fn needs_imatrix(self) -> bool {
         self.row().needs_imatrix
+    }
+    /// Whether the quantizer itself cannot run without an importance matrix (ggml's
+    /// `ggml_quantize_requires_imatrix`: iq2_xxs, iq2_xs, iq1_s); qevo refuses then.
+    pub fn requires_imatrix(self) -> bool {
+        self.row().requires_imatrix
     }
     /// The type llama.cpp writes instead when a row is not a whole number of this type's
     /// blocks (before the f16 last resort); `None` for types that go straight to f16.
@@ -475,6 +487,11 @@ pub(crate) fn quantize_rows(
             data.len()
         )));
     }
+    if imatrix.is_none() && t.requires_imatrix() {
+        return Err(Error::Invalid(format!(
+            "{t} cannot be quantized without an importance matrix (as in llama.cpp)"
+        )));
+    }
     if imatrix.is_some_and(|im| im.len() != cols) {
         return Err(Error::Invalid(format!(
             "importance matrix has {} values, rows have {cols}",
@@ -568,6 +585,10 @@ mod tests {
         let im: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 7) as f32).collect();
         for t in GgmlType::ALL {
             for imatrix in [None, Some(&im[..])] {
+                if imatrix.is_none() && t.requires_imatrix() {
+                    assert!(quantize_rows(t, &data, rows, cols, None).is_err(), "{t}");
+                    continue;
+                }
                 let ours = quantize_rows(t, &data, rows, cols, imatrix).unwrap();
                 let rb = t.tensor_bytes(1, cols).unwrap();
                 let mut serial = vec![0u8; rb * rows];
@@ -638,7 +659,7 @@ mod tests {
 
     #[test]
     fn iq_types_without_a_quantizer_are_dequantize_only_and_refuse_to_quantize() {
-        let t = GgmlType::Iq2Xs;
+        let t = GgmlType::Iq1S;
         assert_eq!(t.capability(), Capability::DequantizeOnly);
         assert!(quantize_rows(t, &[0.0; 256], 1, 256, None).is_err());
         assert_eq!(GgmlType::Iq4Nl.capability(), Capability::Quantize);

@@ -46,7 +46,9 @@ pub struct Unit {
 pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
     // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
-    // multiple of 256). Dequantize-only types (iq2_*, iq1_*) never enter a preset.
+    // multiple of 256). Types that need an importance matrix to quantize at all (iq2_xxs,
+    // iq2_xs; the search computes none) and dequantize-only ones (iq2_s, iq1_*) are in no
+    // preset.
     (
         "ggml",
         &[

@@ -10,6 +10,8 @@
 //! ggml-common.h): a grid's byte values, sorted, are its levels `l` = 0, 1, 2, … in order.
 //! Tables are built once per type, on first use.
 
+use super::common::nearest_int;
+
 /// One grid's search tables.
 pub(super) struct GridSearch {
     /// Each point's levels as `2l + 1`, `dim` of them used.
@@ -20,6 +22,8 @@ pub(super) struct GridSearch {
     neighbours: Vec<u16>,
     bits: u32,
     dim: usize,
+    /// Levels per coordinate (`kMaxQ`): `l` runs over `0..kmax`.
+    kmax: i32,
 }
 
 /// Where a group of levels lands: on a grid point, or between several.
@@ -31,13 +35,14 @@ pub(super) enum Lookup<'a> {
 impl GridSearch {
     /// Builds the tables from decode-grid entries of `dim` bytes each (little-endian), with
     /// `bits` per level in the packed index, `map_size` indices, and neighbours at the
-    /// `nwant` nearest distances.
+    /// `nwant` nearest distances; levels `l` run over `0..kmax` when rounding.
     pub(super) fn build(
         entries: &[u64],
         dim: usize,
         bits: u32,
         map_size: usize,
         nwant: usize,
+        kmax: i32,
     ) -> Self {
         let mut values: Vec<u8> = entries
             .iter()
@@ -78,21 +83,23 @@ impl GridSearch {
                 let d2: i32 = (0..dim).map(|k| (p[k] as i32 - pos[k]).pow(2)).sum();
                 dist.push((d2, j));
             }
+            // All points at the `nwant` smallest distances, by (distance, index): the
+            // prefix llama.cpp takes from its fully sorted list.
+            let mut cut: Vec<i32> = Vec::with_capacity(nwant + 1);
+            for &(d, _) in &dist {
+                if (cut.len() < nwant || d < cut[cut.len() - 1]) && !cut.contains(&d) {
+                    cut.push(d);
+                    cut.sort_unstable();
+                    cut.truncate(nwant);
+                }
+            }
+            let limit = cut[cut.len() - 1];
+            dist.retain(|&(d, _)| d <= limit);
             dist.sort_unstable();
             *m = -(neighbours.len() as i32 + 1);
             let start = neighbours.len();
             neighbours.push(0);
-            let (mut d2, mut nhave) = (dist[0].0, 1);
-            for &(d, j) in &dist {
-                if d > d2 {
-                    if nhave == nwant {
-                        break;
-                    }
-                    d2 = d;
-                    nhave += 1;
-                }
-                neighbours.push(j as u16);
-            }
+            neighbours.extend(dist.iter().map(|&(_, j)| j as u16));
             neighbours[start] = (neighbours.len() - start - 1) as u16;
         }
         GridSearch {
@@ -101,6 +108,7 @@ impl GridSearch {
             neighbours,
             bits,
             dim,
+            kmax,
         }
     }
 
@@ -158,4 +166,171 @@ impl GridSearch {
         }
         best
     }
+}
+
+/// One sub-block's inputs to the grid searches: magnitudes (sign-folded), weights and
+/// their square roots (the weights of the neighbour search).
+pub(super) struct SubBlock<'a> {
+    pub xval: &'a [f32],
+    pub weight: &'a [f32],
+    pub waux: &'a [f32],
+}
+
+impl GridSearch {
+    /// Levels `l` of one group at inverse scale `id`: `nearest(½(id·x − 1))` clamped.
+    pub(super) fn round_group(&self, xval: &[f32], id: f32, out: &mut [i8]) {
+        for (o, &v) in out.iter_mut().zip(xval) {
+            *o = nearest_int(0.5 * (id * v - 1.0)).clamp(0, self.kmax - 1) as i8;
+        }
+    }
+
+    /// Snaps group k's levels to the grid at `scale` (best neighbour if off the grid) and
+    /// returns its grid index and whether it was on the grid already.
+    pub(super) fn snap(
+        &self,
+        s: &SubBlock,
+        k: usize,
+        scale: f32,
+        levels: &mut [i8],
+    ) -> (usize, bool) {
+        let r = self.dim * k..self.dim * (k + 1);
+        match self.lookup(self.index(&levels[r.clone()])) {
+            Lookup::OnGrid(g) => (g, true),
+            Lookup::Neighbours(n) => {
+                let g = self.best_neighbour(
+                    n,
+                    &s.xval[r.clone()],
+                    &s.waux[r.clone()],
+                    scale,
+                    &mut levels[r],
+                );
+                (g, false)
+            }
+        }
+    }
+
+    /// Rounds and snaps every group at inverse scale `id`; returns which were on the grid.
+    pub(super) fn quantize_groups(
+        &self,
+        s: &SubBlock,
+        id: f32,
+        levels: &mut [i8],
+        on_grid: &mut [bool],
+    ) {
+        let this_scale = 1.0 / id;
+        for (k, on) in on_grid.iter_mut().enumerate() {
+            let r = self.dim * k..self.dim * (k + 1);
+            self.round_group(&s.xval[r.clone()], id, &mut levels[r]);
+            *on = self.snap(s, k, this_scale, levels).1;
+        }
+    }
+
+    /// Re-rounds the groups `redo` picks at `scale`, snapping them to the grid, and
+    /// refits the scale (kept if the fit is empty).
+    pub(super) fn refine(
+        &self,
+        s: &SubBlock,
+        scale: f32,
+        redo: impl Fn(usize) -> bool,
+        levels: &mut [i8],
+    ) -> f32 {
+        let id = 1.0 / scale;
+        for k in (0..levels.len() / self.dim).filter(|&k| redo(k)) {
+            let r = self.dim * k..self.dim * (k + 1);
+            self.round_group(&s.xval[r.clone()], id, &mut levels[r]);
+            self.snap(s, k, scale, levels);
+        }
+        let (sumqx, sumq2) = fit_sums(s, levels);
+        if sumq2 > 0.0 {
+            sumqx / sumq2
+        } else {
+            scale
+        }
+    }
+
+    /// Grid index of group k (always on the grid once searched).
+    pub(super) fn grid_index(&self, levels: &[i8], k: usize) -> usize {
+        match self.lookup(self.index(&levels[self.dim * k..self.dim * (k + 1)])) {
+            Lookup::OnGrid(g) => g,
+            // llama.cpp aborts here ("found point not on grid"); its searches never leave one.
+            Lookup::Neighbours(n) => n[0] as usize,
+        }
+    }
+}
+
+/// Σ w·x·q and Σ w·q² with q = 2l + 1, left to right.
+pub(super) fn fit_sums(s: &SubBlock, levels: &[i8]) -> (f32, f32) {
+    let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
+    for (i, &l) in levels.iter().enumerate() {
+        let w = s.weight[i];
+        let q = (2 * l as i32 + 1) as f32;
+        sumqx += w * s.xval[i] * q;
+        sumq2 += w * q * q;
+    }
+    (sumqx, sumq2)
+}
+
+/// Magnitudes of 8 values and their sign bits; with an odd number of negatives, the
+/// value of least `w·x²` (first on ties) takes the other sign, so the pattern has even
+/// parity and fits in 7 bits (iq3_xxs, iq2_xxs, iq2_xs).
+pub(super) fn even_parity_signs(xb: &[f32], w: &[f32], xval: &mut [f32]) -> u8 {
+    let (mut s, mut nflip) = (0u8, 0);
+    for i in 0..8 {
+        if xb[i] >= 0.0 {
+            xval[i] = xb[i];
+        } else {
+            xval[i] = -xb[i];
+            nflip += 1;
+            s |= 1 << i;
+        }
+    }
+    if nflip % 2 == 1 {
+        let mut imin = 0;
+        let mut min = w[0] * xb[0] * xb[0];
+        for i in 1..8 {
+            let ax = w[i] * xb[i] * xb[i];
+            if ax < min {
+                min = ax;
+                imin = i;
+            }
+        }
+        xval[imin] = -xval[imin];
+        s ^= 1 << imin;
+    }
+    s & 127
+}
+
+/// `MAX` over a slice, from its first element.
+pub(super) fn max_of(v: &[f32]) -> f32 {
+    let mut m = v[0];
+    for &x in &v[1..] {
+        m = if m > x { m } else { x };
+    }
+    m
+}
+
+/// Weights `qw · sqrt(σ² + x²)` (or `x²` without an importance matrix) and their roots.
+pub(super) fn weights(
+    xb: &[f32],
+    qw: Option<&[f32]>,
+    sigma2: f32,
+    w: &mut [f32],
+    waux: &mut [f32],
+) {
+    for i in 0..xb.len() {
+        w[i] = match qw {
+            Some(q) => q[i] * (sigma2 + xb[i] * xb[i]).sqrt(),
+            None => xb[i] * xb[i],
+        };
+        waux[i] = w[i].sqrt();
+    }
+}
+
+/// Σx² of a super-block, left to right.
+pub(super) fn sum_sq(x: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s
 }

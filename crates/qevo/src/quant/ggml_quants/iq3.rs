@@ -8,7 +8,7 @@
 
 use super::super::iq_tables::{IQ3S_GRID, IQ3XXS_GRID};
 use super::common::{fp16_bytes, nearest_int};
-use super::grid::{GridSearch, Lookup};
+use super::grid::{even_parity_signs, fit_sums, max_of, sum_sq, weights, GridSearch, SubBlock};
 use std::sync::OnceLock;
 
 /// llama.cpp's `GROUP_MAX_EPS_IQ3_XXS`.
@@ -20,7 +20,7 @@ fn grid_xxs() -> &'static GridSearch {
     static G: OnceLock<GridSearch> = OnceLock::new();
     G.get_or_init(|| {
         let e: Vec<u64> = IQ3XXS_GRID.iter().map(|&v| v as u64).collect();
-        GridSearch::build(&e, 4, 3, 4096, 2)
+        GridSearch::build(&e, 4, 3, 4096, 2, KMAX_Q)
     })
 }
 
@@ -28,68 +28,13 @@ fn grid_s() -> &'static GridSearch {
     static G: OnceLock<GridSearch> = OnceLock::new();
     G.get_or_init(|| {
         let e: Vec<u64> = IQ3S_GRID.iter().map(|&v| v as u64).collect();
-        GridSearch::build(&e, 4, 3, 4096, 3)
+        GridSearch::build(&e, 4, 3, 4096, 3, KMAX_Q)
     })
 }
 
-/// One 32-value sub-block's inputs: magnitudes, weights and their square roots.
-struct SubBlock {
-    xval: [f32; 32],
-    weight: [f32; 32],
-    waux: [f32; 32],
-}
-
-fn sub_block(xb: &[f32], qw: Option<&[f32]>, sigma2: f32) -> SubBlock {
-    let mut s = SubBlock {
-        xval: [0.0; 32],
-        weight: [0.0; 32],
-        waux: [0.0; 32],
-    };
-    for i in 0..32 {
-        s.weight[i] = match qw {
-            Some(q) => q[i] * (sigma2 + xb[i] * xb[i]).sqrt(),
-            None => xb[i] * xb[i],
-        };
-        s.waux[i] = s.weight[i].sqrt();
-    }
-    s
-}
-
-/// Levels `l` of group k at inverse scale `id` (clamped to the grid's range).
-fn group_levels(xval: &[f32], id: f32, out: &mut [i8]) {
-    for (o, &v) in out.iter_mut().zip(xval) {
-        *o = nearest_int(0.5 * (id * v - 1.0)).clamp(0, KMAX_Q - 1) as i8;
-    }
-}
-
-/// Σ w·x·q and Σ w·q² with q = 2l + 1, left to right.
-fn fit_sums(s: &SubBlock, levels: &[i8; 32]) -> (f32, f32) {
-    let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
-    for (i, &l) in levels.iter().enumerate() {
-        let w = s.weight[i];
-        let q = (2 * l as i32 + 1) as f32;
-        sumqx += w * s.xval[i] * q;
-        sumq2 += w * q * q;
-    }
-    (sumqx, sumq2)
-}
-
-/// Snaps group k's levels to the grid at `scale` (nearest neighbour if off-grid); returns
-/// whether they were on the grid already.
-fn snap_group(g: &GridSearch, s: &SubBlock, k: usize, scale: f32, levels: &mut [i8]) -> bool {
-    match g.lookup(g.index(levels)) {
-        Lookup::OnGrid(_) => true,
-        Lookup::Neighbours(n) => {
-            let r = 4 * k..4 * k + 4;
-            g.best_neighbour(n, &s.xval[r.clone()], &s.waux[r], scale, levels);
-            false
-        }
-    }
-}
-
-/// The trial-scale search both types share: for each trial, every group's levels are
+/// The trial-scale search both types share: at each trial inverse scale every group is
 /// rounded and snapped; the trial with the best weighted fit wins. `on_grid` starts as
-/// each type initialises it. Returns the scale and its levels.
+/// each type initialises it. Returns the scale; `levels` holds the winner's.
 fn search_scale(
     g: &GridSearch,
     s: &SubBlock,
@@ -104,12 +49,7 @@ fn search_scale(
     let mut on_aux = [true; 8];
     for is in trials {
         let id = ((2 * KMAX_Q - 1) as f32 + is as f32 * 0.2f32) / max;
-        let this_scale = 1.0 / id;
-        for k in 0..8 {
-            let lv = &mut aux[4 * k..4 * k + 4];
-            group_levels(&s.xval[4 * k..4 * k + 4], id, lv);
-            on_aux[k] = snap_group(g, s, k, this_scale, lv);
-        }
+        g.quantize_groups(s, id, &mut aux, &mut on_aux);
         let (sumqx, sumq2) = fit_sums(s, &aux);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             scale = sumqx / sumq2;
@@ -121,59 +61,8 @@ fn search_scale(
     scale
 }
 
-/// Re-snaps the groups not on the grid (iq3_s: all groups) at the chosen scale and refits
-/// the scale, as both quantizers do after the search.
-fn refine(
-    g: &GridSearch,
-    s: &SubBlock,
-    scale: f32,
-    redo: impl Fn(usize) -> bool,
-    levels: &mut [i8; 32],
-) -> f32 {
-    let id = 1.0 / scale;
-    for k in (0..8).filter(|&k| redo(k)) {
-        let mut lv = [0i8; 4];
-        group_levels(&s.xval[4 * k..4 * k + 4], id, &mut lv);
-        let gi = match g.lookup(g.index(&lv)) {
-            Lookup::OnGrid(gi) => gi,
-            Lookup::Neighbours(n) => {
-                let r = 4 * k..4 * k + 4;
-                g.best_neighbour(
-                    n,
-                    &s.xval[r.clone()],
-                    &s.waux[r],
-                    scale,
-                    &mut levels[4 * k..4 * k + 4],
-                )
-            }
-        };
-        for (l, &q) in levels[4 * k..4 * k + 4].iter_mut().zip(g.point(gi)) {
-            *l = (q - 1) / 2;
-        }
-    }
-    let (sumqx, sumq2) = fit_sums(s, levels);
-    if sumq2 > 0.0 {
-        sumqx / sumq2
-    } else {
-        scale
-    }
-}
-
-/// Grid index of group k (always on the grid after the search).
-fn grid_index(g: &GridSearch, levels: &[i8]) -> usize {
-    match g.lookup(g.index(levels)) {
-        Lookup::OnGrid(gi) => gi,
-        // llama.cpp aborts here ("found point not on grid"); the search never leaves one.
-        Lookup::Neighbours(n) => n[0] as usize,
-    }
-}
-
 fn sigma2_of(x: &[f32]) -> f32 {
-    let mut s = 0.0f32;
-    for &v in x {
-        s += v * v;
-    }
-    2.0 * s / 256.0
+    2.0 * sum_sq(x) / 256.0
 }
 
 /// iq3_xxs block: f16 d, 64 grid indices, then per sub-block a u32 of four 7-bit sign
@@ -198,16 +87,19 @@ fn iq3_xxs_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let mut max_scale = 0.0f32;
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
-        let mut s = sub_block(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2);
+        let (mut w, mut waux, mut xval) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
+        weights(xb, qw.map(|q| &q[32 * ib..]), sigma2, &mut w, &mut waux);
         let mut block_signs = [0u8; 4];
-        for k in 0..4 {
-            block_signs[k] = even_parity_signs(
-                &xb[8 * k..8 * k + 8],
-                &s.weight[8 * k..8 * k + 8],
-                &mut s.xval[8 * k..8 * k + 8],
-            );
+        for (k, b) in block_signs.iter_mut().enumerate() {
+            let r = 8 * k..8 * k + 8;
+            *b = even_parity_signs(&xb[r.clone()], &w[r.clone()], &mut xval[r]);
         }
-        let max = max_of(&s.xval);
+        let s = SubBlock {
+            xval: &xval,
+            weight: &w,
+            waux: &waux,
+        };
+        let max = max_of(&xval);
         let mut levels = [0i8; 32];
         if max < EPS_IQ3_XXS {
             scales[ib] = 0.0;
@@ -216,7 +108,7 @@ fn iq3_xxs_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         let mut on_grid = [true; 8];
         let mut scale = search_scale(g, &s, max, -15..=15, &mut on_grid, &mut levels);
         if on_grid.iter().any(|&o| !o) && scale > 0.0 {
-            scale = refine(g, &s, scale, |k| !on_grid[k], &mut levels);
+            scale = g.refine(&s, scale, |k| !on_grid[k], &mut levels);
         }
         if scale < 0.0 {
             // Never expected (llama.cpp's comment says so too): flip scale and signs.
@@ -226,7 +118,7 @@ fn iq3_xxs_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             }
         }
         for k in 0..8 {
-            q3[8 * ib + k] = grid_index(g, &levels[4 * k..4 * k + 4]) as u8;
+            q3[8 * ib + k] = g.grid_index(&levels, k) as u8;
         }
         signs_scales[ib] = block_signs[0] as u32
             | (block_signs[1] as u32) << 7
@@ -251,44 +143,6 @@ fn iq3_xxs_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     for (o, v) in y[66..98].chunks_exact_mut(4).zip(signs_scales) {
         o.copy_from_slice(&v.to_le_bytes());
     }
-}
-
-/// Magnitudes of 8 values and their sign bits; with an odd number of negatives, the
-/// value of least `w·x²` (first on ties) takes the other sign, so the pattern has even
-/// parity and fits in 7 bits.
-fn even_parity_signs(xb: &[f32], w: &[f32], xval: &mut [f32]) -> u8 {
-    let (mut s, mut nflip) = (0u8, 0);
-    for i in 0..8 {
-        if xb[i] >= 0.0 {
-            xval[i] = xb[i];
-        } else {
-            xval[i] = -xb[i];
-            nflip += 1;
-            s |= 1 << i;
-        }
-    }
-    if nflip % 2 == 1 {
-        let mut imin = 0;
-        let mut min = w[0] * xb[0] * xb[0];
-        for i in 1..8 {
-            let ax = w[i] * xb[i] * xb[i];
-            if ax < min {
-                min = ax;
-                imin = i;
-            }
-        }
-        xval[imin] = -xval[imin];
-        s ^= 1 << imin;
-    }
-    s & 127
-}
-
-fn max_of(v: &[f32]) -> f32 {
-    let mut m = v[0];
-    for &x in &v[1..] {
-        m = if m > x { m } else { x };
-    }
-    m
 }
 
 /// iq3_s block: f16 d, 64 low bytes of grid indices, 8 bytes of their ninth bits, 32
@@ -316,16 +170,19 @@ fn iq3_s_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let (mut qs_at, mut signs_at) = (2usize, 74usize);
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
-        let mut s = sub_block(xb, qw.map(|q| &q[32 * ib..32 * ib + 32]), sigma2);
+        let (mut w, mut waux, mut xval) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
+        weights(xb, qw.map(|q| &q[32 * ib..]), sigma2, &mut w, &mut waux);
         let mut block_signs = [0u8; 4];
-        for k in 0..4 {
-            for i in 0..8 {
-                let v = xb[8 * k + i];
-                s.xval[8 * k + i] = if v >= 0.0 { v } else { -v };
-                block_signs[k] |= ((v < 0.0) as u8) << i;
-            }
+        for (i, &v) in xb.iter().enumerate() {
+            xval[i] = if v >= 0.0 { v } else { -v };
+            block_signs[i / 8] |= ((v < 0.0) as u8) << (i % 8);
         }
-        let max = max_of(&s.xval);
+        let s = SubBlock {
+            xval: &xval,
+            weight: &w,
+            waux: &waux,
+        };
+        let max = max_of(&xval);
         let mut levels = [0i8; 32];
         if max == 0.0 {
             scales[ib] = 0.0;
@@ -334,7 +191,7 @@ fn iq3_s_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
         let mut on_grid = [false; 8];
         let mut scale = search_scale(g, &s, max, -9..=9, &mut on_grid, &mut levels);
         if on_grid.iter().any(|&o| !o) && scale > 0.0 {
-            scale = refine(g, &s, scale, |_| true, &mut levels);
+            scale = g.refine(&s, scale, |_| true, &mut levels);
         }
         if scale < 0.0 {
             scale = -scale;
@@ -343,7 +200,7 @@ fn iq3_s_block(g: &GridSearch, x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
             }
         }
         for k in 0..8 {
-            let gi = grid_index(g, &levels[4 * k..4 * k + 4]);
+            let gi = g.grid_index(&levels, k);
             y[qs_at + k] = (gi & 255) as u8;
             y[66 + ib] |= ((gi >> 8) << k) as u8;
         }
