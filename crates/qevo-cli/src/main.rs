@@ -124,7 +124,8 @@ enum ProfilesCmd {
 #[derive(clap::Args, Clone)]
 pub struct QuantizeArgs {
     /// Weight format of every tensor: q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q4_1, q3_k,
-    /// q2_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_xs, iq2_xxs (with --imatrix), f16, bf16, f32, or
+    /// q2_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs (with --imatrix), f16,
+    /// bf16, f32, or
     /// int{2..8}-{sym|asym|pow2}-{tensor|channel|g32|g64|g128}.
     #[arg(long)]
     pub format: String,

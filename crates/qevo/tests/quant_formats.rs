@@ -30,7 +30,7 @@ fn rmse(a: &[f32], b: &[f32]) -> f64 {
 
 /// Ceiling of the round-trip RMSE on standard-normal data (64 × 256), per GGML type.
 /// Each is about 1.3× the value measured when the table was written (seed 1).
-const GGML_RMSE: [(GgmlType, f64); 17] = [
+const GGML_RMSE: [(GgmlType, f64); 18] = [
     (GgmlType::F32, 0.0),
     (GgmlType::F16, 3e-4),
     (GgmlType::BF16, 2.5e-3),
@@ -48,6 +48,7 @@ const GGML_RMSE: [(GgmlType, f64); 17] = [
     (GgmlType::Iq4Xs, 1.0e-1),
     (GgmlType::Iq3S, 2.0e-1),
     (GgmlType::Iq3Xxs, 2.5e-1),
+    (GgmlType::Iq2S, 3.5e-1),
 ];
 
 /// Ceiling for generic formats on the same data: the RMSE of uniform rounding
@@ -141,9 +142,9 @@ fn max_value_tolerance(f: WeightFormat) -> f32 {
                 _ => 0.5 / qmax + 2e-3,
             }
         }
-        // iq3_*: magnitudes snap to a 3-bit lattice under a 4-bit sub-scale (times
+        // iq3_* / iq2_*: magnitudes snap to a lattice under a 4-bit sub-scale (times
         // llama.cpp's fudge factor), so a constant group lands up to a quarter off.
-        WeightFormat::Ggml(t) if t.name().starts_with("iq3") => 0.35,
+        WeightFormat::Ggml(t) if t.name().starts_with("iq3") || t.name().starts_with("iq2") => 0.35,
         WeightFormat::Ggml(_) => match f.compute_bits() {
             2 | 3 => 0.1,
             _ => 0.02,

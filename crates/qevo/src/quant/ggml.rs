@@ -7,9 +7,10 @@
 //! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
 //! quantizers and byte-identical with `llama-quantize --pure`, with and without an
 //! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_xs and iq2_xxs (the last three with an
-//! imatrix only: llama-quantize refuses them without one; qevo writes iq3_xxs then too,
-//! and refuses iq2_xs / iq2_xxs, which ggml cannot quantize without one). Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs and iq2_xxs (the last four
+//! with an imatrix only: llama-quantize refuses them without one; qevo writes iq3_xxs and
+//! iq2_s then too, with ggml's unweighted path, and refuses iq2_xs / iq2_xxs, which ggml
+//! cannot quantize without one). Measured (tests/ggml_quantize_llama_cpp.rs): every
 //! tensor of the embedded model, per type, plain and with an imatrix made by
 //! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
 //! With an importance matrix every block type but q8_0 weights its rounding by it, as
@@ -19,7 +20,7 @@
 //! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
 //! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
 //!
-//! The other IQ types (iq2_s, iq1_m, iq1_s) are
+//! The IQ types iq1_m and iq1_s are
 //! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
 //! never enter a search space or a plan.
 
@@ -168,7 +169,7 @@ const TABLE: [Row; N_TYPES] = [
     row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Some(gq::iq4_xs), true,  false, false, Some(G::Iq4Nl)),
     row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Some(gq::iq3_s),  true,  false, false, Some(G::Iq4Nl)),
     row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Some(gq::iq3_xxs),true,  true,  false, Some(G::Iq4Nl)),
-    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        None,             true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Some(gq::iq2_s),  true,  true,  false, Some(G::Iq4Nl)),
     row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Some(gq::iq2_xs), true,  true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Some(gq::iq2_xxs),true,  true,  true,  Some(G::Iq4Nl)),
     row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  false, Some(G::Iq4Nl)),
