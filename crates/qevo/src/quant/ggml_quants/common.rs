@@ -71,7 +71,15 @@ pub(super) fn make_qx_quants(x: &[f32], nmax: i32, levels: &mut [u8], qw: Option
         levels.fill(0);
         return 0.0;
     }
-    let weight = |i: usize| qw.map_or(x[i] * x[i], |q| q[i]);
+    // The weights once, up front (the same f32 values llama.cpp recomputes per pass), so
+    // the 19 passes below run over plain arrays.
+    let mut wbuf = [0.0f32; 32];
+    let wv = &mut wbuf[..x.len()];
+    for (i, w) in wv.iter_mut().enumerate() {
+        *w = qw.map_or(x[i] * x[i], |q| q[i]);
+    }
+    let wv = &*wv;
+    let weight = |i: usize| wv[i];
     let clamp = |l: i32| l.clamp(-nmax, nmax - 1);
     let mut iscale = -(nmax as f32) / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
