@@ -147,7 +147,9 @@ enum ProfilesCmd {
 #[derive(clap::Args, Clone)]
 pub struct QuantizeArgs {
     /// Weight format of every tensor: q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q4_1, q3_k,
-    /// q2_k, f16, bf16, f32, or int{2..8}-{sym|asym|pow2}-{tensor|channel|g32|g64|g128}.
+    /// q2_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs (with --imatrix), f16,
+    /// bf16, f32, or
+    /// int{2..8}-{sym|asym|pow2}-{tensor|channel|g32|g64|g128}.
     #[arg(long)]
     pub format: String,
     /// Activation bits of every linear input: 4, 8 or 16 (= not quantized).
@@ -166,7 +168,8 @@ pub struct ScoreArgs {
     /// Calibrate activation ranges at this percentile (e.g. 99.99) instead of min/max.
     #[arg(long)]
     pub act_percentile: Option<f64>,
-    /// Weight K-quant rounding by an importance matrix from the calibration text.
+    /// Weight the rounding of the GGML types llama.cpp weights (every block type but q8_0)
+    /// by an importance matrix from the calibration text (iq2_xs / iq2_xxs need one).
     #[arg(long)]
     pub imatrix: bool,
     /// Calibration text (default: the embedded calibration split).

@@ -3,7 +3,9 @@
 //! and the time to build the full format table (every tensor × every applicable format)
 //! of the embedded model (or, if its assets are placeholders, of random tensors with the
 //! same shapes), and the dequantize throughput of the IQ types (qevo's own decoders) as a
-//! ratio to q4_k's (candle's) in the same run. Run: `cargo bench -p qevo --bench quant`.
+//! ratio to q4_k's (candle's) in the same run, and the quantize-only throughput of qevo's
+//! own GGML quantizers against candle's ports on one thread, as a ratio.
+//! Run: `cargo bench --workspace --bench quant` (`-- quantize` or `-- iq` for one group).
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
@@ -86,6 +88,10 @@ fn main() {
         iq_dequantize();
         return;
     }
+    if std::env::args().any(|a| a == "quantize") {
+        quantize_vs_candle();
+        return;
+    }
     let (rows, cols) = (512, 4096);
     let x = data(rows * cols, 1);
     let gb = (x.len() * 4) as f64 / 1e9;
@@ -99,7 +105,10 @@ fn main() {
         "format", "fake GB/s", "pack+unp GB/s", "candle GB/s", "ratio"
     );
     let src = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
-    for f in WeightFormat::all() {
+    for f in WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+    {
         let fake = best(3, || {
             std::hint::black_box(f.fake_quant(&x, rows, cols, None).unwrap());
         });
@@ -107,9 +116,8 @@ fn main() {
             let p = f.quantize(&x, rows, cols, None).unwrap();
             std::hint::black_box(f.dequantize(&p).unwrap());
         });
-        match f.ggml() {
-            Some(t) => {
-                let dtype = t.candle_dtype().expect("quantizable types are candle's");
+        match f.ggml().and_then(|t| t.candle_dtype()) {
+            Some(dtype) => {
                 let candle = best(3, || {
                     let q = QTensor::quantize(&src, dtype).unwrap();
                     std::hint::black_box(q.dequantize(&Device::Cpu).unwrap());
@@ -128,7 +136,10 @@ fn main() {
     }
 
     let (what, tensors) = shapes();
-    let formats = WeightFormat::all();
+    let formats: Vec<WeightFormat> = WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+        .collect();
     let pairs: Vec<(usize, WeightFormat)> = tensors
         .iter()
         .enumerate()
@@ -169,7 +180,77 @@ fn main() {
     );
     println!("  generic only:    {generic:.2} s");
     println!("  GGML only:       {ggml:.2} s");
+    quantize_vs_candle();
     iq_dequantize();
+}
+
+/// Quantize-only throughput (GB/s of f32 input) of qevo's own GGML quantizers
+/// (`quant::ggml_quants`, byte-identical with llama.cpp) against candle's ports
+/// (`QTensor::quantize`, `quantize_imatrix` for the K-quants) on the same data in the same
+/// run, plain and with an importance matrix. Both on one thread, so the ratio compares the
+/// code, not the thread count; the two alternate per type, best of 5 each.
+fn quantize_vs_candle() {
+    let (rows, cols) = (256, 4096);
+    let x = data(rows * cols, 5);
+    let im: Vec<f32> = data(cols, 6).iter().map(|v| v * v + 0.01).collect();
+    let gb = (x.len() * 4) as f64 / 1e9;
+    let src = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    println!(
+        "\nquantize only, [{rows}, {cols}] f32 on one thread, GB/s of input, best of 5; \
+         ratio = candle time / qevo time (> 1: qevo faster)"
+    );
+    println!(
+        "{:<8} {:>9} {:>11} {:>7} {:>12} {:>14} {:>7}",
+        "type", "qevo", "candle", "ratio", "qevo+imat", "candle+imat", "ratio"
+    );
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.3}", gb / s));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(ours), Some(theirs)) => format!("{:.2}x", theirs / ours),
+        _ => "-".to_string(),
+    };
+    for t in GgmlType::ALL.into_iter().filter(|t| t.is_quantized()) {
+        let f = WeightFormat::Ggml(t);
+        let time = |imatrix: Option<&[f32]>| {
+            pool.install(|| {
+                best(5, || {
+                    std::hint::black_box(f.quantize(&x, rows, cols, imatrix).unwrap());
+                })
+            })
+        };
+        let candle = |imatrix: bool| {
+            let dtype = t.candle_dtype()?;
+            if imatrix && !matches!(dtype.block_size(), 256) {
+                return None; // candle weights only its K-quants
+            }
+            Some(pool.install(|| {
+                best(5, || {
+                    let q = if imatrix {
+                        QTensor::quantize_imatrix(&src, &im, dtype).unwrap()
+                    } else {
+                        QTensor::quantize(&src, dtype).unwrap()
+                    };
+                    std::hint::black_box(q);
+                })
+            }))
+        };
+        let ours = (!t.requires_imatrix()).then(|| time(None));
+        let theirs = candle(false);
+        let (ours_im, theirs_im) = (Some(time(Some(&im))), candle(true));
+        println!(
+            "{:<8} {:>9} {:>11} {:>7} {:>12} {:>14} {:>7}",
+            t.name(),
+            cell(ours),
+            cell(theirs),
+            ratio(ours, theirs),
+            cell(ours_im),
+            cell(theirs_im),
+            ratio(ours_im, theirs_im)
+        );
+    }
 }
 
 /// Random blocks of a dequantize-only type: uniform bytes with an f16 block scale of 0.01

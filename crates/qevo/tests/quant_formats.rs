@@ -30,7 +30,7 @@ fn rmse(a: &[f32], b: &[f32]) -> f64 {
 
 /// Ceiling of the round-trip RMSE on standard-normal data (64 × 256), per GGML type.
 /// Each is about 1.3× the value measured when the table was written (seed 1).
-const GGML_RMSE: [(GgmlType, f64); 13] = [
+const GGML_RMSE: [(GgmlType, f64); 18] = [
     (GgmlType::F32, 0.0),
     (GgmlType::F16, 3e-4),
     (GgmlType::BF16, 2.5e-3),
@@ -44,6 +44,11 @@ const GGML_RMSE: [(GgmlType, f64); 13] = [
     (GgmlType::Q4_0, 1.1e-1),
     (GgmlType::Q3K, 2.0e-1),
     (GgmlType::Q2K, 3.8e-1),
+    (GgmlType::Iq4Nl, 1.0e-1),
+    (GgmlType::Iq4Xs, 1.0e-1),
+    (GgmlType::Iq3S, 2.0e-1),
+    (GgmlType::Iq3Xxs, 2.5e-1),
+    (GgmlType::Iq2S, 3.5e-1),
 ];
 
 /// Ceiling for generic formats on the same data: the RMSE of uniform rounding
@@ -65,12 +70,20 @@ fn int_rmse_ceiling(f: IntFormat) -> f64 {
     (1.3 * step / 12f64.sqrt()).min(1.05)
 }
 
+/// Every format that quantizes without an importance matrix (all but iq2_xxs / iq2_xs).
+fn plain_formats() -> Vec<WeightFormat> {
+    WeightFormat::all()
+        .into_iter()
+        .filter(|f| !f.requires_imatrix())
+        .collect()
+}
+
 #[test]
 fn round_trip_rmse_is_under_each_formats_ceiling() {
     let (rows, cols) = (64, 256);
     let x = normal(rows * cols, 1);
     let mut report = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, rows, cols, None).unwrap();
         let e = rmse(&x, &y);
         let ceiling = match f {
@@ -111,7 +124,7 @@ fn more_bits_never_raise_group_rmse() {
 #[test]
 fn zero_rows_stay_zero_in_every_format() {
     let x = vec![0f32; 4 * 256];
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         assert!(y.iter().all(|&v| v == 0.0), "{f}");
     }
@@ -129,6 +142,9 @@ fn max_value_tolerance(f: WeightFormat) -> f32 {
                 _ => 0.5 / qmax + 2e-3,
             }
         }
+        // iq3_* / iq2_*: magnitudes snap to a lattice under a 4-bit sub-scale (times
+        // llama.cpp's fudge factor), so a constant group lands up to a quarter off.
+        WeightFormat::Ggml(t) if t.name().starts_with("iq3") || t.name().starts_with("iq2") => 0.35,
         WeightFormat::Ggml(_) => match f.compute_bits() {
             2 | 3 => 0.1,
             _ => 0.02,
@@ -140,32 +156,14 @@ fn check_all(bad: Vec<String>) {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// candle's q2_k / q4_k / q5_k quantizers follow an older ggml (`make_qkx1_quants`), which
-/// gives a sub-block whose values are all equal scale 0 and min 0: it decodes to zeros.
-/// Current llama.cpp (`make_qkx2_quants`) keeps the value. Known, documented deviation.
-const CANDLE_CONSTANT_SUBBLOCK_TO_ZERO: [GgmlType; 3] =
-    [GgmlType::Q2K, GgmlType::Q4K, GgmlType::Q5K];
-
-#[test]
-fn candle_k_quants_flush_constant_subblocks_to_zero() {
-    let x = vec![0.37f32; 256];
-    for t in CANDLE_CONSTANT_SUBBLOCK_TO_ZERO {
-        let y = WeightFormat::Ggml(t).fake_quant(&x, 1, 256, None).unwrap();
-        // If this fails, candle has caught up with llama.cpp: drop the exclusion below.
-        assert!(y.iter().all(|&v| v == 0.0), "{t}");
-    }
-}
-
 #[test]
 fn constant_rows_are_reproduced_closely() {
     let mut bad = Vec::new();
     for c in [0.37f32, -2.5] {
         let x = vec![c; 4 * 256];
-        let formats = WeightFormat::all().into_iter().filter(|f| {
-            !f.ggml()
-                .is_some_and(|t| CANDLE_CONSTANT_SUBBLOCK_TO_ZERO.contains(&t))
-        });
-        for f in formats {
+        // Every format, K-quants included: llama.cpp's current quantizers (which qevo's
+        // are) keep a constant sub-block's value (candle's older ports zeroed it).
+        for f in plain_formats() {
             let y = f.fake_quant(&x, 4, 256, None).unwrap();
             let err = y.iter().map(|v| (v - c).abs()).fold(0f32, f32::max) / c.abs();
             if err > max_value_tolerance(f) {
@@ -182,7 +180,7 @@ fn huge_outliers_are_kept_and_stay_finite() {
     x[37] = 1.0e4;
     x[300] = -3.0e3;
     let mut bad = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         if !y.iter().all(|v| v.is_finite()) {
             bad.push(format!("{f}: non-finite output"));
@@ -209,7 +207,7 @@ fn denormal_inputs_give_finite_tiny_outputs() {
         .collect();
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let mut bad = Vec::new();
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let y = f.fake_quant(&x, 4, 256, None).unwrap();
         let err = x
             .iter()
@@ -230,7 +228,7 @@ fn nan_and_inf_give_an_error_naming_the_tensor() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = normal(4 * 256, 4);
         x[256 + 5] = bad;
-        for f in WeightFormat::all() {
+        for f in plain_formats() {
             let e = f
                 .quantize_named("blk.2.ffn_up.weight", &x, 4, 256, None)
                 .unwrap_err()
@@ -284,13 +282,13 @@ fn empty_shape_and_bad_imatrix_are_errors() {
 }
 
 #[test]
-fn imatrix_is_used_by_k_quants_and_ignored_by_others() {
+fn imatrix_is_used_where_llama_cpp_uses_it_and_ignored_by_others() {
     let x = normal(8 * 256, 6);
     let mut im = vec![1.0f32; 256];
     for (i, v) in im.iter_mut().enumerate() {
         *v = if i % 7 == 0 { 50.0 } else { 0.5 };
     }
-    for t in GgmlType::ALL {
+    for t in GgmlType::ALL.into_iter().filter(|t| !t.requires_imatrix()) {
         let f = WeightFormat::Ggml(t);
         let with = f.quantize(&x, 8, 256, Some(&im)).unwrap();
         let without = f.quantize(&x, 8, 256, None).unwrap();
@@ -307,7 +305,7 @@ fn imatrix_is_used_by_k_quants_and_ignored_by_others() {
 #[test]
 fn packed_bytes_decode_to_fake_quant_for_every_format() {
     let x = normal(6 * 256, 7);
-    for f in WeightFormat::all() {
+    for f in plain_formats() {
         let p = f.quantize(&x, 6, 256, None).unwrap();
         assert_eq!(p.bytes.len() as u64, f.tensor_bytes(6, 256).unwrap(), "{f}");
         let d = f.dequantize(&p).unwrap();
@@ -323,7 +321,7 @@ fn packed_bytes_decode_to_fake_quant_for_every_format() {
 }
 
 fn int_formats() -> Vec<IntFormat> {
-    WeightFormat::all()
+    plain_formats()
         .into_iter()
         .filter_map(|f| match f {
             WeightFormat::Int(i) => Some(i),
@@ -408,13 +406,41 @@ proptest! {
 fn ggml_preset_holds_every_type_llama_cpp_loads_and_qevo_quantizes() {
     let preset = qevo::search::space::parse_formats("ggml").unwrap();
     for t in GgmlType::ALL.into_iter().filter(|t| t.is_quantized()) {
-        assert!(preset.contains(&WeightFormat::Ggml(t)), "{t}");
+        // Types that cannot quantize without an imatrix stay out of the preset.
+        assert_eq!(
+            preset.contains(&WeightFormat::Ggml(t)),
+            !t.requires_imatrix(),
+            "{t}"
+        );
     }
     assert!(preset.contains(&WeightFormat::Ggml(GgmlType::F16)));
     assert!(preset.iter().all(|f| f.can_quantize()));
     // A dequantize-only type never enters a search.
-    let e = qevo::search::space::parse_formats("q4_k,iq4_nl")
+    let e = qevo::search::space::parse_formats("q4_k,iq1_s")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("iq4_nl"), "{e}");
+    assert!(e.contains("iq1_s"), "{e}");
+}
+
+#[test]
+fn types_that_need_an_imatrix_refuse_without_one_naming_the_tensor() {
+    let x = normal(2 * 256, 9);
+    for t in [GgmlType::Iq2Xxs, GgmlType::Iq2Xs] {
+        let f = WeightFormat::Ggml(t);
+        assert!(f.requires_imatrix());
+        let e = f
+            .quantize_named("blk.0.ffn_up.weight", &x, 2, 256, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("blk.0.ffn_up.weight") && e.contains("importance matrix"),
+            "{e}"
+        );
+        let im = vec![1.0f32; 256];
+        let p = f
+            .quantize_named("blk.0.ffn_up.weight", &x, 2, 256, Some(&im))
+            .unwrap();
+        let y = f.dequantize(&p).unwrap();
+        assert!(rmse(&x, &y) < 0.6, "{t}: {}", rmse(&x, &y));
+    }
 }

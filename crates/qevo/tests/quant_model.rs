@@ -57,11 +57,11 @@ fn plan_validation_names_the_tensor_at_fault() {
         .unwrap()
         .iter()
         .all(|r| r.fell_back() && r.written == WeightFormat::parse("q5_0").unwrap()));
-    let e = TensorPlan::uniform(&m, WeightFormat::parse("iq4_nl").unwrap(), 16)
+    let e = TensorPlan::uniform(&m, WeightFormat::parse("iq1_s").unwrap(), 16)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("iq4_nl") && e.contains("not quantize") && e.contains(".weight"),
+        e.contains("iq1_s") && e.contains("not quantize") && e.contains(".weight"),
         "{e}"
     );
 

@@ -31,7 +31,7 @@ pub struct ExportSummary {
 }
 
 /// llama.cpp's `general.file_type` labels (`llama_ftype`) for a model mostly in one type.
-const FILE_TYPES: [(GgmlType, u32); 13] = [
+const FILE_TYPES: [(GgmlType, u32); 20] = [
     (GgmlType::F32, 0),
     (GgmlType::F16, 1),
     (GgmlType::Q4_0, 2),
@@ -44,6 +44,14 @@ const FILE_TYPES: [(GgmlType, u32); 13] = [
     (GgmlType::Q4K, 15),
     (GgmlType::Q5K, 17),
     (GgmlType::Q6K, 18),
+    (GgmlType::Iq2Xxs, 19),
+    (GgmlType::Iq2Xs, 20),
+    (GgmlType::Iq3Xxs, 23),
+    (GgmlType::Iq4Nl, 25),
+    (GgmlType::Iq3S, 26),
+    // IQ2_M: the ftype whose default type is iq2_s (IQ2_S's is iq2_xs).
+    (GgmlType::Iq2S, 29),
+    (GgmlType::Iq4Xs, 30),
     (GgmlType::BF16, 32),
 ];
 

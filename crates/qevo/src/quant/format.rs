@@ -211,7 +211,7 @@ impl WeightFormat {
         self.resolve(rows, cols).is_ok_and(|r| !r.fell_back())
     }
 
-    /// Whether qevo can quantize to this format (GGML IQ types are dequantize-only).
+    /// Whether qevo can quantize to this format (most GGML IQ types are dequantize-only).
     pub fn can_quantize(&self) -> bool {
         self.ggml().is_none_or(GgmlType::can_quantize)
     }
@@ -231,8 +231,14 @@ impl WeightFormat {
         }
     }
 
-    /// Whether the quantizer uses an importance matrix (candle implements it for K-quants
-    /// only; other formats ignore one).
+    /// Whether quantizing needs an importance matrix (iq2_xxs, iq2_xs: llama.cpp's
+    /// quantizers cannot run without one, so `quantize` refuses then, naming the tensor).
+    pub fn requires_imatrix(&self) -> bool {
+        self.ggml().is_some_and(GgmlType::requires_imatrix)
+    }
+
+    /// Whether the quantizer uses an importance matrix (the GGML types llama.cpp weights:
+    /// all block types but q8_0; other formats ignore one).
     pub fn uses_imatrix(&self) -> bool {
         self.ggml().is_some_and(GgmlType::supports_imatrix)
     }
@@ -283,16 +289,14 @@ impl WeightFormat {
         check_finite(name, data, cols)
     }
 
-    /// The importance matrix handed to candle: positive everywhere (an all-zero column
-    /// would zero a K-quant's weighted sums), or none when it carries no information.
-    fn usable_imatrix(&self, imatrix: Option<&[f32]>) -> Option<Vec<f32>> {
-        let im = imatrix.filter(|_| self.uses_imatrix())?;
-        let mean = im.iter().map(|&v| v as f64).sum::<f64>() / im.len().max(1) as f64;
-        if mean <= 0.0 {
-            return None;
-        }
-        let eps = (mean * 1e-6) as f32;
-        Some(im.iter().map(|&v| v + eps).collect())
+    /// The importance matrix handed to the quantizer: exactly the values given (what
+    /// llama-quantize uses, so the bytes agree), or none when the format does not weight
+    /// by one or the matrix is all zero (it carries no information; llama.cpp would zero
+    /// every weighted block with it).
+    fn usable_imatrix<'a>(&self, imatrix: Option<&'a [f32]>) -> Option<&'a [f32]> {
+        imatrix
+            .filter(|_| self.uses_imatrix())
+            .filter(|im| im.iter().any(|&v| v > 0.0))
     }
 
     /// Quantizes `[rows, cols]` row-major data into the format `resolve` writes (the
@@ -310,7 +314,8 @@ impl WeightFormat {
         let bytes = match written {
             WeightFormat::Ggml(t) => {
                 let im = written.usable_imatrix(imatrix);
-                ggml::quantize_rows(t, data, rows, cols, im.as_deref())?
+                ggml::quantize_rows(t, data, rows, cols, im)
+                    .map_err(|e| tensor_err(name, e.to_string()))?
             }
             WeightFormat::Int(f) => f
                 .pack(data, rows, cols)
@@ -458,7 +463,7 @@ mod tests {
     #[test]
     fn every_name_parses_back_to_its_format() {
         let all = WeightFormat::all();
-        assert_eq!(all.len(), 7 * 3 * 5 + 13);
+        assert_eq!(all.len(), 7 * 3 * 5 + 20);
         for f in all {
             assert_eq!(WeightFormat::parse(&f.name()).unwrap(), f, "{f}");
         }
@@ -517,10 +522,10 @@ mod tests {
 
     #[test]
     fn dequantize_only_types_parse_but_refuse_to_quantize() {
-        let f = WeightFormat::parse("iq2_xxs").unwrap();
+        let f = WeightFormat::parse("iq1_s").unwrap();
         assert!(!f.can_quantize());
         assert!(!WeightFormat::all().contains(&f));
         let err = f.quantize(&[0.0; 256], 1, 256, None).unwrap_err();
-        assert!(err.to_string().contains("iq2_xxs"), "{err}");
+        assert!(err.to_string().contains("iq1_s"), "{err}");
     }
 }

@@ -1,30 +1,34 @@
 //! The GGML tensor types that GGUF files hold and llama.cpp loads: one closed enum with
 //! an exhaustive table (`TABLE`) of GGUF id, name, block length and bytes, compute bits,
-//! codec, capability, importance-matrix needs and llama.cpp's fallback type, plus quantize
-//! / dequantize through candle's ports of ggml's reference quantizers (the bytes llama.cpp
-//! itself would write), split across rows so that large tensors use every core.
+//! decoder, quantizer, importance-matrix use and needs, and llama.cpp's fallback type, plus
+//! quantize / dequantize over a tensor, split across rows so that large tensors use every
+//! core.
 //!
-//! The IQ types (iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s) are
-//! dequantize-only: `dequantize` decodes them with qevo's own decoders (`quant::iq`,
-//! bit-identical with llama.cpp's, tests/quant_iq.rs), so GGUF files holding them load,
-//! but qevo cannot write them yet, so they never enter a search space or a plan.
+//! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
+//! quantizers and byte-identical with `llama-quantize --pure`, with and without an
+//! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
+//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs and iq2_xxs (the last four
+//! with an imatrix only: llama-quantize refuses them without one; qevo writes iq3_xxs and
+//! iq2_s then too, with ggml's unweighted path, and refuses iq2_xs / iq2_xxs, which ggml
+//! cannot quantize without one). Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! tensor of the embedded model, per type, plain and with an imatrix made by
+//! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
+//! With an importance matrix every block type but q8_0 weights its rounding by it, as
+//! llama.cpp does; the values must be llama.cpp's (imatrix sums divided by their counts).
 //!
-//! Agreement with llama.cpp (tests/quant_fixtures.rs, against its Python `gguf` package):
-//! quantize bytes are identical for f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (the types
-//! `gguf.quants` can encode); dequantized values are bit-identical for those and for
-//! q2_k, q3_k, q4_k, q5_k, q6_k (decoded from the fixture bytes). K-quant *quantize* bytes
-//! could not be checked against llama.cpp here (`gguf.quants` cannot encode them), and
-//! they do differ from current llama.cpp: candle's q2_k / q4_k / q5_k quantizers follow an
-//! older ggml revision (`make_qkx1_quants`, unweighted; llama.cpp now uses the weighted
-//! `make_qkx2_quants`), which among other things decodes a sub-block of identical values
-//! to zeros (`candle_k_quants_flush_constant_subblocks_to_zero` guards this), and candle
-//! rounds ties away from zero where ggml's `nearest_int` rounds them to even. The bytes are
-//! valid GGML blocks that llama.cpp loads and decodes to the same values qevo scores.
+//! Dequantizing goes through candle's decoders for floats, legacy and K-quants (values
+//! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
+//! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
+//!
+//! The IQ types iq1_m and iq1_s are
+//! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
+//! never enter a search space or a plan.
 
+use super::ggml_quants::{self, RowQuantizer};
 use super::iq;
 use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rayon::prelude::*;
 use std::borrow::Cow;
 
@@ -67,12 +71,11 @@ pub enum Capability {
     /// Only read (from GGUF files): never enters a search space or a plan.
     DequantizeOnly,
 }
-use Capability::{DequantizeOnly as Dq, Quantize as Qz};
 
-/// How the bytes of one type are decoded (and, for candle types, encoded).
+/// How the bytes of one type are decoded.
 #[derive(Debug, Clone, Copy)]
 enum Codec {
-    /// candle's ports of ggml's reference quantizer and dequantizer.
+    /// candle's dequantizer (floats, legacy and K-quants: bit-identical with llama.cpp's).
     Candle(GgmlDType),
     /// qevo's own block dequantizer (`quant::iq`), bit-exact with llama.cpp's.
     Block(fn(&[u8], &mut [f32])),
@@ -92,12 +95,18 @@ struct Row {
     /// narrower than 2 bits (iq1_*) count as 2, the narrowest width profiles describe.
     compute_bits: u8,
     codec: Codec,
-    capability: Capability,
-    /// qevo's quantizer for it weights its rounding error by an importance matrix.
+    /// qevo's quantizer (`quant::ggml_quants`, byte-identical with llama.cpp's); `None`:
+    /// dequantize-only, so the type never enters a search space or a plan.
+    quantizer: Option<RowQuantizer>,
+    /// llama.cpp's quantizer for it weights its rounding error by an importance matrix
+    /// (and so does qevo's).
     takes_imatrix: bool,
     /// `llama-quantize` refuses to write it without an importance matrix
     /// (`tensor_requires_imatrix` in llama-quant.cpp; token_embd / output excepted there).
     needs_imatrix: bool,
+    /// ggml itself cannot quantize it without one (`ggml_quantize_requires_imatrix`), so
+    /// neither can qevo: quantizing without one is refused.
+    requires_imatrix: bool,
     /// What llama.cpp writes instead when a row is not a whole number of blocks
     /// (`tensor_type_fallback` in llama-quant.cpp). `None`: straight to f16 (32-element
     /// blocks have no smaller block to demote to; floats always fit).
@@ -113,9 +122,10 @@ const fn row(
     block_bytes: usize,
     compute_bits: u8,
     codec: Codec,
-    capability: Capability,
+    quantizer: Option<RowQuantizer>,
     takes_imatrix: bool,
     needs_imatrix: bool,
+    requires_imatrix: bool,
     fallback: Option<GgmlType>,
 ) -> Row {
     Row {
@@ -126,41 +136,44 @@ const fn row(
         block_bytes,
         compute_bits,
         codec,
-        capability,
+        quantizer,
         takes_imatrix,
         needs_imatrix,
+        requires_imatrix,
         fallback,
     }
 }
 
+use ggml_quants as gq;
 use GgmlType as G;
 const N_TYPES: usize = 22;
-/// Columns: type, name, GGUF id, block length, block bytes, compute bits, codec,
-/// capability, takes imatrix, needs imatrix, fallback.
+/// Columns: type, name, GGUF id, block length, block bytes, compute bits, decoder,
+/// quantizer (`None`: dequantize-only), takes imatrix, needs imatrix (llama-quantize),
+/// requires imatrix (ggml), fallback.
 #[rustfmt::skip]
 const TABLE: [Row; N_TYPES] = [
-    row(G::F32,    "f32",     0,   1,   4, 32, Candle(GgmlDType::F32),  Qz, false, false, None),
-    row(G::F16,    "f16",     1,   1,   2, 16, Candle(GgmlDType::F16),  Qz, false, false, None),
-    row(G::BF16,   "bf16",   30,   1,   2, 16, Candle(GgmlDType::BF16), Qz, false, false, None),
-    row(G::Q8_0,   "q8_0",    8,  32,  34,  8, Candle(GgmlDType::Q8_0), Qz, false, false, None),
-    row(G::Q6K,    "q6_k",   14, 256, 210,  6, Candle(GgmlDType::Q6K),  Qz, true,  false, Some(G::Q8_0)),
-    row(G::Q5K,    "q5_k",   13, 256, 176,  5, Candle(GgmlDType::Q5K),  Qz, true,  false, Some(G::Q5_1)),
-    row(G::Q5_1,   "q5_1",    7,  32,  24,  5, Candle(GgmlDType::Q5_1), Qz, false, false, None),
-    row(G::Q5_0,   "q5_0",    6,  32,  22,  5, Candle(GgmlDType::Q5_0), Qz, false, false, None),
-    row(G::Q4K,    "q4_k",   12, 256, 144,  4, Candle(GgmlDType::Q4K),  Qz, true,  false, Some(G::Q5_0)),
-    row(G::Q4_1,   "q4_1",    3,  32,  20,  4, Candle(GgmlDType::Q4_1), Qz, false, false, None),
-    row(G::Q4_0,   "q4_0",    2,  32,  18,  4, Candle(GgmlDType::Q4_0), Qz, false, false, None),
-    row(G::Q3K,    "q3_k",   11, 256, 110,  3, Candle(GgmlDType::Q3K),  Qz, true,  false, Some(G::Q4_0)),
-    row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Qz, true,  false, Some(G::Q4_0)),
-    row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Dq, false, false, None),
-    row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Dq, false, false, Some(G::Iq4Nl)),
-    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Dq, false, false, Some(G::Iq4Nl)),
-    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Dq, false, true,  Some(G::Iq4Nl)),
-    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Dq, false, true,  Some(G::Iq4Nl)),
-    row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Dq, false, true,  Some(G::Iq4Nl)),
-    row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Dq, false, true,  Some(G::Iq4Nl)),
-    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        Dq, false, true,  Some(G::Iq4Nl)),
-    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        Dq, false, true,  Some(G::Iq4Nl)),
+    row(G::F32,    "f32",     0,   1,   4, 32, Candle(GgmlDType::F32),  Some(gq::f32_row), false, false, false, None),
+    row(G::F16,    "f16",     1,   1,   2, 16, Candle(GgmlDType::F16),  Some(gq::f16_row), false, false, false, None),
+    row(G::BF16,   "bf16",   30,   1,   2, 16, Candle(GgmlDType::BF16), Some(gq::bf16_row), false, false, false, None),
+    row(G::Q8_0,   "q8_0",    8,  32,  34,  8, Candle(GgmlDType::Q8_0), Some(gq::q8_0),   false, false, false, None),
+    row(G::Q6K,    "q6_k",   14, 256, 210,  6, Candle(GgmlDType::Q6K),  Some(gq::q6_k),   true,  false, false, Some(G::Q8_0)),
+    row(G::Q5K,    "q5_k",   13, 256, 176,  5, Candle(GgmlDType::Q5K),  Some(gq::q5_k),   true,  false, false, Some(G::Q5_1)),
+    row(G::Q5_1,   "q5_1",    7,  32,  24,  5, Candle(GgmlDType::Q5_1), Some(gq::q5_1),   true,  false, false, None),
+    row(G::Q5_0,   "q5_0",    6,  32,  22,  5, Candle(GgmlDType::Q5_0), Some(gq::q5_0),   true,  false, false, None),
+    row(G::Q4K,    "q4_k",   12, 256, 144,  4, Candle(GgmlDType::Q4K),  Some(gq::q4_k),   true,  false, false, Some(G::Q5_0)),
+    row(G::Q4_1,   "q4_1",    3,  32,  20,  4, Candle(GgmlDType::Q4_1), Some(gq::q4_1),   true,  false, false, None),
+    row(G::Q4_0,   "q4_0",    2,  32,  18,  4, Candle(GgmlDType::Q4_0), Some(gq::q4_0),   true,  false, false, None),
+    row(G::Q3K,    "q3_k",   11, 256, 110,  3, Candle(GgmlDType::Q3K),  Some(gq::q3_k),   true,  false, false, Some(G::Q4_0)),
+    row(G::Q2K,    "q2_k",   10, 256,  84,  2, Candle(GgmlDType::Q2K),  Some(gq::q2_k),   true,  false, false, Some(G::Q4_0)),
+    row(G::Iq4Nl,  "iq4_nl", 20,  32,  18,  4, Block(iq::iq4_nl),       Some(gq::iq4_nl), true,  false, false, None),
+    row(G::Iq4Xs,  "iq4_xs", 23, 256, 136,  4, Block(iq::iq4_xs),       Some(gq::iq4_xs), true,  false, false, Some(G::Iq4Nl)),
+    row(G::Iq3S,   "iq3_s",  21, 256, 110,  3, Block(iq::iq3_s),        Some(gq::iq3_s),  true,  false, false, Some(G::Iq4Nl)),
+    row(G::Iq3Xxs, "iq3_xxs",18, 256,  98,  3, Block(iq::iq3_xxs),      Some(gq::iq3_xxs),true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Some(gq::iq2_s),  true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Some(gq::iq2_xs), true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Some(gq::iq2_xxs),true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        None,             true,  true,  true,  Some(G::Iq4Nl)),
 ];
 
 /// GGUF ids of types we can read but never choose (no search value: Q8_1 / Q8_K are
@@ -174,7 +187,7 @@ const fn n_quantizable() -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < N_TYPES {
-        if matches!(TABLE[i].capability, Capability::Quantize) {
+        if TABLE[i].quantizer.is_some() {
             n += 1;
         }
         i += 1;
@@ -189,7 +202,7 @@ impl GgmlType {
         let mut out = [GgmlType::F32; N_QUANTIZABLE];
         let (mut i, mut n) = (0, 0);
         while i < N_TYPES {
-            if matches!(TABLE[i].capability, Capability::Quantize) {
+            if TABLE[i].quantizer.is_some() {
                 out[n] = TABLE[i].ty;
                 n += 1;
             }
@@ -233,7 +246,10 @@ impl GgmlType {
         self.row().compute_bits
     }
     pub fn capability(self) -> Capability {
-        self.row().capability
+        match self.row().quantizer {
+            Some(_) => Capability::Quantize,
+            None => Capability::DequantizeOnly,
+        }
     }
     /// Whether qevo can write this type (else it only reads it from GGUF files).
     pub fn can_quantize(self) -> bool {
@@ -242,6 +258,11 @@ impl GgmlType {
     /// Whether `llama-quantize` refuses this type without an importance matrix.
     pub fn needs_imatrix(self) -> bool {
         self.row().needs_imatrix
+    }
+    /// Whether the quantizer itself cannot run without an importance matrix (ggml's
+    /// `ggml_quantize_requires_imatrix`: iq2_xxs, iq2_xs, iq1_s); qevo refuses then.
+    pub fn requires_imatrix(self) -> bool {
+        self.row().requires_imatrix
     }
     /// The type llama.cpp writes instead when a row is not a whole number of this type's
     /// blocks (before the f16 last resort); `None` for types that go straight to f16.
@@ -285,8 +306,8 @@ impl GgmlType {
             Block(_) => None,
         }
     }
-    /// Whether qevo's quantizer for this type takes an importance matrix (candle's
-    /// K-quants; for the others it would panic, so callers must not pass one).
+    /// Whether llama.cpp's quantizer for this type (and so qevo's) weights its rounding by
+    /// an importance matrix: every block type but q8_0.
     pub fn supports_imatrix(self) -> bool {
         self.row().takes_imatrix
     }
@@ -375,7 +396,8 @@ pub fn dequantize(t: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f3
     )?)
 }
 
-/// Rows per parallel chunk: big enough to amortise candle's per-call setup.
+/// Rows per parallel chunk: big enough to amortise the per-task setup (candle's, when
+/// decoding).
 fn rows_per_chunk(rows: usize, cols: usize) -> usize {
     let target_elems = 1 << 16;
     (target_elems / cols.max(1)).clamp(1, rows.max(1))
@@ -436,36 +458,60 @@ pub(crate) fn dequantize_stored(
     Ok(out)
 }
 
-/// Quantizes a row-major `[rows, cols]` f32 slice; `cols` must be a multiple of the block
-/// length and `t` a quantizable type (`GgmlType::can_quantize`). With `imatrix` (one importance per column) K-quants weight their rounding error;
-/// the other types ignore it (candle has no weighted quantizer for them).
+/// Quantizes a row-major `[rows, cols]` f32 slice with qevo's own quantizers
+/// (`quant::ggml_quants`, byte-identical with `llama-quantize`), rows in parallel. `cols`
+/// must be a whole number of blocks and `t` quantizable (`GgmlType::can_quantize`). With
+/// `imatrix` (one importance per column, llama.cpp's imatrix values) the types llama.cpp
+/// weights (`GgmlType::supports_imatrix`) weight their rounding error by it; q8_0 and the
+/// float types ignore it, as llama.cpp does. Errors, never panics, on any mismatch.
 pub(crate) fn quantize_rows(
     t: GgmlType,
     data: &[f32],
     rows: usize,
     cols: usize,
     imatrix: Option<&[f32]>,
-) -> candle_core::Result<Vec<u8>> {
-    let Some(dtype) = t.candle_dtype() else {
-        candle_core::bail!("qevo cannot quantize {t} yet (dequantize only)");
+) -> Result<Vec<u8>> {
+    let Some(quantize) = t.row().quantizer else {
+        return Err(Error::Invalid(format!(
+            "qevo cannot quantize {t} yet (dequantize only)"
+        )));
     };
-    let chunk = rows_per_chunk(rows, cols);
-    let parts: Vec<candle_core::Result<Vec<u8>>> = data
-        .par_chunks(cols * chunk)
-        .map(|d| {
-            let n_rows = d.len() / cols;
-            let src = Tensor::from_slice(d, (n_rows, cols), &Device::Cpu)?;
-            let q = match imatrix {
-                Some(im) if t.supports_imatrix() => QTensor::quantize_imatrix(&src, im, dtype)?,
-                _ => QTensor::quantize(&src, dtype)?,
-            };
-            Ok(q.data()?.into_owned())
-        })
-        .collect();
-    let mut out = Vec::with_capacity(t.tensor_bytes(rows, cols).unwrap_or(0));
-    for p in parts {
-        out.extend_from_slice(&p?);
+    let Some(total) = t.tensor_bytes(rows, cols) else {
+        return Err(Error::Invalid(format!(
+            "a row of {cols} values is not a whole number of {t} blocks ({})",
+            t.block_len()
+        )));
+    };
+    if rows.checked_mul(cols) != Some(data.len()) {
+        return Err(Error::Invalid(format!(
+            "{} values do not fill [{rows}, {cols}]",
+            data.len()
+        )));
     }
+    if imatrix.is_none() && t.requires_imatrix() {
+        return Err(Error::Invalid(format!(
+            "{t} cannot be quantized without an importance matrix (as in llama.cpp)"
+        )));
+    }
+    if imatrix.is_some_and(|im| im.len() != cols) {
+        return Err(Error::Invalid(format!(
+            "importance matrix has {} values, rows have {cols}",
+            imatrix.map_or(0, <[f32]>::len)
+        )));
+    }
+    let mut out = vec![0u8; total];
+    if total == 0 {
+        return Ok(out);
+    }
+    let row_bytes = total / rows;
+    let chunk = rows_per_chunk(rows, cols);
+    out.par_chunks_mut(chunk * row_bytes)
+        .zip(data.par_chunks(chunk * cols))
+        .for_each(|(o, d)| {
+            for (y, x) in o.chunks_exact_mut(row_bytes).zip(d.chunks_exact(cols)) {
+                quantize(x, imatrix, y);
+            }
+        });
     Ok(out)
 }
 
@@ -531,19 +577,41 @@ mod tests {
     }
 
     #[test]
-    fn chunked_quantize_equals_whole_tensor_quantize() {
+    fn chunked_quantize_equals_row_by_row_quantize() {
         let rows = 300;
         let cols = 256;
         let data: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        for t in [GgmlType::Q4K, GgmlType::Q8_0, GgmlType::Q3K] {
-            let ours = quantize_rows(t, &data, rows, cols, None).unwrap();
-            let src = Tensor::from_slice(&data, (rows, cols), &Device::Cpu).unwrap();
-            let whole = QTensor::quantize(&src, t.candle_dtype().unwrap()).unwrap();
-            assert_eq!(ours, whole.data().unwrap().into_owned(), "{t}");
-            assert_eq!(ours.len(), t.tensor_bytes(rows, cols).unwrap());
+        let im: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 7) as f32).collect();
+        for t in GgmlType::ALL {
+            for imatrix in [None, Some(&im[..])] {
+                if imatrix.is_none() && t.requires_imatrix() {
+                    assert!(quantize_rows(t, &data, rows, cols, None).is_err(), "{t}");
+                    continue;
+                }
+                let ours = quantize_rows(t, &data, rows, cols, imatrix).unwrap();
+                let rb = t.tensor_bytes(1, cols).unwrap();
+                let mut serial = vec![0u8; rb * rows];
+                for (y, x) in serial.chunks_exact_mut(rb).zip(data.chunks_exact(cols)) {
+                    (t.row().quantizer.unwrap())(x, imatrix, y);
+                }
+                assert_eq!(ours, serial, "{t}");
+                assert_eq!(ours.len(), t.tensor_bytes(rows, cols).unwrap());
+            }
         }
+    }
+
+    #[test]
+    fn quantize_rows_refuses_ragged_rows_and_wrong_lengths() {
+        let t = GgmlType::Q4K;
+        assert!(quantize_rows(t, &[0.0; 288], 1, 288, None).is_err());
+        assert!(quantize_rows(t, &[0.0; 255], 1, 256, None).is_err());
+        assert!(quantize_rows(t, &[0.0; 256], 1, 256, Some(&[1.0; 3])).is_err());
+        assert_eq!(
+            quantize_rows(t, &[0.0; 256], 1, 256, None).unwrap().len(),
+            144
+        );
     }
 
     #[test]
@@ -591,9 +659,10 @@ mod tests {
     }
 
     #[test]
-    fn iq_types_are_dequantize_only_and_refuse_to_quantize() {
-        let t = GgmlType::Iq4Nl;
+    fn iq_types_without_a_quantizer_are_dequantize_only_and_refuse_to_quantize() {
+        let t = GgmlType::Iq1S;
         assert_eq!(t.capability(), Capability::DequantizeOnly);
-        assert!(quantize_rows(t, &[0.0; 32], 1, 32, None).is_err());
+        assert!(quantize_rows(t, &[0.0; 256], 1, 256, None).is_err());
+        assert_eq!(GgmlType::Iq4Nl.capability(), Capability::Quantize);
     }
 }

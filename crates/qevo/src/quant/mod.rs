@@ -11,6 +11,7 @@ pub mod act;
 pub mod cache;
 pub mod format;
 pub mod ggml;
+mod ggml_quants;
 pub mod int;
 mod iq;
 mod iq_tables;

@@ -45,12 +45,14 @@ pub struct Unit {
 /// Named format sets for `--formats`.
 pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
-    // GGUF as-is (q4_1 / q5_0 / q5_1 are what llama.cpp uses where rows are not a multiple
-    // of 256). Dequantize-only types (IQ) never enter a preset.
+    // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
+    // multiple of 256). Types that need an importance matrix to quantize at all (iq2_xxs,
+    // iq2_xs; the search computes none) and dequantize-only ones (iq1_*) are in no preset.
     (
         "ggml",
         &[
-            "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0", "f16",
+            "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
+            "iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs", "iq2_s", "f16",
         ],
     ),
     // The product brief's genome: integer widths × schemes at a common group size.
