@@ -32,6 +32,16 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
 }
 
 /// The text to evaluate on: a file, or the embedded held-out split.
+/// A plan file for model `m`: one made for another model is refused unless `force`,
+/// which warns on stderr.
+pub fn read_plan_for(path: &Path, m: &Model, force: bool) -> Result<qevo::quant::TensorPlan> {
+    let (plan, warning) = qevo::search::output::read_plan(path)?.for_model(path, m, force)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(plan)
+}
+
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
         Some(p) => {
@@ -136,9 +146,9 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
 }
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
-pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs) -> Result<()> {
+pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
-    let plan = qevo::search::output::read_plan_file(plan_path)?;
+    let plan = read_plan_for(plan_path, &m, force)?;
     plan.validate(&m)?;
     score_plan(
         &m,
@@ -286,13 +296,14 @@ pub fn export(
     format: &str,
     out: &Path,
     fallback: bool,
+    force: bool,
 ) -> Result<()> {
     use qevo::export::{
         export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
     };
     let format = ExportFormat::parse(format)?;
-    let plan = qevo::search::output::read_plan_file(plan_path)?;
     let m = load_model(model)?;
+    let plan = read_plan_for(plan_path, &m, force)?;
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;

@@ -19,6 +19,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Apply a plan made for another model (a different weight fingerprint) to MODEL,
+    /// with a warning, instead of refusing it (eval --plan, cost, export).
+    #[arg(long, global = true)]
+    force: bool,
 }
 
 /// Model + text arguments shared by the commands that run a model.
@@ -201,7 +205,7 @@ fn main() {
             args,
             plan: Some(p),
             score,
-        } => commands::eval_plan(&args, &p, &score),
+        } => commands::eval_plan(&args, &p, &score, cli.force),
         Cmd::Search(a) => search_cmd::search(&a),
         Cmd::Profiles { cmd: None } => hw_cmd::list(),
         Cmd::Profiles {
@@ -216,6 +220,7 @@ fn main() {
         } => hw_cmd::cost(
             model.as_deref(),
             &plan,
+            cli.force,
             &target,
             prefill_tokens,
             decode_tokens,
@@ -229,7 +234,7 @@ fn main() {
             format,
             out,
             fallback,
-        } => commands::export(&plan, model.as_deref(), &format, &out, fallback),
+        } => commands::export(&plan, model.as_deref(), &format, &out, fallback, cli.force),
     };
     if let Err(e) = result {
         let code = match e.downcast_ref::<Exit>() {

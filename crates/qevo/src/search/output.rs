@@ -124,6 +124,50 @@ fn written_instead(
 
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
 pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
+    Ok(read_plan(path)?.plan)
+}
+
+/// A plan read back, with the fingerprint of the model it was made for (a bare
+/// `TensorPlan` file has none).
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub plan: TensorPlan,
+    pub fingerprint: Option<String>,
+    pub made_for: Option<String>,
+}
+
+impl ReadPlan {
+    /// The plan, if it was made for `model` (same weight fingerprint). A plan made for
+    /// another model is refused, or with `force` accepted with the warning returned, so
+    /// scores, costs and exports are never silently of a different model's plan.
+    pub fn for_model(
+        self,
+        path: &Path,
+        model: &Model,
+        force: bool,
+    ) -> Result<(TensorPlan, Option<String>)> {
+        let mismatch = match &self.fingerprint {
+            Some(fp) if *fp != model.fingerprint => format!(
+                "made for {} (fingerprint {fp}), but {} has fingerprint {}",
+                self.made_for.as_deref().unwrap_or("another model"),
+                model.source.display(),
+                model.fingerprint
+            ),
+            _ => return Ok((self.plan, None)),
+        };
+        if force {
+            return Ok((self.plan, Some(format!("{}: {mismatch}", path.display()))));
+        }
+        Err(Error::config(
+            path,
+            "model_fingerprint",
+            format!("{mismatch}; pass --force to apply it anyway"),
+        ))
+    }
+}
+
+/// `read_plan_file`, keeping what the file says about its model.
+pub fn read_plan(path: &Path) -> Result<ReadPlan> {
     let text = crate::fsutil::read_text_file(path)?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -146,7 +190,11 @@ pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
                     ),
                 ));
             }
-            Ok(pf.plan())
+            Ok(ReadPlan {
+                plan: pf.plan(),
+                fingerprint: Some(pf.model_fingerprint.clone()),
+                made_for: Some(pf.model.clone()),
+            })
         }
         Err(e) => {
             // A bare TensorPlan (as the library serialises it) is accepted too.
@@ -155,7 +203,12 @@ pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
             } else {
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             };
-            bare.map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
+            bare.map(|plan| ReadPlan {
+                plan,
+                fingerprint: None,
+                made_for: None,
+            })
+            .map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
         }
     }
 }
