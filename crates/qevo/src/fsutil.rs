@@ -42,12 +42,55 @@ pub fn check_regular_file(path: &Path) -> Result<()> {
 /// Reads a whole text file, refusing anything but a regular file.
 pub fn read_text_file(path: &Path) -> Result<String> {
     check_regular_file(path)?;
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // Valid UTF-8 can still be binary (a file of NUL bytes scores as a "text" with
+    // perplexity 7.8e7): no text a user means holds a NUL.
+    if let Some(at) = text.find('\0') {
+        return Err(Error::format(
+            path,
+            format!("NUL byte at offset {at}: not a text file"),
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_of_nul_bytes_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("zeros.txt");
+        std::fs::write(&p, [0u8; 64]).unwrap();
+        let e = read_text_file(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("zeros.txt") && e.contains("NUL byte at offset 0"),
+            "{e}"
+        );
+    }
+
+    /// A disk that fills up mid-write: a clear error naming the file, and neither a
+    /// partial file nor the temporary one left behind.
+    #[test]
+    fn disk_full_while_writing_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("front.json");
+        let e = write_atomic_with(&p, |w| {
+            w.write_all(&[b'x'; 10_000])?;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("front.json") && e.contains("No space left"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp_file() {

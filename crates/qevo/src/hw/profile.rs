@@ -245,19 +245,33 @@ enum Seg {
 
 type Invalid = (Vec<Seg>, String);
 
+/// Bounds on any profile number. Every real device, from a microcontroller to a GPU
+/// cluster, sits far inside them, and within them the cost model's products and sums
+/// stay finite and readable (1e308 pJ/byte gave "inf mJ" with every constraint passing;
+/// 1e-300 GB/s a 300-digit latency).
+const RATE_RANGE: (f64, f64) = (1e-9, 1e18);
+const COST_MAX: f64 = 1e12;
+
 fn check_rate(path: Vec<Seg>, v: f64) -> Result<(), Invalid> {
-    if v.is_finite() && v > 0.0 {
+    let (lo, hi) = RATE_RANGE;
+    if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
-        Err((path, format!("must be a positive finite number, got {v}")))
+        Err((
+            path,
+            format!("must be a positive number between {lo:e} and {hi:e}, got {v}"),
+        ))
     }
 }
 
 fn check_nonneg(path: Vec<Seg>, v: f64) -> Result<(), Invalid> {
-    if v.is_finite() && v >= 0.0 {
+    if v.is_finite() && (0.0..=COST_MAX).contains(&v) {
         Ok(())
     } else {
-        Err((path, format!("must be a finite number >= 0, got {v}")))
+        Err((
+            path,
+            format!("must be a number between 0 and {COST_MAX:e}, got {v}"),
+        ))
     }
 }
 
@@ -687,6 +701,33 @@ energy_pj_per_mac = 2.0
 
     fn line_containing(text: &str, needle: &str) -> usize {
         text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn implausible_extremes_are_refused_naming_the_key() {
+        for (from, to, key) in [
+            (
+                "energy_pj_per_dram_byte = 1.0",
+                "energy_pj_per_dram_byte = 1e308",
+                "energy_pj_per_dram_byte",
+            ),
+            (
+                "mem_bandwidth_gb_per_s = 10.0",
+                "mem_bandwidth_gb_per_s = 1e-300",
+                "mem_bandwidth_gb_per_s",
+            ),
+            (
+                "peak_macs_per_s = 1e9",
+                "peak_macs_per_s = 1e300",
+                "compute[0].peak_macs_per_s",
+            ),
+        ] {
+            let text = BASE.replace(from, to);
+            let (_, line, k, msg) = profile_err(&text);
+            assert_eq!(k, key, "{msg}");
+            assert_eq!(line, line_containing(&text, to), "{msg}");
+            assert!(msg.contains("between"), "{msg}");
+        }
     }
 
     #[test]
