@@ -246,6 +246,15 @@ impl Nsga2 {
                 if ck.history.is_empty() || ck.population.is_empty() {
                     return Err(mismatch("no population or history".into()));
                 }
+                // One history record per generation, 0 included: a generation count the
+                // history does not back (10^9 typed in) is a damaged file, not a resume.
+                if ck.history.len() as u64 != ck.generation.saturating_add(1) {
+                    return Err(mismatch(format!(
+                        "generation {} but {} generation records",
+                        ck.generation,
+                        ck.history.len()
+                    )));
+                }
                 for ind in ck.population.iter().chain(ck.archive.members()) {
                     space
                         .check(&ind.genome)

@@ -254,3 +254,25 @@ fn killed_child_process_resumes_to_the_uninterrupted_front() {
     let full = algo.run(&p, SEED, RunOptions::default()).unwrap();
     assert_same_run(&full, &resumed);
 }
+
+#[test]
+fn resume_rejects_a_generation_count_its_history_does_not_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, algo) = knapsack_algo(3);
+    let ck = dir.path().join("ck.json");
+    let opts = |resume: Option<std::path::PathBuf>| RunOptions {
+        checkpoint: Some(ck.clone()),
+        resume,
+        ..RunOptions::default()
+    };
+    algo.run(&p, SEED, opts(None)).unwrap();
+    let mut c = Checkpoint::load(&ck).unwrap();
+    c.generation = 1_000_000_000;
+    c.save(&ck).unwrap();
+    match algo.run(&p, SEED, opts(Some(ck.clone()))) {
+        Err(EvoError::CheckpointMismatch { what, .. }) => {
+            assert!(what.contains("1000000000"), "{what}")
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+}
