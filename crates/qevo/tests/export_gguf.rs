@@ -593,22 +593,7 @@ fn both_perplexities(
     ctx: usize,
 ) -> (f64, f64) {
     let logits = gguf.with_extension("logits");
-    let args = [
-        "-m",
-        gguf.to_str().unwrap(),
-        "-f",
-        text.to_str().unwrap(),
-        "-c",
-        &ctx.to_string(),
-        "--chunks",
-        "4",
-        "-t",
-        "2",
-        "--kl-divergence-base",
-        logits.to_str().unwrap(),
-    ];
-    common::llama_tools::run_tool(ppl, &args);
-    let base = common::llama_tools::LlamaLogits::read(&logits);
+    let base = common::llama_tools::LlamaLogits::run(ppl, gguf, text, ctx, 4, &logits);
     let (theirs, ids) = (base.perplexity(), base.tokens);
     let bos = match &model.arch {
         qevo::model::Arch::Llama(c) if ids.first() == c.bos_token_id.as_ref() => c.bos_token_id,

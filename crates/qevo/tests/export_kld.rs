@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::llama_tools::{llama_tool, run_tool, LlamaLogits};
+use common::llama_tools::{llama_tool, LlamaLogits};
 use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::Model;
 use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
@@ -17,22 +17,7 @@ const CHUNKS: usize = 4;
 
 /// llama.cpp's log-probabilities for `gguf` on `text`, in chunks of `ctx`.
 fn llama_logits(ppl: &Path, gguf: &Path, text: &Path, ctx: usize, out: &Path) -> LlamaLogits {
-    let args = [
-        "-m",
-        gguf.to_str().unwrap(),
-        "-f",
-        text.to_str().unwrap(),
-        "-c",
-        &ctx.to_string(),
-        "--chunks",
-        &CHUNKS.to_string(),
-        "-t",
-        "2",
-        "--kl-divergence-base",
-        out.to_str().unwrap(),
-    ];
-    run_tool(ppl, &args);
-    LlamaLogits::read(out)
+    LlamaLogits::run(ppl, gguf, text, ctx, CHUNKS, out)
 }
 
 fn export(m: &Model, plan: &TensorPlan, out: &Path) {

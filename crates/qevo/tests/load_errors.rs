@@ -13,6 +13,25 @@ fn err_of(dir: &Path) -> String {
     }
 }
 
+/// Rewrites `dir/model.safetensors` (f32) with `edit` applied to tensor `target`.
+fn rewrite_tensor(dir: &Path, target: &str, edit: impl Fn(&mut Vec<f32>)) {
+    let mut w = Weights::new(1);
+    let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
+    for (name, view) in parsed.tensors() {
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if name == target {
+            edit(&mut v);
+        }
+        w.tensors.insert(name.clone(), (view.shape().to_vec(), v));
+    }
+    w.write(&dir.join("model.safetensors")).unwrap();
+}
+
 fn good_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     write_llama_dir(d.path(), &LlamaOpts::default(), 1);
@@ -132,21 +151,9 @@ fn nan_weight_names_the_tensor() {
     let o = LlamaOpts::default();
     write_llama_dir(d.path(), &o, 1);
     // Rewrite with one NaN in a known tensor.
-    let mut w = Weights::new(1);
-    let st = std::fs::read(d.path().join("model.safetensors")).unwrap();
-    let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
-    for (name, view) in parsed.tensors() {
-        let mut v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        if name == "model.layers.1.mlp.up_proj.weight" {
-            v[5] = f32::NAN;
-        }
-        w.tensors.insert(name.clone(), (view.shape().to_vec(), v));
-    }
-    w.write(&d.path().join("model.safetensors")).unwrap();
+    rewrite_tensor(d.path(), "model.layers.1.mlp.up_proj.weight", |v| {
+        v[5] = f32::NAN
+    });
     let e = err_of(d.path());
     assert!(
         e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("NaN"),
@@ -204,21 +211,11 @@ fn overflowing_activations_are_an_error_naming_the_block() {
         ..LlamaOpts::default()
     };
     write_llama_dir(d.path(), &o, 1);
-    let mut w = Weights::new(1);
-    let st = std::fs::read(d.path().join("model.safetensors")).unwrap();
-    let parsed = safetensors::SafeTensors::deserialize(&st).unwrap();
-    for (name, view) in parsed.tensors() {
-        let mut v: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        if name == "model.layers.0.post_attention_layernorm.weight" {
-            v.iter_mut().for_each(|x| *x = 1e38);
-        }
-        w.tensors.insert(name.clone(), (view.shape().to_vec(), v));
-    }
-    w.write(&d.path().join("model.safetensors")).unwrap();
+    rewrite_tensor(
+        d.path(),
+        "model.layers.0.post_attention_layernorm.weight",
+        |v| v.iter_mut().for_each(|x| *x = 1e38),
+    );
     let m = Model::load(d.path()).unwrap();
     let toks: Vec<u32> = (0..64).map(|i| (i * 7 % 300) as u32).collect();
     let windows = qevo::eval::TokenWindows::from_tokens(&toks, 16, 4).unwrap();

@@ -60,6 +60,34 @@ pub struct LlamaLogits {
 }
 
 impl LlamaLogits {
+    /// Runs `llama-perplexity` (`ppl`) on `gguf` over `chunks` chunks of `ctx` tokens of
+    /// `text`, writing its log-probabilities to `out`, and reads them back.
+    pub fn run(
+        ppl: &Path,
+        gguf: &Path,
+        text: &Path,
+        ctx: usize,
+        chunks: usize,
+        out: &Path,
+    ) -> Self {
+        let args = [
+            "-m",
+            gguf.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "-c",
+            &ctx.to_string(),
+            "--chunks",
+            &chunks.to_string(),
+            "-t",
+            "2",
+            "--kl-divergence-base",
+            out.to_str().unwrap(),
+        ];
+        run_tool(ppl, &args);
+        Self::read(out)
+    }
+
     pub fn read(path: &Path) -> LlamaLogits {
         let b = std::fs::read(path).unwrap();
         assert_eq!(&b[..8], b"_logits_", "{}", path.display());
