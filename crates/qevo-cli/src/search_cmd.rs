@@ -83,6 +83,10 @@ pub struct SearchArgs {
     /// Turn off the fitness, prefix and multi-fidelity caches.
     #[arg(long)]
     pub no_cache: bool,
+    /// Encoders: labelled texts (`label<TAB>text` per line); prints the k-NN accuracy
+    /// of the FP model's and the chosen plan's embeddings.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Skip the Lagrangian baseline.
     #[arg(long)]
     pub no_baselines: bool,
@@ -295,6 +299,9 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     bar.finish();
     write_outputs(a, &cfg, &model, &outcome)?;
     eprintln!("outputs written to {}", a.out.display());
+    if let Some(path) = &a.labels {
+        print_knn(&model, &outcome, path)?;
+    }
     if stop.load(Ordering::SeqCst) {
         return Err(crate::Exit::interrupted().into());
     }
@@ -303,6 +310,33 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         (None, Some(c)) => Err(crate::Exit::infeasible(&c.scored.checks).into()),
         (None, None) => Err(crate::Exit::infeasible(&[]).into()),
     }
+}
+
+/// k-NN accuracy of the FP model's and the recommended (or least-violating) plan's
+/// embeddings on labelled texts: an encoder's task quality next to its 1 − cos.
+fn print_knn(model: &qevo::Model, o: &SearchOutcome, path: &std::path::Path) -> Result<()> {
+    use qevo::model::NoHook;
+    const K: usize = 5;
+    let l = qevo::eval::embedding::Labelled::read(model, path)?;
+    let fp = l.knn(model, &model.weights, &NoHook, K)?;
+    let chosen = o
+        .recommended
+        .map(|i| &o.front[i])
+        .or(o.infeasible_closest.as_ref());
+    let Some(f) = chosen else {
+        return Ok(());
+    };
+    let plan = o.plan(model, &f.genome);
+    let w = qevo::quant::WeightCache::new(usize::MAX).weights_for(model, &plan)?;
+    let q = l.knn(model, &w, &NoHook, K)?;
+    println!(
+        "k-NN accuracy of the chosen plan: {:.2}% (FP {:.2}%; {} labelled texts, {} labels, k={K}, weights only)",
+        q * 100.0,
+        fp * 100.0,
+        l.texts.len(),
+        l.names.len()
+    );
+    Ok(())
 }
 
 fn write_outputs(

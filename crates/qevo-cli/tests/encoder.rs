@@ -107,6 +107,7 @@ fn encoder_search_writes_a_front_labelled_by_cosine() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tiny_bert(tmp.path());
     let out_dir = tmp.path().join("out");
+    let labels = fixtures().join("labelled/topics.tsv");
     let mut args = vec![
         "search",
         m.to_str().unwrap(),
@@ -116,6 +117,8 @@ fn encoder_search_writes_a_front_labelled_by_cosine() {
         "1",
         "--out",
         out_dir.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
     ];
     args.extend_from_slice(SMALL);
     // SMALL's 64-token windows equal the fixture's 64 positions; the encoder's windows
@@ -128,6 +131,7 @@ fn encoder_search_writes_a_front_labelled_by_cosine() {
         "report columns not relabelled: {out}"
     );
     assert!(out.contains("64 prompt + 0 generated tokens"), "{out}");
+    assert!(out.contains("k-NN accuracy of the chosen plan:"), "{out}");
     let front: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("front.json")).unwrap())
             .unwrap();
