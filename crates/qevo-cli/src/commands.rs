@@ -158,9 +158,7 @@ fn score_plan(
     q: &ScoreArgs,
     label: &str,
 ) -> Result<()> {
-    use qevo::quant::{
-        calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache,
-    };
+    use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
     let seq = args.seq_len(m);
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let windows = args.windows(m, &text, seq)?;
@@ -176,8 +174,13 @@ fn score_plan(
         None
     };
     let mut cache = WeightCache::new(usize::MAX);
-    if let (true, Some(c)) = (q.imatrix, &calib) {
-        cache = cache.with_imatrix(collect_imatrix(m, c)?);
+    let imatrix = match (&q.imatrix_file, &calib) {
+        (Some(path), _) => Some(qevo::quant::Imatrix::read(path)?),
+        (None, Some(c)) if q.imatrix => Some(qevo::quant::collect_imatrix(m, c)?),
+        _ => None,
+    };
+    if let Some(im) = &imatrix {
+        cache = cache.with_imatrix(im.for_model(m)?);
     }
     let weights = cache.weights_for(m, plan)?;
     let scheme = if q.act_sym {
@@ -217,7 +220,11 @@ fn score_plan(
         } else {
             String::new()
         },
-        if q.imatrix { ", imatrix" } else { "" }
+        match (&q.imatrix_file, q.imatrix) {
+            (Some(p), _) => format!(", imatrix {}", p.display()),
+            (None, true) => ", imatrix of the calibration text".to_string(),
+            _ => String::new(),
+        }
     );
     println!(
         "tokens:          {} ({} windows of {seq})",
@@ -286,6 +293,7 @@ pub fn export(
     format: &str,
     out: &Path,
     fallback: bool,
+    imatrix_file: Option<&Path>,
 ) -> Result<()> {
     use qevo::export::{
         export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
@@ -293,6 +301,13 @@ pub fn export(
     let format = ExportFormat::parse(format)?;
     let plan = qevo::search::output::read_plan_file(plan_path)?;
     let m = load_model(model)?;
+    let imatrix = match imatrix_file {
+        Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?.for_model(&m)?),
+        Some(_) => anyhow::bail!(
+            "--imatrix-file applies to GGUF exports (pass it to llama-quantize --imatrix for tensor-types)"
+        ),
+        None => None,
+    };
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;
@@ -306,7 +321,7 @@ pub fn export(
     };
     match format {
         ExportFormat::Gguf => {
-            let s = export_gguf(&m, &resolve()?, None, out)?;
+            let s = export_gguf(&m, &resolve()?, imatrix.as_deref(), out)?;
             println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
             println!(
                 "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
@@ -344,5 +359,35 @@ pub fn export(
             println!("layout: {}", out.join("quantization_config.json").display());
         }
     }
+    Ok(())
+}
+
+/// Default tokens per chunk of `qevo imatrix` (llama-imatrix's `-c` default).
+const IMATRIX_CTX: usize = 512;
+
+/// `qevo imatrix`: llama-imatrix's collection on a text, written as llama.cpp's GGUF.
+pub fn imatrix(
+    model: Option<&Path>,
+    text: Option<&Path>,
+    ctx: Option<usize>,
+    chunks: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let body = read_text(text, qevo::assets::CALIB_TEXT)?;
+    let n_ctx = ctx.unwrap_or_else(|| IMATRIX_CTX.min(m.arch.max_positions()));
+    let mut im = qevo::quant::collect_imatrix_llama_cpp(&m, &body, n_ctx, chunks)?;
+    im.datasets = vec![match text {
+        Some(p) => p.display().to_string(),
+        None => "qevo embedded calibration text".to_string(),
+    }];
+    im.write_gguf(out)?;
+    println!(
+        "wrote {} ({} tensors, {} chunks of {} tokens)",
+        out.display(),
+        im.entries.len(),
+        im.chunk_count,
+        im.chunk_size
+    );
     Ok(())
 }
