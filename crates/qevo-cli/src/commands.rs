@@ -132,31 +132,34 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
             format!("{}-bit", q.act_bits)
         }
     );
-    score_plan(&m, &plan, args, &q.score, &label)
+    score_plan(&m, &plan, args, &q.score, &label, None)
 }
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
-    let plan = qevo::search::output::read_plan_file(plan_path)?;
-    plan.validate(&m)?;
+    let saved = qevo::search::output::read_plan(plan_path)?;
+    saved.plan.validate(&m)?;
     score_plan(
         &m,
-        &plan,
+        &saved.plan,
         args,
         opts,
         &format!("plan {}", plan_path.display()),
+        saved.imatrix_fingerprint.as_deref(),
     )
 }
 
 /// Scores a plan: weights through the cache (as the search does), activations through
-/// ranges calibrated on the calibration text.
+/// ranges calibrated on the calibration text. `scored_with`: the fingerprint of the
+/// importance matrix a saved plan was scored with.
 fn score_plan(
     m: &Model,
     plan: &qevo::quant::TensorPlan,
     args: &ModelArgs,
     q: &ScoreArgs,
     label: &str,
+    scored_with: Option<&str>,
 ) -> Result<()> {
     use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
     let seq = args.seq_len(m);
@@ -179,6 +182,7 @@ fn score_plan(
         (None, Some(c)) if q.imatrix => Some(qevo::quant::collect_imatrix(m, c)?),
         _ => None,
     };
+    warn_imatrix_mismatch(scored_with, imatrix.as_ref());
     if let Some(im) = &imatrix {
         cache = cache.with_imatrix(im.for_model(m)?);
     }
@@ -266,6 +270,24 @@ fn score_plan(
     Ok(())
 }
 
+/// Warns when `im` is not the importance matrix a saved plan was scored with (fingerprint
+/// `scored_with`): the bytes written or re-scored then differ from those the search scored.
+fn warn_imatrix_mismatch(scored_with: Option<&str>, im: Option<&qevo::quant::Imatrix>) {
+    match (scored_with, im) {
+        (Some(want), None) => eprintln!(
+            "warning: the plan was scored with an importance matrix (fingerprint {want}, the \
+             search's imatrix.gguf); pass it with --imatrix-file to reproduce the scored bytes"
+        ),
+        (Some(want), Some(im)) if im.fingerprint() != want => eprintln!(
+            "warning: {} (fingerprint {}) is not the importance matrix the plan was scored \
+             with (fingerprint {want})",
+            im.source.display(),
+            im.fingerprint()
+        ),
+        _ => {}
+    }
+}
+
 /// One line per (planned, written) pair of GGML fallbacks, with its count and an
 /// example tensor, so a 30-layer model's 60 fallbacks read in two lines.
 fn fallback_lines(f: &[(String, qevo::quant::Resolved)]) -> Vec<String> {
@@ -299,15 +321,20 @@ pub fn export(
         export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
     };
     let format = ExportFormat::parse(format)?;
-    let plan = qevo::search::output::read_plan_file(plan_path)?;
+    let saved = qevo::search::output::read_plan(plan_path)?;
+    let plan = saved.plan;
     let m = load_model(model)?;
     let imatrix = match imatrix_file {
-        Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?.for_model(&m)?),
+        Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?),
         Some(_) => anyhow::bail!(
             "--imatrix-file applies to GGUF exports (pass it to llama-quantize --imatrix for tensor-types)"
         ),
         None => None,
     };
+    if format == ExportFormat::Gguf {
+        warn_imatrix_mismatch(saved.imatrix_fingerprint.as_deref(), imatrix.as_ref());
+    }
+    let imatrix = imatrix.map(|im| im.for_model(&m)).transpose()?;
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;

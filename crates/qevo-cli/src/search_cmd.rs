@@ -340,6 +340,7 @@ fn write_outputs(
             &a.unit,
             Some(plan_metrics(model, o, f)),
         );
+        pf.imatrix_fingerprint = o.imatrix.as_ref().map(|im| im.fingerprint());
         pf.failing = f
             .scored
             .checks

@@ -186,3 +186,17 @@ fn an_imatrix_for_another_model_is_refused_naming_the_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn a_written_imatrix_gives_the_quantizers_the_same_values_back() {
+    // What a search scores with (in memory) and what `qevo export --imatrix-file` reads
+    // from the search's imatrix.gguf must be the same, or the exported bytes differ.
+    let dir = tempfile::tempdir().unwrap();
+    let m = Model::load(&qevo::assets::default_model_dir(dir.path()).unwrap()).unwrap();
+    let im = collect_imatrix_llama_cpp(&m, qevo::assets::CALIB_TEXT, 64, Some(2)).unwrap();
+    let path = dir.path().join("im.gguf");
+    im.write_gguf(&path).unwrap();
+    let back = Imatrix::read(&path).unwrap();
+    assert_eq!(back.for_model(&m).unwrap(), im.for_model(&m).unwrap());
+    assert_eq!(back.fingerprint(), im.fingerprint());
+}

@@ -44,6 +44,18 @@ pub struct ImatrixEntry {
     pub count: u64,
 }
 
+impl ImatrixEntry {
+    /// What llama-quantize hands the quantizers: `sum / count` per column in f32, all
+    /// ones when no token was counted.
+    pub fn weights(&self) -> Vec<f32> {
+        let c = self.count as f32;
+        match self.count {
+            0 => vec![1.0; self.sums.len()],
+            _ => self.sums.iter().map(|s| s / c).collect(),
+        }
+    }
+}
+
 /// An importance matrix: per weight name, llama.cpp's raw sums and counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Imatrix {
@@ -86,6 +98,26 @@ impl Imatrix {
         w.write(path).map(|_| ())
     }
 
+    /// FNV-1a over the names and the quantizers' values (`ImatrixEntry::weights`) in name
+    /// order: equal for two files
+    /// that give the quantizers the same values, whatever their format or datasets.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf29ce484222325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        };
+        for (name, e) in &self.entries {
+            eat(name.as_bytes());
+            e.weights()
+                .iter()
+                .for_each(|x| eat(&x.to_bits().to_le_bytes()));
+        }
+        format!("{h:016x}")
+    }
+
     /// llama-quantize's importance per tensor of `model`, by tensor index: `sum / count`
     /// per column (all ones for an entry with no tokens), `None` for tensors without an
     /// entry. An entry the model has no tensor for, or of another width, is an error.
@@ -110,11 +142,7 @@ impl Imatrix {
                     e.sums.len()
                 )));
             }
-            let c = e.count as f32;
-            out[i] = Some(match e.count {
-                0 => vec![1.0; cols],
-                _ => e.sums.iter().map(|s| s / c).collect(),
-            });
+            out[i] = Some(e.weights());
         }
         Ok(out)
     }

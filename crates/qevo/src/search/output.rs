@@ -57,7 +57,19 @@ pub struct PlanFile {
     /// constraints and this is the least-violating one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failing: Vec<LimitCheck>,
+    /// `Imatrix::fingerprint` of the importance matrix the plan was scored with (written
+    /// next to it as imatrix.gguf); an export needs the same one for the scored bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix_fingerprint: Option<String>,
     pub tensors: Vec<PlanTensor>,
+}
+
+/// A plan read back, with what it was scored with.
+#[derive(Debug, Clone)]
+pub struct SavedPlan {
+    pub plan: TensorPlan,
+    /// `PlanFile::imatrix_fingerprint` (None for a bare plan or one scored without).
+    pub imatrix_fingerprint: Option<String>,
 }
 
 impl PlanFile {
@@ -97,6 +109,7 @@ impl PlanFile {
             unit: unit.to_string(),
             metrics,
             failing: Vec::new(),
+            imatrix_fingerprint: None,
             tensors: plan
                 .entries
                 .iter()
@@ -124,6 +137,11 @@ fn written_instead(
 
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
 pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
+    read_plan(path).map(|s| s.plan)
+}
+
+/// Reads a plan file with its provenance (see `read_plan_file`).
+pub fn read_plan(path: &Path) -> Result<SavedPlan> {
     let text = crate::fsutil::read_text_file(path)?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -146,7 +164,10 @@ pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
                     ),
                 ));
             }
-            Ok(pf.plan())
+            Ok(SavedPlan {
+                plan: pf.plan(),
+                imatrix_fingerprint: pf.imatrix_fingerprint,
+            })
         }
         Err(e) => {
             // A bare TensorPlan (as the library serialises it) is accepted too.
@@ -155,7 +176,11 @@ pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
             } else {
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             };
-            bare.map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
+            bare.map(|plan| SavedPlan {
+                plan,
+                imatrix_fingerprint: None,
+            })
+            .map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
         }
     }
 }
