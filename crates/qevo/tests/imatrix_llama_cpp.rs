@@ -145,12 +145,9 @@ fn llama_quantize_takes_qevos_imatrix_and_writes_qevos_bytes() {
     )
     .unwrap();
     let (a, b) = (Gguf::open(&ours).unwrap(), Gguf::open(&theirs).unwrap());
+    // Matrices only: norms stay f32 in both.
     let mut compared = 0;
-    for t in a
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with("blk.") || t.name == "output.weight")
-    {
+    for t in a.tensors.iter().filter(|t| t.type_id != 0) {
         let u = b.tensor(&t.name).unwrap();
         assert_eq!(t.type_id, u.type_id, "{}: type", t.name);
         assert!(
@@ -160,7 +157,7 @@ fn llama_quantize_takes_qevos_imatrix_and_writes_qevos_bytes() {
         );
         compared += 1;
     }
-    println!("{compared} imatrix-weighted q4_k tensors byte-identical with llama-quantize");
+    println!("{compared} q4_k tensors byte-identical with llama-quantize --imatrix");
     assert!(compared > 0);
 }
 
