@@ -3,7 +3,8 @@
 //! - the checked-in fixture (`llama-imatrix --process-output -c 128 --chunks 16` on
 //!   assets/calib.txt, scripts/make_ggml_fixtures.py) against `collect_imatrix_llama_cpp`
 //!   on the embedded model — runs without llama.cpp;
-//! - a live `llama-imatrix` run on the embedded model exported as f32 GGUF;
+//! - a live `llama-imatrix` run on the embedded model exported as f32 GGUF, and its legacy
+//!   `.dat` output read to the same values;
 //! - `llama-quantize --imatrix` on the file qevo wrote gives the bytes qevo's own export
 //!   writes with that file.
 //!
@@ -108,6 +109,28 @@ fn collected_imatrix_matches_llama_imatrix_live() {
         theirs.entries.len()
     );
     assert!(d <= TOL, "max relative difference {d}");
+    // The legacy .dat of the same run gives the quantizers the same values (to f32
+    // rounding: it stores mean · ncall).
+    let dat = dir.path().join("llama.imatrix.dat");
+    let mut legacy_args = args.to_vec();
+    legacy_args[5] = dat.to_str().unwrap();
+    legacy_args.extend(["--output-format", "dat"]);
+    run_tool(&tool, &legacy_args);
+    let (g, l) = (
+        theirs.for_model(&m).unwrap(),
+        Imatrix::read(&dat).unwrap().for_model(&m).unwrap(),
+    );
+    for (i, (a, b)) in g.iter().zip(&l).enumerate() {
+        let (a, b) = (a.as_deref().unwrap_or(&[]), b.as_deref().unwrap_or(&[]));
+        assert_eq!(a.len(), b.len(), "{}", m.tensors[i].name);
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1e-6),
+                "{}: {x} vs {y}",
+                m.tensors[i].name
+            );
+        }
+    }
 }
 
 #[test]

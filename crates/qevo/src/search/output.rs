@@ -273,7 +273,8 @@ mod tests {
         for t in &pf.tensors {
             let info = &m.tensors[m.tensor_index(&t.name).unwrap()];
             // q4_k fits 256-wide rows as itself; the 64-wide ones are written as q5_0.
-            let want = (info.cols % 256 != 0).then_some(WeightFormat::Ggml(GgmlType::Q5_0));
+            let want =
+                (!info.cols.is_multiple_of(256)).then_some(WeightFormat::Ggml(GgmlType::Q5_0));
             assert_eq!(t.written, want, "{}", t.name);
         }
         assert!(pf.tensors.iter().any(|t| t.written.is_some()));
