@@ -60,10 +60,12 @@ pub fn prepare<'m>(
         Importance::Collect => Some(collect_imatrix(model, &calib)?),
         Importance::File(path) => Some(Imatrix::read(path)?),
     };
-    let mut weights = WeightCache::new(cfg.caches.weight_cache_bytes);
-    if let Some(im) = &imatrix {
-        weights = weights.with_imatrix(im.for_model(model)?);
-    }
+    let importance = match &imatrix {
+        Some(im) => im.for_model(model)?,
+        None => vec![None; model.tensors.len()],
+    };
+    let has_importance: Vec<bool> = importance.iter().map(Option::is_some).collect();
+    let weights = WeightCache::new(cfg.caches.weight_cache_bytes).with_imatrix(importance);
     let k_for = |w: &TokenWindows| match cfg.data.topk {
         0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
         k => k,
@@ -83,7 +85,7 @@ pub fn prepare<'m>(
         cfg.space.act_scheme,
         prefix_bytes,
     );
-    let space = SearchSpace::new(model, &cfg.space, &cfg.target)?;
+    let space = SearchSpace::new(model, &cfg.space, &cfg.target, &has_importance)?;
     let fp_price = price(
         model,
         &fp_choices(model),

@@ -149,8 +149,14 @@ fn unit_key(model: &Model, t: usize, mode: UnitMode, tie_qkv: bool) -> String {
 
 impl SearchSpace {
     /// The units and, per unit, the choices of `cfg` that fit all its tensors and that
-    /// `target` executes.
-    pub fn new(model: &Model, cfg: &SpaceConfig, target: &Profile) -> Result<SearchSpace> {
+    /// `target` executes. `has_importance[t]`: tensor `t` has an importance vector, without
+    /// which the types that require one (iq2_xs, iq2_xxs) cannot be chosen for it.
+    pub fn new(
+        model: &Model,
+        cfg: &SpaceConfig,
+        target: &Profile,
+        has_importance: &[bool],
+    ) -> Result<SearchSpace> {
         let (mode, tie_qkv) = (cfg.unit, cfg.tie_qkv);
         let (formats, act_bits) = (&cfg.formats, &cfg.act_bits);
         let mut units: Vec<Unit> = Vec::new();
@@ -174,7 +180,8 @@ impl SearchSpace {
             for f in formats {
                 let fits = u.tensors.iter().all(|&t| {
                     let i = &model.tensors[t];
-                    f.applies_to(i.rows, i.cols)
+                    let weighted = !f.requires_imatrix() || has_importance.get(t) == Some(&true);
+                    f.applies_to(i.rows, i.cols) && weighted
                 });
                 if !fits || !target.supports_format(&f.name(), f.compute_bits()) {
                     continue;
