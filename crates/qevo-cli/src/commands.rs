@@ -31,6 +31,23 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
     Ok(Model::load(&path)?)
 }
 
+/// A plan file for model `m`: one made for another model is refused unless `force`,
+/// which warns on stderr. With it, the fingerprint of the importance matrix the plan was
+/// scored with (`PlanFile::imatrix_fingerprint`).
+pub fn read_plan_for(
+    path: &Path,
+    m: &Model,
+    force: bool,
+) -> Result<(qevo::quant::TensorPlan, Option<String>)> {
+    let read = qevo::search::output::read_plan(path)?;
+    let imatrix_fingerprint = read.imatrix_fingerprint.clone();
+    let (plan, warning) = read.for_model(path, m, force)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok((plan, imatrix_fingerprint))
+}
+
 /// The text to evaluate on: a file, or the embedded held-out split.
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
@@ -136,17 +153,17 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
 }
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
-pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs) -> Result<()> {
+pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
-    let saved = qevo::search::output::read_plan(plan_path)?;
-    saved.plan.validate(&m)?;
+    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
+    plan.validate(&m)?;
     score_plan(
         &m,
-        &saved.plan,
+        &plan,
         args,
         opts,
         &format!("plan {}", plan_path.display()),
-        saved.imatrix_fingerprint.as_deref(),
+        imatrix_fingerprint.as_deref(),
     )
 }
 
@@ -316,14 +333,14 @@ pub fn export(
     out: &Path,
     fallback: bool,
     imatrix_file: Option<&Path>,
+    force: bool,
 ) -> Result<()> {
     use qevo::export::{
         export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
     };
     let format = ExportFormat::parse(format)?;
-    let saved = qevo::search::output::read_plan(plan_path)?;
-    let plan = saved.plan;
     let m = load_model(model)?;
+    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
     let imatrix = match imatrix_file {
         Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?),
         Some(_) => anyhow::bail!(
@@ -332,7 +349,7 @@ pub fn export(
         None => None,
     };
     if format == ExportFormat::Gguf {
-        warn_imatrix_mismatch(saved.imatrix_fingerprint.as_deref(), imatrix.as_ref());
+        warn_imatrix_mismatch(imatrix_fingerprint.as_deref(), imatrix.as_ref());
     }
     let imatrix = imatrix.map(|im| im.for_model(&m)).transpose()?;
     // GGUF and tensor-type overrides need one GGML type per tensor.

@@ -32,12 +32,13 @@ pub fn show(name: &str) -> Result<()> {
 pub fn cost(
     model: Option<&Path>,
     plan: &Path,
+    force: bool,
     target: &str,
     prefill: Option<u64>,
     decode: Option<u64>,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let plan = qevo::search::output::read_plan_file(plan)?;
+    let (plan, _) = crate::commands::read_plan_for(plan, &m, force)?;
     plan.validate(&m)?;
     let profile = hw::resolve_profile(target)?;
     let workload = Workload {

@@ -19,6 +19,10 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Apply a plan made for another model (a different weight fingerprint) to MODEL,
+    /// with a warning, instead of refusing it (eval --plan, cost, export).
+    #[arg(long, global = true)]
+    force: bool,
 }
 
 /// Model + text arguments shared by the commands that run a model.
@@ -228,7 +232,7 @@ fn main() {
             args,
             plan: Some(p),
             score,
-        } => commands::eval_plan(&args, &p, &score),
+        } => commands::eval_plan(&args, &p, &score, cli.force),
         Cmd::Search(a) => search_cmd::search(&a),
         Cmd::Profiles { cmd: None } => hw_cmd::list(),
         Cmd::Profiles {
@@ -243,6 +247,7 @@ fn main() {
         } => hw_cmd::cost(
             model.as_deref(),
             &plan,
+            cli.force,
             &target,
             prefill_tokens,
             decode_tokens,
@@ -264,6 +269,7 @@ fn main() {
             &out,
             fallback,
             imatrix_file.as_deref(),
+            cli.force,
         ),
         Cmd::Imatrix {
             model,

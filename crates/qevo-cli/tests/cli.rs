@@ -195,7 +195,22 @@ fn plan_for_another_model_is_rejected() {
         &tmp.path().join("c"),
     );
     assert!(!o.status.success());
-    assert!(text(&o).contains("blk.99.attn_q.weight"), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("model_fingerprint") && out.contains("--force"),
+        "{out}"
+    );
+    // Forced, the plan is applied and fails on the first tensor the model lacks.
+    let o = qevo(
+        &["eval", "--plan", plan.to_str().unwrap(), "--force"],
+        &tmp.path().join("c"),
+    );
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("warning:") && out.contains("blk.99.attn_q.weight"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -238,9 +253,21 @@ fn embedded_plan(formats: &[&str]) -> String {
         })
         .collect();
     format!(
-        r#"{{"schema_version":1,"qevo_version":"0","model":"embedded","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"tensor","metrics":null,"tensors":[{}]}}"#,
+        r#"{{"schema_version":1,"qevo_version":"0","model":"embedded","model_fingerprint":"{}","target":"arm-neon","seed":0,"unit":"tensor","metrics":null,"tensors":[{}]}}"#,
+        embedded_fingerprint(),
         tensors.join(",")
     )
+}
+
+/// The embedded model's weight fingerprint, as `qevo inspect` prints it.
+fn embedded_fingerprint() -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let o = qevo(&["inspect"], cache.path());
+    text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint:"))
+        .map(|f| f.trim().to_string())
+        .expect("inspect prints the fingerprint")
 }
 
 #[test]

@@ -218,7 +218,7 @@ mod tests {
         let mut p = Pooled::new(2);
         p.push_batch(&rows);
         let s = p.score(0, &rows).metrics();
-        assert!(s.kl.abs() < 1e-12, "{}", s.kl);
+        assert!(s.kl.abs() < 1e-6, "{}", s.kl);
         assert_eq!(s.top1, 1.0);
         assert_eq!(s.tokens, 3);
     }
@@ -229,11 +229,11 @@ mod tests {
         p.push_batch(&[1.0, 0.0, 0.0, 1.0]);
         // Window 0 now points where window 1 does: cosine 0 to its own, nearest is 1.
         let s = p.score(0, &[0.0, 3.0]);
-        assert!((s.kl - 1.0).abs() < 1e-12);
+        assert!((s.kl - 1.0).abs() < 1e-6);
         assert_eq!(s.top1, 0);
         // Window 1 scaled: cosine is scale-free.
         let s = p.score(1, &[0.0, 5.0]);
-        assert!(s.kl.abs() < 1e-12);
+        assert!(s.kl.abs() < 1e-6);
         assert_eq!(s.top1, 1);
     }
 
@@ -242,7 +242,8 @@ mod tests {
         let a = [1.0, 0.0, 0.0, 2.0];
         let b = [1.0, 1.0, 0.0, 1.0];
         let c = mean_cosine(&a, &b, 2).unwrap();
-        assert!((c - (0.5f64.sqrt() + 1.0) / 2.0).abs() < 1e-9);
+        // Rows are unit-normalised in f32.
+        assert!((c - (0.5f64.sqrt() + 1.0) / 2.0).abs() < 1e-6);
         assert!(mean_cosine(&a, &b[..2], 2).is_err());
         // Two tight clusters: every point's nearest neighbour shares its label.
         let e = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9];

@@ -418,12 +418,15 @@ mod tests {
     use super::*;
 
     fn out(name: &str, t: GgmlType, rows: usize, cols: usize, data: &[f32]) -> GgufTensorOut {
+        // Types llama.cpp only writes with an importance matrix get a non-uniform one.
+        let im: Vec<f32> = (0..cols).map(|c| 1.0 + (c % 7) as f32).collect();
+        let im = t.requires_imatrix().then_some(im.as_slice());
         GgufTensorOut {
             name: name.into(),
             dims: vec![cols as u64, rows as u64],
             type_id: t.gguf_id(),
             bytes: WeightFormat::Ggml(t)
-                .quantize(data, rows, cols, None)
+                .quantize(data, rows, cols, im)
                 .unwrap()
                 .bytes,
         }

@@ -64,14 +64,6 @@ pub struct PlanFile {
     pub tensors: Vec<PlanTensor>,
 }
 
-/// A plan read back, with what it was scored with.
-#[derive(Debug, Clone)]
-pub struct SavedPlan {
-    pub plan: TensorPlan,
-    /// `PlanFile::imatrix_fingerprint` (None for a bare plan or one scored without).
-    pub imatrix_fingerprint: Option<String>,
-}
-
 impl PlanFile {
     pub fn plan(&self) -> TensorPlan {
         TensorPlan {
@@ -137,11 +129,52 @@ fn written_instead(
 
 /// Reads a plan written by `qevo search` (JSON or YAML by extension or content).
 pub fn read_plan_file(path: &Path) -> Result<TensorPlan> {
-    read_plan(path).map(|s| s.plan)
+    Ok(read_plan(path)?.plan)
 }
 
-/// Reads a plan file with its provenance (see `read_plan_file`).
-pub fn read_plan(path: &Path) -> Result<SavedPlan> {
+/// A plan read back, with the fingerprint of the model it was made for (a bare
+/// `TensorPlan` file has none).
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub plan: TensorPlan,
+    pub fingerprint: Option<String>,
+    pub made_for: Option<String>,
+    /// `PlanFile::imatrix_fingerprint` (None for a bare plan or one scored without).
+    pub imatrix_fingerprint: Option<String>,
+}
+
+impl ReadPlan {
+    /// The plan, if it was made for `model` (same weight fingerprint). A plan made for
+    /// another model is refused, or with `force` accepted with the warning returned, so
+    /// scores, costs and exports are never silently of a different model's plan.
+    pub fn for_model(
+        self,
+        path: &Path,
+        model: &Model,
+        force: bool,
+    ) -> Result<(TensorPlan, Option<String>)> {
+        let mismatch = match &self.fingerprint {
+            Some(fp) if *fp != model.fingerprint => format!(
+                "made for {} (fingerprint {fp}), but {} has fingerprint {}",
+                self.made_for.as_deref().unwrap_or("another model"),
+                model.source.display(),
+                model.fingerprint
+            ),
+            _ => return Ok((self.plan, None)),
+        };
+        if force {
+            return Ok((self.plan, Some(format!("{}: {mismatch}", path.display()))));
+        }
+        Err(Error::config(
+            path,
+            "model_fingerprint",
+            format!("{mismatch}; pass --force to apply it anyway"),
+        ))
+    }
+}
+
+/// `read_plan_file`, keeping what the file says about its model.
+pub fn read_plan(path: &Path) -> Result<ReadPlan> {
     let text = crate::fsutil::read_text_file(path)?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -164,9 +197,11 @@ pub fn read_plan(path: &Path) -> Result<SavedPlan> {
                     ),
                 ));
             }
-            Ok(SavedPlan {
+            Ok(ReadPlan {
                 plan: pf.plan(),
-                imatrix_fingerprint: pf.imatrix_fingerprint,
+                fingerprint: Some(pf.model_fingerprint.clone()),
+                made_for: Some(pf.model.clone()),
+                imatrix_fingerprint: pf.imatrix_fingerprint.clone(),
             })
         }
         Err(e) => {
@@ -176,8 +211,10 @@ pub fn read_plan(path: &Path) -> Result<SavedPlan> {
             } else {
                 serde_json::from_str(&text).map_err(|e| e.to_string())
             };
-            bare.map(|plan| SavedPlan {
+            bare.map(|plan| ReadPlan {
                 plan,
+                fingerprint: None,
+                made_for: None,
                 imatrix_fingerprint: None,
             })
             .map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
