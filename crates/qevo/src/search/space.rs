@@ -47,7 +47,8 @@ pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
     // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
     // multiple of 256). Types that need an importance matrix to quantize at all (iq2_xxs,
-    // iq2_xs; the search computes none) and dequantize-only ones (iq1_*) are in no preset.
+    // iq2_xs: only with data.imatrix, and never for token_embd) and dequantize-only ones
+    // (iq1_*) are in no preset.
     (
         "ggml",
         &[
