@@ -31,17 +31,24 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
     Ok(Model::load(&path)?)
 }
 
-/// The text to evaluate on: a file, or the embedded held-out split.
 /// A plan file for model `m`: one made for another model is refused unless `force`,
-/// which warns on stderr.
-pub fn read_plan_for(path: &Path, m: &Model, force: bool) -> Result<qevo::quant::TensorPlan> {
-    let (plan, warning) = qevo::search::output::read_plan(path)?.for_model(path, m, force)?;
+/// which warns on stderr. With it, the fingerprint of the importance matrix the plan was
+/// scored with (`PlanFile::imatrix_fingerprint`).
+pub fn read_plan_for(
+    path: &Path,
+    m: &Model,
+    force: bool,
+) -> Result<(qevo::quant::TensorPlan, Option<String>)> {
+    let read = qevo::search::output::read_plan(path)?;
+    let imatrix_fingerprint = read.imatrix_fingerprint.clone();
+    let (plan, warning) = read.for_model(path, m, force)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    Ok(plan)
+    Ok((plan, imatrix_fingerprint))
 }
 
+/// The text to evaluate on: a file, or the embedded held-out split.
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
         Some(p) => {
@@ -142,13 +149,13 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
             format!("{}-bit", q.act_bits)
         }
     );
-    score_plan(&m, &plan, args, &q.score, &label)
+    score_plan(&m, &plan, args, &q.score, &label, None)
 }
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
-    let plan = read_plan_for(plan_path, &m, force)?;
+    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
     plan.validate(&m)?;
     score_plan(
         &m,
@@ -156,21 +163,22 @@ pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bo
         args,
         opts,
         &format!("plan {}", plan_path.display()),
+        imatrix_fingerprint.as_deref(),
     )
 }
 
 /// Scores a plan: weights through the cache (as the search does), activations through
-/// ranges calibrated on the calibration text.
+/// ranges calibrated on the calibration text. `scored_with`: the fingerprint of the
+/// importance matrix a saved plan was scored with.
 fn score_plan(
     m: &Model,
     plan: &qevo::quant::TensorPlan,
     args: &ModelArgs,
     q: &ScoreArgs,
     label: &str,
+    scored_with: Option<&str>,
 ) -> Result<()> {
-    use qevo::quant::{
-        calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, WeightCache,
-    };
+    use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
     let seq = args.seq_len(m);
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let windows = args.windows(m, &text, seq)?;
@@ -186,8 +194,14 @@ fn score_plan(
         None
     };
     let mut cache = WeightCache::new(usize::MAX);
-    if let (true, Some(c)) = (q.imatrix, &calib) {
-        cache = cache.with_imatrix(collect_imatrix(m, c)?);
+    let imatrix = match (&q.imatrix_file, &calib) {
+        (Some(path), _) => Some(qevo::quant::Imatrix::read(path)?),
+        (None, Some(c)) if q.imatrix => Some(qevo::quant::collect_imatrix(m, c)?),
+        _ => None,
+    };
+    warn_imatrix_mismatch(scored_with, imatrix.as_ref());
+    if let Some(im) = &imatrix {
+        cache = cache.with_imatrix(im.for_model(m)?);
     }
     let weights = cache.weights_for(m, plan)?;
     let scheme = if q.act_sym {
@@ -227,7 +241,11 @@ fn score_plan(
         } else {
             String::new()
         },
-        if q.imatrix { ", imatrix" } else { "" }
+        match (&q.imatrix_file, q.imatrix) {
+            (Some(p), _) => format!(", imatrix {}", p.display()),
+            (None, true) => ", imatrix of the calibration text".to_string(),
+            _ => String::new(),
+        }
     );
     println!(
         "tokens:          {} ({} windows of {seq})",
@@ -269,6 +287,24 @@ fn score_plan(
     Ok(())
 }
 
+/// Warns when `im` is not the importance matrix a saved plan was scored with (fingerprint
+/// `scored_with`): the bytes written or re-scored then differ from those the search scored.
+fn warn_imatrix_mismatch(scored_with: Option<&str>, im: Option<&qevo::quant::Imatrix>) {
+    match (scored_with, im) {
+        (Some(want), None) => eprintln!(
+            "warning: the plan was scored with an importance matrix (fingerprint {want}, the \
+             search's imatrix.gguf); pass it with --imatrix-file to reproduce the scored bytes"
+        ),
+        (Some(want), Some(im)) if im.fingerprint() != want => eprintln!(
+            "warning: {} (fingerprint {}) is not the importance matrix the plan was scored \
+             with (fingerprint {want})",
+            im.source.display(),
+            im.fingerprint()
+        ),
+        _ => {}
+    }
+}
+
 /// One line per (planned, written) pair of GGML fallbacks, with its count and an
 /// example tensor, so a 30-layer model's 60 fallbacks read in two lines.
 fn fallback_lines(f: &[(String, qevo::quant::Resolved)]) -> Vec<String> {
@@ -296,6 +332,7 @@ pub fn export(
     format: &str,
     out: &Path,
     fallback: bool,
+    imatrix_file: Option<&Path>,
     force: bool,
 ) -> Result<()> {
     use qevo::export::{
@@ -303,7 +340,18 @@ pub fn export(
     };
     let format = ExportFormat::parse(format)?;
     let m = load_model(model)?;
-    let plan = read_plan_for(plan_path, &m, force)?;
+    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
+    let imatrix = match imatrix_file {
+        Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?),
+        Some(_) => anyhow::bail!(
+            "--imatrix-file applies to GGUF exports (pass it to llama-quantize --imatrix for tensor-types)"
+        ),
+        None => None,
+    };
+    if format == ExportFormat::Gguf {
+        warn_imatrix_mismatch(imatrix_fingerprint.as_deref(), imatrix.as_ref());
+    }
+    let imatrix = imatrix.map(|im| im.for_model(&m)).transpose()?;
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;
@@ -317,7 +365,7 @@ pub fn export(
     };
     match format {
         ExportFormat::Gguf => {
-            let s = export_gguf(&m, &resolve()?, None, out)?;
+            let s = export_gguf(&m, &resolve()?, imatrix.as_deref(), out)?;
             println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
             println!(
                 "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
@@ -355,5 +403,35 @@ pub fn export(
             println!("layout: {}", out.join("quantization_config.json").display());
         }
     }
+    Ok(())
+}
+
+/// Default tokens per chunk of `qevo imatrix` (llama-imatrix's `-c` default).
+const IMATRIX_CTX: usize = 512;
+
+/// `qevo imatrix`: llama-imatrix's collection on a text, written as llama.cpp's GGUF.
+pub fn imatrix(
+    model: Option<&Path>,
+    text: Option<&Path>,
+    ctx: Option<usize>,
+    chunks: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let body = read_text(text, qevo::assets::CALIB_TEXT)?;
+    let n_ctx = ctx.unwrap_or_else(|| IMATRIX_CTX.min(m.arch.max_positions()));
+    let mut im = qevo::quant::collect_imatrix_llama_cpp(&m, &body, n_ctx, chunks)?;
+    im.datasets = vec![match text {
+        Some(p) => p.display().to_string(),
+        None => "qevo embedded calibration text".to_string(),
+    }];
+    im.write_gguf(out)?;
+    println!(
+        "wrote {} ({} tensors, {} chunks of {} tokens)",
+        out.display(),
+        im.entries.len(),
+        im.chunk_count,
+        im.chunk_size
+    );
     Ok(())
 }

@@ -38,7 +38,7 @@ pub fn cost(
     decode: Option<u64>,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let plan = crate::commands::read_plan_for(plan, &m, force)?;
+    let (plan, _) = crate::commands::read_plan_for(plan, &m, force)?;
     plan.validate(&m)?;
     let profile = hw::resolve_profile(target)?;
     let workload = Workload {

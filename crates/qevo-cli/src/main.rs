@@ -138,6 +138,29 @@ enum Cmd {
         /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.
         #[arg(long)]
         fallback: bool,
+        /// Quantize with this importance matrix (the search's --out/imatrix.gguf, so the
+        /// file holds the bytes the search scored; or any llama-imatrix file).
+        #[arg(long, value_name = "FILE")]
+        imatrix_file: Option<PathBuf>,
+    },
+    /// Collect an importance matrix as llama-imatrix does (--process-output) and write it
+    /// in llama.cpp's GGUF format, for `--imatrix-file` or `llama-quantize --imatrix`.
+    Imatrix {
+        /// Hugging Face model directory or .gguf file (default: the embedded model).
+        model: Option<PathBuf>,
+        /// Calibration text (default: the embedded calibration split).
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// Tokens per chunk (llama-imatrix -c) [default: 512, or the model's positions if
+        /// fewer].
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Most chunks (llama-imatrix --chunks) [default: every whole chunk of the text].
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Output file (GGUF).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -173,9 +196,13 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub act_percentile: Option<f64>,
     /// Weight the rounding of the GGML types llama.cpp weights (every block type but q8_0)
-    /// by an importance matrix from the calibration text (iq2_xs / iq2_xxs need one).
-    #[arg(long)]
+    /// by an importance matrix collected on the calibration text (iq2_xs / iq2_xxs need one).
+    #[arg(long, conflicts_with = "imatrix_file")]
     pub imatrix: bool,
+    /// Weight it by this importance matrix instead: a llama-imatrix file (imatrix.gguf or
+    /// legacy .dat) or one qevo wrote (`qevo imatrix`, a search's imatrix.gguf).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix_file: Option<PathBuf>,
     /// Calibration text (default: the embedded calibration split).
     #[arg(long)]
     pub calib: Option<PathBuf>,
@@ -234,7 +261,23 @@ fn main() {
             format,
             out,
             fallback,
-        } => commands::export(&plan, model.as_deref(), &format, &out, fallback, cli.force),
+            imatrix_file,
+        } => commands::export(
+            &plan,
+            model.as_deref(),
+            &format,
+            &out,
+            fallback,
+            imatrix_file.as_deref(),
+            cli.force,
+        ),
+        Cmd::Imatrix {
+            model,
+            text,
+            ctx,
+            chunks,
+            out,
+        } => commands::imatrix(model.as_deref(), text.as_deref(), ctx, chunks, &out),
     };
     if let Err(e) = result {
         let code = match e.downcast_ref::<Exit>() {

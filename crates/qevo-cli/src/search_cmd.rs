@@ -10,7 +10,7 @@ use qevo::search::output::{
     plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
 };
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
-use qevo::search::{defaults, FitnessWeights, SearchConfig, SearchOutcome};
+use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig, SearchOutcome};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,14 @@ pub struct SearchArgs {
     /// Held-out text for the overfitting check.
     #[arg(long)]
     pub heldout: Option<PathBuf>,
+    /// Score GGML types quantized with an importance matrix collected on the calibration
+    /// windows (written to --out/imatrix.gguf for `qevo export --imatrix-file`).
+    #[arg(long, conflicts_with = "imatrix_file")]
+    pub imatrix: bool,
+    /// Score with this importance matrix (llama-imatrix's imatrix.gguf / .dat, or qevo's);
+    /// copied to --out/imatrix.gguf.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix_file: Option<PathBuf>,
     /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
     #[arg(long, default_value = defaults::TARGET)]
     pub target: String,
@@ -203,6 +211,11 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
     cfg.data.calib_windows = a.calib_windows;
     cfg.data.screen_windows = a.screen_windows;
     cfg.data.heldout_windows = a.heldout_windows;
+    cfg.data.imatrix = match (&a.imatrix_file, a.imatrix) {
+        (Some(p), _) => Importance::File(p.clone()),
+        (None, true) => Importance::Collect,
+        (None, false) => Importance::None,
+    };
     cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
     cfg.checkpoint.resume = a.resume;
     Ok(cfg)
@@ -361,6 +374,7 @@ fn write_outputs(
             &a.unit,
             Some(plan_metrics(model, o, f)),
         );
+        pf.imatrix_fingerprint = o.imatrix.as_ref().map(|im| im.fingerprint());
         pf.failing = f
             .scored
             .checks
@@ -369,6 +383,10 @@ fn write_outputs(
             .cloned()
             .collect();
         write_plan(&a.out, &pf)?;
+    }
+    if let Some(im) = &o.imatrix {
+        // The scored bytes are reproducible only with this matrix: keep it with the plans.
+        im.write_gguf(&a.out.join("imatrix.gguf"))?;
     }
     write_front(&a.out, model, o, &cfg.target.name)?;
     write_history(&a.out, o)?;

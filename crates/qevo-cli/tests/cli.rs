@@ -482,3 +482,50 @@ fn missing_file_error_says_its_cause_once() {
     let cause = "No such file or directory";
     assert_eq!(out.matches(cause).count(), 1, "{out}");
 }
+
+#[test]
+fn imatrix_written_by_qevo_imatrix_is_read_back_by_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let im = tmp.path().join("im.gguf");
+    let p = im.to_str().unwrap();
+    let o = qevo(
+        &["imatrix", "--ctx", "64", "--chunks", "2", "--out", p],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 chunks of 64 tokens"), "{}", text(&o));
+    let args = ["quantize", "--format", "iq2_xs", "--max-windows", "1"];
+    // token_embd has no entry (a lookup): the type that needs one is refused naming it.
+    let o = qevo(&[&args[..], &["--imatrix-file", p]].concat(), &cache);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("token_embd.weight"), "{}", text(&o));
+    let o = qevo(
+        &[
+            "quantize",
+            "--format",
+            "q4_k",
+            "--max-windows",
+            "1",
+            "--imatrix-file",
+            p,
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(&format!("imatrix {p}")), "{}", text(&o));
+    let junk = tmp.path().join("junk.dat");
+    std::fs::write(&junk, b"junk").unwrap();
+    let o = qevo(
+        &[
+            "quantize",
+            "--format",
+            "q4_k",
+            "--imatrix-file",
+            junk.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("junk.dat"), "{}", text(&o));
+}

@@ -53,31 +53,13 @@ fn f32_tensors() -> HashMap<String, (usize, usize, Vec<f32>)> {
         .collect()
 }
 
-/// llama-quantize's importance values (`load_imatrix` in tools/quantize): per tensor,
-/// `in_sum2 / counts` in f32 (1 where the count is 0).
+/// llama-quantize's importance values (`load_imatrix` in tools/quantize) as qevo reads
+/// them: per tensor, `in_sum2 / counts` in f32 (`ImatrixEntry::weights`).
 fn imatrix() -> HashMap<String, Vec<f32>> {
-    let g = Gguf::open(&fixture_dir().join("imatrix.gguf")).unwrap();
-    let read = |name: &str| -> Vec<f32> {
-        let t = g.tensor(name).unwrap();
-        g.tensor_bytes(t)
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
-    g.tensors
+    let m = qevo::quant::Imatrix::read(&fixture_dir().join("imatrix.gguf")).unwrap();
+    m.entries
         .iter()
-        .filter_map(|t| t.name.strip_suffix(".in_sum2"))
-        .map(|name| {
-            let sums = read(&format!("{name}.in_sum2"));
-            let counts = read(&format!("{name}.counts"));
-            assert_eq!(counts.len(), 1, "{name}: one expert");
-            let c = counts[0];
-            let e = sums
-                .iter()
-                .map(|&s| if c > 0.0 { s / c } else { 1.0 })
-                .collect();
-            (name.to_string(), e)
-        })
+        .map(|(name, e)| (name.clone(), e.weights()))
         .collect()
 }
 

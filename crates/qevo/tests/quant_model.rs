@@ -226,10 +226,17 @@ fn percentile_ranges_lie_inside_min_max() {
 #[test]
 fn imatrix_has_one_positive_value_per_input_column() {
     let (_d, m) = model(256);
-    let im = collect_imatrix(&m, &windows(2)).unwrap();
+    let im = collect_imatrix(&m, &windows(2))
+        .unwrap()
+        .for_model(&m)
+        .unwrap();
     assert_eq!(im.len(), m.tensors.len());
+    // token_embd is a lookup (llama-imatrix has no entry for it, even when tied).
     assert!(im[0].is_none());
     for (t, v) in m.tensors.iter().zip(&im).skip(1) {
+        if !t.name.starts_with("blk.") && t.name != "output.weight" {
+            continue;
+        }
         let v = v.as_ref().unwrap();
         assert_eq!(v.len(), t.cols, "{}", t.name);
         assert!(v.iter().all(|x| x.is_finite() && *x >= 0.0) && v.iter().any(|x| *x > 0.0));

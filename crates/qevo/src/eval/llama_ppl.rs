@@ -5,6 +5,7 @@
 //! `n_ctx/2 .. n_ctx-1` predict the next token), so every scored token sees at least
 //! `n_ctx/2` tokens of context. Sums run in position order in f64.
 
+use super::TokenWindows;
 use crate::error::{Error, Result};
 use crate::model::{Model, NoHook};
 use candle_core::{Device, Tensor};
@@ -43,6 +44,37 @@ fn chunk_count(
     Ok(chunks)
 }
 
+/// The token stream cut as llama.cpp's tools cut it (`llama-perplexity`, `llama-imatrix`):
+/// whole chunks of `n_ctx` from the first token, at most `max_chunks`, each chunk's first
+/// token replaced by `bos` when given (`llama_cpp_bos`).
+pub fn llama_cpp_windows(
+    model: &Model,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<TokenWindows> {
+    let chunks = chunk_count(model, tokens, n_ctx, max_chunks)?;
+    let mut ids = tokens[..chunks * n_ctx].to_vec();
+    if let Some(b) = bos {
+        ids.chunks_exact_mut(n_ctx).for_each(|c| c[0] = b);
+    }
+    Ok(TokenWindows {
+        seq_len: n_ctx,
+        ids,
+    })
+}
+
+/// The BOS llama.cpp's tools put first in each chunk: the token the model's tokenizer
+/// adds in front of a text (`encode_special`), if it adds one.
+pub fn llama_cpp_bos(model: &Model) -> Result<Option<u32>> {
+    let (plain, special) = (model.encode("a")?, model.encode_special("a")?);
+    Ok(special
+        .first()
+        .copied()
+        .filter(|f| plain.first() != Some(f)))
+}
+
 /// Runs `weights` over each chunk (first token replaced by `bos` when given) and hands
 /// every scored position's logits row, with the token it predicts, to `f`, in order.
 fn for_each_scored(
@@ -55,12 +87,9 @@ fn for_each_scored(
     f: &mut dyn FnMut(&[f32], usize),
 ) -> Result<()> {
     let vocab = model.arch.vocab();
-    for c in 0..chunks {
-        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        let ids = Tensor::from_slice(&chunk, (1, n_ctx), &Device::Cpu)?;
+    let windows = llama_cpp_windows(model, tokens, n_ctx, bos, Some(chunks))?;
+    for chunk in windows.ids.chunks_exact(n_ctx) {
+        let ids = Tensor::from_slice(chunk, (1, n_ctx), &Device::Cpu)?;
         let logits = model
             .forward(weights, &NoHook, &ids)?
             .flatten_all()?

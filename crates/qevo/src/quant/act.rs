@@ -1,8 +1,10 @@
 //! Activation fake-quant: ranges of every linear layer's input calibrated once on
 //! calibration windows (min/max, or averaged per-batch percentiles), and a `LinearHook`
 //! that rounds each input to 4 or 8 bits with its tensor's range (16 = untouched).
-//! Also `collect_imatrix`: llama.cpp-style importance (mean x² per input column).
+//! Also `collect_imatrix`: llama.cpp's importance matrix (Σx² per input column and the
+//! tokens summed, for the weights llama-imatrix collects; see `quant::imatrix`).
 
+use super::imatrix::{Imatrix, ImatrixEntry};
 use crate::error::{Error, Result};
 use crate::eval::{default_batch, TokenWindows};
 use crate::model::{LinearHook, Model};
@@ -248,18 +250,61 @@ impl LinearHook for ImatrixHook {
     }
 }
 
-/// llama.cpp's importance matrix: per tensor, the mean squared activation of each input
-/// column over `windows` (`None` for tensors that are never a linear layer's weight).
-pub fn collect_imatrix(model: &Model, windows: &TokenWindows) -> Result<Vec<Option<Vec<f32>>>> {
+/// Whether llama-imatrix collects a weight (`collect_imatrix` in tools/imatrix, with
+/// `--process-output`): the blocks' matrices and `output.weight`. `token_embd.weight` is
+/// a row lookup, and a tied output multiplies by it under its own name, which llama.cpp
+/// skips too.
+fn llama_cpp_collects(name: &str) -> bool {
+    name.starts_with("blk.") || name == "output.weight"
+}
+
+/// llama.cpp's importance matrix over `windows`: per weight llama-imatrix collects, the
+/// sum of each input column's squared activation and the number of tokens. On windows cut
+/// as llama-imatrix cuts its chunks (`eval::llama_ppl::llama_cpp_windows`) it equals
+/// `llama-imatrix --process-output` to float rounding (llama.cpp sums in f32, qevo in f64).
+pub fn collect_imatrix(model: &Model, windows: &TokenWindows) -> Result<Imatrix> {
     let hook = ImatrixHook {
         acc: Mutex::new(vec![None; model.tensors.len()]),
     };
     run_windows(model, windows, &hook)?;
     let acc = hook.acc.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(acc
+    let entries = acc
         .into_iter()
-        .map(|o| o.map(|(sum, n)| sum.iter().map(|s| (s / n.max(1) as f64) as f32).collect()))
-        .collect())
+        .zip(&model.tensors)
+        .filter(|(_, t)| llama_cpp_collects(&t.name))
+        .filter_map(|(o, t)| {
+            let (sum, n) = o?;
+            let sums = sum.iter().map(|&s| s as f32).collect();
+            Some((
+                t.name.clone(),
+                ImatrixEntry {
+                    sums,
+                    count: n as u64,
+                },
+            ))
+        })
+        .collect();
+    Ok(Imatrix {
+        entries,
+        chunk_count: windows.len() as u32,
+        chunk_size: windows.seq_len as u32,
+        ..Imatrix::default()
+    })
+}
+
+/// `llama-imatrix --process-output -c n_ctx [--chunks max_chunks]` on `text`: the text
+/// tokenized as llama.cpp does (BOS included when the model adds one), cut into whole
+/// chunks of `n_ctx` each starting with BOS, then `collect_imatrix`.
+pub fn collect_imatrix_llama_cpp(
+    model: &Model,
+    text: &str,
+    n_ctx: usize,
+    max_chunks: Option<usize>,
+) -> Result<Imatrix> {
+    use crate::eval::llama_ppl::{llama_cpp_bos, llama_cpp_windows};
+    let tokens = model.encode_special(text)?;
+    let windows = llama_cpp_windows(model, &tokens, n_ctx, llama_cpp_bos(model)?, max_chunks)?;
+    collect_imatrix(model, &windows)
 }
 
 #[cfg(test)]

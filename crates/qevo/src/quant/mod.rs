@@ -2,7 +2,7 @@
 //! generic integer formats (`int`) and GGML block formats (`ggml`) behind one closed enum
 //! (`format::WeightFormat`), the dequantized-weight cache
 //! (`cache`), activation fake-quant with calibrated ranges and the importance matrix
-//! (`act`).
+//! (`act`), and llama.cpp's importance-matrix files (`imatrix`).
 //!
 //! A quantized model for evaluation is `model.forward(&cache.weights_for(model, plan)?,
 //! &ActQuantHook::new(&ranges, plan.act_bits(model)?, scheme), ids)`.
@@ -12,15 +12,20 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 mod ggml_quants;
+pub mod imatrix;
 pub mod int;
 mod iq;
 mod iq_tables;
 pub mod packed_layout;
 
-pub use act::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActRanges, ActScheme};
+pub use act::{
+    calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,
+    ActScheme,
+};
 pub use cache::{CacheStats, WeightCache};
 pub use format::{Packed, Resolved, WeightFormat};
 pub use ggml::{Capability, GgmlType};
+pub use imatrix::{Imatrix, ImatrixEntry};
 pub use int::{Granularity, IntFormat, Scheme};
 // The plan's home is `crate::plan`; kept here so existing imports resolve.
 pub use crate::plan::{TensorChoice, TensorPlan, ACT_BITS};

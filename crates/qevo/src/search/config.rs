@@ -122,6 +122,21 @@ pub struct DataConfig {
     pub heldout_windows: usize,
     /// Distribution entries kept per position; 0 = exact when affordable (`auto_topk`).
     pub topk: usize,
+    /// The importance matrix GGML types are quantized with while scoring; an export must
+    /// use the same one to write the scored bytes.
+    pub imatrix: Importance,
+}
+
+/// Where a search's importance matrix comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Importance {
+    /// None: every type rounds unweighted (iq2_xs, iq2_xxs and iq1_* cannot be scored).
+    #[default]
+    None,
+    /// Collected on the calibration windows (`quant::collect_imatrix`).
+    Collect,
+    /// Read from a llama.cpp or qevo imatrix file (`quant::Imatrix::read`).
+    File(PathBuf),
 }
 
 /// The evaluator's caches.
@@ -192,6 +207,7 @@ impl SearchConfig {
                 screen_windows: defaults::SCREEN_WINDOWS,
                 heldout_windows: defaults::HELDOUT_WINDOWS,
                 topk: defaults::TOPK,
+                imatrix: Importance::None,
             },
             caches: CacheConfig {
                 enabled: true,

@@ -22,7 +22,7 @@ mod seed;
 pub mod space;
 
 pub use compare::{compare, Compared};
-pub use config::{defaults, FitnessWeights, SearchConfig};
+pub use config::{defaults, FitnessWeights, Importance, SearchConfig};
 pub use evolve::{evolve, Evolved};
 pub use finalize::{finalize, pareto_indices, recommend, Finalized};
 pub use prepare::{prepare, Prepared};
@@ -105,6 +105,9 @@ pub struct SearchOutcome {
     pub seed: u64,
     /// When nothing was feasible: the least-violating plan and its failing checks.
     pub infeasible_closest: Option<FrontEntry>,
+    /// The importance matrix every plan was scored with (`data.imatrix`); an export of
+    /// these plans must quantize with it.
+    pub imatrix: Option<crate::quant::Imatrix>,
 }
 
 impl SearchOutcome {
@@ -153,5 +156,6 @@ pub fn run(
         search_seconds: evolved.seconds,
         total_seconds: t0.elapsed().as_secs_f64(),
         seed: cfg.evolution.seed,
+        imatrix: prepared.imatrix.clone(),
     })
 }

@@ -57,6 +57,10 @@ pub struct PlanFile {
     /// constraints and this is the least-violating one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failing: Vec<LimitCheck>,
+    /// `Imatrix::fingerprint` of the importance matrix the plan was scored with (written
+    /// next to it as imatrix.gguf); an export needs the same one for the scored bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix_fingerprint: Option<String>,
     pub tensors: Vec<PlanTensor>,
 }
 
@@ -97,6 +101,7 @@ impl PlanFile {
             unit: unit.to_string(),
             metrics,
             failing: Vec::new(),
+            imatrix_fingerprint: None,
             tensors: plan
                 .entries
                 .iter()
@@ -134,6 +139,8 @@ pub struct ReadPlan {
     pub plan: TensorPlan,
     pub fingerprint: Option<String>,
     pub made_for: Option<String>,
+    /// `PlanFile::imatrix_fingerprint` (None for a bare plan or one scored without).
+    pub imatrix_fingerprint: Option<String>,
 }
 
 impl ReadPlan {
@@ -194,6 +201,7 @@ pub fn read_plan(path: &Path) -> Result<ReadPlan> {
                 plan: pf.plan(),
                 fingerprint: Some(pf.model_fingerprint.clone()),
                 made_for: Some(pf.model.clone()),
+                imatrix_fingerprint: pf.imatrix_fingerprint.clone(),
             })
         }
         Err(e) => {
@@ -207,6 +215,7 @@ pub fn read_plan(path: &Path) -> Result<ReadPlan> {
                 plan,
                 fingerprint: None,
                 made_for: None,
+                imatrix_fingerprint: None,
             })
             .map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
         }

@@ -3,13 +3,14 @@
 //! reference distributions on both, the evaluator with its caches, the search space, and
 //! the FP model's cost on the target.
 
+use super::config::Importance;
 use super::space::SearchSpace;
 use super::{FpCost, SearchConfig};
 use crate::error::{Error, Result};
 use crate::eval::{auto_topk, Evaluator, Reference, TokenWindows};
 use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
-use crate::quant::{calibrate_act_ranges, WeightCache};
+use crate::quant::{calibrate_act_ranges, collect_imatrix, Imatrix, WeightCache};
 
 /// What every later stage scores against.
 pub struct Prepared<'m> {
@@ -23,6 +24,8 @@ pub struct Prepared<'m> {
     pub screen_windows: usize,
     /// Calibration windows of a full score.
     pub full_windows: usize,
+    /// The importance matrix GGML types are quantized with (`data.imatrix`).
+    pub imatrix: Option<Imatrix>,
 }
 
 /// Builds windows, references, evaluator, space and FP cost for `cfg`.
@@ -52,6 +55,17 @@ pub fn prepare<'m>(
     let full_windows = calib.len();
     let screen_windows = cfg.data.screen_windows.clamp(1, full_windows);
     let ranges = calibrate_act_ranges(model, &calib, cfg.space.act_percentile)?;
+    let imatrix = match &cfg.data.imatrix {
+        Importance::None => None,
+        Importance::Collect => Some(collect_imatrix(model, &calib)?),
+        Importance::File(path) => Some(Imatrix::read(path)?),
+    };
+    let importance = match &imatrix {
+        Some(im) => im.for_model(model)?,
+        None => vec![None; model.tensors.len()],
+    };
+    let has_importance: Vec<bool> = importance.iter().map(Option::is_some).collect();
+    let weights = WeightCache::new(cfg.caches.weight_cache_bytes).with_imatrix(importance);
     let k_for = |w: &TokenWindows| match cfg.data.topk {
         0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
         k => k,
@@ -66,12 +80,12 @@ pub fn prepare<'m>(
     let evaluator = Evaluator::new(
         model,
         reference,
-        WeightCache::new(cfg.caches.weight_cache_bytes),
+        weights,
         ranges,
         cfg.space.act_scheme,
         prefix_bytes,
     );
-    let space = SearchSpace::new(model, &cfg.space, &cfg.target)?;
+    let space = SearchSpace::new(model, &cfg.space, &cfg.target, &has_importance)?;
     let fp_price = price(
         model,
         &fp_choices(model),
@@ -96,5 +110,6 @@ pub fn prepare<'m>(
         fp,
         screen_windows,
         full_windows,
+        imatrix,
     })
 }

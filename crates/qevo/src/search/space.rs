@@ -47,7 +47,8 @@ pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
     // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
     // multiple of 256). Types that need an importance matrix to quantize at all (iq2_xxs,
-    // iq2_xs; the search computes none) and dequantize-only ones (iq1_*) are in no preset.
+    // iq2_xs: only with data.imatrix, and never for token_embd) and dequantize-only ones
+    // (iq1_*) are in no preset.
     (
         "ggml",
         &[
@@ -149,8 +150,14 @@ fn unit_key(model: &Model, t: usize, mode: UnitMode, tie_qkv: bool) -> String {
 
 impl SearchSpace {
     /// The units and, per unit, the choices of `cfg` that fit all its tensors and that
-    /// `target` executes.
-    pub fn new(model: &Model, cfg: &SpaceConfig, target: &Profile) -> Result<SearchSpace> {
+    /// `target` executes. `has_importance[t]`: tensor `t` has an importance vector, without
+    /// which the types that require one (iq2_xs, iq2_xxs) cannot be chosen for it.
+    pub fn new(
+        model: &Model,
+        cfg: &SpaceConfig,
+        target: &Profile,
+        has_importance: &[bool],
+    ) -> Result<SearchSpace> {
         let (mode, tie_qkv) = (cfg.unit, cfg.tie_qkv);
         let (formats, act_bits) = (&cfg.formats, &cfg.act_bits);
         let mut units: Vec<Unit> = Vec::new();
@@ -174,7 +181,8 @@ impl SearchSpace {
             for f in formats {
                 let fits = u.tensors.iter().all(|&t| {
                     let i = &model.tensors[t];
-                    f.applies_to(i.rows, i.cols)
+                    let weighted = !f.requires_imatrix() || has_importance.get(t) == Some(&true);
+                    f.applies_to(i.rows, i.cols) && weighted
                 });
                 if !fits || !target.supports_format(&f.name(), f.compute_bits()) {
                     continue;
