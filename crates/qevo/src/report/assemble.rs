@@ -369,13 +369,20 @@ fn notes(input: &ReportInput) -> Vec<String> {
             c.weight_lookups,
             pct(c.weight_hits, c.weight_lookups)
         ),
-        format!(
-            "search {:.1} s, total {:.1} s; FP perplexity calibration {:.3}, held-out {:.3}",
-            input.search_seconds,
-            input.total_seconds,
-            input.fp.perplexity.unwrap_or(f64::NAN),
-            input.fp_heldout_perplexity
-        ),
+        match input.quality {
+            Quality::Kl => format!(
+                "search {:.1} s, total {:.1} s; FP perplexity calibration {:.3}, held-out {:.3}",
+                input.search_seconds,
+                input.total_seconds,
+                input.fp.perplexity.unwrap_or(f64::NAN),
+                input.fp_heldout_perplexity
+            ),
+            // An encoder predicts no tokens: no perplexity to state.
+            Quality::Cosine => format!(
+                "search {:.1} s, total {:.1} s",
+                input.search_seconds, input.total_seconds
+            ),
+        },
         format!(
             "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
             input.prefill_tokens,
