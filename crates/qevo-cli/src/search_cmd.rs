@@ -95,7 +95,7 @@ pub struct SearchArgs {
     /// of the FP model's and the chosen plan's embeddings.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Skip the Lagrangian baseline.
+    /// Skip the Lagrangian baseline (and, unless --random-search, the matched-size table).
     #[arg(long)]
     pub no_baselines: bool,
     /// Also run random search with the evolution's evaluation budget (doubles run time).

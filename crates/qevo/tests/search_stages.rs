@@ -216,3 +216,20 @@ fn resume_without_a_checkpoint_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn random_search_runs_without_the_lagrangian_baseline() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.evolution.generations = 1;
+    cfg.baselines.lagrangian = false;
+    cfg.baselines.random_search = true;
+    let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    assert!(o.lagrangian.is_empty());
+    assert!(
+        !o.random.is_empty(),
+        "--no-baselines --random-search skipped random search"
+    );
+    assert!(!o.matched.is_empty());
+}

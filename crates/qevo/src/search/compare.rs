@@ -29,11 +29,15 @@ pub fn compare(
     evolved: &Evolved,
     cfg: &SearchConfig,
 ) -> Result<Compared> {
-    if !cfg.baselines.lagrangian {
+    // Without any baseline there is nothing to match sizes against (and the held-out
+    // scores the table needs are skipped); `--no-baselines --random-search` still runs
+    // random search.
+    if !cfg.baselines.lagrangian && !cfg.baselines.random_search {
         return Ok(Compared::default());
     }
     let mut lagrangian = Vec::new();
-    for u in &seeded.uniform {
+    let sizes = seeded.uniform.iter().filter(|_| cfg.baselines.lagrangian);
+    for u in sizes {
         if let Some(g) = lagrangian_at(&seeded.sweep, u.scored.size_bytes) {
             lagrangian.push(BaselinePoint {
                 name: format!("lagrangian @ {}", u.name),
