@@ -45,6 +45,9 @@ pub fn read_plan_for(
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
+    // Name the plan file in what does not fit the model (a tensor it lacks, bad bits).
+    plan.validate(m)
+        .with_context(|| format!("plan {}", path.display()))?;
     Ok((plan, imatrix_fingerprint))
 }
 
@@ -108,7 +111,7 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let seq = args.seq_len(&m);
-    let windows = args.windows(&m, &text, seq)?;
+    let windows = args.windows(&m, &text, seq, args.text.as_deref())?;
     let start = Instant::now();
     let reference = Reference::build(&m, windows, 1)?;
     let secs = start.elapsed().as_secs_f64();
@@ -179,9 +182,19 @@ fn score_plan(
     scored_with: Option<&str>,
 ) -> Result<()> {
     use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
+    // A given imatrix file is read (and checked against the model) before any forward
+    // pass, so a bad file fails at once.
+    let file_imatrix = match &q.imatrix_file {
+        Some(path) => {
+            let im = qevo::quant::Imatrix::read(path)?;
+            im.for_model(m)?;
+            Some(im)
+        }
+        None => None,
+    };
     let seq = args.seq_len(m);
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
-    let windows = args.windows(m, &text, seq)?;
+    let windows = args.windows(m, &text, seq, args.text.as_deref())?;
     let start = Instant::now();
     let k = qevo::eval::auto_topk(m.arch.vocab(), windows.tokens(), 64);
     let reference = Reference::build(m, windows, k)?;
@@ -189,13 +202,13 @@ fn score_plan(
     let quantized_acts = act_bits.iter().any(|&b| b < 16);
     let calib = if q.imatrix || quantized_acts {
         let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
-        Some(args.windows(m, &t, seq)?)
+        Some(args.windows(m, &t, seq, q.calib.as_deref())?)
     } else {
         None
     };
     let mut cache = WeightCache::new(usize::MAX);
-    let imatrix = match (&q.imatrix_file, &calib) {
-        (Some(path), _) => Some(qevo::quant::Imatrix::read(path)?),
+    let imatrix = match (file_imatrix, &calib) {
+        (Some(im), _) => Some(im),
         (None, Some(c)) if q.imatrix => Some(qevo::quant::collect_imatrix(m, c)?),
         _ => None,
     };

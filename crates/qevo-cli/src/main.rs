@@ -52,15 +52,23 @@ impl ModelArgs {
             .unwrap_or_else(|| DEFAULT_SEQ_LEN.min(m.arch.max_positions()))
     }
 
-    /// `text` cut into at most `--max-windows` windows of `seq` tokens.
+    /// `text` (read from `file`, or an embedded text) cut into at most `--max-windows`
+    /// windows of `seq` tokens; a text too short names its file.
     pub fn windows(
         &self,
         m: &qevo::model::Model,
         text: &str,
         seq: usize,
+        file: Option<&std::path::Path>,
     ) -> anyhow::Result<qevo::eval::TokenWindows> {
-        qevo::eval::TokenWindows::from_text(m, text, seq, self.max_windows)
-            .map_err(search_cmd::flag_names)
+        qevo::eval::TokenWindows::from_text(m, text, seq, self.max_windows).map_err(|e| {
+            match (e, file) {
+                (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
+                    anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
+                }
+                (e, _) => search_cmd::flag_names(e),
+            }
+        })
     }
 }
 
