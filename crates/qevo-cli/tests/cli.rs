@@ -228,20 +228,7 @@ fn profiles_list_and_show_sources() {
 
 /// A plan for the embedded model (4 blocks, untied output) cycling through `formats`.
 fn embedded_plan(formats: &[&str]) -> String {
-    const PARTS: [&str; 7] = [
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-    ];
-    let mut names = vec!["token_embd.weight".to_string()];
-    for b in 0..4 {
-        names.extend(PARTS.iter().map(|p| format!("blk.{b}.{p}.weight")));
-    }
-    names.push("output.weight".into());
+    let names = common::embedded_tensor_names();
     let tensors: Vec<String> = names
         .iter()
         .enumerate()

@@ -197,27 +197,8 @@ fn gguf_cases(root: &Path) -> Vec<Case> {
     out
 }
 
-/// The embedded model's tensor names, for plans that are otherwise valid.
-fn embedded_names() -> Vec<String> {
-    const PARTS: [&str; 7] = [
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-    ];
-    let mut names = vec![s("token_embd.weight")];
-    for b in 0..4 {
-        names.extend(PARTS.iter().map(|p| format!("blk.{b}.{p}.weight")));
-    }
-    names.push(s("output.weight"));
-    names
-}
-
 fn bare_plan(format: &str, act_bits: &str) -> String {
-    let entries: Vec<String> = embedded_names()
+    let entries: Vec<String> = common::embedded_tensor_names()
         .iter()
         .map(|n| format!(r#"["{n}", {{"format": "{format}", "act_bits": {act_bits}}}]"#))
         .collect();

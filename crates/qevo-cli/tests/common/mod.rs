@@ -49,3 +49,22 @@ pub fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     qevo(&args, cache)
 }
+
+/// The embedded model's quantizable tensor names, in model order.
+pub fn embedded_tensor_names() -> Vec<String> {
+    const PARTS: [&str; 7] = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    let mut names = vec!["token_embd.weight".to_string()];
+    for b in 0..4 {
+        names.extend(PARTS.iter().map(|p| format!("blk.{b}.{p}.weight")));
+    }
+    names.push("output.weight".into());
+    names
+}
