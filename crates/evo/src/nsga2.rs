@@ -215,58 +215,9 @@ impl Nsga2 {
     ) -> Result<SearchResult, EvoError> {
         self.validate(problem)?;
         let started = Instant::now();
-        let space = problem.space();
         let mut observer = options.observer.take();
         let mut st = match &options.resume {
-            Some(path) => {
-                let ck = Checkpoint::load(path)?;
-                let mismatch = |what: String| EvoError::CheckpointMismatch {
-                    path: path.clone(),
-                    what,
-                };
-                if ck.seed != seed {
-                    return Err(mismatch(format!("seed {} != {seed}", ck.seed)));
-                }
-                if ck.levels != space.levels() {
-                    return Err(mismatch("gene space differs".into()));
-                }
-                if ck.n_objectives != problem.n_objectives() {
-                    return Err(mismatch(format!(
-                        "{} objectives != {}",
-                        ck.n_objectives,
-                        problem.n_objectives()
-                    )));
-                }
-                if ck.pop_size != self.pop_size {
-                    return Err(mismatch(format!(
-                        "population size {} != {}",
-                        ck.pop_size, self.pop_size
-                    )));
-                }
-                if ck.history.is_empty() || ck.population.is_empty() {
-                    return Err(mismatch("no population or history".into()));
-                }
-                // One history record per generation, 0 included: a generation count the
-                // history does not back (10^9 typed in) is a damaged file, not a resume.
-                if ck.history.len() as u64 != ck.generation.saturating_add(1) {
-                    return Err(mismatch(format!(
-                        "generation {} but {} generation records",
-                        ck.generation,
-                        ck.history.len()
-                    )));
-                }
-                for ind in ck.population.iter().chain(ck.archive.members()) {
-                    space
-                        .check(&ind.genome)
-                        .map_err(|e| mismatch(e.to_string()))?;
-                }
-                if let Some(state) = &ck.problem_state {
-                    problem
-                        .restore_state(state)
-                        .map_err(|e| mismatch(format!("problem state: {e}")))?;
-                }
-                ck
-            }
+            Some(path) => self.resume(problem, seed, path)?,
             None => {
                 let mut ck = self.initial(problem, seed)?;
                 self.persist(problem, &options, &mut ck)?;
@@ -294,6 +245,65 @@ impl Nsga2 {
                 }
             }
         }
+    }
+
+    /// Loads the checkpoint at `path` and checks it continues this search: same seed,
+    /// gene space, objectives and population size, a history backing its generation
+    /// count, genomes inside the space; then restores the problem's own state.
+    fn resume<P: Problem + ?Sized>(
+        &self,
+        problem: &P,
+        seed: u64,
+        path: &std::path::Path,
+    ) -> Result<Checkpoint, EvoError> {
+        let space = problem.space();
+        let ck = Checkpoint::load(path)?;
+        let mismatch = |what: String| EvoError::CheckpointMismatch {
+            path: path.to_path_buf(),
+            what,
+        };
+        if ck.seed != seed {
+            return Err(mismatch(format!("seed {} != {seed}", ck.seed)));
+        }
+        if ck.levels != space.levels() {
+            return Err(mismatch("gene space differs".into()));
+        }
+        if ck.n_objectives != problem.n_objectives() {
+            return Err(mismatch(format!(
+                "{} objectives != {}",
+                ck.n_objectives,
+                problem.n_objectives()
+            )));
+        }
+        if ck.pop_size != self.pop_size {
+            return Err(mismatch(format!(
+                "population size {} != {}",
+                ck.pop_size, self.pop_size
+            )));
+        }
+        if ck.history.is_empty() || ck.population.is_empty() {
+            return Err(mismatch("no population or history".into()));
+        }
+        // One history record per generation, 0 included: a generation count the
+        // history does not back (10^9 typed in) is a damaged file, not a resume.
+        if ck.history.len() as u64 != ck.generation.saturating_add(1) {
+            return Err(mismatch(format!(
+                "generation {} but {} generation records",
+                ck.generation,
+                ck.history.len()
+            )));
+        }
+        for ind in ck.population.iter().chain(ck.archive.members()) {
+            space
+                .check(&ind.genome)
+                .map_err(|e| mismatch(e.to_string()))?;
+        }
+        if let Some(state) = &ck.problem_state {
+            problem
+                .restore_state(state)
+                .map_err(|e| mismatch(format!("problem state: {e}")))?;
+        }
+        Ok(ck)
     }
 
     fn persist<P: Problem + ?Sized>(

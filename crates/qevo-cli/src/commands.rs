@@ -3,6 +3,7 @@
 use crate::table::Table;
 use crate::{ModelArgs, QuantizeArgs, ScoreArgs};
 use anyhow::{Context, Result};
+use qevo::eval::embedding::Labelled;
 use qevo::eval::Reference;
 use qevo::model::{Model, NoHook};
 use std::path::{Path, PathBuf};
@@ -159,7 +160,6 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
     let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
-    plan.validate(&m)?;
     score_plan(
         &m,
         &plan,
@@ -187,8 +187,8 @@ fn score_plan(
     let file_imatrix = match &q.imatrix_file {
         Some(path) => {
             let im = qevo::quant::Imatrix::read(path)?;
-            im.for_model(m)?;
-            Some(im)
+            let per_tensor = im.for_model(m)?;
+            Some((im, per_tensor))
         }
         None => None,
     };
@@ -206,15 +206,19 @@ fn score_plan(
     } else {
         None
     };
-    let mut cache = WeightCache::new(usize::MAX);
     let imatrix = match (file_imatrix, &calib) {
-        (Some(im), _) => Some(im),
-        (None, Some(c)) if q.imatrix => Some(qevo::quant::collect_imatrix(m, c)?),
+        (Some(loaded), _) => Some(loaded),
+        (None, Some(c)) if q.imatrix => {
+            let im = qevo::quant::collect_imatrix(m, c)?;
+            let per_tensor = im.for_model(m)?;
+            Some((im, per_tensor))
+        }
         _ => None,
     };
-    warn_imatrix_mismatch(scored_with, imatrix.as_ref());
-    if let Some(im) = &imatrix {
-        cache = cache.with_imatrix(im.for_model(m)?);
+    warn_imatrix_mismatch(scored_with, imatrix.as_ref().map(|(im, _)| im));
+    let mut cache = WeightCache::new(usize::MAX);
+    if let Some((_, per_tensor)) = imatrix {
+        cache = cache.with_imatrix(per_tensor);
     }
     let weights = cache.weights_for(m, plan)?;
     let scheme = if q.act_sym {
@@ -231,21 +235,10 @@ fn score_plan(
         _ => reference.score(m, &weights, &NoHook)?,
     };
     let knn = match &q.labels {
-        Some(path) => {
-            let l = qevo::eval::embedding::Labelled::read(m, path)?;
-            let fp = l.knn(m, &m.weights, &NoHook, q.knn_k)?;
-            Some((
-                l.texts.len(),
-                l.names.len(),
-                fp,
-                l.knn(m, &weights, &NoHook, q.knn_k)?,
-            ))
-        }
+        Some(path) => Some(Labelled::read(m, path)?.compare(m, &weights, q.knn_k)?),
         None => None,
     };
     let secs = start.elapsed().as_secs_f64();
-    let size = plan.size_bytes(m);
-    let fp_bytes = qevo::plan::fp_bytes(m) as usize;
     println!("model:           {}", m.source.display());
     println!(
         "plan:            {label}{}{}",
@@ -265,6 +258,23 @@ fn score_plan(
         reference.windows.tokens(),
         reference.windows.len()
     );
+    print_plan_scores(m, plan, &metrics, &reference)?;
+    if let Some(line) = knn {
+        println!("k-NN accuracy:   {line}");
+    }
+    println!("time:            {secs:.2} s");
+    Ok(())
+}
+
+/// Bits, fallbacks, size and quality of a scored plan: KL, perplexity and top-1 for a
+/// decoder; 1 − cos and retrieval top-1 for an encoder.
+fn print_plan_scores(
+    m: &Model,
+    plan: &qevo::quant::TensorPlan,
+    metrics: &qevo::eval::Metrics,
+    reference: &Reference,
+) -> Result<()> {
+    let size = plan.size_bytes(m);
     println!("bits per weight: {:.4}", plan.bits_per_weight(m));
     for line in fallback_lines(&plan.fallbacks(m)?) {
         println!("fallback:        {line}");
@@ -272,7 +282,7 @@ fn score_plan(
     println!(
         "size:            {size} bytes ({}; f32 {})",
         human_bytes(size as usize),
-        human_bytes(fp_bytes)
+        human_bytes(qevo::plan::fp_bytes(m) as usize)
     );
     if m.arch.is_decoder() {
         println!("KL to FP:        {:.5} nats/token", metrics.kl);
@@ -288,15 +298,6 @@ fn score_plan(
             metrics.top1 * 100.0
         );
     }
-    if let Some((n, classes, fp, quant)) = knn {
-        println!(
-            "k-NN accuracy:   {:.2}% (FP {:.2}%; {n} labelled texts, {classes} labels, k={}, weights only)",
-            quant * 100.0,
-            fp * 100.0,
-            q.knn_k
-        );
-    }
-    println!("time:            {secs:.2} s");
     Ok(())
 }
 

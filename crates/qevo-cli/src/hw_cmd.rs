@@ -39,7 +39,6 @@ pub fn cost(
 ) -> Result<()> {
     let m = load_model(model)?;
     let (plan, _) = crate::commands::read_plan_for(plan, &m, force)?;
-    plan.validate(&m)?;
     let profile = hw::resolve_profile(target)?;
     let workload = Workload {
         prefill_tokens: prefill.unwrap_or(profile.workload.prefill_tokens),

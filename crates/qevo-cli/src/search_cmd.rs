@@ -328,10 +328,6 @@ pub fn search(a: &SearchArgs) -> Result<()> {
 /// k-NN accuracy of the FP model's and the recommended (or least-violating) plan's
 /// embeddings on labelled texts: an encoder's task quality next to its 1 − cos.
 fn print_knn(model: &qevo::Model, o: &SearchOutcome, path: &std::path::Path) -> Result<()> {
-    use qevo::model::NoHook;
-    const K: usize = 5;
-    let l = qevo::eval::embedding::Labelled::read(model, path)?;
-    let fp = l.knn(model, &model.weights, &NoHook, K)?;
     let chosen = o
         .recommended
         .map(|i| &o.front[i])
@@ -341,14 +337,8 @@ fn print_knn(model: &qevo::Model, o: &SearchOutcome, path: &std::path::Path) -> 
     };
     let plan = o.plan(model, &f.genome);
     let w = qevo::quant::WeightCache::new(usize::MAX).weights_for(model, &plan)?;
-    let q = l.knn(model, &w, &NoHook, K)?;
-    println!(
-        "k-NN accuracy of the chosen plan: {:.2}% (FP {:.2}%; {} labelled texts, {} labels, k={K}, weights only)",
-        q * 100.0,
-        fp * 100.0,
-        l.texts.len(),
-        l.names.len()
-    );
+    let knn = qevo::eval::embedding::Labelled::read(model, path)?.compare(model, &w, 5)?;
+    println!("k-NN accuracy of the chosen plan: {knn}");
     Ok(())
 }
 

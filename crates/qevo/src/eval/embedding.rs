@@ -119,6 +119,30 @@ pub fn knn_accuracy(emb: &[f32], width: usize, labels: &[u32], k: usize) -> Resu
     Ok(correct as f64 / norm.len() as f64)
 }
 
+/// A quantized encoder's k-NN accuracy beside the FP model's, on the same texts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnnComparison {
+    pub fp: f64,
+    pub quantized: f64,
+    pub texts: usize,
+    pub labels: usize,
+    pub k: usize,
+}
+
+impl std::fmt::Display for KnnComparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2}% (FP {:.2}%; {} labelled texts, {} labels, k={}, weights only)",
+            self.quantized * 100.0,
+            self.fp * 100.0,
+            self.texts,
+            self.labels,
+            self.k
+        )
+    }
+}
+
 /// Labelled texts for k-NN accuracy: one `label<TAB>text` per line (blank lines and
 /// lines starting with `#` skipped), as token ids wrapped in the tokenizer's special
 /// tokens and cut to the model's positions.
@@ -193,6 +217,18 @@ impl Labelled {
             out.extend(pooled.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)
+    }
+
+    /// k-NN accuracy of the texts under `weights` (weights only) next to the FP model's.
+    pub fn compare(&self, model: &Model, weights: &[Tensor], k: usize) -> Result<KnnComparison> {
+        use crate::model::NoHook;
+        Ok(KnnComparison {
+            fp: self.knn(model, &model.weights, &NoHook, k)?,
+            quantized: self.knn(model, weights, &NoHook, k)?,
+            texts: self.texts.len(),
+            labels: self.names.len(),
+            k,
+        })
     }
 
     /// k-NN accuracy of the texts embedded under `weights` and `hook`.
