@@ -61,6 +61,9 @@ pub enum Error {
     /// Invalid arguments or combinations that are not tied to one file.
     #[error("{0}")]
     Invalid(String),
+    /// An evaluation executor (e.g. Ray workers) that failed or answered wrongly.
+    #[error("executor: {0}")]
+    Executor(String),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -4,8 +4,9 @@
 //! All on the embedded model with a few short windows.
 
 use qevo::plan::{price, UserLimits};
-use qevo::search::problem::QuantProblem;
+use qevo::search::problem::{QuantProblem, Scored};
 use qevo::search::{self, SearchConfig};
+use qevo::search::{Executor, Job};
 use qevo::Model;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -232,4 +233,101 @@ fn random_search_runs_without_the_lagrangian_baseline() {
         "--no-baselines --random-search skipped random search"
     );
     assert!(!o.matched.is_empty());
+}
+
+/// Scores jobs on a setup of its own (built from the same config, as a remote worker
+/// does), in reverse chunks of three, so order and partition differ from the local run.
+struct OtherSetup<'a> {
+    problem: QuantProblem<'a>,
+    batches: std::sync::Mutex<usize>,
+}
+
+impl Executor for OtherSetup<'_> {
+    fn start(&self, fingerprint: &str) -> qevo::Result<()> {
+        match self.problem.fingerprint() == fingerprint {
+            true => Ok(()),
+            false => Err(qevo::Error::Executor("fingerprint differs".into())),
+        }
+    }
+    fn score(&self, jobs: &[Job]) -> qevo::Result<Vec<Scored>> {
+        *self.batches.lock().unwrap() += 1;
+        let mut out: Vec<Option<Scored>> = vec![None; jobs.len()];
+        let chunks: Vec<_> = (0..jobs.len())
+            .collect::<Vec<_>>()
+            .chunks(3)
+            .map(<[usize]>::to_vec)
+            .collect();
+        for chunk in chunks.into_iter().rev() {
+            for i in chunk {
+                out[i] = Some(self.problem.score_job(&jobs[i])?);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap).collect())
+    }
+}
+
+#[test]
+fn an_executor_on_another_setup_gives_the_local_front() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    cfg.baselines.lagrangian = false;
+    let local = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    let other = search::prepare(&m, &calib, &heldout, &cfg).unwrap();
+    let x = OtherSetup {
+        problem: QuantProblem::new(&other, &cfg).unwrap(),
+        batches: std::sync::Mutex::new(0),
+    };
+    let hooks = search::Hooks {
+        progress: None,
+        executor: Some(&x),
+    };
+    let remote = search::run_with(&m, &calib, &heldout, &cfg, hooks).unwrap();
+    assert!(*x.batches.lock().unwrap() > cfg.evolution.generations as usize);
+    let front = |o: &search::SearchOutcome| serde_json::to_string(&o.front).unwrap();
+    assert_eq!(front(&local), front(&remote));
+    assert_eq!(local.fitness_stats, remote.fitness_stats);
+    assert_eq!(local.evaluations, remote.evaluations);
+    assert!(!local.evaluations.is_empty());
+}
+
+#[test]
+fn an_executor_on_a_different_setup_is_refused() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let cfg = small_config();
+    let mut other_cfg = small_config();
+    other_cfg.data.calib_windows = 2;
+    other_cfg.data.screen_windows = 2;
+    let other = search::prepare(&m, &calib, &heldout, &other_cfg).unwrap();
+    let x = OtherSetup {
+        problem: QuantProblem::new(&other, &other_cfg).unwrap(),
+        batches: std::sync::Mutex::new(0),
+    };
+    let hooks = search::Hooks {
+        progress: None,
+        executor: Some(&x),
+    };
+    let e = search::run_with(&m, &calib, &heldout, &cfg, hooks)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("fingerprint differs"), "{e}");
+    assert_eq!(*x.batches.lock().unwrap(), 0);
+}
+
+#[test]
+fn a_job_outside_the_space_is_an_error_not_a_panic() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let cfg = small_config();
+    let p = search::prepare(&m, &calib, &heldout, &cfg).unwrap();
+    let q = QuantProblem::new(&p, &cfg).unwrap();
+    let e = q
+        .score_job(&Job {
+            genome: vec![u16::MAX; 2],
+            full: true,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("genome"), "{e}");
 }

@@ -9,11 +9,15 @@
 //! - `finalize` (finalize.rs): full re-score of the archive, Pareto filter, held-out
 //!   scores, the recommendation or, when nothing is feasible, the least-violating plan;
 //! - `compare` (compare.rs): baselines and the matched-size rows.
+//!
+//! Who scores the evolution's batches is pluggable (`Executor`, executor.rs): this
+//! machine's threads by default, or remote workers (the Python package's Ray actors).
 
 pub mod baselines;
 mod compare;
 pub mod config;
 mod evolve;
+pub mod executor;
 mod finalize;
 pub mod output;
 mod prepare;
@@ -24,6 +28,7 @@ pub mod space;
 pub use compare::{compare, Compared};
 pub use config::{defaults, FitnessWeights, Importance, SearchConfig};
 pub use evolve::{evolve, Evolved};
+pub use executor::{Executor, Job};
 pub use finalize::{finalize, pareto_indices, recommend, Finalized};
 pub use prepare::{prepare, Prepared};
 pub use seed::{seed, Seeded};
@@ -108,6 +113,8 @@ pub struct SearchOutcome {
     /// The importance matrix every plan was scored with (`data.imatrix`); an export of
     /// these plans must quantize with it.
     pub imatrix: Option<crate::quant::Imatrix>,
+    /// Every plan the evolution scored, in the order first scored (the Optuna journal).
+    pub evaluations: Vec<problem::Evaluated>,
 }
 
 impl SearchOutcome {
@@ -119,6 +126,15 @@ impl SearchOutcome {
 /// Progress callback: one call per generation.
 pub type Progress<'a> = Box<dyn FnMut(&GenerationRecord) -> ControlFlow<()> + 'a>;
 
+/// What a caller plugs into a search besides its config.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called after every generation; `Break` stops the evolution there.
+    pub progress: Option<Progress<'a>>,
+    /// Scores the evolution's batches (None: this machine's threads).
+    pub executor: Option<&'a dyn Executor>,
+}
+
 /// Runs the whole search: prepare → seed → evolve → finalize → compare.
 pub fn run(
     model: &Model,
@@ -127,14 +143,35 @@ pub fn run(
     cfg: &SearchConfig,
     progress: Option<Progress>,
 ) -> Result<SearchOutcome> {
+    let hooks = Hooks {
+        progress,
+        executor: None,
+    };
+    run_with(model, calib_text, heldout_text, cfg, hooks)
+}
+
+/// `run` with hooks: a progress callback and an executor for the evolution's batches.
+/// Before the evolution, `hooks.executor` is given the setup's fingerprint to check
+/// its workers against (`Executor::score` jobs only make sense on the same setup).
+pub fn run_with(
+    model: &Model,
+    calib_text: &str,
+    heldout_text: &str,
+    cfg: &SearchConfig,
+    hooks: Hooks,
+) -> Result<SearchOutcome> {
     let t0 = Instant::now();
     cfg.validate()?;
     let prepared = prepare(model, calib_text, heldout_text, cfg)?;
     let fp = prepared.fp;
     let problem = QuantProblem::new(&prepared, cfg)?
-        .with_fitness(move |s| cfg.evolution.weights.fitness(s, &fp));
+        .with_fitness(move |s| cfg.evolution.weights.fitness(s, &fp))
+        .with_executor(hooks.executor);
+    if let Some(x) = hooks.executor {
+        x.start(&problem.fingerprint())?;
+    }
     let seeded = seed(&prepared, &problem, cfg)?;
-    let evolved = evolve(&problem, &seeded, cfg, progress)?;
+    let evolved = evolve(&problem, &seeded, cfg, hooks.progress)?;
     let finalized = finalize(&prepared, &problem, &evolved, cfg)?;
     let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
     Ok(SearchOutcome {
@@ -142,6 +179,7 @@ pub fn run(
         prefix_stats: prepared.evaluator.prefix_stats(),
         weight_stats: prepared.evaluator.weights.stats(),
         convergence: problem.convergence(),
+        evaluations: problem.evaluations(),
         space: problem.space.clone(),
         fp,
         front: finalized.front,

@@ -10,11 +10,18 @@
 //! it gets the full evaluation. Screened and full scores are each pure functions of the
 //! genome (memoised in the fitness cache), so the outcome depends only on the genome and
 //! the archive, which the checkpoint holds: resumed runs stay exact.
+//!
+//! An evolution batch is scored in two rounds (screening, then full scores for the
+//! promising), each a list of `Job`s for the genomes the memo lacks, handed to an
+//! `Executor` (executor.rs): this machine's threads by default, or remote workers. Memo
+//! lookups, counters and screening decisions stay here, in batch order, so they do not
+//! depend on who scored the jobs.
 
+use super::executor::{check_answer, Executor, Job};
 use super::prepare::Prepared;
 use super::space::SearchSpace;
 use super::SearchConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Metrics};
 use crate::hw::{Profile, Workload};
 use crate::plan::{price, LimitCheck, UserLimits};
@@ -68,11 +75,25 @@ pub struct GenerationBest {
     pub size_bytes: u64,
 }
 
+/// One plan the evolution had scored, in the order it was first scored: a trial of the
+/// Optuna journal. `scored` is the full score when the plan got one (in the evolution or
+/// when the front was re-scored), else its screening score.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluated {
+    pub generation: u64,
+    pub genome: Vec<u16>,
+    pub scored: Scored,
+}
+
 #[derive(Default)]
 struct Memo {
     full: HashMap<Vec<u16>, Scored>,
     screened: HashMap<Vec<u16>, Scored>,
     stats: FitnessStats,
+    /// Every job the evolution's batches scored, in batch order.
+    log: Vec<Evaluated>,
+    /// The generation of the batch being scored (for the log).
+    generation: u64,
 }
 
 /// The best plan so far, and one record per generation.
@@ -89,6 +110,8 @@ struct SavedState {
     stats: FitnessStats,
     best: Option<GenerationBest>,
     convergence: Vec<GenerationBest>,
+    #[serde(default)]
+    log: Vec<Evaluated>,
 }
 
 fn sorted(m: &HashMap<Vec<u16>, Scored>) -> Vec<(Vec<u16>, Scored)> {
@@ -118,6 +141,8 @@ pub struct QuantProblem<'a> {
     /// Scores a plan for the convergence record (the recommendation fitness).
     fitness: Option<FitnessFn<'a>>,
     best: Mutex<Tracker>,
+    /// Scores the evolution's batches; None: this machine's threads.
+    executor: Option<&'a dyn Executor>,
 }
 
 impl<'a> QuantProblem<'a> {
@@ -139,7 +164,41 @@ impl<'a> QuantProblem<'a> {
             memo: Mutex::new(Memo::default()),
             fitness: None,
             best: Mutex::new((None, Vec::new())),
+            executor: None,
         })
+    }
+
+    /// Scores the evolution's batches with `executor` instead of this machine's threads.
+    /// Seeding, the final re-scores and the baselines still run here.
+    pub fn with_executor(mut self, executor: Option<&'a dyn Executor>) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// Names everything a job's score depends on besides the job: the model's weights,
+    /// the calibration tokens, the space, the target, workload and limits, the windows
+    /// of each fidelity, the activation scheme. A worker whose fingerprint differs would
+    /// score differently, so an executor refuses it.
+    pub fn fingerprint(&self) -> String {
+        let e = self.evaluator;
+        let setup = format!(
+            "{:?}|{}|{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
+            self.space.choices,
+            self.target.name,
+            self.workload,
+            self.limits,
+            self.screen_windows,
+            self.full_windows,
+            e.act_scheme,
+            e.reference.windows.ids,
+            e.reference.windows.seq_len,
+        );
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in setup.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        format!("{}-{h:016x}", e.model.fingerprint)
     }
 
     /// Records, per generation, the best plan under this fitness among full evaluations.
@@ -206,67 +265,192 @@ impl<'a> QuantProblem<'a> {
         })
     }
 
-    /// The full-fidelity score of a genome (memoised when caching is on).
-    pub fn full(&self, genome: &[u16]) -> Result<Scored> {
-        if self.caching {
-            let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            m.stats.lookups += 1;
-            if let Some(s) = m.full.get(genome).cloned() {
-                m.stats.hits += 1;
-                return Ok(s);
-            }
-        }
-        let s = self.run(genome, self.full_windows, true)?;
-        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        m.stats.full_evaluations += 1;
-        if self.caching {
-            m.full.insert(genome.to_vec(), s.clone());
-        }
-        Ok(s)
+    /// One job's score on this machine: the pure function every executor computes. The
+    /// genome is checked against the space first, since a remote driver sends it.
+    pub fn score_job(&self, job: &Job) -> Result<Scored> {
+        self.gene_space
+            .check(&Genome(job.genome.clone()))
+            .map_err(|e| Error::Executor(format!("job for an unknown genome: {e}")))?;
+        let windows = match job.full {
+            true => self.full_windows,
+            false => self.screen_windows,
+        };
+        self.run(&job.genome, windows, job.full)
     }
 
-    fn screened(&self, genome: &[u16]) -> Result<Scored> {
+    fn score_jobs(&self, jobs: &[Job], executor: Option<&dyn Executor>) -> Result<Vec<Scored>> {
+        match executor {
+            _ if jobs.is_empty() => Ok(Vec::new()),
+            Some(x) => {
+                let scored = x.score(jobs)?;
+                check_answer(jobs, &scored)?;
+                Ok(scored)
+            }
+            // Each job's score depends only on the job, so scoring them in parallel keeps
+            // the batch deterministic.
+            None => jobs.par_iter().map(|j| self.score_job(j)).collect(),
+        }
+    }
+
+    /// Scores of `genomes` at one fidelity, in order: memo hits first (a screening
+    /// request is also answered by a full score), the misses scored in one round. A
+    /// genome that occurs twice is scored once and counts as a hit the second time.
+    /// With caching off every full request is scored and nothing is memoised.
+    fn memoised(
+        &self,
+        genomes: &[&[u16]],
+        full: bool,
+        executor: Option<&dyn Executor>,
+        log: bool,
+    ) -> Result<Vec<Scored>> {
+        enum Slot {
+            Hit(Scored),
+            Job(usize),
+        }
+        let mut slots = Vec::with_capacity(genomes.len());
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut pending: HashMap<&[u16], usize> = HashMap::new();
         {
             let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            m.stats.lookups += 1;
-            if let Some(s) = m.full.get(genome).cloned() {
-                m.stats.hits += 1;
-                return Ok(s);
-            }
-            if let Some(s) = m.screened.get(genome).cloned() {
-                m.stats.hits += 1;
-                return Ok(s);
+            for &g in genomes {
+                let memo = self.caching || !full;
+                if memo {
+                    m.stats.lookups += 1;
+                    let hit = m
+                        .full
+                        .get(g)
+                        .or(if full { None } else { m.screened.get(g) });
+                    if let Some(s) = hit.cloned() {
+                        m.stats.hits += 1;
+                        slots.push(Slot::Hit(s));
+                        continue;
+                    }
+                    if let Some(&k) = pending.get(g) {
+                        m.stats.hits += 1;
+                        slots.push(Slot::Job(k));
+                        continue;
+                    }
+                    pending.insert(g, jobs.len());
+                }
+                slots.push(Slot::Job(jobs.len()));
+                jobs.push(Job {
+                    genome: g.to_vec(),
+                    full,
+                });
             }
         }
-        let s = self.run(genome, self.screen_windows, false)?;
+        let scored = self.score_jobs(&jobs, executor)?;
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        m.stats.screenings += 1;
-        m.screened.insert(genome.to_vec(), s.clone());
-        Ok(s)
+        for (j, s) in jobs.iter().zip(&scored) {
+            match full {
+                true => m.stats.full_evaluations += 1,
+                false => m.stats.screenings += 1,
+            }
+            if full && self.caching {
+                m.full.insert(j.genome.clone(), s.clone());
+            } else if !full {
+                m.screened.insert(j.genome.clone(), s.clone());
+            }
+        }
+        if log {
+            let generation = m.generation;
+            for (j, s) in jobs.into_iter().zip(&scored) {
+                m.log.push(Evaluated {
+                    generation,
+                    genome: j.genome,
+                    scored: s.clone(),
+                });
+            }
+        }
+        drop(m);
+        Ok(slots
+            .into_iter()
+            .map(|s| match s {
+                Slot::Hit(s) => s,
+                Slot::Job(k) => scored[k].clone(),
+            })
+            .collect())
     }
 
-    /// Screened-then-full evaluation against an archive front (objective vectors).
-    pub fn evaluate_one(&self, genome: &[u16], archive: &[Vec<f64>]) -> Result<Scored> {
-        if !self.caching || self.screen_windows >= self.full_windows || archive.is_empty() {
-            return self.full(genome);
-        }
-        let s = self.screened(genome)?;
-        if s.full {
-            return Ok(s);
-        }
+    /// The full-fidelity score of a genome (memoised when caching is on).
+    pub fn full(&self, genome: &[u16]) -> Result<Scored> {
+        Ok(self.memoised(&[genome], true, None, false)?.remove(0))
+    }
+
+    fn screens(&self, archive: &[Vec<f64>]) -> bool {
+        self.caching && self.screen_windows < self.full_windows && !archive.is_empty()
+    }
+
+    /// Whether a screened score could not enter the front even if its full KL were
+    /// `margin` lower.
+    fn hopeless(&self, s: &Scored, archive: &[Vec<f64>]) -> bool {
         let mut optimistic = s.objectives();
         optimistic[0] *= 1.0 - self.margin;
-        let hopeless = s.violation > 0.0 || archive.iter().any(|a| dominates(a, &optimistic));
-        if hopeless {
-            self.memo
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .stats
-                .screened_out += 1;
-            Ok(s)
-        } else {
-            self.full(genome)
+        s.violation > 0.0 || archive.iter().any(|a| dominates(a, &optimistic))
+    }
+
+    /// Screened-then-full evaluation of a batch against an archive front (objective
+    /// vectors), in two rounds on `executor` (None: this machine).
+    fn evaluate_batch(
+        &self,
+        genomes: &[&[u16]],
+        archive: &[Vec<f64>],
+        executor: Option<&dyn Executor>,
+        log: bool,
+    ) -> Result<Vec<Scored>> {
+        if !self.screens(archive) {
+            return self.memoised(genomes, true, executor, log);
         }
+        let mut out = self.memoised(genomes, false, executor, log)?;
+        let mut promote = Vec::new();
+        for (i, s) in out.iter().enumerate() {
+            if s.full {
+                continue;
+            }
+            if self.hopeless(s, archive) {
+                let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+                m.stats.screened_out += 1;
+            } else {
+                promote.push(i);
+            }
+        }
+        let wanted: Vec<&[u16]> = promote.iter().map(|&i| genomes[i]).collect();
+        let full = self.memoised(&wanted, true, executor, log)?;
+        for (i, s) in promote.into_iter().zip(full) {
+            out[i] = s;
+        }
+        Ok(out)
+    }
+
+    /// Screened-then-full evaluation of one genome against an archive front.
+    pub fn evaluate_one(&self, genome: &[u16], archive: &[Vec<f64>]) -> Result<Scored> {
+        Ok(self
+            .evaluate_batch(&[genome], archive, None, false)?
+            .remove(0))
+    }
+
+    /// Every plan the evolution scored, in the order first scored, each with its full
+    /// score where one was made (the Optuna journal's trials).
+    pub fn evaluations(&self) -> Vec<Evaluated> {
+        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen: HashMap<&[u16], usize> = HashMap::new();
+        let mut out: Vec<Evaluated> = Vec::new();
+        for e in &m.log {
+            match seen.get(e.genome.as_slice()) {
+                Some(&i) if e.scored.full => out[i].scored = e.scored.clone(),
+                Some(_) => {}
+                None => {
+                    seen.insert(&e.genome, out.len());
+                    out.push(e.clone());
+                }
+            }
+        }
+        for e in out.iter_mut().filter(|e| !e.scored.full) {
+            if let Some(s) = m.full.get(&e.genome) {
+                e.scored = s.clone();
+            }
+        }
+        out
     }
 
     /// Everything evaluated at full fidelity so far.
@@ -288,12 +472,13 @@ impl Problem for QuantProblem<'_> {
         ctx: &EvalContext,
     ) -> std::result::Result<Vec<Evaluation>, BoxError> {
         let archive: Vec<Vec<f64>> = ctx.archive.iter().map(|i| i.objectives.clone()).collect();
-        // Each genome's score depends only on the genome and the archive the batch started
-        // from, so the batch can be scored in parallel without losing determinism.
-        let scored = batch
-            .par_iter()
-            .map(|g| self.evaluate_one(g.levels(), &archive))
-            .collect::<Result<Vec<_>>>()
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation = ctx.generation;
+        let genomes: Vec<&[u16]> = batch.iter().map(|g| g.levels()).collect();
+        let scored = self
+            .evaluate_batch(&genomes, &archive, self.executor, true)
             .map_err(|e| Box::new(e) as BoxError)?;
         self.track(ctx.generation, &scored);
         Ok(scored
@@ -322,6 +507,7 @@ impl Problem for QuantProblem<'_> {
             stats: m.stats,
             best: b.0,
             convergence: b.1.clone(),
+            log: m.log.clone(),
         };
         serde_json::to_value(state).ok()
     }
@@ -331,6 +517,7 @@ impl Problem for QuantProblem<'_> {
         m.full = s.full.into_iter().collect();
         m.screened = s.screened.into_iter().collect();
         m.stats = s.stats;
+        m.log = s.log;
         *self.best.lock().unwrap_or_else(|e| e.into_inner()) = (s.best, s.convergence);
         Ok(())
     }
