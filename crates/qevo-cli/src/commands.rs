@@ -9,24 +9,10 @@ use qevo::model::{Model, NoHook};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Where the embedded model is unpacked.
-fn cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("QEVO_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("qevo");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("qevo");
-    }
-    std::env::temp_dir().join("qevo")
-}
-
 pub fn load_model(path: Option<&Path>) -> Result<Model> {
     let path = match path {
         Some(p) => p.to_path_buf(),
-        None => qevo::assets::default_model_dir(&cache_root())
+        None => qevo::assets::default_model_dir(&qevo::assets::cache_root())
             .context("unpacking the embedded model")?,
     };
     Ok(Model::load(&path)?)

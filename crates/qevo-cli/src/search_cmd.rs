@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
+use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::{
     plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
 };
@@ -111,6 +112,10 @@ pub struct SearchArgs {
     pub screen_windows: usize,
     #[arg(long, default_value_t = defaults::HELDOUT_WINDOWS)]
     pub heldout_windows: usize,
+    /// Also write every evaluated plan as an Optuna journal file (`optuna-dashboard FILE`,
+    /// `optuna.load_study(storage=JournalStorage(JournalFileBackend(FILE)))`).
+    #[arg(long, value_name = "FILE")]
+    pub optuna_journal: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> qevo::Result<Duration> {
@@ -380,6 +385,18 @@ fn write_outputs(
     }
     write_front(&a.out, model, o, &cfg.target.name)?;
     write_history(&a.out, o)?;
+    if let Some(path) = &a.optuna_journal {
+        let info = study_info(model, o, &cfg.target.name, now_iso());
+        write_journal(path, &o.space, &o.evaluations, &info)?;
+    }
     crate::report_cmd::write_and_print(&a.out, model, cfg, o)?;
     Ok(())
+}
+
+/// Now, as the ISO 8601 UTC time Optuna records.
+pub fn now_iso() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    iso_utc(secs)
 }

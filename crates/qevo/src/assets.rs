@@ -21,6 +21,22 @@ pub const CALIB_TEXT: &str = include_str!("../../../assets/calib.txt");
 /// Held-out text of the default model.
 pub const HELDOUT_TEXT: &str = include_str!("../../../assets/heldout.txt");
 
+/// Where the embedded model is unpacked: `$QEVO_CACHE_DIR`, else `$XDG_CACHE_HOME/qevo`,
+/// else `~/.cache/qevo`, else the temporary directory. Shared by the CLI and the Python
+/// package, so both unpack it once.
+pub fn cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("QEVO_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("qevo");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("qevo");
+    }
+    std::env::temp_dir().join("qevo")
+}
+
 /// Writes the embedded model under `cache_root/qevo-default-<hash>/` (once) and returns it.
 pub fn default_model_dir(cache_root: &Path) -> Result<PathBuf> {
     let mut h: u64 = 0xcbf29ce484222325;

@@ -19,6 +19,7 @@ pub mod config;
 mod evolve;
 pub mod executor;
 mod finalize;
+pub mod optuna;
 pub mod output;
 mod prepare;
 pub mod problem;
