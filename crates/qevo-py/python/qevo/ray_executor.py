@@ -37,6 +37,8 @@ class RayExecutor:
     - ``connect_timeout_s``: an address that does not answer within this raises
       ``QevoError`` instead of hanging.
     - ``start_timeout_s``: time for the actors to load the model and build references.
+    - ``model_path``: where the workers load the model from (default: the driver's
+      path); for nodes that keep it elsewhere. Its weights must be the driver's.
     - ``after_submit``: called with the actor handles after each batch's chunks are
       submitted (fault-injection tests kill one here).
     """
@@ -49,6 +51,7 @@ class RayExecutor:
         connect_timeout_s: float = 30.0,
         start_timeout_s: float = 600.0,
         max_retries: int = 3,
+        model_path: Optional[str] = None,
         after_submit: Optional[Callable[[List[Any]], None]] = None,
     ):
         if workers < 1:
@@ -60,6 +63,7 @@ class RayExecutor:
         self.start_timeout_s = start_timeout_s
         self.max_retries = max_retries
         self.after_submit = after_submit
+        self.model_path = model_path
         #: Actors replaced after dying, over every search this executor served.
         self.replaced = 0
         #: Plans scored remotely, over every search this executor served.
@@ -128,7 +132,7 @@ class _Bridge:
     def __init__(self, config: RayExecutor, ray: Any, model: Any, settings_json: str):
         self.config = config
         self.ray = ray
-        self.model_path = model.path
+        self.model_path = config.model_path if config.model_path is not None else model.path
         self.settings_json = settings_json
         self.fingerprint: Optional[str] = None
         threads = max(1, int(math.ceil(config.cpus_per_worker)))

@@ -90,10 +90,8 @@ struct Memo {
     full: HashMap<Vec<u16>, Scored>,
     screened: HashMap<Vec<u16>, Scored>,
     stats: FitnessStats,
-    /// Every job the evolution's batches scored, in batch order.
+    /// Every genome of the evolution's batches with its score, in batch order.
     log: Vec<Evaluated>,
-    /// The generation of the batch being scored (for the log).
-    generation: u64,
 }
 
 /// The best plan so far, and one record per generation.
@@ -301,7 +299,6 @@ impl<'a> QuantProblem<'a> {
         genomes: &[&[u16]],
         full: bool,
         executor: Option<&dyn Executor>,
-        log: bool,
     ) -> Result<Vec<Scored>> {
         enum Slot {
             Hit(Scored),
@@ -352,16 +349,6 @@ impl<'a> QuantProblem<'a> {
                 m.screened.insert(j.genome.clone(), s.clone());
             }
         }
-        if log {
-            let generation = m.generation;
-            for (j, s) in jobs.into_iter().zip(&scored) {
-                m.log.push(Evaluated {
-                    generation,
-                    genome: j.genome,
-                    scored: s.clone(),
-                });
-            }
-        }
         drop(m);
         Ok(slots
             .into_iter()
@@ -374,7 +361,7 @@ impl<'a> QuantProblem<'a> {
 
     /// The full-fidelity score of a genome (memoised when caching is on).
     pub fn full(&self, genome: &[u16]) -> Result<Scored> {
-        Ok(self.memoised(&[genome], true, None, false)?.remove(0))
+        Ok(self.memoised(&[genome], true, None)?.remove(0))
     }
 
     fn screens(&self, archive: &[Vec<f64>]) -> bool {
@@ -396,12 +383,11 @@ impl<'a> QuantProblem<'a> {
         genomes: &[&[u16]],
         archive: &[Vec<f64>],
         executor: Option<&dyn Executor>,
-        log: bool,
     ) -> Result<Vec<Scored>> {
         if !self.screens(archive) {
-            return self.memoised(genomes, true, executor, log);
+            return self.memoised(genomes, true, executor);
         }
-        let mut out = self.memoised(genomes, false, executor, log)?;
+        let mut out = self.memoised(genomes, false, executor)?;
         let mut promote = Vec::new();
         for (i, s) in out.iter().enumerate() {
             if s.full {
@@ -415,7 +401,7 @@ impl<'a> QuantProblem<'a> {
             }
         }
         let wanted: Vec<&[u16]> = promote.iter().map(|&i| genomes[i]).collect();
-        let full = self.memoised(&wanted, true, executor, log)?;
+        let full = self.memoised(&wanted, true, executor)?;
         for (i, s) in promote.into_iter().zip(full) {
             out[i] = s;
         }
@@ -425,8 +411,19 @@ impl<'a> QuantProblem<'a> {
     /// Screened-then-full evaluation of one genome against an archive front.
     pub fn evaluate_one(&self, genome: &[u16], archive: &[Vec<f64>]) -> Result<Scored> {
         Ok(self
-            .evaluate_batch(&[genome], archive, None, false)?
+            .evaluate_batch(&[genome], archive, None)?
             .remove(0))
+    }
+
+    fn log(&self, generation: u64, genomes: &[&[u16]], scored: &[Scored]) {
+        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        for (g, s) in genomes.iter().zip(scored) {
+            m.log.push(Evaluated {
+                generation,
+                genome: g.to_vec(),
+                scored: s.clone(),
+            });
+        }
     }
 
     /// Every plan the evolution scored, in the order first scored, each with its full
@@ -472,14 +469,11 @@ impl Problem for QuantProblem<'_> {
         ctx: &EvalContext,
     ) -> std::result::Result<Vec<Evaluation>, BoxError> {
         let archive: Vec<Vec<f64>> = ctx.archive.iter().map(|i| i.objectives.clone()).collect();
-        self.memo
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .generation = ctx.generation;
         let genomes: Vec<&[u16]> = batch.iter().map(|g| g.levels()).collect();
         let scored = self
-            .evaluate_batch(&genomes, &archive, self.executor, true)
+            .evaluate_batch(&genomes, &archive, self.executor)
             .map_err(|e| Box::new(e) as BoxError)?;
+        self.log(ctx.generation, &genomes, &scored);
         self.track(ctx.generation, &scored);
         Ok(scored
             .into_iter()
