@@ -44,7 +44,7 @@ impl PyExecutor<'_> {
             let out = self.obj.call_method1(py, method, (arg,))?;
             match out.is_none(py) {
                 true => Ok(Vec::new()),
-                false => out.extract::<Vec<String>>(py).map_err(PyErr::from),
+                false => out.extract::<Vec<String>>(py),
             }
         })
         .map_err(|e: PyErr| {
@@ -83,7 +83,7 @@ fn between_generations(
         let Some(cb) = progress else { return Ok(true) };
         let json = to_json(r)?;
         let answer = cb.call1(py, (json,))?;
-        Ok(!answer.bind(py).is(&pyo3::types::PyBool::new(py, false)))
+        Ok(!answer.bind(py).is(pyo3::types::PyBool::new(py, false)))
     });
     match step {
         Ok(true) => ControlFlow::Continue(()),
@@ -254,6 +254,8 @@ impl Outcome {
 
 /// A uniform plan (every tensor in `format`, activations at `act_bits`) scored against
 /// the FP model on `text` (default: the embedded held-out split), as a JSON plan file.
+// The arguments are Python keywords with defaults, not a Rust call site.
+#[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(signature = (model, format, act_bits=16, text=None, target="arm-neon", seq_len=128, max_windows=8))]
 pub fn quantize(

@@ -410,9 +410,7 @@ impl<'a> QuantProblem<'a> {
 
     /// Screened-then-full evaluation of one genome against an archive front.
     pub fn evaluate_one(&self, genome: &[u16], archive: &[Vec<f64>]) -> Result<Scored> {
-        Ok(self
-            .evaluate_batch(&[genome], archive, None)?
-            .remove(0))
+        Ok(self.evaluate_batch(&[genome], archive, None)?.remove(0))
     }
 
     fn log(&self, generation: u64, genomes: &[&[u16]], scored: &[Scored]) {
