@@ -516,3 +516,43 @@ fn imatrix_written_by_qevo_imatrix_is_read_back_by_quantize() {
     assert!(!o.status.success());
     assert!(text(&o).contains("junk.dat"), "{}", text(&o));
 }
+
+#[test]
+fn optuna_journal_holds_one_finished_trial_per_evaluated_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let journal = tmp.path().join("study.log");
+    let o = search(
+        &tmp.path().join("out"),
+        &cache,
+        &[
+            "--generations",
+            "1",
+            "--no-baselines",
+            "--optuna-journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ops: Vec<serde_json::Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ops[0]["op_code"], 0);
+    assert_eq!(ops[0]["directions"], serde_json::json!([1, 1, 1, 1]));
+    let count = |code: u64| ops.iter().filter(|op| op["op_code"] == code).count();
+    let trials = count(4);
+    assert!(trials > 0);
+    // Each trial ends with its state: COMPLETE (1) with four values, or PRUNED (2).
+    assert_eq!(count(6), trials);
+    for op in ops.iter().filter(|op| op["op_code"] == 6) {
+        match op["state"].as_u64() {
+            Some(1) => assert_eq!(op["values"].as_array().unwrap().len(), 4),
+            Some(2) => assert!(op["values"].is_null()),
+            s => panic!("state {s:?}"),
+        }
+    }
+    // One categorical parameter per gene (9 roles on the embedded model) per trial.
+    assert_eq!(count(5), 9 * trials);
+}
