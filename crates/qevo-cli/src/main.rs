@@ -214,6 +214,11 @@ pub struct ScoreArgs {
     /// Calibration text (default: the embedded calibration split).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// How GGML block types choose scales and codes: `block` (llama.cpp's: each block's own
+    /// error, weighted by the imatrix if given) or `output` (qevo's: error carried across
+    /// blocks to minimise each tensor's output error on the calibration text).
+    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
+    pub rounding: String,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints k-NN accuracy of the
     /// FP and quantized embeddings.
     #[arg(long)]

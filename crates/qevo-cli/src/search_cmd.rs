@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
 use qevo::search::output::{
-    plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
+    prepare_out_dir, scored_plan_file, write_front, write_history, write_plan,
 };
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
 use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig, SearchOutcome};
@@ -36,6 +36,11 @@ pub struct SearchArgs {
     /// copied to --out/imatrix.gguf.
     #[arg(long, value_name = "FILE")]
     pub imatrix_file: Option<PathBuf>,
+    /// How GGML block types round while scoring: `block` (llama.cpp's) or `output` (qevo's
+    /// output-error rounding on the calibration windows; plan files record its tokens so
+    /// `qevo export` writes the scored bytes).
+    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
+    pub rounding: String,
     /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
     #[arg(long, default_value = defaults::TARGET)]
     pub target: String,
@@ -216,6 +221,7 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
         (None, true) => Importance::Collect,
         (None, false) => Importance::None,
     };
+    cfg.data.rounding = qevo::quant::RoundingMode::parse(&a.rounding)?;
     cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
     cfg.checkpoint.resume = a.resume;
     Ok(cfg)
@@ -355,16 +361,7 @@ fn write_outputs(
         .map(|i| &o.front[i])
         .or(o.infeasible_closest.as_ref());
     if let Some(f) = chosen {
-        let plan = o.plan(model, &f.genome);
-        let mut pf = PlanFile::from_plan(
-            model,
-            &plan,
-            &cfg.target.name,
-            o.seed,
-            &a.unit,
-            Some(plan_metrics(model, o, f)),
-        );
-        pf.imatrix_fingerprint = o.imatrix.as_ref().map(|im| im.fingerprint());
+        let mut pf = scored_plan_file(model, o, f, &cfg.target.name, &a.unit);
         pf.failing = f
             .scored
             .checks

@@ -7,6 +7,7 @@ use super::space::{self, UnitMode};
 use crate::error::{Error, Result};
 use crate::hw::{Profile, Workload};
 use crate::plan::UserLimits;
+use crate::quant::RoundingMode;
 use crate::quant::{ActScheme, WeightFormat};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,6 +126,9 @@ pub struct DataConfig {
     /// The importance matrix GGML types are quantized with while scoring; an export must
     /// use the same one to write the scored bytes.
     pub imatrix: Importance,
+    /// How GGML block types round: llama.cpp's per-block rounding, or qevo's output-error
+    /// rounding on input moments of the calibration windows (recorded in plan files).
+    pub rounding: RoundingMode,
 }
 
 /// Where a search's importance matrix comes from.
@@ -208,6 +212,7 @@ impl SearchConfig {
                 heldout_windows: defaults::HELDOUT_WINDOWS,
                 topk: defaults::TOPK,
                 imatrix: Importance::None,
+                rounding: RoundingMode::Block,
             },
             caches: CacheConfig {
                 enabled: true,

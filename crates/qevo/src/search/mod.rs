@@ -108,6 +108,8 @@ pub struct SearchOutcome {
     /// The importance matrix every plan was scored with (`data.imatrix`); an export of
     /// these plans must quantize with it.
     pub imatrix: Option<crate::quant::Imatrix>,
+    /// The output-rounding record every plan was scored with (`data.rounding`).
+    pub rounding: Option<crate::quant::OutputRounding>,
 }
 
 impl SearchOutcome {
@@ -157,5 +159,6 @@ pub fn run(
         total_seconds: t0.elapsed().as_secs_f64(),
         seed: cfg.evolution.seed,
         imatrix: prepared.imatrix.clone(),
+        rounding: prepared.rounding.clone(),
     })
 }
