@@ -435,8 +435,8 @@ pub fn export(
                 plan.size_bytes(&m),
                 s.other_tensor_bytes
             );
-            for n in &s.vllm_notes {
-                println!("note: vLLM refuses {n}");
+            for n in &s.loader_notes {
+                println!("note: {n}");
             }
         }
     }

@@ -8,8 +8,8 @@
 //!
 //! A plan compressed-tensors cannot express is refused before anything is written, naming
 //! the tensor and why (`ct_choice`): power-of-two scales, ragged groups, activation
-//! quantization, GGML block formats, a quantized embedding whose matrix is also the tied
-//! output. `vllm_notes` lists what vLLM's kernels refuse in a plan that loads here.
+//! quantization, GGML block formats, a quantized embedding (no loader reads one back).
+//! `loader_notes` lists what transformers or vLLM refuse in a plan the layout holds.
 
 use super::ct_layout::{ct_tensors, quantization_config, CtDtype, CtModule, CtScheme, CtStrategy};
 use super::safetensors_export::{
@@ -38,8 +38,9 @@ pub struct CtExport {
     pub other_tensor_bytes: u64,
     /// Size of `model.safetensors`.
     pub file_bytes: u64,
-    /// What vLLM refuses in this plan (`vllm_notes`); empty when it loads there.
-    pub vllm_notes: Vec<String>,
+    /// What transformers or vLLM refuse in this plan (`loader_notes`); empty when both
+    /// load it.
+    pub loader_notes: Vec<String>,
 }
 
 /// The scheme a planned tensor is stored in (`None`: stays float), or why
@@ -63,12 +64,13 @@ pub fn ct_choice(model: &Model, info: &TensorInfo, c: &TensorChoice) -> Result<O
             )))
         }
     };
-    if info.role == Role::Embedding && model.tied_output() {
-        return Err(refuse(
-            "a quantized embedding that is also the tied output matrix: compressed-tensors \
-             would quantize lm_head's shared weight too; keep it f16 or untie"
-                .to_string(),
-        ));
+    if info.role == Role::Embedding {
+        return Err(refuse(format!(
+            "{}: a packed embedding does not load (transformers 5.24 with compressed-tensors \
+             0.20.1 fails initialising an Embedding without `weight`, and vLLM reads the \
+             embedding as float); keep token_embd f16/bf16/f32, or export qevo-int",
+            c.format.name()
+        )));
     }
     CtScheme::for_format(f, info.cols)
         .map(Some)
@@ -118,7 +120,7 @@ pub fn export_compressed_tensors(
         config_groups,
         other_tensor_bytes,
         file_bytes,
-        vllm_notes: vllm_notes(model, &schemes),
+        loader_notes: loader_notes(model, &schemes),
     })
 }
 
@@ -215,12 +217,15 @@ const FUSED: [(&str, &[Role]); 2] = [
 /// Widths vLLM's weight-only integer kernels (WNA16) take.
 const VLLM_BITS: [u8; 2] = [4, 8];
 
-/// What vLLM refuses in a plan compressed-tensors holds: widths other than 4 and 8, the
-/// per-tensor strategy (its WNA16 path takes channel and group), and different schemes
-/// across a fused q/k/v or gate/up (`--tie-fused` keeps a search's plans free of it).
-pub fn vllm_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> {
-    let mut notes = Vec::new();
-    let first = |pred: &dyn Fn(&CtScheme) -> bool| {
+/// What the loaders refuse in a plan compressed-tensors holds, each note naming the
+/// loader: transformers 5.24 with compressed-tensors 0.20.1 expects asymmetric channel and
+/// group zero points unpacked (its loader builds the module before the weights arrive, and
+/// that path leaves them `[rows, groups]` int8 while the compressor stores them packed);
+/// vLLM's weight-only integer kernels (WNA16) take 4 and 8 bits with the channel or group
+/// strategy, and one scheme across a fused q/k/v or gate/up (`--tie-fused` keeps a
+/// search's plans free of that).
+pub fn loader_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> {
+    let find = |pred: &dyn Fn(&CtScheme) -> bool| {
         let hits: Vec<&str> = model
             .tensors
             .iter()
@@ -230,12 +235,23 @@ pub fn vllm_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> {
             .collect();
         (!hits.is_empty()).then(|| format!("{} tensor(s), e.g. {}", hits.len(), hits[0]))
     };
-    if let Some(h) = first(&|s| !VLLM_BITS.contains(&s.bits)) {
-        notes.push(format!("bits other than 4 and 8 on {h}"));
-    }
-    if let Some(h) = first(&|s| s.strategy == CtStrategy::Tensor) {
-        notes.push(format!("per-tensor strategy (WNA16 takes channel or group) on {h}"));
-    }
+    let rules: [(&str, &dyn Fn(&CtScheme) -> bool); 3] = [
+        (
+            "transformers refuses asymmetric channel/group zero points on",
+            &|s| !s.symmetric && s.strategy != CtStrategy::Tensor,
+        ),
+        ("vLLM refuses bits other than 4 and 8 on", &|s| {
+            !VLLM_BITS.contains(&s.bits)
+        }),
+        (
+            "vLLM refuses the per-tensor strategy (WNA16 takes channel or group) on",
+            &|s| s.strategy == CtStrategy::Tensor,
+        ),
+    ];
+    let mut notes: Vec<String> = rules
+        .iter()
+        .filter_map(|(what, pred)| find(*pred).map(|h| format!("{what} {h}")))
+        .collect();
     notes.extend(fused_mismatches(model, schemes));
     notes
 }
@@ -259,7 +275,7 @@ fn fused_mismatches(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> 
         }
         if let Some(b) = blocks.first() {
             notes.push(format!(
-                "different schemes across fused {label} in {} block(s), e.g. block {b}",
+                "vLLM refuses different schemes across fused {label} in {} block(s), e.g. block {b}",
                 blocks.len()
             ));
         }

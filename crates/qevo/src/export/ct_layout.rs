@@ -62,9 +62,11 @@ impl CtScheme {
             Scheme::Sym => true,
             Scheme::Asym => false,
             Scheme::Pow2 => {
-                return Err("power-of-two scales (i8 exponents) have no compressed-tensors form; \
+                return Err(
+                    "power-of-two scales (i8 exponents) have no compressed-tensors form; \
                             export this plan as qevo-int (--format safetensors)"
-                    .to_string())
+                        .to_string(),
+                )
             }
         };
         let strategy = match f.granularity {

@@ -319,7 +319,11 @@ pub(super) fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Resul
 }
 
 /// Writes `model.safetensors` atomically, `quant_method` in its metadata; returns its size.
-pub(super) fn write_safetensors(st_path: &Path, out: &[OutTensor], quant_method: &str) -> Result<u64> {
+pub(super) fn write_safetensors(
+    st_path: &Path,
+    out: &[OutTensor],
+    quant_method: &str,
+) -> Result<u64> {
     let views = out
         .iter()
         .map(|t| {
