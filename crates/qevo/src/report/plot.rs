@@ -243,6 +243,29 @@ const FAINT_COLOR: RGBColor = RGBColor(158, 190, 218);
 const FAINT_SIZE: i32 = 3;
 /// Baseline series with at most this many points get a label beside each.
 const LABELLED_MAX: usize = 16;
+/// Where a point's label starts, in pixels from the point.
+const LABEL_OFFSET: (i32, i32) = (7, -13);
+/// Approximate advance of one label character in pixels.
+const LABEL_CHAR_PX: i32 = 5;
+
+/// Reserves the box of `label` beside the point at pixel `at`, unless it overlaps a box
+/// already placed; returns whether it was placed.
+fn place_label(placed: &mut Vec<[i32; 4]>, at: (i32, i32), label: &str) -> bool {
+    let x0 = at.0 + LABEL_OFFSET.0;
+    let y0 = at.1 + LABEL_OFFSET.1;
+    let b = [
+        x0,
+        y0,
+        x0 + LABEL_CHAR_PX * label.chars().count() as i32,
+        y0 + 10,
+    ];
+    let overlaps = |o: &[i32; 4]| b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3];
+    if placed.iter().any(overlaps) {
+        return false;
+    }
+    placed.push(b);
+    true
+}
 
 // One piece: a linear sequence of drawing calls for one panel (axes, front, baselines,
 // labels); each step is a single plotters call.
@@ -298,6 +321,9 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis, hot: &mut Vec<Hotspot>) 
             .pos(Pos::new(HPos::Left, VPos::Top));
         chart.draw_series(std::iter::once(Text::new(" FP", (x, ya.hi), style)))?;
     }
+    // Pixel boxes of the labels written so far: a label that would overlap one is left
+    // out (earlier series win; hover still names every point).
+    let mut placed: Vec<[i32; 4]> = Vec::new();
     for layer in p.layers {
         let pts: Vec<(f64, f64, bool)> = layer
             .points
@@ -317,8 +343,14 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis, hot: &mut Vec<Hotspot>) 
         }
         if layer.labelled {
             let style = TextStyle::from((FONT, 10)).color(&layer.color);
-            chart.draw_series(layer.points.iter().zip(&pts).map(|(q, &(x, y, _))| {
-                EmptyElement::at((x, y)) + Text::new(q.label.clone(), (7, -13), style.clone())
+            let mut shown = Vec::new();
+            for (q, &(x, y, _)) in layer.points.iter().zip(&pts) {
+                if place_label(&mut placed, chart.backend_coord(&(x, y)), &q.label) {
+                    shown.push((q.label.clone(), x, y));
+                }
+            }
+            chart.draw_series(shown.into_iter().map(|(label, x, y)| {
+                EmptyElement::at((x, y)) + Text::new(label, LABEL_OFFSET, style.clone())
             }))?;
         }
         for (q, &(x, y, _)) in layer.points.iter().zip(&pts) {
