@@ -214,6 +214,8 @@ const FUSED: [(&str, &[Role]); 2] = [
     ("q/k/v (qkv_proj)", &[Role::AttnQ, Role::AttnK, Role::AttnV]),
     ("gate/up (gate_up_proj)", &[Role::FfnGate, Role::FfnUp]),
 ];
+/// A predicate over schemes (one loader rule).
+type SchemeTest = dyn Fn(&CtScheme) -> bool;
 /// Widths vLLM's weight-only integer kernels (WNA16) take.
 const VLLM_BITS: [u8; 2] = [4, 8];
 
@@ -225,7 +227,7 @@ const VLLM_BITS: [u8; 2] = [4, 8];
 /// strategy, and one scheme across a fused q/k/v or gate/up (`--tie-fused` keeps a
 /// search's plans free of that).
 pub fn loader_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> {
-    let find = |pred: &dyn Fn(&CtScheme) -> bool| {
+    let find = |pred: &SchemeTest| {
         let hits: Vec<&str> = model
             .tensors
             .iter()
@@ -235,7 +237,7 @@ pub fn loader_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> 
             .collect();
         (!hits.is_empty()).then(|| format!("{} tensor(s), e.g. {}", hits.len(), hits[0]))
     };
-    let rules: [(&str, &dyn Fn(&CtScheme) -> bool); 3] = [
+    let rules: [(&str, &SchemeTest); 3] = [
         (
             "transformers refuses asymmetric channel/group zero points on",
             &|s| !s.symmetric && s.strategy != CtStrategy::Tensor,
@@ -250,7 +252,7 @@ pub fn loader_notes(model: &Model, schemes: &[Option<CtScheme>]) -> Vec<String> 
     ];
     let mut notes: Vec<String> = rules
         .iter()
-        .filter_map(|(what, pred)| find(*pred).map(|h| format!("{what} {h}")))
+        .filter_map(|(what, pred)| find(pred).map(|h| format!("{what} {h}")))
         .collect();
     notes.extend(fused_mismatches(model, schemes));
     notes

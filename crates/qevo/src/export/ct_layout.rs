@@ -72,7 +72,7 @@ impl CtScheme {
         let strategy = match f.granularity {
             Granularity::Tensor => CtStrategy::Tensor,
             Granularity::Channel => CtStrategy::Channel,
-            Granularity::Group(g) if cols % g as usize == 0 => CtStrategy::Group(g),
+            Granularity::Group(g) if cols.is_multiple_of(g as usize) => CtStrategy::Group(g),
             Granularity::Group(g) => {
                 return Err(format!(
                     "group size {g} does not divide its {cols} columns: qevo's ragged last group \
@@ -328,7 +328,8 @@ mod tests {
     /// compressed_tensors 0.20.1's `pack_to_int32(.., packed_dim=0)`.
     #[test]
     fn zero_points_pack_down_the_columns_like_compressed_tensors() {
-        let cases: [(u8, usize, usize, Vec<usize>, &[u32]); 2] = [
+        type Case<'a> = (u8, usize, usize, Vec<usize>, &'a [u32]);
+        let cases: [Case; 2] = [
             (3, 5, 2, vec![1, 2], &[21985, 12046]),
             (
                 5,
