@@ -377,7 +377,8 @@ pub fn export(
     force: bool,
 ) -> Result<()> {
     use qevo::export::{
-        export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
+        export_compressed_tensors, export_gguf, export_safetensors, resolve_ggml,
+        write_tensor_types, ExportFormat,
     };
     let format = ExportFormat::parse(format)?;
     let m = load_model(model)?;
@@ -447,6 +448,28 @@ pub fn export(
                 s.other_tensor_bytes
             );
             println!("layout: {}", out.join("quantization_config.json").display());
+        }
+        ExportFormat::CompressedTensors => {
+            if fallback {
+                anyhow::bail!("--fallback applies to GGUF exports only");
+            }
+            let s = export_compressed_tensors(&m, &plan, out)?;
+            println!(
+                "wrote {} (model.safetensors {} bytes, {} packed tensors in {} config group(s))",
+                out.display(),
+                s.file_bytes,
+                s.packed_tensors,
+                s.config_groups
+            );
+            println!(
+                "planned tensors: {} bytes as stored (plan size {} bytes; the difference is int32 row padding and weight_shape); other tensors {} bytes",
+                s.planned_tensor_bytes,
+                plan.size_bytes(&m),
+                s.other_tensor_bytes
+            );
+            for n in &s.loader_notes {
+                println!("note: {n}");
+            }
         }
     }
     Ok(())

@@ -129,18 +129,21 @@ enum Cmd {
         #[arg(long, default_value = "host.toml")]
         out: PathBuf,
     },
-    /// Write a plan as a quantized GGUF, as llama-quantize --tensor-type overrides, or as
-    /// packed safetensors (generic integer formats; `qevo` loads the directory back).
+    /// Write a plan as a quantized GGUF, as llama-quantize --tensor-type overrides, as a
+    /// compressed-tensors directory (generic integer formats; transformers and vLLM load
+    /// it), or as qevo-int packed safetensors (`qevo` loads the directory back).
     Export {
         /// Plan file (plan.json / plan.yaml from `qevo search`).
         #[arg(long)]
         plan: PathBuf,
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
-        /// gguf | tensor-types | safetensors (packed generic integer formats, a directory)
+        /// gguf | tensor-types | compressed-tensors (generic integer formats, a directory) |
+        /// safetensors (qevo-int: also pow2 scales and ragged groups, a directory)
         #[arg(long, default_value = "gguf")]
         format: String,
-        /// Output file, or directory for safetensors (never the source model).
+        /// Output file, or directory for compressed-tensors / safetensors (never the source
+        /// model).
         #[arg(long)]
         out: PathBuf,
         /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.

@@ -50,6 +50,10 @@ pub struct SearchArgs {
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     #[arg(long)]
     pub tie_qkv: bool,
+    /// Tie q/k/v and gate/up into one gene each, as vLLM fuses them (it refuses different
+    /// schemes inside qkv_proj or gate_up_proj of a compressed-tensors model).
+    #[arg(long)]
+    pub tie_fused: bool,
     /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...)
     /// [default: ggml; int for an encoder, which exports to packed safetensors].
     #[arg(long)]
@@ -201,7 +205,8 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
         max_kl: a.max_kl,
     };
     cfg.space.unit = UnitMode::parse(&a.unit)?;
-    cfg.space.tie_qkv = a.tie_qkv;
+    cfg.space.tie_qkv = a.tie_qkv || a.tie_fused;
+    cfg.space.tie_gate_up = a.tie_fused;
     cfg.space.formats = parse_formats(a.formats.as_deref().unwrap_or(defaults::FORMATS))?;
     cfg.space.act_bits = parse_act_bits(&a.act_bits)?;
     cfg.evolution.generations = a.generations;

@@ -94,6 +94,9 @@ pub struct SpaceConfig {
     pub unit: UnitMode,
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     pub tie_qkv: bool,
+    /// Tie ffn_gate/ffn_up into one gene too (`--tie-fused`: with `tie_qkv`, every fused
+    /// module vLLM loads shares one scheme).
+    pub tie_gate_up: bool,
     pub formats: Vec<WeightFormat>,
     pub act_bits: Vec<u8>,
     pub act_scheme: ActScheme,
@@ -193,6 +196,7 @@ impl SearchConfig {
             space: SpaceConfig {
                 unit: UnitMode::parse(defaults::UNIT)?,
                 tie_qkv: false,
+                tie_gate_up: false,
                 formats: space::parse_formats(defaults::FORMATS)?,
                 act_bits: space::parse_act_bits(defaults::ACT_BITS)?,
                 act_scheme: ActScheme::Asym,
