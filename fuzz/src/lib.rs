@@ -1,0 +1,67 @@
+//! What the fuzz targets share: a scratch directory on tmpfs where the library's
+//! path-taking readers find the fuzzed bytes, copies of the committed tiny fixtures next
+//! to them, and the tiny llama model loaded once for the checks that need a model.
+//!
+//! The targets only call the library's public entry points, exactly as the CLI does, and
+//! discard the result: any input may be refused, none may panic, abort, hang or ask for
+//! memory its size does not justify (libFuzzer's -rss_limit_mb / -malloc_limit_mb).
+
+use qevo::Model;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A per-process directory, on /dev/shm when there is one: every execution rewrites
+/// a file in it, and tmpfs keeps that off the disk.
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let d = base.join(format!("qevo-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("scratch directory");
+        d
+    })
+}
+
+/// A committed test fixture (crates/qevo/tests/fixtures/...).
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/qevo/tests/fixtures")
+        .join(rel)
+}
+
+/// Writes `bytes` to `rel` under the scratch directory and returns its path.
+pub fn put(rel: &str, bytes: &[u8]) -> PathBuf {
+    let p = scratch().join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("scratch subdirectory");
+    }
+    std::fs::write(&p, bytes).expect("scratch write");
+    p
+}
+
+/// A scratch directory `name` holding copies of fixture files (`from` → `to`), made once
+/// per process; the target then writes its fuzzed file next to them.
+pub fn model_dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let d = scratch().join(name);
+    if !d.is_dir() {
+        std::fs::create_dir_all(&d).expect("scratch model directory");
+        for (from, to) in files {
+            let src = fixture(from);
+            if src.exists() {
+                std::fs::copy(&src, d.join(to)).expect("copy fixture");
+            }
+        }
+    }
+    d
+}
+
+/// The tiny llama fixture, loaded once.
+pub fn tiny_llama() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(&fixture("tiny_llama")).expect("tiny_llama fixture loads"))
+}
