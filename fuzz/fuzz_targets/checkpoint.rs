@@ -6,8 +6,8 @@
 #![no_main]
 
 use evo::{
-    BoxError, Checkpoint, EvalContext, Evaluation, GeneSpace, Genome, Nsga2, Problem,
-    RunOptions, Termination,
+    BoxError, Checkpoint, EvalContext, Evaluation, GeneSpace, Genome, Nsga2, Problem, RunOptions,
+    Termination,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -51,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Bounds keep one execution short; they are the harness's, not the file format's.
-    if ck.levels.len() > 512 || !(1..=6).contains(&ck.n_objectives) || !(2..=64).contains(&ck.pop_size) {
+    if ck.levels.len() > 512
+        || !(1..=6).contains(&ck.n_objectives)
+        || !(2..=64).contains(&ck.pop_size)
+    {
         return;
     }
     let Ok(space) = GeneSpace::new(ck.levels.clone()) else {

@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let name = FIXTURES[pick as usize % FIXTURES.len()];
     let st = format!("{name}/model.safetensors");
     let tk = format!("{name}/tokenizer.json");
-    let dir = qevo_fuzz::model_dir(
-        name,
-        &[(&st, "model.safetensors"), (&tk, "tokenizer.json")],
-    );
+    let dir = qevo_fuzz::model_dir(name, &[(&st, "model.safetensors"), (&tk, "tokenizer.json")]);
     std::fs::write(dir.join("config.json"), rest).expect("scratch write");
     let _ = qevo::Model::load(&dir);
 });

@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let name = if pick % 2 == 0 { "plan.json" } else { "plan.yaml" };
+    let name = if pick % 2 == 0 {
+        "plan.json"
+    } else {
+        "plan.yaml"
+    };
     let p = qevo_fuzz::put(name, rest);
     let Ok(read) = read_plan(&p) else {
         return;
