@@ -21,10 +21,29 @@ pub fn scratch() -> &'static Path {
         } else {
             std::env::temp_dir()
         };
+        remove_stale(&base);
         let d = base.join(format!("qevo-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("scratch directory");
         d
     })
+}
+
+/// libFuzzer ends a process with exit(), so no destructor removes its scratch
+/// directory; the next process removes those whose process is gone (fork mode starts
+/// one per job).
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("qevo-fuzz-")) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A committed test fixture (crates/qevo/tests/fixtures/...).
