@@ -258,6 +258,9 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, text).unwrap();
         let e = load_tokenizer_json(&path).unwrap_err().to_string();
-        assert!(e.contains("tokenizer.json") && e.contains("invalid JSON"), "{e}");
+        assert!(
+            e.contains("tokenizer.json") && e.contains("invalid JSON"),
+            "{e}"
+        );
     }
 }
