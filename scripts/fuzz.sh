@@ -22,7 +22,7 @@ shift || true
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(gguf safetensors config tokenizer profile plan checkpoint imatrix)
 
-if ! rustup toolchain list | grep -q '^nightly'; then
+if ! rustup toolchain list | grep '^nightly' > /dev/null; then
     rustup toolchain install nightly --profile minimal
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
