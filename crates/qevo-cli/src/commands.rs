@@ -18,16 +18,26 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
     Ok(Model::load(&path)?)
 }
 
+/// What a saved plan was scored with: the fingerprint of its importance matrix
+/// (`PlanFile::imatrix_fingerprint`) and its output-rounding record (`PlanFile::rounding`).
+#[derive(Default)]
+pub struct ScoredWith {
+    pub imatrix_fingerprint: Option<String>,
+    pub rounding: Option<qevo::quant::OutputRounding>,
+}
+
 /// A plan file for model `m`: one made for another model is refused unless `force`,
-/// which warns on stderr. With it, the fingerprint of the importance matrix the plan was
-/// scored with (`PlanFile::imatrix_fingerprint`).
+/// which warns on stderr. With it, what the plan was scored with.
 pub fn read_plan_for(
     path: &Path,
     m: &Model,
     force: bool,
-) -> Result<(qevo::quant::TensorPlan, Option<String>)> {
+) -> Result<(qevo::quant::TensorPlan, ScoredWith)> {
     let read = qevo::search::output::read_plan(path)?;
-    let imatrix_fingerprint = read.imatrix_fingerprint.clone();
+    let scored = ScoredWith {
+        imatrix_fingerprint: read.imatrix_fingerprint.clone(),
+        rounding: read.rounding.clone(),
+    };
     let (plan, warning) = read.for_model(path, m, force)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
@@ -35,7 +45,7 @@ pub fn read_plan_for(
     // Name the plan file in what does not fit the model (a tensor it lacks, bad bits).
     plan.validate(m)
         .with_context(|| format!("plan {}", path.display()))?;
-    Ok((plan, imatrix_fingerprint))
+    Ok((plan, scored))
 }
 
 /// The text to evaluate on: a file, or the embedded held-out split.
@@ -139,33 +149,33 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
             format!("{}-bit", q.act_bits)
         }
     );
-    score_plan(&m, &plan, args, &q.score, &label, None)
+    score_plan(&m, &plan, args, &q.score, &label, &ScoredWith::default())
 }
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
     let m = load_model(args.model.as_deref())?;
-    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
+    let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     score_plan(
         &m,
         &plan,
         args,
         opts,
         &format!("plan {}", plan_path.display()),
-        imatrix_fingerprint.as_deref(),
+        &scored,
     )
 }
 
 /// Scores a plan: weights through the cache (as the search does), activations through
-/// ranges calibrated on the calibration text. `scored_with`: the fingerprint of the
-/// importance matrix a saved plan was scored with.
+/// ranges calibrated on the calibration text. `scored`: what a saved plan was scored
+/// with (its output rounding is reproduced from the plan's own record).
 fn score_plan(
     m: &Model,
     plan: &qevo::quant::TensorPlan,
     args: &ModelArgs,
     q: &ScoreArgs,
     label: &str,
-    scored_with: Option<&str>,
+    scored: &ScoredWith,
 ) -> Result<()> {
     use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
     // A given imatrix file is read (and checked against the model) before any forward
@@ -186,7 +196,8 @@ fn score_plan(
     let reference = Reference::build(m, windows, k)?;
     let act_bits = plan.act_bits(m)?;
     let quantized_acts = act_bits.iter().any(|&b| b < 16);
-    let calib = if q.imatrix || quantized_acts {
+    let output_rounding = q.rounding == "output" || scored.rounding.is_some();
+    let calib = if q.imatrix || quantized_acts || output_rounding {
         let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
         Some(args.windows(m, &t, seq, q.calib.as_deref())?)
     } else {
@@ -201,11 +212,22 @@ fn score_plan(
         }
         _ => None,
     };
-    warn_imatrix_mismatch(scored_with, imatrix.as_ref().map(|(im, _)| im));
-    let mut cache = WeightCache::new(usize::MAX);
+    warn_imatrix_mismatch(
+        scored.imatrix_fingerprint.as_deref(),
+        imatrix.as_ref().map(|(im, _)| im),
+    );
+    let mut rounding = qevo::quant::RoundingInputs::default();
     if let Some((_, per_tensor)) = imatrix {
-        cache = cache.with_imatrix(per_tensor);
+        rounding.imatrix = per_tensor;
     }
+    rounding.moments = match (&scored.rounding, output_rounding, &calib) {
+        (Some(record), _, _) => record.moments(m)?,
+        (None, true, Some(c)) => {
+            qevo::quant::collect_hessians(m, c, qevo::quant::gptq::DEFAULT_DAMP)?
+        }
+        _ => Vec::new(),
+    };
+    let cache = WeightCache::new(usize::MAX).with_rounding(rounding);
     let weights = cache.weights_for(m, plan)?;
     let scheme = if q.act_sym {
         ActScheme::Sym
@@ -227,7 +249,7 @@ fn score_plan(
     let secs = start.elapsed().as_secs_f64();
     println!("model:           {}", m.source.display());
     println!(
-        "plan:            {label}{}{}",
+        "plan:            {label}{}{}{}",
         if quantized_acts {
             format!(" ({scheme:?} activation ranges)")
         } else {
@@ -237,6 +259,11 @@ fn score_plan(
             (Some(p), _) => format!(", imatrix {}", p.display()),
             (None, true) => ", imatrix of the calibration text".to_string(),
             _ => String::new(),
+        },
+        if output_rounding {
+            ", output rounding"
+        } else {
+            ""
         }
     );
     println!(
@@ -336,11 +363,12 @@ pub fn export(
     force: bool,
 ) -> Result<()> {
     use qevo::export::{
-        export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
+        export_compressed_tensors, export_gguf, export_safetensors, resolve_ggml,
+        write_tensor_types, ExportFormat,
     };
     let format = ExportFormat::parse(format)?;
     let m = load_model(model)?;
-    let (plan, imatrix_fingerprint) = read_plan_for(plan_path, &m, force)?;
+    let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     let imatrix = match imatrix_file {
         Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?),
         Some(_) => anyhow::bail!(
@@ -349,9 +377,14 @@ pub fn export(
         None => None,
     };
     if format == ExportFormat::Gguf {
-        warn_imatrix_mismatch(imatrix_fingerprint.as_deref(), imatrix.as_ref());
+        warn_imatrix_mismatch(scored.imatrix_fingerprint.as_deref(), imatrix.as_ref());
     }
-    let imatrix = imatrix.map(|im| im.for_model(&m)).transpose()?;
+    let rounding = qevo::quant::RoundingInputs::imatrix(
+        imatrix
+            .map(|im| im.for_model(&m))
+            .transpose()?
+            .unwrap_or_default(),
+    );
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;
@@ -365,7 +398,7 @@ pub fn export(
     };
     match format {
         ExportFormat::Gguf => {
-            let s = export_gguf(&m, &resolve()?, imatrix.as_deref(), out)?;
+            let s = export_gguf(&m, &resolve()?, &rounding, out)?;
             println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
             println!(
                 "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
@@ -401,6 +434,28 @@ pub fn export(
                 s.other_tensor_bytes
             );
             println!("layout: {}", out.join("quantization_config.json").display());
+        }
+        ExportFormat::CompressedTensors => {
+            if fallback {
+                anyhow::bail!("--fallback applies to GGUF exports only");
+            }
+            let s = export_compressed_tensors(&m, &plan, out)?;
+            println!(
+                "wrote {} (model.safetensors {} bytes, {} packed tensors in {} config group(s))",
+                out.display(),
+                s.file_bytes,
+                s.packed_tensors,
+                s.config_groups
+            );
+            println!(
+                "planned tensors: {} bytes as stored (plan size {} bytes; the difference is int32 row padding and weight_shape); other tensors {} bytes",
+                s.planned_tensor_bytes,
+                plan.size_bytes(&m),
+                s.other_tensor_bytes
+            );
+            for n in &s.loader_notes {
+                println!("note: {n}");
+            }
         }
     }
     Ok(())

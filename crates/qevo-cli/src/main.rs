@@ -129,18 +129,21 @@ enum Cmd {
         #[arg(long, default_value = "host.toml")]
         out: PathBuf,
     },
-    /// Write a plan as a quantized GGUF, as llama-quantize --tensor-type overrides, or as
-    /// packed safetensors (generic integer formats; `qevo` loads the directory back).
+    /// Write a plan as a quantized GGUF, as llama-quantize --tensor-type overrides, as a
+    /// compressed-tensors directory (generic integer formats; transformers and vLLM load
+    /// it), or as qevo-int packed safetensors (`qevo` loads the directory back).
     Export {
         /// Plan file (plan.json / plan.yaml from `qevo search`).
         #[arg(long)]
         plan: PathBuf,
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
-        /// gguf | tensor-types | safetensors (packed generic integer formats, a directory)
+        /// gguf | tensor-types | compressed-tensors (generic integer formats, a directory) |
+        /// safetensors (qevo-int: also pow2 scales and ragged groups, a directory)
         #[arg(long, default_value = "gguf")]
         format: String,
-        /// Output file, or directory for safetensors (never the source model).
+        /// Output file, or directory for compressed-tensors / safetensors (never the source
+        /// model).
         #[arg(long)]
         out: PathBuf,
         /// Export non-GGML formats as the nearest GGML type (reported) instead of failing.
@@ -214,6 +217,11 @@ pub struct ScoreArgs {
     /// Calibration text (default: the embedded calibration split).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// How GGML block types choose scales and codes: `block` (llama.cpp's: each block's own
+    /// error, weighted by the imatrix if given) or `output` (qevo's: error carried across
+    /// blocks to minimise each tensor's output error on the calibration text).
+    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
+    pub rounding: String,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints k-NN accuracy of the
     /// FP and quantized embeddings.
     #[arg(long)]

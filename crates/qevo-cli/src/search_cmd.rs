@@ -8,7 +8,7 @@ use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::{
-    plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile,
+    prepare_out_dir, scored_plan_file, write_front, write_history, write_plan,
 };
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
 use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig, SearchOutcome};
@@ -37,6 +37,11 @@ pub struct SearchArgs {
     /// copied to --out/imatrix.gguf.
     #[arg(long, value_name = "FILE")]
     pub imatrix_file: Option<PathBuf>,
+    /// How GGML block types round while scoring: `block` (llama.cpp's) or `output` (qevo's
+    /// output-error rounding on the calibration windows; plan files record its tokens so
+    /// `qevo export` writes the scored bytes).
+    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
+    pub rounding: String,
     /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
     #[arg(long, default_value = defaults::TARGET)]
     pub target: String,
@@ -46,6 +51,10 @@ pub struct SearchArgs {
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     #[arg(long)]
     pub tie_qkv: bool,
+    /// Tie q/k/v and gate/up into one gene each, as vLLM fuses them (it refuses different
+    /// schemes inside qkv_proj or gate_up_proj of a compressed-tensors model).
+    #[arg(long)]
+    pub tie_fused: bool,
     /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...)
     /// [default: ggml; int for an encoder, which exports to packed safetensors].
     #[arg(long)]
@@ -201,7 +210,8 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
         max_kl: a.max_kl,
     };
     cfg.space.unit = UnitMode::parse(&a.unit)?;
-    cfg.space.tie_qkv = a.tie_qkv;
+    cfg.space.tie_qkv = a.tie_qkv || a.tie_fused;
+    cfg.space.tie_gate_up = a.tie_fused;
     cfg.space.formats = parse_formats(a.formats.as_deref().unwrap_or(defaults::FORMATS))?;
     cfg.space.act_bits = parse_act_bits(&a.act_bits)?;
     cfg.evolution.generations = a.generations;
@@ -221,6 +231,7 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
         (None, true) => Importance::Collect,
         (None, false) => Importance::None,
     };
+    cfg.data.rounding = qevo::quant::RoundingMode::parse(&a.rounding)?;
     cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
     cfg.checkpoint.resume = a.resume;
     Ok(cfg)
@@ -360,16 +371,7 @@ fn write_outputs(
         .map(|i| &o.front[i])
         .or(o.infeasible_closest.as_ref());
     if let Some(f) = chosen {
-        let plan = o.plan(model, &f.genome);
-        let mut pf = PlanFile::from_plan(
-            model,
-            &plan,
-            &cfg.target.name,
-            o.seed,
-            &a.unit,
-            Some(plan_metrics(model, o, f)),
-        );
-        pf.imatrix_fingerprint = o.imatrix.as_ref().map(|im| im.fingerprint());
+        let mut pf = scored_plan_file(model, o, f, &cfg.target.name, &a.unit);
         pf.failing = f
             .scored
             .checks

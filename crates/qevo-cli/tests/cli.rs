@@ -315,6 +315,56 @@ fn export_safetensors_writes_a_directory_qevo_loads_back() {
 }
 
 #[test]
+fn export_compressed_tensors_writes_a_directory_and_refuses_pow2_naming_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let plan = tmp.path().join("plan.json");
+    let export = |formats: &[&str], out: &str| {
+        std::fs::write(&plan, embedded_plan(formats)).unwrap();
+        let out = tmp.path().join(out);
+        let args = [
+            "export",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--format",
+            "compressed-tensors",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        (qevo(&args, &cache), out)
+    };
+    let (o, out) = export(
+        &["f16", "int4-sym-g128", "int8-sym-channel", "int3-asym-g64"],
+        "ct",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let msg = text(&o);
+    assert!(msg.contains("3 config group(s)"), "{msg}");
+    assert!(
+        msg.contains("vLLM refuses bits other than 4 and 8"),
+        "{msg}"
+    );
+    assert!(msg.contains("transformers refuses asymmetric"), "{msg}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["quantization_config"]["quant_method"],
+        "compressed-tensors"
+    );
+    assert!(!out.join("quantization_config.json").exists());
+
+    // Power-of-two scales stay in qevo-int.
+    let (o, out) = export(&["f16", "int4-pow2-g128"], "bad");
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(
+        msg.contains("blk.0.attn_q.weight") && msg.contains("power-of-two"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn infeasible_search_writes_every_output_and_exits_3() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");

@@ -383,8 +383,16 @@ pub fn export(
         Ok(match format {
             ExportFormat::Gguf => {
                 let resolved = resolve_ggml(&m, &plan, fallback)?;
-                let per_tensor = imatrix.map(|im| im.for_model(&m)).transpose()?;
-                let s = export_gguf(&m, &resolved, per_tensor.as_deref(), &path)?;
+                // What the plan was scored with: its importance matrix and, for output
+                // rounding, the moments its recorded calibration tokens rebuild.
+                let rounding = qevo::quant::RoundingInputs {
+                    imatrix: imatrix.map(|im| im.for_model(&m)).transpose()?.unwrap_or_default(),
+                    moments: match &pf.rounding {
+                        Some(r) => r.moments(&m)?,
+                        None => Vec::new(),
+                    },
+                };
+                let s = export_gguf(&m, &resolved, &rounding, &path)?;
                 serde_json::json!({"file_bytes": s.layout.file_bytes, "planned_tensor_bytes": s.planned_tensor_bytes})
             }
             ExportFormat::TensorTypes => {
@@ -394,6 +402,10 @@ pub fn export(
             ExportFormat::Safetensors => {
                 let s = export_safetensors(&m, &plan, &path)?;
                 serde_json::json!({"file_bytes": s.file_bytes, "packed_tensors": s.packed_tensors})
+            }
+            ExportFormat::CompressedTensors => {
+                let s = qevo::export::export_compressed_tensors(&m, &plan, &path)?;
+                serde_json::json!({"file_bytes": s.file_bytes, "packed_tensors": s.packed_tensors, "config_groups": s.config_groups})
             }
         })
     });

@@ -6,6 +6,7 @@
 mod common;
 
 use common::cycled;
+use qevo::quant::RoundingInputs;
 
 use candle_core::{Device, Tensor};
 use common::*;
@@ -84,7 +85,7 @@ fn logits(m: &Model, w: &[Tensor], ids: &[u32]) -> Vec<f32> {
 /// Exports `plan`, reloads the file and checks weights, logits, KL and sizes.
 fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
     let plan = resolve_ggml(m, tplan, false).unwrap();
-    let summary = export_gguf(m, &plan, None, out).unwrap();
+    let summary = export_gguf(m, &plan, &RoundingInputs::default(), out).unwrap();
     assert_eq!(
         summary.planned_tensor_bytes,
         tplan.size_bytes(m),
@@ -118,6 +119,42 @@ fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
         "KL {kl_mem} in memory vs {kl_file} from file"
     );
     (kl_mem, kl_file)
+}
+
+/// qevo's output rounding exports the bytes it scored: the plan file's record of the
+/// calibration tokens reproduces the input moments, and the file loads back bit-identical
+/// to the weights the evaluator scored (which differ from llama.cpp's block rounding).
+#[test]
+fn output_rounded_export_reloads_the_scored_weights() {
+    use qevo::quant::gptq::DEFAULT_DAMP;
+    use qevo::quant::OutputRounding;
+    let m = Model::load(&fixture("tiny_llama")).unwrap();
+    let windows = TokenWindows::from_text(&m, TEXT, 16, 8).unwrap();
+    let record = OutputRounding::new(&windows, DEFAULT_DAMP);
+    let from_file: OutputRounding =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+    assert_eq!(from_file, record);
+    let inputs = |r: &OutputRounding| RoundingInputs {
+        imatrix: Vec::new(),
+        moments: r.moments(&m).unwrap(),
+    };
+    let tplan = uniform(&m, GgmlType::Q4_0);
+    let scored = WeightCache::new(1 << 30)
+        .with_rounding(inputs(&record))
+        .weights_for(&m, &tplan)
+        .unwrap();
+    let block = WeightCache::new(1 << 30).weights_for(&m, &tplan).unwrap();
+    let differ = scored.iter().zip(&block).filter(|(a, b)| {
+        let (a, b) = (a.flatten_all().unwrap(), b.flatten_all().unwrap());
+        a.to_vec1::<f32>().unwrap() != b.to_vec1::<f32>().unwrap()
+    });
+    assert!(differ.count() > 0, "output rounding changed nothing");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q4_0-output.gguf");
+    let plan = resolve_ggml(&m, &tplan, false).unwrap();
+    export_gguf(&m, &plan, &inputs(&from_file), &out).unwrap();
+    let back = Model::load(&out).unwrap();
+    assert_bit_identical(&scored, &back.weights, &m);
 }
 
 #[test]
@@ -165,7 +202,7 @@ fn gguf_export_writes_llama_metadata_and_tokenizer_from_hf() {
     let plan = resolve_ggml(&m, &uniform(&m, GgmlType::Q8_0), false).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("q8.gguf");
-    export_gguf(&m, &plan, None, &out).unwrap();
+    export_gguf(&m, &plan, &RoundingInputs::default(), &out).unwrap();
     let ours = Gguf::open(&out).unwrap();
     // llama.cpp's converter output for the same model is the reference.
     let theirs = Gguf::open(&fixture("tiny_llama/tiny_llama.gguf")).unwrap();
@@ -293,12 +330,19 @@ fn gguf_export_never_overwrites_its_source() {
     let before = std::fs::read(&src).unwrap();
     let m = Model::load(&src).unwrap();
     let plan = resolve_ggml(&m, &uniform(&m, GgmlType::Q8_0), false).unwrap();
-    let e = export_gguf(&m, &plan, None, &src).unwrap_err().to_string();
-    assert!(e.contains("overwrite the source"), "{e}");
-    // The same file through another spelling of its path.
-    let e = export_gguf(&m, &plan, None, &dir.path().join(".").join("m.gguf"))
+    let e = export_gguf(&m, &plan, &RoundingInputs::default(), &src)
         .unwrap_err()
         .to_string();
+    assert!(e.contains("overwrite the source"), "{e}");
+    // The same file through another spelling of its path.
+    let e = export_gguf(
+        &m,
+        &plan,
+        &RoundingInputs::default(),
+        &dir.path().join(".").join("m.gguf"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("overwrite the source"), "{e}");
     assert_eq!(std::fs::read(&src).unwrap(), before);
     // Into an HF source directory, over one of its files.
@@ -308,9 +352,14 @@ fn gguf_export_never_overwrites_its_source() {
         std::fs::copy(fixture("tiny_llama").join(f), hf.join(f)).unwrap();
     }
     let m = Model::load(&hf).unwrap();
-    let e = export_gguf(&m, &plan, None, &hf.join("model.safetensors"))
-        .unwrap_err()
-        .to_string();
+    let e = export_gguf(
+        &m,
+        &plan,
+        &RoundingInputs::default(),
+        &hf.join("model.safetensors"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("overwrite the source"), "{e}");
 }
 
@@ -368,7 +417,7 @@ fn gguf_export_matches_llama_cpp_python_reader() {
     ];
     let plan = resolve_ggml(&m, &cycled(&m, &ggml(&cycle)), false).unwrap();
     let out = dir.path().join("mixed.gguf");
-    export_gguf(&m, &plan, None, &out).unwrap();
+    export_gguf(&m, &plan, &RoundingInputs::default(), &out).unwrap();
     let g = Gguf::open(&out).unwrap();
     let mut tensors = Vec::new();
     for (i, t) in g.tensors.iter().enumerate() {
@@ -477,7 +526,7 @@ fn gguf_export_hf_metadata_matches_the_converter_layout() {
         let m = Model::load(&fixture(fx)).unwrap();
         let out = dir.path().join(format!("{fx}.gguf"));
         let plan = resolve_ggml(&m, &uniform(&m, GgmlType::F32), false).unwrap();
-        export_gguf(&m, &plan, None, &out).unwrap();
+        export_gguf(&m, &plan, &RoundingInputs::default(), &out).unwrap();
         let ours = Gguf::open(&out).unwrap();
         let theirs = Gguf::open(&fixture(&format!("{fx}/{fx}.gguf"))).unwrap();
         for (key, v) in &theirs.metadata {
@@ -535,7 +584,9 @@ fn gguf_export_refuses_what_llama_cpp_cannot_express() {
         let m = Model::load(&src).unwrap();
         let plan = resolve_ggml(&m, &uniform(&m, GgmlType::Q8_0), false).unwrap();
         let out = dir.path().join(format!("{fx}.gguf"));
-        let e = export_gguf(&m, &plan, None, &out).unwrap_err().to_string();
+        let e = export_gguf(&m, &plan, &RoundingInputs::default(), &out)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(key) && e.contains("llama.cpp"), "{fx}: {e}");
         assert!(!out.exists());
     }
@@ -569,9 +620,14 @@ fn gguf_export_phi3_fuses_gate_and_up_of_one_type_only() {
     assert_eq!((up.type_name(), up.shape()), ("f16", vec![256, 64]));
     set(&mut p, "blk.1.ffn_up.weight", GgmlType::Q8_0);
     let plan = resolve_ggml(&m, &p, false).unwrap();
-    let e = export_gguf(&m, &plan, None, &dir.path().join("bad.gguf"))
-        .unwrap_err()
-        .to_string();
+    let e = export_gguf(
+        &m,
+        &plan,
+        &RoundingInputs::default(),
+        &dir.path().join("bad.gguf"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("blk.1.ffn_gate.weight")
             && e.contains("blk.1.ffn_up.weight")
@@ -707,7 +763,7 @@ fn gguf_export_every_architecture_runs_in_llama_cpp() {
                 let tplan = uniform(&m, t);
                 m.weights = source_weights.clone();
                 let plan = resolve_ggml(&m, &tplan, false).unwrap();
-                export_gguf(&m, &plan, None, &out).unwrap();
+                export_gguf(&m, &plan, &RoundingInputs::default(), &out).unwrap();
                 m.weights = WeightCache::new(1 << 30).weights_for(&m, &tplan).unwrap();
                 let (theirs, ours) = both_perplexities(&m, &ppl, &out, &text, 64);
                 let rel = (ours - theirs).abs() / theirs;

@@ -10,6 +10,7 @@ mod common;
 use common::llama_tools::{llama_tool, LlamaLogits};
 use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::Model;
+use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
 use std::path::Path;
 
@@ -21,7 +22,13 @@ fn llama_logits(ppl: &Path, gguf: &Path, text: &Path, ctx: usize, out: &Path) ->
 }
 
 fn export(m: &Model, plan: &TensorPlan, out: &Path) {
-    export_gguf(m, &resolve_ggml(m, plan, false).unwrap(), None, out).unwrap();
+    export_gguf(
+        m,
+        &resolve_ggml(m, plan, false).unwrap(),
+        &RoundingInputs::default(),
+        out,
+    )
+    .unwrap();
 }
 
 /// Exports `m` at f32 and in each plan, and checks llama.cpp's KLD of each export

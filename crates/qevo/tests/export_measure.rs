@@ -6,6 +6,7 @@
 use qevo::eval::{Reference, TokenWindows};
 use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::{Model, NoHook, Role};
+use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorChoice, TensorPlan, WeightCache, WeightFormat};
 use std::path::PathBuf;
 
@@ -61,7 +62,7 @@ fn export_measure_sizes_and_kl_on_a_real_model() {
     for (name, plan) in plans {
         let resolved = resolve_ggml(&m, &plan, false).unwrap();
         let path = out.path().join("m.gguf");
-        let s = export_gguf(&m, &resolved, None, &path).unwrap();
+        let s = export_gguf(&m, &resolved, &RoundingInputs::default(), &path).unwrap();
         assert_eq!(s.planned_tensor_bytes, plan.size_bytes(&m));
         let mem = WeightCache::new(1 << 30).weights_for(&m, &plan).unwrap();
         let kl_mem = reference.score(&m, &mem, &NoHook).unwrap().kl;

@@ -12,6 +12,7 @@
 use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorPlan, WeightFormat};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ fn f32_tensors() -> HashMap<String, (usize, usize, Vec<f32>)> {
     let plan = resolve_ggml(&model, &plan, false).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model-f32.gguf");
-    export_gguf(&model, &plan, None, &path).unwrap();
+    export_gguf(&model, &plan, &RoundingInputs::default(), &path).unwrap();
     let g = Gguf::open(&path).unwrap();
     model
         .tensors

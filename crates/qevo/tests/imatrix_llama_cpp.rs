@@ -16,6 +16,7 @@ use common::llama_tools::{llama_tool, run_tool};
 use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::quant::RoundingInputs;
 use qevo::quant::{collect_imatrix_llama_cpp, GgmlType, Imatrix, TensorPlan, WeightFormat};
 use std::path::Path;
 
@@ -66,7 +67,13 @@ fn f32_gguf(dir: &Path) -> (Model, std::path::PathBuf) {
     let m = Model::load(&qevo::assets::default_model_dir(dir).unwrap()).unwrap();
     let path = dir.join("f32.gguf");
     let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::F32), 16).unwrap();
-    export_gguf(&m, &resolve_ggml(&m, &plan, false).unwrap(), None, &path).unwrap();
+    export_gguf(
+        &m,
+        &resolve_ggml(&m, &plan, false).unwrap(),
+        &RoundingInputs::default(),
+        &path,
+    )
+    .unwrap();
     (Model::load(&path).unwrap(), path)
 }
 
@@ -163,7 +170,7 @@ fn llama_quantize_takes_qevos_imatrix_and_writes_qevos_bytes() {
     export_gguf(
         &m,
         &resolve_ggml(&m, &plan, false).unwrap(),
-        Some(&weights),
+        &RoundingInputs::imatrix(weights),
         &ours,
     )
     .unwrap();

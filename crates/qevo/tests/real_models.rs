@@ -6,6 +6,7 @@
 
 use qevo::eval::llama_ppl::llama_cpp_perplexity;
 use qevo::model::Model;
+use qevo::quant::RoundingInputs;
 use std::path::PathBuf;
 
 fn env(key: &str) -> Option<String> {
@@ -74,7 +75,7 @@ fn real_gguf_export_for_llama_cpp() {
         let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(t), 16).unwrap();
         let resolved = resolve_ggml(&m, &plan, false).unwrap();
         let out = PathBuf::from(&dir).join(format!("{stem}-qevo-{t}.gguf"));
-        let s = export_gguf(&m, &resolved, None, &out).unwrap();
+        let s = export_gguf(&m, &resolved, &RoundingInputs::default(), &out).unwrap();
         println!(
             "exported {} ({} planned bytes, {} tensors written in a fallback type)",
             out.display(),

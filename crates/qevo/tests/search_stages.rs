@@ -331,3 +331,46 @@ fn a_job_outside_the_space_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(e.to_string().contains("genome"), "{e}");
 }
+
+/// `--tie-fused`: q/k/v and gate/up are one gene each, so every plan the search can make
+/// gives vLLM's fused modules one scheme.
+#[test]
+fn tie_fused_gives_each_fused_module_one_gene() {
+    use qevo::export::{ct_choice, loader_notes};
+    use qevo::search::space::{parse_formats, SearchSpace};
+    let m = model();
+    let mut cfg = small_config();
+    cfg.space.formats = parse_formats("int4-sym-g128,int8-sym-channel,int4-asym-g128").unwrap();
+    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
+    let untied = SearchSpace::new(&m, &cfg.space, &cfg.target, &[]).unwrap();
+    cfg.space.tie_qkv = true;
+    cfg.space.tie_gate_up = true;
+    let tied = SearchSpace::new(&m, &cfg.space, &cfg.target, &[]).unwrap();
+    let blocks = m.n_blocks();
+    // Per block: q, k, v, o, gate, up, down become qkv, o, gate_up, down.
+    assert_eq!(untied.n_genes() - tied.n_genes(), 3 * blocks);
+    assert!(tied.units.iter().any(|u| u.name == "blk.0.attn_qkv"));
+    assert!(tied.units.iter().any(|u| u.name == "blk.0.ffn_gate_up"));
+    let fused_notes = |space: &SearchSpace, genome: &[u16]| {
+        let plan = space.plan(&m, genome);
+        let choices = plan.per_tensor(&m).unwrap();
+        let schemes: Vec<_> = m
+            .tensors
+            .iter()
+            .zip(&choices)
+            .map(|(i, c)| ct_choice(&m, i, c).ok().flatten())
+            .collect();
+        loader_notes(&m, &schemes)
+            .into_iter()
+            .filter(|n| n.contains("fused"))
+            .count()
+    };
+    // Unit u takes choice u mod its count: neighbours differ.
+    let spread = |space: &SearchSpace| -> Vec<u16> {
+        (0..space.n_genes())
+            .map(|u| (u % space.choices[u].len()) as u16)
+            .collect()
+    };
+    assert!(fused_notes(&untied, &spread(&untied)) > 0);
+    assert_eq!(fused_notes(&tied, &spread(&tied)), 0);
+}

@@ -13,7 +13,7 @@ use super::vocab;
 use crate::error::{Error, Result};
 use crate::model::gguf::{ggml_type_info, Gguf, Value};
 use crate::model::{permute_rows, Arch, LlamaConfig, Model};
-use crate::quant::{GgmlType, WeightFormat};
+use crate::quant::{GgmlType, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -185,7 +185,7 @@ fn source_order(name: &str, pos: &HashMap<&str, usize>) -> usize {
 fn planned_tensors(
     model: &Model,
     plan: &ResolvedPlan,
-    imatrix: Option<&[Option<Vec<f32>>]>,
+    rounding: &RoundingInputs,
     cfg: &LlamaConfig,
     arch: &GgufArch,
 ) -> Result<Vec<GgufTensorOut>> {
@@ -199,10 +199,16 @@ fn planned_tensors(
             let w = gguf_rows(&info.name, w, cfg, arch)?;
             let data = w.flatten_all()?.to_vec1::<f32>()?;
             // The evaluator's own entry point, so the bytes are the ones it scored (an
-            // importance matrix is per column: the row permutation leaves it valid).
-            let im = imatrix.and_then(|m| m.get(i)).and_then(|o| o.as_deref());
+            // importance matrix and input moments are per column, and output rounding
+            // treats rows independently: the row permutation leaves both valid).
             let bytes = WeightFormat::Ggml(t)
-                .quantize_named(&info.name, &data, info.rows, info.cols, im)?
+                .quantize_rounded(
+                    &info.name,
+                    &data,
+                    info.rows,
+                    info.cols,
+                    rounding.for_tensor(i),
+                )?
                 .bytes;
             Ok(GgufTensorOut {
                 name: info.name.clone(),
@@ -346,12 +352,12 @@ fn gguf_aux_tensors(model: &Model, src: &Gguf) -> Vec<GgufTensorOut> {
 }
 
 /// Writes `model` quantized by `plan` as a GGUF file at `out` (atomically).
-/// `imatrix` (per tensor index, as `WeightCache::with_imatrix` takes it) must be the one
-/// the plan was evaluated with, so K-quants round the same way.
+/// `rounding` (as `WeightCache::with_rounding` takes it) must be what the plan was
+/// evaluated with, so every block type rounds the same way.
 pub fn export_gguf(
     model: &Model,
     plan: &ResolvedPlan,
-    imatrix: Option<&[Option<Vec<f32>>]>,
+    rounding: &RoundingInputs,
     out: &Path,
 ) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
@@ -363,7 +369,7 @@ pub fn export_gguf(
             model.tensors.len()
         )));
     }
-    let planned = planned_tensors(model, plan, imatrix, cfg, arch)?;
+    let planned = planned_tensors(model, plan, rounding, cfg, arch)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();
     let mut w = GgufWriter::default();
     let src = match model.source.is_dir() {

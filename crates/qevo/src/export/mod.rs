@@ -1,7 +1,9 @@
 //! Export: a chosen plan becomes files other tools use. GGUF for llama.cpp (every tensor
 //! in the GGML type its plan assigns, with the metadata and tokenizer a runtime needs),
-//! the plan as llama-quantize `--tensor-type` overrides, and packed safetensors for the
-//! generic integer formats (`quant_method: "qevo-int"`, which `Model::load` reads back).
+//! the plan as llama-quantize `--tensor-type` overrides, compressed-tensors directories
+//! for the generic integer formats (what transformers and vLLM load), and qevo's own packed
+//! safetensors (`quant_method: "qevo-int"`, which `Model::load` reads back) for what
+//! compressed-tensors cannot hold (power-of-two scales, ragged groups).
 //!
 //! Measure what you ship: GGUF tensors are quantized by the same `quant::ggml` code the
 //! evaluator uses, row by row, so the exported file, loaded back, holds bit for bit the
@@ -9,6 +11,8 @@
 //! rows, Phi-3's fused gate/up only stacks whole rows, and every GGML block lies inside
 //! one row and is quantized from it alone).
 
+mod compressed_tensors;
+pub mod ct_layout;
 mod gguf_arch;
 mod gguf_export;
 pub mod gguf_writer;
@@ -17,6 +21,7 @@ mod safetensors_export;
 pub mod tensor_types;
 pub mod vocab;
 
+pub use compressed_tensors::{ct_choice, export_compressed_tensors, loader_notes, CtExport};
 pub use gguf_export::{export_gguf, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
@@ -29,13 +34,15 @@ pub enum ExportFormat {
     Gguf,
     TensorTypes,
     Safetensors,
+    CompressedTensors,
 }
 
 impl ExportFormat {
-    pub const ALL: [(ExportFormat, &'static str); 3] = [
+    pub const ALL: [(ExportFormat, &'static str); 4] = [
         (ExportFormat::Gguf, "gguf"),
         (ExportFormat::TensorTypes, "tensor-types"),
         (ExportFormat::Safetensors, "safetensors"),
+        (ExportFormat::CompressedTensors, "compressed-tensors"),
     ];
 
     pub fn parse(s: &str) -> crate::Result<ExportFormat> {

@@ -36,7 +36,7 @@ pub struct SafetensorsExport {
 }
 
 /// Source files copied unchanged when present (config.json is rewritten, not copied).
-const COPIED: [&str; 4] = [
+pub(super) const COPIED: [&str; 4] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -44,7 +44,7 @@ const COPIED: [&str; 4] = [
 ];
 
 /// Float formats stored as plain tensors, with their safetensors dtype.
-const FLOAT_DTYPES: [(GgmlType, Dtype); 3] = [
+pub(super) const FLOAT_DTYPES: [(GgmlType, Dtype); 3] = [
     (GgmlType::F32, Dtype::F32),
     (GgmlType::F16, Dtype::F16),
     (GgmlType::BF16, Dtype::BF16),
@@ -71,11 +71,11 @@ pub fn check_output_dir(source: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-struct OutTensor {
-    name: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+pub(super) struct OutTensor {
+    pub(super) name: String,
+    pub(super) dtype: Dtype,
+    pub(super) shape: Vec<usize>,
+    pub(super) bytes: Vec<u8>,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -95,7 +95,11 @@ pub fn export_safetensors(
     let mut packed = pack_tensors(model, &choices)?;
     let other_tensor_bytes = push_aux_tensors(model, &mut packed.out)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let file_bytes = write_safetensors(&out_dir.join("model.safetensors"), &packed.out)?;
+    let file_bytes = write_safetensors(
+        &out_dir.join("model.safetensors"),
+        &packed.out,
+        QUANT_METHOD,
+    )?;
     let qcfg = QuantConfigFile {
         format_version: FORMAT_VERSION,
         quant_method: QUANT_METHOD.to_string(),
@@ -117,7 +121,7 @@ pub fn export_safetensors(
 /// Refuses, before any work is done, a source packed safetensors cannot hold: not a
 /// Hugging Face directory, an architecture without a name mapping back, or a GGML block
 /// format.
-fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
+pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
     if !model.source.is_dir() {
         return Err(Error::Invalid(format!(
             "{}: packed safetensors export needs a Hugging Face source (a model directory), not a GGUF file",
@@ -260,9 +264,8 @@ fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<
     })
 }
 
-/// Appends the f32 norms and biases; returns their bytes.
 /// The Hugging Face name a planned tensor is written under.
-fn out_name(model: &Model, canonical: &str) -> String {
+pub(super) fn out_name(model: &Model, canonical: &str) -> String {
     match model.arch {
         Arch::Bert(_) => crate::model::bert_hf_name(canonical).unwrap_or_else(|| canonical.into()),
         _ => llama_hf_name(canonical),
@@ -292,7 +295,8 @@ fn copy_source_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
     Ok(bytes)
 }
 
-fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
+/// Appends the f32 norms and biases (BERT: the source's other tensors); returns their bytes.
+pub(super) fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
     if let Arch::Bert(_) = model.arch {
         return copy_source_tensors(model, out);
     }
@@ -314,8 +318,12 @@ fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Result<u64> {
     Ok(other_tensor_bytes)
 }
 
-/// Writes `model.safetensors` atomically; returns its size.
-fn write_safetensors(st_path: &Path, out: &[OutTensor]) -> Result<u64> {
+/// Writes `model.safetensors` atomically, `quant_method` in its metadata; returns its size.
+pub(super) fn write_safetensors(
+    st_path: &Path,
+    out: &[OutTensor],
+    quant_method: &str,
+) -> Result<u64> {
     let views = out
         .iter()
         .map(|t| {
@@ -326,7 +334,7 @@ fn write_safetensors(st_path: &Path, out: &[OutTensor]) -> Result<u64> {
         .collect::<Result<Vec<_>>>()?;
     let meta = std::collections::HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("quant_method".to_string(), QUANT_METHOD.to_string()),
+        ("quant_method".to_string(), quant_method.to_string()),
     ]);
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::format(st_path, e.to_string()))?;
@@ -338,7 +346,16 @@ fn write_safetensors(st_path: &Path, out: &[OutTensor]) -> Result<u64> {
 fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Result<()> {
     let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
     write_atomic(&out_dir.join(CONFIG_FILE), text.as_bytes())?;
+    copy_tokenizer_files(model, out_dir)?;
+    write_config(
+        model,
+        out_dir,
+        serde_json::json!({"quant_method": QUANT_METHOD, "config_file": CONFIG_FILE}),
+    )
+}
 
+/// Copies the tokenizer and generation files present beside the source.
+pub(super) fn copy_tokenizer_files(model: &Model, out_dir: &Path) -> Result<()> {
     for name in COPIED {
         let src = model.source.join(name);
         if src.is_file() {
@@ -346,7 +363,16 @@ fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Re
             write_atomic(&out_dir.join(name), &bytes)?;
         }
     }
-    // config.json last: it is what marks the directory as a quantized model.
+    Ok(())
+}
+
+/// The source's `config.json` with `quantization_config` set; written last, since it is
+/// what marks the directory as a quantized model.
+pub(super) fn write_config(
+    model: &Model,
+    out_dir: &Path,
+    quantization_config: serde_json::Value,
+) -> Result<()> {
     let cfg_src = model.source.join("config.json");
     let text = std::fs::read_to_string(&cfg_src).map_err(|e| Error::io(&cfg_src, e))?;
     let mut cfg: serde_json::Value = serde_json::from_str(&text)
@@ -354,14 +380,9 @@ fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Re
     let obj = cfg
         .as_object_mut()
         .ok_or_else(|| Error::format(&cfg_src, "expected a JSON object"))?;
-    obj.insert(
-        "quantization_config".to_string(),
-        serde_json::json!({"quant_method": QUANT_METHOD, "config_file": CONFIG_FILE}),
-    );
+    obj.insert("quantization_config".to_string(), quantization_config);
     let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out_dir.join("config.json"), text.as_bytes())?;
-
-    Ok(())
+    write_atomic(&out_dir.join("config.json"), text.as_bytes())
 }
 
 #[cfg(test)]

@@ -567,7 +567,8 @@ fn tensor_bytes(dims: &[u64], st: &GgmlTypeInfo) -> Option<usize> {
     if row == 0 || !row.is_multiple_of(st.block_len) {
         return None;
     }
-    let mut n: usize = row / st.block_len * st.block_bytes;
+    // A row of 2^63 elements overflows bytes-per-row already (found by fuzzing).
+    let mut n: usize = (row / st.block_len).checked_mul(st.block_bytes)?;
     for &d in &dims[1..] {
         n = n.checked_mul(usize::try_from(d).ok()?)?;
     }
@@ -638,6 +639,27 @@ mod tests {
             e.contains("tensor `w`") && e.contains("past the end"),
             "{e}"
         );
+    }
+
+    /// A tensor header with `dims` of f32 (type 0) at offset 0.
+    fn one_tensor(dims: &[u64]) -> Vec<u8> {
+        let mut b = header(1, 0);
+        b.extend(1u64.to_le_bytes());
+        b.extend(b"w");
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn gguf_row_bytes_overflow_is_refused_not_wrapped() {
+        let (_d, p) = write(&one_tensor(&[1 << 63, 1]));
+        let e = Gguf::open(&p).unwrap_err().to_string();
+        assert!(e.contains("tensor `w`") && e.contains("overflows"), "{e}");
     }
 
     #[test]

@@ -132,7 +132,11 @@ pub fn calibrate_act_ranges(
     Ok(ActRanges { ranges, percentile })
 }
 
-fn run_windows(model: &Model, windows: &TokenWindows, hook: &dyn LinearHook) -> Result<()> {
+pub(crate) fn run_windows(
+    model: &Model,
+    windows: &TokenWindows,
+    hook: &dyn LinearHook,
+) -> Result<()> {
     let batch = default_batch(windows.seq_len);
     let mut s = 0;
     while s < windows.len() {
@@ -254,7 +258,7 @@ impl LinearHook for ImatrixHook {
 /// `--process-output`): the blocks' matrices and `output.weight`. `token_embd.weight` is
 /// a row lookup, and a tied output multiplies by it under its own name, which llama.cpp
 /// skips too.
-fn llama_cpp_collects(name: &str) -> bool {
+pub(crate) fn llama_cpp_collects(name: &str) -> bool {
     name.starts_with("blk.") || name == "output.weight"
 }
 

@@ -3,8 +3,9 @@
 //! least-recently-used eviction; misses are filled in parallel across tensors because
 //! candle's quantizers are single-threaded per block run.
 
-use super::format::WeightFormat;
+use super::format::{Rounding, WeightFormat};
 use super::ggml::GgmlType;
+use super::gptq::Hessian;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::plan::TensorPlan;
@@ -12,7 +13,38 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// What each tensor of a model rounds with, by tensor index: llama.cpp importances
+/// (`Imatrix::for_model`) and, for qevo's output rounding, the factorised input moments
+/// (`gptq::collect_hessians`). Empty vectors mean plain rounding throughout.
+#[derive(Debug, Clone, Default)]
+pub struct RoundingInputs {
+    pub imatrix: Vec<Option<Vec<f32>>>,
+    pub moments: Vec<Option<Arc<Hessian>>>,
+}
+
+impl RoundingInputs {
+    /// Importances only (llama-quantize --imatrix rounding).
+    pub fn imatrix(imatrix: Vec<Option<Vec<f32>>>) -> Self {
+        RoundingInputs {
+            imatrix,
+            moments: Vec::new(),
+        }
+    }
+
+    /// How tensor `i` rounds.
+    pub fn for_tensor(&self, i: usize) -> Rounding<'_> {
+        let im = self.imatrix.get(i).and_then(|o| o.as_deref());
+        match self.moments.get(i).and_then(|o| o.as_deref()) {
+            Some(hessian) => Rounding::Output {
+                hessian,
+                imatrix: im,
+            },
+            None => Rounding::from_imatrix(im),
+        }
+    }
+}
 
 /// Counters of a `WeightCache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +72,7 @@ struct Inner {
 /// Thread-safe cache of dequantized weights (`&self` everywhere).
 pub struct WeightCache {
     budget: usize,
-    imatrix: Vec<Option<Vec<f32>>>,
+    rounding: RoundingInputs,
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -51,16 +83,16 @@ impl WeightCache {
     pub fn new(budget_bytes: usize) -> Self {
         WeightCache {
             budget: budget_bytes,
-            imatrix: Vec::new(),
+            rounding: RoundingInputs::default(),
             inner: Mutex::new(Inner::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// Quantizes K-quant formats with these per-tensor importances (from `collect_imatrix`).
-    pub fn with_imatrix(mut self, imatrix: Vec<Option<Vec<f32>>>) -> Self {
-        self.imatrix = imatrix;
+    /// Quantizes GGML block types with this rounding (importances, input moments).
+    pub fn with_rounding(mut self, rounding: RoundingInputs) -> Self {
+        self.rounding = rounding;
         self
     }
 
@@ -95,9 +127,9 @@ impl WeightCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let data = model.weights[tensor].flatten_all()?.to_vec1::<f32>()?;
-        let im = self.imatrix.get(tensor).and_then(|o| o.as_deref());
+        let rounding = self.rounding.for_tensor(tensor);
         let deq = format
-            .fake_quant_named(&info.name, &data, info.rows, info.cols, im)
+            .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
             .map_err(|e| name_source(e, model))?;
         let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
         let bytes = info.params() * 4;

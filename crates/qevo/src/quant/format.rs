@@ -46,6 +46,40 @@ pub struct Packed {
     pub bytes: Vec<u8>,
 }
 
+/// How a GGML block type chooses its scales and codes. Every variant writes a standard
+/// tensor of the same type and size; they differ in which error they minimise.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Rounding<'a> {
+    /// Each block's own weight error, unweighted (`llama-quantize` without `--imatrix`).
+    #[default]
+    Plain,
+    /// Each block's weight error weighted by these importances, one per column
+    /// (`llama-quantize --imatrix`).
+    Imatrix(&'a [f32]),
+    /// qevo's output-error rounding (`quant::gptq`): error carried across blocks under the
+    /// input moments `hessian`, blocks weighted by `imatrix` or else the moments' diagonal.
+    /// The generic integer formats ignore it.
+    Output {
+        hessian: &'a super::gptq::Hessian,
+        imatrix: Option<&'a [f32]>,
+    },
+}
+
+impl<'a> Rounding<'a> {
+    pub fn from_imatrix(imatrix: Option<&'a [f32]>) -> Self {
+        imatrix.map_or(Rounding::Plain, Rounding::Imatrix)
+    }
+
+    /// The importance matrix the blocks are weighted by, when one was given.
+    pub fn imatrix(&self) -> Option<&'a [f32]> {
+        match *self {
+            Rounding::Plain => None,
+            Rounding::Imatrix(im) => Some(im),
+            Rounding::Output { imatrix, .. } => imatrix,
+        }
+    }
+}
+
 const UNNAMED: &str = "(unnamed)";
 
 fn tensor_err(name: &str, msg: impl Into<String>) -> Error {
@@ -300,7 +334,8 @@ impl WeightFormat {
     }
 
     /// Quantizes `[rows, cols]` row-major data into the format `resolve` writes (the
-    /// result's `format`); `name` appears in any error.
+    /// result's `format`), llama.cpp's way: weighted by `imatrix` where the type takes
+    /// one; `name` appears in any error.
     pub fn quantize_named(
         &self,
         name: &str,
@@ -309,13 +344,32 @@ impl WeightFormat {
         cols: usize,
         imatrix: Option<&[f32]>,
     ) -> Result<Packed> {
-        self.check_input(name, data, rows, cols, imatrix)?;
+        self.quantize_rounded(name, data, rows, cols, Rounding::from_imatrix(imatrix))
+    }
+
+    /// Quantizes with the given rounding (`Rounding`): the one path search scoring and
+    /// export share, so exported bytes are the scored ones.
+    pub fn quantize_rounded(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        rounding: Rounding<'_>,
+    ) -> Result<Packed> {
+        self.check_input(name, data, rows, cols, rounding.imatrix())?;
         let written = self.resolve(rows, cols)?.written;
         let bytes = match written {
             WeightFormat::Ggml(t) => {
-                let im = written.usable_imatrix(imatrix);
-                ggml::quantize_rows(t, data, rows, cols, im)
-                    .map_err(|e| tensor_err(name, e.to_string()))?
+                let im = written.usable_imatrix(rounding.imatrix());
+                match rounding {
+                    Rounding::Output { hessian, .. } if t.is_quantized() => {
+                        let weights = im.unwrap_or(hessian.diag());
+                        super::gptq::quantize_rows_output(t, data, rows, cols, hessian, weights)
+                    }
+                    _ => ggml::quantize_rows(t, data, rows, cols, im),
+                }
+                .map_err(|e| tensor_err(name, e.to_string()))?
             }
             WeightFormat::Int(f) => f
                 .pack(data, rows, cols)
@@ -380,17 +434,29 @@ impl WeightFormat {
         cols: usize,
         imatrix: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
+        self.fake_quant_rounded(name, data, rows, cols, Rounding::from_imatrix(imatrix))
+    }
+
+    /// `fake_quant_named` with the given rounding.
+    pub fn fake_quant_rounded(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        rounding: Rounding<'_>,
+    ) -> Result<Vec<f32>> {
         match self {
             WeightFormat::Ggml(GgmlType::F32) => {
                 self.check_input(name, data, rows, cols, None)?;
                 Ok(data.to_vec())
             }
             WeightFormat::Ggml(_) => {
-                let p = self.quantize_named(name, data, rows, cols, imatrix)?;
+                let p = self.quantize_rounded(name, data, rows, cols, rounding)?;
                 self.dequantize(&p)
             }
             WeightFormat::Int(f) => {
-                self.check_input(name, data, rows, cols, imatrix)?;
+                self.check_input(name, data, rows, cols, rounding.imatrix())?;
                 f.fake_quant(data, rows, cols)
                     .map_err(|e| overflow(name, self, e.amax))
             }

@@ -398,7 +398,7 @@ pub fn dequantize(t: GgmlType, bytes: &[u8], n_elements: usize) -> Result<Vec<f3
 
 /// Rows per parallel chunk: big enough to amortise the per-task setup (candle's, when
 /// decoding).
-fn rows_per_chunk(rows: usize, cols: usize) -> usize {
+pub(crate) fn rows_per_chunk(rows: usize, cols: usize) -> usize {
     let target_elems = 1 << 16;
     (target_elems / cols.max(1)).clamp(1, rows.max(1))
 }

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 mod ggml_quants;
+pub mod gptq;
 pub mod imatrix;
 pub mod int;
 mod iq;
@@ -22,9 +23,10 @@ pub use act::{
     calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,
     ActScheme,
 };
-pub use cache::{CacheStats, WeightCache};
-pub use format::{Packed, Resolved, WeightFormat};
+pub use cache::{CacheStats, RoundingInputs, WeightCache};
+pub use format::{Packed, Resolved, Rounding, WeightFormat};
 pub use ggml::{Capability, GgmlType};
+pub use gptq::{collect_hessians, Hessian, OutputRounding, RoundingMode};
 pub use imatrix::{Imatrix, ImatrixEntry};
 pub use int::{Granularity, IntFormat, Scheme};
 // The plan's home is `crate::plan`; kept here so existing imports resolve.

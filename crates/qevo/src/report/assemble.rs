@@ -8,7 +8,9 @@
 //! rows ([`generation_row`]) and the plan the constraint table describes (the recommended
 //! one, or the least-violating one when nothing is feasible).
 
-use super::{ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series};
+use super::{
+    ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series, TensorCell,
+};
 use crate::error::Result;
 use crate::eval::Quality;
 use crate::model::Model;
@@ -52,6 +54,12 @@ pub struct ReportInput {
     pub closest: Option<Point>,
     /// The units of the recommended plan, or of `closest`.
     pub plan: Vec<PlanRow>,
+    /// The same plan per weight matrix (absent from reports written before it).
+    #[serde(default)]
+    pub tensors: Vec<TensorCell>,
+    /// Per front plan, its formats in one line (`plan_summary`).
+    #[serde(default)]
+    pub front_plans: Vec<String>,
     /// Limit checks of the recommended plan, or of `closest`.
     pub checks: Vec<ConstraintRow>,
     pub uniform: Vec<Point>,
@@ -173,6 +181,61 @@ fn plan_rows(model: &Model, o: &SearchOutcome, genome: &[u16]) -> Vec<PlanRow> {
         .collect()
 }
 
+/// Units listed one by one up to this many; above it, a count per format.
+const SUMMARY_UNITS: usize = 12;
+
+/// A plan in one line: `unit format` per unit for a few units, else `format ×count`
+/// per format (most units first, then by name).
+fn plan_summary(o: &SearchOutcome, genome: &[u16]) -> String {
+    let choice = |u: usize| o.space.choices[u][genome[u] as usize];
+    let name = |u: usize| {
+        let c = choice(u);
+        match c.act_bits {
+            16 => c.format.name(),
+            a => format!("{} a{a}", c.format.name()),
+        }
+    };
+    if o.space.units.len() <= SUMMARY_UNITS {
+        return o
+            .space
+            .units
+            .iter()
+            .enumerate()
+            .map(|(u, unit)| format!("{} {}", unit.name, name(u)))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for u in 0..o.space.units.len() {
+        let n = name(u);
+        match counts.iter_mut().find(|(k, _)| *k == n) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((n, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts
+        .iter()
+        .map(|(f, c)| format!("{f} ×{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every weight matrix of `genome`'s plan with its block, role, format and bits.
+fn tensor_cells(model: &Model, o: &SearchOutcome, genome: &[u16]) -> Vec<TensorCell> {
+    model
+        .tensors
+        .iter()
+        .zip(o.space.tensor_choices(model, genome))
+        .map(|(t, c)| TensorCell {
+            block: t.block,
+            role: t.role.as_str().to_string(),
+            format: c.format.name(),
+            bits: c.format.bits_per_weight(t.cols),
+        })
+        .collect()
+}
+
 impl ReportInput {
     /// Copies a finished search's facts. Prices the FP model once on the search's
     /// target, workload and limits, because the outcome keeps only its cost, not its
@@ -252,6 +315,8 @@ impl ReportInput {
             recommended: o.recommended,
             closest,
             plan: shown.map_or_else(Vec::new, |f| plan_rows(model, o, &f.genome)),
+            tensors: shown.map_or_else(Vec::new, |f| tensor_cells(model, o, &f.genome)),
+            front_plans: o.front.iter().map(|f| plan_summary(o, &f.genome)).collect(),
             checks: shown.map_or_else(Vec::new, |f| rows(&f.scored.checks)),
             uniform: baseline_points(&o.uniform),
             lagrangian: baseline_points(&o.lagrangian),
@@ -432,7 +497,9 @@ pub fn assemble(input: &ReportInput) -> ReportData {
         },
         recommended,
         recommended_plan: input.plan.clone(),
+        plan_tensors: input.tensors.clone(),
         front: input.front.clone(),
+        front_plans: input.front_plans.clone(),
         baselines,
         history: input
             .generations

@@ -33,6 +33,34 @@ fn gen(g: usize, evals: u64, front: usize, floats: [f64; 6]) -> GenerationRow {
     }
 }
 
+/// A plan's cells over `blocks` blocks: q6_k embedding, per block int8 attention and
+/// int4 FFN (int2 down in odd blocks), f16 output.
+pub(crate) fn cells(blocks: usize) -> Vec<TensorCell> {
+    let cell = |block, role: &str, format: &str, bits| TensorCell {
+        block,
+        role: role.into(),
+        format: format.into(),
+        bits,
+    };
+    let mut v = vec![cell(None, "embedding", "q6_k", 6.5625)];
+    for b in 0..blocks {
+        for role in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+            v.push(cell(Some(b), role, "int8-sym-channel", 8.0625));
+        }
+        for role in ["ffn_gate", "ffn_up"] {
+            v.push(cell(Some(b), role, "int4-asym-g64", 4.3125));
+        }
+        let down = if b % 2 == 1 {
+            ("int2-asym-g32", 2.5625)
+        } else {
+            ("q4_k", 4.5)
+        };
+        v.push(cell(Some(b), "ffn_down", down.0, down.1));
+    }
+    v.push(cell(None, "output", "f16", 16.0));
+    v
+}
+
 /// Three front plans, two uniform baselines, 13 generations, two constraints.
 // One piece: literal test data.
 pub(crate) fn small() -> ReportData {
@@ -103,7 +131,13 @@ pub(crate) fn small() -> ReportData {
                 scheme: "ASYMMETRIC".into(),
             },
         ],
+        plan_tensors: cells(2),
         front,
+        front_plans: vec![
+            "attention_q int8-sym-channel, ffn_down q6_k".into(),
+            "attention_q int8-sym-channel, ffn_down int4-asym-g64".into(),
+            "attention_q int4-sym-g128, ffn_down int2-asym-g32".into(),
+        ],
         baselines: vec![Series {
             name: "uniform".into(),
             points: vec![
@@ -209,6 +243,8 @@ pub(crate) fn input() -> ReportInput {
         recommended: Some(1),
         closest: Some(closest),
         plan: d.recommended_plan.clone(),
+        tensors: d.plan_tensors.clone(),
+        front_plans: d.front_plans.clone(),
         checks: vec![
             check("max_latency_ms", 120.0, 150.0),
             check("max_memory_mb", 20.0, 1.2),
@@ -251,7 +287,9 @@ pub(crate) fn empty() -> ReportData {
         quality: Default::default(),
         recommended: None,
         recommended_plan: vec![],
+        plan_tensors: vec![],
         front: vec![],
+        front_plans: vec![],
         baselines: vec![],
         history: vec![],
         constraints: vec![],
@@ -341,7 +379,11 @@ pub(crate) fn large() -> ReportData {
     let mut d = small();
     d.fp = point("fp32", 0.0, 1.0, fp_size, 470.0, 2100.0);
     d.recommended = Some(front[10].clone());
+    d.front_plans = (0..front.len())
+        .map(|i| format!("q4_k ×{}, q6_k ×{}, q8_0 ×2", 30 - i, 10 + i))
+        .collect();
     d.front = front;
+    d.plan_tensors = cells(24);
     d.baselines = vec![
         curve("uniform", &[2.0, 3.5, 4.0, 6.4, 7.1, 8.0], 3.0),
         curve("lagrangian", &[2.5, 4.5, 6.5, 8.5, 10.5], 1.4),

@@ -1,5 +1,6 @@
 //! The HTML report: one self-contained page (inline CSS and SVG, no scripts, no
-//! external resources) with the same tables as the terminal plus both plots.
+//! external resources) with the same tables as the terminal, both plots (hover a point
+//! for its plan and metrics: SVG `<title>`s) and a block × role heatmap of the plan.
 //! Every piece of caller text is escaped: model paths and labels are user input.
 
 use super::tables::{self, Align, Table};
@@ -33,6 +34,8 @@ th,td{padding:.25rem .7rem;border-bottom:1px solid #e4e4e4;text-align:left;white
 th{background:#f4f6f8;font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.rec td{background:#fdecea;font-weight:600}tr.pass td:last-child{color:#1a7f37}tr.fail td:last-child{color:#c62828;font-weight:600}
 .scroll{overflow-x:auto}.plot svg{max-width:100%;height:auto}
+table.heat td{font-size:.78rem;padding:.2rem .45rem;text-align:center;border:1px solid #fff}
+table.heat td.row{text-align:left;background:#f4f6f8;font-weight:600}p.hint{color:#555;font-size:.9rem}
 p.empty{color:#666;font-style:italic}footer{margin-top:3rem;color:#888;font-size:.85rem}
 ";
 
@@ -65,6 +68,109 @@ fn table_html(t: &Table, out: &mut String) {
     out.push_str("</tbody></table></div>\n");
 }
 
+/// Heatmap colours by bits per weight: (at most this many bits, background).
+const HEAT: [(f64, &str); 7] = [
+    (2.75, "#f4a582"),
+    (3.75, "#fddbc7"),
+    (4.75, "#fff2b3"),
+    (5.75, "#d9f0d3"),
+    (6.75, "#a6dba0"),
+    (8.75, "#5aae61"),
+    (f64::INFINITY, "#e0e0e0"),
+];
+
+fn heat_color(bits: f64) -> &'static str {
+    HEAT.iter()
+        .find(|(max, _)| bits <= *max)
+        .map_or("#e0e0e0", |h| h.1)
+}
+
+/// One heatmap cell: format and bits on a background by bits, the full text on hover.
+fn heat_cell(t: &super::TensorCell, where_: &str, colspan: usize, out: &mut String) {
+    let span = if colspan > 1 {
+        format!(" colspan=\"{colspan}\"")
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        out,
+        "<td{span} style=\"background:{}\" title=\"{}\">{}<br>{}</td>",
+        heat_color(t.bits),
+        escape(&format!(
+            "{where_} {}: {}, {} bits/weight",
+            t.role,
+            t.format,
+            super::format::bits(t.bits)
+        )),
+        escape(&t.format),
+        super::format::bits(t.bits)
+    );
+}
+
+/// The shown plan per weight matrix: one row per block, one column per role, the
+/// embedding and output as full-width rows, then the colour key.
+fn heatmap(d: &ReportData, out: &mut String) {
+    let cells = &d.plan_tensors;
+    let mut roles: Vec<&str> = Vec::new();
+    for c in cells.iter().filter(|c| c.block.is_some()) {
+        if !roles.contains(&c.role.as_str()) {
+            roles.push(&c.role);
+        }
+    }
+    let blocks = cells
+        .iter()
+        .filter_map(|c| c.block)
+        .max()
+        .map_or(0, |b| b + 1);
+    out.push_str("<div class=\"scroll\"><table class=\"heat\">\n<thead><tr><th>block</th>");
+    for r in &roles {
+        let _ = write!(out, "<th>{}</th>", escape(r));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    let whole_row = |c: &super::TensorCell, out: &mut String| {
+        let _ = write!(out, "<tr><td class=\"row\">{}</td>", escape(&c.role));
+        heat_cell(c, "", roles.len().max(1), out);
+        out.push_str("</tr>\n");
+    };
+    for c in cells
+        .iter()
+        .filter(|c| c.block.is_none() && c.role == "embedding")
+    {
+        whole_row(c, out);
+    }
+    for b in 0..blocks {
+        let _ = write!(out, "<tr><td class=\"row\">{b}</td>");
+        for r in &roles {
+            match cells.iter().find(|c| c.block == Some(b) && c.role == *r) {
+                Some(c) => heat_cell(c, &format!("blk.{b}"), 1, out),
+                None => out.push_str("<td></td>"),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    for c in cells
+        .iter()
+        .filter(|c| c.block.is_none() && c.role != "embedding")
+    {
+        whole_row(c, out);
+    }
+    out.push_str("</tbody></table></div>\n<p class=\"hint\">bits per weight: ");
+    let mut lo = 0.0;
+    for (max, color) in HEAT {
+        let label = if max.is_finite() {
+            format!("{} – {}", super::format::bits(lo), super::format::bits(max))
+        } else {
+            format!("over {}", super::format::bits(lo))
+        };
+        let _ = write!(
+            out,
+            "<span style=\"background:{color};padding:0 .4rem;margin-right:.3rem\">{label}</span>"
+        );
+        lo = max;
+    }
+    out.push_str("</p>\n");
+}
+
 fn section(out: &mut String, title: &str) {
     let _ = writeln!(out, "<h2>{}</h2>", escape(title));
 }
@@ -92,6 +198,10 @@ pub fn html(d: &ReportData) -> Result<String> {
 
     section(&mut out, tables::plan_heading(d));
     table_html(&tables::recommended(d), &mut out);
+    if !d.plan_tensors.is_empty() {
+        out.push_str("<h3>Per layer: block × role</h3>\n");
+        heatmap(d, &mut out);
+    }
 
     section(&mut out, "Performance vs the FP model");
     table_html(&tables::performance(d), &mut out);
@@ -101,6 +211,11 @@ pub fn html(d: &ReportData) -> Result<String> {
     }
 
     section(&mut out, "Pareto front");
+    out.push_str(
+        "<p class=\"hint\">Hover a point for its plan and metrics. Each panel joins the evolved \
+         plans that are non-dominated in its own pair of objectives; faint dots are evolved plans \
+         dominated in that pair (they are on the front through another objective).</p>\n",
+    );
     let _ = writeln!(out, "<div class=\"plot\">\n{pareto}</div>");
     table_html(&tables::front(d), &mut out);
 
@@ -182,6 +297,27 @@ mod tests {
         for external in ["<script", "<link", "src=", "href=", "@import", "url("] {
             assert!(!page.contains(external), "external resource: {external}");
         }
+    }
+
+    #[test]
+    fn heatmap_shows_every_block_and_role_with_its_format() {
+        let d = fixture::large();
+        let page = html(&d).unwrap();
+        assert!(page.contains("<h3>Per layer: block × role</h3>"));
+        let heat = &page[page.find("<table class=\"heat\">").unwrap()..];
+        let heat = &heat[..heat.find("</table>").unwrap()];
+        for role in ["attn_q", "attn_out", "ffn_gate", "ffn_down"] {
+            assert!(heat.contains(&format!("<th>{role}</th>")), "{role}");
+        }
+        // 24 blocks × 7 roles, plus the embedding and output rows.
+        assert_eq!(
+            heat.matches("<td style=").count() + heat.matches("<td colspan").count(),
+            24 * 7 + 2
+        );
+        assert!(heat.contains("title=\"blk.23 ffn_down: int2-asym-g32, 2.5625 bits/weight\""));
+        assert!(heat.contains("<td class=\"row\">embedding</td><td colspan=\"7\""));
+        assert_eq!(heat_color(2.5625), "#f4a582");
+        assert_eq!(heat_color(16.0), "#e0e0e0");
     }
 
     #[test]

@@ -93,6 +93,18 @@ pub struct PlanRow {
     pub scheme: String,
 }
 
+/// One weight matrix of the shown plan, for the block × role heatmap.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorCell {
+    /// Transformer block, or `None` for the embedding and the output.
+    pub block: Option<usize>,
+    /// `attn_q`, `ffn_down`, `embedding`, ...
+    pub role: String,
+    pub format: String,
+    /// Exact bits per weight, scales included.
+    pub bits: f64,
+}
+
 /// A hardware or user limit and how a plan fares against it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConstraintRow {
@@ -153,7 +165,12 @@ pub struct ReportData {
     pub closest: Option<Point>,
     /// The units of the recommended plan (or of `closest` when nothing is feasible).
     pub recommended_plan: Vec<PlanRow>,
+    /// The same plan per weight matrix (the heatmap); empty when not recorded.
+    pub plan_tensors: Vec<TensorCell>,
     pub front: Vec<Point>,
+    /// Per front plan (same order), a one-line summary of its formats for the plot's
+    /// hover text; empty when not recorded.
+    pub front_plans: Vec<String>,
     pub baselines: Vec<Series>,
     pub history: Vec<GenerationRow>,
     /// The limits checked on the recommended plan, or on `closest`.
@@ -244,6 +261,9 @@ pub fn validate(d: &ReportData) -> Result<()> {
             || format!("recommended_plan `{}`.weight_bits", r.unit),
             r.weight_bits,
         )?;
+    }
+    for t in &d.plan_tensors {
+        finite(|| format!("plan_tensors `{}`.bits", t.role), t.bits)?;
     }
     for h in &d.history {
         let f = |key: &str| format!("history[generation {}].{key}", h.generation);

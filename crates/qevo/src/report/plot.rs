@@ -195,15 +195,28 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     })
 }
 
+/// One plotted plan: position, feasibility, the text beside it (labelled layers) and
+/// its hover text.
+struct PlotPoint {
+    x: f64,
+    y: f64,
+    feasible: bool,
+    label: String,
+    tip: String,
+}
+
 /// One group of points drawn with one colour and marker.
 struct Layer {
     name: String,
     color: RGBColor,
     marker: Marker,
-    /// Connect the points in order of x (the evolved front).
+    /// Connect the points in order of x (the front of this panel's pair).
     line: bool,
-    /// (x value, KL, feasible)
-    points: Vec<(f64, f64, bool)>,
+    /// Small pale dots (plans dominated in this panel's pair of objectives).
+    faint: bool,
+    /// Write each point's label beside it (baselines with few points).
+    labelled: bool,
+    points: Vec<PlotPoint>,
 }
 
 struct Panel<'a> {
@@ -214,16 +227,53 @@ struct Panel<'a> {
     recommended: Option<(f64, f64)>,
     /// The FP model's x value, drawn as a vertical reference line.
     reference_x: Option<f64>,
+    /// x is a size in MB: tick labels add the compression `reference_x / x`.
+    size_ticks: bool,
     legend: bool,
+}
+
+/// A hover target in pixels with its text, drawn over the plot after plotters is done.
+struct Hotspot {
+    x: i32,
+    y: i32,
+    tip: String,
+}
+
+const FAINT_COLOR: RGBColor = RGBColor(158, 190, 218);
+const FAINT_SIZE: i32 = 3;
+/// Baseline series with at most this many points get a label beside each.
+const LABELLED_MAX: usize = 16;
+/// Where a point's label starts, in pixels from the point.
+const LABEL_OFFSET: (i32, i32) = (7, -13);
+/// Approximate advance of one label character in pixels.
+const LABEL_CHAR_PX: i32 = 5;
+
+/// Reserves the box of `label` beside the point at pixel `at`, unless it overlaps a box
+/// already placed; returns whether it was placed.
+fn place_label(placed: &mut Vec<[i32; 4]>, at: (i32, i32), label: &str) -> bool {
+    let x0 = at.0 + LABEL_OFFSET.0;
+    let y0 = at.1 + LABEL_OFFSET.1;
+    let b = [
+        x0,
+        y0,
+        x0 + LABEL_CHAR_PX * label.chars().count() as i32,
+        y0 + 10,
+    ];
+    let overlaps = |o: &[i32; 4]| b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3];
+    if placed.iter().any(overlaps) {
+        return false;
+    }
+    placed.push(b);
+    true
 }
 
 // One piece: a linear sequence of drawing calls for one panel (axes, front, baselines,
 // labels); each step is a single plotters call.
-fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
+fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis, hot: &mut Vec<Hotspot>) -> DrawResult<'a> {
     let xs: Vec<f64> = p
         .layers
         .iter()
-        .flat_map(|l| l.points.iter().map(|q| q.0))
+        .flat_map(|l| l.points.iter().map(|q| q.x))
         .chain(p.reference_x)
         .collect();
     let xa = Axis::fit(&xs, true);
@@ -233,7 +283,10 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
         .x_label_area_size(44)
         .y_label_area_size(64)
         .build_cartesian_2d(xa.lo..xa.hi, ya.lo..ya.hi)?;
-    let x_label = |v: &f64| xa.label(*v);
+    let x_label = |v: &f64| match (p.size_ticks, p.reference_x) {
+        (true, Some(fp)) => size_tick(&xa, *v, fp),
+        _ => xa.label(*v),
+    };
     let y_label = |v: &f64| ya.label(*v);
     chart
         .configure_mesh()
@@ -268,33 +321,51 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
             .pos(Pos::new(HPos::Left, VPos::Top));
         chart.draw_series(std::iter::once(Text::new(" FP", (x, ya.hi), style)))?;
     }
+    // Pixel boxes of the labels written so far: a label that would overlap one is left
+    // out (earlier series win; hover still names every point).
+    let mut placed: Vec<[i32; 4]> = Vec::new();
     for layer in p.layers {
         let pts: Vec<(f64, f64, bool)> = layer
             .points
             .iter()
-            .map(|&(x, y, ok)| (xa.map(x), ya.map(y), ok))
+            .map(|q| (xa.map(q.x), ya.map(q.y), q.feasible))
             .collect();
-        if layer.line && pts.len() >= 2 {
-            let mut line: Vec<(f64, f64)> = pts.iter().map(|q| (q.0, q.1)).collect();
-            line.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart.draw_series(LineSeries::new(line, layer.color.stroke_width(2)))?;
+        if layer.faint {
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&(x, y, _)| Circle::new((x, y), FAINT_SIZE, FAINT_COLOR.filled())),
+                )?
+                .label(layer.name.as_str())
+                .legend(|c| Circle::new(c, FAINT_SIZE, FAINT_COLOR.filled()));
+        } else {
+            draw_markers(&mut chart, layer, &pts)?;
         }
-        let (m, color) = (layer.marker, layer.color);
-        // Hollow and filled markers are different element types, so each gets its
-        // own series; the legend entry hangs on the filled one.
-        let mut hollow = outline(m);
-        hollow.push(hollow[0]);
-        chart.draw_series(pts.iter().filter(|q| !q.2).map(|&(x, y, _)| {
-            EmptyElement::at((x, y)) + PathElement::new(hollow.clone(), INFEASIBLE.stroke_width(2))
-        }))?;
-        chart
-            .draw_series(pts.iter().filter(|q| q.2).map(|&(x, y, _)| {
-                EmptyElement::at((x, y)) + Polygon::new(outline(m), color.filled())
-            }))?
-            .label(layer.name.as_str())
-            .legend(move |c| legend_marker(m, c, color));
+        if layer.labelled {
+            let style = TextStyle::from((FONT, 10)).color(&layer.color);
+            let mut shown = Vec::new();
+            for (q, &(x, y, _)) in layer.points.iter().zip(&pts) {
+                if place_label(&mut placed, chart.backend_coord(&(x, y)), &q.label) {
+                    shown.push((q.label.clone(), x, y));
+                }
+            }
+            chart.draw_series(shown.into_iter().map(|(label, x, y)| {
+                EmptyElement::at((x, y)) + Text::new(label, LABEL_OFFSET, style.clone())
+            }))?;
+        }
+        for (q, &(x, y, _)) in layer.points.iter().zip(&pts) {
+            let (px, py) = chart.backend_coord(&(x, y));
+            hot.push(Hotspot {
+                x: px,
+                y: py,
+                tip: q.tip.clone(),
+            });
+        }
     }
-    if p.layers.iter().any(|l| l.points.iter().any(|q| !q.2)) {
+    if p.layers
+        .iter()
+        .any(|l| !l.faint && l.points.iter().any(|q| !q.feasible))
+    {
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
             .label("infeasible (hollow, grey)")
@@ -320,13 +391,119 @@ fn draw_panel<'a>(area: &Area<'a>, p: &Panel, ya: Axis) -> DrawResult<'a> {
     if p.legend {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.9))
             .border_style(BLACK.mix(0.4))
             .label_font((FONT, 13))
             .draw()?;
     }
     Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A layer's line (when it has one) and its markers: filled when feasible, hollow grey
+/// when not.
+fn draw_markers<'b>(
+    chart: &mut Chart<'_, 'b>,
+    layer: &Layer,
+    pts: &[(f64, f64, bool)],
+) -> DrawResult<'b> {
+    if layer.line && pts.len() >= 2 {
+        let mut line: Vec<(f64, f64)> = pts.iter().map(|q| (q.0, q.1)).collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart.draw_series(LineSeries::new(line, layer.color.stroke_width(2)))?;
+    }
+    let (m, color) = (layer.marker, layer.color);
+    // Hollow and filled markers are different element types, so each gets its own
+    // series; the legend entry hangs on the filled one.
+    let mut hollow = outline(m);
+    hollow.push(hollow[0]);
+    chart.draw_series(pts.iter().filter(|q| !q.2).map(|&(x, y, _)| {
+        EmptyElement::at((x, y)) + PathElement::new(hollow.clone(), INFEASIBLE.stroke_width(2))
+    }))?;
+    chart
+        .draw_series(
+            pts.iter().filter(|q| q.2).map(|&(x, y, _)| {
+                EmptyElement::at((x, y)) + Polygon::new(outline(m), color.filled())
+            }),
+        )?
+        .label(layer.name.as_str())
+        .legend(move |c| legend_marker(m, c, color));
+    Ok(())
+}
+
+/// A size tick: `2.1 MB (4.0×)`, the compression against the FP size `fp_mb`.
+fn size_tick(xa: &Axis, t: f64, fp_mb: f64) -> String {
+    let label = xa.label(t);
+    let mb = if xa.log { 10f64.powf(t) } else { t };
+    if mb > 0.0 && !label.is_empty() {
+        format!("{label} ({}×)", fmt::sig(fp_mb / mb, 2))
+    } else {
+        label
+    }
+}
+
+/// Which points are on the front of one pair of objectives (both minimised): feasible
+/// and not dominated by another feasible point.
+pub(crate) fn front_2d(points: &[(f64, f64, bool)]) -> Vec<bool> {
+    points
+        .iter()
+        .map(|&(x, y, ok)| {
+            ok && !points
+                .iter()
+                .any(|&(a, b, ok2)| ok2 && a <= x && b <= y && (a < x || b < y))
+        })
+        .collect()
+}
+
+/// The hover text of a plan: label, plan summary (front plans), every metric, size in
+/// MB with its compression.
+fn tip(d: &ReportData, p: &super::Point, plan: Option<&str>) -> String {
+    let mut lines = vec![p.label.clone()];
+    if let Some(plan) = plan {
+        lines.push(format!("plan: {plan}"));
+    }
+    let kl = d.quality.relabel("KL to FP (nats/token)");
+    lines.push(match p.heldout_kl {
+        Some(h) => format!("{kl}: {} (held-out {})", fmt::kl(p.kl), fmt::kl(h)),
+        None => format!("{kl}: {}", fmt::kl(p.kl)),
+    });
+    lines.push(format!("top-1 agreement: {}", fmt::pct(p.top1)));
+    lines.push(format!(
+        "size: {} MB ({} vs FP)",
+        fmt::mb(p.size_bytes),
+        fmt::ratio(d.compression(p)).replace('x', "×")
+    ));
+    lines.push(format!(
+        "latency: {} ms, energy: {} mJ",
+        fmt::sig(p.latency_ms, 4),
+        fmt::sig(p.energy_mj, 4)
+    ));
+    if !p.feasible {
+        lines.push("infeasible: misses a constraint".into());
+    }
+    lines.join("\n")
+}
+
+/// Transparent circles over every plotted point, each with its hover text as an SVG
+/// `<title>` (the browser's own tooltip: no script).
+fn hotspots_svg(hot: &[Hotspot]) -> String {
+    let mut out = String::from("<g id=\"hover\">\n");
+    for h in hot {
+        out.push_str(&format!(
+            "<circle cx=\"{}\" cy=\"{}\" r=\"7\" fill=\"#ffffff\" fill-opacity=\"0\"><title>{}</title></circle>\n",
+            h.x,
+            h.y,
+            super::html::escape(&h.tip)
+        ));
+    }
+    out.push_str("</g>\n");
+    out
 }
 
 fn message<'a>(area: &Area<'a>, text: &str) -> DrawResult<'a> {
@@ -359,89 +536,120 @@ fn render(
     Ok(out)
 }
 
-/// The Pareto front as an SVG of two panels sharing the KL axis (log scale when it
-/// spans more than two decades): KL against compression (FP size / plan size) and
-/// KL against latency. The evolved front is connected blue circles, each baseline
-/// series has its own colour and marker, infeasible plans are hollow grey, the
-/// recommended plan is ringed in red, and a grey line marks the FP model.
-pub fn pareto_svg(d: &ReportData) -> Result<String> {
-    validate(d)?;
-    let series = |name: &str,
-                  pts: &[super::Point],
-                  color,
-                  marker,
-                  line,
-                  x: &dyn Fn(&super::Point) -> f64| Layer {
+/// The layers of one panel whose x is `x`: the evolved plans on the front of (x, KL)
+/// joined by a line, the other evolved plans as faint dots, and each baseline series in
+/// its colour and marker (labelled when it has few points).
+fn panel_layers(d: &ReportData, x: &dyn Fn(&super::Point) -> f64) -> Vec<Layer> {
+    let plot_point = |p: &super::Point, plan: Option<&str>| PlotPoint {
+        x: x(p),
+        y: p.kl,
+        feasible: p.feasible,
+        label: p.label.clone(),
+        tip: tip(d, p, plan),
+    };
+    let xy: Vec<(f64, f64, bool)> = d.front.iter().map(|p| (x(p), p.kl, p.feasible)).collect();
+    let on = front_2d(&xy);
+    let (mut front, mut other) = (Vec::new(), Vec::new());
+    for (i, p) in d.front.iter().enumerate() {
+        let q = plot_point(p, d.front_plans.get(i).map(String::as_str));
+        if on[i] {
+            front.push(q)
+        } else {
+            other.push(q)
+        }
+    }
+    let layer = |name: &str, color, marker, points| Layer {
         name: name.to_string(),
         color,
         marker,
-        line,
-        points: pts.iter().map(|p| (x(p), p.kl, p.feasible)).collect(),
+        line: false,
+        faint: false,
+        labelled: false,
+        points,
     };
-    let layers_by = |x: &dyn Fn(&super::Point) -> f64| -> Vec<Layer> {
-        let mut v = vec![series(
-            "evolved front",
-            &d.front,
-            FRONT_COLOR,
-            Marker::Circle,
-            true,
-            x,
-        )];
-        for (i, s) in d.baselines.iter().enumerate() {
-            v.push(series(
+    let mut v = vec![
+        Layer {
+            faint: true,
+            ..layer("other evolved plans", FAINT_COLOR, Marker::Circle, other)
+        },
+        Layer {
+            line: true,
+            ..layer(
+                "evolved front (this pair)",
+                FRONT_COLOR,
+                Marker::Circle,
+                front,
+            )
+        },
+    ];
+    for (i, s) in d.baselines.iter().enumerate() {
+        v.push(Layer {
+            labelled: s.points.len() <= LABELLED_MAX,
+            ..layer(
                 &s.name,
-                &s.points,
                 BASELINE_COLORS[i % BASELINE_COLORS.len()],
                 BASELINE_MARKERS[i % BASELINE_MARKERS.len()],
-                false,
-                x,
-            ));
-        }
-        v.retain(|l| !l.points.is_empty());
-        v
-    };
-    let compression = |p: &super::Point| d.compression(p);
+                s.points.iter().map(|p| plot_point(p, None)).collect(),
+            )
+        });
+    }
+    v.retain(|l| !l.points.is_empty());
+    v
+}
+
+/// The Pareto front as an SVG of two panels sharing the KL axis (log scale when it
+/// spans more than two decades): KL against size (MB, ticks with the compression
+/// against FP) and KL against latency. Each panel joins the evolved plans that are
+/// non-dominated in its own pair of objectives; the other evolved plans are faint dots.
+/// Each baseline series has its own colour and marker, its points labelled when few;
+/// infeasible plans are hollow grey, the recommended plan is ringed in red, a grey line
+/// marks the FP model, and hovering any point shows its plan and metrics.
+pub fn pareto_svg(d: &ReportData) -> Result<String> {
+    validate(d)?;
+    let size = |p: &super::Point| p.size_bytes as f64 / 1e6;
     let latency = |p: &super::Point| p.latency_ms;
-    let by_compression = layers_by(&compression);
-    let by_latency = layers_by(&latency);
-    let kls: Vec<f64> = by_compression
+    let by_size = panel_layers(d, &size);
+    let by_latency = panel_layers(d, &latency);
+    let kls: Vec<f64> = by_size
         .iter()
-        .flat_map(|l| l.points.iter().map(|q| q.1))
+        .flat_map(|l| l.points.iter().map(|q| q.y))
         .collect();
     let ya = Axis::fit(&kls, true);
     let rec = d.recommended.as_ref();
-    render("Pareto", (1100, 480), |root| {
+    let mut hot = Vec::new();
+    let mut svg = render("Pareto", (1100, 520), |root| {
         if kls.is_empty() {
             return message(root, "No plans to plot: the front and baselines are empty.");
         }
         let (left, right) = root.split_horizontally(550);
-        draw_panel(
-            &left,
-            &Panel {
-                caption: "Quality loss vs compression",
-                x_desc: "compression vs FP (x)",
-                y_desc: d.quality.relabel("KL to FP (nats/token)"),
-                layers: &by_compression,
-                recommended: rec.map(|r| (d.compression(r), r.kl)),
-                reference_x: Some(1.0),
-                legend: true,
-            },
-            ya,
-        )?;
-        draw_panel(
-            &right,
-            &Panel {
-                caption: "Quality loss vs latency",
-                x_desc: "latency (ms)",
-                y_desc: d.quality.relabel("KL to FP (nats/token)"),
-                layers: &by_latency,
-                recommended: rec.map(|r| (r.latency_ms, r.kl)),
-                reference_x: Some(d.fp.latency_ms),
-                legend: false,
-            },
-            ya,
-        )
-    })
+        let kl_desc = d.quality.relabel("KL to FP (nats/token)");
+        let left_panel = Panel {
+            caption: "Quality loss vs size",
+            x_desc: "size MB (compression vs FP)",
+            y_desc: kl_desc,
+            layers: &by_size,
+            recommended: rec.map(|r| (size(r), r.kl)),
+            reference_x: Some(size(&d.fp)),
+            size_ticks: true,
+            legend: true,
+        };
+        draw_panel(&left, &left_panel, ya, &mut hot)?;
+        let right_panel = Panel {
+            caption: "Quality loss vs latency",
+            x_desc: "latency (ms)",
+            layers: &by_latency,
+            recommended: rec.map(|r| (r.latency_ms, r.kl)),
+            reference_x: Some(d.fp.latency_ms),
+            size_ticks: false,
+            legend: false,
+            ..left_panel
+        };
+        draw_panel(&right, &right_panel, ya, &mut hot)
+    })?;
+    if let Some(end) = svg.rfind("</svg>") {
+        svg.insert_str(end, &hotspots_svg(&hot));
+    }
+    Ok(svg)
 }
 
 fn draw_history<'a>(
@@ -572,7 +780,7 @@ pub(crate) mod tests {
         ] {
             assert!(svg.contains(name), "missing {name}");
         }
-        assert!(svg.contains("compression vs FP (x)"));
+        assert!(svg.contains("size MB (compression vs FP)"));
         assert!(svg.contains("latency (ms)"));
     }
 
@@ -629,6 +837,64 @@ pub(crate) mod tests {
         let mut d = fixture::empty();
         d.history = fixture::small().history[..1].to_vec();
         assert_balanced_svg(&convergence_svg(&d).unwrap());
+    }
+
+    #[test]
+    fn front_2d_keeps_the_feasible_non_dominated_points_of_one_pair() {
+        let pts = [
+            (1.0, 5.0, true),
+            (2.0, 3.0, true),
+            (3.0, 3.0, true), // dominated by (2, 3)
+            (4.0, 1.0, true),
+            (0.5, 0.5, false), // infeasible: neither on the front nor dominating
+            (5.0, 2.0, true),  // dominated by (4, 1)
+        ];
+        assert_eq!(front_2d(&pts), [true, true, false, true, false, false]);
+    }
+
+    #[test]
+    fn every_point_has_hover_text_with_plan_metrics_and_size() {
+        let d = fixture::small();
+        let svg = pareto_svg(&d).unwrap();
+        assert_balanced_svg(&svg);
+        let plotted = d.front.len() + d.baselines.iter().map(|s| s.points.len()).sum::<usize>();
+        assert_eq!(
+            svg.matches("<title>").count(),
+            2 * plotted,
+            "one per point per panel"
+        );
+        assert!(svg.contains(
+            "<title>mix-b\nplan: attention_q int8-sym-channel, ffn_down int4-asym-g64\n"
+        ));
+        assert!(svg.contains("size: 1.000 MB (6.00× vs FP)"));
+        // The uniform baseline's points are labelled in the plot itself.
+        assert!(svg.contains(">\nq8_0\n</text>") && svg.contains(">\nq4_0\n</text>"));
+        assert!(svg.contains("evolved front (this pair)"));
+    }
+
+    #[test]
+    fn a_panel_joins_only_its_own_pairs_front() {
+        // mix-a is the smallest-KL plan but slow: on the size panel's front, and on the
+        // latency panel's front too (lowest KL); a plan that is larger and slower than
+        // mix-b with higher KL is dominated in both pairs and drawn faint.
+        let mut d = fixture::small();
+        d.front
+            .push(fixture::point("worse", 0.05, 0.9, 1_500_000, 130.0, 0.5));
+        d.front_plans.push("q4_0 ×3".into());
+        let layers = panel_layers(&d, &|p: &super::super::Point| p.size_bytes as f64);
+        let names = |faint: bool| -> Vec<String> {
+            layers
+                .iter()
+                .filter(|l| l.faint == faint && l.name.contains("evolved"))
+                .flat_map(|l| l.points.iter().map(|q| q.label.clone()))
+                .collect()
+        };
+        assert_eq!(names(false), ["mix-a", "mix-b"]);
+        assert_eq!(
+            names(true),
+            ["mix-c", "worse"],
+            "infeasible mix-c is not on a front"
+        );
     }
 
     #[test]

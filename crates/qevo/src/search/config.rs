@@ -7,6 +7,7 @@ use super::space::{self, UnitMode};
 use crate::error::{Error, Result};
 use crate::hw::{Profile, Workload};
 use crate::plan::UserLimits;
+use crate::quant::RoundingMode;
 use crate::quant::{ActScheme, WeightFormat};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -93,6 +94,9 @@ pub struct SpaceConfig {
     pub unit: UnitMode,
     /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
     pub tie_qkv: bool,
+    /// Tie ffn_gate/ffn_up into one gene too (`--tie-fused`: with `tie_qkv`, every fused
+    /// module vLLM loads shares one scheme).
+    pub tie_gate_up: bool,
     pub formats: Vec<WeightFormat>,
     pub act_bits: Vec<u8>,
     pub act_scheme: ActScheme,
@@ -125,6 +129,9 @@ pub struct DataConfig {
     /// The importance matrix GGML types are quantized with while scoring; an export must
     /// use the same one to write the scored bytes.
     pub imatrix: Importance,
+    /// How GGML block types round: llama.cpp's per-block rounding, or qevo's output-error
+    /// rounding on input moments of the calibration windows (recorded in plan files).
+    pub rounding: RoundingMode,
 }
 
 /// Where a search's importance matrix comes from.
@@ -189,6 +196,7 @@ impl SearchConfig {
             space: SpaceConfig {
                 unit: UnitMode::parse(defaults::UNIT)?,
                 tie_qkv: false,
+                tie_gate_up: false,
                 formats: space::parse_formats(defaults::FORMATS)?,
                 act_bits: space::parse_act_bits(defaults::ACT_BITS)?,
                 act_scheme: ActScheme::Asym,
@@ -208,6 +216,7 @@ impl SearchConfig {
                 heldout_windows: defaults::HELDOUT_WINDOWS,
                 topk: defaults::TOPK,
                 imatrix: Importance::None,
+                rounding: RoundingMode::Block,
             },
             caches: CacheConfig {
                 enabled: true,

@@ -116,6 +116,8 @@ pub struct SearchOutcome {
     pub imatrix: Option<crate::quant::Imatrix>,
     /// Every plan the evolution scored, in the order first scored (the Optuna journal).
     pub evaluations: Vec<problem::Evaluated>,
+    /// The output-rounding record every plan was scored with (`data.rounding`).
+    pub rounding: Option<crate::quant::OutputRounding>,
 }
 
 impl SearchOutcome {
@@ -196,5 +198,6 @@ pub fn run_with(
         total_seconds: t0.elapsed().as_secs_f64(),
         seed: cfg.evolution.seed,
         imatrix: prepared.imatrix.clone(),
+        rounding: prepared.rounding.clone(),
     })
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Model;
 use crate::plan::LimitCheck;
-use crate::quant::TensorPlan;
+use crate::quant::{OutputRounding, TensorPlan};
 use std::path::Path;
 
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -61,6 +61,10 @@ pub struct PlanFile {
     /// next to it as imatrix.gguf); an export needs the same one for the scored bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imatrix_fingerprint: Option<String>,
+    /// Set when the plan was scored with output rounding: the calibration tokens and
+    /// damping that reproduce its input moments, so an export writes the scored bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<OutputRounding>,
     pub tensors: Vec<PlanTensor>,
 }
 
@@ -102,6 +106,7 @@ impl PlanFile {
             metrics,
             failing: Vec::new(),
             imatrix_fingerprint: None,
+            rounding: None,
             tensors: plan
                 .entries
                 .iter()
@@ -141,6 +146,8 @@ pub struct ReadPlan {
     pub made_for: Option<String>,
     /// `PlanFile::imatrix_fingerprint` (None for a bare plan or one scored without).
     pub imatrix_fingerprint: Option<String>,
+    /// `PlanFile::rounding` (None: llama.cpp's block rounding).
+    pub rounding: Option<OutputRounding>,
 }
 
 impl ReadPlan {
@@ -202,6 +209,7 @@ pub fn read_plan(path: &Path) -> Result<ReadPlan> {
                 fingerprint: Some(pf.model_fingerprint.clone()),
                 made_for: Some(pf.model.clone()),
                 imatrix_fingerprint: pf.imatrix_fingerprint.clone(),
+                rounding: pf.rounding.clone(),
             })
         }
         Err(e) => {
@@ -216,6 +224,7 @@ pub fn read_plan(path: &Path) -> Result<ReadPlan> {
                 fingerprint: None,
                 made_for: None,
                 imatrix_fingerprint: None,
+                rounding: None,
             })
             .map_err(|_| Error::format(path, format!("not a qevo plan: {e}")))
         }
@@ -257,18 +266,34 @@ pub fn write_front(dir: &Path, model: &Model, outcome: &SearchOutcome, target: &
         .front
         .iter()
         .map(|f| {
-            let plan = outcome.plan(model, &f.genome);
-            PlanFile::from_plan(
-                model,
-                &plan,
-                target,
-                outcome.seed,
-                &format!("{:?}", outcome.space.mode).to_lowercase(),
-                Some(plan_metrics(model, outcome, f)),
-            )
+            let unit = format!("{:?}", outcome.space.mode).to_lowercase();
+            scored_plan_file(model, outcome, f, target, &unit)
         })
         .collect();
     write_atomic(&dir.join("front.json"), json(&entries)?.as_bytes())
+}
+
+/// The plan file of a scored plan: its metrics, and what it was scored with (importance
+/// matrix fingerprint, output-rounding record), so `qevo export` writes the scored bytes.
+pub fn scored_plan_file(
+    model: &Model,
+    outcome: &SearchOutcome,
+    f: &FrontEntry,
+    target: &str,
+    unit: &str,
+) -> PlanFile {
+    let plan = outcome.plan(model, &f.genome);
+    let mut pf = PlanFile::from_plan(
+        model,
+        &plan,
+        target,
+        outcome.seed,
+        unit,
+        Some(plan_metrics(model, outcome, f)),
+    );
+    pf.imatrix_fingerprint = outcome.imatrix.as_ref().map(|im| im.fingerprint());
+    pf.rounding = outcome.rounding.clone();
+    pf
 }
 
 /// `history.jsonl`: one line per generation.

@@ -10,7 +10,11 @@ use crate::error::{Error, Result};
 use crate::eval::{auto_topk, Evaluator, Reference, TokenWindows};
 use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
-use crate::quant::{calibrate_act_ranges, collect_imatrix, Imatrix, WeightCache};
+use crate::quant::gptq::DEFAULT_DAMP;
+use crate::quant::{
+    calibrate_act_ranges, collect_imatrix, Imatrix, OutputRounding, RoundingInputs, RoundingMode,
+    WeightCache,
+};
 
 /// What every later stage scores against.
 pub struct Prepared<'m> {
@@ -26,6 +30,8 @@ pub struct Prepared<'m> {
     pub full_windows: usize,
     /// The importance matrix GGML types are quantized with (`data.imatrix`).
     pub imatrix: Option<Imatrix>,
+    /// The record of output rounding (`data.rounding`), for the plan files.
+    pub rounding: Option<OutputRounding>,
 }
 
 /// Builds windows, references, evaluator, space and FP cost for `cfg`.
@@ -64,8 +70,25 @@ pub fn prepare<'m>(
         Some(im) => im.for_model(model)?,
         None => vec![None; model.tensors.len()],
     };
-    let has_importance: Vec<bool> = importance.iter().map(Option::is_some).collect();
-    let weights = WeightCache::new(cfg.caches.weight_cache_bytes).with_imatrix(importance);
+    let rounding = match cfg.data.rounding {
+        RoundingMode::Block => None,
+        RoundingMode::Output => Some(OutputRounding::new(&calib, DEFAULT_DAMP)),
+    };
+    let inputs = RoundingInputs {
+        moments: match &rounding {
+            Some(r) => r.moments(model)?,
+            None => Vec::new(),
+        },
+        imatrix: importance,
+    };
+    // A tensor with input moments weights its blocks by them, importance matrix or not.
+    let has_importance: Vec<bool> = (0..model.tensors.len())
+        .map(|i| {
+            inputs.for_tensor(i).imatrix().is_some()
+                || inputs.moments.get(i).is_some_and(Option::is_some)
+        })
+        .collect();
+    let weights = WeightCache::new(cfg.caches.weight_cache_bytes).with_rounding(inputs);
     let k_for = |w: &TokenWindows| match cfg.data.topk {
         0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
         k => k,
@@ -111,5 +134,6 @@ pub fn prepare<'m>(
         screen_windows,
         full_windows,
         imatrix,
+        rounding,
     })
 }

@@ -1,4 +1,5 @@
-//! The search space: which tensors share a gene (`--unit role|block|tensor`, `--tie-qkv`),
+//! The search space: which tensors share a gene (`--unit role|block|tensor`, `--tie-qkv`,
+//! `--tie-fused`),
 //! and, per gene, the ordered list of (weight format, activation bits) choices that apply
 //! to every tensor of the unit and that the target can execute.
 
@@ -135,14 +136,20 @@ pub struct SearchSpace {
     pub choices: Vec<Vec<TensorChoice>>,
 }
 
-fn unit_key(model: &Model, t: usize, mode: UnitMode, tie_qkv: bool) -> String {
+/// The gene name of a role: its own, or the fused module's when tied.
+fn tied_role(cfg: &SpaceConfig, role: Role) -> &'static str {
+    match role {
+        Role::AttnQ | Role::AttnK | Role::AttnV if cfg.tie_qkv => "attn_qkv",
+        Role::FfnGate | Role::FfnUp if cfg.tie_gate_up => "ffn_gate_up",
+        r => r.as_str(),
+    }
+}
+
+fn unit_key(model: &Model, t: usize, cfg: &SpaceConfig) -> String {
     let info = &model.tensors[t];
-    let role = match (tie_qkv, info.role) {
-        (true, Role::AttnQ | Role::AttnK | Role::AttnV) => "attn_qkv".to_string(),
-        (_, r) => r.as_str().to_string(),
-    };
+    let (mode, role) = (cfg.unit, tied_role(cfg, info.role));
     match (mode, info.block) {
-        (UnitMode::Role, _) | (_, None) => role,
+        (UnitMode::Role, _) | (_, None) => role.to_string(),
         (UnitMode::Block, Some(b)) => format!("blk.{b}"),
         (UnitMode::Tensor, Some(b)) => format!("blk.{b}.{role}"),
     }
@@ -158,11 +165,11 @@ impl SearchSpace {
         target: &Profile,
         has_importance: &[bool],
     ) -> Result<SearchSpace> {
-        let (mode, tie_qkv) = (cfg.unit, cfg.tie_qkv);
+        let mode = cfg.unit;
         let (formats, act_bits) = (&cfg.formats, &cfg.act_bits);
         let mut units: Vec<Unit> = Vec::new();
         for t in 0..model.tensors.len() {
-            let key = unit_key(model, t, mode, tie_qkv);
+            let key = unit_key(model, t, cfg);
             match units.iter_mut().find(|u| u.name == key) {
                 Some(u) => u.tensors.push(t),
                 None => units.push(Unit {

@@ -132,7 +132,13 @@ impl GgufTokenizer {
 /// batching short inputs (all-MiniLM-L6-v2 ships both at 128 tokens), and qevo tokenizes
 /// a whole text before cutting it into windows itself.
 pub fn load_tokenizer_json(path: &Path) -> Result<TextTokenizer> {
-    let mut t = Tokenizer::from_file(path)
+    let text = crate::fsutil::read_text_file(path)?;
+    // `tokenizers` 0.22 panics ("Helper") on a JSON syntax error inside `decoder`
+    // (found by fuzzing); checked as plain JSON first, only well-formed text reaches it.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+    let mut t: Tokenizer = text
+        .parse()
         .map_err(|e| Error::format(path, format!("invalid tokenizer: {e}")))?;
     t.with_padding(None);
     t.with_truncation(None)
@@ -236,5 +242,25 @@ mod tests {
         let text = "the quick brown fox jumps over the lazy dog ".repeat(4);
         assert!(t.encode(&text, false).unwrap().len() > 8);
         assert!(t.encode("", true).unwrap().len() < 8, "no padding");
+    }
+
+    #[test]
+    fn tokenizer_json_syntax_error_inside_decoder_is_an_error_not_a_panic() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_llama/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        json["decoder"] = serde_json::json!({"type": "WordPiece", "prefix": "##"});
+        let text = json
+            .to_string()
+            .replace(r###""prefix":"##""###, r###""prefix";"##""###);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, text).unwrap();
+        let e = load_tokenizer_json(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("tokenizer.json") && e.contains("invalid JSON"),
+            "{e}"
+        );
     }
 }

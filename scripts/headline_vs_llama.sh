@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The headline figure (issue 12): qevo's best GGUF at <= the size of llama.cpp's own imatrix quants
+# (Q4_K_M, Q3_K_M, Q2_K), both scored by the same `llama-perplexity --kl-divergence` run settings
+# (8 chunks x 512 tokens of held-out text, base logits from the f16 model).
+#
+#   scripts/headline_vs_llama.sh                 # SmolLM2-135M (scripts/fetch_models.sh smollm2)
+#   QEVO_SEARCH_ARGS="--rounding output" scripts/headline_vs_llama.sh
+#
+# Inputs: the f16 base is llama-quantize's F16 of the published SmolLM2-135M-Instruct Q4_1 GGUF (the
+# only small llama-family GGUF in the registries; its weights therefore sit on a Q4_1 grid). Calibration
+# is assets/calib.txt, evaluation assets/heldout.txt: different Wikipedia documents. The importance matrix
+# is llama-imatrix's on the calibration text; qevo scores and exports with that same file.
+#
+# qevo picks, for each llama.cpp file, the front plan with the lowest *calibration* KL whose exported
+# file is no larger (never selected on the held-out text the KLD is measured on).
+#
+# Work dir: ${QEVO_BENCH:-$HOME/.cache/qevo/bench}/headline (stages already done are reused; delete it
+# to start over). Prints a markdown table and writes it to table.md there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${QEVO_LLAMA_BIN:-$HOME/.cache/qevo/llama-tools/bin}"
+QEVO="${QEVO_BIN:-$ROOT/target/release/qevo}"
+SRC="${QEVO_HEADLINE_MODEL:-${QEVO_MODELS:-$HOME/.cache/qevo/models}/SmolLM2-135M-Instruct.Q4_1.gguf}"
+W="${QEVO_BENCH:-$HOME/.cache/qevo/bench}/headline"
+CALIB="$ROOT/assets/calib.txt"
+EVAL="$ROOT/assets/heldout.txt"
+GENS="${QEVO_GENERATIONS:-12}"
+POP="${QEVO_POPULATION:-24}"
+SEARCH_ARGS="${QEVO_SEARCH_ARGS:-}"
+QUANTS="${QEVO_QUANTS:-Q4_K_M Q3_K_M Q2_K}"
+mkdir -p "$W"
+cd "$W"
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+[[ -f base-f16.gguf ]] || { log "f16 base"; "$BIN/llama-quantize" --allow-requantize "$SRC" base-f16.gguf F16 >quantize-f16.log 2>&1; }
+[[ -f imatrix.gguf ]] || {
+    log "llama-imatrix on the calibration text"
+    "$BIN/llama-imatrix" -m base-f16.gguf -f "$CALIB" -c 512 -o imatrix.gguf -t 2 >imatrix.log 2>&1
+}
+[[ -f base.kld ]] || {
+    log "base logits"
+    "$BIN/llama-perplexity" -m base-f16.gguf -f "$EVAL" -c 512 --chunks 8 -t 2 --kl-divergence-base base.kld >base.log 2>&1
+}
+
+# llama-perplexity --kl-divergence of FILE against the base: "KLD same-top-p" on one line.
+kld() {
+    local out="$1.kld.log"
+    [[ -f "$out" ]] || "$BIN/llama-perplexity" -m "$1" -c 512 --chunks 8 -t 2 --kl-divergence-base base.kld --kl-divergence >"$out" 2>&1
+    local k p
+    k=$(grep -E "^Mean +KLD:" "$out" | awk '{print $3}')
+    p=$(grep -E "^Same top p:" "$out" | awk '{print $4}')
+    echo "$k $p"
+}
+
+for q in $QUANTS; do
+    [[ -f "llama-$q.gguf" ]] || {
+        log "llama-quantize --imatrix $q"
+        "$BIN/llama-quantize" --imatrix imatrix.gguf base-f16.gguf "llama-$q.gguf" "$q" 2 >"llama-$q.log" 2>&1
+    }
+done
+
+SEARCH_DIR="search${SEARCH_ARGS// /}"
+if [[ ! -f "$SEARCH_DIR/front.json" ]]; then
+    log "qevo search ($POP x $GENS, $SEARCH_ARGS)"
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    "$QEVO" search base-f16.gguf --text "$CALIB" --heldout "$EVAL" --imatrix-file imatrix.gguf \
+        --population "$POP" --generations "$GENS" --no-baselines --out "$SEARCH_DIR" $SEARCH_ARGS >"$SEARCH_DIR.log" 2>&1
+    echo $(($(date +%s) - start)) >"$SEARCH_DIR/seconds"
+fi
+secs=$(cat "$SEARCH_DIR/seconds")
+
+# Front entries by calibration KL, as "index kl size_bytes".
+python3 - "$SEARCH_DIR/front.json" >"$SEARCH_DIR/order.txt" <<'EOF'
+import json, sys
+front = json.load(open(sys.argv[1]))
+for i, e in sorted(enumerate(front), key=lambda p: p[1]["metrics"]["kl"]):
+    print(i, e["metrics"]["kl"], e["metrics"]["size_bytes"])
+EOF
+
+pick_plan() { # FRONT INDEX OUT: one front entry as a plan file
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+front = json.load(open(sys.argv[1]))
+json.dump(front[int(sys.argv[2])], open(sys.argv[3], "w"))
+EOF
+}
+
+table="| llama.cpp file | size (bytes) | KLD | same top-p | qevo file | size (bytes) | KLD | same top-p | qevo KL (search, calib) | ratio |"
+table+=$'\n'"|---|---|---|---|---|---|---|---|---|---|"
+for q in $QUANTS; do
+    lsize=$(stat -c %s "llama-$q.gguf")
+    read -r lk lp < <(kld "llama-$q.gguf")
+    best=""
+    while read -r idx kl size; do
+        ((size < lsize)) || continue
+        f="qevo-$SEARCH_DIR-$idx.gguf"
+        [[ -f "$f" ]] || {
+            pick_plan "$SEARCH_DIR/front.json" "$idx" "$SEARCH_DIR/plan-$idx.json"
+            "$QEVO" export --plan "$SEARCH_DIR/plan-$idx.json" base-f16.gguf --out "$f" >"$f.log" 2>&1
+        }
+        if (($(stat -c %s "$f") <= lsize)); then best="$idx $kl $f"; break; fi
+    done <"$SEARCH_DIR/order.txt"
+    if [[ -z "$best" ]]; then
+        table+=$'\n'"| $q | $lsize | $lk | $lp | (no front plan fits) | | | | | |"
+        continue
+    fi
+    read -r idx kl f <<<"$best"
+    read -r qk qp < <(kld "$f")
+    ratio=$(python3 -c "print(f'{$qk/$lk:.3f}')")
+    table+=$'\n'"| $q | $lsize | $lk | $lp | $f | $(stat -c %s "$f") | $qk | $qp | $kl | $ratio |"
+done
+{
+    echo "$table"
+    echo
+    echo "search: $POP x $GENS, $SEARCH_ARGS, ${secs} s wall; KLD: llama-perplexity --kl-divergence, 8 x 512 tokens of assets/heldout.txt"
+} | tee "table-$SEARCH_DIR.md"
