@@ -4,9 +4,12 @@
 # (8 chunks x 512 tokens of held-out text, base logits from the f16 model).
 #
 #   scripts/headline_vs_llama.sh                 # SmolLM2-135M (scripts/fetch_models.sh smollm2)
+#   QEVO_HEADLINE_MODEL=embedded scripts/headline_vs_llama.sh   # qevo's embedded model (trained in f32)
 #   QEVO_SEARCH_ARGS="--rounding output" scripts/headline_vs_llama.sh
 #
-# Inputs: the f16 base is llama-quantize's F16 of the published SmolLM2-135M-Instruct Q4_1 GGUF (the
+# Inputs: for the embedded model (a real model trained by scripts/train_default_model.py, stored in
+# f16, on no quantization grid) the f16 base is qevo's own f16 GGUF export of it. For SmolLM2 the f16 base
+# is llama-quantize's F16 of the published SmolLM2-135M-Instruct Q4_1 GGUF (the
 # only small llama-family GGUF in the registries; its weights therefore sit on a Q4_1 grid). Calibration
 # is assets/calib.txt, evaluation assets/heldout.txt: different Wikipedia documents. The importance matrix
 # is llama-imatrix's on the calibration text; qevo scores and exports with that same file.
@@ -23,6 +26,7 @@ BIN="${QEVO_LLAMA_BIN:-$HOME/.cache/qevo/llama-tools/bin}"
 QEVO="${QEVO_BIN:-$ROOT/target/release/qevo}"
 SRC="${QEVO_HEADLINE_MODEL:-${QEVO_MODELS:-$HOME/.cache/qevo/models}/SmolLM2-135M-Instruct.Q4_1.gguf}"
 W="${QEVO_BENCH:-$HOME/.cache/qevo/bench}/headline"
+[[ "$SRC" == embedded ]] && W="$W-embedded"
 CALIB="$ROOT/assets/calib.txt"
 EVAL="$ROOT/assets/heldout.txt"
 GENS="${QEVO_GENERATIONS:-12}"
@@ -33,6 +37,14 @@ mkdir -p "$W"
 cd "$W"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+if [[ ! -f base-f16.gguf && "$SRC" == embedded ]]; then
+    log "f16 base (qevo export of the embedded model, every matrix f16)"
+    "$QEVO" inspect | awk '$1 ~ /weight$/ {print $1}' | python3 -c '
+import json, sys
+names = [l.strip() for l in sys.stdin if l.strip()]
+json.dump({"entries": [[n, {"format": "f16", "act_bits": 16}] for n in names]}, open("f16-plan.json", "w"))'
+    "$QEVO" export --plan f16-plan.json --out base-f16.gguf >export-f16.log 2>&1
+fi
 [[ -f base-f16.gguf ]] || { log "f16 base"; "$BIN/llama-quantize" --allow-requantize "$SRC" base-f16.gguf F16 >quantize-f16.log 2>&1; }
 [[ -f imatrix.gguf ]] || {
     log "llama-imatrix on the calibration text"
@@ -114,5 +126,5 @@ done
 {
     echo "$table"
     echo
-    echo "search: $POP x $GENS, $SEARCH_ARGS, ${secs} s wall; KLD: llama-perplexity --kl-divergence, 8 x 512 tokens of assets/heldout.txt"
+    echo "search: population $POP, $(wc -l <"$SEARCH_DIR/history.jsonl") generations incl. 0, args '$SEARCH_ARGS', ${secs} s wall; KLD: llama-perplexity --kl-divergence, 8 x 512 tokens of assets/heldout.txt"
 } | tee "table-$SEARCH_DIR.md"

@@ -245,7 +245,7 @@ fn imatrix_has_one_positive_value_per_input_column() {
     let f = WeightFormat::parse("q3_k").unwrap();
     let plain = WeightCache::new(usize::MAX).get(&m, 1, f).unwrap();
     let weighted = WeightCache::new(usize::MAX)
-        .with_imatrix(im)
+        .with_rounding(qevo::quant::RoundingInputs::imatrix(im))
         .get(&m, 1, f)
         .unwrap();
     let a = plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
