@@ -265,8 +265,8 @@ fn block_error(h: &Hessian, s: usize, w: &[f32], q: &[f32], err: &mut [f32]) {
     let n = h.cols;
     for j in 0..w.len() {
         let mut acc = w[j] - q[j];
-        for i in 0..j {
-            acc -= err[i] * h.u[(s + i) * n + s + j];
+        for (i, e) in err[..j].iter().enumerate() {
+            acc -= e * h.u[(s + i) * n + s + j];
         }
         let d = h.u[(s + j) * n + s + j];
         err[j] = if d > 0.0 { acc / d } else { 0.0 };
