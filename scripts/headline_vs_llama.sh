@@ -72,6 +72,49 @@ for q in $QUANTS; do
     }
 done
 
+# QEVO_PER_SIZE=1: instead of one search whose front is cut at each size, one search per llama.cpp
+# file with --max-size-mb at that file's tensor budget and accuracy-only fitness weights, exporting
+# the recommended plan (the product's own answer to "the best plan within this limit").
+if [[ "${QEVO_PER_SIZE:-0}" == 1 ]]; then
+    # Bytes of the file that are not planned tensors (header, vocabulary, f32 norms), from qevo's
+    # f16 export of the base (embedded model) or, for a GGUF base, from an f16 export made here.
+    [[ -f export-f16.log ]] || {
+        "$QEVO" inspect base-f16.gguf | awk '$1 ~ /weight$/ {print $1}' | python3 -c '
+import json, sys
+names = [l.strip() for l in sys.stdin if l.strip()]
+json.dump({"entries": [[n, {"format": "f16", "act_bits": 16}] for n in names]}, open("f16-plan.json", "w"))'
+        "$QEVO" export --plan f16-plan.json base-f16.gguf --out probe-f16.gguf >export-f16.log 2>&1
+    }
+    overhead=$(python3 -c "
+import re; t = open('export-f16.log').read()
+print(int(re.search(r'wrote .* \((\d+) bytes\)', t).group(1)) - int(re.search(r'planned tensors: (\d+) bytes', t).group(1)))")
+    table="| llama.cpp file | size (bytes) | KLD | same top-p | qevo file (--max-size-mb) | size (bytes) | KLD | same top-p | qevo KL (search, calib) | ratio | search s |"
+    table+=$'\n'"|---|---|---|---|---|---|---|---|---|---|---|"
+    for q in $QUANTS; do
+        lsize=$(stat -c %s "llama-$q.gguf")
+        read -r lk lp < <(kld "llama-$q.gguf")
+        mb=$(python3 -c "print(f'{($lsize - $overhead - 4096) / 1e6:.6f}')")
+        d="persize-$q${SEARCH_ARGS// /}"
+        if [[ ! -f "$d/plan.json" ]]; then
+            log "qevo search at <= $mb MB for $q ($POP x $GENS, $SEARCH_ARGS)"
+            start=$(date +%s)
+            # shellcheck disable=SC2086
+            "$QEVO" search base-f16.gguf --text "$CALIB" --heldout "$EVAL" --imatrix-file imatrix.gguf \
+                --population "$POP" --generations "$GENS" --no-baselines --max-size-mb "$mb" --weights 1,0,0,0 \
+                --out "$d" $SEARCH_ARGS >"$d.log" 2>&1
+            echo $(($(date +%s) - start)) >"$d/seconds"
+        fi
+        f="qevo-$d.gguf"
+        [[ -f "$f" ]] || "$QEVO" export --plan "$d/plan.json" base-f16.gguf --out "$f" >"$f.log" 2>&1
+        read -r qk qp < <(kld "$f")
+        kl=$(python3 -c "import json; print(json.load(open('$d/plan.json'))['metrics']['kl'])")
+        ratio=$(python3 -c "print(f'{$qk/$lk:.3f}')")
+        table+=$'\n'"| $q | $lsize | $lk | $lp | $f ($mb) | $(stat -c %s "$f") | $qk | $qp | $kl | $ratio | $(cat "$d/seconds") |"
+    done
+    echo "$table" | tee "table-persize${SEARCH_ARGS// /}.md"
+    exit 0
+fi
+
 SEARCH_DIR="search${SEARCH_ARGS// /}"
 if [[ ! -f "$SEARCH_DIR/front.json" ]]; then
     log "qevo search ($POP x $GENS, $SEARCH_ARGS)"
