@@ -344,11 +344,7 @@ pub fn search(a: &SearchArgs) -> Result<()> {
 /// k-NN accuracy of the FP model's and the recommended (or least-violating) plan's
 /// embeddings on labelled texts: an encoder's task quality next to its 1 − cos.
 fn print_knn(model: &qevo::Model, o: &SearchOutcome, path: &std::path::Path) -> Result<()> {
-    let chosen = o
-        .recommended
-        .map(|i| &o.front[i])
-        .or(o.infeasible_closest.as_ref());
-    let Some(f) = chosen else {
+    let Some(f) = o.chosen() else {
         return Ok(());
     };
     let plan = o.plan(model, &f.genome);
@@ -366,19 +362,8 @@ fn write_outputs(
 ) -> Result<()> {
     // The recommended plan, or, when nothing is feasible, the least-violating one with
     // the limits it fails: every output is written either way.
-    let chosen = o
-        .recommended
-        .map(|i| &o.front[i])
-        .or(o.infeasible_closest.as_ref());
-    if let Some(f) = chosen {
-        let mut pf = scored_plan_file(model, o, f, &cfg.target.name, &a.unit);
-        pf.failing = f
-            .scored
-            .checks
-            .iter()
-            .filter(|k| !k.pass)
-            .cloned()
-            .collect();
+    if let Some(f) = o.chosen() {
+        let pf = scored_plan_file(model, o, f, &cfg.target.name, &a.unit);
         write_plan(&a.out, &pf)?;
     }
     if let Some(im) = &o.imatrix {

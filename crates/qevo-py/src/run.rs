@@ -8,7 +8,8 @@ use crate::{py_err, to_json, Model, QevoError};
 use pyo3::prelude::*;
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::{
-    plan_metrics, prepare_out_dir, write_front, write_history, write_plan, PlanFile, PlanMetrics,
+    prepare_out_dir, scored_plan_file, write_front, write_history, write_plan, PlanFile,
+    PlanMetrics,
 };
 use qevo::search::problem::Scored;
 use qevo::search::{Executor, FrontEntry, Hooks, Job, Progress, SearchOutcome};
@@ -146,33 +147,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn plan_file(&self, f: &FrontEntry) -> PlanFile {
-        let o = &self.outcome;
-        let plan = o.plan(&self.model, &f.genome);
-        let mut pf = PlanFile::from_plan(
-            &self.model,
-            &plan,
-            &self.target,
-            o.seed,
-            &self.unit,
-            Some(plan_metrics(&self.model, o, f)),
-        );
-        pf.imatrix_fingerprint = o.imatrix.as_ref().map(|im| im.fingerprint());
-        pf.failing = f
-            .scored
-            .checks
-            .iter()
-            .filter(|k| !k.pass)
-            .cloned()
-            .collect();
-        pf
+        scored_plan_file(&self.model, &self.outcome, f, &self.target, &self.unit)
     }
 
     /// The recommended plan, or, when nothing is feasible, the least-violating one.
     fn chosen(&self) -> Option<&FrontEntry> {
-        let o = &self.outcome;
-        o.recommended
-            .map(|i| &o.front[i])
-            .or(o.infeasible_closest.as_ref())
+        self.outcome.chosen()
     }
 }
 

@@ -340,6 +340,18 @@ pub fn host_profile(m: &HostMeasurement) -> Profile {
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time (proleptic Gregorian calendar).
 pub fn utc_timestamp(unix_s: u64) -> String {
+    let (year, month, day, secs) = utc_civil(unix_s);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A Unix time as (year, month, day, seconds into the day), UTC, proleptic Gregorian: the one
+/// calendar conversion (host profiles' headers and the Optuna journal print it).
+pub fn utc_civil(unix_s: u64) -> (i64, i64, i64, u64) {
     let (days, secs) = ((unix_s / 86_400) as i64, unix_s % 86_400);
     // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm, eras of 400 years).
     let z = days + 719_468;
@@ -351,12 +363,7 @@ pub fn utc_timestamp(unix_s: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    (year, month, day, secs)
 }
 
 /// Comment lines recording where and when the host was measured and every shape's rate.

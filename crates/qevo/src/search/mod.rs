@@ -124,6 +124,13 @@ impl SearchOutcome {
     pub fn plan(&self, model: &Model, genome: &[u16]) -> TensorPlan {
         self.space.plan(model, genome)
     }
+
+    /// The recommended plan, or, when nothing is feasible, the least-violating one.
+    pub fn chosen(&self) -> Option<&FrontEntry> {
+        self.recommended
+            .map(|i| &self.front[i])
+            .or(self.infeasible_closest.as_ref())
+    }
 }
 
 /// Progress callback: one call per generation.

@@ -222,18 +222,7 @@ pub fn write_journal(
 /// `unix_seconds` as the ISO 8601 UTC time Optuna writes (`isoformat(timespec=
 /// "microseconds")` of an aware datetime).
 pub fn iso_utc(unix_seconds: u64) -> String {
-    let days = (unix_seconds / 86_400) as i64;
-    let secs = unix_seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil inverse).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, secs) = crate::hw::host::utc_civil(unix_seconds);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000+00:00",
         secs / 3600,

@@ -273,8 +273,9 @@ pub fn write_front(dir: &Path, model: &Model, outcome: &SearchOutcome, target: &
     write_atomic(&dir.join("front.json"), json(&entries)?.as_bytes())
 }
 
-/// The plan file of a scored plan: its metrics, and what it was scored with (importance
-/// matrix fingerprint, output-rounding record), so `qevo export` writes the scored bytes.
+/// The plan file of a scored plan: its metrics, the limits it fails (none for a feasible
+/// plan), and what it was scored with (importance matrix fingerprint, output-rounding
+/// record), so `qevo export` writes the scored bytes.
 pub fn scored_plan_file(
     model: &Model,
     outcome: &SearchOutcome,
@@ -293,6 +294,13 @@ pub fn scored_plan_file(
     );
     pf.imatrix_fingerprint = outcome.imatrix.as_ref().map(|im| im.fingerprint());
     pf.rounding = outcome.rounding.clone();
+    pf.failing = f
+        .scored
+        .checks
+        .iter()
+        .filter(|k| !k.pass)
+        .cloned()
+        .collect();
     pf
 }
 
