@@ -48,6 +48,26 @@ pub fn read_plan_for(
     Ok((plan, scored))
 }
 
+/// What a plan's GGML tensors round with: the importance matrix (per tensor), and for
+/// output rounding the input moments, rebuilt from a saved plan's `record` (so the bytes
+/// are the ones it was scored with) or else collected on `fresh` calibration windows.
+fn rounding_inputs(
+    m: &Model,
+    imatrix: Option<Vec<Option<Vec<f32>>>>,
+    record: Option<&qevo::quant::OutputRounding>,
+    fresh: Option<&qevo::eval::TokenWindows>,
+) -> Result<qevo::quant::RoundingInputs> {
+    let moments = match (record, fresh) {
+        (Some(r), _) => r.moments(m)?,
+        (None, Some(w)) => qevo::quant::collect_hessians(m, w, qevo::quant::gptq::DEFAULT_DAMP)?,
+        (None, None) => Vec::new(),
+    };
+    Ok(qevo::quant::RoundingInputs {
+        imatrix: imatrix.unwrap_or_default(),
+        moments,
+    })
+}
+
 /// The text to evaluate on: a file, or the embedded held-out split.
 pub fn read_text(path: Option<&Path>, default: &str) -> Result<String> {
     match path {
@@ -196,8 +216,11 @@ fn score_plan(
     let reference = Reference::build(m, windows, k)?;
     let act_bits = plan.act_bits(m)?;
     let quantized_acts = act_bits.iter().any(|&b| b < 16);
+    // A plan scored with output rounding rebuilds its moments from its own record; only
+    // `--rounding output` on a plan without one collects them on the calibration text.
     let output_rounding = q.rounding == "output" || scored.rounding.is_some();
-    let calib = if q.imatrix || quantized_acts || output_rounding {
+    let fresh_moments = output_rounding && scored.rounding.is_none();
+    let calib = if q.imatrix || quantized_acts || fresh_moments {
         let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
         Some(args.windows(m, &t, seq, q.calib.as_deref())?)
     } else {
@@ -216,17 +239,9 @@ fn score_plan(
         scored.imatrix_fingerprint.as_deref(),
         imatrix.as_ref().map(|(im, _)| im),
     );
-    let mut rounding = qevo::quant::RoundingInputs::default();
-    if let Some((_, per_tensor)) = imatrix {
-        rounding.imatrix = per_tensor;
-    }
-    rounding.moments = match (&scored.rounding, output_rounding, &calib) {
-        (Some(record), _, _) => record.moments(m)?,
-        (None, true, Some(c)) => {
-            qevo::quant::collect_hessians(m, c, qevo::quant::gptq::DEFAULT_DAMP)?
-        }
-        _ => Vec::new(),
-    };
+    let fresh = calib.as_ref().filter(|_| fresh_moments);
+    let per_tensor = imatrix.map(|(_, per_tensor)| per_tensor);
+    let rounding = rounding_inputs(m, per_tensor, scored.rounding.as_ref(), fresh)?;
     let cache = WeightCache::new(usize::MAX).with_rounding(rounding);
     let weights = cache.weights_for(m, plan)?;
     let scheme = if q.act_sym {
@@ -379,12 +394,19 @@ pub fn export(
     if format == ExportFormat::Gguf {
         warn_imatrix_mismatch(scored.imatrix_fingerprint.as_deref(), imatrix.as_ref());
     }
-    let rounding = qevo::quant::RoundingInputs::imatrix(
-        imatrix
-            .map(|im| im.for_model(&m))
-            .transpose()?
-            .unwrap_or_default(),
-    );
+    if scored.rounding.is_some() && format != ExportFormat::Gguf {
+        eprintln!(
+            "warning: {} was scored with qevo's output rounding, which only a GGUF export \
+             reproduces; this export rounds per block",
+            plan_path.display()
+        );
+    }
+    let per_tensor = imatrix.map(|im| im.for_model(&m)).transpose()?;
+    let record = scored
+        .rounding
+        .as_ref()
+        .filter(|_| format == ExportFormat::Gguf);
+    let rounding = rounding_inputs(&m, per_tensor, record, None)?;
     // GGUF and tensor-type overrides need one GGML type per tensor.
     let resolve = || -> Result<qevo::export::ResolvedPlan> {
         let resolved = resolve_ggml(&m, &plan, fallback)?;

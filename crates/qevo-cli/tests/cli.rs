@@ -606,3 +606,58 @@ fn optuna_journal_holds_one_finished_trial_per_evaluated_plan() {
     // One categorical parameter per gene (9 roles on the embedded model) per trial.
     assert_eq!(count(5), 9 * trials);
 }
+
+/// `qevo export` of a plan scored with output rounding rebuilds its moments from the plan
+/// file's record: the GGUF differs from the same plan exported without the record
+/// (llama.cpp's block rounding), so the file holds the bytes the search scored.
+#[test]
+fn export_of_an_output_rounded_plan_uses_its_rounding_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    let o = search(
+        &out,
+        &cache,
+        &[
+            "--generations",
+            "1",
+            "--rounding",
+            "output",
+            "--no-baselines",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let plan_path = out.join("plan.json");
+    let mut plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
+    assert!(plan["rounding"]["tokens"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+    plan.as_object_mut().unwrap().remove("rounding");
+    let block_plan = tmp.path().join("block.json");
+    std::fs::write(&block_plan, plan.to_string()).unwrap();
+    let export = |p: &std::path::Path, name: &str| {
+        let f = tmp.path().join(name);
+        let o = qevo(
+            &[
+                "export",
+                "--plan",
+                p.to_str().unwrap(),
+                "--out",
+                f.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read(f).unwrap()
+    };
+    let (output, block) = (
+        export(&plan_path, "output.gguf"),
+        export(&block_plan, "block.gguf"),
+    );
+    assert_eq!(output.len(), block.len(), "same types, same size");
+    assert_ne!(
+        output, block,
+        "export ignored the plan's output-rounding record"
+    );
+}
