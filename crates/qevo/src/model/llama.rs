@@ -360,7 +360,7 @@ pub(crate) const BLOCK_ROLES: [(Role, &str); 7] = [
     (Role::FfnDown, "ffn_down"),
 ];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LlamaBlock {
     attn_norm: Tensor,
     ffn_norm: Tensor,
@@ -377,15 +377,18 @@ pub(crate) struct LlamaBlock {
 }
 
 /// cos/sin tables `[positions, head_dim / 2]` of one rope base.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LlamaNet {
     pub cfg: LlamaConfig,
+    /// Use candle's composed (differentiable) norm, softmax and rope instead of its fused
+    /// kernels, which have no backward pass: set only on the copy `tune` trains.
+    autograd: bool,
     blocks: Vec<LlamaBlock>,
     norm: Tensor,
     embed_idx: usize,
@@ -521,6 +524,7 @@ impl LlamaNet {
         Ok((
             LlamaNet {
                 cfg,
+                autograd: false,
                 blocks,
                 norm,
                 embed_idx,
@@ -570,6 +574,68 @@ impl LlamaNet {
         self.aux_tensors().iter().map(|(_, t)| t.elem_count()).sum()
     }
 
+    /// A copy whose non-quantized tensors are `aux` (in `aux_tensors` order and shapes,
+    /// e.g. trainable variables), running the differentiable ops when `autograd` is set.
+    pub(crate) fn with_aux(&self, aux: &[Tensor], autograd: bool) -> Result<LlamaNet> {
+        let mut net = self.clone();
+        net.autograd = autograd;
+        let mut it = aux.iter();
+        let mut take = |slot: &mut Tensor| -> Result<()> {
+            let t = it
+                .next()
+                .ok_or_else(|| Error::Invalid("too few non-quantized tensors".into()))?;
+            if t.dims() != slot.dims() {
+                return Err(Error::Invalid(format!(
+                    "non-quantized tensor has shape {:?}, expected {:?}",
+                    t.dims(),
+                    slot.dims()
+                )));
+            }
+            *slot = t.clone();
+            Ok(())
+        };
+        for blk in &mut net.blocks {
+            for slot in [
+                Some(&mut blk.attn_norm),
+                Some(&mut blk.ffn_norm),
+                blk.post_attn_norm.as_mut(),
+                blk.post_ffn_norm.as_mut(),
+                blk.q_norm.as_mut(),
+                blk.k_norm.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                take(slot)?;
+            }
+            for slot in blk.bias.iter_mut().flatten() {
+                take(slot)?;
+            }
+        }
+        take(&mut net.norm)?;
+        match it.next() {
+            Some(_) => Err(Error::Invalid("too many non-quantized tensors".into())),
+            None => Ok(net),
+        }
+    }
+
+    /// RMS norm: the fused kernel, or the composed ops autograd can differentiate.
+    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.rms_eps as f32;
+        Ok(match self.autograd {
+            true => candle_nn::ops::rms_norm_slow(x, w, eps)?,
+            false => candle_nn::ops::rms_norm(x, w, eps)?,
+        })
+    }
+
+    /// Rotary embedding: the fused kernel, or the composed ops autograd can differentiate.
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(match self.autograd {
+            true => candle_nn::rotary_emb::rope_slow(x, cos, sin)?,
+            false => candle_nn::rotary_emb::rope(x, cos, sin)?,
+        })
+    }
+
     pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
         let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
         match self.cfg.embed_scale {
@@ -588,8 +654,7 @@ impl LlamaNet {
         let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
-        let eps = cfg.rms_eps as f32;
-        let rms = |x: &Tensor, w: &Tensor| candle_nn::ops::rms_norm(x, w, eps);
+        let rms = |x: &Tensor, w: &Tensor| self.rms(x, w);
         let hn = rms(x, &blk.attn_norm)?;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], blk.bias[j].as_ref(), hook);
         let q = lin(&hn, 0)?;
@@ -607,13 +672,14 @@ impl LlamaNet {
         };
         let cos = rope.cos.narrow(0, 0, t)?;
         let sin = rope.sin.narrow(0, 0, t)?;
-        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+        let q = self.rope(&q, &cos, &sin)?;
+        let k = self.rope(&k, &cos, &sin)?;
         let v = split_heads(&v, (nkv, hd))?;
         let scores = Scores {
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
             window: blk.window,
+            autograd: self.autograd,
         };
         let attn = grouped_attention(&q, &k, &v, nh / nkv, &scores)?;
         let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
@@ -642,7 +708,7 @@ impl LlamaNet {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let hn = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_eps as f32)?;
+        let hn = self.rms(x, &self.norm)?;
         let logits = linear(&hn, w, self.output_idx, None, hook)?;
         softcap(&logits, self.cfg.final_softcap)
     }
@@ -754,6 +820,8 @@ struct Scores {
     scale: f64,
     softcap: Option<f64>,
     window: Option<usize>,
+    /// Composed softmax (differentiable) instead of the fused kernel.
+    autograd: bool,
 }
 
 /// Causal attention with `rep` query heads per key/value head. Queries of one group are
@@ -778,7 +846,10 @@ fn grouped_attention(
         mask
     };
     let scores = scores.broadcast_add(&mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = match how.autograd {
+        true => candle_nn::ops::softmax(&scores, D::Minus1)?,
+        false => candle_nn::ops::softmax_last_dim(&scores)?,
+    };
     let out = probs.matmul(v)?;
     Ok(out.reshape((b, nh, t, hd))?)
 }

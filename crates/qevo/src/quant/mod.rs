@@ -18,6 +18,7 @@ pub mod int;
 mod iq;
 mod iq_tables;
 pub mod packed_layout;
+pub mod scale_fields;
 
 pub use act::{
     calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,
