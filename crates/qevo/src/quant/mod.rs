@@ -12,6 +12,8 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 mod ggml_quants;
+/// Legacy block levels, for `tune`'s re-derived codes.
+pub(crate) use ggml_quants::{levels_of, write_levels, Levels};
 pub mod gptq;
 pub mod imatrix;
 pub mod int;

@@ -23,6 +23,7 @@ use crate::export::ResolvedPlan;
 use crate::model::{Model, NoHook};
 use crate::quant::{GgmlType, RoundingInputs};
 use candle_core::{Device, Tensor};
+pub use params::Codes;
 use params::{Params, Slot};
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct TuneConfig {
     pub seed: u64,
     /// Train norms and biases too.
     pub train_aux: bool,
+    /// Keep the plan's codes, or re-derive the legacy types' codes at the trained scales.
+    pub codes: Codes,
     /// Held-out KL every this many steps (0: only before and after).
     pub eval_every: usize,
     /// Checkpoint every this many steps (0: never); needs `checkpoint`.
@@ -60,6 +63,7 @@ impl Default for TuneConfig {
             batch: 4,
             seed: 0,
             train_aux: true,
+            codes: Codes::Fixed,
             eval_every: 0,
             checkpoint_every: 0,
             checkpoint: None,
@@ -134,7 +138,7 @@ fn run_identity(s: &TuneSetup, cfg: &TuneConfig) -> String {
         std::hash::Hasher::finish(&h)
     };
     format!(
-        "model {} | types {} | calib {:x} | heldout {:x} | lr {} {} | batch {} | seed {} | aux {}",
+        "model {} | types {} | calib {:x} | heldout {:x} | lr {} {} | batch {} | seed {} | aux {} | codes {:?}",
         s.model.fingerprint,
         types.join(","),
         text(s.calibration),
@@ -143,7 +147,8 @@ fn run_identity(s: &TuneSetup, cfg: &TuneConfig) -> String {
         cfg.lr_aux,
         cfg.batch,
         cfg.seed,
-        cfg.train_aux
+        cfg.train_aux,
+        cfg.codes
     )
 }
 
@@ -282,7 +287,7 @@ impl Trainer {
 /// kept.
 pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOutcome> {
     check_config(cfg, s)?;
-    let p = Params::new(s.model, s.plan, s.rounding, cfg.train_aux)?;
+    let p = Params::new(s.model, s.plan, s.rounding, cfg.train_aux, cfg.codes)?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     let aux0 = detached(&p.aux());
     let before = Scores {

@@ -67,7 +67,7 @@ fn loss_at(p: &Params, train: &Model, r: &Reference, wins: &[usize]) -> f64 {
 fn gradients_match_finite_differences() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_1);
-    let p = Params::new(&f.m, &rp, &f.rounding, true).unwrap();
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
     let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
     let wins = [0usize, 1];
     // Move the scales off the stored values first, so the check is not at a stationary
@@ -106,12 +106,21 @@ fn gradients_match_finite_differences() {
 }
 
 /// The forward pass uses the f16 scales the file will hold: after any update, the
-/// projected weights equal the finished bytes decoded by the standard dequantizer.
+/// projected weights equal the finished bytes decoded by the standard dequantizer, for
+/// fixed and for re-derived codes.
 #[test]
 fn projected_weights_are_what_the_finished_bytes_decode_to() {
+    for codes in [Codes::Fixed, Codes::Rederive] {
+        for t in [GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K] {
+            check_projection(t, codes);
+        }
+    }
+}
+
+fn check_projection(t: GgmlType, codes: Codes) {
     let f = fixture();
-    let rp = plan(&f.m, GgmlType::Q4_0);
-    let p = Params::new(&f.m, &rp, &f.rounding, false).unwrap();
+    let rp = plan(&f.m, t);
+    let p = Params::new(&f.m, &rp, &f.rounding, false, codes).unwrap();
     for v in &p.vars {
         let n = v.elem_count();
         let vals: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 1.7e-3).collect();
@@ -124,7 +133,7 @@ fn projected_weights_are_what_the_finished_bytes_decode_to() {
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let scale = b.abs().unwrap().max_all().unwrap();
         let (d, s) = (diff.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap());
-        assert!(d <= s * 1e-6, "trained and decoded weights differ by {d} (max {s})");
+        assert!(d <= s * 1e-6, "{t:?} {codes:?}: trained and decoded weights differ by {d} (max {s})");
     }
 }
 
@@ -156,6 +165,20 @@ fn tuning_lowers_calibration_and_heldout_kl_of_uniform_q4_0() {
     for ((info, t), bytes) in f.m.tensors.iter().zip(&rp.types).zip(&out.tuned.bytes) {
         assert_eq!(Some(bytes.len()), t.tensor_bytes(info.rows, info.cols));
     }
+}
+
+#[test]
+fn rederived_codes_lower_the_kl_and_change_the_codes() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    let cfg = TuneConfig {
+        codes: Codes::Rederive,
+        ..quick(12)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    assert!(out.after.calibration.kl < 0.95 * out.before.calibration.kl);
+    let fixed = tune(&f.setup(&rp), &quick(12), TuneHooks::default()).unwrap();
+    assert_ne!(out.tuned.bytes, fixed.tuned.bytes);
 }
 
 #[test]
@@ -213,7 +236,7 @@ fn checkpoint_of_another_plan_is_refused() {
 fn divergence_stops_and_keeps_the_last_good_parameters() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_0);
-    let p = Params::new(&f.m, &rp, &f.rounding, true).unwrap();
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
     let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
     let k = p.slots.iter().position(|s| matches!(s, Slot::Aux(_))).unwrap();
     let bad = (p.vars[k].as_tensor() * f64::NAN).unwrap();
