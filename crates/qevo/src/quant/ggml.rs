@@ -172,8 +172,8 @@ const TABLE: [Row; N_TYPES] = [
     row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Some(gq::iq2_s),  true,  true,  false, Some(G::Iq4Nl)),
     row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Some(gq::iq2_xs), true,  true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Some(gq::iq2_xxs),true,  true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  false, Some(G::Iq4Nl)),
-    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        None,             true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        Some(gq::iq1_m),  true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        Some(gq::iq1_s),  true,  true,  true,  Some(G::Iq4Nl)),
 ];
 
 /// GGUF ids of types we can read but never choose (no search value: Q8_1 / Q8_K are
