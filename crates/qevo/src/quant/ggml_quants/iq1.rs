@@ -44,30 +44,24 @@ fn sorted_order<const N: usize>(x: &[f32]) -> [usize; N] {
     order
 }
 
-/// The best split found: values at sorted positions `..i1` take level 0, `i1..i2` level
-/// 1, the rest level 2; `scale` may be negative (then levels and shift flip).
-struct Split {
-    i1: usize,
-    i2: usize,
-    scale: f32,
-}
-
-/// Levels 0 / 1 / 2 by sorted position, flipped (2 − l) when the scale came out negative.
-fn levels_of(order: &[usize], split: &Split, levels: &mut [i8]) {
+/// Levels of a split: values at sorted positions `..i1` take level 0, `i1..i2` level 1,
+/// the rest level 2; all flipped (2 − l) when the split's scale came out negative.
+fn levels_of(order: &[usize], i1: usize, i2: usize, flip: bool, levels: &mut [i8]) {
     for (j, &i) in order.iter().enumerate() {
-        levels[i] = if j < split.i1 {
+        let l = if j < i1 {
             0
-        } else if j < split.i2 {
+        } else if j < i2 {
             1
         } else {
             2
         };
+        levels[i] = if flip { 2 - l } else { l };
     }
-    if split.scale < 0.0 {
-        for l in levels.iter_mut() {
-            *l = 2 - *l;
-        }
-    }
+}
+
+/// The value of grid coordinate `p` (= 2l + 1) among the shifted levels `xx`.
+fn level_value(xx: &[f32; 3], p: i8) -> f32 {
+    xx[((p - 1) / 2) as usize]
 }
 
 /// One sub-block's signed values and weights.
@@ -93,7 +87,7 @@ fn snap(
             // llama.cpp falls back to a scan of the whole grid when no neighbour scores
             // below FLT_MAX (only for non-finite distances; that scan reads out of bounds),
             // qevo takes the first neighbour then.
-            let value = |p: i8| xx[((p - 1) / 2) as usize];
+            let value = |p: i8| level_value(xx, p);
             let i = g.best_neighbour_by(
                 n,
                 &s.x[r.clone()],
@@ -107,7 +101,7 @@ fn snap(
     }
 }
 
-/// Σ w·q·x and Σ w·q² over the groups' grid points, group k valued by `shift_of(k)`.
+/// Σ w·q·x and Σ w·q² over the groups' grid points, group k valued by `xx_of(k)`.
 fn grid_fit(
     g: &GridSearch,
     s: &Group,
@@ -119,7 +113,7 @@ fn grid_fit(
         let xx = xx_of(k);
         for (j, &p) in g.point(gi as usize).iter().enumerate() {
             let w = s.w[8 * k + j];
-            let q = xx[((p - 1) / 2) as usize];
+            let q = level_value(xx, p);
             sumqx += w * q * s.x[8 * k + j];
             sumq2 += w * q * q;
         }
@@ -201,8 +195,7 @@ fn iq1_s_block(g: &GridSearch, x: &[f32], qw: &[f32], y: &mut [u8]) {
         if let Some(found) = iq1_s_sub(g, &s) {
             *sub = found;
         }
-        let (lo, hi) = (&mut y[2 + 4 * ib..2 + 4 * ib + 4], sub.index);
-        for (b, i) in lo.iter_mut().zip(hi) {
+        for (b, i) in y[2 + 4 * ib..2 + 4 * ib + 4].iter_mut().zip(sub.index) {
             *b = (i & 255) as u8;
         }
         max_scale = if max_scale > sub.scale {
@@ -258,21 +251,20 @@ fn iq1_s_sub(g: &GridSearch, s: &Group) -> Option<SubS> {
         (sumqx, sumq2)
     };
     let (mut best, mut scale) = (-f32::MAX, max);
-    let mut found: Option<(Split, i8)> = None;
+    let mut found = None;
     for i1 in 0..=32 {
         for i2 in i1..=32 {
             for (xx, shift) in [(&PLUS, 1i8), (&MINUS, -1)] {
                 let (sumqx, sumq2) = fit(xx, i1, i2);
                 if better(sumqx, sumq2, &mut best, &mut scale) {
-                    found = Some((Split { i1, i2, scale }, shift));
+                    found = Some((i1, i2, shift));
                 }
             }
         }
     }
-    let (mut split, mut shift) = found?;
-    split.scale = scale;
+    let (i1, i2, mut shift) = found?;
     let mut levels = [0i8; 32];
-    levels_of(&order, &split, &mut levels);
+    levels_of(&order, i1, i2, scale < 0.0, &mut levels);
     if scale < 0.0 {
         scale = -scale;
         shift = -shift;
@@ -400,7 +392,7 @@ fn iq1_m_scales(
             let xx = xx_m(sub.shifts, k);
             for (j, &p) in g.point(gi as usize).iter().enumerate() {
                 let wj = w[8 * k + j];
-                let q = xx[((p - 1) / 2) as usize] * m;
+                let q = level_value(xx, p) * m;
                 sumqx += wj * q * x[16 * ib + 8 * k + j];
                 sumq2 += wj * q * q;
             }
@@ -479,21 +471,20 @@ fn iq1_m_sub(g: &GridSearch, s: &Group) -> Option<SubM> {
     let order: [usize; 16] = sorted_order(s.x);
     let sums = HalfSums::new(s, &order);
     let (mut best, mut scale) = (-f32::MAX, max);
-    let mut found: Option<(Split, u8)> = None;
+    let mut found = None;
     for i1 in 0..=16 {
         for i2 in i1..=16 {
             let (sumqx, sumq2) = sums.split(i1, i2);
             for k in 0..4 {
                 if better(sumqx[k], sumq2[k], &mut best, &mut scale) {
-                    found = Some((Split { i1, i2, scale }, k as u8));
+                    found = Some((i1, i2, k as u8));
                 }
             }
         }
     }
-    let (mut split, mut shifts) = found?;
-    split.scale = scale;
+    let (i1, i2, mut shifts) = found?;
     let mut levels = [0i8; 16];
-    levels_of(&order, &split, &mut levels);
+    levels_of(&order, i1, i2, scale < 0.0, &mut levels);
     if scale < 0.0 {
         scale = -scale;
         shifts = 3 - shifts;
