@@ -296,7 +296,11 @@ fn iq1_s_sub(g: &GridSearch, s: &Group) -> Option<SubS> {
 /// The level values of an iq1_m group: `shifts` codes both 8-value groups' shift signs
 /// (0: +,+  1: +,−  2: −,+  3: −,−; llama.cpp's `best_k`).
 fn xx_m(shifts: u8, k: usize) -> &'static [f32; 3] {
-    let plus = if k == 0 { shifts < 2 } else { shifts % 2 == 0 };
+    let plus = if k == 0 {
+        shifts < 2
+    } else {
+        shifts.is_multiple_of(2)
+    };
     if plus {
         &PLUS
     } else {
