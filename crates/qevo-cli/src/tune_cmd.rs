@@ -72,7 +72,13 @@ pub struct TuneArgs {
 
 const DEFAULT_SEQ_LEN: usize = 128;
 
-fn windows(m: &Model, file: Option<&Path>, default: &str, seq: usize, n: usize) -> Result<TokenWindows> {
+fn windows(
+    m: &Model,
+    file: Option<&Path>,
+    default: &str,
+    seq: usize,
+    n: usize,
+) -> Result<TokenWindows> {
     let text = read_text(file, default)?;
     TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
@@ -96,11 +102,24 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         None => None,
     };
     let rounding = rounding_inputs(&m, imatrix, scored.rounding.as_ref(), None)?;
-    let seq = a.seq_len.unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
-    let calib = windows(&m, a.text.as_deref(), qevo::assets::CALIB_TEXT, seq, a.windows)?;
-    let held = windows(&m, a.heldout.as_deref(), qevo::assets::HELDOUT_TEXT, seq, a.heldout_windows)?;
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+    let seq = a
+        .seq_len
+        .unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
+    let calib = windows(
+        &m,
+        a.text.as_deref(),
+        qevo::assets::CALIB_TEXT,
+        seq,
+        a.windows,
+    )?;
+    let held = windows(
+        &m,
+        a.heldout.as_deref(),
+        qevo::assets::HELDOUT_TEXT,
+        seq,
+        a.heldout_windows,
+    )?;
+    std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
     let setup = TuneSetup {
         model: &m,
         plan: &resolved,
@@ -131,7 +150,11 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
     write_report(&a.out.join("tune.json"), &cfg, &out, secs)?;
     print_outcome(&out, secs);
-    println!("wrote {} ({} bytes)", gguf.display(), summary.layout.file_bytes);
+    println!(
+        "wrote {} ({} bytes)",
+        gguf.display(),
+        summary.layout.file_bytes
+    );
     Ok(())
 }
 
@@ -142,8 +165,10 @@ fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("tune {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "tune {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut held = None;
     let mut on_step = |r: &StepRecord| {
@@ -167,7 +192,13 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
     if let Some(s) = out.resumed_from {
         println!("resumed from step {s}");
     }
-    let mut t = Table::new(&["", "calibration KL", "held-out KL", "held-out ppl", "held-out top-1"]);
+    let mut t = Table::new(&[
+        "",
+        "calibration KL",
+        "held-out KL",
+        "held-out ppl",
+        "held-out top-1",
+    ]);
     for (name, s) in [("before", &out.before), ("after", &out.after)] {
         t.row(vec![
             name.to_string(),
@@ -233,12 +264,23 @@ pub fn front(
         seed: a.seed,
         ..TuneConfig::default()
     };
-    eprintln!("tuning {} front plans ({} steps each)", indices.len(), tune_cfg.steps);
+    eprintln!(
+        "tuning {} front plans ({} steps each)",
+        indices.len(),
+        tune_cfg.steps
+    );
     let entries = tune_front(m, outcome, texts, cfg, &indices, &tune_cfg)?;
     let dir = a.out.join("tuned");
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let mut t = Table::new(&[
-        "front #", "size MB", "KL", "tuned KL", "held-out KL", "tuned held-out KL", "change", "s",
+        "front #",
+        "size MB",
+        "KL",
+        "tuned KL",
+        "held-out KL",
+        "tuned held-out KL",
+        "change",
+        "s",
     ]);
     let mut json = Vec::new();
     for e in &entries {
@@ -252,7 +294,10 @@ pub fn front(
             format!("{:.5}", af.calibration.kl),
             format!("{:.5}", b.heldout.kl),
             format!("{:.5}", af.heldout.kl),
-            format!("{:+.1}%", 100.0 * (af.heldout.kl - b.heldout.kl) / b.heldout.kl.max(1e-30)),
+            format!(
+                "{:+.1}%",
+                100.0 * (af.heldout.kl - b.heldout.kl) / b.heldout.kl.max(1e-30)
+            ),
             format!("{:.1}", e.seconds),
         ]);
         json.push(serde_json::json!({
@@ -266,7 +311,8 @@ pub fn front(
     }
     println!("\nTuned front plans (weights only, as a GGUF runs them)");
     print!("{}", t.render());
-    let text = serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
+    let text =
+        serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
     qevo::fsutil::write_atomic(&a.out.join("tuned.json"), text.as_bytes())?;
     Ok(())
 }

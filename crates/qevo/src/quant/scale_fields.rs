@@ -92,7 +92,10 @@ pub fn stored_scales(t: GgmlType, bytes: &[u8], n: usize) -> Result<(Vec<f32>, V
     let nb = blocks_of(t, bytes, n)?;
     let bb = t.block_bytes();
     let field = |at: usize| (0..nb).map(|k| read_f16(bytes, k * bb + at)).collect();
-    Ok((field(fields.d), fields.min.map_or_else(|| vec![0.0; nb], field)))
+    Ok((
+        field(fields.d),
+        fields.min.map_or_else(|| vec![0.0; nb], field),
+    ))
 }
 
 /// Splits a tensor of `t` (`n` values) into `d · A + m · B`.

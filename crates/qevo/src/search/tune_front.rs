@@ -48,7 +48,12 @@ struct Data {
     rounding: RoundingInputs,
 }
 
-fn data(model: &Model, outcome: &SearchOutcome, texts: (&str, &str), cfg: &SearchConfig) -> Result<Data> {
+fn data(
+    model: &Model,
+    outcome: &SearchOutcome,
+    texts: (&str, &str),
+    cfg: &SearchConfig,
+) -> Result<Data> {
     let seq = cfg.data.seq_len;
     let reference = |text: &str, n: usize| -> Result<Reference> {
         let w = TokenWindows::from_text(model, text, seq, n)?;

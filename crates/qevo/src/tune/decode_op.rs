@@ -30,7 +30,6 @@ impl Dequant {
     fn n(&self) -> usize {
         self.rows * self.cols
     }
-
 }
 
 impl CustomOp1 for Dequant {
@@ -38,7 +37,11 @@ impl CustomOp1 for Dequant {
         "qevo-dequant"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(all) = storage else {
             return Err(msg("scales must be f32"));
         };
@@ -59,7 +62,12 @@ impl CustomOp1 for Dequant {
         Ok((CpuStorage::F32(w), Shape::from((self.rows, self.cols))))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let g = grad.flatten_all()?.to_vec1::<f32>()?;
         let parts = basis(self.ty, &self.bytes, self.n()).map_err(msg)?;
         let bl = self.ty.block_len();
@@ -72,7 +80,11 @@ impl CustomOp1 for Dequant {
                 let gd: f32 = gb.iter().zip(a).map(|(x, y)| x * y).sum();
                 let gm: f32 = match parts.b.is_empty() {
                     true => 0.0,
-                    false => gb.iter().zip(&parts.b[k * bl..(k + 1) * bl]).map(|(x, y)| x * y).sum(),
+                    false => gb
+                        .iter()
+                        .zip(&parts.b[k * bl..(k + 1) * bl])
+                        .map(|(x, y)| x * y)
+                        .sum(),
                 };
                 [gd, gm]
             })

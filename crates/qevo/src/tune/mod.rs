@@ -169,7 +169,13 @@ fn batch_windows(seed: u64, step: usize, n: usize, batch: usize) -> Vec<usize> {
 const SCORE_BATCH: usize = 4;
 
 /// Scores block bytes and norms through the standard decoding path.
-fn score(s: &TuneSetup, p: &Params, bytes: &[Vec<u8>], aux: &[Tensor], r: &Reference) -> Result<Metrics> {
+fn score(
+    s: &TuneSetup,
+    p: &Params,
+    bytes: &[Vec<u8>],
+    aux: &[Tensor],
+    r: &Reference,
+) -> Result<Metrics> {
     let m = s.model.with_llama_aux(aux, false)?;
     let w = params::decode(p, bytes)?;
     let mut r = r.clone();
@@ -183,13 +189,22 @@ fn detached(ts: &[Tensor]) -> Vec<Tensor> {
 
 fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
     if cfg.steps == 0 || cfg.batch == 0 {
-        return Err(Error::setting("steps", "steps and batch must be at least 1"));
+        return Err(Error::setting(
+            "steps",
+            "steps and batch must be at least 1",
+        ));
     }
     if !(cfg.lr.is_finite() && cfg.lr > 0.0 && cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0) {
-        return Err(Error::setting("lr", "learning rates must be finite and positive"));
+        return Err(Error::setting(
+            "lr",
+            "learning rates must be finite and positive",
+        ));
     }
     if cfg.checkpoint_every > 0 && cfg.checkpoint.is_none() {
-        return Err(Error::setting("checkpoint", "checkpoint_every needs a checkpoint path"));
+        return Err(Error::setting(
+            "checkpoint",
+            "checkpoint_every needs a checkpoint path",
+        ));
     }
     if s.plan.types.len() != s.model.tensors.len() {
         return Err(Error::Invalid(format!(
@@ -245,7 +260,11 @@ impl Trainer {
             ));
         }
         for (v, st) in p.vars.iter().zip(&states) {
-            v.set(&Tensor::from_vec(st.values.clone(), st.shape.clone(), &Device::Cpu)?)?;
+            v.set(&Tensor::from_vec(
+                st.values.clone(),
+                st.shape.clone(),
+                &Device::Cpu,
+            )?)?;
         }
         Ok(Trainer {
             moments: states.into_iter().map(|s| s.moments).collect(),
@@ -256,13 +275,19 @@ impl Trainer {
 
     /// Loss and gradients of the step's windows, one window per backward pass (so the
     /// activations kept for the backward pass are one window's), summed in window order.
-    fn gradients(s: &TuneSetup, p: &Params, train: &Model, wins: &[usize]) -> Result<(f64, Vec<Vec<f32>>)> {
+    fn gradients(
+        s: &TuneSetup,
+        p: &Params,
+        train: &Model,
+        wins: &[usize],
+    ) -> Result<(f64, Vec<Vec<f32>>)> {
         let w = p.weights(true)?;
         let mut all: Vec<Vec<f32>> = p.vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
         let mut total = 0f64;
         let share = 1.0 / wins.len() as f64;
         for win in wins {
-            let loss = (loss::batch_loss(train, &w, s.calibration, std::slice::from_ref(win))? * share)?;
+            let loss =
+                (loss::batch_loss(train, &w, s.calibration, std::slice::from_ref(win))? * share)?;
             total += loss.to_scalar::<f32>()? as f64;
             let grads = loss.backward()?;
             for (acc, v) in all.iter_mut().zip(&p.vars) {
@@ -316,7 +341,11 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
         (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
         _ => Trainer {
-            moments: p.vars.iter().map(|v| adam::Moments::zeros(v.elem_count())).collect(),
+            moments: p
+                .vars
+                .iter()
+                .map(|v| adam::Moments::zeros(v.elem_count()))
+                .collect(),
             history: Vec::new(),
             step: 0,
         },
@@ -330,7 +359,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
             break;
         }
         let t0 = Instant::now();
-        let lv = tr.step(s, &p, &train, cfg).map_err(|e| diverged(e, cfg, last_saved))?;
+        let lv = tr
+            .step(s, &p, &train, cfg)
+            .map_err(|e| diverged(e, cfg, last_saved))?;
         let eval = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
         let heldout_kl = match eval {
             true => Some(score(s, &p, &p.finish()?, &detached(&p.aux()), s.heldout)?.kl),
@@ -346,9 +377,11 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         if let Some(f) = on_step.as_mut() {
             f(&rec);
         }
-        if let Some(path) = cfg.checkpoint.as_ref().filter(|_| {
-            cfg.checkpoint_every > 0 && tr.step.is_multiple_of(cfg.checkpoint_every)
-        }) {
+        if let Some(path) = cfg
+            .checkpoint
+            .as_ref()
+            .filter(|_| cfg.checkpoint_every > 0 && tr.step.is_multiple_of(cfg.checkpoint_every))
+        {
             let meta = checkpoint::Meta {
                 identity: identity.clone(),
                 step: tr.step,
@@ -382,7 +415,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
 /// A failed step's error, saying which checkpoint survives.
 fn diverged(e: Error, cfg: &TuneConfig, last_saved: Option<usize>) -> Error {
     let kept = match (&cfg.checkpoint, last_saved) {
-        (Some(p), Some(step)) => format!("the checkpoint of step {step} is kept at {}", p.display()),
+        (Some(p), Some(step)) => {
+            format!("the checkpoint of step {step} is kept at {}", p.display())
+        }
         _ => "no checkpoint was written".to_string(),
     };
     Error::Invalid(format!("{e}; stopped: {kept}"))

@@ -11,10 +11,10 @@
 //! weights at the trained scales every step, rounding passed straight through
 //! (`Codes::Rederive`).
 
+use super::decode_op::Dequant;
 use crate::error::{Error, Result};
 use crate::export::ResolvedPlan;
 use crate::model::Model;
-use super::decode_op::Dequant;
 use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
 use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs, WeightFormat};
 use candle_core::{DType, Device, Tensor, Var};
@@ -169,9 +169,7 @@ impl QuantTensor {
     /// The stored scales `[rows, blocks]` (block scale, then min scale where there is one).
     fn stored(&self) -> Option<(&Tensor, Option<&Tensor>)> {
         match &self.kind {
-            Kind::Scaled { d0, m0, .. } | Kind::Rederive { d0, m0, .. } => {
-                Some((d0, m0.as_ref()))
-            }
+            Kind::Scaled { d0, m0, .. } | Kind::Rederive { d0, m0, .. } => Some((d0, m0.as_ref())),
             Kind::Frozen(_) => None,
         }
     }
@@ -224,10 +222,12 @@ impl Params {
     fn add_vars(&mut self, train_aux: bool) -> Result<()> {
         for (i, q) in self.tensors.iter().enumerate() {
             if let Some((d0, m0)) = q.stored() {
-                self.vars.push(Var::zeros(d0.dims(), DType::F32, &Device::Cpu)?);
+                self.vars
+                    .push(Var::zeros(d0.dims(), DType::F32, &Device::Cpu)?);
                 self.slots.push(Slot::Scale(i));
                 if let Some(m0) = m0 {
-                    self.vars.push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
+                    self.vars
+                        .push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
                     self.slots.push(Slot::Min(i));
                 }
             }
@@ -300,9 +300,8 @@ impl Params {
     /// training used) written into the plan's blocks, with re-derived codes rounded at
     /// exactly those scales.
     pub fn finish(&self) -> Result<Vec<Vec<u8>>> {
-        let f16 = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
-        };
+        let f16 =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?) };
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
         self.tensors
             .iter()
