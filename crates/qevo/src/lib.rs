@@ -21,6 +21,8 @@
 //! - `hw`: profiles, workloads, the roofline cost model, host measurement.
 //! - `search`: the staged search (`search/{prepare,seed,evolve,finalize,compare}.rs`),
 //!   `QuantProblem`, the search space, baselines, output files.
+//! - `tune`: quantization-aware training of a chosen plan (KL distillation of its block
+//!   scales and norms, projected onto what the format stores).
 //! - `report`, `export`: what the user reads and what runtimes load.
 //!
 //! The library never prints and never exits; errors are typed (`Error`).
