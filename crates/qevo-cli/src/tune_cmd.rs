@@ -314,5 +314,20 @@ pub fn front(
     let text =
         serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
     qevo::fsutil::write_atomic(&a.out.join("tuned.json"), text.as_bytes())?;
+    // The report (report.json, report.html) gets the tuned rows too.
+    let mut input = qevo::report::ReportInput::from_outcome(m, cfg, outcome)?;
+    input.tuned = entries
+        .iter()
+        .map(|e| qevo::report::TunedRow {
+            front_index: e.front_index,
+            size_bytes: e.size_bytes,
+            kl: e.before.calibration.kl,
+            tuned_kl: e.after.calibration.kl,
+            heldout_kl: e.before.heldout.kl,
+            tuned_heldout_kl: e.after.heldout.kl,
+            seconds: e.seconds,
+        })
+        .collect();
+    qevo::report::write_report(&a.out, &input)?;
     Ok(())
 }

@@ -121,3 +121,29 @@ fn tune_refuses_a_plan_for_another_model_and_a_text_too_short() {
         text(&o)
     );
 }
+
+#[test]
+fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::search(
+        &out,
+        &tmp.path().join("cache"),
+        &["--generations", "1", "--tune-front", "2", "--tune-steps", "2", "--act-bits", "16"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Tuned front plans"), "{}", text(&o));
+    let tuned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tuned.json")).unwrap()).unwrap();
+    let rows = tuned["tuned"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let gguf = r["gguf"].as_str().unwrap();
+        assert!(Path::new(gguf).exists(), "{gguf}");
+        assert!(r["after"]["heldout"]["kl"].as_f64().unwrap() > 0.0);
+    }
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    assert!(report.contains("\"tuned\""), "report.json lacks the tuned rows");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("tuned front plan #"), "report.html lacks the tuned rows");
+}

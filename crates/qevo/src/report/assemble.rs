@@ -72,6 +72,41 @@ pub struct ReportInput {
     pub search_seconds: f64,
     pub total_seconds: f64,
     pub fp_heldout_perplexity: f64,
+    /// Front plans tuned after the search (`--tune-front`), untuned against tuned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuned: Vec<TunedRow>,
+}
+
+/// One front plan before and after `tune`, as `search --tune-front` measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunedRow {
+    /// Index into `front`.
+    pub front_index: usize,
+    pub size_bytes: u64,
+    pub kl: f64,
+    pub tuned_kl: f64,
+    pub heldout_kl: f64,
+    pub tuned_heldout_kl: f64,
+    pub seconds: f64,
+}
+
+impl TunedRow {
+    /// The report's line for this row.
+    fn note(&self) -> String {
+        let change = |a: f64, b: f64| 100.0 * (b - a) / a.max(1e-30);
+        format!(
+            "tuned front plan #{} ({} bytes): KL {:.5} -> {:.5} ({:+.1}%), held-out KL {:.5} -> {:.5} ({:+.1}%), {:.1} s",
+            self.front_index,
+            self.size_bytes,
+            self.kl,
+            self.tuned_kl,
+            change(self.kl, self.tuned_kl),
+            self.heldout_kl,
+            self.tuned_heldout_kl,
+            change(self.heldout_kl, self.tuned_heldout_kl),
+            self.seconds
+        )
+    }
 }
 
 /// The search's matched-size comparison, as the search computed it (the search's own
@@ -337,6 +372,7 @@ impl ReportInput {
             search_seconds: o.search_seconds,
             total_seconds: o.total_seconds,
             fp_heldout_perplexity: o.fp.heldout_ppl,
+            tuned: Vec::new(),
         })
     }
 }
@@ -415,7 +451,7 @@ pub(crate) fn generation_row(g: &GenerationInput, fp_size_bytes: u64) -> Option<
 fn notes(input: &ReportInput) -> Vec<String> {
     let c = &input.caches;
     let pct = |h, n| super::format::pct(hit_rate(h, n));
-    vec![
+    let mut lines = vec![
         format!(
             "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
             c.fitness_hits,
@@ -455,7 +491,9 @@ fn notes(input: &ReportInput) -> Vec<String> {
             input.unit,
             input.formats.join(",")
         ),
-    ]
+    ];
+    lines.extend(input.tuned.iter().map(TunedRow::note));
+    lines
 }
 
 /// Everything the report shows, derived from the search's facts. Pure.

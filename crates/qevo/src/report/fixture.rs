@@ -278,6 +278,7 @@ pub(crate) fn input() -> ReportInput {
         search_seconds: 1.5,
         total_seconds: 2.25,
         fp_heldout_perplexity: 13.5,
+        tuned: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ mod plot;
 mod tables;
 
 pub use assemble::{
-    assemble, hit_rate, CacheCounts, GenerationInput, MatchedInput, ReportInput,
+    assemble, hit_rate, CacheCounts, GenerationInput, MatchedInput, ReportInput, TunedRow,
     REPORT_SCHEMA_VERSION,
 };
 pub use files::{read_input, rebuild, write_report, REPORT_INPUT_FILE};
