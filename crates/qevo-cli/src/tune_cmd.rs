@@ -105,20 +105,9 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let seq = a
         .seq_len
         .unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
-    let calib = windows(
-        &m,
-        a.text.as_deref(),
-        qevo::assets::CALIB_TEXT,
-        seq,
-        a.windows,
-    )?;
-    let held = windows(
-        &m,
-        a.heldout.as_deref(),
-        qevo::assets::HELDOUT_TEXT,
-        seq,
-        a.heldout_windows,
-    )?;
+    let cut = |file: &Option<PathBuf>, default, n| windows(&m, file.as_deref(), default, seq, n);
+    let calib = cut(&a.text, qevo::assets::CALIB_TEXT, a.windows)?;
+    let held = cut(&a.heldout, qevo::assets::HELDOUT_TEXT, a.heldout_windows)?;
     std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
     let setup = TuneSetup {
         model: &m,

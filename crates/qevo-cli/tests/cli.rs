@@ -184,12 +184,7 @@ fn unwritable_output_directory_is_a_clear_error() {
 fn plan_for_another_model_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let plan = tmp.path().join("plan.json");
-    std::fs::write(
-        &plan,
-        r#"{"schema_version":1,"qevo_version":"0","model":"x","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"role","metrics":null,
-            "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&plan, common::OTHER_MODEL_PLAN).unwrap();
     let o = qevo(
         &["eval", "--plan", plan.to_str().unwrap()],
         &tmp.path().join("c"),

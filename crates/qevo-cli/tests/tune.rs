@@ -85,12 +85,7 @@ fn tune_resumed_from_its_checkpoint_writes_the_uninterrupted_bytes() {
 fn tune_refuses_a_plan_for_another_model_and_a_text_too_short() {
     let tmp = tempfile::tempdir().unwrap();
     let plan = tmp.path().join("other.json");
-    std::fs::write(
-        &plan,
-        r#"{"schema_version":1,"qevo_version":"0","model":"x","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"role","metrics":null,
-            "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&plan, common::OTHER_MODEL_PLAN).unwrap();
     let out = out_dir(tmp.path(), "o");
     let o = tune(
         tmp.path(),
@@ -129,7 +124,16 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
     let o = common::search(
         &out,
         &tmp.path().join("cache"),
-        &["--generations", "1", "--tune-front", "2", "--tune-steps", "2", "--act-bits", "16"],
+        &[
+            "--generations",
+            "1",
+            "--tune-front",
+            "2",
+            "--tune-steps",
+            "2",
+            "--act-bits",
+            "16",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Tuned front plans"), "{}", text(&o));
@@ -143,7 +147,13 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
         assert!(r["after"]["heldout"]["kl"].as_f64().unwrap() > 0.0);
     }
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
-    assert!(report.contains("\"tuned\""), "report.json lacks the tuned rows");
+    assert!(
+        report.contains("\"tuned\""),
+        "report.json lacks the tuned rows"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("tuned front plan #"), "report.html lacks the tuned rows");
+    assert!(
+        html.contains("tuned front plan #"),
+        "report.html lacks the tuned rows"
+    );
 }

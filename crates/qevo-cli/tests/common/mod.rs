@@ -99,3 +99,7 @@ pub fn embedded_fingerprint() -> String {
         .map(|f| f.trim().to_string())
         .expect("inspect prints the fingerprint")
 }
+
+/// A plan made for another model: another fingerprint, a tensor the embedded model lacks.
+pub const OTHER_MODEL_PLAN: &str = r#"{"schema_version":1,"qevo_version":"0","model":"x","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"role","metrics":null,
+    "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#;

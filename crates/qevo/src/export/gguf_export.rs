@@ -248,16 +248,7 @@ fn planned_tensors(
                 // valid).
                 PlannedBytes::Quantize(rounding) => {
                     let w = gguf_rows(&info.name, w, cfg, arch)?;
-                    let data = w.flatten_all()?.to_vec1::<f32>()?;
-                    WeightFormat::Ggml(t)
-                        .quantize_rounded(
-                            &info.name,
-                            &data,
-                            info.rows,
-                            info.cols,
-                            rounding.for_tensor(i),
-                        )?
-                        .bytes
+                    rounding.quantize_ggml(i, info, &w.flatten_all()?.to_vec1::<f32>()?, t)?
                 }
             };
             Ok(GgufTensorOut {

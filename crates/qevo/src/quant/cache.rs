@@ -44,6 +44,23 @@ impl RoundingInputs {
             None => Rounding::from_imatrix(im),
         }
     }
+
+    /// Model tensor `i` (`info`, row-major `data` in any row order) as block bytes of `t`,
+    /// rounded as `for_tensor(i)` says: the one call export and `tune` quantize through,
+    /// so both write the bytes the search scored.
+    pub fn quantize_ggml(
+        &self,
+        i: usize,
+        info: &crate::model::TensorInfo,
+        data: &[f32],
+        t: super::GgmlType,
+    ) -> crate::Result<Vec<u8>> {
+        let f = super::WeightFormat::Ggml(t);
+        Ok(
+            f.quantize_rounded(&info.name, data, info.rows, info.cols, self.for_tensor(i))?
+                .bytes,
+        )
+    }
 }
 
 /// Counters of a `WeightCache`.

@@ -232,6 +232,19 @@ struct Trainer {
 }
 
 impl Trainer {
+    /// Step 0: zero moments for every variable.
+    fn new(p: &Params) -> Trainer {
+        Trainer {
+            moments: p
+                .vars
+                .iter()
+                .map(|v| adam::Moments::zeros(v.elem_count()))
+                .collect(),
+            history: Vec::new(),
+            step: 0,
+        }
+    }
+
     fn states(&self, p: &Params) -> Result<Vec<checkpoint::VarState>> {
         p.vars
             .iter()
@@ -340,15 +353,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     let identity = run_identity(s, cfg);
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
         (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
-        _ => Trainer {
-            moments: p
-                .vars
-                .iter()
-                .map(|v| adam::Moments::zeros(v.elem_count()))
-                .collect(),
-            history: Vec::new(),
-            step: 0,
-        },
+        _ => Trainer::new(&p),
     };
     let resumed_from = (tr.step > 0).then_some(tr.step);
     let train = s.model.with_llama_aux(&p.aux(), true)?;

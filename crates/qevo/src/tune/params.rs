@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::export::ResolvedPlan;
 use crate::model::Model;
 use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
-use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs, WeightFormat};
+use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs};
 use candle_core::{DType, Device, Tensor, Var};
 
 /// One quantizable tensor as training sees it.
@@ -83,17 +83,8 @@ pub(crate) struct Params {
 
 /// Quantizes tensor `i` exactly as export and the search do.
 fn quantize(model: &Model, i: usize, t: GgmlType, rounding: &RoundingInputs) -> Result<Vec<u8>> {
-    let info = &model.tensors[i];
     let data = model.weights[i].flatten_all()?.to_vec1::<f32>()?;
-    Ok(WeightFormat::Ggml(t)
-        .quantize_rounded(
-            &info.name,
-            &data,
-            info.rows,
-            info.cols,
-            rounding.for_tensor(i),
-        )?
-        .bytes)
+    rounding.quantize_ggml(i, &model.tensors[i], &data, t)
 }
 
 fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Kind> {

@@ -296,15 +296,7 @@ fn divergence_stops_and_keeps_the_last_good_parameters() {
         .iter()
         .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
         .collect();
-    let mut tr = Trainer {
-        moments: p
-            .vars
-            .iter()
-            .map(|v| adam::Moments::zeros(v.elem_count()))
-            .collect(),
-        history: Vec::new(),
-        step: 0,
-    };
+    let mut tr = Trainer::new(&p);
     let err = tr.step(&f.setup(&rp), &p, &train, &quick(1)).unwrap_err();
     assert!(err.to_string().contains("diverged at step 1"), "{err}");
     let after: Vec<Vec<f32>> = p
