@@ -8,6 +8,7 @@
 //! every part is its own quantizable tensor.
 
 use super::config::{ArchKind, HfConfig};
+use super::fused::{self, AttnScores};
 use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
@@ -118,6 +119,11 @@ fn family(kind: ArchKind) -> Family {
         ArchKind::Phi3 => f(false, false, false, false, true),
         _ => f(false, false, false, false, false),
     }
+}
+
+/// Whether a family ties its output to the embedding when config.json does not say.
+pub(crate) fn ties_by_default(kind: ArchKind) -> bool {
+    family(kind).tie
 }
 
 /// A rope setting read from either config layout: transformers 4 (`rope_theta`,
@@ -587,7 +593,6 @@ impl LlamaNet {
     ) -> Result<Tensor> {
         let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
-        let (b, t, _) = x.dims3()?;
         let eps = cfg.rms_eps as f32;
         let rms = |x: &Tensor, w: &Tensor| candle_nn::ops::rms_norm(x, w, eps);
         let hn = rms(x, &blk.attn_norm)?;
@@ -595,45 +600,61 @@ impl LlamaNet {
         let q = lin(&hn, 0)?;
         let k = lin(&hn, 1)?;
         let v = lin(&hn, 2)?;
-        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let (mut q, mut k) = (split_heads(&q, (nh, hd))?, split_heads(&k, (nkv, hd))?);
-        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
-            q = rms(&q, qn)?;
-            k = rms(&k, kn)?;
-        }
         let rope = match (&self.rope_local, blk.window) {
             (Some(local), Some(_)) => local,
             _ => &self.rope,
         };
-        let cos = rope.cos.narrow(0, 0, t)?;
-        let sin = rope.sin.narrow(0, 0, t)?;
-        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
-        let v = split_heads(&v, (nkv, hd))?;
-        let scores = Scores {
+        let scores = AttnScores {
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
             window: blk.window,
         };
-        let attn = grouped_attention(&q, &k, &v, nh / nkv, &scores)?;
-        let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let attn = self.fused_attention(blk, rope, &scores, (&q, &k, &v))?;
         let mut o = lin(&attn, 3)?;
         if let Some(n) = &blk.post_attn_norm {
             o = rms(&o, n)?;
         }
-        let x = (x + o)?;
+        let x = fused::add_residual(o, x)?;
         let hn = rms(&x, &blk.ffn_norm)?;
         let gate = lin(&hn, 4)?;
         let up = lin(&hn, 5)?;
-        let gate = match cfg.act {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
+        let h = match cfg.act {
+            Activation::Silu => fused::silu_mul(gate, &up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
         };
-        let mut f = lin(&(gate * up)?, 6)?;
+        let mut f = lin(&h, 6)?;
         if let Some(n) = &blk.post_ffn_norm {
             f = rms(&f, n)?;
         }
-        Ok((x + f)?)
+        fused::add_residual(f, &x)
+    }
+
+    /// Attention of one block from the q/k/v projections `[b, t, heads·head_dim]`: per-head
+    /// q/k norms and rope in the `[b, t, heads, head_dim]` layout, then the fused kernel.
+    /// Returns `[b, t, n_heads·head_dim]`, the output projection's input.
+    fn fused_attention(
+        &self,
+        blk: &LlamaBlock,
+        rope: &Rope,
+        scores: &AttnScores,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = q.dims3()?;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let mut q = q.reshape((b, t, nh, hd))?;
+        let mut k = k.reshape((b, t, nkv, hd))?;
+        let v = v.reshape((b, t, nkv, hd))?;
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            let eps = cfg.rms_eps as f32;
+            q = candle_nn::ops::rms_norm(&q, qn, eps)?;
+            k = candle_nn::ops::rms_norm(&k, kn, eps)?;
+        }
+        let cos = rope.cos.narrow(0, 0, t)?;
+        let sin = rope.sin.narrow(0, 0, t)?;
+        let q = candle_nn::rotary_emb::rope_thd(&q, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope_thd(&k, &cos, &sin)?;
+        fused::attention(&q, &k, &v, scores)
     }
 
     pub(crate) fn head(
@@ -746,41 +767,6 @@ pub(crate) fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
-}
-
-/// How raw q·k products become attention scores: scale, optional soft-cap, then the
-/// causal (optionally windowed) mask.
-struct Scores {
-    scale: f64,
-    softcap: Option<f64>,
-    window: Option<usize>,
-}
-
-/// Causal attention with `rep` query heads per key/value head. Queries of one group are
-/// stacked along the sequence axis so K and V are used in place, never repeated.
-fn grouped_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    rep: usize,
-    how: &Scores,
-) -> Result<Tensor> {
-    let (b, nh, t, hd) = q.dims4()?;
-    let nkv = nh / rep;
-    let q = q.reshape((b, nkv, rep * t, hd))?;
-    let scores = softcap(&(q.matmul(&k.t()?)? * how.scale)?, how.softcap)?;
-    let mask = causal_mask(t, how.window)?;
-    let mask = if rep > 1 {
-        mask.unsqueeze(0)?
-            .expand((rep, t, t))?
-            .reshape((rep * t, t))?
-    } else {
-        mask
-    };
-    let scores = scores.broadcast_add(&mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let out = probs.matmul(v)?;
-    Ok(out.reshape((b, nh, t, hd))?)
 }
 
 /// Standard attention for encoders and GPT-2 (`mask` additive, broadcast over heads).

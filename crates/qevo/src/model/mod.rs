@@ -7,7 +7,8 @@
 //! is the same `Model` run with another slice (no copy of the rest of the network).
 
 mod bert;
-mod config;
+pub(crate) mod config;
+mod fused;
 pub mod gguf;
 mod gpt2;
 mod llama;
@@ -25,6 +26,9 @@ pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub(crate) use llama::llama_cpp_attn_scale;
+pub(crate) use llama::{
+    ties_by_default as llama_ties_by_default, BLOCK_ROLES as LLAMA_BLOCK_ROLES,
+};
 pub use llama::{Activation, LlamaConfig, WindowLayers};
 pub(crate) use source::{llama_hf_name, permute_rows, raw_tensors};
 
@@ -212,9 +216,23 @@ pub trait Weights: Sync {
 /// Dense f32 weights, indexed like `Model::tensors`.
 pub struct Dense<'a>(pub &'a [Tensor]);
 
+/// Output columns per product when a matrix is very wide (a 50k-vocabulary head): gemm
+/// runs such a product in one call at about half the rate it reaches on tiles of this
+/// many columns, whose packed operands stay in cache (benches/forward.rs, `linear` lines).
+const WIDE_TILE: usize = 2048;
+
 impl Weights for Dense<'_> {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
-        Ok(x2.matmul(&self.0[idx].t()?)?)
+        let w = &self.0[idx];
+        let n = w.dim(0)?;
+        if n <= 4 * WIDE_TILE {
+            return Ok(x2.matmul(&w.t()?)?);
+        }
+        let tiles = (0..n)
+            .step_by(WIDE_TILE)
+            .map(|s| x2.matmul(&w.narrow(0, s, WIDE_TILE.min(n - s))?.t()?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&tiles, 1)?)
     }
     fn table(&self, idx: usize) -> Result<Tensor> {
         Ok(self.0[idx].clone())
