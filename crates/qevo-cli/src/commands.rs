@@ -51,7 +51,7 @@ pub fn read_plan_for(
 /// What a plan's GGML tensors round with: the importance matrix (per tensor), and for
 /// output rounding the input moments, rebuilt from a saved plan's `record` (so the bytes
 /// are the ones it was scored with) or else collected on `fresh` calibration windows.
-fn rounding_inputs(
+pub(crate) fn rounding_inputs(
     m: &Model,
     imatrix: Option<Vec<Option<Vec<f32>>>>,
     record: Option<&qevo::quant::OutputRounding>,

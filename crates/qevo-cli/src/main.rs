@@ -6,6 +6,7 @@ mod hw_cmd;
 mod report_cmd;
 mod search_cmd;
 mod table;
+mod tune_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -178,6 +179,9 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         imatrix_file: Option<PathBuf>,
     },
+    /// Train a plan's block scales and norms toward the FP model (KL distillation on
+    /// calibration text), keeping its formats and size; writes the tuned GGUF.
+    Tune(Box<tune_cmd::TuneArgs>),
     /// Collect an importance matrix as llama-imatrix does (--process-output) and write it
     /// in llama.cpp's GGUF format, for `--imatrix-file` or `llama-quantize --imatrix`.
     Imatrix {
@@ -274,6 +278,7 @@ fn main() {
             score,
         } => commands::eval_plan(&args, &p, &score, cli.force),
         Cmd::Search(a) => search_cmd::search(&a),
+        Cmd::Tune(a) => tune_cmd::run(&a, cli.force),
         Cmd::Profiles { cmd: None } => hw_cmd::list(),
         Cmd::Profiles {
             cmd: Some(ProfilesCmd::Show { name }),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{qevo, search, text};
+use common::{embedded_fingerprint, embedded_plan, qevo, search, text};
 
 #[test]
 fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {
@@ -224,37 +224,6 @@ fn profiles_list_and_show_sources() {
     let o = qevo(&["profiles", "show", "hexagon"], tmp.path());
     assert!(o.status.success());
     assert!(text(&o).contains('#'), "sources are TOML comments");
-}
-
-/// A plan for the embedded model (4 blocks, untied output) cycling through `formats`.
-fn embedded_plan(formats: &[&str]) -> String {
-    let names = common::embedded_tensor_names();
-    let tensors: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            format!(
-                r#"{{"name":"{n}","format":"{}","act_bits":16}}"#,
-                formats[i % formats.len()]
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"schema_version":1,"qevo_version":"0","model":"embedded","model_fingerprint":"{}","target":"arm-neon","seed":0,"unit":"tensor","metrics":null,"tensors":[{}]}}"#,
-        embedded_fingerprint(),
-        tensors.join(",")
-    )
-}
-
-/// The embedded model's weight fingerprint, as `qevo inspect` prints it.
-fn embedded_fingerprint() -> String {
-    let cache = tempfile::tempdir().unwrap();
-    let o = qevo(&["inspect"], cache.path());
-    text(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("fingerprint:"))
-        .map(|f| f.trim().to_string())
-        .expect("inspect prints the fingerprint")
 }
 
 #[test]

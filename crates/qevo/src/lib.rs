@@ -36,6 +36,7 @@ pub mod plan;
 pub mod quant;
 pub mod report;
 pub mod search;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub use model::{Model, Role, TensorInfo};

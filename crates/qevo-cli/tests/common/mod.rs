@@ -68,3 +68,34 @@ pub fn embedded_tensor_names() -> Vec<String> {
     names.push("output.weight".into());
     names
 }
+
+/// A plan for the embedded model (4 blocks, untied output) cycling through `formats`.
+pub fn embedded_plan(formats: &[&str]) -> String {
+    let names = embedded_tensor_names();
+    let tensors: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                r#"{{"name":"{n}","format":"{}","act_bits":16}}"#,
+                formats[i % formats.len()]
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schema_version":1,"qevo_version":"0","model":"embedded","model_fingerprint":"{}","target":"arm-neon","seed":0,"unit":"tensor","metrics":null,"tensors":[{}]}}"#,
+        embedded_fingerprint(),
+        tensors.join(",")
+    )
+}
+
+/// The embedded model's weight fingerprint, as `qevo inspect` prints it.
+pub fn embedded_fingerprint() -> String {
+    let cache = tempfile::tempdir().unwrap();
+    let o = qevo(&["inspect"], cache.path());
+    text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint:"))
+        .map(|f| f.trim().to_string())
+        .expect("inspect prints the fingerprint")
+}

@@ -144,20 +144,33 @@ pub fn llama_cpp_kl(
     bos: Option<u32>,
     max_chunks: Option<usize>,
 ) -> Result<f64> {
-    let chunks = chunk_count(model, tokens, n_ctx, max_chunks)?;
-    let mut base: Vec<Vec<f32>> = Vec::new();
+    llama_cpp_kl_between(model, (model, weights), tokens, n_ctx, bos, max_chunks)
+}
+
+/// `llama_cpp_kl` of another network against `base`'s FP weights: `other` is a model
+/// whose norms differ too (a tuned one) with the weights to run it with.
+pub fn llama_cpp_kl_between(
+    base: &Model,
+    (model, weights): (&Model, &[Tensor]),
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<f64> {
+    let chunks = chunk_count(base, tokens, n_ctx, max_chunks)?;
+    let mut fp: Vec<Vec<f32>> = Vec::new();
     for_each_scored(
-        model,
-        &model.weights,
+        base,
+        &base.weights,
         tokens,
         n_ctx,
         bos,
         chunks,
-        &mut |row, _| base.push(row.to_vec()),
+        &mut |row, _| fp.push(row.to_vec()),
     )?;
     let (mut total, mut k) = (0f64, 0usize);
     for_each_scored(model, weights, tokens, n_ctx, bos, chunks, &mut |row, _| {
-        total += super::exact_kl(&base[k], row, row.len());
+        total += super::exact_kl(&fp[k], row, row.len());
         k += 1;
     })?;
     Ok(total / k.max(1) as f64)

@@ -586,6 +586,25 @@ impl Reference {
         })
     }
 
+    /// The FP distributions of window `w` (a decoder's): per position its top-`k` token
+    /// ids and log-probabilities (`[seq_len · k]`), and ln of the rest's mass (`[seq_len]`).
+    pub(crate) fn targets(&self, w: usize) -> Result<(&[u32], &[f32], &[f32])> {
+        let t = self.windows.seq_len;
+        if self.pooled.is_some() || w >= self.windows.len() {
+            return Err(Error::Invalid(format!(
+                "no token distributions for window {w} ({} windows{})",
+                self.windows.len(),
+                if self.pooled.is_some() { ", an encoder" } else { "" }
+            )));
+        }
+        let (p, k) = (w * t, self.k);
+        Ok((
+            &self.top_ids[p * k..(p + t) * k],
+            &self.top_lp[p * k..(p + t) * k],
+            &self.tail_lp[p..p + t],
+        ))
+    }
+
     /// Bytes held by the compact distributions.
     pub fn memory_bytes(&self) -> usize {
         let pooled = self.pooled.as_ref().map_or(0, |p| p.memory_bytes());

@@ -181,11 +181,41 @@ fn source_order(name: &str, pos: &HashMap<&str, usize>) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Quantizes the planned tensors into GGUF-ready bytes (in GGUF row order).
+/// Where the planned tensors' bytes come from.
+enum PlannedBytes<'a> {
+    /// Quantize the model's weights with this rounding (what the search scored).
+    Quantize(&'a RoundingInputs),
+    /// Already quantized block bytes per tensor, in qevo's row order (a tuned model).
+    Given(&'a [Vec<u8>]),
+}
+
+/// Reorders whole rows of packed bytes into the GGUF row order `gguf_rows` gives the
+/// weights (the permutation is read off a column of row indices, exact below 2^24 rows).
+fn gguf_byte_rows(
+    name: &str,
+    bytes: &[u8],
+    rows: usize,
+    cfg: &LlamaConfig,
+    arch: &GgufArch,
+) -> Result<Vec<u8>> {
+    let index: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    let index = Tensor::from_vec(index, (rows, 1), &candle_core::Device::Cpu)?;
+    let order = gguf_rows(name, &index, cfg, arch)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let width = bytes.len() / rows.max(1);
+    Ok(order
+        .iter()
+        .flat_map(|&r| &bytes[r as usize * width..(r as usize + 1) * width])
+        .copied()
+        .collect())
+}
+
+/// The planned tensors as GGUF-ready bytes (in GGUF row order).
 fn planned_tensors(
     model: &Model,
     plan: &ResolvedPlan,
-    rounding: &RoundingInputs,
+    source: &PlannedBytes,
     cfg: &LlamaConfig,
     arch: &GgufArch,
 ) -> Result<Vec<GgufTensorOut>> {
@@ -196,20 +226,38 @@ fn planned_tensors(
         .zip(&plan.types)
         .enumerate()
         .map(|(i, ((info, w), &t))| {
-            let w = gguf_rows(&info.name, w, cfg, arch)?;
-            let data = w.flatten_all()?.to_vec1::<f32>()?;
-            // The evaluator's own entry point, so the bytes are the ones it scored (an
-            // importance matrix and input moments are per column, and output rounding
-            // treats rows independently: the row permutation leaves both valid).
-            let bytes = WeightFormat::Ggml(t)
-                .quantize_rounded(
-                    &info.name,
-                    &data,
-                    info.rows,
-                    info.cols,
-                    rounding.for_tensor(i),
-                )?
-                .bytes;
+            let bytes = match source {
+                PlannedBytes::Given(all) => {
+                    let b = all.get(i).ok_or_else(|| {
+                        Error::tensor(&model.source, &info.name, "no tuned bytes")
+                    })?;
+                    if Some(b.len()) != t.tensor_bytes(info.rows, info.cols) {
+                        return Err(Error::tensor(
+                            &model.source,
+                            &info.name,
+                            format!("{} tuned bytes do not make a {} tensor", b.len(), t.name()),
+                        ));
+                    }
+                    gguf_byte_rows(&info.name, b, info.rows, cfg, arch)?
+                }
+                // The evaluator's own entry point, so the bytes are the ones it scored
+                // (an importance matrix and input moments are per column, and output
+                // rounding treats rows independently: the row permutation leaves both
+                // valid).
+                PlannedBytes::Quantize(rounding) => {
+                    let w = gguf_rows(&info.name, w, cfg, arch)?;
+                    let data = w.flatten_all()?.to_vec1::<f32>()?;
+                    WeightFormat::Ggml(t)
+                        .quantize_rounded(
+                            &info.name,
+                            &data,
+                            info.rows,
+                            info.cols,
+                            rounding.for_tensor(i),
+                        )?
+                        .bytes
+                }
+            };
             Ok(GgufTensorOut {
                 name: info.name.clone(),
                 dims: vec![info.cols as u64, info.rows as u64],
@@ -360,6 +408,28 @@ pub fn export_gguf(
     rounding: &RoundingInputs,
     out: &Path,
 ) -> Result<ExportSummary> {
+    write_gguf(model, plan, &PlannedBytes::Quantize(rounding), out)
+}
+
+/// Writes a tuned model (`tune::Tuned`: block bytes and norms) as a GGUF file at `out`
+/// (atomically): the tuned bytes byte for byte, the tuned norms and biases as f32.
+pub fn export_tuned_gguf(model: &Model, tuned: &crate::tune::Tuned, out: &Path) -> Result<ExportSummary> {
+    let aux: Vec<Tensor> = tuned.aux.iter().map(|(_, t)| t.clone()).collect();
+    let m = model.with_llama_aux(&aux, false)?;
+    let plan = ResolvedPlan {
+        types: tuned.types.clone(),
+        formats: tuned.types.iter().map(|&t| WeightFormat::Ggml(t)).collect(),
+        fallbacks: Vec::new(),
+    };
+    write_gguf(&m, &plan, &PlannedBytes::Given(&tuned.bytes), out)
+}
+
+fn write_gguf(
+    model: &Model,
+    plan: &ResolvedPlan,
+    source: &PlannedBytes,
+    out: &Path,
+) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
     let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
@@ -369,7 +439,7 @@ pub fn export_gguf(
             model.tensors.len()
         )));
     }
-    let planned = planned_tensors(model, plan, rounding, cfg, arch)?;
+    let planned = planned_tensors(model, plan, source, cfg, arch)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();
     let mut w = GgufWriter::default();
     let src = match model.source.is_dir() {
@@ -383,7 +453,11 @@ pub fn export_gguf(
         }
         Some(src) => {
             w.metadata = src.metadata.clone();
-            gguf_aux_tensors(model, src)
+            match source {
+                PlannedBytes::Quantize(_) => gguf_aux_tensors(model, src),
+                // Tuned norms replace the source's.
+                PlannedBytes::Given(_) => hf_aux_tensors(model, cfg, arch)?,
+            }
         }
     };
     let ftype = FILE_TYPES

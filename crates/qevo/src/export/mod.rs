@@ -22,7 +22,7 @@ pub mod tensor_types;
 pub mod vocab;
 
 pub use compressed_tensors::{ct_choice, export_compressed_tensors, loader_notes, CtExport};
-pub use gguf_export::{export_gguf, ExportSummary};
+pub use gguf_export::{export_gguf, export_tuned_gguf, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
 pub use safetensors_export::{check_output_dir, export_safetensors, SafetensorsExport};

@@ -366,7 +366,7 @@ pub(crate) const BLOCK_ROLES: [(Role, &str); 7] = [
     (Role::FfnDown, "ffn_down"),
 ];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LlamaBlock {
     attn_norm: Tensor,
     ffn_norm: Tensor,
@@ -383,15 +383,18 @@ pub(crate) struct LlamaBlock {
 }
 
 /// cos/sin tables `[positions, head_dim / 2]` of one rope base.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LlamaNet {
     pub cfg: LlamaConfig,
+    /// Use candle's composed (differentiable) norm, softmax and rope instead of its fused
+    /// kernels, which have no backward pass: set only on the copy `tune` trains.
+    autograd: bool,
     blocks: Vec<LlamaBlock>,
     norm: Tensor,
     embed_idx: usize,
@@ -527,6 +530,7 @@ impl LlamaNet {
         Ok((
             LlamaNet {
                 cfg,
+                autograd: false,
                 blocks,
                 norm,
                 embed_idx,
@@ -576,6 +580,68 @@ impl LlamaNet {
         self.aux_tensors().iter().map(|(_, t)| t.elem_count()).sum()
     }
 
+    /// A copy whose non-quantized tensors are `aux` (in `aux_tensors` order and shapes,
+    /// e.g. trainable variables), running the differentiable ops when `autograd` is set.
+    pub(crate) fn with_aux(&self, aux: &[Tensor], autograd: bool) -> Result<LlamaNet> {
+        let mut net = self.clone();
+        net.autograd = autograd;
+        let mut it = aux.iter();
+        let mut take = |slot: &mut Tensor| -> Result<()> {
+            let t = it
+                .next()
+                .ok_or_else(|| Error::Invalid("too few non-quantized tensors".into()))?;
+            if t.dims() != slot.dims() {
+                return Err(Error::Invalid(format!(
+                    "non-quantized tensor has shape {:?}, expected {:?}",
+                    t.dims(),
+                    slot.dims()
+                )));
+            }
+            *slot = t.clone();
+            Ok(())
+        };
+        for blk in &mut net.blocks {
+            for slot in [
+                Some(&mut blk.attn_norm),
+                Some(&mut blk.ffn_norm),
+                blk.post_attn_norm.as_mut(),
+                blk.post_ffn_norm.as_mut(),
+                blk.q_norm.as_mut(),
+                blk.k_norm.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                take(slot)?;
+            }
+            for slot in blk.bias.iter_mut().flatten() {
+                take(slot)?;
+            }
+        }
+        take(&mut net.norm)?;
+        match it.next() {
+            Some(_) => Err(Error::Invalid("too many non-quantized tensors".into())),
+            None => Ok(net),
+        }
+    }
+
+    /// RMS norm: the fused kernel, or the composed ops autograd can differentiate.
+    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.rms_eps as f32;
+        Ok(match self.autograd {
+            true => candle_nn::ops::rms_norm_slow(x, w, eps)?,
+            false => candle_nn::ops::rms_norm(x, w, eps)?,
+        })
+    }
+
+    /// Rotary embedding: the fused kernel, or the composed ops autograd can differentiate.
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(match self.autograd {
+            true => candle_nn::rotary_emb::rope_slow(x, cos, sin)?,
+            false => candle_nn::rotary_emb::rope(x, cos, sin)?,
+        })
+    }
+
     pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
         let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
         match self.cfg.embed_scale {
@@ -593,8 +659,7 @@ impl LlamaNet {
     ) -> Result<Tensor> {
         let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
-        let eps = cfg.rms_eps as f32;
-        let rms = |x: &Tensor, w: &Tensor| candle_nn::ops::rms_norm(x, w, eps);
+        let rms = |x: &Tensor, w: &Tensor| self.rms(x, w);
         let hn = rms(x, &blk.attn_norm)?;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], blk.bias[j].as_ref(), hook);
         let q = lin(&hn, 0)?;
@@ -609,24 +674,63 @@ impl LlamaNet {
             softcap: cfg.attn_softcap,
             window: blk.window,
         };
-        let attn = self.fused_attention(blk, rope, &scores, (&q, &k, &v))?;
+        let qkv = (&q, &k, &v);
+        let attn = match self.autograd {
+            true => self.composed_attention(blk, rope, &scores, qkv)?,
+            false => self.fused_attention(blk, rope, &scores, qkv)?,
+        };
         let mut o = lin(&attn, 3)?;
         if let Some(n) = &blk.post_attn_norm {
             o = rms(&o, n)?;
         }
-        let x = fused::add_residual(o, x)?;
+        let x = self.residual(o, x)?;
         let hn = rms(&x, &blk.ffn_norm)?;
         let gate = lin(&hn, 4)?;
         let up = lin(&hn, 5)?;
-        let h = match cfg.act {
-            Activation::Silu => fused::silu_mul(gate, &up)?,
-            Activation::GeluTanh => (gate.gelu()? * up)?,
+        let h = match (cfg.act, self.autograd) {
+            (Activation::Silu, false) => fused::silu_mul(gate, &up)?,
+            (Activation::Silu, true) => (candle_nn::ops::silu(&gate)? * up)?,
+            (Activation::GeluTanh, _) => (gate.gelu()? * up)?,
         };
         let mut f = lin(&h, 6)?;
         if let Some(n) = &blk.post_ffn_norm {
             f = rms(&f, n)?;
         }
-        fused::add_residual(f, &x)
+        self.residual(f, &x)
+    }
+
+    /// `x + o`: in place into `o` (a fresh output) unless autograd must see the sum.
+    fn residual(&self, o: Tensor, x: &Tensor) -> Result<Tensor> {
+        match self.autograd {
+            true => Ok((x + o)?),
+            false => fused::add_residual(o, x),
+        }
+    }
+
+    /// `fused_attention` with candle's differentiable ops (heads transposed, full score
+    /// matrices, composed softmax), for autograd.
+    fn composed_attention(
+        &self,
+        blk: &LlamaBlock,
+        rope: &Rope,
+        scores: &AttnScores,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = q.dims3()?;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let (mut q, mut k) = (split_heads(q, (nh, hd))?, split_heads(k, (nkv, hd))?);
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            q = self.rms(&q, qn)?;
+            k = self.rms(&k, kn)?;
+        }
+        let cos = rope.cos.narrow(0, 0, t)?;
+        let sin = rope.sin.narrow(0, 0, t)?;
+        let q = self.rope(&q, &cos, &sin)?;
+        let k = self.rope(&k, &cos, &sin)?;
+        let v = split_heads(v, (nkv, hd))?;
+        let attn = grouped_attention(&q, &k, &v, nh / nkv, scores)?;
+        Ok(attn.transpose(1, 2)?.reshape((b, t, nh * hd))?)
     }
 
     /// Attention of one block from the q/k/v projections `[b, t, heads·head_dim]`: per-head
@@ -646,9 +750,8 @@ impl LlamaNet {
         let mut k = k.reshape((b, t, nkv, hd))?;
         let v = v.reshape((b, t, nkv, hd))?;
         if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
-            let eps = cfg.rms_eps as f32;
-            q = candle_nn::ops::rms_norm(&q, qn, eps)?;
-            k = candle_nn::ops::rms_norm(&k, kn, eps)?;
+            q = self.rms(&q, qn)?;
+            k = self.rms(&k, kn)?;
         }
         let cos = rope.cos.narrow(0, 0, t)?;
         let sin = rope.sin.narrow(0, 0, t)?;
@@ -663,7 +766,7 @@ impl LlamaNet {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let hn = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_eps as f32)?;
+        let hn = self.rms(x, &self.norm)?;
         let logits = linear(&hn, w, self.output_idx, None, hook)?;
         softcap(&logits, self.cfg.final_softcap)
     }
@@ -767,6 +870,32 @@ pub(crate) fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
         })
         .collect();
     Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
+}
+
+/// Causal attention with `rep` query heads per key/value head, in candle's differentiable
+/// ops (autograd; the forward pass uses `fused::attention`). Queries of one group are
+/// stacked along the sequence axis so K and V are used in place, never repeated.
+fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rep: usize,
+    how: &AttnScores,
+) -> Result<Tensor> {
+    let (b, nh, t, hd) = q.dims4()?;
+    let nkv = nh / rep;
+    let q = q.reshape((b, nkv, rep * t, hd))?;
+    let scores = softcap(&(q.matmul(&k.t()?)? * how.scale)?, how.softcap)?;
+    let mask = causal_mask(t, how.window)?;
+    let mask = if rep > 1 {
+        mask.unsqueeze(0)?
+            .expand((rep, t, t))?
+            .reshape((rep * t, t))?
+    } else {
+        mask
+    };
+    let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+    Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)
 }
 
 /// Standard attention for encoders and GPT-2 (`mask` additive, broadcast over heads).

@@ -324,6 +324,28 @@ impl Model {
         }
     }
 
+    /// Llama family only: a copy (sharing the weights, without the tokenizer) whose norms
+    /// and biases are `aux`, in `llama_aux_tensors` order; with `autograd` its forward
+    /// pass uses only ops candle can differentiate (what `tune` trains through).
+    pub(crate) fn with_llama_aux(&self, aux: &[Tensor], autograd: bool) -> Result<Model> {
+        let Net::Llama(n) = &self.net else {
+            return Err(Error::Invalid(format!(
+                "{} is a {} model; only the Llama family's norms can be replaced",
+                self.source.display(),
+                self.arch.kind().as_str()
+            )));
+        };
+        Ok(Model {
+            arch: self.arch.clone(),
+            tensors: self.tensors.clone(),
+            weights: self.weights.clone(),
+            tokenizer: None,
+            source: self.source.clone(),
+            fingerprint: self.fingerprint.clone(),
+            net: Net::Llama(n.with_aux(aux, autograd)?),
+        })
+    }
+
     pub fn n_blocks(&self) -> usize {
         self.arch.n_blocks()
     }

@@ -12,12 +12,15 @@ pub mod cache;
 pub mod format;
 pub mod ggml;
 mod ggml_quants;
+/// Legacy block levels, for `tune`'s re-derived codes.
+pub(crate) use ggml_quants::{levels_of, write_levels, Levels};
 pub mod gptq;
 pub mod imatrix;
 pub mod int;
 mod iq;
 mod iq_tables;
 pub mod packed_layout;
+pub mod scale_fields;
 
 pub use act::{
     calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,

@@ -8,6 +8,8 @@ use super::common::{
     fp16_bytes, make_qkx_quants, make_qx_quants, signed_absmax, trunc_i32, Search,
 };
 
+use crate::quant::ggml::GgmlType;
+
 const QK: usize = 32;
 
 /// The search `quantize_row_q4_1_impl` / `q5_1_impl` run (`make_qkx3_quants` arguments).
@@ -207,9 +209,90 @@ pub(crate) fn q8_0(x: &[f32], _qw: Option<&[f32]>, out: &mut [u8]) {
     });
 }
 
+/// How a legacy type's 32 levels decode: `d · (level − offset)` (plus `m` for q4_1 and
+/// q5_1), levels `0..=top`; where they sit in the block is `write_levels`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Levels {
+    pub offset: f32,
+    pub top: u8,
+}
+
+/// The level range of a legacy type (q8_0's signed bytes as levels `q + 128`).
+pub(crate) fn levels_of(t: GgmlType) -> Option<Levels> {
+    let l = |offset, top| Some(Levels { offset, top });
+    match t {
+        GgmlType::Q4_0 => l(8.0, 15),
+        GgmlType::Q5_0 => l(16.0, 31),
+        GgmlType::Q4_1 => l(0.0, 15),
+        GgmlType::Q5_1 => l(0.0, 31),
+        GgmlType::Q8_0 => l(128.0, 255),
+        _ => None,
+    }
+}
+
+/// Writes 32 levels into a block of `t`, leaving its scale fields as they are. Levels
+/// above the type's `top` are the caller's error (they are masked, never spilled).
+pub(crate) fn write_levels(t: GgmlType, levels: &[u8; QK], block: &mut [u8]) {
+    match t {
+        GgmlType::Q4_0 => pack_nibbles(levels, 0x0f, &mut block[2..18]),
+        GgmlType::Q4_1 => pack_nibbles(levels, 0x0f, &mut block[4..20]),
+        GgmlType::Q5_0 => {
+            block[2..6].copy_from_slice(&high_bits(levels));
+            pack_nibbles(levels, 0x0f, &mut block[6..22]);
+        }
+        GgmlType::Q5_1 => {
+            block[4..8].copy_from_slice(&high_bits(levels));
+            pack_nibbles(levels, 0x0f, &mut block[8..24]);
+        }
+        GgmlType::Q8_0 => {
+            for (q, &l) in block[2..34].iter_mut().zip(levels) {
+                *q = (l as i32 - 128) as i8 as u8;
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Re-writing a quantized block's own levels gives back its bytes.
+    #[test]
+    fn write_levels_reproduces_each_legacy_block() {
+        let x: Vec<f32> = (0..QK).map(|i| (i as f32 * 0.37).sin()).collect();
+        let types: [(GgmlType, fn(&[f32], Option<&[f32]>, &mut [u8])); 5] = [
+            (GgmlType::Q4_0, q4_0),
+            (GgmlType::Q4_1, q4_1),
+            (GgmlType::Q5_0, q5_0),
+            (GgmlType::Q5_1, q5_1),
+            (GgmlType::Q8_0, q8_0),
+        ];
+        for (t, quantize) in types {
+            let mut block = vec![0u8; t.block_bytes()];
+            quantize(&x, None, &mut block);
+            let vals = crate::quant::ggml::dequantize(t, &block, QK).unwrap();
+            let lv = levels_of(t).unwrap();
+            let (d, m) = scale_and_min(t, &block);
+            let mut levels = [0u8; QK];
+            for (l, v) in levels.iter_mut().zip(&vals) {
+                *l = ((v - m) / d + lv.offset).round() as u8;
+            }
+            let mut again = block.clone();
+            again[2..].iter_mut().for_each(|b| *b = 0);
+            again[..4].copy_from_slice(&block[..4]);
+            write_levels(t, &levels, &mut again);
+            assert_eq!(again, block, "{}", t.name());
+        }
+    }
+
+    fn scale_and_min(t: GgmlType, block: &[u8]) -> (f32, f32) {
+        let h = |i: usize| half::f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+        match t {
+            GgmlType::Q4_1 | GgmlType::Q5_1 => (h(0), h(2)),
+            _ => (h(0), 0.0),
+        }
+    }
 
     #[test]
     fn all_zero_blocks_have_zero_scale_and_mid_levels() {

@@ -1,0 +1,213 @@
+//! `qevo tune`: trains a saved plan's block scales and norms toward the FP model, writes
+//! the tuned GGUF, `tune.json` and a checkpoint, and prints before/after scores.
+
+use crate::commands::{load_model, read_plan_for, read_text, rounding_inputs};
+use crate::table::Table;
+use anyhow::Result;
+use qevo::eval::{auto_topk, Reference, TokenWindows};
+use qevo::model::Model;
+use qevo::tune::{tune, StepRecord, TuneConfig, TuneHooks, TuneOutcome, TuneSetup};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+#[derive(clap::Args, Clone)]
+pub struct TuneArgs {
+    /// Plan file (plan.json / plan.yaml from `qevo search`); its GGML types are kept.
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Hugging Face model directory or .gguf file (default: the embedded model).
+    pub model: Option<PathBuf>,
+    /// Calibration text to train on (default: the embedded calibration split).
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Held-out text the result is scored on (default: the embedded held-out split).
+    #[arg(long)]
+    pub heldout: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Adam rate of the block-scale corrections (relative to each scale).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Adam rate of the norms and biases.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr_norm: f32,
+    /// Tokens per window [default: 128, or the model's positions if fewer].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Calibration windows to train on.
+    #[arg(long, default_value_t = 16)]
+    pub windows: usize,
+    /// Held-out windows to score on.
+    #[arg(long, default_value_t = 8)]
+    pub heldout_windows: usize,
+    /// Calibration windows per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train only the block scales, not the norms and biases.
+    #[arg(long)]
+    pub no_norms: bool,
+    /// `fixed`: keep the plan's codes; `rederive`: round the legacy types (q4_0, q4_1,
+    /// q5_0, q5_1, q8_0) again at the trained scales every step.
+    #[arg(long, default_value = "fixed", value_parser = ["fixed", "rederive"])]
+    pub codes: String,
+    /// Held-out KL every N steps (0: only before and after).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// Write `checkpoint.safetensors` every N steps (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: usize,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    pub resume: bool,
+    /// The importance matrix the plan was scored with (the search's imatrix.gguf), so the
+    /// starting bytes are the scored ones.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix_file: Option<PathBuf>,
+    /// Output directory: model.gguf, tune.json, checkpoint.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+const DEFAULT_SEQ_LEN: usize = 128;
+
+fn windows(m: &Model, file: Option<&Path>, default: &str, seq: usize, n: usize) -> Result<TokenWindows> {
+    let text = read_text(file, default)?;
+    TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
+        (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
+            anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
+        }
+        (e, _) => e.into(),
+    })
+}
+
+fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
+    let k = auto_topk(m.arch.vocab(), w.tokens(), 64);
+    Ok(Reference::build(m, w, k)?)
+}
+
+pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
+    let m = load_model(a.model.as_deref())?;
+    let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
+    let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
+    let imatrix = match &a.imatrix_file {
+        Some(p) => Some(qevo::quant::Imatrix::read(p)?.for_model(&m)?),
+        None => None,
+    };
+    let rounding = rounding_inputs(&m, imatrix, scored.rounding.as_ref(), None)?;
+    let seq = a.seq_len.unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
+    let calib = windows(&m, a.text.as_deref(), qevo::assets::CALIB_TEXT, seq, a.windows)?;
+    let held = windows(&m, a.heldout.as_deref(), qevo::assets::HELDOUT_TEXT, seq, a.heldout_windows)?;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+    let setup = TuneSetup {
+        model: &m,
+        plan: &resolved,
+        rounding: &rounding,
+        calibration: &reference(&m, calib)?,
+        heldout: &reference(&m, held)?,
+    };
+    let cfg = TuneConfig {
+        steps: a.steps,
+        lr: a.lr,
+        lr_aux: a.lr_norm,
+        batch: a.batch,
+        seed: a.seed,
+        train_aux: !a.no_norms,
+        codes: match a.codes.as_str() {
+            "rederive" => qevo::tune::Codes::Rederive,
+            _ => qevo::tune::Codes::Fixed,
+        },
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
+        checkpoint: Some(a.out.join("checkpoint.safetensors")),
+        resume: a.resume,
+    };
+    let started = std::time::Instant::now();
+    let out = train(&setup, &cfg)?;
+    let secs = started.elapsed().as_secs_f64();
+    let gguf = a.out.join("model.gguf");
+    let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
+    write_report(&a.out.join("tune.json"), &cfg, &out, secs)?;
+    print_outcome(&out, secs);
+    println!("wrote {} ({} bytes)", gguf.display(), summary.layout.file_bytes);
+    Ok(())
+}
+
+/// Runs the training with a progress bar of loss and held-out KL; Ctrl-C stops after
+/// the current step (the result so far is still written).
+fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
+    let bar = indicatif::ProgressBar::new(cfg.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("tune {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut held = None;
+    let mut on_step = |r: &StepRecord| {
+        held = r.heldout_kl.or(held);
+        bar.set_position(r.step as u64);
+        bar.set_message(match held {
+            Some(h) => format!("loss {:.5} held-out KL {h:.5}", r.loss),
+            None => format!("loss {:.5}", r.loss),
+        });
+    };
+    let hooks = TuneHooks {
+        on_step: Some(&mut on_step),
+        stop: Some(&STOP),
+    };
+    let out = tune(setup, cfg, hooks);
+    bar.finish_and_clear();
+    Ok(out?)
+}
+
+fn print_outcome(out: &TuneOutcome, secs: f64) {
+    if let Some(s) = out.resumed_from {
+        println!("resumed from step {s}");
+    }
+    let mut t = Table::new(&["", "calibration KL", "held-out KL", "held-out ppl", "held-out top-1"]);
+    for (name, s) in [("before", &out.before), ("after", &out.after)] {
+        t.row(vec![
+            name.to_string(),
+            format!("{:.5}", s.calibration.kl),
+            format!("{:.5}", s.heldout.kl),
+            format!("{:.3}", s.heldout.ppl),
+            format!("{:.4}", s.heldout.top1),
+        ]);
+    }
+    print!("{}", t.render());
+    let gain = |b: f64, a: f64| if b > 0.0 { 100.0 * (b - a) / b } else { 0.0 };
+    println!(
+        "KL change: calibration -{:.1}%, held-out -{:.1}%",
+        gain(out.before.calibration.kl, out.after.calibration.kl),
+        gain(out.before.heldout.kl, out.after.heldout.kl)
+    );
+    let steps = out.history.len().max(1);
+    let train_secs: f64 = out.history.iter().map(|r| r.seconds).sum();
+    println!(
+        "trained {} variables ({} values) for {} steps: {:.2} s/step, {secs:.1} s in all",
+        out.variables,
+        out.parameters,
+        out.history.len(),
+        train_secs / steps as f64
+    );
+}
+
+/// `tune.json`: settings, before/after scores and the step history.
+fn write_report(path: &Path, cfg: &TuneConfig, out: &TuneOutcome, secs: f64) -> Result<()> {
+    let v = serde_json::json!({
+        "config": cfg,
+        "before": out.before,
+        "after": out.after,
+        "resumed_from": out.resumed_from,
+        "variables": out.variables,
+        "parameters": out.parameters,
+        "seconds": secs,
+        "history": out.history,
+    });
+    let text = serde_json::to_string_pretty(&v)?;
+    qevo::fsutil::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}

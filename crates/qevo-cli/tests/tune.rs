@@ -1,0 +1,101 @@
+//! `qevo tune` end to end on the embedded model: its outputs, the same bytes for one and
+//! two threads, exact resume from its checkpoint, and the bad-input errors.
+
+mod common;
+
+use common::{embedded_plan, text};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `qevo tune` on the embedded model with small settings; a flag in `extra` replaces
+/// its default.
+fn tune(dir: &Path, threads: &str, extra: &[&str]) -> Output {
+    let plan = dir.join("plan.json");
+    if !plan.exists() {
+        std::fs::write(&plan, embedded_plan(&["q4_0", "q4_k", "q5_0"])).unwrap();
+    }
+    let defaults = [
+        ("--plan", plan.to_str().unwrap()),
+        ("--steps", "4"),
+        ("--windows", "4"),
+        ("--heldout-windows", "2"),
+        ("--batch", "2"),
+        ("--seq-len", "64"),
+        ("--checkpoint-every", "2"),
+    ];
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qevo"));
+    cmd.arg("tune");
+    for (flag, value) in defaults.iter().filter(|(f, _)| !extra.contains(f)) {
+        cmd.args([flag, value]);
+    }
+    cmd.args(extra)
+        .env("QEVO_CACHE_DIR", dir.join("cache"))
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .expect("run qevo")
+}
+
+fn out_dir(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn tune_writes_its_outputs_and_the_same_bytes_for_one_and_two_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (out_dir(tmp.path(), "one"), out_dir(tmp.path(), "two"));
+    let o = tune(tmp.path(), "1", &["--out", &one]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for want in ["before", "after", "held-out KL", "s/step", "model.gguf"] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(&one).join("tune.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["history"].as_array().unwrap().len(), 4);
+    assert!(report["after"]["calibration"]["kl"].as_f64().unwrap() > 0.0);
+    assert!(Path::new(&one).join("checkpoint.safetensors").exists());
+    let o = tune(tmp.path(), "2", &["--out", &two]);
+    assert!(o.status.success(), "{}", text(&o));
+    let bytes = |d: &str| std::fs::read(Path::new(d).join("model.gguf")).unwrap();
+    assert!(bytes(&one) == bytes(&two), "1 and 2 threads wrote different GGUF bytes");
+}
+
+#[test]
+fn tune_resumed_from_its_checkpoint_writes_the_uninterrupted_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, part) = (out_dir(tmp.path(), "whole"), out_dir(tmp.path(), "part"));
+    assert!(tune(tmp.path(), "2", &["--out", &whole]).status.success());
+    let o = tune(tmp.path(), "2", &["--out", &part, "--steps", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = tune(tmp.path(), "2", &["--out", &part, "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resumed from step 2"), "{}", text(&o));
+    let bytes = |d: &str| std::fs::read(Path::new(d).join("model.gguf")).unwrap();
+    assert!(bytes(&whole) == bytes(&part), "resumed run wrote different bytes");
+}
+
+#[test]
+fn tune_refuses_a_plan_for_another_model_and_a_text_too_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("other.json");
+    std::fs::write(
+        &plan,
+        r#"{"schema_version":1,"qevo_version":"0","model":"x","model_fingerprint":"0","target":"arm-neon","seed":0,"unit":"role","metrics":null,
+            "tensors":[{"name":"blk.99.attn_q.weight","format":"q4_k","act_bits":16}]}"#,
+    )
+    .unwrap();
+    let out = out_dir(tmp.path(), "o");
+    let o = tune(tmp.path(), "2", &["--plan", plan.to_str().unwrap(), "--out", &out]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("model_fingerprint"), "{}", text(&o));
+    let o = tune(tmp.path(), "2", &["--plan", plan.to_str().unwrap(), "--out", &out, "--force"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("blk.99.attn_q.weight"), "{}", text(&o));
+
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "only a few words").unwrap();
+    let o = tune(tmp.path(), "2", &["--text", short.to_str().unwrap(), "--out", &out]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("short.txt") && text(&o).contains("tokens"), "{}", text(&o));
+}

@@ -1,0 +1,357 @@
+//! The trainable view of a quantized plan: every GGML tensor becomes `d · A + m · B`
+//! (`quant::scale_fields`) with one multiplicative correction per block scale, and the
+//! norms and biases become variables. `weights` builds the forward pass's weight set
+//! from the current parameters; `finish` writes them back into standard block bytes.
+//!
+//! Scales are stored as f16, so the forward pass always uses the f16-rounded scale (the
+//! value the file will hold), with the rounding passed straight through to the latent
+//! f32 correction (a straight-through estimator): the model trained on is, after every
+//! step, exactly representable. Codes and sub-scales stay as the plan's rounding chose
+//! them (`Codes::Fixed`), or, for the 32-value legacy types, are re-derived from the FP
+//! weights at the trained scales every step, rounding passed straight through
+//! (`Codes::Rederive`).
+
+use crate::error::{Error, Result};
+use crate::export::ResolvedPlan;
+use crate::model::Model;
+use crate::quant::scale_fields::{basis, scale_fields, set_scales};
+use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs, WeightFormat};
+use candle_core::{DType, Device, Tensor, Var};
+
+/// One quantizable tensor as training sees it.
+#[derive(Debug)]
+pub(crate) struct QuantTensor {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    /// The block bytes as the plan's rounding wrote them (qevo's row order).
+    pub bytes: Vec<u8>,
+    kind: Kind,
+}
+
+/// What training does with the codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codes {
+    /// Keep the codes (and sub-scales) the plan's rounding chose.
+    #[default]
+    Fixed,
+    /// Legacy types (q4_0, q4_1, q5_0, q5_1, q8_0): round the FP weights at the trained
+    /// scales every step; other types keep theirs.
+    Rederive,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// A float type, or one without an f16 block scale: used as decoded.
+    Frozen(Tensor),
+    /// `[rows, blocks, block_len]` parts and the stored scales `[rows, blocks]`.
+    Scaled {
+        a: Tensor,
+        b: Option<Tensor>,
+        d0: Tensor,
+        m0: Option<Tensor>,
+    },
+    /// FP weights `[rows, blocks, 32]`, rounded at the current scales every step.
+    Rederive {
+        w: Tensor,
+        levels: Levels,
+        d0: Tensor,
+        m0: Option<Tensor>,
+    },
+}
+
+/// What training may change, and where each variable sits in `Params::vars`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Tensor `i`'s block-scale correction (`1 + δ` multiplies `d`).
+    Scale(usize),
+    /// Tensor `i`'s min-scale correction.
+    Min(usize),
+    /// Non-quantized tensor `j` of `Model::llama_aux_tensors` (trained directly).
+    Aux(usize),
+}
+
+/// The plan's tensors, the norms, and the variables training updates.
+pub(crate) struct Params {
+    pub tensors: Vec<QuantTensor>,
+    pub aux_names: Vec<String>,
+    aux: Vec<Tensor>,
+    pub vars: Vec<Var>,
+    pub slots: Vec<Slot>,
+}
+
+/// Quantizes tensor `i` exactly as export and the search do.
+fn quantize(model: &Model, i: usize, t: GgmlType, rounding: &RoundingInputs) -> Result<Vec<u8>> {
+    let info = &model.tensors[i];
+    let data = model.weights[i].flatten_all()?.to_vec1::<f32>()?;
+    Ok(WeightFormat::Ggml(t)
+        .quantize_rounded(
+            &info.name,
+            &data,
+            info.rows,
+            info.cols,
+            rounding.for_tensor(i),
+        )?
+        .bytes)
+}
+
+fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Kind> {
+    let bs = basis(t, bytes, rows * cols)?;
+    let (bl, nb) = (t.block_len(), cols / t.block_len());
+    let dev = &Device::Cpu;
+    let parts = |v: Vec<f32>| Tensor::from_vec(v, (rows, nb, bl), dev);
+    let has_min = !bs.b.is_empty();
+    Ok(Kind::Scaled {
+        a: parts(bs.a)?,
+        b: has_min.then(|| parts(bs.b)).transpose()?,
+        d0: Tensor::from_vec(bs.d, (rows, nb), dev)?,
+        m0: has_min
+            .then(|| Tensor::from_vec(bs.min, (rows, nb), dev))
+            .transpose()?,
+    })
+}
+
+/// A legacy tensor whose codes follow its scales: the stored scales and the FP weights.
+fn rederived(t: GgmlType, bytes: &[u8], w: &Tensor, levels: Levels) -> Result<Kind> {
+    let (rows, cols) = w.dims2()?;
+    let nb = cols / t.block_len();
+    match scaled(t, bytes, rows, cols)? {
+        Kind::Scaled { d0, m0, .. } => Ok(Kind::Rederive {
+            w: w.reshape((rows, nb, t.block_len()))?,
+            levels,
+            d0,
+            m0,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// Levels `clamp(round((w − m) / d + offset))`, and the same with the rounding passed
+/// straight through (`d` of 0 divides as 1: such a block is all zeros).
+fn levels(w: &Tensor, d: &Tensor, m: Option<&Tensor>, lv: Levels) -> Result<(Tensor, Tensor)> {
+    let d_div = (d + d.eq(0f32)?.to_dtype(DType::F32)?)?;
+    let shifted = match m {
+        Some(m) => w.broadcast_sub(&m.unsqueeze(2)?)?,
+        None => w.clone(),
+    };
+    let u = (shifted.broadcast_div(&d_div.unsqueeze(2)?)? + lv.offset as f64)?;
+    let u = u.clamp(0f32, lv.top as f32)?;
+    let r = u.round()?.detach();
+    let ste = (&r + (&u - u.detach())?)?;
+    Ok((r, ste))
+}
+
+impl QuantTensor {
+    fn new(t: GgmlType, bytes: Vec<u8>, w: &Tensor, codes: Codes) -> Result<Self> {
+        let (rows, cols) = w.dims2()?;
+        let kind = match (scale_fields(t), codes, levels_of(t)) {
+            (Some(_), Codes::Rederive, Some(lv)) => rederived(t, &bytes, w, lv)?,
+            (Some(_), _, _) => scaled(t, &bytes, rows, cols)?,
+            (None, _, _) => Kind::Frozen(Tensor::from_vec(
+                ggml::dequantize(t, &bytes, rows * cols)?,
+                (rows, cols),
+                &Device::Cpu,
+            )?),
+        };
+        Ok(QuantTensor {
+            ty: t,
+            rows,
+            cols,
+            bytes,
+            kind,
+        })
+    }
+
+    /// The stored scales `[rows, blocks]` (block scale, then min scale where there is one).
+    fn stored(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        match &self.kind {
+            Kind::Scaled { d0, m0, .. } | Kind::Rederive { d0, m0, .. } => {
+                Some((d0, m0.as_ref()))
+            }
+            Kind::Frozen(_) => None,
+        }
+    }
+}
+
+/// `s · (1 + δ)` rounded to f16 as the file stores it, with the rounding passed straight
+/// through to `δ` (or not rounded at all, for gradient checks).
+fn corrected(s0: &Tensor, delta: &Tensor, project: bool) -> Result<Tensor> {
+    let s = s0.mul(&(delta + 1.0)?)?;
+    if !project {
+        return Ok(s);
+    }
+    // `stored + (s − s)`: exactly the stored value, with the gradient of `s`.
+    let stored = s.to_dtype(DType::F16)?.to_dtype(DType::F32)?.detach();
+    Ok((stored + (&s - s.detach())?)?)
+}
+
+impl Params {
+    /// The plan's tensors quantized with `rounding` (the bytes export would write) and
+    /// the model's norms and biases, all as variables at their stored values.
+    pub fn new(
+        model: &Model,
+        plan: &ResolvedPlan,
+        rounding: &RoundingInputs,
+        train_aux: bool,
+        codes: Codes,
+    ) -> Result<Params> {
+        let aux = model.llama_aux_tensors().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: tune supports the Llama family (llama, mistral, qwen2/3, gemma2/3, phi3)",
+                model.source.display()
+            ))
+        })?;
+        let mut tensors = Vec::with_capacity(model.tensors.len());
+        for (i, &t) in plan.types.iter().enumerate() {
+            let bytes = quantize(model, i, t, rounding)?;
+            tensors.push(QuantTensor::new(t, bytes, &model.weights[i], codes)?);
+        }
+        let mut p = Params {
+            tensors,
+            aux_names: aux.iter().map(|(n, _)| n.clone()).collect(),
+            aux: aux.iter().map(|(_, t)| t.clone()).collect(),
+            vars: Vec::new(),
+            slots: Vec::new(),
+        };
+        p.add_vars(train_aux)?;
+        Ok(p)
+    }
+
+    fn add_vars(&mut self, train_aux: bool) -> Result<()> {
+        for (i, q) in self.tensors.iter().enumerate() {
+            if let Some((d0, m0)) = q.stored() {
+                self.vars.push(Var::zeros(d0.dims(), DType::F32, &Device::Cpu)?);
+                self.slots.push(Slot::Scale(i));
+                if let Some(m0) = m0 {
+                    self.vars.push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
+                    self.slots.push(Slot::Min(i));
+                }
+            }
+        }
+        if train_aux {
+            for (j, t) in self.aux.iter().enumerate() {
+                self.vars.push(Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+                self.slots.push(Slot::Aux(j));
+            }
+        }
+        Ok(())
+    }
+
+    fn var_of(&self, slot: Slot) -> Option<&Var> {
+        self.slots
+            .iter()
+            .position(|&s| s == slot)
+            .map(|k| &self.vars[k])
+    }
+
+    /// Tensor `i`'s block and min scales `[rows, blocks]` at the current corrections:
+    /// f16-rounded with the rounding passed straight through (`project`), or exact.
+    fn scales(&self, i: usize, project: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let Some((d0, m0)) = self.tensors[i].stored() else {
+            return Ok(None);
+        };
+        let at = |s0: &Tensor, slot| -> Result<Tensor> {
+            match self.var_of(slot) {
+                Some(v) => corrected(s0, v.as_tensor(), project),
+                None => Ok(s0.clone()),
+            }
+        };
+        let m = m0.map(|m0| at(m0, Slot::Min(i))).transpose()?;
+        Ok(Some((at(d0, Slot::Scale(i))?, m)))
+    }
+
+    /// The weight set for a forward pass at the current parameters.
+    pub fn weights(&self, project: bool) -> Result<Vec<Tensor>> {
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let scales = self.scales(i, project)?;
+                let w = match (&q.kind, scales) {
+                    (Kind::Scaled { a, b, .. }, Some((d, m))) => {
+                        let mut w = a.broadcast_mul(&d.unsqueeze(2)?)?;
+                        if let (Some(b), Some(m)) = (b, m) {
+                            w = (w + b.broadcast_mul(&m.unsqueeze(2)?)?)?;
+                        }
+                        w
+                    }
+                    (Kind::Rederive { w, levels: lv, .. }, Some((d, m))) => {
+                        let (_, ste) = levels(w, &d, m.as_ref(), *lv)?;
+                        let v = (ste - lv.offset as f64)?.broadcast_mul(&d.unsqueeze(2)?)?;
+                        match m {
+                            Some(m) => v.broadcast_add(&m.unsqueeze(2)?)?,
+                            None => v,
+                        }
+                    }
+                    (Kind::Frozen(w), _) => return Ok(w.clone()),
+                    _ => return Err(Error::Invalid(format!("tensor #{i} has no scales"))),
+                };
+                Ok(w.reshape((q.rows, q.cols))?)
+            })
+            .collect()
+    }
+
+    /// The block bytes at the current parameters: the scales rounded to f16 (the values
+    /// training used) written into the plan's blocks, with re-derived codes rounded at
+    /// exactly those scales.
+    pub fn finish(&self) -> Result<Vec<Vec<u8>>> {
+        let f16 = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+        };
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let Some((d, m)) = self.scales(i, false)? else {
+                    return Ok(q.bytes.clone());
+                };
+                let (d, m) = (f16(&d.detach())?, m.map(|m| f16(&m.detach())).transpose()?);
+                let mut bytes = q.bytes.clone();
+                let n = q.rows * q.cols;
+                let mv = m.as_ref().map(flat).transpose()?.unwrap_or_default();
+                set_scales(q.ty, &mut bytes, n, &flat(&d)?, &mv)?;
+                if let Kind::Rederive { w, levels: lv, .. } = &q.kind {
+                    let (r, _) = levels(w, &d, m.as_ref(), *lv)?;
+                    let r = flat(&r)?;
+                    let (bl, bb) = (q.ty.block_len(), q.ty.block_bytes());
+                    for (k, block) in bytes.chunks_exact_mut(bb).enumerate() {
+                        let mut l = [0u8; 32];
+                        for (x, &v) in l.iter_mut().zip(&r[k * bl..(k + 1) * bl]) {
+                            *x = v as u8;
+                        }
+                        write_levels(q.ty, &l, block);
+                    }
+                }
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// The norms and biases at the current parameters (trained ones as variables).
+    pub fn aux(&self) -> Vec<Tensor> {
+        self.aux
+            .iter()
+            .enumerate()
+            .map(|(j, t)| match self.var_of(Slot::Aux(j)) {
+                Some(v) => v.as_tensor().clone(),
+                None => t.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Decodes finished block bytes into the weight set the file holds, through the
+/// standard dequantizer (what scoring and llama.cpp see).
+pub(crate) fn decode(params: &Params, bytes: &[Vec<u8>]) -> Result<Vec<Tensor>> {
+    params
+        .tensors
+        .iter()
+        .zip(bytes)
+        .map(|(q, b)| {
+            let v = ggml::dequantize(q.ty, b, q.rows * q.cols)?;
+            Ok(Tensor::from_vec(v, (q.rows, q.cols), &Device::Cpu)?)
+        })
+        .collect()
+}

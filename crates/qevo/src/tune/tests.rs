@@ -1,0 +1,280 @@
+//! Unit tests of tune: gradients against finite differences, the f16 projection, exact
+//! resume, divergence, and that training lowers the KL it is asked to lower.
+
+use super::params::{decode, Params, Slot};
+use super::*;
+use crate::eval::TokenWindows;
+use crate::export::resolve_ggml;
+use crate::quant::{TensorPlan, WeightFormat};
+
+fn embedded() -> Model {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
+    Model::load(dir).unwrap()
+}
+
+fn reference(m: &Model, text: &str, seq: usize, n: usize) -> Reference {
+    let w = TokenWindows::from_text(m, text, seq, n).unwrap();
+    Reference::build(m, w, m.arch.vocab()).unwrap()
+}
+
+fn plan(m: &Model, t: GgmlType) -> ResolvedPlan {
+    let p = TensorPlan::uniform(m, WeightFormat::Ggml(t), 16).unwrap();
+    resolve_ggml(m, &p, false).unwrap()
+}
+
+struct Fixture {
+    m: Model,
+    calib: Reference,
+    held: Reference,
+    rounding: RoundingInputs,
+}
+
+fn fixture() -> Fixture {
+    let m = embedded();
+    let calib = reference(&m, crate::assets::CALIB_TEXT, 32, 6);
+    let held = reference(&m, crate::assets::HELDOUT_TEXT, 32, 4);
+    Fixture {
+        m,
+        calib,
+        held,
+        rounding: RoundingInputs::default(),
+    }
+}
+
+impl Fixture {
+    fn setup<'a>(&'a self, plan: &'a ResolvedPlan) -> TuneSetup<'a> {
+        TuneSetup {
+            model: &self.m,
+            plan,
+            rounding: &self.rounding,
+            calibration: &self.calib,
+            heldout: &self.held,
+        }
+    }
+}
+
+fn loss_at(p: &Params, train: &Model, r: &Reference, wins: &[usize]) -> f64 {
+    let w = p.weights(false).unwrap();
+    loss::batch_loss(train, &w, r, wins)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+}
+
+/// Directional finite difference along each variable's own gradient: for a scale, a
+/// min-scale and a norm variable, (L(x + hu) − L(x − hu)) / 2h must match |g|.
+#[test]
+fn gradients_match_finite_differences() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_1);
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
+    let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
+    let wins = [0usize, 1];
+    // Move the scales off the stored values first, so the check is not at a stationary
+    // point of the rounding.
+    for v in &p.vars[..2] {
+        v.set(&(v.as_tensor().ones_like().unwrap() * 0.02).unwrap())
+            .unwrap();
+    }
+    let w = p.weights(false).unwrap();
+    let grads = loss::batch_loss(&train, &w, &f.calib, &wins)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let kinds = [
+        p.slots.iter().position(|s| matches!(s, Slot::Scale(_))).unwrap(),
+        p.slots.iter().position(|s| matches!(s, Slot::Min(_))).unwrap(),
+        p.slots.iter().position(|s| matches!(s, Slot::Aux(_))).unwrap(),
+    ];
+    for k in kinds {
+        let v = &p.vars[k];
+        let g = grads.get(v).unwrap().clone();
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64;
+        assert!(norm > 0.0, "variable {k} has no gradient");
+        let u = (&g / norm).unwrap();
+        let x0 = v.as_tensor().copy().unwrap();
+        let h = 1e-3;
+        v.set(&(&x0 + (&u * h).unwrap()).unwrap()).unwrap();
+        let up = loss_at(&p, &train, &f.calib, &wins);
+        v.set(&(&x0 - (&u * h).unwrap()).unwrap()).unwrap();
+        let down = loss_at(&p, &train, &f.calib, &wins);
+        v.set(&x0).unwrap();
+        let fd = (up - down) / (2.0 * h);
+        let rel = (fd - norm).abs() / norm;
+        assert!(rel < 0.05, "{:?}: |g| {norm:.6e}, finite difference {fd:.6e}", p.slots[k]);
+    }
+}
+
+/// The forward pass uses the f16 scales the file will hold: after any update, the
+/// projected weights equal the finished bytes decoded by the standard dequantizer, for
+/// fixed and for re-derived codes.
+#[test]
+fn projected_weights_are_what_the_finished_bytes_decode_to() {
+    for codes in [Codes::Fixed, Codes::Rederive] {
+        for t in [GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K] {
+            check_projection(t, codes);
+        }
+    }
+}
+
+fn check_projection(t: GgmlType, codes: Codes) {
+    let f = fixture();
+    let rp = plan(&f.m, t);
+    let p = Params::new(&f.m, &rp, &f.rounding, false, codes).unwrap();
+    for v in &p.vars {
+        let n = v.elem_count();
+        let vals: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 1.7e-3).collect();
+        v.set(&Tensor::from_vec(vals, v.dims(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let trained = p.weights(true).unwrap();
+    let decoded = decode(&p, &p.finish().unwrap()).unwrap();
+    for (a, b) in trained.iter().zip(&decoded) {
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let scale = b.abs().unwrap().max_all().unwrap();
+        let (d, s) = (diff.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap());
+        assert!(d <= s * 1e-6, "{t:?} {codes:?}: trained and decoded weights differ by {d} (max {s})");
+    }
+}
+
+fn quick(steps: usize) -> TuneConfig {
+    TuneConfig {
+        steps,
+        lr: 5e-3,
+        batch: 2,
+        seed: 7,
+        ..TuneConfig::default()
+    }
+}
+
+#[test]
+fn tuning_lowers_calibration_and_heldout_kl_of_uniform_q4_0() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    let out = tune(&f.setup(&rp), &quick(12), TuneHooks::default()).unwrap();
+    let (b, a) = (out.before, out.after);
+    assert!(
+        a.calibration.kl < 0.95 * b.calibration.kl,
+        "calibration KL {} → {}",
+        b.calibration.kl,
+        a.calibration.kl
+    );
+    assert!(a.heldout.kl < b.heldout.kl, "held-out KL {} → {}", b.heldout.kl, a.heldout.kl);
+    assert_eq!(out.history.len(), 12);
+    // Same size: every tensor keeps its type and byte count.
+    for ((info, t), bytes) in f.m.tensors.iter().zip(&rp.types).zip(&out.tuned.bytes) {
+        assert_eq!(Some(bytes.len()), t.tensor_bytes(info.rows, info.cols));
+    }
+}
+
+#[test]
+fn rederived_codes_lower_the_kl_and_change_the_codes() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    let cfg = TuneConfig {
+        codes: Codes::Rederive,
+        ..quick(12)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    assert!(out.after.calibration.kl < 0.95 * out.before.calibration.kl);
+    let fixed = tune(&f.setup(&rp), &quick(12), TuneHooks::default()).unwrap();
+    assert_ne!(out.tuned.bytes, fixed.tuned.bytes);
+}
+
+#[test]
+fn resumed_run_gives_the_bytes_of_an_uninterrupted_one() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4K);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |steps: usize, ck: &str, resume: bool| {
+        let cfg = TuneConfig {
+            checkpoint: Some(dir.path().join(ck)),
+            checkpoint_every: 2,
+            resume,
+            ..quick(steps)
+        };
+        tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap()
+    };
+    let whole = run(4, "a.safetensors", false);
+    let first = run(2, "b.safetensors", false);
+    assert_eq!(first.resumed_from, None);
+    let rest = run(4, "b.safetensors", true);
+    assert_eq!(rest.resumed_from, Some(2));
+    assert_eq!(rest.tuned.bytes, whole.tuned.bytes);
+    let aux = |o: &TuneOutcome| -> Vec<Vec<f32>> {
+        o.tuned.aux.iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+    };
+    assert_eq!(aux(&rest), aux(&whole));
+    let steps = |o: &TuneOutcome| -> Vec<(usize, u64)> {
+        o.history.iter().map(|r| (r.step, r.loss.to_bits())).collect()
+    };
+    assert_eq!(steps(&rest), steps(&whole));
+}
+
+#[test]
+fn checkpoint_of_another_plan_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck.safetensors");
+    let cfg = |resume| TuneConfig {
+        checkpoint: Some(ck.clone()),
+        checkpoint_every: 1,
+        resume,
+        ..quick(1)
+    };
+    let q4 = plan(&f.m, GgmlType::Q4_0);
+    tune(&f.setup(&q4), &cfg(false), TuneHooks::default()).unwrap();
+    let q5 = plan(&f.m, GgmlType::Q5_0);
+    let err = tune(&f.setup(&q5), &cfg(true), TuneHooks::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ck.safetensors") && err.contains("another run"), "{err}");
+}
+
+/// A NaN in the parameters makes the step fail without touching any variable.
+#[test]
+fn divergence_stops_and_keeps_the_last_good_parameters() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
+    let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
+    let k = p.slots.iter().position(|s| matches!(s, Slot::Aux(_))).unwrap();
+    let bad = (p.vars[k].as_tensor() * f64::NAN).unwrap();
+    p.vars[k].set(&bad).unwrap();
+    let before: Vec<Vec<f32>> = p.vars.iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let mut tr = Trainer {
+        moments: p.vars.iter().map(|v| adam::Moments::zeros(v.elem_count())).collect(),
+        history: Vec::new(),
+        step: 0,
+    };
+    let err = tr.step(&f.setup(&rp), &p, &train, &quick(1)).unwrap_err();
+    assert!(err.to_string().contains("diverged at step 1"), "{err}");
+    let after: Vec<Vec<f32>> = p.vars.iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    assert_eq!(tr.step, 0);
+    for (a, b) in before.iter().zip(&after) {
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    let msg = diverged(err, &quick(1), None).to_string();
+    assert!(msg.contains("no checkpoint was written"), "{msg}");
+}
+
+#[test]
+fn bad_settings_are_refused_by_name() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    for (cfg, key) in [
+        (TuneConfig { steps: 0, ..quick(1) }, "steps"),
+        (TuneConfig { lr: f32::NAN, ..quick(1) }, "lr"),
+        (TuneConfig { checkpoint_every: 2, ..quick(1) }, "checkpoint"),
+    ] {
+        let err = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{err}");
+    }
+}
+
+#[test]
+fn batches_depend_only_on_seed_and_step() {
+    assert_eq!(batch_windows(3, 5, 10, 4), batch_windows(3, 5, 10, 4));
+    assert_ne!(batch_windows(3, 5, 10, 4), batch_windows(3, 6, 10, 4));
+    assert_eq!(batch_windows(1, 0, 3, 8), vec![0, 1, 2]);
+}
