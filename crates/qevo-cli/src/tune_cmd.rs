@@ -72,7 +72,13 @@ pub struct TuneArgs {
 
 const DEFAULT_SEQ_LEN: usize = 128;
 
-fn windows(m: &Model, file: Option<&Path>, default: &str, seq: usize, n: usize) -> Result<TokenWindows> {
+fn windows(
+    m: &Model,
+    file: Option<&Path>,
+    default: &str,
+    seq: usize,
+    n: usize,
+) -> Result<TokenWindows> {
     let text = read_text(file, default)?;
     TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
@@ -96,11 +102,24 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         None => None,
     };
     let rounding = rounding_inputs(&m, imatrix, scored.rounding.as_ref(), None)?;
-    let seq = a.seq_len.unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
-    let calib = windows(&m, a.text.as_deref(), qevo::assets::CALIB_TEXT, seq, a.windows)?;
-    let held = windows(&m, a.heldout.as_deref(), qevo::assets::HELDOUT_TEXT, seq, a.heldout_windows)?;
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+    let seq = a
+        .seq_len
+        .unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
+    let calib = windows(
+        &m,
+        a.text.as_deref(),
+        qevo::assets::CALIB_TEXT,
+        seq,
+        a.windows,
+    )?;
+    let held = windows(
+        &m,
+        a.heldout.as_deref(),
+        qevo::assets::HELDOUT_TEXT,
+        seq,
+        a.heldout_windows,
+    )?;
+    std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
     let setup = TuneSetup {
         model: &m,
         plan: &resolved,
@@ -131,7 +150,11 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
     write_report(&a.out.join("tune.json"), &cfg, &out, secs)?;
     print_outcome(&out, secs);
-    println!("wrote {} ({} bytes)", gguf.display(), summary.layout.file_bytes);
+    println!(
+        "wrote {} ({} bytes)",
+        gguf.display(),
+        summary.layout.file_bytes
+    );
     Ok(())
 }
 
@@ -142,8 +165,10 @@ fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("tune {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "tune {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut held = None;
     let mut on_step = |r: &StepRecord| {
@@ -167,7 +192,13 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
     if let Some(s) = out.resumed_from {
         println!("resumed from step {s}");
     }
-    let mut t = Table::new(&["", "calibration KL", "held-out KL", "held-out ppl", "held-out top-1"]);
+    let mut t = Table::new(&[
+        "",
+        "calibration KL",
+        "held-out KL",
+        "held-out ppl",
+        "held-out top-1",
+    ]);
     for (name, s) in [("before", &out.before), ("after", &out.after)] {
         t.row(vec![
             name.to_string(),

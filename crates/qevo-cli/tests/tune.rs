@@ -58,7 +58,10 @@ fn tune_writes_its_outputs_and_the_same_bytes_for_one_and_two_threads() {
     let o = tune(tmp.path(), "2", &["--out", &two]);
     assert!(o.status.success(), "{}", text(&o));
     let bytes = |d: &str| std::fs::read(Path::new(d).join("model.gguf")).unwrap();
-    assert!(bytes(&one) == bytes(&two), "1 and 2 threads wrote different GGUF bytes");
+    assert!(
+        bytes(&one) == bytes(&two),
+        "1 and 2 threads wrote different GGUF bytes"
+    );
 }
 
 #[test]
@@ -72,7 +75,10 @@ fn tune_resumed_from_its_checkpoint_writes_the_uninterrupted_bytes() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resumed from step 2"), "{}", text(&o));
     let bytes = |d: &str| std::fs::read(Path::new(d).join("model.gguf")).unwrap();
-    assert!(bytes(&whole) == bytes(&part), "resumed run wrote different bytes");
+    assert!(
+        bytes(&whole) == bytes(&part),
+        "resumed run wrote different bytes"
+    );
 }
 
 #[test]
@@ -86,16 +92,32 @@ fn tune_refuses_a_plan_for_another_model_and_a_text_too_short() {
     )
     .unwrap();
     let out = out_dir(tmp.path(), "o");
-    let o = tune(tmp.path(), "2", &["--plan", plan.to_str().unwrap(), "--out", &out]);
+    let o = tune(
+        tmp.path(),
+        "2",
+        &["--plan", plan.to_str().unwrap(), "--out", &out],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("model_fingerprint"), "{}", text(&o));
-    let o = tune(tmp.path(), "2", &["--plan", plan.to_str().unwrap(), "--out", &out, "--force"]);
+    let o = tune(
+        tmp.path(),
+        "2",
+        &["--plan", plan.to_str().unwrap(), "--out", &out, "--force"],
+    );
     assert!(!o.status.success());
     assert!(text(&o).contains("blk.99.attn_q.weight"), "{}", text(&o));
 
     let short = tmp.path().join("short.txt");
     std::fs::write(&short, "only a few words").unwrap();
-    let o = tune(tmp.path(), "2", &["--text", short.to_str().unwrap(), "--out", &out]);
+    let o = tune(
+        tmp.path(),
+        "2",
+        &["--text", short.to_str().unwrap(), "--out", &out],
+    );
     assert!(!o.status.success());
-    assert!(text(&o).contains("short.txt") && text(&o).contains("tokens"), "{}", text(&o));
+    assert!(
+        text(&o).contains("short.txt") && text(&o).contains("tokens"),
+        "{}",
+        text(&o)
+    );
 }

@@ -1,5 +1,7 @@
 //! Forward-pass and evaluator throughput (issues: foundation, 14). Everything is a ratio to
-//! a baseline measured in the same run, because the machine is shared and noisy:
+//! a baseline measured in the same run, alternately with it, because the machine is shared
+//! and noisy; each ratio is given in wall time and in process CPU time (which does not
+//! count the time other processes hold the cores, so it is the steadier one there):
 //!
 //! - forward GFLOP/s as a ratio to an f32 matmul (512×768×3072) timed in the same run, on
 //!   the embedded model, on a random GPT-2-small-shaped Llama (768 wide, 12 layers), and
@@ -55,46 +57,40 @@ fn matmul_gflops(mm: &Matmul) -> f64 {
     mm.flops / best_of(10, || mm.run(1)) / 1e9
 }
 
-/// The head's product `x [m, k] @ W^T` (W `[n, k]`): GFLOP/s in one gemm call and as
-/// `Model`'s dense weights run it (tiled over output columns), timed alternately.
-fn head_rates(m: usize, k: usize, n: usize) -> (f64, f64) {
-    use qevo::model::Weights;
-    let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
-    let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-    let dense = qevo::model::Dense(std::slice::from_ref(&w));
-    let (one, tiled) = interleaved(
-        7,
-        || {
-            let _ = x.matmul(&w.t().unwrap()).unwrap();
-        },
-        || {
-            let _ = dense.matmul_t(0, &x).unwrap();
-        },
-    );
-    let g = 2.0 * (m * k * n) as f64 / 1e9;
-    (g / one, g / tiled)
-}
-
 fn ids_for(m: &Model, n: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + 13) % m.arch.vocab()) as u32)
         .collect()
 }
 
-/// Best times of `a` and `b`, run alternately (so both see the same machine load).
-fn interleaved(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    };
+/// Seconds of process CPU time (user + system, every thread) so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// Wall and CPU seconds of one run of `f`.
+fn time(f: &mut dyn FnMut()) -> (f64, f64) {
+    let (t, c) = (Instant::now(), cpu_seconds());
+    f();
+    (t.elapsed().as_secs_f64(), cpu_seconds() - c)
+}
+
+/// Best (wall, CPU) times of `a` and of `b`, run alternately (so both see the same load).
+/// CPU time does not count the time other processes hold the cores, so on a shared
+/// machine its ratios are the steadier ones.
+type Best = ((f64, f64), (f64, f64));
+fn interleaved(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Best {
     a();
     b();
+    let min = |x: (f64, f64), y: (f64, f64)| (x.0.min(y.0), x.1.min(y.1));
+    let inf = (f64::INFINITY, f64::INFINITY);
     (0..reps)
         .map(|_| (time(&mut a), time(&mut b)))
-        .fold((f64::INFINITY, f64::INFINITY), |x, y| {
-            (x.0.min(y.0), x.1.min(y.1))
-        })
+        .fold((inf, inf), |acc, y| (min(acc.0, y.0), min(acc.1, y.1)))
 }
 
 /// Forward GFLOP/s over `b` windows of `t` tokens as a ratio to the matmul, timed
@@ -110,11 +106,13 @@ fn bench_forward(label: &str, m: &Model, b: usize, t: usize, reps: usize, matmul
             let _ = m.forward(&m.weights, &NoHook, &x).unwrap();
         },
     );
-    let (rate, gflops) = (matmul.flops * calls as f64 / mm / 1e9, flops / fw / 1e9);
+    let work = matmul.flops * calls as f64;
+    let (rate, gflops) = (work / mm.0 / 1e9, flops / fw.0 / 1e9);
+    let cpu_ratio = (flops / fw.1) / (work / mm.1);
     println!(
         "{label:<40} {b:>2} x {t:>3} tokens  forward {:>8.2} ms  {:>6.1} GFLOP/s  \
-         ratio to matmul {:.2} (matmul {rate:.0} GFLOP/s alongside)",
-        fw * 1e3,
+         ratio to matmul {:.2} wall, {cpu_ratio:.2} CPU time (matmul {rate:.0} GFLOP/s alongside)",
+        fw.0 * 1e3,
         gflops,
         gflops / rate
     );
@@ -226,16 +224,19 @@ fn bench_evaluator(label: &str, m: &Model, reps: usize) {
         c[*next.next().unwrap()].format = WeightFormat::Ggml(GgmlType::Q4_0);
         ev.score(&c, WINDOWS).unwrap();
     });
-    let plain = plain.min(plain2);
+    let plain = (plain.0.min(plain2.0), plain.1.min(plain2.1));
     println!(
         "{label:<40} evaluator: plain forward {:>8.2} ms; score (cached weights) {:>8.2} ms \
-         = {:.2}x; score (one new tensor) {:>8.2} ms = {:.2}x; {:.2} evaluations/s",
-        plain * 1e3,
-        cached * 1e3,
-        cached / plain,
-        changed * 1e3,
-        changed / plain,
-        1.0 / changed
+         = {:.2}x wall, {:.2}x CPU; score (one new tensor) {:>8.2} ms = {:.2}x wall, {:.2}x CPU; \
+         {:.2} evaluations/s",
+        plain.0 * 1e3,
+        cached.0 * 1e3,
+        cached.0 / plain.0,
+        cached.1 / plain.1,
+        changed.0 * 1e3,
+        changed.0 / plain.0,
+        changed.1 / plain.1,
+        1.0 / changed.0
     );
 }
 
@@ -275,15 +276,6 @@ fn main() {
     drop(m);
     if quick {
         return;
-    }
-    for m in [128, 1024] {
-        let (one, tiled) = head_rates(m, 576, 49152);
-        println!(
-            "head product {m}x576x49152: one gemm call {:.2} of matmul, tiled as the forward \
-             runs it {:.2}",
-            one / matmul,
-            tiled / matmul
-        );
     }
     let dir = tmp.path().join("smollm-135m-shaped");
     let smol = LlamaShape {

@@ -50,22 +50,40 @@ fn tuned_gguf_reloads_to_the_tuned_weights_and_rescores_to_the_reported_kl() {
     export_tuned_gguf(&m, &out.tuned, &path).unwrap();
     let back = Model::load(&path).unwrap();
     for (i, info) in m.tensors.iter().enumerate() {
-        let want = ggml::dequantize(out.tuned.types[i], &out.tuned.bytes[i], info.params()).unwrap();
-        let got = back.weights[i].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want =
+            ggml::dequantize(out.tuned.types[i], &out.tuned.bytes[i], info.params()).unwrap();
+        let got = back.weights[i]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!(
-            want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+            want.iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{}: reloaded weights differ from the tuned bytes",
             info.name
         );
     }
     let kl = held.score(&back, &back.weights, &NoHook).unwrap().kl;
     let rel = (kl - out.after.heldout.kl).abs() / out.after.heldout.kl;
-    assert!(rel < 1e-5, "re-scored {kl} vs reported {}", out.after.heldout.kl);
+    assert!(
+        rel < 1e-5,
+        "re-scored {kl} vs reported {}",
+        out.after.heldout.kl
+    );
 }
 
 /// llama.cpp's KLD of each file against the FP base (f32 export), on the same text.
 fn llama_kld(ppl: &Path, base: &LlamaLogits, gguf: &Path, text: &Path) -> f64 {
-    base.kl_to(&LlamaLogits::run(ppl, gguf, text, 128, 4, &gguf.with_extension("bin")))
+    base.kl_to(&LlamaLogits::run(
+        ppl,
+        gguf,
+        text,
+        128,
+        4,
+        &gguf.with_extension("bin"),
+    ))
 }
 
 #[test]
@@ -80,7 +98,13 @@ fn llama_cpp_measures_the_tuned_gguf_as_qevo_does() {
     let none = RoundingInputs::default();
     let f32_plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::F32), 16).unwrap();
     let base_gguf = dir.path().join("f32.gguf");
-    export_gguf(&m, &resolve_ggml(&m, &f32_plan, false).unwrap(), &none, &base_gguf).unwrap();
+    export_gguf(
+        &m,
+        &resolve_ggml(&m, &f32_plan, false).unwrap(),
+        &none,
+        &base_gguf,
+    )
+    .unwrap();
     let base = LlamaLogits::run(&ppl, &base_gguf, &text, 128, 4, &dir.path().join("f32.bin"));
     let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::Q4_0), 16).unwrap();
     let plan = resolve_ggml(&m, &plan, false).unwrap();
@@ -110,6 +134,12 @@ fn llama_cpp_measures_the_tuned_gguf_as_qevo_does() {
     .unwrap();
     println!("llama.cpp KLD: untuned {theirs_untuned:.6}, tuned {theirs:.6}; qevo KL of the tuned file {ours:.6}");
     // As in export_kld.rs: llama.cpp's 8-bit activation rounding adds a small floor.
-    assert!((theirs - ours).abs() <= 0.1 * ours + 2.5e-4, "llama.cpp {theirs} vs qevo {ours}");
-    assert!(theirs < theirs_untuned, "tuned {theirs} vs untuned {theirs_untuned}");
+    assert!(
+        (theirs - ours).abs() <= 0.1 * ours + 2.5e-4,
+        "llama.cpp {theirs} vs qevo {ours}"
+    );
+    assert!(
+        theirs < theirs_untuned,
+        "tuned {theirs} vs untuned {theirs_untuned}"
+    );
 }

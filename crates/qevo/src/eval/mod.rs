@@ -594,7 +594,11 @@ impl Reference {
             return Err(Error::Invalid(format!(
                 "no token distributions for window {w} ({} windows{})",
                 self.windows.len(),
-                if self.pooled.is_some() { ", an encoder" } else { "" }
+                if self.pooled.is_some() {
+                    ", an encoder"
+                } else {
+                    ""
+                }
             )));
         }
         let (p, k) = (w * t, self.k);

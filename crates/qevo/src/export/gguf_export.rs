@@ -413,7 +413,11 @@ pub fn export_gguf(
 
 /// Writes a tuned model (`tune::Tuned`: block bytes and norms) as a GGUF file at `out`
 /// (atomically): the tuned bytes byte for byte, the tuned norms and biases as f32.
-pub fn export_tuned_gguf(model: &Model, tuned: &crate::tune::Tuned, out: &Path) -> Result<ExportSummary> {
+pub fn export_tuned_gguf(
+    model: &Model,
+    tuned: &crate::tune::Tuned,
+    out: &Path,
+) -> Result<ExportSummary> {
     let aux: Vec<Tensor> = tuned.aux.iter().map(|(_, t)| t.clone()).collect();
     let m = model.with_llama_aux(&aux, false)?;
     let plan = ResolvedPlan {

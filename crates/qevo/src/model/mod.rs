@@ -216,23 +216,9 @@ pub trait Weights: Sync {
 /// Dense f32 weights, indexed like `Model::tensors`.
 pub struct Dense<'a>(pub &'a [Tensor]);
 
-/// Output columns per product when a matrix is very wide (a 50k-vocabulary head): gemm
-/// runs such a product in one call at about half the rate it reaches on tiles of this
-/// many columns, whose packed operands stay in cache (benches/forward.rs, `linear` lines).
-const WIDE_TILE: usize = 2048;
-
 impl Weights for Dense<'_> {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
-        let w = &self.0[idx];
-        let n = w.dim(0)?;
-        if n <= 4 * WIDE_TILE {
-            return Ok(x2.matmul(&w.t()?)?);
-        }
-        let tiles = (0..n)
-            .step_by(WIDE_TILE)
-            .map(|s| x2.matmul(&w.narrow(0, s, WIDE_TILE.min(n - s))?.t()?))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&tiles, 1)?)
+        Ok(x2.matmul(&self.0[idx].t()?)?)
     }
     fn table(&self, idx: usize) -> Result<Tensor> {
         Ok(self.0[idx].clone())

@@ -24,7 +24,14 @@ const EPS: f32 = 1e-8;
 
 /// One Adam step (`t` counts from 1) on `p` with gradient `g` and rate `lr`, then clamps
 /// to `[lo, hi]`. Element-wise and sequential, so the result never depends on threads.
-pub(crate) fn step(p: &mut [f32], g: &[f32], s: &mut Moments, t: u64, lr: f32, (lo, hi): (f32, f32)) {
+pub(crate) fn step(
+    p: &mut [f32],
+    g: &[f32],
+    s: &mut Moments,
+    t: u64,
+    lr: f32,
+    (lo, hi): (f32, f32),
+) {
     let c1 = 1.0 - BETA1.powi(t as i32);
     let c2 = 1.0 - BETA2.powi(t as i32);
     for (((x, &g), m), v) in p.iter_mut().zip(g).zip(&mut s.m).zip(&mut s.v) {
@@ -55,7 +62,10 @@ mod tests {
         let mut p = vec![0.0f32, 0.0];
         let mut s = Moments::zeros(2);
         step(&mut p, &[5.0, -0.001], &mut s, 1, 0.1, (f32::MIN, f32::MAX));
-        assert!((p[0] + 0.1).abs() < 1e-4 && (p[1] - 0.1).abs() < 1e-4, "{p:?}");
+        assert!(
+            (p[0] + 0.1).abs() < 1e-4 && (p[1] - 0.1).abs() < 1e-4,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -67,7 +67,12 @@ pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarS
         .metadata()
         .as_ref()
         .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| Error::format(path, format!("not a qevo tune checkpoint (no `{META_KEY}`)")))?;
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!("not a qevo tune checkpoint (no `{META_KEY}`)"),
+            )
+        })?;
     let meta: Meta = serde_json::from_str(json).map_err(|e| Error::format(path, e.to_string()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     let read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {

@@ -164,7 +164,13 @@ fn batch_windows(seed: u64, step: usize, n: usize, batch: usize) -> Vec<usize> {
 }
 
 /// Scores block bytes and norms through the standard decoding path.
-fn score(s: &TuneSetup, p: &Params, bytes: &[Vec<u8>], aux: &[Tensor], r: &Reference) -> Result<Metrics> {
+fn score(
+    s: &TuneSetup,
+    p: &Params,
+    bytes: &[Vec<u8>],
+    aux: &[Tensor],
+    r: &Reference,
+) -> Result<Metrics> {
     let m = s.model.with_llama_aux(aux, false)?;
     let w = params::decode(p, bytes)?;
     r.score(&m, &w, &NoHook)
@@ -176,13 +182,22 @@ fn detached(ts: &[Tensor]) -> Vec<Tensor> {
 
 fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
     if cfg.steps == 0 || cfg.batch == 0 {
-        return Err(Error::setting("steps", "steps and batch must be at least 1"));
+        return Err(Error::setting(
+            "steps",
+            "steps and batch must be at least 1",
+        ));
     }
     if !(cfg.lr.is_finite() && cfg.lr > 0.0 && cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0) {
-        return Err(Error::setting("lr", "learning rates must be finite and positive"));
+        return Err(Error::setting(
+            "lr",
+            "learning rates must be finite and positive",
+        ));
     }
     if cfg.checkpoint_every > 0 && cfg.checkpoint.is_none() {
-        return Err(Error::setting("checkpoint", "checkpoint_every needs a checkpoint path"));
+        return Err(Error::setting(
+            "checkpoint",
+            "checkpoint_every needs a checkpoint path",
+        ));
     }
     if s.plan.types.len() != s.model.tensors.len() {
         return Err(Error::Invalid(format!(
@@ -238,7 +253,11 @@ impl Trainer {
             ));
         }
         for (v, st) in p.vars.iter().zip(&states) {
-            v.set(&Tensor::from_vec(st.values.clone(), st.shape.clone(), &Device::Cpu)?)?;
+            v.set(&Tensor::from_vec(
+                st.values.clone(),
+                st.shape.clone(),
+                &Device::Cpu,
+            )?)?;
         }
         Ok(Trainer {
             moments: states.into_iter().map(|s| s.moments).collect(),
@@ -298,7 +317,11 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
         (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
         _ => Trainer {
-            moments: p.vars.iter().map(|v| adam::Moments::zeros(v.elem_count())).collect(),
+            moments: p
+                .vars
+                .iter()
+                .map(|v| adam::Moments::zeros(v.elem_count()))
+                .collect(),
             history: Vec::new(),
             step: 0,
         },
@@ -312,7 +335,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
             break;
         }
         let t0 = Instant::now();
-        let lv = tr.step(s, &p, &train, cfg).map_err(|e| diverged(e, cfg, last_saved))?;
+        let lv = tr
+            .step(s, &p, &train, cfg)
+            .map_err(|e| diverged(e, cfg, last_saved))?;
         let eval = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
         let heldout_kl = match eval {
             true => Some(score(s, &p, &p.finish()?, &detached(&p.aux()), s.heldout)?.kl),
@@ -328,9 +353,11 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         if let Some(f) = on_step.as_mut() {
             f(&rec);
         }
-        if let Some(path) = cfg.checkpoint.as_ref().filter(|_| {
-            cfg.checkpoint_every > 0 && tr.step.is_multiple_of(cfg.checkpoint_every)
-        }) {
+        if let Some(path) = cfg
+            .checkpoint
+            .as_ref()
+            .filter(|_| cfg.checkpoint_every > 0 && tr.step.is_multiple_of(cfg.checkpoint_every))
+        {
             let meta = checkpoint::Meta {
                 identity: identity.clone(),
                 step: tr.step,
@@ -364,7 +391,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
 /// A failed step's error, saying which checkpoint survives.
 fn diverged(e: Error, cfg: &TuneConfig, last_saved: Option<usize>) -> Error {
     let kept = match (&cfg.checkpoint, last_saved) {
-        (Some(p), Some(step)) => format!("the checkpoint of step {step} is kept at {}", p.display()),
+        (Some(p), Some(step)) => {
+            format!("the checkpoint of step {step} is kept at {}", p.display())
+        }
         _ => "no checkpoint was written".to_string(),
     };
     Error::Invalid(format!("{e}; stopped: {kept}"))

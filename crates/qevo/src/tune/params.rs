@@ -166,9 +166,7 @@ impl QuantTensor {
     /// The stored scales `[rows, blocks]` (block scale, then min scale where there is one).
     fn stored(&self) -> Option<(&Tensor, Option<&Tensor>)> {
         match &self.kind {
-            Kind::Scaled { d0, m0, .. } | Kind::Rederive { d0, m0, .. } => {
-                Some((d0, m0.as_ref()))
-            }
+            Kind::Scaled { d0, m0, .. } | Kind::Rederive { d0, m0, .. } => Some((d0, m0.as_ref())),
             Kind::Frozen(_) => None,
         }
     }
@@ -221,10 +219,12 @@ impl Params {
     fn add_vars(&mut self, train_aux: bool) -> Result<()> {
         for (i, q) in self.tensors.iter().enumerate() {
             if let Some((d0, m0)) = q.stored() {
-                self.vars.push(Var::zeros(d0.dims(), DType::F32, &Device::Cpu)?);
+                self.vars
+                    .push(Var::zeros(d0.dims(), DType::F32, &Device::Cpu)?);
                 self.slots.push(Slot::Scale(i));
                 if let Some(m0) = m0 {
-                    self.vars.push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
+                    self.vars
+                        .push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
                     self.slots.push(Slot::Min(i));
                 }
             }
@@ -296,9 +296,8 @@ impl Params {
     /// training used) written into the plan's blocks, with re-derived codes rounded at
     /// exactly those scales.
     pub fn finish(&self) -> Result<Vec<Vec<u8>>> {
-        let f16 = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
-        };
+        let f16 =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?) };
         let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
         self.tensors
             .iter()

@@ -82,14 +82,30 @@ fn gradients_match_finite_differences() {
         .backward()
         .unwrap();
     let kinds = [
-        p.slots.iter().position(|s| matches!(s, Slot::Scale(_))).unwrap(),
-        p.slots.iter().position(|s| matches!(s, Slot::Min(_))).unwrap(),
-        p.slots.iter().position(|s| matches!(s, Slot::Aux(_))).unwrap(),
+        p.slots
+            .iter()
+            .position(|s| matches!(s, Slot::Scale(_)))
+            .unwrap(),
+        p.slots
+            .iter()
+            .position(|s| matches!(s, Slot::Min(_)))
+            .unwrap(),
+        p.slots
+            .iter()
+            .position(|s| matches!(s, Slot::Aux(_)))
+            .unwrap(),
     ];
     for k in kinds {
         let v = &p.vars[k];
         let g = grads.get(v).unwrap().clone();
-        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64;
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt() as f64;
         assert!(norm > 0.0, "variable {k} has no gradient");
         let u = (&g / norm).unwrap();
         let x0 = v.as_tensor().copy().unwrap();
@@ -101,7 +117,11 @@ fn gradients_match_finite_differences() {
         v.set(&x0).unwrap();
         let fd = (up - down) / (2.0 * h);
         let rel = (fd - norm).abs() / norm;
-        assert!(rel < 0.05, "{:?}: |g| {norm:.6e}, finite difference {fd:.6e}", p.slots[k]);
+        assert!(
+            rel < 0.05,
+            "{:?}: |g| {norm:.6e}, finite difference {fd:.6e}",
+            p.slots[k]
+        );
     }
 }
 
@@ -111,7 +131,12 @@ fn gradients_match_finite_differences() {
 #[test]
 fn projected_weights_are_what_the_finished_bytes_decode_to() {
     for codes in [Codes::Fixed, Codes::Rederive] {
-        for t in [GgmlType::Q4_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K] {
+        for t in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4K,
+        ] {
             check_projection(t, codes);
         }
     }
@@ -132,8 +157,14 @@ fn check_projection(t: GgmlType, codes: Codes) {
     for (a, b) in trained.iter().zip(&decoded) {
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let scale = b.abs().unwrap().max_all().unwrap();
-        let (d, s) = (diff.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap());
-        assert!(d <= s * 1e-6, "{t:?} {codes:?}: trained and decoded weights differ by {d} (max {s})");
+        let (d, s) = (
+            diff.to_scalar::<f32>().unwrap(),
+            scale.to_scalar::<f32>().unwrap(),
+        );
+        assert!(
+            d <= s * 1e-6,
+            "{t:?} {codes:?}: trained and decoded weights differ by {d} (max {s})"
+        );
     }
 }
 
@@ -159,7 +190,12 @@ fn tuning_lowers_calibration_and_heldout_kl_of_uniform_q4_0() {
         b.calibration.kl,
         a.calibration.kl
     );
-    assert!(a.heldout.kl < b.heldout.kl, "held-out KL {} → {}", b.heldout.kl, a.heldout.kl);
+    assert!(
+        a.heldout.kl < b.heldout.kl,
+        "held-out KL {} → {}",
+        b.heldout.kl,
+        a.heldout.kl
+    );
     assert_eq!(out.history.len(), 12);
     // Same size: every tensor keeps its type and byte count.
     for ((info, t), bytes) in f.m.tensors.iter().zip(&rp.types).zip(&out.tuned.bytes) {
@@ -202,11 +238,18 @@ fn resumed_run_gives_the_bytes_of_an_uninterrupted_one() {
     assert_eq!(rest.resumed_from, Some(2));
     assert_eq!(rest.tuned.bytes, whole.tuned.bytes);
     let aux = |o: &TuneOutcome| -> Vec<Vec<f32>> {
-        o.tuned.aux.iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+        o.tuned
+            .aux
+            .iter()
+            .map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
     };
     assert_eq!(aux(&rest), aux(&whole));
     let steps = |o: &TuneOutcome| -> Vec<(usize, u64)> {
-        o.history.iter().map(|r| (r.step, r.loss.to_bits())).collect()
+        o.history
+            .iter()
+            .map(|r| (r.step, r.loss.to_bits()))
+            .collect()
     };
     assert_eq!(steps(&rest), steps(&whole));
 }
@@ -228,7 +271,10 @@ fn checkpoint_of_another_plan_is_refused() {
     let err = tune(&f.setup(&q5), &cfg(true), TuneHooks::default())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("ck.safetensors") && err.contains("another run"), "{err}");
+    assert!(
+        err.contains("ck.safetensors") && err.contains("another run"),
+        "{err}"
+    );
 }
 
 /// A NaN in the parameters makes the step fail without touching any variable.
@@ -238,18 +284,34 @@ fn divergence_stops_and_keeps_the_last_good_parameters() {
     let rp = plan(&f.m, GgmlType::Q4_0);
     let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
     let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
-    let k = p.slots.iter().position(|s| matches!(s, Slot::Aux(_))).unwrap();
+    let k = p
+        .slots
+        .iter()
+        .position(|s| matches!(s, Slot::Aux(_)))
+        .unwrap();
     let bad = (p.vars[k].as_tensor() * f64::NAN).unwrap();
     p.vars[k].set(&bad).unwrap();
-    let before: Vec<Vec<f32>> = p.vars.iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let before: Vec<Vec<f32>> = p
+        .vars
+        .iter()
+        .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
     let mut tr = Trainer {
-        moments: p.vars.iter().map(|v| adam::Moments::zeros(v.elem_count())).collect(),
+        moments: p
+            .vars
+            .iter()
+            .map(|v| adam::Moments::zeros(v.elem_count()))
+            .collect(),
         history: Vec::new(),
         step: 0,
     };
     let err = tr.step(&f.setup(&rp), &p, &train, &quick(1)).unwrap_err();
     assert!(err.to_string().contains("diverged at step 1"), "{err}");
-    let after: Vec<Vec<f32>> = p.vars.iter().map(|v| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let after: Vec<Vec<f32>> = p
+        .vars
+        .iter()
+        .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
     assert_eq!(tr.step, 0);
     for (a, b) in before.iter().zip(&after) {
         assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -263,11 +325,31 @@ fn bad_settings_are_refused_by_name() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_0);
     for (cfg, key) in [
-        (TuneConfig { steps: 0, ..quick(1) }, "steps"),
-        (TuneConfig { lr: f32::NAN, ..quick(1) }, "lr"),
-        (TuneConfig { checkpoint_every: 2, ..quick(1) }, "checkpoint"),
+        (
+            TuneConfig {
+                steps: 0,
+                ..quick(1)
+            },
+            "steps",
+        ),
+        (
+            TuneConfig {
+                lr: f32::NAN,
+                ..quick(1)
+            },
+            "lr",
+        ),
+        (
+            TuneConfig {
+                checkpoint_every: 2,
+                ..quick(1)
+            },
+            "checkpoint",
+        ),
     ] {
-        let err = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap_err().to_string();
+        let err = tune(&f.setup(&rp), &cfg, TuneHooks::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with(key), "{err}");
     }
 }
