@@ -213,7 +213,8 @@ enum ProfilesCmd {
 #[derive(clap::Args, Clone)]
 pub struct QuantizeArgs {
     /// Weight format of every tensor: q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q4_1, q3_k,
-    /// q2_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs (with --imatrix), f16,
+    /// q2_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq1_m, iq2_xs, iq2_xxs, iq1_s (the last
+    /// three with --imatrix), f16,
     /// bf16, f32, or
     /// int{2..8}-{sym|asym|pow2}-{tensor|channel|g32|g64|g128}.
     #[arg(long)]
@@ -235,7 +236,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub act_percentile: Option<f64>,
     /// Weight the rounding of the GGML types llama.cpp weights (every block type but q8_0)
-    /// by an importance matrix collected on the calibration text (iq2_xs / iq2_xxs need one).
+    /// by an importance matrix collected on the calibration text (iq2_xs, iq2_xxs, iq1_s need one).
     #[arg(long, conflicts_with = "imatrix_file")]
     pub imatrix: bool,
     /// Weight it by this importance matrix instead: a llama-imatrix file (imatrix.gguf or

@@ -77,6 +77,14 @@ pub struct SearchArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// After the search, tune the K front plans nearest the recommended size (`qevo
+    /// tune`: block scales and norms distilled toward the FP model), re-score them on the
+    /// held-out windows and write them to --out/tuned/.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub tune_front: usize,
+    /// Training steps per tuned front plan.
+    #[arg(long, default_value_t = 50)]
+    pub tune_steps: usize,
     /// Tensor data limit in MB (10^6 bytes).
     #[arg(long)]
     pub max_size_mb: Option<f64>,
@@ -328,6 +336,9 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     bar.finish();
     write_outputs(a, &cfg, &model, &outcome)?;
     eprintln!("outputs written to {}", a.out.display());
+    if a.tune_front > 0 && !stop.load(Ordering::SeqCst) {
+        crate::tune_cmd::front(a, &cfg, &model, &outcome, (&calib, &heldout))?;
+    }
     if let Some(path) = &a.labels {
         print_knn(&model, &outcome, path)?;
     }

@@ -242,3 +242,77 @@ fn write_report(path: &Path, cfg: &TuneConfig, out: &TuneOutcome, secs: f64) -> 
     qevo::fsutil::write_atomic(path, text.as_bytes())?;
     Ok(())
 }
+
+/// `qevo search --tune-front K`: tunes the front plans nearest the recommended size,
+/// prints tuned against untuned at each size, writes --out/tuned/front-N.gguf and
+/// --out/tuned.json.
+pub fn front(
+    a: &crate::search_cmd::SearchArgs,
+    cfg: &qevo::search::SearchConfig,
+    m: &Model,
+    outcome: &qevo::search::SearchOutcome,
+    texts: (&str, &str),
+) -> Result<()> {
+    use qevo::search::tune_front::{front_to_tune, tune_front};
+    let indices = front_to_tune(m, outcome, a.tune_front);
+    if indices.is_empty() {
+        eprintln!("tune: no front plan is all GGML types; nothing to tune");
+        return Ok(());
+    }
+    let tune_cfg = TuneConfig {
+        steps: a.tune_steps,
+        seed: a.seed,
+        ..TuneConfig::default()
+    };
+    eprintln!(
+        "tuning {} front plans ({} steps each)",
+        indices.len(),
+        tune_cfg.steps
+    );
+    let entries = tune_front(m, outcome, texts, cfg, &indices, &tune_cfg)?;
+    let dir = a.out.join("tuned");
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let mut t = Table::new(&[
+        "front #",
+        "size MB",
+        "KL",
+        "tuned KL",
+        "held-out KL",
+        "tuned held-out KL",
+        "change",
+        "s",
+    ]);
+    let mut json = Vec::new();
+    for e in &entries {
+        let file = dir.join(format!("front-{}.gguf", e.front_index));
+        qevo::export::export_tuned_gguf(m, &e.tuned, &file)?;
+        let (b, af) = (&e.before, &e.after);
+        t.row(vec![
+            e.front_index.to_string(),
+            format!("{:.3}", e.size_bytes as f64 / 1e6),
+            format!("{:.5}", b.calibration.kl),
+            format!("{:.5}", af.calibration.kl),
+            format!("{:.5}", b.heldout.kl),
+            format!("{:.5}", af.heldout.kl),
+            format!(
+                "{:+.1}%",
+                100.0 * (af.heldout.kl - b.heldout.kl) / b.heldout.kl.max(1e-30)
+            ),
+            format!("{:.1}", e.seconds),
+        ]);
+        json.push(serde_json::json!({
+            "front_index": e.front_index,
+            "size_bytes": e.size_bytes,
+            "before": e.before,
+            "after": e.after,
+            "seconds": e.seconds,
+            "gguf": file,
+        }));
+    }
+    println!("\nTuned front plans (weights only, as a GGUF runs them)");
+    print!("{}", t.render());
+    let text =
+        serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
+    qevo::fsutil::write_atomic(&a.out.join("tuned.json"), text.as_bytes())?;
+    Ok(())
+}

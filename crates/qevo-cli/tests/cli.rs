@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{embedded_fingerprint, embedded_plan, qevo, search, text};
+use common::{embedded_plan, qevo, search, text};
 
 #[test]
 fn search_writes_every_output_and_resume_matches_an_uninterrupted_run() {

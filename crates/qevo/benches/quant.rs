@@ -4,7 +4,8 @@
 //! of the embedded model (or, if its assets are placeholders, of random tensors with the
 //! same shapes), and the dequantize throughput of the IQ types (qevo's own decoders) as a
 //! ratio to q4_k's (candle's) in the same run, and the quantize-only throughput of qevo's
-//! own GGML quantizers against candle's ports on one thread, as a ratio.
+//! own GGML quantizers (iq1_s, iq2_xs, iq2_xxs with an importance matrix only) against
+//! candle's ports on one thread, as a ratio.
 //! Run: `cargo bench --workspace --bench quant` (`-- quantize` or `-- iq` for one group).
 
 use candle_core::quantized::QTensor;
@@ -253,7 +254,7 @@ fn quantize_vs_candle() {
     }
 }
 
-/// Random blocks of a dequantize-only type: uniform bytes with an f16 block scale of 0.01
+/// Random blocks of an IQ type: uniform bytes with an f16 block scale of 0.01
 /// (iq1_m keeps its scale in the top nibbles of its last four u16 words).
 fn random_blocks(t: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -275,8 +276,8 @@ fn random_blocks(t: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     b
 }
 
-/// Dequantize throughput (GB/s of f32 output) of every dequantize-only type, as a ratio
-/// to q4_k's through the same entry point (`quant::ggml::dequantize`). On one thread, and
+/// Dequantize throughput (GB/s of f32 output) of every IQ type (qevo's own decoders;
+/// candle has none), as a ratio to q4_k's through the same entry point (`quant::ggml::dequantize`). On one thread, and
 /// q4_k re-measured right before each type, so that a shared, busy machine disturbs the
 /// ratio as little as possible.
 fn iq_dequantize() {
@@ -307,7 +308,10 @@ fn iq_dequantize() {
         "{:<10} {:>8} {:>10} {:>8}",
         "type", "GB/s", "q4_k GB/s", "ratio"
     );
-    for t in GgmlType::EVERY.into_iter().filter(|t| !t.can_quantize()) {
+    for t in GgmlType::EVERY
+        .into_iter()
+        .filter(|t| t.candle_dtype().is_none())
+    {
         let b = random_blocks(t, n / t.block_len(), t.gguf_id() as u64);
         let base = time(GgmlType::Q4K, &q4k);
         let s = time(t, &b);

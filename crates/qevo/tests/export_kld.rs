@@ -104,6 +104,8 @@ fn exported_gguf_kld_in_llama_cpp_matches_qevo_kl() {
         ("q4_k", u(GgmlType::Q4K)),
         ("q3_k", u(GgmlType::Q3K)),
         ("q2_k", u(GgmlType::Q2K)),
+        // iq1_m quantizes without an importance matrix (ggml's unweighted path).
+        ("iq1_m", u(GgmlType::Iq1M)),
         ("q4_k/q6_k/q5_0", mixed),
     ];
     check_plans(&m, &ppl, &text, 128, &plans);

@@ -126,3 +126,161 @@ fn gguf_files_holding_iq_tensors_load_bit_identical() {
         assert!(same, "{}: GGUF load differs from llama.cpp", c.ty);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// iq1_s / iq1_m quantizers against llama-quantize on edge rows (tests/fixtures/iq1, made by
+// scripts/make_iq1_fixtures.py): all-zero rows, zero / tiny sub-blocks, exact ties with
+// both zeros, outliers, constants, a huge dynamic range, and an importance matrix with zero
+// columns, a zero sub-block and huge values. No llama.cpp tool is needed to run these.
+
+fn iq1_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/iq1")
+}
+
+/// One fixture case: `rows` rows of a tensor, its importance (if llama-quantize used one)
+/// and the bytes llama-quantize wrote for them.
+struct Iq1Case {
+    ty: GgmlType,
+    tensor: String,
+    rows: usize,
+    cols: usize,
+    values: Vec<f32>,
+    imatrix: Option<Vec<f32>>,
+    want: Vec<u8>,
+}
+
+fn iq1_cases() -> Vec<Iq1Case> {
+    let idx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(iq1_dir().join("index.json")).unwrap())
+            .unwrap();
+    let im = qevo::quant::Imatrix::read(&iq1_dir().join("imatrix.gguf")).unwrap();
+    idx["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let tensor = c["tensor"].as_str().unwrap().to_string();
+            let values: Vec<f32> = std::fs::read(iq1_dir().join(c["values"].as_str().unwrap()))
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let imatrix = c["imatrix"]
+                .as_bool()
+                .unwrap()
+                .then(|| im.entries[&tensor].weights());
+            Iq1Case {
+                ty: GgmlType::parse(c["type"].as_str().unwrap()).unwrap(),
+                rows: c["rows"].as_u64().unwrap() as usize,
+                cols: c["cols"].as_u64().unwrap() as usize,
+                values,
+                imatrix,
+                want: std::fs::read(iq1_dir().join(c["bytes"].as_str().unwrap())).unwrap(),
+                tensor,
+            }
+        })
+        .collect()
+}
+
+fn quantize_case(c: &Iq1Case) -> Vec<u8> {
+    qevo::quant::WeightFormat::Ggml(c.ty)
+        .quantize_named(&c.tensor, &c.values, c.rows, c.cols, c.imatrix.as_deref())
+        .unwrap()
+        .bytes
+}
+
+#[test]
+fn iq1_quantizers_are_byte_identical_to_llama_quantize_on_edge_rows() {
+    let cases = iq1_cases();
+    for ty in [GgmlType::Iq1S, GgmlType::Iq1M] {
+        assert!(
+            cases.iter().any(|c| c.ty == ty && c.imatrix.is_some()),
+            "{ty}"
+        );
+    }
+    // iq1_m without an importance matrix: llama-quantize writes token_embd so.
+    assert!(cases
+        .iter()
+        .any(|c| c.ty == GgmlType::Iq1M && c.imatrix.is_none()));
+    let mut bad = Vec::new();
+    for c in &cases {
+        let ours = quantize_case(c);
+        assert_eq!(ours.len(), c.want.len(), "{} {}", c.ty, c.tensor);
+        let bb = c.ty.block_bytes();
+        let blocks_per_row = c.cols / c.ty.block_len();
+        for (b, (o, w)) in ours.chunks(bb).zip(c.want.chunks(bb)).enumerate() {
+            if o != w {
+                let (row, blk) = (b / blocks_per_row, b % blocks_per_row);
+                bad.push(format!("{} {} row {row} block {blk}", c.ty, c.tensor));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "differ from llama.cpp:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn iq1_round_trip_stays_near_the_input_and_reloads_exactly_from_gguf() {
+    use qevo::export::{GgufTensorOut, GgufWriter};
+    use qevo::model::gguf::Gguf;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iq1.gguf");
+    let cases = iq1_cases();
+    let mut w = GgufWriter::default();
+    let mut written = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let bytes = quantize_case(c);
+        let back = dequantize(c.ty, &bytes, c.rows * c.cols).unwrap();
+        // Rows 0 and the last keep the model's values: their error must be a fraction of
+        // their RMS (1.56 / 1.75 bits per weight lose much, but not everything).
+        for r in [0, c.rows - 1] {
+            let x = &c.values[r * c.cols..(r + 1) * c.cols];
+            let y = &back[r * c.cols..(r + 1) * c.cols];
+            let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+            let err = (x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                / x.len() as f32)
+                .sqrt();
+            assert!(
+                err < 0.8 * rms,
+                "{} {} row {r}: {err} vs rms {rms}",
+                c.ty,
+                c.tensor
+            );
+        }
+        w.tensors.push(GgufTensorOut {
+            name: format!("t{i}"),
+            dims: vec![c.cols as u64, c.rows as u64],
+            type_id: c.ty.gguf_id(),
+            bytes: bytes.clone(),
+        });
+        written.push((bytes, back));
+    }
+    w.write(&path).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    for (i, (c, (bytes, back))) in cases.iter().zip(&written).enumerate() {
+        let t = g.tensor(&format!("t{i}")).unwrap();
+        assert_eq!(g.tensor_bytes(t), &bytes[..], "{} {}", c.ty, c.tensor);
+        let loaded = g.dequantize(t).unwrap();
+        let same = loaded.len() == back.len()
+            && loaded
+                .iter()
+                .zip(back)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{} {}", c.ty, c.tensor);
+    }
+}
+
+#[test]
+fn iq1_s_without_an_importance_matrix_is_refused_naming_the_tensor() {
+    let c = iq1_cases()
+        .into_iter()
+        .find(|c| c.ty == GgmlType::Iq1S)
+        .unwrap();
+    let e = qevo::quant::WeightFormat::Ggml(GgmlType::Iq1S)
+        .quantize_named(&c.tensor, &c.values, c.rows, c.cols, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&c.tensor) && e.contains("importance matrix"),
+        "{e}"
+    );
+}

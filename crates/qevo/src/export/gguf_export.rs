@@ -31,7 +31,7 @@ pub struct ExportSummary {
 }
 
 /// llama.cpp's `general.file_type` labels (`llama_ftype`) for a model mostly in one type.
-const FILE_TYPES: [(GgmlType, u32); 20] = [
+const FILE_TYPES: [(GgmlType, u32); 22] = [
     (GgmlType::F32, 0),
     (GgmlType::F16, 1),
     (GgmlType::Q4_0, 2),
@@ -47,11 +47,13 @@ const FILE_TYPES: [(GgmlType, u32); 20] = [
     (GgmlType::Iq2Xxs, 19),
     (GgmlType::Iq2Xs, 20),
     (GgmlType::Iq3Xxs, 23),
+    (GgmlType::Iq1S, 24),
     (GgmlType::Iq4Nl, 25),
     (GgmlType::Iq3S, 26),
     // IQ2_M: the ftype whose default type is iq2_s (IQ2_S's is iq2_xs).
     (GgmlType::Iq2S, 29),
     (GgmlType::Iq4Xs, 30),
+    (GgmlType::Iq1M, 31),
     (GgmlType::BF16, 32),
 ];
 
@@ -500,6 +502,16 @@ fn write_gguf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_types_label_every_quantizable_type_as_llama_h_numbers_it() {
+        for t in GgmlType::ALL {
+            assert!(FILE_TYPES.iter().any(|(u, _)| *u == t), "{t}");
+        }
+        // llama.h: LLAMA_FTYPE_MOSTLY_IQ1_S = 24, LLAMA_FTYPE_MOSTLY_IQ1_M = 31.
+        assert!(FILE_TYPES.contains(&(GgmlType::Iq1S, 24)));
+        assert!(FILE_TYPES.contains(&(GgmlType::Iq1M, 31)));
+    }
 
     fn out(name: &str, t: GgmlType, rows: usize, cols: usize, data: &[f32]) -> GgufTensorOut {
         // Types llama.cpp only writes with an importance matrix get a non-uniform one.

@@ -245,7 +245,7 @@ impl WeightFormat {
         self.resolve(rows, cols).is_ok_and(|r| !r.fell_back())
     }
 
-    /// Whether qevo can quantize to this format (most GGML IQ types are dequantize-only).
+    /// Whether qevo can quantize to this format (every GGML type in the table can today).
     pub fn can_quantize(&self) -> bool {
         self.ggml().is_none_or(GgmlType::can_quantize)
     }
@@ -265,7 +265,7 @@ impl WeightFormat {
         }
     }
 
-    /// Whether quantizing needs an importance matrix (iq2_xxs, iq2_xs: llama.cpp's
+    /// Whether quantizing needs an importance matrix (iq2_xxs, iq2_xs, iq1_s: llama.cpp's
     /// quantizers cannot run without one, so `quantize` refuses then, naming the tensor).
     pub fn requires_imatrix(&self) -> bool {
         self.ggml().is_some_and(GgmlType::requires_imatrix)
@@ -529,7 +529,8 @@ mod tests {
     #[test]
     fn every_name_parses_back_to_its_format() {
         let all = WeightFormat::all();
-        assert_eq!(all.len(), 7 * 3 * 5 + 20);
+        // Every generic combination and every type of the GGML table (all quantize).
+        assert_eq!(all.len(), 7 * 3 * 5 + GgmlType::EVERY.len());
         for f in all {
             assert_eq!(WeightFormat::parse(&f.name()).unwrap(), f, "{f}");
         }
@@ -587,11 +588,22 @@ mod tests {
     }
 
     #[test]
-    fn dequantize_only_types_parse_but_refuse_to_quantize() {
+    fn iq1_types_are_offered_and_iq1_s_without_an_imatrix_is_refused_naming_the_tensor() {
+        for name in ["iq1_s", "iq1_m"] {
+            let f = WeightFormat::parse(name).unwrap();
+            assert!(
+                f.can_quantize() && WeightFormat::all().contains(&f),
+                "{name}"
+            );
+        }
         let f = WeightFormat::parse("iq1_s").unwrap();
-        assert!(!f.can_quantize());
-        assert!(!WeightFormat::all().contains(&f));
-        let err = f.quantize(&[0.0; 256], 1, 256, None).unwrap_err();
-        assert!(err.to_string().contains("iq1_s"), "{err}");
+        let err = f
+            .quantize_named("blk.3.attn_v.weight", &[0.5; 256], 1, 256, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blk.3.attn_v.weight") && err.contains("importance matrix"),
+            "{err}"
+        );
     }
 }

@@ -7,10 +7,12 @@
 //! Quantizing is qevo's own code (`quant::ggml_quants`), written from llama.cpp's current
 //! quantizers and byte-identical with `llama-quantize --pure`, with and without an
 //! importance matrix, for f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k,
-//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs and iq2_xxs (the last four
-//! with an imatrix only: llama-quantize refuses them without one; qevo writes iq3_xxs and
-//! iq2_s then too, with ggml's unweighted path, and refuses iq2_xs / iq2_xxs, which ggml
-//! cannot quantize without one). Measured (tests/ggml_quantize_llama_cpp.rs): every
+//! q5_k, q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m and iq1_s
+//! (the last six with an imatrix only: llama-quantize refuses them without one, token_embd
+//! and output excepted; qevo writes iq3_xxs, iq2_s and iq1_m then too, with ggml's
+//! unweighted path, as llama.cpp does for those two tensors, and refuses iq2_xs, iq2_xxs
+//! and iq1_s, which ggml cannot quantize without one). Measured
+//! (tests/ggml_quantize_llama_cpp.rs, and tests/quant_iq.rs for iq1 edge rows): every
 //! tensor of the embedded model, per type, plain and with an imatrix made by
 //! `llama-imatrix`, hashes to the bytes llama.cpp's tools (llama-cpp-python 0.3.36) wrote.
 //! With an importance matrix every block type but q8_0 weights its rounding by it, as
@@ -20,9 +22,8 @@
 //! bit-identical with llama.cpp's, tests/quant_fixtures.rs against its `gguf` package) and
 //! qevo's own for the IQ types (`quant::iq`, bit-identical, tests/quant_iq.rs).
 //!
-//! The IQ types iq1_m and iq1_s are
-//! dequantize-only: GGUF files holding them load, but qevo cannot write them yet, so they
-//! never enter a search space or a plan.
+//! Every type in the table has a quantizer today; the `quantizer` column stays optional so
+//! that a type qevo can only read is a row without one (`Capability::DequantizeOnly`).
 
 use super::ggml_quants::{self, RowQuantizer};
 use super::iq;
@@ -32,9 +33,9 @@ use candle_core::Device;
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// A GGML storage type. `F32`, `F16` and `BF16` are "blocks" of one element. The first
-/// rows of `TABLE` are the types qevo quantizes (`GgmlType::ALL`); the IQ rows after them
-/// are dequantize-only until qevo has their quantizers (`GgmlType::EVERY` lists all).
+/// A GGML storage type. `F32`, `F16` and `BF16` are "blocks" of one element. The rows of
+/// `TABLE` with a quantizer are the types qevo quantizes (`GgmlType::ALL`: all of them
+/// today); `GgmlType::EVERY` lists every row.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -172,8 +173,8 @@ const TABLE: [Row; N_TYPES] = [
     row(G::Iq2S,   "iq2_s",  22, 256,  82,  2, Block(iq::iq2_s),        Some(gq::iq2_s),  true,  true,  false, Some(G::Iq4Nl)),
     row(G::Iq2Xs,  "iq2_xs", 17, 256,  74,  2, Block(iq::iq2_xs),       Some(gq::iq2_xs), true,  true,  true,  Some(G::Iq4Nl)),
     row(G::Iq2Xxs, "iq2_xxs",16, 256,  66,  2, Block(iq::iq2_xxs),      Some(gq::iq2_xxs),true,  true,  true,  Some(G::Iq4Nl)),
-    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        None,             true,  true,  false, Some(G::Iq4Nl)),
-    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        None,             true,  true,  true,  Some(G::Iq4Nl)),
+    row(G::Iq1M,   "iq1_m",  29, 256,  56,  2, Block(iq::iq1_m),        Some(gq::iq1_m),  true,  true,  false, Some(G::Iq4Nl)),
+    row(G::Iq1S,   "iq1_s",  19, 256,  50,  2, Block(iq::iq1_s),        Some(gq::iq1_s),  true,  true,  true,  Some(G::Iq4Nl)),
 ];
 
 /// GGUF ids of types we can read but never choose (no search value: Q8_1 / Q8_K are
@@ -260,7 +261,8 @@ impl GgmlType {
         self.row().needs_imatrix
     }
     /// Whether the quantizer itself cannot run without an importance matrix (ggml's
-    /// `ggml_quantize_requires_imatrix`: iq2_xxs, iq2_xs, iq1_s); qevo refuses then.
+    /// `ggml_quantize_requires_imatrix`: iq2_xxs, iq2_xs, iq1_s; not iq1_m, whose check is
+    /// commented out there); qevo refuses then.
     pub fn requires_imatrix(self) -> bool {
         self.row().requires_imatrix
     }
@@ -659,10 +661,19 @@ mod tests {
     }
 
     #[test]
-    fn iq_types_without_a_quantizer_are_dequantize_only_and_refuse_to_quantize() {
-        let t = GgmlType::Iq1S;
-        assert_eq!(t.capability(), Capability::DequantizeOnly);
-        assert!(quantize_rows(t, &[0.0; 256], 1, 256, None).is_err());
-        assert_eq!(GgmlType::Iq4Nl.capability(), Capability::Quantize);
+    fn every_table_type_quantizes_and_iq1_s_alone_of_the_iq1_pair_requires_an_imatrix() {
+        assert_eq!(GgmlType::ALL.len(), GgmlType::EVERY.len());
+        assert_eq!(GgmlType::Iq1S.capability(), Capability::Quantize);
+        // ggml_quantize_requires_imatrix: iq1_s yes, iq1_m no (llama-quantize still refuses
+        // the IQ1_M ftype without one, token_embd / output excepted).
+        assert!(GgmlType::Iq1S.requires_imatrix() && GgmlType::Iq1S.needs_imatrix());
+        assert!(!GgmlType::Iq1M.requires_imatrix() && GgmlType::Iq1M.needs_imatrix());
+        assert!(quantize_rows(GgmlType::Iq1S, &[0.0; 256], 1, 256, None).is_err());
+        assert_eq!(
+            quantize_rows(GgmlType::Iq1M, &[0.5; 256], 1, 256, None)
+                .unwrap()
+                .len(),
+            56
+        );
     }
 }

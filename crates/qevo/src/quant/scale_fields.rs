@@ -82,15 +82,27 @@ fn blocks_of(t: GgmlType, bytes: &[u8], n: usize) -> Result<usize> {
     Ok(n / bl)
 }
 
-/// Splits a tensor of `t` (`n` values) into `d · A + m · B`.
-pub fn basis(t: GgmlType, bytes: &[u8], n: usize) -> Result<Basis> {
-    let fields = scale_fields(t)
-        .ok_or_else(|| Error::Invalid(format!("{} has no f16 block scale", t.name())))?;
+fn fields_of(t: GgmlType) -> Result<ScaleFields> {
+    scale_fields(t).ok_or_else(|| Error::Invalid(format!("{} has no f16 block scale", t.name())))
+}
+
+/// Every block's stored `d` and `m` (0 where the type has no min), as f32.
+pub fn stored_scales(t: GgmlType, bytes: &[u8], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let fields = fields_of(t)?;
     let nb = blocks_of(t, bytes, n)?;
     let bb = t.block_bytes();
     let field = |at: usize| (0..nb).map(|k| read_f16(bytes, k * bb + at)).collect();
-    let d: Vec<f32> = field(fields.d);
-    let min: Vec<f32> = fields.min.map_or_else(|| vec![0.0; nb], field);
+    Ok((
+        field(fields.d),
+        fields.min.map_or_else(|| vec![0.0; nb], field),
+    ))
+}
+
+/// Splits a tensor of `t` (`n` values) into `d · A + m · B`.
+pub fn basis(t: GgmlType, bytes: &[u8], n: usize) -> Result<Basis> {
+    let fields = fields_of(t)?;
+    let (d, min) = stored_scales(t, bytes, n)?;
+    let (nb, bb) = (d.len(), t.block_bytes());
     let decoded_with = |dv: f16, mv: f16| -> Result<Vec<f32>> {
         let mut b = bytes.to_vec();
         for k in 0..nb {
@@ -112,8 +124,7 @@ pub fn basis(t: GgmlType, bytes: &[u8], n: usize) -> Result<Basis> {
 /// Rewrites every block's scale fields with `d` and `min` (one per block, rounded to f16,
 /// as the format stores them); `min` is ignored for types without one.
 pub fn set_scales(t: GgmlType, bytes: &mut [u8], n: usize, d: &[f32], min: &[f32]) -> Result<()> {
-    let fields = scale_fields(t)
-        .ok_or_else(|| Error::Invalid(format!("{} has no f16 block scale", t.name())))?;
+    let fields = fields_of(t)?;
     let nb = blocks_of(t, bytes, n)?;
     if d.len() != nb || (fields.min.is_some() && min.len() != nb) {
         return Err(Error::Invalid(format!(

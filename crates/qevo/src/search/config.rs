@@ -137,7 +137,7 @@ pub struct DataConfig {
 /// Where a search's importance matrix comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Importance {
-    /// None: every type rounds unweighted (iq2_xs, iq2_xxs and iq1_* cannot be scored).
+    /// None: every type rounds unweighted (iq2_xs, iq2_xxs and iq1_s cannot be scored).
     #[default]
     None,
     /// Collected on the calibration windows (`quant::collect_imatrix`).

@@ -26,6 +26,7 @@ mod prepare;
 pub mod problem;
 mod seed;
 pub mod space;
+pub mod tune_front;
 
 pub use compare::{compare, Compared};
 pub use config::{defaults, FitnessWeights, Importance, SearchConfig};

@@ -48,13 +48,12 @@ pub const FORMAT_PRESETS: &[(&str, &[&str])] = &[
     // Every type llama.cpp loads and qevo quantizes, so the recommended plan exports to
     // GGUF as-is (q4_1 / q5_0 / q5_1 / iq4_nl are what llama.cpp uses where rows are not a
     // multiple of 256). Types that need an importance matrix to quantize at all (iq2_xxs,
-    // iq2_xs: only with data.imatrix, and never for token_embd) and dequantize-only ones
-    // (iq1_*) are in no preset.
+    // iq2_xs, iq1_s: only with data.imatrix, and never for token_embd) are in no preset.
     (
         "ggml",
         &[
             "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
-            "iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs", "iq2_s", "f16",
+            "iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs", "iq2_s", "iq1_m", "f16",
         ],
     ),
     // The product brief's genome: integer widths × schemes at a common group size.
@@ -158,7 +157,7 @@ fn unit_key(tensors: &[TensorInfo], t: usize, cfg: &SpaceConfig) -> String {
 impl SearchSpace {
     /// The units and, per unit, the choices of `cfg` that fit all its tensors and that
     /// `target` executes. `has_importance[t]`: tensor `t` has an importance vector, without
-    /// which the types that require one (iq2_xs, iq2_xxs) cannot be chosen for it.
+    /// which the types that require one (iq2_xs, iq2_xxs, iq1_s) cannot be chosen for it.
     pub fn new(
         model: &Model,
         cfg: &SpaceConfig,

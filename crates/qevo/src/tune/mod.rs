@@ -14,6 +14,7 @@
 
 mod adam;
 mod checkpoint;
+mod decode_op;
 mod loss;
 mod params;
 
@@ -163,6 +164,10 @@ fn batch_windows(seed: u64, step: usize, n: usize, batch: usize) -> Vec<usize> {
     v
 }
 
+/// Windows per forward pass when scoring: a 49k-vocabulary head makes 25 MB of logits
+/// per 128-token window, and scoring keeps two copies of a batch's.
+const SCORE_BATCH: usize = 4;
+
 /// Scores block bytes and norms through the standard decoding path.
 fn score(
     s: &TuneSetup,
@@ -173,6 +178,8 @@ fn score(
 ) -> Result<Metrics> {
     let m = s.model.with_llama_aux(aux, false)?;
     let w = params::decode(p, bytes)?;
+    let mut r = r.clone();
+    r.batch = r.batch.min(SCORE_BATCH);
     r.score(&m, &w, &NoHook)
 }
 
@@ -266,22 +273,39 @@ impl Trainer {
         })
     }
 
+    /// Loss and gradients of the step's windows, one window per backward pass (so the
+    /// activations kept for the backward pass are one window's), summed in window order.
+    fn gradients(
+        s: &TuneSetup,
+        p: &Params,
+        train: &Model,
+        wins: &[usize],
+    ) -> Result<(f64, Vec<Vec<f32>>)> {
+        let w = p.weights(true)?;
+        let mut all: Vec<Vec<f32>> = p.vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
+        let mut total = 0f64;
+        let share = 1.0 / wins.len() as f64;
+        for win in wins {
+            let loss =
+                (loss::batch_loss(train, &w, s.calibration, std::slice::from_ref(win))? * share)?;
+            total += loss.to_scalar::<f32>()? as f64;
+            let grads = loss.backward()?;
+            for (acc, v) in all.iter_mut().zip(&p.vars) {
+                if let Some(g) = grads.get(v) {
+                    for (a, x) in acc.iter_mut().zip(g.flatten_all()?.to_vec1::<f32>()?) {
+                        *a += x;
+                    }
+                }
+            }
+        }
+        Ok((total, all))
+    }
+
     /// One step: loss and gradients on this step's windows, then Adam on every variable.
     /// A non-finite loss or gradient leaves the variables untouched and is an error.
     fn step(&mut self, s: &TuneSetup, p: &Params, train: &Model, cfg: &TuneConfig) -> Result<f64> {
         let wins = batch_windows(cfg.seed, self.step, s.calibration.windows.len(), cfg.batch);
-        let w = p.weights(true)?;
-        let loss = loss::batch_loss(train, &w, s.calibration, &wins)?;
-        let lv = loss.to_scalar::<f32>()? as f64;
-        let grads = loss.backward()?;
-        let mut all = Vec::with_capacity(p.vars.len());
-        for v in &p.vars {
-            let g = match grads.get(v) {
-                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0.0; v.elem_count()],
-            };
-            all.push(g);
-        }
+        let (lv, all) = Self::gradients(s, p, train, &wins)?;
         let finite = lv.is_finite() && all.iter().flatten().all(|g| g.is_finite());
         if !finite {
             return Err(Error::Invalid(format!(

@@ -1,5 +1,5 @@
-//! The trainable view of a quantized plan: every GGML tensor becomes `d · A + m · B`
-//! (`quant::scale_fields`) with one multiplicative correction per block scale, and the
+//! The trainable view of a quantized plan: every GGML tensor becomes a function of its
+//! block scales (`decode_op`) with one multiplicative correction per scale, and the
 //! norms and biases become variables. `weights` builds the forward pass's weight set
 //! from the current parameters; `finish` writes them back into standard block bytes.
 //!
@@ -11,10 +11,11 @@
 //! weights at the trained scales every step, rounding passed straight through
 //! (`Codes::Rederive`).
 
+use super::decode_op::Dequant;
 use crate::error::{Error, Result};
 use crate::export::ResolvedPlan;
 use crate::model::Model;
-use crate::quant::scale_fields::{basis, scale_fields, set_scales};
+use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
 use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs, WeightFormat};
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -45,10 +46,9 @@ pub enum Codes {
 enum Kind {
     /// A float type, or one without an f16 block scale: used as decoded.
     Frozen(Tensor),
-    /// `[rows, blocks, block_len]` parts and the stored scales `[rows, blocks]`.
+    /// The blocks, decoded at the current scales, and the stored scales `[rows, blocks]`.
     Scaled {
-        a: Tensor,
-        b: Option<Tensor>,
+        op: Dequant,
         d0: Tensor,
         m0: Option<Tensor>,
     },
@@ -97,17 +97,20 @@ fn quantize(model: &Model, i: usize, t: GgmlType, rounding: &RoundingInputs) -> 
 }
 
 fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Kind> {
-    let bs = basis(t, bytes, rows * cols)?;
-    let (bl, nb) = (t.block_len(), cols / t.block_len());
+    let (d, m) = stored_scales(t, bytes, rows * cols)?;
+    let nb = cols / t.block_len();
     let dev = &Device::Cpu;
-    let parts = |v: Vec<f32>| Tensor::from_vec(v, (rows, nb, bl), dev);
-    let has_min = !bs.b.is_empty();
+    let has_min = scale_fields(t).is_some_and(|f| f.min.is_some());
     Ok(Kind::Scaled {
-        a: parts(bs.a)?,
-        b: has_min.then(|| parts(bs.b)).transpose()?,
-        d0: Tensor::from_vec(bs.d, (rows, nb), dev)?,
+        op: Dequant {
+            ty: t,
+            rows,
+            cols,
+            bytes: std::sync::Arc::new(bytes.to_vec()),
+        },
+        d0: Tensor::from_vec(d, (rows, nb), dev)?,
         m0: has_min
-            .then(|| Tensor::from_vec(bs.min, (rows, nb), dev))
+            .then(|| Tensor::from_vec(m, (rows, nb), dev))
             .transpose()?,
     })
 }
@@ -269,12 +272,13 @@ impl Params {
             .map(|(i, q)| {
                 let scales = self.scales(i, project)?;
                 let w = match (&q.kind, scales) {
-                    (Kind::Scaled { a, b, .. }, Some((d, m))) => {
-                        let mut w = a.broadcast_mul(&d.unsqueeze(2)?)?;
-                        if let (Some(b), Some(m)) = (b, m) {
-                            w = (w + b.broadcast_mul(&m.unsqueeze(2)?)?)?;
-                        }
-                        w
+                    (Kind::Scaled { op, .. }, Some((d, m))) => {
+                        let m = match m {
+                            Some(m) => m,
+                            None => d.zeros_like()?,
+                        };
+                        let dm = Tensor::stack(&[&d, &m], 2)?.reshape(((), 2))?;
+                        dm.apply_op1(op.clone())?
                     }
                     (Kind::Rederive { w, levels: lv, .. }, Some((d, m))) => {
                         let (_, ste) = levels(w, &d, m.as_ref(), *lv)?;

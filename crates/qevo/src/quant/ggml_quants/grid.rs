@@ -7,8 +7,9 @@
 //!
 //! llama.cpp builds these tables from packed level codes (`kgrid_*`); qevo rebuilds the
 //! same points from the decode grids it already has (`iq_tables`, generated from
-//! ggml-common.h): a grid's byte values, sorted, are its levels `l` = 0, 1, 2, … in order.
-//! Tables are built once per type, on first use.
+//! ggml-common.h): a grid's byte values, sorted as signed bytes, are its levels
+//! `l` = 0, 1, 2, … in order (the iq2 / iq3 grids hold small positive bytes; the iq1 grid
+//! holds −1, 0, 1, whose levels are 0, 1, 2). Tables are built once per type, on first use.
 
 use super::common::nearest_int;
 
@@ -48,7 +49,7 @@ impl GridSearch {
             .iter()
             .flat_map(|e| e.to_le_bytes().into_iter().take(dim))
             .collect();
-        values.sort_unstable();
+        values.sort_unstable_by_key(|&b| b as i8);
         values.dedup();
         let level = |b: u8| values.iter().position(|&v| v == b).unwrap_or(0) as i8;
         let points: Vec<[i8; 8]> = entries
@@ -148,12 +149,26 @@ impl GridSearch {
         scale: f32,
         levels: &mut [i8],
     ) -> usize {
+        self.best_neighbour_by(neighbours, x, w, scale, |p| p as f32, levels)
+    }
+
+    /// `best_neighbour` with each coordinate `2l + 1` of a point valued by `value` (the
+    /// iq1 types give level `l` a shifted value, `iq1_find_best_neighbour2`).
+    pub(super) fn best_neighbour_by(
+        &self,
+        neighbours: &[u16],
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        value: impl Fn(i8) -> f32,
+        levels: &mut [i8],
+    ) -> usize {
         let mut best_d2 = f32::MAX;
         let mut best = neighbours[0] as usize;
         for &g in neighbours {
             let mut d2 = 0.0f32;
-            for (i, &q) in self.point(g as usize).iter().enumerate() {
-                let diff = scale * q as f32 - x[i];
+            for (i, &p) in self.point(g as usize).iter().enumerate() {
+                let diff = scale * value(p) - x[i];
                 d2 += w[i] * diff * diff;
             }
             if d2 < best_d2 {

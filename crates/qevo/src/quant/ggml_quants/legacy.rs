@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn write_levels_reproduces_each_legacy_block() {
         let x: Vec<f32> = (0..QK).map(|i| (i as f32 * 0.37).sin()).collect();
-        let types: [(GgmlType, fn(&[f32], Option<&[f32]>, &mut [u8])); 5] = [
+        type Quantize = fn(&[f32], Option<&[f32]>, &mut [u8]);
+        let types: [(GgmlType, Quantize); 5] = [
             (GgmlType::Q4_0, q4_0),
             (GgmlType::Q4_1, q4_1),
             (GgmlType::Q5_0, q5_0),

@@ -13,17 +13,19 @@
 //! * `legacy`: q4_0, q4_1, q5_0, q5_1, q8_0;
 //! * `kquants`: q2_k, q3_k, q4_k, q5_k, q6_k;
 //! * `iquants`: iq4_nl, iq4_xs;
-//! * `iq3`: iq3_xxs, iq3_s, and `iq2`: iq2_xxs, iq2_xs, iq2_s, on the lattice searches
-//!   of `grid`.
+//! * `iq3`: iq3_xxs, iq3_s, `iq2`: iq2_xxs, iq2_xs, iq2_s, and `iq1`: iq1_s, iq1_m, on
+//!   the lattice searches of `grid`.
 
 mod common;
 mod grid;
+mod iq1;
 mod iq2;
 mod iq3;
 mod iquants;
 mod kquants;
 mod legacy;
 
+pub(crate) use iq1::{iq1_m, iq1_s};
 pub(crate) use iq2::{iq2_s, iq2_xs, iq2_xxs};
 pub(crate) use iq3::{iq3_s, iq3_xxs};
 pub(crate) use iquants::{iq4_nl, iq4_xs};
