@@ -250,16 +250,17 @@ pub struct Reference {
     pooled: Option<embedding::Pooled>,
 }
 
-/// Log-softmax pieces of one row of logits, in f64.
+/// Log-softmax pieces of one row of logits, in f64. `ln_sum` is `sum.ln()`, taken once
+/// per row rather than once per `logp` (an exact-KL row calls `logp` for every token).
 struct RowStats {
     max: f32,
     sum: f64,
+    ln_sum: f64,
 }
 
 fn row_stats(row: &[f32]) -> RowStats {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
-    RowStats { max, sum }
+    RowStats::new(row, max)
 }
 
 /// `row_stats` and the index of the first largest logit, with one pass for both maxima
@@ -272,13 +273,20 @@ fn row_stats_argmax(row: &[f32]) -> (RowStats, usize) {
             true => (i, z),
             false => b,
         });
-    let sum = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
-    (RowStats { max, sum }, argmax)
+    (RowStats::new(row, max), argmax)
 }
 
 impl RowStats {
+    fn new(row: &[f32], max: f32) -> RowStats {
+        let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+        RowStats {
+            max,
+            sum,
+            ln_sum: sum.ln(),
+        }
+    }
     fn logp(&self, z: f32) -> f64 {
-        (z - self.max) as f64 - self.sum.ln()
+        (z - self.max) as f64 - self.ln_sum
     }
 }
 
