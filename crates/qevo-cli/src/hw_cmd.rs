@@ -1,5 +1,5 @@
-//! `qevo profiles`, `qevo profiles show`, `qevo cost` and `qevo profile-host`: the hardware
-//! side on its own, without a search.
+//! `qevo profiles`, `qevo profiles show`, `qevo cost`, `qevo profile-host` and
+//! `qevo plan-cost`: the hardware side on its own, without a search.
 
 use crate::commands::load_model;
 use crate::table::Table;
@@ -162,5 +162,95 @@ fn print_timings(cal: &hw::host::Calibration) {
                 e * 100.0
             );
         }
+    }
+}
+
+/// The search settings `qevo plan-cost` prices.
+pub struct PlanCostSearch {
+    pub target: String,
+    pub unit: String,
+    pub population: usize,
+    pub generations: u64,
+    pub seq_len: usize,
+    pub calib_windows: usize,
+}
+
+/// `host` measured now, else a built-in profile or a profile TOML.
+fn machine(name: &str) -> Result<hw::Profile> {
+    match name {
+        "host" => {
+            eprintln!("measuring this machine (matmul rates, memory bandwidth)...");
+            let m = hw::host::measure_host(&hw::host::HostOptions::default())?;
+            Ok(hw::host::host_profile(&m))
+        }
+        _ => Ok(hw::resolve_profile(name)?),
+    }
+}
+
+pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Result<()> {
+    use qevo::search::budget::{budget, ConfigShape};
+    let shape = ConfigShape::read(config)?;
+    let mut cfg = qevo::search::SearchConfig::for_target(hw::resolve_profile(&s.target)?)?;
+    cfg.space.unit = qevo::search::space::UnitMode::parse(&s.unit)?;
+    cfg.evolution.population = s.population;
+    cfg.evolution.generations = s.generations;
+    cfg.data.seq_len = s.seq_len;
+    cfg.data.calib_windows = s.calib_windows;
+    cfg.validate()?;
+    println!(
+        "{}: {} layers, hidden {}, {} heads ({} kv), vocab {}, {:.2}B weight parameters{}",
+        config.display(),
+        shape.n_layers,
+        shape.hidden,
+        shape.n_heads,
+        shape.n_kv_heads,
+        shape.vocab,
+        shape.params() as f64 / 1e9,
+        if shape.tie_embeddings {
+            ", tied output"
+        } else {
+            ""
+        }
+    );
+    let d = &cfg.data;
+    println!(
+        "search: unit {}, target {}, population {}, {} generations; windows of {} tokens: {} full, {} screening, {} held-out",
+        s.unit, s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows
+    );
+    let mut t = Table::new(&[
+        "machine",
+        "screened",
+        "full (at most)",
+        "held-out",
+        "s/screen",
+        "s/full",
+        "s/held-out",
+        "total (no caches)",
+    ]);
+    for name in machines {
+        let b = budget(&shape, &cfg, &machine(name)?)?;
+        t.row(vec![
+            b.machine,
+            b.count.screened.to_string(),
+            b.count.full.to_string(),
+            b.count.heldout.to_string(),
+            format!("{:.3}", b.screen_seconds),
+            format!("{:.3}", b.full_seconds),
+            format!("{:.3}", b.heldout_seconds),
+            duration(b.total_seconds),
+        ]);
+    }
+    print!("{}", t.render());
+    println!("Counts follow the search's stages without the fitness memo or prefix cache, which only lower them; seconds are the roofline of the f32 forward over the windows on each machine's profile.");
+    Ok(())
+}
+
+/// Seconds as `1h 02m`, `3m 20s` or `12.5 s`.
+fn duration(s: f64) -> String {
+    let m = (s / 60.0).floor() as u64;
+    match m {
+        0 => format!("{s:.1} s"),
+        1..60 => format!("{m}m {:02.0}s", s - 60.0 * m as f64),
+        _ => format!("{}h {:02}m", m / 60, m % 60),
     }
 }

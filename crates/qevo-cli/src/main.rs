@@ -119,6 +119,30 @@ enum Cmd {
         #[arg(long)]
         decode_tokens: Option<u64>,
     },
+    /// What a search would cost, from a model's config.json alone (no weights): the
+    /// evaluations its stages make and the seconds per evaluation on each machine.
+    PlanCost {
+        /// config.json, or the directory holding it.
+        config: PathBuf,
+        /// Machine that evaluates: `host` (measure this one now), a built-in profile, or a
+        /// profile TOML (`qevo profile-host` writes one). Repeat for several.
+        #[arg(long = "machine", default_value = "host")]
+        machines: Vec<String>,
+        /// Target the plans are for (its formats shape the search space).
+        #[arg(long, default_value = qevo::search::defaults::TARGET)]
+        target: String,
+        /// role | block | tensor
+        #[arg(long, default_value = qevo::search::defaults::UNIT)]
+        unit: String,
+        #[arg(long, default_value_t = qevo::search::defaults::POPULATION)]
+        population: usize,
+        #[arg(long, default_value_t = qevo::search::defaults::GENERATIONS)]
+        generations: u64,
+        #[arg(long, default_value_t = qevo::search::defaults::SEQ_LEN)]
+        seq_len: usize,
+        #[arg(long, default_value_t = qevo::search::defaults::CALIB_WINDOWS)]
+        calib_windows: usize,
+    },
     /// Redraw report.html, pareto.svg and convergence.svg of a search's output directory
     /// from its report.json, and print the summary.
     Report {
@@ -275,6 +299,27 @@ fn main() {
             decode_tokens,
         ),
         Cmd::ProfileHost { out } => hw_cmd::profile_host(&out),
+        Cmd::PlanCost {
+            config,
+            machines,
+            target,
+            unit,
+            population,
+            generations,
+            seq_len,
+            calib_windows,
+        } => hw_cmd::plan_cost(
+            &config,
+            &machines,
+            &hw_cmd::PlanCostSearch {
+                target,
+                unit,
+                population,
+                generations,
+                seq_len,
+                calib_windows,
+            },
+        ),
         Cmd::Report { dir } => report_cmd::rebuild(&dir),
         Cmd::Quantize { args, q } => commands::quantize(&args, &q),
         Cmd::Export {

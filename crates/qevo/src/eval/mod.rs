@@ -250,21 +250,43 @@ pub struct Reference {
     pooled: Option<embedding::Pooled>,
 }
 
-/// Log-softmax pieces of one row of logits, in f64.
+/// Log-softmax pieces of one row of logits, in f64. `ln_sum` is `sum.ln()`, taken once
+/// per row rather than once per `logp` (an exact-KL row calls `logp` for every token).
 struct RowStats {
     max: f32,
     sum: f64,
+    ln_sum: f64,
 }
 
 fn row_stats(row: &[f32]) -> RowStats {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
-    RowStats { max, sum }
+    RowStats::new(row, max)
+}
+
+/// `row_stats` and the index of the first largest logit, with one pass for both maxima
+/// (the logits are finite: `Pass` checked them).
+fn row_stats_argmax(row: &[f32]) -> (RowStats, usize) {
+    let (argmax, max) = row
+        .iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &z)| match z > b.1 {
+            true => (i, z),
+            false => b,
+        });
+    (RowStats::new(row, max), argmax)
 }
 
 impl RowStats {
+    fn new(row: &[f32], max: f32) -> RowStats {
+        let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+        RowStats {
+            max,
+            sum,
+            ln_sum: sum.ln(),
+        }
+    }
     fn logp(&self, z: f32) -> f64 {
-        (z - self.max) as f64 - self.sum.ln()
+        (z - self.max) as f64 - self.ln_sum
     }
 }
 
@@ -339,6 +361,23 @@ fn check_finite_states(model: &Model, b: usize, h: &Tensor) -> Result<()> {
     }
 }
 
+/// Rows of logits a decoder's head produces at once: whole windows up to about this many
+/// rows, so a batch's logits never sit in memory whole (128 rows of a 49k vocabulary are
+/// 25 MB, which the allocator reuses instead of mapping and zeroing fresh pages), and
+/// each chunk is scored straight from the head's output buffer, never copied.
+const HEAD_ROWS: usize = 128;
+
+/// Runs `f` on the f32 elements of `t` (made contiguous if it is not), without a copy.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets())
+    else {
+        return Err(Error::Invalid("expected a contiguous CPU tensor".into()));
+    };
+    f(&cpu.as_slice::<f32>()?[a..b])
+}
+
 /// One pass of a weight set over windows `range`, `batch` windows per forward.
 pub struct Pass<'a> {
     pub model: &'a Model,
@@ -390,12 +429,29 @@ impl Pass<'_> {
             after_block(b, &states);
         }
         for (j, h) in states.iter().enumerate() {
-            let logits = model.head(self.weights, self.hook, h)?;
-            let flat = logits.flatten_all()?.to_vec1::<f32>()?;
-            if flat.iter().any(|x| !x.is_finite()) {
-                return Err(non_finite(model, "output", "the head's outputs"));
+            let n = h.dim(0)?;
+            // A decoder's head runs a few windows at a time (`HEAD_ROWS`); an encoder's
+            // pooled outputs are small.
+            let per = match model.arch.is_decoder() {
+                true => (HEAD_ROWS / h.dim(1)?.max(1)).max(1),
+                false => n,
+            };
+            for w0 in (0..n).step_by(per) {
+                let part = match per >= n {
+                    true => h.clone(),
+                    false => h.narrow(0, w0, per.min(n - w0))?,
+                };
+                let logits = model.head(self.weights, self.hook, &part)?;
+                with_f32(&logits, |flat| {
+                    if flat
+                        .par_chunks(1 << 16)
+                        .any(|c| c.iter().any(|x| !x.is_finite()))
+                    {
+                        return Err(non_finite(model, "output", "the head's outputs"));
+                    }
+                    f(self.range.start + j * batch + w0, flat)
+                })?;
             }
-            f(self.range.start + j * batch, &flat)?;
         }
         Ok(())
     }
@@ -581,7 +637,7 @@ impl Reference {
             .enumerate()
             .map(|(r, row)| {
                 let pos = p0 + r;
-                let st = row_stats(row);
+                let (st, argmax) = row_stats_argmax(row);
                 let ids = &self.top_ids[pos * k..(pos + 1) * k];
                 let lps = &self.top_lp[pos * k..(pos + 1) * k];
                 let mut kl = 0.0f64;
@@ -595,17 +651,6 @@ impl Reference {
                 let lpt = self.tail_lp[pos] as f64;
                 let q_tail = ((st.sum - q_in) / st.sum).max(1e-30);
                 kl += lpt.exp() * (lpt - q_tail.ln());
-                let argmax = row
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |b, (i, &z)| {
-                        if z > b.1 {
-                            (i, z)
-                        } else {
-                            b
-                        }
-                    })
-                    .0;
                 let mut s = Sums {
                     kl: kl.max(0.0),
                     top1: usize::from(argmax as u32 == ids[0]),

@@ -8,6 +8,7 @@
 //! every part is its own quantizable tensor.
 
 use super::config::{ArchKind, HfConfig};
+use super::fused::{self, AttnScores};
 use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
@@ -118,6 +119,11 @@ fn family(kind: ArchKind) -> Family {
         ArchKind::Phi3 => f(false, false, false, false, true),
         _ => f(false, false, false, false, false),
     }
+}
+
+/// Whether a family ties its output to the embedding when config.json does not say.
+pub(crate) fn ties_by_default(kind: ArchKind) -> bool {
+    family(kind).tie
 }
 
 /// A rope setting read from either config layout: transformers 4 (`rope_theta`,
@@ -653,53 +659,105 @@ impl LlamaNet {
     ) -> Result<Tensor> {
         let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
-        let (b, t, _) = x.dims3()?;
         let rms = |x: &Tensor, w: &Tensor| self.rms(x, w);
         let hn = rms(x, &blk.attn_norm)?;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], blk.bias[j].as_ref(), hook);
         let q = lin(&hn, 0)?;
         let k = lin(&hn, 1)?;
         let v = lin(&hn, 2)?;
-        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let (mut q, mut k) = (split_heads(&q, (nh, hd))?, split_heads(&k, (nkv, hd))?);
-        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
-            q = rms(&q, qn)?;
-            k = rms(&k, kn)?;
-        }
         let rope = match (&self.rope_local, blk.window) {
             (Some(local), Some(_)) => local,
             _ => &self.rope,
         };
-        let cos = rope.cos.narrow(0, 0, t)?;
-        let sin = rope.sin.narrow(0, 0, t)?;
-        let q = self.rope(&q, &cos, &sin)?;
-        let k = self.rope(&k, &cos, &sin)?;
-        let v = split_heads(&v, (nkv, hd))?;
-        let scores = Scores {
+        let scores = AttnScores {
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
             window: blk.window,
-            autograd: self.autograd,
         };
-        let attn = grouped_attention(&q, &k, &v, nh / nkv, &scores)?;
-        let attn = attn.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let qkv = (&q, &k, &v);
+        let attn = match self.autograd {
+            true => self.composed_attention(blk, rope, &scores, qkv)?,
+            false => self.fused_attention(blk, rope, &scores, qkv)?,
+        };
         let mut o = lin(&attn, 3)?;
         if let Some(n) = &blk.post_attn_norm {
             o = rms(&o, n)?;
         }
-        let x = (x + o)?;
+        let x = self.residual(o, x)?;
         let hn = rms(&x, &blk.ffn_norm)?;
         let gate = lin(&hn, 4)?;
         let up = lin(&hn, 5)?;
-        let gate = match cfg.act {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
+        let h = match (cfg.act, self.autograd) {
+            (Activation::Silu, false) => fused::silu_mul(gate, &up)?,
+            (Activation::Silu, true) => (candle_nn::ops::silu(&gate)? * up)?,
+            (Activation::GeluTanh, _) => (gate.gelu()? * up)?,
         };
-        let mut f = lin(&(gate * up)?, 6)?;
+        let mut f = lin(&h, 6)?;
         if let Some(n) = &blk.post_ffn_norm {
             f = rms(&f, n)?;
         }
-        Ok((x + f)?)
+        self.residual(f, &x)
+    }
+
+    /// `x + o`: in place into `o` (a fresh output) unless autograd must see the sum.
+    fn residual(&self, o: Tensor, x: &Tensor) -> Result<Tensor> {
+        match self.autograd {
+            true => Ok((x + o)?),
+            false => fused::add_residual(o, x),
+        }
+    }
+
+    /// `fused_attention` with candle's differentiable ops (heads transposed, full score
+    /// matrices, composed softmax), for autograd.
+    fn composed_attention(
+        &self,
+        blk: &LlamaBlock,
+        rope: &Rope,
+        scores: &AttnScores,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = q.dims3()?;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let (mut q, mut k) = (split_heads(q, (nh, hd))?, split_heads(k, (nkv, hd))?);
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            q = self.rms(&q, qn)?;
+            k = self.rms(&k, kn)?;
+        }
+        let cos = rope.cos.narrow(0, 0, t)?;
+        let sin = rope.sin.narrow(0, 0, t)?;
+        let q = self.rope(&q, &cos, &sin)?;
+        let k = self.rope(&k, &cos, &sin)?;
+        let v = split_heads(v, (nkv, hd))?;
+        let attn = grouped_attention(&q, &k, &v, nh / nkv, scores)?;
+        Ok(attn.transpose(1, 2)?.reshape((b, t, nh * hd))?)
+    }
+
+    /// Attention of one block from the q/k/v projections `[b, t, heads·head_dim]`: per-head
+    /// q/k norms and rope in the `[b, t, heads, head_dim]` layout, then the fused kernel.
+    /// Returns `[b, t, n_heads·head_dim]`, the output projection's input.
+    fn fused_attention(
+        &self,
+        blk: &LlamaBlock,
+        rope: &Rope,
+        scores: &AttnScores,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t, _) = q.dims3()?;
+        let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let mut q = q.reshape((b, t, nh, hd))?;
+        let mut k = k.reshape((b, t, nkv, hd))?;
+        let v = v.reshape((b, t, nkv, hd))?;
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            q = self.rms(&q, qn)?;
+            k = self.rms(&k, kn)?;
+        }
+        let cos = rope.cos.narrow(0, 0, t)?;
+        let sin = rope.sin.narrow(0, 0, t)?;
+        let q = candle_nn::rotary_emb::rope_thd(&q, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope_thd(&k, &cos, &sin)?;
+        fused::attention(&q, &k, &v, scores)
     }
 
     pub(crate) fn head(
@@ -814,24 +872,15 @@ pub(crate) fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
     Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
 }
 
-/// How raw q·k products become attention scores: scale, optional soft-cap, then the
-/// causal (optionally windowed) mask.
-struct Scores {
-    scale: f64,
-    softcap: Option<f64>,
-    window: Option<usize>,
-    /// Composed softmax (differentiable) instead of the fused kernel.
-    autograd: bool,
-}
-
-/// Causal attention with `rep` query heads per key/value head. Queries of one group are
+/// Causal attention with `rep` query heads per key/value head, in candle's differentiable
+/// ops (autograd; the forward pass uses `fused::attention`). Queries of one group are
 /// stacked along the sequence axis so K and V are used in place, never repeated.
 fn grouped_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     rep: usize,
-    how: &Scores,
+    how: &AttnScores,
 ) -> Result<Tensor> {
     let (b, nh, t, hd) = q.dims4()?;
     let nkv = nh / rep;
@@ -845,13 +894,8 @@ fn grouped_attention(
     } else {
         mask
     };
-    let scores = scores.broadcast_add(&mask)?;
-    let probs = match how.autograd {
-        true => candle_nn::ops::softmax(&scores, D::Minus1)?,
-        false => candle_nn::ops::softmax_last_dim(&scores)?,
-    };
-    let out = probs.matmul(v)?;
-    Ok(out.reshape((b, nh, t, hd))?)
+    let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+    Ok(probs.matmul(v)?.reshape((b, nh, t, hd))?)
 }
 
 /// Standard attention for encoders and GPT-2 (`mask` additive, broadcast over heads).

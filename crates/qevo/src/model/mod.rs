@@ -7,7 +7,8 @@
 //! is the same `Model` run with another slice (no copy of the rest of the network).
 
 mod bert;
-mod config;
+pub(crate) mod config;
+mod fused;
 pub mod gguf;
 mod gpt2;
 mod llama;
@@ -25,6 +26,9 @@ pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
 pub(crate) use llama::llama_cpp_attn_scale;
+pub(crate) use llama::{
+    ties_by_default as llama_ties_by_default, BLOCK_ROLES as LLAMA_BLOCK_ROLES,
+};
 pub use llama::{Activation, LlamaConfig, WindowLayers};
 pub(crate) use source::{llama_hf_name, permute_rows, raw_tensors};
 

@@ -12,7 +12,7 @@ pub use price::{price, LimitCheck, Priced, UserLimits};
 pub use tensor_plan::{TensorChoice, TensorPlan, ACT_BITS};
 
 use crate::hw::{LinearCounts, ModelCounts};
-use crate::model::{Model, Role};
+use crate::model::{Model, Role, TensorInfo};
 use crate::quant::{GgmlType, WeightFormat};
 
 /// The unquantized choice: f32 weights, float activations.
@@ -61,6 +61,29 @@ pub fn fp_choices(model: &Model) -> Vec<TensorChoice> {
 /// The hardware counts of a per-tensor choice list: one linear per tensor (plus the
 /// output head again when it shares the embedding's weights), and the attention shape.
 pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
+    let linears = linear_counts(&model.tensors, choices, model.tied_output());
+    let att = model.arch.attention();
+    ModelCounts {
+        linears,
+        n_blocks: model.n_blocks() as u64,
+        n_heads: att.n_heads as u64,
+        n_kv_heads: att.n_kv_heads as u64,
+        head_dim: att.head_dim as u64,
+        hidden: model.arch.hidden() as u64,
+        vocab: model.arch.vocab() as u64,
+        other_bytes: model.aux_params() as u64 * 4,
+        causal: model.arch.is_decoder(),
+    }
+}
+
+/// One `LinearCounts` per tensor in `choices`' formats, and the output head again when
+/// `tied_output` (it reads the embedding's weights). `model_counts` and `search::budget`
+/// (which has shapes but no weights) both count through it.
+pub fn linear_counts(
+    tensors: &[TensorInfo],
+    choices: &[TensorChoice],
+    tied_output: bool,
+) -> Vec<LinearCounts> {
     let linear = |name: String, rows: usize, cols: usize, c: &TensorChoice| {
         // Priced as written: q4_k on 576-wide rows runs as its q5_0 fallback.
         let written = written_format(c.format, rows, cols);
@@ -76,8 +99,7 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
             format: Some(written.name()),
         }
     };
-    let mut linears: Vec<LinearCounts> = model
-        .tensors
+    let mut linears: Vec<LinearCounts> = tensors
         .iter()
         .zip(choices)
         .map(|(t, c)| LinearCounts {
@@ -85,8 +107,8 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
             ..linear(t.name.clone(), t.rows, t.cols, c)
         })
         .collect();
-    if model.tied_output() {
-        let embedding = model.tensors.iter().zip(choices);
+    if tied_output {
+        let embedding = tensors.iter().zip(choices);
         if let Some((t, c)) = embedding.clone().find(|(t, _)| t.role == Role::Embedding) {
             linears.push(LinearCounts {
                 act_bits: 16,
@@ -95,18 +117,7 @@ pub fn model_counts(model: &Model, choices: &[TensorChoice]) -> ModelCounts {
             });
         }
     }
-    let att = model.arch.attention();
-    ModelCounts {
-        linears,
-        n_blocks: model.n_blocks() as u64,
-        n_heads: att.n_heads as u64,
-        n_kv_heads: att.n_kv_heads as u64,
-        head_dim: att.head_dim as u64,
-        hidden: model.arch.hidden() as u64,
-        vocab: model.arch.vocab() as u64,
-        other_bytes: model.aux_params() as u64 * 4,
-        causal: model.arch.is_decoder(),
-    }
+    linears
 }
 
 #[cfg(test)]

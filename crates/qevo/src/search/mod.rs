@@ -14,6 +14,7 @@
 //! machine's threads by default, or remote workers (the Python package's Ray actors).
 
 pub mod baselines;
+pub mod budget;
 mod compare;
 pub mod config;
 mod evolve;

@@ -6,7 +6,7 @@
 use super::config::SpaceConfig;
 use crate::error::{Error, Result};
 use crate::hw::Profile;
-use crate::model::{Model, Role};
+use crate::model::{Model, Role, TensorInfo};
 use crate::plan::{fp_choices, TensorChoice, TensorPlan, ACT_BITS};
 use crate::quant::WeightFormat;
 
@@ -144,8 +144,8 @@ fn tied_role(cfg: &SpaceConfig, role: Role) -> &'static str {
     }
 }
 
-fn unit_key(model: &Model, t: usize, cfg: &SpaceConfig) -> String {
-    let info = &model.tensors[t];
+fn unit_key(tensors: &[TensorInfo], t: usize, cfg: &SpaceConfig) -> String {
+    let info = &tensors[t];
     let (mode, role) = (cfg.unit, tied_role(cfg, info.role));
     match (mode, info.block) {
         (UnitMode::Role, _) | (_, None) => role.to_string(),
@@ -164,11 +164,21 @@ impl SearchSpace {
         target: &Profile,
         has_importance: &[bool],
     ) -> Result<SearchSpace> {
+        Self::for_tensors(&model.tensors, cfg, target, has_importance)
+    }
+
+    /// The space over a tensor list (a model's, or shapes read from a config alone).
+    pub fn for_tensors(
+        tensors: &[TensorInfo],
+        cfg: &SpaceConfig,
+        target: &Profile,
+        has_importance: &[bool],
+    ) -> Result<SearchSpace> {
         let mode = cfg.unit;
         let (formats, act_bits) = (&cfg.formats, &cfg.act_bits);
         let mut units: Vec<Unit> = Vec::new();
-        for t in 0..model.tensors.len() {
-            let key = unit_key(model, t, cfg);
+        for t in 0..tensors.len() {
+            let key = unit_key(tensors, t, cfg);
             match units.iter_mut().find(|u| u.name == key) {
                 Some(u) => u.tensors.push(t),
                 None => units.push(Unit {
@@ -182,11 +192,11 @@ impl SearchSpace {
             let embedding_only = u
                 .tensors
                 .iter()
-                .all(|&t| model.tensors[t].role == Role::Embedding);
+                .all(|&t| tensors[t].role == Role::Embedding);
             let mut list: Vec<TensorChoice> = Vec::new();
             for f in formats {
                 let fits = u.tensors.iter().all(|&t| {
-                    let i = &model.tensors[t];
+                    let i = &tensors[t];
                     let weighted = !f.requires_imatrix() || has_importance.get(t) == Some(&true);
                     f.applies_to(i.rows, i.cols) && weighted
                 });
@@ -209,12 +219,12 @@ impl SearchSpace {
                     target.name,
                     u.tensors
                         .iter()
-                        .map(|&t| format!("{}x{}", model.tensors[t].rows, model.tensors[t].cols))
+                        .map(|&t| format!("{}x{}", tensors[t].rows, tensors[t].cols))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
             }
-            let cols = model.tensors[u.tensors[0]].cols;
+            let cols = tensors[u.tensors[0]].cols;
             list.sort_by(|a, b| {
                 a.format
                     .bits_per_weight(cols)

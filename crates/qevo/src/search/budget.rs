@@ -1,0 +1,241 @@
+//! What a search will cost before it runs, from a model's `config.json` alone (no
+//! weights): how many evaluations its stages make, and how long one takes on the machine
+//! that evaluates, described by a hardware profile (`qevo profile-host` measures this one).
+//!
+//! Evaluations, by stage of `search::run` (see seed.rs, problem.rs, finalize.rs,
+//! compare.rs), without caches:
+//! - sensitivity table: one screening evaluation per (unit, choice) cell;
+//! - uniform baselines: one full evaluation per choice of the first unit;
+//! - evolution: `population` initial plans, then `population` offspring per generation,
+//!   each screened first and scored fully when promising (at most all of them);
+//! - finalize and compare: the archive re-scored (at most `population` plans), their
+//!   held-out scores, and one Lagrangian plan per uniform size.
+//!
+//! The fitness memo and the prefix cache only lower these counts; screening turns full
+//! evaluations into screened ones.
+//!
+//! Time of one evaluation: the forward pass over its windows, priced by the roofline
+//! cost model (`hw::cost`) for f32 weights (what the evaluator multiplies by), one window
+//! of `seq_len` tokens at a time, times the windows. The KL and quantizing work on top
+//! is small by design (`benches/forward.rs` measures the evaluator against a plain forward).
+//!
+//! Only the shape keys are read, so models the forward pass cannot load yet (Llama 3's
+//! rope scaling) are priced too.
+
+use super::space::SearchSpace;
+use super::SearchConfig;
+use crate::error::{Error, Result};
+use crate::hw::{cost, LinearCounts, ModelCounts, Profile, Workload};
+use crate::model::config::{ArchKind, HfConfig};
+use crate::model::{Role, TensorInfo};
+use crate::plan::{linear_counts, FP_CHOICE};
+use std::path::Path;
+
+/// The shape of a Llama-family decoder, as its config.json gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConfigShape {
+    pub kind: ArchKind,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub tie_embeddings: bool,
+}
+
+impl ConfigShape {
+    /// Reads `path` (a config.json, or the directory holding one).
+    pub fn read(path: &Path) -> Result<ConfigShape> {
+        let file = match path.is_dir() {
+            true => path.join("config.json"),
+            false => path.to_path_buf(),
+        };
+        let c = HfConfig::read(&file)?;
+        let kind = c.arch_kind()?;
+        if !matches!(
+            kind,
+            ArchKind::Llama | ArchKind::Mistral | ArchKind::Qwen2 | ArchKind::Qwen3
+        ) {
+            return Err(c.err(
+                "architectures",
+                format!(
+                    "plan-cost reads Llama, Mistral and Qwen2/3 shapes, not {}",
+                    kind.as_str()
+                ),
+            ));
+        }
+        let hidden = c.usize("hidden_size")?;
+        let n_heads = c.usize("num_attention_heads")?;
+        let head_dim = match c.opt_usize("head_dim")? {
+            Some(h) => h,
+            None if hidden % n_heads == 0 => hidden / n_heads,
+            None => {
+                return Err(c.err(
+                    "num_attention_heads",
+                    format!("{n_heads} does not divide hidden_size {hidden}"),
+                ))
+            }
+        };
+        let tie_default = crate::model::llama_ties_by_default(kind);
+        Ok(ConfigShape {
+            kind,
+            hidden,
+            intermediate: c.usize("intermediate_size")?,
+            n_layers: c.usize("num_hidden_layers")?,
+            n_heads,
+            n_kv_heads: c.usize_or("num_key_value_heads", n_heads)?,
+            head_dim,
+            vocab: c.usize("vocab_size")?,
+            tie_embeddings: c.bool_or("tie_word_embeddings", tie_default)?,
+        })
+    }
+
+    /// The quantizable tensors, named and ordered as `Model::tensors` would be.
+    pub fn tensors(&self) -> Vec<TensorInfo> {
+        let (h, q, kv, ff) = (
+            self.hidden,
+            self.n_heads * self.head_dim,
+            self.n_kv_heads * self.head_dim,
+            self.intermediate,
+        );
+        let info = |name: String, role, block, rows, cols| TensorInfo {
+            name,
+            role,
+            block,
+            rows,
+            cols,
+        };
+        let mut out = vec![info(
+            "token_embd.weight".into(),
+            Role::Embedding,
+            None,
+            self.vocab,
+            h,
+        )];
+        let shapes = [(q, h), (kv, h), (kv, h), (h, q), (ff, h), (ff, h), (h, ff)];
+        for b in 0..self.n_layers {
+            for ((role, short), (rows, cols)) in crate::model::LLAMA_BLOCK_ROLES.iter().zip(shapes)
+            {
+                out.push(info(
+                    format!("blk.{b}.{short}.weight"),
+                    *role,
+                    Some(b),
+                    rows,
+                    cols,
+                ));
+            }
+        }
+        if !self.tie_embeddings {
+            out.push(info(
+                "output.weight".into(),
+                Role::Output,
+                None,
+                self.vocab,
+                h,
+            ));
+        }
+        out
+    }
+
+    /// The cost model's counts of the f32 model (norms: two per block and the final one).
+    fn counts(&self) -> ModelCounts {
+        let tensors = self.tensors();
+        let choices = vec![FP_CHOICE; tensors.len()];
+        let linears: Vec<LinearCounts> = linear_counts(&tensors, &choices, self.tie_embeddings);
+        ModelCounts {
+            linears,
+            n_blocks: self.n_layers as u64,
+            n_heads: self.n_heads as u64,
+            n_kv_heads: self.n_kv_heads as u64,
+            head_dim: self.head_dim as u64,
+            hidden: self.hidden as u64,
+            vocab: self.vocab as u64,
+            other_bytes: ((2 * self.n_layers + 1) * self.hidden * 4) as u64,
+            causal: true,
+        }
+    }
+
+    /// Parameters of the weight matrices (the tied output counted once).
+    pub fn params(&self) -> u64 {
+        self.tensors().iter().map(|t| t.params() as u64).sum()
+    }
+}
+
+/// Evaluations a search makes, by fidelity.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EvaluationCount {
+    /// On `screen_windows` calibration windows.
+    pub screened: u64,
+    /// On every calibration window, at most (when screening rejects none).
+    pub full: u64,
+    /// On the held-out windows.
+    pub heldout: u64,
+}
+
+/// Counts of `cfg`'s search over `shape`; the genes and their choices follow `cfg.space`
+/// and `cfg.target` exactly as the search builds them.
+pub fn evaluation_count(shape: &ConfigShape, cfg: &SearchConfig) -> Result<EvaluationCount> {
+    let tensors = shape.tensors();
+    let no_imatrix = vec![false; tensors.len()];
+    let space = SearchSpace::for_tensors(&tensors, &cfg.space, &cfg.target, &no_imatrix)?;
+    let cells: u64 = space.choices.iter().map(|c| c.len() as u64).sum();
+    let uniform = space.choices.first().map_or(0, |c| c.len() as u64);
+    let pop = cfg.evolution.population as u64;
+    let evolution = pop * (cfg.evolution.generations + 1);
+    let lagrangian = if cfg.baselines.lagrangian { uniform } else { 0 };
+    Ok(EvaluationCount {
+        screened: cells + evolution,
+        full: uniform + evolution + pop + lagrangian,
+        heldout: uniform + pop + lagrangian,
+    })
+}
+
+/// Seconds of one evaluation over `windows` windows of `seq_len` tokens on `machine`.
+pub fn evaluation_seconds(
+    shape: &ConfigShape,
+    machine: &Profile,
+    windows: usize,
+    seq_len: usize,
+) -> Result<f64> {
+    let workload = Workload {
+        prefill_tokens: seq_len as u64,
+        decode_tokens: 0,
+    };
+    let c = cost(&shape.counts(), machine, &workload)
+        .map_err(|e| Error::Invalid(format!("pricing on `{}`: {e}", machine.name)))?;
+    Ok(c.prefill_ms / 1e3 * windows as f64)
+}
+
+/// A search's budget on one machine.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Budget {
+    pub machine: String,
+    pub count: EvaluationCount,
+    pub screen_seconds: f64,
+    pub full_seconds: f64,
+    pub heldout_seconds: f64,
+    /// Every count at its cost: the upper bound without caches.
+    pub total_seconds: f64,
+}
+
+/// The budget of `cfg`'s search over `shape` when `machine` evaluates.
+pub fn budget(shape: &ConfigShape, cfg: &SearchConfig, machine: &Profile) -> Result<Budget> {
+    let count = evaluation_count(shape, cfg)?;
+    let d = &cfg.data;
+    let secs = |w: usize| evaluation_seconds(shape, machine, w, d.seq_len);
+    let (s, f, h) = (
+        secs(d.screen_windows.min(d.calib_windows))?,
+        secs(d.calib_windows)?,
+        secs(d.heldout_windows)?,
+    );
+    Ok(Budget {
+        machine: machine.name.clone(),
+        count,
+        screen_seconds: s,
+        full_seconds: f,
+        heldout_seconds: h,
+        total_seconds: count.screened as f64 * s + count.full as f64 * f + count.heldout as f64 * h,
+    })
+}

@@ -1,0 +1,95 @@
+//! `search::budget` on the config.json of real 1B–8B models (tests/fixtures/real_configs):
+//! shapes give the published parameter counts, evaluation counts follow the search's
+//! stages, and seconds per evaluation scale with the model and the machine.
+
+use qevo::hw::builtin;
+use qevo::search::budget::{budget, evaluation_count, evaluation_seconds, ConfigShape};
+use qevo::search::space::UnitMode;
+use qevo::search::SearchConfig;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/real_configs")
+        .join(name)
+}
+
+fn shape(name: &str) -> ConfigShape {
+    ConfigShape::read(&fixture(name)).unwrap()
+}
+
+#[test]
+fn shapes_give_the_published_parameter_counts() {
+    // Model cards: Llama-3.2-1B 1.24B (tied), Llama-3.1-8B 8.03B, Qwen2.5-7B 7.61B
+    // (6.53B without embeddings), Mistral-7B 7.24B. Norms and Qwen's q/k/v biases are
+    // not weight matrices, hence the 1% tolerance.
+    for (file, published) in [
+        ("llama-3.2-1b.json", 1.24e9),
+        ("llama-3.1-8b.json", 8.03e9),
+        ("qwen2.5-7b.json", 7.61e9),
+        ("mistral-7b-v0.1.json", 7.24e9),
+    ] {
+        let p = shape(file).params() as f64;
+        assert!(
+            (p / published - 1.0).abs() < 0.01,
+            "{file}: {p} vs {published}"
+        );
+    }
+    let q = shape("qwen2.5-7b.json");
+    let embeddings = 2 * q.vocab * q.hidden;
+    let non_embedding = q.params() as f64 - embeddings as f64;
+    assert!(
+        (non_embedding / 6.53e9 - 1.0).abs() < 0.01,
+        "{non_embedding}"
+    );
+    let l = shape("llama-3.2-1b.json");
+    assert!(l.tie_embeddings && l.head_dim == 64 && l.n_kv_heads == 8);
+    assert_eq!(shape("llama-3.1-8b.json").tensors().len(), 1 + 32 * 7 + 1);
+}
+
+#[test]
+fn counts_follow_the_search_stages() {
+    let cfg = SearchConfig::with_defaults().unwrap();
+    let s = shape("llama-3.1-8b.json");
+    let c = evaluation_count(&s, &cfg).unwrap();
+    let evolution = 32 * (40 + 1);
+    assert!(c.screened > evolution && c.full > evolution);
+    assert!(c.heldout < c.full);
+    // One gene per tensor: the same evolution, a larger sensitivity table.
+    let mut per_tensor = cfg.clone();
+    per_tensor.space.unit = UnitMode::Tensor;
+    let t = evaluation_count(&s, &per_tensor).unwrap();
+    assert!(t.screened - evolution > 20 * (c.screened - evolution));
+    assert_eq!(t.full, c.full);
+}
+
+#[test]
+fn seconds_scale_with_the_model_and_the_machine() {
+    let (cpu, gpu) = (
+        builtin("arm-neon").unwrap(),
+        builtin("jetson-orin").unwrap(),
+    );
+    let secs = |file: &str, m| evaluation_seconds(&shape(file), m, 8, 128).unwrap();
+    let (small, big) = (
+        secs("llama-3.2-1b.json", &cpu),
+        secs("llama-3.1-8b.json", &cpu),
+    );
+    assert!(big > 4.0 * small && big < 10.0 * small, "{small} {big}");
+    assert!(secs("qwen2.5-7b.json", &gpu) < secs("qwen2.5-7b.json", &cpu) / 10.0);
+    // Eight windows cost eight one-window passes.
+    let one = evaluation_seconds(&shape("mistral-7b-v0.1.json"), &cpu, 1, 128).unwrap();
+    assert!((secs("mistral-7b-v0.1.json", &cpu) / one - 8.0).abs() < 1e-9);
+    let cfg = SearchConfig::with_defaults().unwrap();
+    let b = budget(&shape("qwen2.5-7b.json"), &cfg, &gpu).unwrap();
+    assert!(b.total_seconds > b.count.full as f64 * b.full_seconds);
+}
+
+#[test]
+fn other_architectures_are_refused_naming_the_file_and_key() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_gpt2");
+    let e = ConfigShape::read(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("config.json") && e.contains("architectures"),
+        "{e}"
+    );
+}
