@@ -198,6 +198,9 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
         ]);
     }
     print!("{}", t.render());
+    if out.kept_initial {
+        println!("training did not lower the calibration KL: the plan's own bytes were kept");
+    }
     let gain = |b: f64, a: f64| if b > 0.0 { 100.0 * (b - a) / b } else { 0.0 };
     println!(
         "KL change: calibration -{:.1}%, held-out -{:.1}%",
@@ -222,6 +225,7 @@ fn write_report(path: &Path, cfg: &TuneConfig, out: &TuneOutcome, secs: f64) -> 
         "before": out.before,
         "after": out.after,
         "resumed_from": out.resumed_from,
+        "kept_initial": out.kept_initial,
         "variables": out.variables,
         "parameters": out.parameters,
         "seconds": secs,

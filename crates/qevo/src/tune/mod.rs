@@ -108,6 +108,8 @@ pub struct TuneOutcome {
     pub history: Vec<StepRecord>,
     /// The step a checkpoint resumed from, if any.
     pub resumed_from: Option<usize>,
+    /// Training did not lower the calibration KL, so `tuned` is the plan as it was.
+    pub kept_initial: bool,
     /// Trained variables (scale corrections, norms and biases) and their element count.
     pub variables: usize,
     pub parameters: usize,
@@ -288,19 +290,15 @@ impl Trainer {
 
     /// Loss and gradients of the step's windows, one window per backward pass (so the
     /// activations kept for the backward pass are one window's), summed in window order.
-    fn gradients(
-        s: &TuneSetup,
-        p: &Params,
-        train: &Model,
-        wins: &[usize],
-    ) -> Result<(f64, Vec<Vec<f32>>)> {
+    fn gradients(s: &TuneSetup, p: &Params, wins: &[usize]) -> Result<(f64, Vec<Vec<f32>>)> {
         let w = p.weights(true)?;
+        let train = s.model.with_llama_aux(&p.aux()?, true)?;
         let mut all: Vec<Vec<f32>> = p.vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
         let mut total = 0f64;
         let share = 1.0 / wins.len() as f64;
         for win in wins {
             let loss =
-                (loss::batch_loss(train, &w, s.calibration, std::slice::from_ref(win))? * share)?;
+                (loss::batch_loss(&train, &w, s.calibration, std::slice::from_ref(win))? * share)?;
             total += loss.to_scalar::<f32>()? as f64;
             let grads = loss.backward()?;
             for (acc, v) in all.iter_mut().zip(&p.vars) {
@@ -316,9 +314,9 @@ impl Trainer {
 
     /// One step: loss and gradients on this step's windows, then Adam on every variable.
     /// A non-finite loss or gradient leaves the variables untouched and is an error.
-    fn step(&mut self, s: &TuneSetup, p: &Params, train: &Model, cfg: &TuneConfig) -> Result<f64> {
+    fn step(&mut self, s: &TuneSetup, p: &Params, cfg: &TuneConfig) -> Result<f64> {
         let wins = batch_windows(cfg.seed, self.step, s.calibration.windows.len(), cfg.batch);
-        let (lv, all) = Self::gradients(s, p, train, &wins)?;
+        let (lv, all) = Self::gradients(s, p, &wins)?;
         let finite = lv.is_finite() && all.iter().flatten().all(|g| g.is_finite());
         if !finite {
             return Err(Error::Invalid(format!(
@@ -345,7 +343,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     check_config(cfg, s)?;
     let p = Params::new(s.model, s.plan, s.rounding, cfg.train_aux, cfg.codes)?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
-    let aux0 = detached(&p.aux());
+    let aux0 = detached(&p.aux()?);
     let before = Scores {
         calibration: score(s, &p, &initial, &aux0, s.calibration)?,
         heldout: score(s, &p, &initial, &aux0, s.heldout)?,
@@ -356,7 +354,6 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         _ => Trainer::new(&p),
     };
     let resumed_from = (tr.step > 0).then_some(tr.step);
-    let train = s.model.with_llama_aux(&p.aux(), true)?;
     let TuneHooks { mut on_step, stop } = hooks;
     let mut last_saved = resumed_from;
     while tr.step < cfg.steps {
@@ -365,11 +362,11 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         }
         let t0 = Instant::now();
         let lv = tr
-            .step(s, &p, &train, cfg)
+            .step(s, &p, cfg)
             .map_err(|e| diverged(e, cfg, last_saved))?;
         let eval = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
         let heldout_kl = match eval {
-            true => Some(score(s, &p, &p.finish()?, &detached(&p.aux()), s.heldout)?.kl),
+            true => Some(score(s, &p, &p.finish()?, &detached(&p.aux()?), s.heldout)?.kl),
             false => None,
         };
         let rec = StepRecord {
@@ -396,15 +393,22 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
             last_saved = Some(tr.step);
         }
     }
-    let bytes = p.finish()?;
-    let aux = detached(&p.aux());
-    let after = Scores {
+    let mut bytes = p.finish()?;
+    let mut aux = detached(&p.aux()?);
+    let mut after = Scores {
         calibration: score(s, &p, &bytes, &aux, s.calibration)?,
         heldout: score(s, &p, &bytes, &aux, s.heldout)?,
     };
+    // Training never hands back a model worse on what it was asked to fit: a plan
+    // already at (or near) the FP model's KL only picks up the optimiser's noise.
+    let kept_initial = after.calibration.kl >= before.calibration.kl;
+    if kept_initial {
+        (bytes, aux, after) = (initial, aux0, before);
+    }
     Ok(TuneOutcome {
         before,
         after,
+        kept_initial,
         history: tr.history,
         resumed_from,
         variables: p.vars.len(),

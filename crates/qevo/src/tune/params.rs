@@ -324,15 +324,16 @@ impl Params {
     }
 
     /// The norms and biases at the current parameters (trained ones as variables).
-    pub fn aux(&self) -> Vec<Tensor> {
-        self.aux
+    pub fn aux(&self) -> Result<Vec<Tensor>> {
+        Ok(self
+            .aux
             .iter()
             .enumerate()
             .map(|(j, t)| match self.var_of(Slot::Aux(j)) {
                 Some(v) => v.as_tensor().clone(),
                 None => t.clone(),
             })
-            .collect()
+            .collect())
     }
 }
 

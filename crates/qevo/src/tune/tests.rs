@@ -53,9 +53,10 @@ impl Fixture {
     }
 }
 
-fn loss_at(p: &Params, train: &Model, r: &Reference, wins: &[usize]) -> f64 {
+fn loss_at(p: &Params, m: &Model, r: &Reference, wins: &[usize]) -> f64 {
     let w = p.weights(false).unwrap();
-    loss::batch_loss(train, &w, r, wins)
+    let train = m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
+    loss::batch_loss(&train, &w, r, wins)
         .unwrap()
         .to_scalar::<f32>()
         .unwrap() as f64
@@ -68,7 +69,7 @@ fn gradients_match_finite_differences() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_1);
     let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
-    let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
+    let train = f.m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
     let wins = [0usize, 1];
     // Move the scales off the stored values first, so the check is not at a stationary
     // point of the rounding.
@@ -111,9 +112,9 @@ fn gradients_match_finite_differences() {
         let x0 = v.as_tensor().copy().unwrap();
         let h = 1e-3;
         v.set(&(&x0 + (&u * h).unwrap()).unwrap()).unwrap();
-        let up = loss_at(&p, &train, &f.calib, &wins);
+        let up = loss_at(&p, &f.m, &f.calib, &wins);
         v.set(&(&x0 - (&u * h).unwrap()).unwrap()).unwrap();
-        let down = loss_at(&p, &train, &f.calib, &wins);
+        let down = loss_at(&p, &f.m, &f.calib, &wins);
         v.set(&x0).unwrap();
         let fd = (up - down) / (2.0 * h);
         let rel = (fd - norm).abs() / norm;
@@ -283,7 +284,6 @@ fn divergence_stops_and_keeps_the_last_good_parameters() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_0);
     let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
-    let train = f.m.with_llama_aux(&p.aux(), true).unwrap();
     let k = p
         .slots
         .iter()
@@ -297,7 +297,7 @@ fn divergence_stops_and_keeps_the_last_good_parameters() {
         .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
         .collect();
     let mut tr = Trainer::new(&p);
-    let err = tr.step(&f.setup(&rp), &p, &train, &quick(1)).unwrap_err();
+    let err = tr.step(&f.setup(&rp), &p, &quick(1)).unwrap_err();
     assert!(err.to_string().contains("diverged at step 1"), "{err}");
     let after: Vec<Vec<f32>> = p
         .vars
@@ -344,6 +344,20 @@ fn bad_settings_are_refused_by_name() {
             .to_string();
         assert!(err.starts_with(key), "{err}");
     }
+}
+
+/// An f32 plan is the FP model: training its norms can only add the optimiser's noise,
+/// so the plan's own bytes and norms come back, with its own scores.
+#[test]
+fn a_plan_already_at_the_fp_model_comes_back_unchanged() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::F32);
+    let out = tune(&f.setup(&rp), &quick(3), TuneHooks::default()).unwrap();
+    assert!(out.kept_initial);
+    assert_eq!(out.after, out.before);
+    let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed).unwrap();
+    let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
+    assert_eq!(out.tuned.bytes, initial);
 }
 
 #[test]
