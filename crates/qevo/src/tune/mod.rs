@@ -185,8 +185,10 @@ fn score(
     r.score(&m, &w, &NoHook)
 }
 
-fn detached(ts: &[Tensor]) -> Vec<Tensor> {
-    ts.iter().map(|t| t.detach()).collect()
+/// Copies of the tensors' current values, outside the graph. Not `detach`, which shares
+/// storage: a variable's later `set` would show through it.
+fn snapshot(ts: &[Tensor]) -> Result<Vec<Tensor>> {
+    ts.iter().map(|t| Ok(t.detach().copy()?)).collect()
 }
 
 fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
@@ -343,7 +345,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     check_config(cfg, s)?;
     let p = Params::new(s.model, s.plan, s.rounding, cfg.train_aux, cfg.codes)?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
-    let aux0 = detached(&p.aux()?);
+    let aux0 = snapshot(&p.aux()?)?;
     let before = Scores {
         calibration: score(s, &p, &initial, &aux0, s.calibration)?,
         heldout: score(s, &p, &initial, &aux0, s.heldout)?,
@@ -366,7 +368,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
             .map_err(|e| diverged(e, cfg, last_saved))?;
         let eval = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
         let heldout_kl = match eval {
-            true => Some(score(s, &p, &p.finish()?, &detached(&p.aux()?), s.heldout)?.kl),
+            true => Some(score(s, &p, &p.finish()?, &snapshot(&p.aux()?)?, s.heldout)?.kl),
             false => None,
         };
         let rec = StepRecord {
@@ -394,7 +396,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         }
     }
     let mut bytes = p.finish()?;
-    let mut aux = detached(&p.aux()?);
+    let mut aux = snapshot(&p.aux()?)?;
     let mut after = Scores {
         calibration: score(s, &p, &bytes, &aux, s.calibration)?,
         heldout: score(s, &p, &bytes, &aux, s.heldout)?,

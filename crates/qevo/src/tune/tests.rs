@@ -358,6 +358,15 @@ fn a_plan_already_at_the_fp_model_comes_back_unchanged() {
     let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed).unwrap();
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     assert_eq!(out.tuned.bytes, initial);
+    // The norms too: the ones the model was loaded with, not the trained ones.
+    let norms = f.m.llama_aux_tensors().unwrap();
+    for ((name, got), (_, want)) in out.tuned.aux.iter().zip(&norms) {
+        let (g, w): (Vec<f32>, Vec<f32>) = (
+            got.flatten_all().unwrap().to_vec1().unwrap(),
+            want.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(g, w, "{name}");
+    }
 }
 
 #[test]
