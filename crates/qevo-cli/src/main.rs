@@ -62,15 +62,25 @@ impl ModelArgs {
         seq: usize,
         file: Option<&std::path::Path>,
     ) -> anyhow::Result<qevo::eval::TokenWindows> {
-        qevo::eval::TokenWindows::from_text(m, text, seq, self.max_windows).map_err(|e| {
-            match (e, file) {
-                (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
-                    anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
-                }
-                (e, _) => search_cmd::flag_names(e),
-            }
-        })
+        cut_windows(m, text, seq, self.max_windows, file)
     }
+}
+
+/// `text` (read from `file`, or an embedded text) cut into at most `n` windows of `seq`
+/// tokens; a text too short names its file, other errors name their flag.
+pub fn cut_windows(
+    m: &qevo::model::Model,
+    text: &str,
+    seq: usize,
+    n: usize,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<qevo::eval::TokenWindows> {
+    qevo::eval::TokenWindows::from_text(m, text, seq, n).map_err(|e| match (e, file) {
+        (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
+            anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
+        }
+        (e, _) => search_cmd::flag_names(e),
+    })
 }
 
 #[derive(Subcommand)]

@@ -79,13 +79,7 @@ fn windows(
     seq: usize,
     n: usize,
 ) -> Result<TokenWindows> {
-    let text = read_text(file, default)?;
-    TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
-        (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
-            anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
-        }
-        (e, _) => e.into(),
-    })
+    crate::cut_windows(m, &read_text(file, default)?, seq, n, file)
 }
 
 fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
@@ -307,7 +301,17 @@ pub fn front(
     let text =
         serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
     qevo::fsutil::write_atomic(&a.out.join("tuned.json"), text.as_bytes())?;
-    // The report (report.json, report.html) gets the tuned rows too.
+    report_tuned(&a.out, m, cfg, outcome, &entries)
+}
+
+/// Rewrites the search's report (report.json, report.html) with the tuned rows.
+fn report_tuned(
+    out: &Path,
+    m: &Model,
+    cfg: &qevo::search::SearchConfig,
+    outcome: &qevo::search::SearchOutcome,
+    entries: &[qevo::search::tune_front::TunedEntry],
+) -> Result<()> {
     let mut input = qevo::report::ReportInput::from_outcome(m, cfg, outcome)?;
     input.tuned = entries
         .iter()
@@ -321,6 +325,6 @@ pub fn front(
             seconds: e.seconds,
         })
         .collect();
-    qevo::report::write_report(&a.out, &input)?;
+    qevo::report::write_report(out, &input)?;
     Ok(())
 }
