@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
+use qevo::search::config::{parse_epsilon, CrossoverChoice};
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::{
     prepare_out_dir, scored_plan_file, write_front, write_history, write_plan,
@@ -106,9 +107,22 @@ pub struct SearchArgs {
     /// Weights of accuracy, compression, latency, energy in the recommendation fitness.
     #[arg(long, default_value = defaults::WEIGHTS)]
     pub weights: String,
-    /// Turn off the fitness, prefix and multi-fidelity caches.
+    /// Turn off the fitness, prefix and multi-fidelity caches and the surrogate.
     #[arg(long)]
     pub no_cache: bool,
+    /// Turn off only the surrogate screen (offspring are all scored on the screening windows).
+    #[arg(long)]
+    pub no_surrogate: bool,
+    /// How parents exchange genes: auto (one-point for tensor and block units, so
+    /// children share a parent's early blocks; uniform for role units), uniform,
+    /// one-point, two-point.
+    #[arg(long, default_value = "auto")]
+    pub crossover: String,
+    /// Screening tolerance: skip scoring an offspring when an archive plan is within a
+    /// factor 1 + epsilon of it in every objective (one value, or KL,bytes,ms,mJ).
+    /// 0 skips only plans the archive dominates.
+    #[arg(long, default_value = "0")]
+    pub epsilon: String,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints the k-NN accuracy
     /// of the FP model's and the chosen plan's embeddings.
     #[arg(long)]
@@ -168,6 +182,8 @@ const FLAG_OF: &[(&str, &str)] = &[
     ("evolution.population", "--population"),
     ("evolution.generations", "--generations"),
     ("evolution.weights", "--weights"),
+    ("evolution.crossover", "--crossover"),
+    ("caches.epsilon", "--epsilon"),
     ("data.seq_len", "--seq-len"),
     ("data.calib_windows", "--calib-windows"),
     ("data.screen_windows", "--screen-windows"),
@@ -228,6 +244,9 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
     cfg.evolution.time_budget = a.time_budget.as_deref().map(parse_duration).transpose()?;
     cfg.evolution.weights = FitnessWeights::parse(&a.weights)?;
     cfg.caches.enabled = !a.no_cache;
+    cfg.caches.surrogate = !a.no_surrogate;
+    cfg.evolution.crossover = CrossoverChoice::parse(&a.crossover)?;
+    cfg.caches.epsilon = parse_epsilon(&a.epsilon)?;
     cfg.baselines.lagrangian = !a.no_baselines;
     cfg.baselines.random_search = a.random_search;
     cfg.data.seq_len = a.seq_len;

@@ -65,9 +65,10 @@ fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
 fn prefix_cache_on_and_off_give_identical_scores() {
     let m = model();
     let (calib, heldout) = texts();
+    // Tensor units: the genomes below differ only in the last block's tensors.
     let mut on = small_config();
-    on.caches.enabled = true;
-    let mut off = small_config();
+    on.space.unit = qevo::search::space::UnitMode::Tensor;
+    let mut off = on.clone();
     off.caches.enabled = false;
     let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
     let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
@@ -75,7 +76,7 @@ fn prefix_cache_on_and_off_give_identical_scores() {
     let q_off = QuantProblem::new(&p_off, &off).unwrap();
     for g in genomes(&q_on) {
         let choices = q_on.space.tensor_choices(&m, &g);
-        // Twice on the cached evaluator: the second run starts from cached states.
+        // Twice on the cached evaluator: the second is answered by the segment memo.
         let a = p_on.evaluator.score(&choices, 3).unwrap();
         let b = p_on.evaluator.score(&choices, 3).unwrap();
         let c = p_off.evaluator.score(&choices, 3).unwrap();
@@ -85,7 +86,69 @@ fn prefix_cache_on_and_off_give_identical_scores() {
     }
     let stats = p_on.evaluator.prefix_stats();
     assert!(stats.hits > 0, "the cache was never used: {stats:?}");
+    assert!(
+        stats.blocks_reused > 0 && stats.segments_reused > 0,
+        "{stats:?}"
+    );
     assert_eq!(p_off.evaluator.prefix_stats().hits, 0);
+}
+
+#[test]
+fn a_full_score_continues_its_screening_score_bit_for_bit() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut on = small_config();
+    on.data.screen_windows = 1;
+    on.space.unit = qevo::search::space::UnitMode::Tensor;
+    let mut off = on.clone();
+    off.caches.enabled = false;
+    let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
+    let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
+    let q = QuantProblem::new(&p_on, &on).unwrap();
+    for g in genomes(&q) {
+        let choices = q.space.tensor_choices(&m, &g);
+        let screened = p_on.evaluator.score(&choices, 1).unwrap();
+        assert_eq!(screened, p_off.evaluator.score(&choices, 1).unwrap());
+        // The full score folds windows 1..3 onto the screening's sums.
+        let full = p_on.evaluator.score(&choices, 3).unwrap();
+        assert_eq!(full, p_off.evaluator.score(&choices, 3).unwrap());
+        assert_eq!(full.tokens, 3 * screened.tokens);
+    }
+    let stats = p_on.evaluator.prefix_stats();
+    assert_eq!(stats.segments_reused, 6, "{stats:?}");
+    assert!(stats.blocks_reused > 0, "{stats:?}");
+}
+
+#[test]
+fn surrogate_rejected_plans_never_reach_the_front() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
+    cfg.evolution.generations = 4;
+    let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    let s = o.surrogate_stats;
+    assert!(s.rejected > 0, "the surrogate screened nothing: {s:?}");
+    assert!(s.spearman.is_some_and(|r| r > 0.5), "{s:?}");
+    assert!(!o.front.is_empty());
+    for f in &o.front {
+        assert!(f.scored.full && !f.scored.predicted, "{:?}", f.genome);
+    }
+    // No trial of the journal is a surrogate guess.
+    assert!(o.evaluations.iter().all(|e| !e.scored.predicted));
+    // The same search without the surrogate scores more plans.
+    cfg.caches.surrogate = false;
+    let plain = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    assert_eq!(plain.surrogate_stats.rejected, 0);
+    let scored =
+        |o: &search::SearchOutcome| o.fitness_stats.screenings + o.fitness_stats.full_evaluations;
+    assert!(
+        scored(&o) < scored(&plain),
+        "{:?} vs {:?}",
+        o.fitness_stats,
+        plain.fitness_stats
+    );
 }
 
 #[test]
@@ -198,6 +261,7 @@ fn convergence_record_survives_resume() {
     assert_eq!(resumed.convergence, whole.convergence);
     assert_eq!(resumed.history, whole.history);
     assert_eq!(resumed.fitness_stats, whole.fitness_stats);
+    assert_eq!(resumed.surrogate_stats, whole.surrogate_stats);
 }
 
 #[test]

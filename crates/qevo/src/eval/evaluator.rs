@@ -1,8 +1,14 @@
 //! Scoring plans fast: the evaluator runs a plan's quantized model over the calibration
 //! windows block by block, reusing (1) dequantized weights per (tensor, format) from the
-//! weight cache and (2) hidden states after block k for a plan's choices on the
-//! embedding and blocks 0..=k (the prefix cache), so plans that share early blocks share
-//! that work. Both caches are pure memos: a plan scores the same with or without them.
+//! weight cache, (2) hidden states after block k for a plan's choices on the embedding
+//! and blocks 0..=k (the prefix cache), so plans that share early blocks share that
+//! work, and (3) the score sums of a window segment a plan was already scored on (the
+//! segment memo), so a full score continues its screening score instead of repeating
+//! it. All three are pure memos: a plan scores the same with or without them.
+//!
+//! The windows are scored in segments split at the screening boundary: a screening
+//! score is the first segment, a full score folds the second onto it. The split is part
+//! of the definition of a score, not of the caches, so caches off give the same bits.
 
 use super::{Metrics, Partial, Pass, Reference, Sums};
 use crate::error::Result;
@@ -11,26 +17,66 @@ use crate::plan::TensorChoice;
 use crate::quant::{ActQuantHook, ActRanges, ActScheme, WeightCache};
 use candle_core::Tensor;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
-/// Hit/miss counters of the prefix cache.
+/// Counters of the prefix cache and the segment memo.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PrefixStats {
+    /// Segment passes that started from cached states (`misses`: from the embedding).
     pub hits: u64,
     pub misses: u64,
     pub entries: usize,
     pub bytes: usize,
+    /// Blocks a pass skipped thanks to cached states, and blocks passes ran.
+    #[serde(default)]
+    pub blocks_reused: u64,
+    #[serde(default)]
+    pub blocks_run: u64,
+    /// Segments answered whole by the segment memo (a full score reusing its screening).
+    #[serde(default)]
+    pub segments_reused: u64,
 }
 
-/// Key: number of windows scored, last block done, and the choices of every tensor
-/// that block and its predecessors (and the embedding) use.
-type PrefixKey = (usize, usize, Vec<TensorChoice>);
+impl PrefixStats {
+    /// Share of block work the cache saved: reused / (reused + run).
+    pub fn block_reuse(&self) -> f64 {
+        let all = self.blocks_reused + self.blocks_run;
+        match all {
+            0 => 0.0,
+            n => self.blocks_reused as f64 / n as f64,
+        }
+    }
+}
+
+/// The block stride at which to keep hidden states so that the states of `plans` plans
+/// over `windows` windows of `seq_len` tokens fit in `budget` bytes: 1 (every block) when
+/// they fit, else the smallest stride that makes them fit.
+pub fn prefix_stride(
+    model: &Model,
+    windows: usize,
+    seq_len: usize,
+    plans: usize,
+    budget: usize,
+) -> usize {
+    let per_block = windows * seq_len * model.arch.hidden() * 4;
+    let all = per_block
+        .saturating_mul(model.n_blocks())
+        .saturating_mul(plans.max(1));
+    all.div_ceil(budget.max(1)).max(1)
+}
+
+/// Key: the window segment, the last block done, and the choices of every tensor that
+/// block and its predecessors (and the embedding) use.
+type PrefixKey = (Range<usize>, usize, Vec<TensorChoice>);
 
 struct PrefixCache {
     budget: usize,
     bytes: usize,
     tick: u64,
     map: HashMap<PrefixKey, (u64, Vec<Tensor>)>,
+    /// Score sums per (segment, whole plan).
+    segments: HashMap<(Range<usize>, Vec<TensorChoice>), Sums>,
     stats: PrefixStats,
 }
 
@@ -38,22 +84,14 @@ impl PrefixCache {
     fn get(&mut self, key: &PrefixKey) -> Option<Vec<Tensor>> {
         self.tick += 1;
         let tick = self.tick;
-        match self.map.get_mut(key) {
-            Some(e) => {
-                e.0 = tick;
-                self.stats.hits += 1;
-                Some(e.1.clone())
-            }
-            None => {
-                self.stats.misses += 1;
-                None
-            }
-        }
+        let e = self.map.get_mut(key)?;
+        e.0 = tick;
+        Some(e.1.clone())
     }
 
     fn put(&mut self, key: PrefixKey, states: Vec<Tensor>) {
         let size: usize = states.iter().map(|t| t.elem_count() * 4).sum();
-        if size > self.budget {
+        if size > self.budget || self.map.contains_key(&key) {
             return;
         }
         while self.bytes + size > self.budget {
@@ -87,6 +125,10 @@ pub struct Evaluator<'m> {
     use_prefix: bool,
     /// For each block, the exclusive end of the tensor-index prefix it depends on.
     block_end: Vec<usize>,
+    /// Windows of the first segment (the screening score).
+    screen: usize,
+    /// States are kept after every `stride`-th block (and the last).
+    stride: usize,
 }
 
 impl<'m> Evaluator<'m> {
@@ -110,6 +152,7 @@ impl<'m> Evaluator<'m> {
         for b in 1..n_blocks {
             block_end[b] = block_end[b].max(block_end[b - 1]);
         }
+        let screen = reference.windows.len();
         Evaluator {
             model,
             reference,
@@ -121,11 +164,28 @@ impl<'m> Evaluator<'m> {
                 bytes: 0,
                 tick: 0,
                 map: HashMap::new(),
+                segments: HashMap::new(),
                 stats: PrefixStats::default(),
             }),
             use_prefix: prefix_budget_bytes > 0,
             block_end,
+            screen,
+            stride: 1,
         }
+    }
+
+    /// Scores split at `screen` windows: a screening score on that many windows is the
+    /// first segment of every longer score.
+    pub fn with_screen(mut self, screen: usize) -> Self {
+        self.screen = screen.max(1);
+        self
+    }
+
+    /// Keep hidden states after every `stride`-th block only, so the prefix cache's
+    /// budget holds the states of more plans (`prefix_stride`).
+    pub fn with_prefix_stride(mut self, stride: usize) -> Self {
+        self.stride = stride.max(1);
+        self
     }
 
     pub fn prefix_stats(&self) -> PrefixStats {
@@ -137,26 +197,70 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    /// Scores per-tensor `choices` on the first `n_windows` calibration windows, starting
-    /// from the longest cached prefix of hidden states.
+    /// Scores per-tensor `choices` on the first `n_windows` calibration windows: segment
+    /// by segment, each folded onto the sums of the ones before it.
     pub fn score(&self, choices: &[TensorChoice], n_windows: usize) -> Result<Metrics> {
-        let model = self.model;
         let n = n_windows.min(self.reference.windows.len());
         let (w, hook) = self.weights_and_hook(choices)?;
-        let key = |b: usize| -> PrefixKey { (n, b, choices[..self.block_end[b]].to_vec()) };
+        let mut total = Sums::default();
+        let mut start = 0;
+        for end in [self.screen.min(n), n] {
+            if end > start {
+                self.score_segment(choices, &w, &hook, start..end, &mut total)?;
+                start = end;
+            }
+        }
+        Ok(total.metrics())
+    }
+
+    /// Whether states after block `b` are kept.
+    fn kept_block(&self, b: usize) -> bool {
+        (b + 1).is_multiple_of(self.stride) || b + 1 == self.model.n_blocks()
+    }
+
+    /// Adds windows `seg` onto `total`: from the segment memo when the plan's sums
+    /// through `seg.end` are known, else from the longest cached prefix of hidden states.
+    fn score_segment(
+        &self,
+        choices: &[TensorChoice],
+        w: &[Tensor],
+        hook: &ActQuantHook,
+        seg: Range<usize>,
+        total: &mut Sums,
+    ) -> Result<()> {
+        let memo_key = (0..seg.end, choices.to_vec());
+        let key =
+            |b: usize| -> PrefixKey { (seg.clone(), b, choices[..self.block_end[b]].to_vec()) };
+        let n_blocks = self.model.n_blocks();
         let start = if self.use_prefix {
             let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            (0..model.n_blocks()).rev().find_map(|b| {
-                p.get(&key(b)).map(|states| Partial {
-                    blocks_done: b + 1,
-                    states,
-                })
-            })
+            if let Some(sums) = p.segments.get(&memo_key).copied() {
+                p.stats.segments_reused += 1;
+                *total = sums;
+                return Ok(());
+            }
+            let found = (0..n_blocks)
+                .rev()
+                .filter(|&b| self.kept_block(b))
+                .find_map(|b| {
+                    p.get(&key(b)).map(|states| Partial {
+                        blocks_done: b + 1,
+                        states,
+                    })
+                });
+            let done = found.as_ref().map_or(0, |f| f.blocks_done) as u64;
+            match found.is_some() {
+                true => p.stats.hits += 1,
+                false => p.stats.misses += 1,
+            }
+            p.stats.blocks_reused += done;
+            p.stats.blocks_run += n_blocks as u64 - done;
+            found
         } else {
             None
         };
         let mut remember = |b: usize, states: &[Tensor]| {
-            if self.use_prefix {
+            if self.use_prefix && self.kept_block(b) {
                 self.prefix
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -164,19 +268,22 @@ impl<'m> Evaluator<'m> {
             }
         };
         let pass = Pass {
-            model,
-            weights: &w,
-            hook: &hook,
+            model: self.model,
+            weights: w,
+            hook,
             windows: &self.reference.windows,
-            range: 0..n,
+            range: seg.clone(),
             batch: self.reference.batch,
         };
-        let mut total = Sums::default();
         pass.logits_from(start, &mut remember, |first, flat| {
             total.add(&self.reference.score_logits(first, flat));
             Ok(())
         })?;
-        Ok(total.metrics())
+        if self.use_prefix {
+            let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+            p.segments.insert(memo_key, *total);
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ pub mod evaluator;
 pub mod llama_ppl;
 
 pub use embedding::{knn_accuracy, mean_cosine};
-pub use evaluator::{Evaluator, PrefixStats};
+pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
 
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model};

@@ -141,6 +141,22 @@ pub struct CacheCounts {
     pub prefix_lookups: u64,
     pub weight_hits: u64,
     pub weight_lookups: u64,
+    /// Block passes the prefix cache skipped, and those it ran.
+    #[serde(default)]
+    pub blocks_reused: u64,
+    #[serde(default)]
+    pub blocks_run: u64,
+    /// Full scores that continued their screening score.
+    #[serde(default)]
+    pub segments_reused: u64,
+    /// Offspring the surrogate screened out before any forward pass.
+    #[serde(default)]
+    pub surrogate_rejected: u64,
+    /// Plans its accuracy was checked on, and its Spearman rank correlation there.
+    #[serde(default)]
+    pub surrogate_checked: usize,
+    #[serde(default)]
+    pub surrogate_spearman: Option<f64>,
 }
 
 /// Fraction of `lookups` answered from a cache, 0..=1; 0 when nothing was looked up.
@@ -368,6 +384,12 @@ impl ReportInput {
                 prefix_lookups: ps.hits + ps.misses,
                 weight_hits: ws.hits,
                 weight_lookups: ws.hits + ws.misses,
+                blocks_reused: ps.blocks_reused,
+                blocks_run: ps.blocks_run,
+                segments_reused: ps.segments_reused,
+                surrogate_rejected: o.surrogate_stats.rejected,
+                surrogate_checked: o.surrogate_stats.checked,
+                surrogate_spearman: o.surrogate_stats.spearman,
             },
             search_seconds: o.search_seconds,
             total_seconds: o.total_seconds,
@@ -462,13 +484,22 @@ fn notes(input: &ReportInput) -> Vec<String> {
             c.screened_out
         ),
         format!(
-            "prefix cache: {} hits / {} lookups ({}); weight cache: {} hits / {} lookups ({})",
+            "prefix cache: {} hits / {} lookups ({}), {} of block work reused, {} full scores continued their screening; weight cache: {} hits / {} lookups ({})",
             c.prefix_hits,
             c.prefix_lookups,
             pct(c.prefix_hits, c.prefix_lookups),
+            pct(c.blocks_reused, c.blocks_reused + c.blocks_run),
+            c.segments_reused,
             c.weight_hits,
             c.weight_lookups,
             pct(c.weight_hits, c.weight_lookups)
+        ),
+        format!(
+            "surrogate: {} offspring screened out before any forward pass; rank correlation with the full KL {} on {} plans it did not train on",
+            c.surrogate_rejected,
+            c.surrogate_spearman
+                .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
+            c.surrogate_checked
         ),
         match input.quality {
             Quality::Kl => format!(

@@ -9,6 +9,7 @@ use crate::hw::{Profile, Workload};
 use crate::plan::UserLimits;
 use crate::quant::RoundingMode;
 use crate::quant::{ActScheme, WeightFormat};
+use evo::operators::CrossoverKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub mod defaults {
     pub const TOPK: usize = 0;
     pub const WEIGHT_CACHE_BYTES: usize = 2 << 30;
     pub const PREFIX_CACHE_BYTES: usize = 512 << 20;
+    pub const EPSILON: [f64; 4] = [0.0; 4];
     /// Below this a population has no room for seeds, offspring and selection.
     pub const MIN_POPULATION: usize = 4;
 }
@@ -113,6 +115,71 @@ pub struct EvolutionConfig {
     pub time_budget: Option<Duration>,
     /// Picks the recommended plan when the user sets no limit.
     pub weights: FitnessWeights,
+    /// How parents exchange genes (`CrossoverChoice::Auto`: by the unit mode).
+    pub crossover: CrossoverChoice,
+}
+
+/// Screening tolerances: one value for every objective, or four, in the objectives'
+/// order KL, bytes, ms, mJ; each a fraction in 0..1.
+pub fn parse_epsilon(spec: &str) -> Result<[f64; 4]> {
+    let bad = |msg: String| Error::setting("caches.epsilon", msg);
+    let v: Vec<f64> = spec
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f64>()
+                .map_err(|_| bad(format!("{x:?} is not a number")))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(x) = v.iter().find(|x| !(0.0..1.0).contains(*x)) {
+        return Err(bad(format!("{x} is outside 0..1")));
+    }
+    match v.as_slice() {
+        [e] => Ok([*e; 4]),
+        [a, b, c, d] => Ok([*a, *b, *c, *d]),
+        _ => Err(bad(format!(
+            "expected one value or four (KL,bytes,ms,mJ), got {}",
+            v.len()
+        ))),
+    }
+}
+
+/// The crossover a search runs with. Genes are in block order (embedding, block 0, …,
+/// output), so a one-point child keeps one parent's genes for every block before the
+/// cut: the prefix cache then reuses that parent's hidden states up to the cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrossoverChoice {
+    /// One-point where units follow the blocks (tensor and block units), uniform where
+    /// every unit spans all blocks (role units: no prefix survives any change).
+    Auto,
+    Fixed(CrossoverKind),
+}
+
+impl CrossoverChoice {
+    /// `auto`, `uniform`, `one-point` or `two-point`.
+    pub fn parse(s: &str) -> Result<CrossoverChoice> {
+        Ok(match s {
+            "auto" => CrossoverChoice::Auto,
+            "uniform" => CrossoverChoice::Fixed(CrossoverKind::Uniform),
+            "one-point" => CrossoverChoice::Fixed(CrossoverKind::OnePoint),
+            "two-point" => CrossoverChoice::Fixed(CrossoverKind::TwoPoint),
+            other => return Err(Error::setting(
+                "evolution.crossover",
+                format!(
+                    "unknown crossover {other:?}; expected auto, uniform, one-point or two-point"
+                ),
+            )),
+        })
+    }
+
+    /// The kind for a space of `mode` units.
+    pub fn kind(self, mode: UnitMode) -> CrossoverKind {
+        match (self, mode) {
+            (CrossoverChoice::Fixed(k), _) => k,
+            (CrossoverChoice::Auto, UnitMode::Role) => CrossoverKind::Uniform,
+            (CrossoverChoice::Auto, _) => CrossoverKind::OnePoint,
+        }
+    }
 }
 
 /// The tokens plans are scored on.
@@ -151,6 +218,12 @@ pub enum Importance {
 pub struct CacheConfig {
     /// Fitness, prefix and multi-fidelity caches (off: the baseline for the speed-up).
     pub enabled: bool,
+    /// The surrogate screen before any forward pass (only with `enabled`).
+    pub surrogate: bool,
+    /// Screens skip plans within a factor 1 + epsilon of an archive member in every
+    /// objective, in the objectives' order [KL, bytes, ms, mJ] (all 0: only dominated
+    /// plans are skipped).
+    pub epsilon: [f64; 4],
     pub weight_cache_bytes: usize,
     pub prefix_cache_bytes: usize,
 }
@@ -208,6 +281,7 @@ impl SearchConfig {
                 seed: defaults::SEED,
                 time_budget: None,
                 weights: FitnessWeights::parse(defaults::WEIGHTS)?,
+                crossover: CrossoverChoice::Auto,
             },
             data: DataConfig {
                 seq_len: defaults::SEQ_LEN,
@@ -220,6 +294,8 @@ impl SearchConfig {
             },
             caches: CacheConfig {
                 enabled: true,
+                surrogate: true,
+                epsilon: defaults::EPSILON,
                 weight_cache_bytes: defaults::WEIGHT_CACHE_BYTES,
                 prefix_cache_bytes: defaults::PREFIX_CACHE_BYTES,
             },
@@ -341,6 +417,35 @@ mod tests {
         for bad in ["1,2,3", "0,0,0,0", "-1,1,1,1", "a,b,c,d", "1,1,1,inf"] {
             let e = FitnessWeights::parse(bad).unwrap_err().to_string();
             assert!(e.contains("evolution.weights"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn crossover_auto_keeps_prefixes_where_genes_follow_the_blocks() {
+        use evo::operators::CrossoverKind;
+        let auto = CrossoverChoice::parse("auto").unwrap();
+        assert_eq!(auto.kind(UnitMode::Tensor), CrossoverKind::OnePoint);
+        assert_eq!(auto.kind(UnitMode::Block), CrossoverKind::OnePoint);
+        assert_eq!(auto.kind(UnitMode::Role), CrossoverKind::Uniform);
+        let fixed = CrossoverChoice::parse("two-point").unwrap();
+        assert_eq!(fixed.kind(UnitMode::Role), CrossoverKind::TwoPoint);
+        let e = CrossoverChoice::parse("blend").unwrap_err().to_string();
+        assert!(
+            e.contains("evolution.crossover") && e.contains("blend"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn epsilon_takes_one_value_or_four() {
+        assert_eq!(parse_epsilon("0.05").unwrap(), [0.05; 4]);
+        assert_eq!(
+            parse_epsilon("0.1,0.01,0.1,0.1").unwrap(),
+            [0.1, 0.01, 0.1, 0.1]
+        );
+        for bad in ["0.1,0.2", "x", "1.5", "-0.1"] {
+            let e = parse_epsilon(bad).unwrap_err().to_string();
+            assert!(e.contains("caches.epsilon"), "{bad}: {e}");
         }
     }
 }

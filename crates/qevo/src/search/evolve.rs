@@ -6,6 +6,7 @@ use super::problem::QuantProblem;
 use super::seed::Seeded;
 use super::{Progress, SearchConfig};
 use crate::error::{Error, Result};
+use evo::operators::LayerwiseCrossover;
 use evo::{GenerationRecord, Individual, Nsga2, RunOptions, Termination};
 use std::time::Instant;
 
@@ -29,7 +30,9 @@ pub fn evolve(
 ) -> Result<Evolved> {
     let mut termination = Termination::generations(cfg.evolution.generations);
     termination.max_time = cfg.evolution.time_budget;
+    let crossover = cfg.evolution.crossover.kind(cfg.space.unit);
     let algo = Nsga2::new(cfg.evolution.population)
+        .with_crossover(LayerwiseCrossover::new(crossover, 0.9))
         .with_seeds(seeded.seeds.iter().cloned().map(evo::Genome).collect())
         .with_termination(termination)
         .with_reference_point(seeded.reference_point.clone());

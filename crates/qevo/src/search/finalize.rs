@@ -150,6 +150,7 @@ mod tests {
                 peak_memory_bytes: 1,
                 violation,
                 checks: vec![],
+                predicted: false,
             },
             heldout: metrics,
             fitness,

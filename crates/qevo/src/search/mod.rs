@@ -26,6 +26,7 @@ mod prepare;
 pub mod problem;
 mod seed;
 pub mod space;
+pub mod surrogate;
 pub mod tune_front;
 
 pub use compare::{compare, Compared};
@@ -106,6 +107,8 @@ pub struct SearchOutcome {
     pub matched: Vec<MatchedRow>,
     pub sensitivity: Sensitivity,
     pub fitness_stats: problem::FitnessStats,
+    /// The surrogate's screening during the evolution.
+    pub surrogate_stats: problem::SurrogateStats,
     pub prefix_stats: PrefixStats,
     pub weight_stats: crate::quant::CacheStats,
     pub search_seconds: f64,
@@ -183,11 +186,14 @@ pub fn run_with(
         x.start(&problem.fingerprint())?;
     }
     let seeded = seed(&prepared, &problem, cfg)?;
+    problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
     let evolved = evolve(&problem, &seeded, cfg, hooks.progress)?;
+    let surrogate_stats = problem.surrogate_stats();
     let finalized = finalize(&prepared, &problem, &evolved, cfg)?;
     let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
     Ok(SearchOutcome {
         fitness_stats: problem.fitness_stats(),
+        surrogate_stats,
         prefix_stats: prepared.evaluator.prefix_stats(),
         weight_stats: prepared.evaluator.weights.stats(),
         convergence: problem.convergence(),

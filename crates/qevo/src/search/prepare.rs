@@ -7,7 +7,7 @@ use super::config::Importance;
 use super::space::SearchSpace;
 use super::{FpCost, SearchConfig};
 use crate::error::{Error, Result};
-use crate::eval::{auto_topk, Evaluator, Reference, TokenWindows};
+use crate::eval::{auto_topk, prefix_stride, Evaluator, Reference, TokenWindows};
 use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
 use crate::quant::gptq::DEFAULT_DAMP;
@@ -100,6 +100,15 @@ pub fn prepare<'m>(
         true => cfg.caches.prefix_cache_bytes,
         false => 0,
     };
+    // Room for the states of two populations: the parents the next offspring share
+    // prefixes with, and the offspring that replace them.
+    let stride = prefix_stride(
+        model,
+        full_windows,
+        seq,
+        2 * cfg.evolution.population,
+        prefix_bytes,
+    );
     let evaluator = Evaluator::new(
         model,
         reference,
@@ -107,7 +116,9 @@ pub fn prepare<'m>(
         ranges,
         cfg.space.act_scheme,
         prefix_bytes,
-    );
+    )
+    .with_screen(screen_windows)
+    .with_prefix_stride(stride);
     let space = SearchSpace::new(model, &cfg.space, &cfg.target, &has_importance)?;
     let fp_price = price(
         model,

@@ -11,6 +11,12 @@
 //! genome (memoised in the fitness cache), so the outcome depends only on the genome and
 //! the archive, which the checkpoint holds: resumed runs stay exact.
 //!
+//! Before that, the surrogate (surrogate.rs) screens offspring the memo lacks without a
+//! forward pass: if even its optimistic KL would be dominated by the archive, the
+//! offspring is never scored; it keeps the surrogate's pessimistic KL, marked
+//! `predicted`, so it cannot enter the archive and rarely survives. The surrogate is
+//! fitted on the memo's full scores in genome order, so it too is restored by resume.
+//!
 //! An evolution batch is scored in two rounds (screening, then full scores for the
 //! promising), each a list of `Job`s for the genomes the memo lacks, handed to an
 //! `Executor` (executor.rs): this machine's threads by default, or remote workers. Memo
@@ -20,16 +26,17 @@
 use super::executor::{check_answer, Executor, Job};
 use super::prepare::Prepared;
 use super::space::SearchSpace;
+use super::surrogate::{spearman, Fit, Surrogate, OPTIMISM_SIGMAS};
 use super::SearchConfig;
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Metrics};
 use crate::hw::{Profile, Workload};
-use crate::plan::{price, LimitCheck, UserLimits};
+use crate::plan::{price, LimitCheck, TensorChoice, UserLimits};
 use evo::dominance::dominates;
 use evo::{BoxError, EvalContext, Evaluation, GeneSpace, Genome, Problem, ProblemStats};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// Everything known about one evaluated plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -42,6 +49,9 @@ pub struct Scored {
     pub peak_memory_bytes: u64,
     pub violation: f64,
     pub checks: Vec<LimitCheck>,
+    /// KL from the surrogate, not from a forward pass (a screened-out offspring).
+    #[serde(default)]
+    pub predicted: bool,
 }
 
 impl Scored {
@@ -63,6 +73,19 @@ pub struct FitnessStats {
     pub full_evaluations: u64,
     pub screenings: u64,
     pub screened_out: u64,
+    /// Offspring the surrogate screened out before any forward pass.
+    #[serde(default)]
+    pub surrogate_rejected: u64,
+}
+
+/// How the surrogate screened (`QuantProblem::surrogate_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SurrogateStats {
+    pub rejected: u64,
+    /// Plans fully scored after a fit that did not include them.
+    pub checked: usize,
+    /// Spearman rank correlation of its fitted KL with their full KL.
+    pub spearman: Option<f64>,
 }
 
 /// The best weighted fitness found by the end of a generation (for convergence tables).
@@ -92,6 +115,9 @@ struct Memo {
     stats: FitnessStats,
     /// Every genome of the evolution's batches with its score, in batch order.
     log: Vec<Evaluated>,
+    /// (surrogate's fitted KL, full KL) for plans fully scored after the fit was made:
+    /// the surrogate's accuracy on plans it did not train on.
+    checks: Vec<(f64, f64)>,
 }
 
 /// The best plan so far, and one record per generation.
@@ -110,12 +136,29 @@ struct SavedState {
     convergence: Vec<GenerationBest>,
     #[serde(default)]
     log: Vec<Evaluated>,
+    #[serde(default)]
+    checks: Vec<(f64, f64)>,
 }
 
 fn sorted(m: &HashMap<Vec<u16>, Scored>) -> Vec<(Vec<u16>, Scored)> {
     let mut v: Vec<_> = m.iter().map(|(g, s)| (g.clone(), s.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// Whether archive member `a` makes scoring `o` pointless: `a` dominates it, or, with
+/// a tolerance, is within a factor `1 + epsilon[i]` of it in every objective i
+/// (epsilon-dominance: `o` could improve the front by less than that, so it is not
+/// scored).
+fn covers(a: &[f64], o: &[f64], epsilon: &[f64; 4]) -> bool {
+    match epsilon.iter().any(|&e| e > 0.0) {
+        true => a
+            .iter()
+            .zip(o)
+            .zip(epsilon)
+            .all(|((x, y), e)| *x <= y * (1.0 + e)),
+        false => dominates(a, o),
+    }
 }
 
 /// Scores a plan for the convergence record.
@@ -134,6 +177,8 @@ pub struct QuantProblem<'a> {
     pub margin: f64,
     /// Off: every genome gets the full evaluation, and nothing is memoised.
     pub caching: bool,
+    /// Screens skip plans the archive epsilon-dominates (`covers`); 0: plain dominance.
+    pub epsilon: [f64; 4],
     gene_space: GeneSpace,
     memo: Mutex<Memo>,
     /// Scores a plan for the convergence record (the recommendation fitness).
@@ -141,6 +186,9 @@ pub struct QuantProblem<'a> {
     best: Mutex<Tracker>,
     /// Scores the evolution's batches; None: this machine's threads.
     executor: Option<&'a dyn Executor>,
+    /// Screens offspring before any forward pass, once the sensitivity table is known.
+    surrogate: OnceLock<Surrogate>,
+    use_surrogate: bool,
 }
 
 impl<'a> QuantProblem<'a> {
@@ -159,10 +207,13 @@ impl<'a> QuantProblem<'a> {
             full_windows: prepared.full_windows,
             margin: 0.25,
             caching: cfg.caches.enabled,
+            epsilon: cfg.caches.epsilon,
             memo: Mutex::new(Memo::default()),
             fitness: None,
             best: Mutex::new((None, Vec::new())),
             executor: None,
+            surrogate: OnceLock::new(),
+            use_surrogate: cfg.caches.enabled && cfg.caches.surrogate,
         })
     }
 
@@ -171,6 +222,22 @@ impl<'a> QuantProblem<'a> {
     pub fn with_executor(mut self, executor: Option<&'a dyn Executor>) -> Self {
         self.executor = executor;
         self
+    }
+
+    /// Lets the surrogate screen offspring (the search's sensitivity table).
+    pub fn set_surrogate(&self, s: Surrogate) {
+        let _ = self.surrogate.set(s);
+    }
+
+    /// How the surrogate did: offspring it rejected, plans it was checked on, and its
+    /// rank correlation with their full KL (None before enough checks).
+    pub fn surrogate_stats(&self) -> SurrogateStats {
+        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        SurrogateStats {
+            rejected: m.stats.surrogate_rejected,
+            checked: m.checks.len(),
+            spearman: spearman(&m.checks),
+        }
     }
 
     /// Names everything a job's score depends on besides the job: the model's weights,
@@ -240,12 +307,17 @@ impl<'a> QuantProblem<'a> {
     }
 
     fn run(&self, genome: &[u16], windows: usize, full: bool) -> Result<Scored> {
-        let model = self.evaluator.model;
-        let choices = self.space.tensor_choices(model, genome);
+        let choices = self.space.tensor_choices(self.evaluator.model, genome);
         let metrics = self.evaluator.score(&choices, windows)?;
+        self.priced(&choices, metrics, full)
+    }
+
+    /// A score from `metrics` and the plan's price on the target.
+    fn priced(&self, choices: &[TensorChoice], metrics: Metrics, full: bool) -> Result<Scored> {
+        let model = self.evaluator.model;
         let p = price(
             model,
-            &choices,
+            choices,
             &self.target,
             &self.workload,
             &self.limits,
@@ -260,6 +332,7 @@ impl<'a> QuantProblem<'a> {
             peak_memory_bytes: p.cost.peak_memory_bytes,
             violation: p.violation,
             checks: p.checks,
+            predicted: false,
         })
     }
 
@@ -371,13 +444,60 @@ impl<'a> QuantProblem<'a> {
     /// Whether a screened score could not enter the front even if its full KL were
     /// `margin` lower.
     fn hopeless(&self, s: &Scored, archive: &[Vec<f64>]) -> bool {
+        self.hopeless_at(s, archive, self.margin)
+    }
+
+    /// Whether a score with its KL lowered by `margin` is infeasible or covered by the
+    /// archive (`covers`).
+    fn hopeless_at(&self, s: &Scored, archive: &[Vec<f64>], margin: f64) -> bool {
         let mut optimistic = s.objectives();
-        optimistic[0] *= 1.0 - self.margin;
-        s.violation > 0.0 || archive.iter().any(|a| dominates(a, &optimistic))
+        optimistic[0] *= 1.0 - margin;
+        s.violation > 0.0
+            || archive
+                .iter()
+                .any(|a| covers(a, &optimistic, &self.epsilon))
+    }
+
+    /// The surrogate's line, fitted on every full score so far in genome order (None
+    /// when it is off, not yet given its table, or has too few plans).
+    fn surrogate_fit(&self) -> Option<(&Surrogate, Fit)> {
+        let sur = self.surrogate.get().filter(|_| self.use_surrogate)?;
+        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let full = sorted(&m.full);
+        let fit = sur.fit(full.iter().map(|(g, s)| (g.as_slice(), s.metrics.kl)))?;
+        Some((sur, fit))
+    }
+
+    /// The surrogate's verdict on a genome the memo lacks: Some(pessimistic score) when
+    /// even its optimistic KL could not enter the front, None when it must be scored.
+    fn rejected(
+        &self,
+        genome: &[u16],
+        (sur, fit): (&Surrogate, Fit),
+        archive: &[Vec<f64>],
+    ) -> Result<Option<Scored>> {
+        let Some(x) = sur.feature(genome) else {
+            return Ok(None);
+        };
+        let choices = self.space.tensor_choices(self.evaluator.model, genome);
+        let guess = |kl: f64| Metrics {
+            kl,
+            ppl: 0.0,
+            top1: 0.0,
+            tokens: 0,
+        };
+        let optimistic = self.priced(&choices, guess(fit.optimistic(x)), false)?;
+        if !self.hopeless_at(&optimistic, archive, 0.0) {
+            return Ok(None);
+        }
+        let mut s = self.priced(&choices, guess(fit.kl(x, OPTIMISM_SIGMAS)), false)?;
+        s.predicted = true;
+        Ok(Some(s))
     }
 
     /// Screened-then-full evaluation of a batch against an archive front (objective
-    /// vectors), in two rounds on `executor` (None: this machine).
+    /// vectors), in two rounds on `executor` (None: this machine), after the surrogate
+    /// has screened out the offspring that could not enter the front.
     fn evaluate_batch(
         &self,
         genomes: &[&[u16]],
@@ -387,6 +507,43 @@ impl<'a> QuantProblem<'a> {
         if !self.screens(archive) {
             return self.memoised(genomes, true, executor);
         }
+        let fit = self.surrogate_fit();
+        let mut out: Vec<Option<Scored>> = vec![None; genomes.len()];
+        if let Some(f) = fit {
+            for (i, g) in genomes.iter().enumerate() {
+                if !self.in_memo(g) {
+                    out[i] = self.rejected(g, f, archive)?;
+                }
+            }
+        }
+        let rest: Vec<usize> = (0..genomes.len()).filter(|&i| out[i].is_none()).collect();
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+            .surrogate_rejected += (genomes.len() - rest.len()) as u64;
+        let rest_genomes: Vec<&[u16]> = rest.iter().map(|&i| genomes[i]).collect();
+        let scored = self.screen_then_full(&rest_genomes, archive, executor, fit)?;
+        for (i, s) in rest.into_iter().zip(scored) {
+            out[i] = Some(s);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn in_memo(&self, g: &[u16]) -> bool {
+        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        m.full.contains_key(g) || m.screened.contains_key(g)
+    }
+
+    /// Screening scores for `genomes`, then full scores for the promising; plans newly
+    /// fully scored check the surrogate's `fit` (made before they were scored).
+    fn screen_then_full(
+        &self,
+        genomes: &[&[u16]],
+        archive: &[Vec<f64>],
+        executor: Option<&dyn Executor>,
+        fit: Option<(&Surrogate, Fit)>,
+    ) -> Result<Vec<Scored>> {
         let mut out = self.memoised(genomes, false, executor)?;
         let mut promote = Vec::new();
         for (i, s) in out.iter().enumerate() {
@@ -401,7 +558,19 @@ impl<'a> QuantProblem<'a> {
             }
         }
         let wanted: Vec<&[u16]> = promote.iter().map(|&i| genomes[i]).collect();
+        let new: Vec<bool> = {
+            let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            wanted.iter().map(|g| !m.full.contains_key(*g)).collect()
+        };
         let full = self.memoised(&wanted, true, executor)?;
+        if let Some((sur, f)) = fit {
+            let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            for ((g, s), _) in wanted.iter().zip(&full).zip(&new).filter(|(_, &n)| n) {
+                if let Some(x) = sur.feature(g) {
+                    m.checks.push((f.kl(x, 0.0), s.metrics.kl));
+                }
+            }
+        }
         for (i, s) in promote.into_iter().zip(full) {
             out[i] = s;
         }
@@ -415,7 +584,8 @@ impl<'a> QuantProblem<'a> {
 
     fn log(&self, generation: u64, genomes: &[&[u16]], scored: &[Scored]) {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        for (g, s) in genomes.iter().zip(scored) {
+        // Surrogate-rejected plans were never scored: they are no trials.
+        for (g, s) in genomes.iter().zip(scored).filter(|(_, s)| !s.predicted) {
             m.log.push(Evaluated {
                 generation,
                 genome: g.to_vec(),
@@ -500,6 +670,7 @@ impl Problem for QuantProblem<'_> {
             best: b.0,
             convergence: b.1.clone(),
             log: m.log.clone(),
+            checks: m.checks.clone(),
         };
         serde_json::to_value(state).ok()
     }
@@ -510,7 +681,37 @@ impl Problem for QuantProblem<'_> {
         m.screened = s.screened.into_iter().collect();
         m.stats = s.stats;
         m.log = s.log;
+        m.checks = s.checks;
         *self.best.lock().unwrap_or_else(|e| e.into_inner()) = (s.best, s.convergence);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn covers_is_dominance_without_epsilon_and_a_tolerance_with_it() {
+        let a = [1.0, 100.0, 10.0, 10.0];
+        // Dominated: covered either way.
+        assert!(covers(&a, &[1.5, 100.0, 10.0, 10.0], &[0.0; 4]));
+        // Equal vectors do not dominate each other.
+        assert!(!covers(&a, &a, &[0.0; 4]));
+        // 5% better in KL, same elsewhere: only a 10% KL tolerance skips it.
+        let o = [0.95, 100.0, 10.0, 10.0];
+        assert!(!covers(&a, &o, &[0.0; 4]));
+        assert!(covers(&a, &o, &[0.1, 0.0, 0.0, 0.0]));
+        // A tolerance in KL alone does not skip a plan that is smaller.
+        assert!(!covers(
+            &a,
+            &[0.95, 90.0, 10.0, 10.0],
+            &[0.1, 0.0, 0.0, 0.0]
+        ));
+        assert!(covers(
+            &a,
+            &[0.95, 99.0, 10.0, 10.0],
+            &[0.1, 0.02, 0.0, 0.0]
+        ));
     }
 }
