@@ -108,6 +108,7 @@ fn random_search(
             genome: g,
             objectives: ev.objectives,
             violation: ev.violation,
+            estimated: false,
         };
         if archive.insert(&ind) {
             hv = hypervolume(&archive.objectives(), &reference);

@@ -4,7 +4,7 @@ use crate::dominance::dominates;
 use crate::Individual;
 use serde::{Deserialize, Serialize};
 
-/// Non-dominated feasible solutions seen so far, in insertion order. A newcomer is
+/// Non-dominated feasible solutions seen so far (never an estimated one), in insertion order. A newcomer is
 /// rejected when a member weakly dominates it (no worse in every objective, so an
 /// objective-space duplicate keeps the first genome found); members it dominates leave.
 /// The archive is unbounded: at 2–4 objectives the fronts stay at hundreds of points.
@@ -22,7 +22,7 @@ impl Archive {
 
     /// Offers one evaluated solution; returns whether it entered.
     pub fn insert(&mut self, ind: &Individual) -> bool {
-        if !ind.is_feasible() {
+        if !ind.is_feasible() || ind.estimated {
             return false;
         }
         let weakly_covered = self.members.iter().any(|m| {
@@ -91,6 +91,7 @@ mod tests {
             genome: Genome(vec![g]),
             objectives: obj.to_vec(),
             violation: v,
+            estimated: false,
         }
     }
 
@@ -109,5 +110,18 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a.members()[0].genome, Genome(vec![5]));
         assert_eq!(a.best_per_objective(), Some(vec![1.0, 1.0]));
+    }
+
+    #[test]
+    fn an_estimated_solution_never_enters() {
+        let mut a = Archive::new();
+        let mut guess = ind(1, &[0.0, 0.0], 0.0);
+        guess.estimated = true;
+        assert!(!a.insert(&guess), "an estimate entered the archive");
+        assert!(a.is_empty());
+        assert!(a.insert(&ind(2, &[1.0, 1.0], 0.0)));
+        // Even an estimate that would dominate every member stays out.
+        assert!(!a.insert(&guess));
+        assert_eq!(a.len(), 1);
     }
 }

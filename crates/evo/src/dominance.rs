@@ -129,6 +129,7 @@ mod tests {
             genome: Genome(vec![]),
             objectives: obj.to_vec(),
             violation: v,
+            estimated: false,
         }
     }
 

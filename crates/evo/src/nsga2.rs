@@ -566,6 +566,7 @@ fn evaluate<P: Problem + ?Sized>(
                 genome: g.clone(),
                 objectives: e.objectives,
                 violation: e.violation,
+                estimated: e.estimated,
             })
         })
         .collect()

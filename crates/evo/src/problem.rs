@@ -7,11 +7,15 @@ use serde::{Deserialize, Serialize};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One genome's scores: objectives (all minimised) and a constraint violation
-/// (0 = feasible, larger = worse).
+/// (0 = feasible, larger = worse). `estimated`: the objectives come from a cheap
+/// estimate (a screen or a surrogate), not the problem's real evaluation, so the
+/// solution takes part in selection and survival but never enters the archive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub objectives: Vec<f64>,
     pub violation: f64,
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 impl Evaluation {
@@ -20,6 +24,7 @@ impl Evaluation {
         Evaluation {
             objectives,
             violation: 0.0,
+            estimated: false,
         }
     }
 }
@@ -30,6 +35,9 @@ pub struct Individual {
     pub genome: Genome,
     pub objectives: Vec<f64>,
     pub violation: f64,
+    /// Scored by an estimate only (`Evaluation::estimated`): never archived.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 impl Individual {

@@ -198,6 +198,7 @@ impl Problem for Knapsack {
                 Evaluation {
                     objectives: vec![-(p[0] as f64), -(p[1] as f64)],
                     violation: self.violation(w),
+                    estimated: false,
                 }
             })
             .collect())

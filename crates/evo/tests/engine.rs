@@ -301,7 +301,8 @@ impl Problem for Broken {
             3 => vec![
                 Evaluation {
                     objectives: vec![0.0, 0.0],
-                    violation: -1.0
+                    violation: -1.0,
+                    estimated: false,
                 };
                 batch.len()
             ],

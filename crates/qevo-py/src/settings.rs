@@ -5,6 +5,7 @@
 
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
+use qevo::search::config::{parse_epsilon, CrossoverChoice};
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
 use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig};
 use qevo::{Error, Model, Result};
@@ -37,6 +38,10 @@ pub struct Settings {
     pub prefill_tokens: Option<u64>,
     pub decode_tokens: Option<u64>,
     pub cache: bool,
+    pub surrogate: bool,
+    /// One value or "KL,bytes,ms,mJ", as the CLI's `--epsilon`.
+    pub epsilon: String,
+    pub crossover: String,
     pub baselines: bool,
     pub random_search: bool,
     pub seq_len: usize,
@@ -71,6 +76,9 @@ impl Default for Settings {
             prefill_tokens: None,
             decode_tokens: None,
             cache: true,
+            surrogate: true,
+            epsilon: "0".into(),
+            crossover: "auto".into(),
             baselines: true,
             random_search: false,
             seq_len: defaults::SEQ_LEN,
@@ -89,6 +97,8 @@ const KEYWORD_OF: &[(&str, &str)] = &[
     ("evolution.population", "population"),
     ("evolution.generations", "generations"),
     ("evolution.weights", "weights"),
+    ("evolution.crossover", "crossover"),
+    ("caches.epsilon", "epsilon"),
     ("data.seq_len", "seq_len"),
     ("data.calib_windows", "calib_windows"),
     ("data.screen_windows", "screen_windows"),
@@ -169,6 +179,9 @@ impl Settings {
             cfg.evolution.weights = FitnessWeights::parse(&text)?;
         }
         cfg.caches.enabled = self.cache;
+        cfg.caches.surrogate = self.surrogate;
+        cfg.caches.epsilon = parse_epsilon(&self.epsilon)?;
+        cfg.evolution.crossover = CrossoverChoice::parse(&self.crossover)?;
         cfg.baselines.lagrangian = self.baselines;
         cfg.baselines.random_search = self.random_search;
         cfg.data.seq_len = self.seq_len;

@@ -199,6 +199,54 @@ fn screening_skips_only_plans_the_archive_dominates() {
 }
 
 #[test]
+fn a_plan_skipped_by_the_screening_tolerance_is_never_archived() {
+    use evo::{EvalContext, Genome, Individual, Problem};
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    let p = search::prepare(&m, &calib, &heldout, &cfg).unwrap();
+    let g = genomes(&QuantProblem::new(&p, &cfg).unwrap()).remove(4);
+    let s = QuantProblem::new(&p, &cfg).unwrap().full(&g).unwrap();
+    // An archive plan with g's KL but 5% larger: it does not dominate g, but it is
+    // within a 90% tolerance of g's optimistic screened score in every objective.
+    let mut near = s.objectives();
+    near[1] *= 1.05;
+    let archive = vec![Individual {
+        genome: Genome(vec![0; g.len()]),
+        objectives: near,
+        violation: 0.0,
+        estimated: false,
+    }];
+    let ctx = EvalContext {
+        generation: 1,
+        archive: &archive,
+    };
+    let evaluate = |epsilon: f64| {
+        let mut c = cfg.clone();
+        c.caches.epsilon = [epsilon; 4];
+        let q = QuantProblem::new(&p, &c).unwrap();
+        let ev = q.evaluate(&[Genome(g.clone())], &ctx).unwrap().remove(0);
+        (ev, q.fitness_stats())
+    };
+    // Without a tolerance the plan could enter the front: fully scored, archivable.
+    let (exact, stats) = evaluate(0.0);
+    assert!(!exact.estimated && stats.screened_out == 0, "{stats:?}");
+    // With it the plan is skipped after screening: an estimate, which the archive refuses.
+    let (skipped, stats) = evaluate(0.9);
+    assert!(skipped.estimated, "{skipped:?}");
+    assert_eq!(stats.screened_out, 1);
+    let mut a = evo::Archive::new();
+    let ind = Individual {
+        genome: Genome(g.clone()),
+        objectives: skipped.objectives,
+        violation: skipped.violation,
+        estimated: skipped.estimated,
+    };
+    assert!(!a.insert(&ind));
+}
+
+#[test]
 fn user_limits_enter_pricing() {
     let m = model();
     let cfg = small_config();

@@ -69,6 +69,7 @@ mod tests {
             genome: Genome(vec![]),
             objectives: vec![o],
             violation: v,
+            estimated: false,
         };
         let pop = vec![ind(0.0, 1.0), ind(5.0, 0.0)];
         let r = Ranked {

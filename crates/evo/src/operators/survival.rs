@@ -49,6 +49,7 @@ mod tests {
             genome: Genome(vec![]),
             objectives: vec![a, b],
             violation: 0.0,
+            estimated: false,
         };
         // Front 1: (0,4) (1,3) (1.5,2.5) (4,0); front 2: (5,5).
         let merged = vec![

@@ -234,6 +234,9 @@ def search(
     constraints: Sequence[str] = (),
     baselines: bool = True,
     cache: bool = True,
+    surrogate: bool = True,
+    epsilon: Union[float, Sequence[float]] = 0.0,
+    crossover: str = "auto",
     imatrix: bool = False,
     seq_len: Optional[int] = None,
     calib_windows: Optional[int] = None,
@@ -267,6 +270,11 @@ def search(
     - ``progress(record)``: called after every generation with its history record;
       returning False stops the search there.
     - ``optuna_journal``: also write every evaluated plan as an Optuna journal file.
+    - ``cache=False`` turns off the fitness memo, prefix cache, multi-fidelity screening
+      and surrogate; ``surrogate=False`` only the surrogate. ``epsilon``: skip scoring an
+      offspring an archive plan is within a factor 1 + epsilon of in every objective (one
+      value, or [KL, bytes, ms, mJ]). ``crossover``: "auto", "uniform", "one-point",
+      "two-point".
 
     Ctrl-C stops the search after the current generation (its checkpoint written) and
     raises KeyboardInterrupt. Errors raise ``QevoError`` naming the setting at fault.
@@ -288,6 +296,9 @@ def search(
         "constraints": list(constraints),
         "baselines": baselines,
         "cache": cache,
+        "surrogate": surrogate,
+        "epsilon": str(float(epsilon)) if isinstance(epsilon, (int, float)) else ",".join(str(float(e)) for e in epsilon),
+        "crossover": crossover,
         "imatrix": imatrix,
         "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
         "resume": resume,

@@ -33,7 +33,7 @@ pub mod defaults {
     /// 0 = the exact distribution whenever it is affordable (`eval::auto_topk`).
     pub const TOPK: usize = 0;
     pub const WEIGHT_CACHE_BYTES: usize = 2 << 30;
-    pub const PREFIX_CACHE_BYTES: usize = 512 << 20;
+    pub const PREFIX_CACHE_BYTES: usize = 1 << 30;
     pub const EPSILON: [f64; 4] = [0.0; 4];
     /// Below this a population has no room for seeds, offspring and selection.
     pub const MIN_POPULATION: usize = 4;
@@ -163,12 +163,14 @@ impl CrossoverChoice {
             "uniform" => CrossoverChoice::Fixed(CrossoverKind::Uniform),
             "one-point" => CrossoverChoice::Fixed(CrossoverKind::OnePoint),
             "two-point" => CrossoverChoice::Fixed(CrossoverKind::TwoPoint),
-            other => return Err(Error::setting(
-                "evolution.crossover",
-                format!(
+            other => {
+                return Err(Error::setting(
+                    "evolution.crossover",
+                    format!(
                     "unknown crossover {other:?}; expected auto, uniform, one-point or two-point"
                 ),
-            )),
+                ))
+            }
         })
     }
 

@@ -648,6 +648,9 @@ impl Problem for QuantProblem<'_> {
             .map(|s| Evaluation {
                 objectives: s.objectives(),
                 violation: s.violation,
+                // A screening score or a surrogate guess never enters the archive, even
+                // when a screening tolerance skipped a plan the archive did not dominate.
+                estimated: !s.full,
             })
             .collect())
     }
