@@ -31,6 +31,12 @@ pub struct TuneArgs {
     /// Adam rate of the norms and biases.
     #[arg(long, default_value_t = 1e-3)]
     pub lr_norm: f32,
+    /// Train the K-quants' integer sub-scales (and sub-mins) too, in their own packing.
+    #[arg(long)]
+    pub sub_scales: bool,
+    /// Adam rate of the sub-scales, in steps of the stored integer.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr_sub: f32,
     /// Tokens per window [default: 128, or the model's positions if fewer].
     #[arg(long)]
     pub seq_len: Option<usize>,
@@ -114,6 +120,8 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         steps: a.steps,
         lr: a.lr,
         lr_aux: a.lr_norm,
+        sub_scales: a.sub_scales,
+        lr_sub: a.lr_sub,
         batch: a.batch,
         seed: a.seed,
         train_aux: !a.no_norms,
