@@ -31,7 +31,8 @@ pub struct TuneArgs {
     /// Adam rate of the norms and biases.
     #[arg(long, default_value_t = 1e-3)]
     pub lr_norm: f32,
-    /// Train the K-quants' integer sub-scales (and sub-mins) too, in their own packing.
+    /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too,
+    /// in each type's own packing.
     #[arg(long)]
     pub sub_scales: bool,
     /// Adam rate of the sub-scales, in steps of the stored integer.

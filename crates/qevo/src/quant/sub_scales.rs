@@ -1,12 +1,15 @@
-//! The integer sub-scales (and sub-mins) inside a K-quant super-block, read and written
-//! in each type's own packing (ggml-common.h), as the multipliers the decoder applies.
+//! The integer sub-scales (and sub-mins) inside a K-quant or IQ super-block, read and
+//! written in each type's own packing (ggml-common.h).
 //!
-//! A K-quant value is `d · s_j · q + dmin · t_j · b`, where `s_j` / `t_j` are sub-block
-//! `j`'s integer scale and min (`b` is −1 for the types with a min, `q` the code, with
-//! its offset). `sub_scales` reads `s` and `t` as those signed multipliers (q3_k's stored
-//! `sc − 32`, q6_k's `i8`); `set_sub_scales` writes them back in the type's bit layout;
-//! `with_unit_sub_scales` sets every one to 1, so that the type's own dequantizer decodes
-//! the codes part `q` (and `b`) exactly, which `tune` multiplies by trained sub-scales.
+//! Such a value is `d · μ(s_j) · q + dmin · t_j · b`, where `s_j` / `t_j` are sub-block
+//! `j`'s integer scale and min levels (`b` is −1 for the types with a min, `q` the code,
+//! with its offset) and `μ(s) = offset + step · s` the multiplier the decoder forms from
+//! a level. Levels are read as signed where the decoder subtracts a bias (q3_k's and
+//! iq4_xs's stored `sc − 32`, q6_k's `i8`), so `μ` is the identity for every type but
+//! iq3_s (`1 + 2s`). `sub_scales` reads the levels; `set_sub_scales` writes them back in
+//! the type's bit layout; `with_unit_sub_scales` sets every multiplier to 1, so that the
+//! type's own dequantizer decodes the codes part `q` (and `b`) exactly, which `tune`
+//! multiplies by trained sub-scales.
 
 use super::ggml::GgmlType;
 use super::ggml_quants::{get_q3_scale, get_scale_min, put_q3_scale, put_scale_min};
@@ -20,10 +23,20 @@ pub struct SubScaleLayout {
     pub count: usize,
     /// Values per sub-block.
     pub len: usize,
-    /// The range of a sub-scale multiplier, inclusive.
+    /// The range of a sub-scale level, inclusive.
     pub scale: (i32, i32),
-    /// The range of a sub-min multiplier, for the types with one.
+    /// The range of a sub-min level (its multiplier is the level), for the types with one.
     pub min: Option<(i32, i32)>,
+    /// The multiplier of level `s` is `offset + step · s`.
+    pub offset: i32,
+    pub step: i32,
+}
+
+impl SubScaleLayout {
+    /// The level whose multiplier is 1.
+    fn unit(&self) -> i32 {
+        (1 - self.offset) / self.step
+    }
 }
 
 /// The sub-scale layout of `t`, or `None` for the types without integer sub-scales.
@@ -34,6 +47,8 @@ pub fn sub_scale_layout(t: GgmlType) -> Option<SubScaleLayout> {
             len,
             scale,
             min,
+            offset: 0,
+            step: 1,
         })
     };
     match t {
@@ -41,6 +56,12 @@ pub fn sub_scale_layout(t: GgmlType) -> Option<SubScaleLayout> {
         GgmlType::Q3K => l(16, 16, (-32, 31), None),
         GgmlType::Q4K | GgmlType::Q5K => l(8, 32, (0, 63), Some((0, 63))),
         GgmlType::Q6K => l(16, 16, (-128, 127), None),
+        GgmlType::Iq4Xs => l(8, 32, (-32, 31), None),
+        GgmlType::Iq3S => Some(SubScaleLayout {
+            offset: 1,
+            step: 2,
+            ..l(8, 32, (0, 15), None)?
+        }),
         _ => None,
     }
 }
@@ -52,8 +73,17 @@ fn packed_range(t: GgmlType) -> std::ops::Range<usize> {
         GgmlType::Q2K => 0..16,
         GgmlType::Q3K => 96..108,
         GgmlType::Q4K | GgmlType::Q5K => 4..16,
+        // iq4_xs: scales_h (u16), then scales_l[4].
+        GgmlType::Iq4Xs => 2..8,
+        GgmlType::Iq3S => 106..110,
         _ => 192..208,
     }
+}
+
+/// Nibble `j` of `p` (low half first), as iq4_xs's low scale bits and iq3_s's scales
+/// are stored.
+fn nibble(p: &[u8], j: usize) -> i32 {
+    ((p[j / 2] >> (4 * (j % 2))) & 0xf) as i32
 }
 
 fn twelve(b: &[u8]) -> [u8; 12] {
@@ -71,6 +101,11 @@ fn read_one(t: GgmlType, p: &[u8], j: usize) -> (i32, i32) {
             let (s, m) = get_scale_min(&twelve(p), j);
             (s as i32, m as i32)
         }
+        GgmlType::Iq4Xs => {
+            let hi = (u16::from_le_bytes([p[0], p[1]]) >> (2 * j)) & 3;
+            ((nibble(&p[2..], j) | ((hi as i32) << 4)) - 32, 0)
+        }
+        GgmlType::Iq3S => (nibble(p, j), 0),
         _ => (p[j] as i8 as i32, 0),
     }
 }
@@ -99,6 +134,22 @@ fn write_block(t: GgmlType, p: &mut [u8], s: &[i32], m: &[i32]) {
                 put_scale_min(&mut a, j, v as u8, min(j) as u8);
             }
             p.copy_from_slice(&a);
+        }
+        GgmlType::Iq4Xs => {
+            let mut hi = 0u16;
+            p.fill(0);
+            for (j, &v) in s.iter().enumerate() {
+                let ls = (v + 32) as u8;
+                p[2 + j / 2] |= (ls & 0xf) << (4 * (j % 2));
+                hi |= ((ls >> 4) as u16) << (2 * j);
+            }
+            p[0..2].copy_from_slice(&hi.to_le_bytes());
+        }
+        GgmlType::Iq3S => {
+            p.fill(0);
+            for (j, &v) in s.iter().enumerate() {
+                p[j / 2] |= (v as u8 & 0xf) << (4 * (j % 2));
+            }
         }
         _ => {
             for (o, &v) in p.iter_mut().zip(s) {
@@ -167,19 +218,15 @@ pub fn set_sub_scales(t: GgmlType, bytes: &mut [u8], n: usize, s: &[i32], m: &[i
     Ok(())
 }
 
-/// A copy of `bytes` with every sub-scale and sub-min set to 1: decoded with `d = 1,
-/// dmin = 0` it is the codes part, with `d = 0, dmin = 1` the min part (−1).
+/// A copy of `bytes` with every sub-scale and sub-min multiplier set to 1: decoded with
+/// `d = 1, dmin = 0` it is the codes part, with `d = 0, dmin = 1` the min part (−1).
 pub fn with_unit_sub_scales(t: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<u8>> {
     let lay = layout_of(t)?;
     let want = blocks_of(t, bytes, n)? * lay.count;
-    let ones = vec![1; want];
-    let mins = if lay.min.is_some() {
-        &ones[..]
-    } else {
-        &[][..]
-    };
+    let units = vec![lay.unit(); want];
+    let ones = vec![1; if lay.min.is_some() { want } else { 0 }];
     let mut out = bytes.to_vec();
-    set_sub_scales(t, &mut out, n, &ones, mins)?;
+    set_sub_scales(t, &mut out, n, &units, &ones)?;
     Ok(out)
 }
 
@@ -189,12 +236,14 @@ mod tests {
     use crate::quant::ggml;
     use crate::quant::scale_fields::basis;
 
-    const K_TYPES: [GgmlType; 5] = [
+    const K_TYPES: [GgmlType; 7] = [
         GgmlType::Q2K,
         GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
+        GgmlType::Iq4Xs,
+        GgmlType::Iq3S,
     ];
 
     fn data(n: usize) -> Vec<f32> {
@@ -209,7 +258,7 @@ mod tests {
     fn sub_scales_round_trip_the_bytes_llama_cpp_layout_holds() {
         let x = data(2 * 256);
         for t in K_TYPES {
-            let bytes = ggml::quantize_rows(t, &x, 2, 256, None).unwrap();
+            let bytes = ggml::quantize_rows(t, &x, 2, 256, Some(&[1.0; 256])).unwrap();
             let (s, m) = sub_scales(t, &bytes, 512).unwrap();
             let mut again = bytes.clone();
             again.iter_mut().for_each(|b| *b ^= 0x5a);
@@ -232,13 +281,13 @@ mod tests {
         }
     }
 
-    /// Guards the decoding identity `tune` relies on: value = d · s_j · A1 + dmin · t_j ·
-    /// B1, with A1 / B1 the unit-sub-scale parts, exactly as the type's dequantizer gives.
+    /// Guards the decoding identity `tune` relies on: value = d · μ(s_j) · A1 + dmin · t_j
+    /// · B1, with A1 / B1 the unit-sub-scale parts, exactly as the type's dequantizer gives.
     #[test]
     fn k_values_are_scale_times_sub_scale_times_unit_codes() {
         let x = data(3 * 256);
         for t in K_TYPES {
-            let bytes = ggml::quantize_rows(t, &x, 3, 256, None).unwrap();
+            let bytes = ggml::quantize_rows(t, &x, 3, 256, Some(&[1.0; 256])).unwrap();
             let want = ggml::dequantize(t, &bytes, 768).unwrap();
             let lay = sub_scale_layout(t).unwrap();
             let (s, m) = sub_scales(t, &bytes, 768).unwrap();
@@ -246,7 +295,7 @@ mod tests {
             let b = basis(t, &unit, 768).unwrap();
             for (i, &w) in want.iter().enumerate() {
                 let (k, j) = (i / 256, i / lay.len);
-                let e = b.d[k] * s[j] as f32;
+                let e = b.d[k] * (lay.offset + lay.step * s[j]) as f32;
                 let mut got = e * b.a[i];
                 if !m.is_empty() {
                     got += b.min[k] * m[j] as f32 * b.b[i];

@@ -1,8 +1,8 @@
 //! Quantization-aware training of a chosen plan (`qevo tune`): KL distillation of every
-//! GGML tensor's block scales (and min scales), optionally the K-quants' integer
-//! sub-scales, plus the norms and biases toward the FP model on calibration windows,
-//! keeping the plan's formats and codes, so the tuned model is still a standard file of
-//! the same size.
+//! GGML tensor's block scales (and min scales), optionally the integer sub-scales of the
+//! K-quants, iq4_xs and iq3_s, plus the norms and biases toward the FP model on
+//! calibration windows, keeping the plan's formats and codes, so the tuned model is still
+//! a standard file of the same size.
 //!
 //! - `params`: the plan as trainable variables, projected onto f16 after every step;
 //! - `loss`: KL(FP ‖ quantized) against the evaluator's `Reference`, differentiable;
@@ -40,7 +40,7 @@ pub struct TuneConfig {
     pub lr: f32,
     /// Adam rate of the norms and biases (absolute).
     pub lr_aux: f32,
-    /// Train the K-quants' integer sub-scales and sub-mins too.
+    /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too.
     pub sub_scales: bool,
     /// Adam rate of the sub-scale offsets, in integer steps of the stored field.
     pub lr_sub: f32,

@@ -11,13 +11,13 @@
 //! weights at the trained scales every step, rounding passed straight through
 //! (`Codes::Rederive`).
 //!
-//! The K-quants' integer sub-scales (and sub-mins) are trained too when asked
-//! (`sub_scales`): one latent f32 offset per sub-scale, the forward pass using the stored
-//! integer plus the offset rounded and clamped to the field's range (the integer the file
-//! will hold), the rounding and clamp passed straight through. The op then decodes bytes
-//! whose sub-scales are all 1 and multiplies each sub-block by `d · s_j` (and `dmin ·
-//! t_j`), the products the type's decoder forms, so the trained model is still exactly
-//! the decoded file.
+//! The integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s are trained
+//! too when asked (`sub_scales`): one latent f32 offset per sub-scale level, the forward
+//! pass using the stored level plus the offset, rounded and clamped to the field's range
+//! (the level the file will hold), the rounding and clamp passed straight through. The
+//! op then decodes bytes whose sub-scale multipliers are all 1 and multiplies each
+//! sub-block by `d · μ(s_j)` (and `dmin · t_j`), the products the type's decoder forms
+//! (`quant::sub_scales`), so the trained model is still exactly the decoded file.
 
 use super::decode_op::Dequant;
 use crate::error::{Error, Result};
@@ -260,7 +260,7 @@ fn corrected(s0: &Tensor, delta: &Tensor, project: bool) -> Result<Tensor> {
 impl Params {
     /// The plan's tensors quantized with `rounding` (the bytes export would write) and
     /// the model's norms and biases, all as variables at their stored values; the
-    /// K-quants' sub-scales too when `sub_scales`.
+    /// sub-scales of the K-quants, iq4_xs and iq3_s too when `sub_scales`.
     pub fn new(
         model: &Model,
         plan: &ResolvedPlan,
@@ -352,9 +352,9 @@ impl Params {
         Ok(Some((at(d0, Slot::Scale(i))?, m)))
     }
 
-    /// Tensor `i`'s sub-scale and sub-min multipliers `[rows, blocks, count]` at the
-    /// current offsets (see `multipliers`), when they are trained.
-    fn sub_multipliers(&self, i: usize, project: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    /// Tensor `i`'s sub-scale and sub-min levels `[rows, blocks, count]` at the current
+    /// offsets (see `multipliers`), when they are trained.
+    fn sub_levels(&self, i: usize, project: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
         let Some(sb) = self.tensors[i].subs() else {
             return Ok(None);
         };
@@ -373,18 +373,19 @@ impl Params {
     }
 
     /// The op's scale pairs for tensor `i`: the block scales `d`, `m`, or, with trained
-    /// sub-scales, the per-sub-block products `d · s_j`, `m · t_j`.
+    /// sub-scales, the per-sub-block products `d · μ(s_j)`, `m · t_j`.
     fn run_scales(&self, i: usize, d: Tensor, m: Tensor, project: bool) -> Result<Tensor> {
-        let (e, f) = match self.sub_multipliers(i, project)? {
-            Some((s, t)) => {
-                let e = d.unsqueeze(2)?.broadcast_mul(&s)?;
+        let (e, f) = match (self.sub_levels(i, project)?, self.tensors[i].subs()) {
+            (Some((s, t)), Some(sb)) => {
+                let mu = s.affine(sb.layout.step as f64, sb.layout.offset as f64)?;
+                let e = d.unsqueeze(2)?.broadcast_mul(&mu)?;
                 let f = match t {
                     Some(t) => m.unsqueeze(2)?.broadcast_mul(&t)?,
                     None => e.zeros_like()?,
                 };
                 (e, f)
             }
-            None => (d, m),
+            _ => (d, m),
         };
         Ok(Tensor::stack(&[&e, &f], e.rank())?.reshape(((), 2))?)
     }
@@ -439,7 +440,7 @@ impl Params {
                 let n = q.rows * q.cols;
                 let mv = m.as_ref().map(flat).transpose()?.unwrap_or_default();
                 set_scales(q.ty, &mut bytes, n, &flat(&d)?, &mv)?;
-                if let Some((s, t)) = self.sub_multipliers(i, true)? {
+                if let Some((s, t)) = self.sub_levels(i, true)? {
                     let ints = |t: &Tensor| -> Result<Vec<i32>> {
                         Ok(flat(&t.detach())?.iter().map(|&v| v as i32).collect())
                     };

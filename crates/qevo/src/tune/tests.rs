@@ -177,7 +177,7 @@ fn projected_weights_are_what_the_finished_bytes_decode_to() {
     }
 }
 
-/// With trained sub-scales, every K type's forward pass is the finished bytes decoded:
+/// With trained sub-scales, every K type's (and iq4_xs's, iq3_s's) forward pass is the finished bytes decoded:
 /// the moved sub-scales are rounded, clamped and packed exactly as the forward used them.
 #[test]
 fn projected_sub_scales_are_what_the_finished_bytes_decode_to() {
@@ -187,6 +187,8 @@ fn projected_sub_scales_are_what_the_finished_bytes_decode_to() {
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
+        GgmlType::Iq4Xs,
+        GgmlType::Iq3S,
     ] {
         check_projection_with(t, Codes::Fixed, true);
     }
