@@ -258,6 +258,7 @@ pub fn front(
     let tune_cfg = TuneConfig {
         steps: a.tune_steps,
         seed: a.seed,
+        sub_scales: a.tune_sub_scales,
         ..TuneConfig::default()
     };
     eprintln!(

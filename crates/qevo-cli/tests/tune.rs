@@ -163,6 +163,7 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
             "2",
             "--tune-steps",
             "2",
+            "--tune-sub-scales",
             "--act-bits",
             "16",
         ],
@@ -171,6 +172,10 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
     assert!(text(&o).contains("Tuned front plans"), "{}", text(&o));
     let tuned: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tuned.json")).unwrap()).unwrap();
+    assert_eq!(
+        tuned["config"]["sub_scales"], true,
+        "--tune-sub-scales not passed on"
+    );
     let rows = tuned["tuned"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {

@@ -139,24 +139,30 @@ fn check_finite_difference(
     }
 }
 
-/// The sub-scale and sub-min offsets of a K-quant (unrounded, for the check) get the
-/// gradient of the loss through `d · s_j` and `dmin · t_j`.
+/// The sub-scale and sub-min offsets (unrounded, for the check) get the gradient of the
+/// loss through `d · μ(s_j)` and `dmin · t_j`: q2_k's scales and mins, iq3_s's odd
+/// multipliers `1 + 2s`.
 #[test]
 fn sub_scale_gradients_match_finite_differences() {
-    let f = fixture();
-    let rp = plan(&f.m, GgmlType::Q2K);
-    let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed, true).unwrap();
-    let train = f.m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
-    let wins = [0usize, 1];
-    let w = p.weights(false).unwrap();
-    let grads = loss::batch_loss(&train, &w, &f.calib, &wins)
-        .unwrap()
-        .backward()
-        .unwrap();
-    for kind in [Slot::Sub(0), Slot::SubMin(0)] {
-        let same = |s: &Slot| std::mem::discriminant(s) == std::mem::discriminant(&kind);
-        let k = p.slots.iter().position(same).unwrap();
-        check_finite_difference(&p, &f, &grads, &wins, k);
+    for (t, kinds) in [
+        (GgmlType::Q2K, &[Slot::Sub(0), Slot::SubMin(0)][..]),
+        (GgmlType::Iq3S, &[Slot::Sub(0)][..]),
+    ] {
+        let f = fixture();
+        let rp = plan(&f.m, t);
+        let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed, true).unwrap();
+        let train = f.m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
+        let wins = [0usize, 1];
+        let w = p.weights(false).unwrap();
+        let grads = loss::batch_loss(&train, &w, &f.calib, &wins)
+            .unwrap()
+            .backward()
+            .unwrap();
+        for kind in kinds {
+            let same = |s: &Slot| std::mem::discriminant(s) == std::mem::discriminant(kind);
+            let k = p.slots.iter().position(same).unwrap();
+            check_finite_difference(&p, &f, &grads, &wins, k);
+        }
     }
 }
 
