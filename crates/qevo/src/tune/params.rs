@@ -74,7 +74,7 @@ enum Kind {
     },
 }
 
-/// A K-quant tensor's stored sub-scale and sub-min multipliers `[rows, blocks, count]`.
+/// A tensor's stored sub-scale and sub-min levels `[rows, blocks, count]`.
 #[derive(Debug)]
 struct Subs {
     layout: SubScaleLayout,
@@ -104,10 +104,10 @@ impl Subs {
     }
 }
 
-/// The multipliers `clamp(round(s0 + x))` with the rounding and the clamp passed
+/// The levels `clamp(round(s0 + x))` with the rounding and the clamp passed
 /// straight through to `x` (so a latent pushed past the range still feels its gradient
 /// and can come back), or `s0 + x` unrounded, for gradient checks.
-fn multipliers(s0: &Tensor, x: &Tensor, (lo, hi): (i32, i32), project: bool) -> Result<Tensor> {
+fn levels_at(s0: &Tensor, x: &Tensor, (lo, hi): (i32, i32), project: bool) -> Result<Tensor> {
     let u = (s0 + x)?;
     if !project {
         return Ok(u);
@@ -353,14 +353,14 @@ impl Params {
     }
 
     /// Tensor `i`'s sub-scale and sub-min levels `[rows, blocks, count]` at the current
-    /// offsets (see `multipliers`), when they are trained.
+    /// offsets (see `levels_at`), when they are trained.
     fn sub_levels(&self, i: usize, project: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
         let Some(sb) = self.tensors[i].subs() else {
             return Ok(None);
         };
         let at = |s0: &Tensor, slot, range| -> Result<Tensor> {
             match self.var_of(slot) {
-                Some(v) => multipliers(s0, v.as_tensor(), range, project),
+                Some(v) => levels_at(s0, v.as_tensor(), range, project),
                 None => Ok(s0.clone()),
             }
         };
