@@ -6,6 +6,9 @@
 #   scripts/headline_vs_llama.sh                 # SmolLM2-135M (scripts/fetch_models.sh smollm2)
 #   QEVO_HEADLINE_MODEL=embedded scripts/headline_vs_llama.sh   # qevo's embedded model (trained in f32)
 #   QEVO_SEARCH_ARGS="--rounding output" scripts/headline_vs_llama.sh
+#   QEVO_PER_SIZE=1 QEVO_TUNE_ARGS="--sub-scales --seq-len 512" scripts/headline_vs_llama.sh
+#       # per-size plans, then `qevo tune` of each (150 steps, 100 windows, the same imatrix,
+#       # plus these flags): the tuned GGUF is scored too
 #
 # Inputs: for the embedded model (a real model trained by scripts/train_default_model.py, stored in
 # f16, on no quantization grid) the f16 base is qevo's own f16 GGUF export of it. For SmolLM2 the f16 base
@@ -110,8 +113,23 @@ print(int(re.search(r'wrote .* \((\d+) bytes\)', t).group(1)) - int(re.search(r'
         kl=$(python3 -c "import json; print(json.load(open('$d/plan.json'))['metrics']['kl'])")
         ratio=$(python3 -c "print(f'{$qk/$lk:.3f}')")
         table+=$'\n'"| $q | $lsize | $lk | $lp | $f ($mb) | $(stat -c %s "$f") | $qk | $qp | $kl | $ratio | $(cat "$d/seconds") |"
+        if [[ -n "${QEVO_TUNE_ARGS:-}" ]]; then
+            # The same plan after `qevo tune` (its size is the plan's; the tuned calibration
+            # KL is on tune's own windows).
+            t="tuned-$d${QEVO_TUNE_ARGS// /}"
+            [[ -f "$t/model.gguf" ]] || {
+                log "qevo tune $d ($QEVO_TUNE_ARGS)"
+                # shellcheck disable=SC2086
+                "$QEVO" tune base-f16.gguf --plan "$d/plan.json" --text "$CALIB" --heldout "$EVAL" \
+                    --imatrix-file imatrix.gguf --steps 150 --windows 100 --out "$t" $QEVO_TUNE_ARGS >"$t.log" 2>&1
+            }
+            read -r tk tp < <(kld "$t/model.gguf")
+            tkl=$(python3 -c "import json; print(json.load(open('$t/tune.json'))['after']['calibration']['kl'])")
+            tratio=$(python3 -c "print(f'{$tk/$lk:.3f}')")
+            table+=$'\n'"| $q | $lsize | $lk | $lp | $t/model.gguf | $(stat -c %s "$t/model.gguf") | $tk | $tp | $tkl (tune) | $tratio | |"
+        fi
     done
-    echo "$table" | tee "table-persize${SEARCH_ARGS// /}.md"
+    echo "$table" | tee "table-persize${SEARCH_ARGS// /}${QEVO_TUNE_ARGS// /}.md"
     exit 0
 fi
 

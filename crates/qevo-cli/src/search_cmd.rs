@@ -86,6 +86,9 @@ pub struct SearchArgs {
     /// Training steps per tuned front plan.
     #[arg(long, default_value_t = 50)]
     pub tune_steps: usize,
+    /// Train the tuned front plans' integer sub-scales too (`qevo tune --sub-scales`).
+    #[arg(long)]
+    pub tune_sub_scales: bool,
     /// Tensor data limit in MB (10^6 bytes).
     #[arg(long)]
     pub max_size_mb: Option<f64>,

@@ -31,6 +31,13 @@ pub struct TuneArgs {
     /// Adam rate of the norms and biases.
     #[arg(long, default_value_t = 1e-3)]
     pub lr_norm: f32,
+    /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too,
+    /// in each type's own packing.
+    #[arg(long)]
+    pub sub_scales: bool,
+    /// Adam rate of the sub-scales, in steps of the stored integer.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr_sub: f32,
     /// Tokens per window [default: 128, or the model's positions if fewer].
     #[arg(long)]
     pub seq_len: Option<usize>,
@@ -114,6 +121,8 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         steps: a.steps,
         lr: a.lr,
         lr_aux: a.lr_norm,
+        sub_scales: a.sub_scales,
+        lr_sub: a.lr_sub,
         batch: a.batch,
         seed: a.seed,
         train_aux: !a.no_norms,
@@ -249,6 +258,7 @@ pub fn front(
     let tune_cfg = TuneConfig {
         steps: a.tune_steps,
         seed: a.seed,
+        sub_scales: a.tune_sub_scales,
         ..TuneConfig::default()
     };
     eprintln!(

@@ -64,6 +64,38 @@ fn tune_writes_its_outputs_and_the_same_bytes_for_one_and_two_threads() {
     );
 }
 
+/// `--sub-scales` on K types: the same bytes for one and two threads, and sub-scales
+/// that moved (bytes other than the run without it).
+#[test]
+fn tune_sub_scales_writes_the_same_bytes_for_one_and_two_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("plan.json"),
+        embedded_plan(&["q3_k", "q2_k", "q6_k"]),
+    )
+    .unwrap();
+    let dirs = ["one", "two", "plain"].map(|n| out_dir(tmp.path(), n));
+    let sub = ["--sub-scales", "--lr-sub", "0.5"];
+    for (d, threads, extra) in [
+        (&dirs[0], "1", &sub[..]),
+        (&dirs[1], "2", &sub[..]),
+        (&dirs[2], "2", &[][..]),
+    ] {
+        let args: Vec<&str> = extra.iter().copied().chain(["--out", d]).collect();
+        let o = tune(tmp.path(), threads, &args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let bytes = |d: &str| std::fs::read(Path::new(d).join("model.gguf")).unwrap();
+    assert!(
+        bytes(&dirs[0]) == bytes(&dirs[1]),
+        "1 and 2 threads wrote different GGUF bytes"
+    );
+    assert!(
+        bytes(&dirs[0]) != bytes(&dirs[2]),
+        "--sub-scales changed nothing"
+    );
+}
+
 #[test]
 fn tune_resumed_from_its_checkpoint_writes_the_uninterrupted_bytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -131,6 +163,7 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
             "2",
             "--tune-steps",
             "2",
+            "--tune-sub-scales",
             "--act-bits",
             "16",
         ],
@@ -139,6 +172,10 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
     assert!(text(&o).contains("Tuned front plans"), "{}", text(&o));
     let tuned: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tuned.json")).unwrap()).unwrap();
+    assert_eq!(
+        tuned["config"]["sub_scales"], true,
+        "--tune-sub-scales not passed on"
+    );
     let rows = tuned["tuned"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {

@@ -20,6 +20,10 @@ fn reference(m: &Model, text: &str, n: usize) -> Reference {
 }
 
 fn tuned(m: &Model, plan: &ResolvedPlan, held: &Reference) -> TuneOutcome {
+    tuned_with(m, plan, held, false)
+}
+
+fn tuned_with(m: &Model, plan: &ResolvedPlan, held: &Reference, sub_scales: bool) -> TuneOutcome {
     let calib = reference(m, qevo::assets::CALIB_TEXT, 24);
     let setup = TuneSetup {
         model: m,
@@ -32,6 +36,8 @@ fn tuned(m: &Model, plan: &ResolvedPlan, held: &Reference) -> TuneOutcome {
         steps: 16,
         lr: 5e-3,
         seed: 3,
+        sub_scales,
+        lr_sub: 0.2,
         ..TuneConfig::default()
     };
     tune(&setup, &cfg, TuneHooks::default()).unwrap()
@@ -39,12 +45,22 @@ fn tuned(m: &Model, plan: &ResolvedPlan, held: &Reference) -> TuneOutcome {
 
 #[test]
 fn tuned_gguf_reloads_to_the_tuned_weights_and_rescores_to_the_reported_kl() {
+    reload_and_rescore(GgmlType::Q4_0, false);
+}
+
+/// The same with trained q3_k sub-scales: the packed sub-scales are the ones scored.
+#[test]
+fn tuned_sub_scales_gguf_reloads_to_the_tuned_weights_and_rescores_to_the_reported_kl() {
+    reload_and_rescore(GgmlType::Q3K, true);
+}
+
+fn reload_and_rescore(t: GgmlType, sub_scales: bool) {
     let dir = tempfile::tempdir().unwrap();
     let m = Model::load(&qevo::assets::default_model_dir(dir.path()).unwrap()).unwrap();
-    let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::Q4_0), 16).unwrap();
+    let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(t), 16).unwrap();
     let plan = resolve_ggml(&m, &plan, false).unwrap();
     let held = reference(&m, qevo::assets::HELDOUT_TEXT, 8);
-    let out = tuned(&m, &plan, &held);
+    let out = tuned_with(&m, &plan, &held, sub_scales);
     assert!(out.after.heldout.kl < out.before.heldout.kl);
     let path = dir.path().join("tuned.gguf");
     export_tuned_gguf(&m, &out.tuned, &path).unwrap();

@@ -21,6 +21,7 @@ mod iq;
 mod iq_tables;
 pub mod packed_layout;
 pub mod scale_fields;
+pub mod sub_scales;
 
 pub use act::{
     calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,

@@ -70,7 +70,7 @@ fn write_f16(bytes: &mut [u8], at: usize, v: f16) {
 }
 
 /// Checks `bytes` hold whole blocks of `t` for `n` values and returns the block count.
-fn blocks_of(t: GgmlType, bytes: &[u8], n: usize) -> Result<usize> {
+pub(crate) fn blocks_of(t: GgmlType, bytes: &[u8], n: usize) -> Result<usize> {
     let (bl, bb) = (t.block_len(), t.block_bytes());
     if !n.is_multiple_of(bl) || bytes.len() != n / bl * bb {
         return Err(Error::Invalid(format!(

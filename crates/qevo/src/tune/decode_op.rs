@@ -1,7 +1,10 @@
-//! A GGML tensor as a differentiable function of its block scales: `W = d · A + m · B`,
-//! with the parts decoded by the type's own dequantizer (`quant::scale_fields`), and the
-//! backward pass giving each block's `∂L/∂d = Σ g·A` and `∂L/∂m = Σ g·B`. With f16 scales
-//! `W` is what the file decodes to, up to the order of two f32 products.
+//! A GGML tensor as a differentiable function of its scales: `W = e · A + f · B` per run
+//! of `sub_len` values, with the parts decoded by the type's own dequantizer
+//! (`quant::scale_fields`), and the backward pass giving each run's `∂L/∂e = Σ g·A` and
+//! `∂L/∂f = Σ g·B`. A run is a whole block (`e`, `f` are the block's `d`, `m`; with f16
+//! scales `W` is what the file decodes to, up to the order of two f32 products), or a
+//! K-quant sub-block of bytes whose sub-scales were set to 1 (`e = d · s_j`, `f = dmin ·
+//! t_j`, the products the type's decoder forms, so `W` is exactly what it decodes).
 //!
 //! A candle custom op rather than `A ⊙ d` in the graph: the parts `A` and `B` are
 //! decoded when the backward pass needs them and dropped after, so training a 135M model
@@ -13,13 +16,16 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// One tensor's blocks; the op's input is its scales `[rows · blocks, 2]` (`d`, `m`).
+/// One tensor's blocks; the op's input is its scales `[rows · cols / sub_len, 2]` (`e`,
+/// `f`), one pair per run of `sub_len` values.
 #[derive(Debug, Clone)]
 pub(crate) struct Dequant {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub bytes: Arc<Vec<u8>>,
+    /// Values per scale pair: the block length, or a K-quant sub-block's.
+    pub sub_len: usize,
 }
 
 fn msg(e: impl std::fmt::Display) -> candle_core::Error {
@@ -50,7 +56,14 @@ impl CustomOp1 for Dequant {
             .ok_or_else(|| msg("scales must be contiguous"))?;
         let dm = &all[start..end];
         let parts = basis(self.ty, &self.bytes, self.n()).map_err(msg)?;
-        let bl = self.ty.block_len();
+        let bl = self.sub_len;
+        if dm.len() * bl != 2 * self.n() {
+            return Err(msg(format!(
+                "{} scale pairs for {} values in runs of {bl}",
+                dm.len() / 2,
+                self.n()
+            )));
+        }
         let mut w = parts.a;
         w.par_chunks_mut(bl).enumerate().for_each(|(k, wb)| {
             let (d, m) = (dm[2 * k], dm[2 * k + 1]);
@@ -70,8 +83,8 @@ impl CustomOp1 for Dequant {
     ) -> candle_core::Result<Option<Tensor>> {
         let g = grad.flatten_all()?.to_vec1::<f32>()?;
         let parts = basis(self.ty, &self.bytes, self.n()).map_err(msg)?;
-        let bl = self.ty.block_len();
-        // Blocks are independent, so the parallel sums are the same for any thread count.
+        let bl = self.sub_len;
+        // Runs are independent, so the parallel sums are the same for any thread count.
         let out: Vec<f32> = g
             .par_chunks(bl)
             .enumerate()

@@ -1,7 +1,8 @@
 //! Quantization-aware training of a chosen plan (`qevo tune`): KL distillation of every
-//! GGML tensor's block scales (and min scales) plus the norms and biases toward the FP
-//! model on calibration windows, keeping the plan's formats, codes and sub-scales, so the
-//! tuned model is still a standard file of the same size.
+//! GGML tensor's block scales (and min scales), optionally the integer sub-scales of the
+//! K-quants, iq4_xs and iq3_s, plus the norms and biases toward the FP model on
+//! calibration windows, keeping the plan's formats and codes, so the tuned model is still
+//! a standard file of the same size.
 //!
 //! - `params`: the plan as trainable variables, projected onto f16 after every step;
 //! - `loss`: KL(FP ‖ quantized) against the evaluator's `Reference`, differentiable;
@@ -39,6 +40,10 @@ pub struct TuneConfig {
     pub lr: f32,
     /// Adam rate of the norms and biases (absolute).
     pub lr_aux: f32,
+    /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too.
+    pub sub_scales: bool,
+    /// Adam rate of the sub-scale offsets, in integer steps of the stored field.
+    pub lr_sub: f32,
     /// Calibration windows per step.
     pub batch: usize,
     pub seed: u64,
@@ -61,6 +66,8 @@ impl Default for TuneConfig {
             steps: 100,
             lr: 2e-3,
             lr_aux: 1e-3,
+            sub_scales: false,
+            lr_sub: 0.05,
             batch: 4,
             seed: 0,
             train_aux: true,
@@ -141,7 +148,7 @@ fn run_identity(s: &TuneSetup, cfg: &TuneConfig) -> String {
         std::hash::Hasher::finish(&h)
     };
     format!(
-        "model {} | types {} | calib {:x} | heldout {:x} | lr {} {} | batch {} | seed {} | aux {} | codes {:?}",
+        "model {} | types {} | calib {:x} | heldout {:x} | lr {} {} | batch {} | seed {} | aux {} | codes {:?} | sub-scales {} {}",
         s.model.fingerprint,
         types.join(","),
         text(s.calibration),
@@ -151,7 +158,9 @@ fn run_identity(s: &TuneSetup, cfg: &TuneConfig) -> String {
         cfg.batch,
         cfg.seed,
         cfg.train_aux,
-        cfg.codes
+        cfg.codes,
+        cfg.sub_scales,
+        cfg.lr_sub
     )
 }
 
@@ -198,7 +207,8 @@ fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
             "steps and batch must be at least 1",
         ));
     }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0 && cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0) {
+    let positive = |r: f32| r.is_finite() && r > 0.0;
+    if !(positive(cfg.lr) && positive(cfg.lr_sub) && cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0) {
         return Err(Error::setting(
             "lr",
             "learning rates must be finite and positive",
@@ -220,10 +230,12 @@ fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
     Ok(())
 }
 
-/// Bounds and rate per variable kind: a scale may move by −50% … +100%.
+/// Bounds and rate per variable kind: a scale may move by −50% … +100%, a sub-scale by
+/// 16 steps of its field (the forward pass clamps it to the field's range).
 fn rule(slot: Slot, cfg: &TuneConfig) -> (f32, (f32, f32)) {
     match slot {
         Slot::Scale(_) | Slot::Min(_) => (cfg.lr, (-0.5, 1.0)),
+        Slot::Sub(_) | Slot::SubMin(_) => (cfg.lr_sub, (-16.0, 16.0)),
         Slot::Aux(_) => (cfg.lr_aux, (f32::MIN, f32::MAX)),
     }
 }
@@ -343,7 +355,14 @@ impl Trainer {
 /// kept.
 pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOutcome> {
     check_config(cfg, s)?;
-    let p = Params::new(s.model, s.plan, s.rounding, cfg.train_aux, cfg.codes)?;
+    let p = Params::new(
+        s.model,
+        s.plan,
+        s.rounding,
+        cfg.train_aux,
+        cfg.codes,
+        cfg.sub_scales,
+    )?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     let aux0 = snapshot(&p.aux()?)?;
     let before = Scores {

@@ -6,16 +6,27 @@
 //! Scales are stored as f16, so the forward pass always uses the f16-rounded scale (the
 //! value the file will hold), with the rounding passed straight through to the latent
 //! f32 correction (a straight-through estimator): the model trained on is, after every
-//! step, exactly representable. Codes and sub-scales stay as the plan's rounding chose
-//! them (`Codes::Fixed`), or, for the 32-value legacy types, are re-derived from the FP
+//! step, exactly representable. Codes stay as the plan's rounding chose them
+//! (`Codes::Fixed`), or, for the 32-value legacy types, are re-derived from the FP
 //! weights at the trained scales every step, rounding passed straight through
 //! (`Codes::Rederive`).
+//!
+//! The integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s are trained
+//! too when asked (`sub_scales`): one latent f32 offset per sub-scale level, the forward
+//! pass using the stored level plus the offset, rounded and clamped to the field's range
+//! (the level the file will hold), the rounding and clamp passed straight through. The
+//! op then decodes bytes whose sub-scale multipliers are all 1 and multiplies each
+//! sub-block by `d · μ(s_j)` (and `dmin · t_j`), the products the type's decoder forms
+//! (`quant::sub_scales`), so the trained model is still exactly the decoded file.
 
 use super::decode_op::Dequant;
 use crate::error::{Error, Result};
 use crate::export::ResolvedPlan;
 use crate::model::Model;
 use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
+use crate::quant::sub_scales::{
+    set_sub_scales, sub_scale_layout, sub_scales, with_unit_sub_scales, SubScaleLayout,
+};
 use crate::quant::{ggml, levels_of, write_levels, GgmlType, Levels, RoundingInputs};
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -46,11 +57,13 @@ pub enum Codes {
 enum Kind {
     /// A float type, or one without an f16 block scale: used as decoded.
     Frozen(Tensor),
-    /// The blocks, decoded at the current scales, and the stored scales `[rows, blocks]`.
+    /// The blocks, decoded at the current scales, and the stored scales `[rows, blocks]`
+    /// (and sub-scales, when they are trained).
     Scaled {
         op: Dequant,
         d0: Tensor,
         m0: Option<Tensor>,
+        subs: Option<Subs>,
     },
     /// FP weights `[rows, blocks, 32]`, rounded at the current scales every step.
     Rederive {
@@ -61,6 +74,48 @@ enum Kind {
     },
 }
 
+/// A tensor's stored sub-scale and sub-min levels `[rows, blocks, count]`.
+#[derive(Debug)]
+struct Subs {
+    layout: SubScaleLayout,
+    s0: Tensor,
+    t0: Option<Tensor>,
+}
+
+impl Subs {
+    fn new(
+        t: GgmlType,
+        bytes: &[u8],
+        rows: usize,
+        nb: usize,
+        layout: SubScaleLayout,
+    ) -> Result<Self> {
+        let (s, m) = sub_scales(t, bytes, rows * nb * t.block_len())?;
+        let shape = (rows, nb, layout.count);
+        let f = |v: Vec<i32>| -> Result<Tensor> {
+            let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+        };
+        Ok(Subs {
+            layout,
+            s0: f(s)?,
+            t0: layout.min.map(|_| f(m)).transpose()?,
+        })
+    }
+}
+
+/// The levels `clamp(round(s0 + x))` with the rounding and the clamp passed
+/// straight through to `x` (so a latent pushed past the range still feels its gradient
+/// and can come back), or `s0 + x` unrounded, for gradient checks.
+fn levels_at(s0: &Tensor, x: &Tensor, (lo, hi): (i32, i32), project: bool) -> Result<Tensor> {
+    let u = (s0 + x)?;
+    if !project {
+        return Ok(u);
+    }
+    let r = u.round()?.clamp(lo as f32, hi as f32)?.detach();
+    Ok((r + (&u - u.detach())?)?)
+}
+
 /// What training may change, and where each variable sits in `Params::vars`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -68,6 +123,10 @@ pub(crate) enum Slot {
     Scale(usize),
     /// Tensor `i`'s min-scale correction.
     Min(usize),
+    /// Tensor `i`'s sub-scale offsets (integer units).
+    Sub(usize),
+    /// Tensor `i`'s sub-min offsets (integer units).
+    SubMin(usize),
     /// Non-quantized tensor `j` of `Model::llama_aux_tensors` (trained directly).
     Aux(usize),
 }
@@ -87,22 +146,34 @@ fn quantize(model: &Model, i: usize, t: GgmlType, rounding: &RoundingInputs) -> 
     rounding.quantize_ggml(i, &model.tensors[i], &data, t)
 }
 
-fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Kind> {
+/// A tensor trained through its block scales, and its sub-scales when `train_subs` and
+/// the type has them.
+fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize, train_subs: bool) -> Result<Kind> {
     let (d, m) = stored_scales(t, bytes, rows * cols)?;
     let nb = cols / t.block_len();
     let dev = &Device::Cpu;
     let has_min = scale_fields(t).is_some_and(|f| f.min.is_some());
+    let subs = match sub_scale_layout(t).filter(|_| train_subs) {
+        Some(lay) => Some(Subs::new(t, bytes, rows, nb, lay)?),
+        None => None,
+    };
+    let (op_bytes, sub_len) = match &subs {
+        Some(sb) => (with_unit_sub_scales(t, bytes, rows * cols)?, sb.layout.len),
+        None => (bytes.to_vec(), t.block_len()),
+    };
     Ok(Kind::Scaled {
         op: Dequant {
             ty: t,
             rows,
             cols,
-            bytes: std::sync::Arc::new(bytes.to_vec()),
+            bytes: std::sync::Arc::new(op_bytes),
+            sub_len,
         },
         d0: Tensor::from_vec(d, (rows, nb), dev)?,
         m0: has_min
             .then(|| Tensor::from_vec(m, (rows, nb), dev))
             .transpose()?,
+        subs,
     })
 }
 
@@ -110,7 +181,7 @@ fn scaled(t: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Kind> {
 fn rederived(t: GgmlType, bytes: &[u8], w: &Tensor, levels: Levels) -> Result<Kind> {
     let (rows, cols) = w.dims2()?;
     let nb = cols / t.block_len();
-    match scaled(t, bytes, rows, cols)? {
+    match scaled(t, bytes, rows, cols, false)? {
         Kind::Scaled { d0, m0, .. } => Ok(Kind::Rederive {
             w: w.reshape((rows, nb, t.block_len()))?,
             levels,
@@ -137,11 +208,11 @@ fn levels(w: &Tensor, d: &Tensor, m: Option<&Tensor>, lv: Levels) -> Result<(Ten
 }
 
 impl QuantTensor {
-    fn new(t: GgmlType, bytes: Vec<u8>, w: &Tensor, codes: Codes) -> Result<Self> {
+    fn new(t: GgmlType, bytes: Vec<u8>, w: &Tensor, codes: Codes, subs: bool) -> Result<Self> {
         let (rows, cols) = w.dims2()?;
         let kind = match (scale_fields(t), codes, levels_of(t)) {
             (Some(_), Codes::Rederive, Some(lv)) => rederived(t, &bytes, w, lv)?,
-            (Some(_), _, _) => scaled(t, &bytes, rows, cols)?,
+            (Some(_), _, _) => scaled(t, &bytes, rows, cols, subs)?,
             (None, _, _) => Kind::Frozen(Tensor::from_vec(
                 ggml::dequantize(t, &bytes, rows * cols)?,
                 (rows, cols),
@@ -164,6 +235,14 @@ impl QuantTensor {
             Kind::Frozen(_) => None,
         }
     }
+
+    /// The stored sub-scales, when they are trained.
+    fn subs(&self) -> Option<&Subs> {
+        match &self.kind {
+            Kind::Scaled { subs, .. } => subs.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// `s · (1 + δ)` rounded to f16 as the file stores it, with the rounding passed straight
@@ -180,13 +259,15 @@ fn corrected(s0: &Tensor, delta: &Tensor, project: bool) -> Result<Tensor> {
 
 impl Params {
     /// The plan's tensors quantized with `rounding` (the bytes export would write) and
-    /// the model's norms and biases, all as variables at their stored values.
+    /// the model's norms and biases, all as variables at their stored values; the
+    /// sub-scales of the K-quants, iq4_xs and iq3_s too when `sub_scales`.
     pub fn new(
         model: &Model,
         plan: &ResolvedPlan,
         rounding: &RoundingInputs,
         train_aux: bool,
         codes: Codes,
+        sub_scales: bool,
     ) -> Result<Params> {
         let aux = model.llama_aux_tensors().ok_or_else(|| {
             Error::Invalid(format!(
@@ -197,7 +278,13 @@ impl Params {
         let mut tensors = Vec::with_capacity(model.tensors.len());
         for (i, &t) in plan.types.iter().enumerate() {
             let bytes = quantize(model, i, t, rounding)?;
-            tensors.push(QuantTensor::new(t, bytes, &model.weights[i], codes)?);
+            tensors.push(QuantTensor::new(
+                t,
+                bytes,
+                &model.weights[i],
+                codes,
+                sub_scales,
+            )?);
         }
         let mut p = Params {
             tensors,
@@ -220,6 +307,16 @@ impl Params {
                     self.vars
                         .push(Var::zeros(m0.dims(), DType::F32, &Device::Cpu)?);
                     self.slots.push(Slot::Min(i));
+                }
+            }
+            if let Some(sb) = q.subs() {
+                self.vars
+                    .push(Var::zeros(sb.s0.dims(), DType::F32, &Device::Cpu)?);
+                self.slots.push(Slot::Sub(i));
+                if let Some(t0) = &sb.t0 {
+                    self.vars
+                        .push(Var::zeros(t0.dims(), DType::F32, &Device::Cpu)?);
+                    self.slots.push(Slot::SubMin(i));
                 }
             }
         }
@@ -255,6 +352,44 @@ impl Params {
         Ok(Some((at(d0, Slot::Scale(i))?, m)))
     }
 
+    /// Tensor `i`'s sub-scale and sub-min levels `[rows, blocks, count]` at the current
+    /// offsets (see `levels_at`), when they are trained.
+    fn sub_levels(&self, i: usize, project: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let Some(sb) = self.tensors[i].subs() else {
+            return Ok(None);
+        };
+        let at = |s0: &Tensor, slot, range| -> Result<Tensor> {
+            match self.var_of(slot) {
+                Some(v) => levels_at(s0, v.as_tensor(), range, project),
+                None => Ok(s0.clone()),
+            }
+        };
+        let s = at(&sb.s0, Slot::Sub(i), sb.layout.scale)?;
+        let t = match (&sb.t0, sb.layout.min) {
+            (Some(t0), Some(range)) => Some(at(t0, Slot::SubMin(i), range)?),
+            _ => None,
+        };
+        Ok(Some((s, t)))
+    }
+
+    /// The op's scale pairs for tensor `i`: the block scales `d`, `m`, or, with trained
+    /// sub-scales, the per-sub-block products `d · μ(s_j)`, `m · t_j`.
+    fn run_scales(&self, i: usize, d: Tensor, m: Tensor, project: bool) -> Result<Tensor> {
+        let (e, f) = match (self.sub_levels(i, project)?, self.tensors[i].subs()) {
+            (Some((s, t)), Some(sb)) => {
+                let mu = s.affine(sb.layout.step as f64, sb.layout.offset as f64)?;
+                let e = d.unsqueeze(2)?.broadcast_mul(&mu)?;
+                let f = match t {
+                    Some(t) => m.unsqueeze(2)?.broadcast_mul(&t)?,
+                    None => e.zeros_like()?,
+                };
+                (e, f)
+            }
+            _ => (d, m),
+        };
+        Ok(Tensor::stack(&[&e, &f], e.rank())?.reshape(((), 2))?)
+    }
+
     /// The weight set for a forward pass at the current parameters.
     pub fn weights(&self, project: bool) -> Result<Vec<Tensor>> {
         self.tensors
@@ -268,8 +403,7 @@ impl Params {
                             Some(m) => m,
                             None => d.zeros_like()?,
                         };
-                        let dm = Tensor::stack(&[&d, &m], 2)?.reshape(((), 2))?;
-                        dm.apply_op1(op.clone())?
+                        self.run_scales(i, d, m, project)?.apply_op1(op.clone())?
                     }
                     (Kind::Rederive { w, levels: lv, .. }, Some((d, m))) => {
                         let (_, ste) = levels(w, &d, m.as_ref(), *lv)?;
@@ -306,6 +440,13 @@ impl Params {
                 let n = q.rows * q.cols;
                 let mv = m.as_ref().map(flat).transpose()?.unwrap_or_default();
                 set_scales(q.ty, &mut bytes, n, &flat(&d)?, &mv)?;
+                if let Some((s, t)) = self.sub_levels(i, true)? {
+                    let ints = |t: &Tensor| -> Result<Vec<i32>> {
+                        Ok(flat(&t.detach())?.iter().map(|&v| v as i32).collect())
+                    };
+                    let tv = t.as_ref().map(ints).transpose()?.unwrap_or_default();
+                    set_sub_scales(q.ty, &mut bytes, n, &ints(&s)?, &tv)?;
+                }
                 if let Kind::Rederive { w, levels: lv, .. } = &q.kind {
                     let (r, _) = levels(w, &d, m.as_ref(), *lv)?;
                     let r = flat(&r)?;

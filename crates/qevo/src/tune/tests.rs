@@ -68,7 +68,7 @@ fn loss_at(p: &Params, m: &Model, r: &Reference, wins: &[usize]) -> f64 {
 fn gradients_match_finite_differences() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_1);
-    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed, false).unwrap();
     let train = f.m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
     let wins = [0usize, 1];
     // Move the scales off the stored values first, so the check is not at a stationary
@@ -97,6 +97,19 @@ fn gradients_match_finite_differences() {
             .unwrap(),
     ];
     for k in kinds {
+        check_finite_difference(&p, &f, &grads, &wins, k);
+    }
+}
+
+/// (L(x + hu) − L(x − hu)) / 2h along variable `k`'s own gradient must match |g|.
+fn check_finite_difference(
+    p: &Params,
+    f: &Fixture,
+    grads: &candle_core::backprop::GradStore,
+    wins: &[usize],
+    k: usize,
+) {
+    {
         let v = &p.vars[k];
         let g = grads.get(v).unwrap().clone();
         let norm = g
@@ -112,9 +125,9 @@ fn gradients_match_finite_differences() {
         let x0 = v.as_tensor().copy().unwrap();
         let h = 1e-3;
         v.set(&(&x0 + (&u * h).unwrap()).unwrap()).unwrap();
-        let up = loss_at(&p, &f.m, &f.calib, &wins);
+        let up = loss_at(p, &f.m, &f.calib, wins);
         v.set(&(&x0 - (&u * h).unwrap()).unwrap()).unwrap();
-        let down = loss_at(&p, &f.m, &f.calib, &wins);
+        let down = loss_at(p, &f.m, &f.calib, wins);
         v.set(&x0).unwrap();
         let fd = (up - down) / (2.0 * h);
         let rel = (fd - norm).abs() / norm;
@@ -123,6 +136,33 @@ fn gradients_match_finite_differences() {
             "{:?}: |g| {norm:.6e}, finite difference {fd:.6e}",
             p.slots[k]
         );
+    }
+}
+
+/// The sub-scale and sub-min offsets (unrounded, for the check) get the gradient of the
+/// loss through `d · μ(s_j)` and `dmin · t_j`: q2_k's scales and mins, iq3_s's odd
+/// multipliers `1 + 2s`.
+#[test]
+fn sub_scale_gradients_match_finite_differences() {
+    for (t, kinds) in [
+        (GgmlType::Q2K, &[Slot::Sub(0), Slot::SubMin(0)][..]),
+        (GgmlType::Iq3S, &[Slot::Sub(0)][..]),
+    ] {
+        let f = fixture();
+        let rp = plan(&f.m, t);
+        let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed, true).unwrap();
+        let train = f.m.with_llama_aux(&p.aux().unwrap(), true).unwrap();
+        let wins = [0usize, 1];
+        let w = p.weights(false).unwrap();
+        let grads = loss::batch_loss(&train, &w, &f.calib, &wins)
+            .unwrap()
+            .backward()
+            .unwrap();
+        for kind in kinds {
+            let same = |s: &Slot| std::mem::discriminant(s) == std::mem::discriminant(kind);
+            let k = p.slots.iter().position(same).unwrap();
+            check_finite_difference(&p, &f, &grads, &wins, k);
+        }
     }
 }
 
@@ -143,18 +183,53 @@ fn projected_weights_are_what_the_finished_bytes_decode_to() {
     }
 }
 
+/// With trained sub-scales, every K type's (and iq4_xs's, iq3_s's) forward pass is the finished bytes decoded:
+/// the moved sub-scales are rounded, clamped and packed exactly as the forward used them.
+#[test]
+fn projected_sub_scales_are_what_the_finished_bytes_decode_to() {
+    for t in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::Iq4Xs,
+        GgmlType::Iq3S,
+    ] {
+        check_projection_with(t, Codes::Fixed, true);
+    }
+}
+
 fn check_projection(t: GgmlType, codes: Codes) {
+    check_projection_with(t, codes, false)
+}
+
+fn check_projection_with(t: GgmlType, codes: Codes, subs: bool) {
     let f = fixture();
     let rp = plan(&f.m, t);
-    let p = Params::new(&f.m, &rp, &f.rounding, false, codes).unwrap();
-    for v in &p.vars {
+    let p = Params::new(&f.m, &rp, &f.rounding, false, codes, subs).unwrap();
+    for (v, slot) in p.vars.iter().zip(&p.slots) {
         let n = v.elem_count();
-        let vals: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * 1.7e-3).collect();
+        // Sub-scale offsets move by whole and half steps, some past the field's range.
+        let step = match slot {
+            Slot::Sub(_) | Slot::SubMin(_) => 0.75,
+            _ => 1.7e-3,
+        };
+        let vals: Vec<f32> = (0..n).map(|i| ((i % 13) as f32 - 6.0) * step).collect();
         v.set(&Tensor::from_vec(vals, v.dims(), &Device::Cpu).unwrap())
             .unwrap();
     }
     let trained = p.weights(true).unwrap();
-    let decoded = decode(&p, &p.finish().unwrap()).unwrap();
+    let finished = p.finish().unwrap();
+    if subs {
+        let moved = finished.iter().zip(&p.tensors).any(|(b, q)| {
+            let n = q.rows * q.cols;
+            crate::quant::sub_scales::sub_scales(t, b, n).unwrap()
+                != crate::quant::sub_scales::sub_scales(t, &q.bytes, n).unwrap()
+        });
+        assert!(moved, "{t:?}: no sub-scale moved");
+    }
+    let decoded = decode(&p, &finished).unwrap();
     for (a, b) in trained.iter().zip(&decoded) {
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let scale = b.abs().unwrap().max_all().unwrap();
@@ -218,16 +293,55 @@ fn rederived_codes_lower_the_kl_and_change_the_codes() {
     assert_ne!(out.tuned.bytes, fixed.tuned.bytes);
 }
 
+/// Training q3_k's sub-scales moves some of them and lowers the calibration KL; the
+/// written sub-scales are what the reported scores decode.
+#[test]
+fn trained_sub_scales_move_and_lower_the_kl_of_uniform_q3_k() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q3K);
+    let cfg = TuneConfig {
+        sub_scales: true,
+        lr_sub: 0.2,
+        ..quick(12)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    assert!(!out.kept_initial);
+    assert!(
+        out.after.calibration.kl < out.before.calibration.kl,
+        "calibration KL {} → {}",
+        out.before.calibration.kl,
+        out.after.calibration.kl
+    );
+    let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed, false).unwrap();
+    let moved = out.tuned.bytes.iter().zip(&p.tensors).any(|(b, q)| {
+        let n = q.rows * q.cols;
+        crate::quant::sub_scales::sub_scales(q.ty, b, n).unwrap()
+            != crate::quant::sub_scales::sub_scales(q.ty, &q.bytes, n).unwrap()
+    });
+    assert!(moved, "no q3_k sub-scale moved");
+}
+
 #[test]
 fn resumed_run_gives_the_bytes_of_an_uninterrupted_one() {
+    resume_matches(GgmlType::Q4K, false);
+}
+
+#[test]
+fn resumed_run_with_sub_scales_gives_the_bytes_of_an_uninterrupted_one() {
+    resume_matches(GgmlType::Q3K, true);
+}
+
+fn resume_matches(t: GgmlType, sub_scales: bool) {
     let f = fixture();
-    let rp = plan(&f.m, GgmlType::Q4K);
+    let rp = plan(&f.m, t);
     let dir = tempfile::tempdir().unwrap();
     let run = |steps: usize, ck: &str, resume: bool| {
         let cfg = TuneConfig {
             checkpoint: Some(dir.path().join(ck)),
             checkpoint_every: 2,
             resume,
+            sub_scales,
+            lr_sub: 0.3,
             ..quick(steps)
         };
         tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap()
@@ -283,7 +397,7 @@ fn checkpoint_of_another_plan_is_refused() {
 fn divergence_stops_and_keeps_the_last_good_parameters() {
     let f = fixture();
     let rp = plan(&f.m, GgmlType::Q4_0);
-    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed).unwrap();
+    let p = Params::new(&f.m, &rp, &f.rounding, true, Codes::Fixed, false).unwrap();
     let k = p
         .slots
         .iter()
@@ -355,7 +469,7 @@ fn a_plan_already_at_the_fp_model_comes_back_unchanged() {
     let out = tune(&f.setup(&rp), &quick(3), TuneHooks::default()).unwrap();
     assert!(out.kept_initial);
     assert_eq!(out.after, out.before);
-    let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed).unwrap();
+    let p = Params::new(&f.m, &rp, &f.rounding, false, Codes::Fixed, false).unwrap();
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     assert_eq!(out.tuned.bytes, initial);
     // The norms too: the ones the model was loaded with, not the trained ones.

@@ -241,7 +241,7 @@ fn q3_k_weighted(x: &[f32], qw: &[f32], y: &mut [u8]) {
 
 /// Stores 6-bit sub-scale `l` (0..63) of sub-block j: low nibbles in bytes 0..8 (j < 8
 /// low half, else high half of byte j−8), the top two bits in bytes 8..12.
-fn put_q3_scale(sc: &mut [u8; 12], j: usize, l: u8) {
+pub(crate) fn put_q3_scale(sc: &mut [u8; 12], j: usize, l: u8) {
     if j < 8 {
         sc[j] = l & 0xf;
     } else {
@@ -251,7 +251,7 @@ fn put_q3_scale(sc: &mut [u8; 12], j: usize, l: u8) {
 }
 
 /// Sub-scale j as stored, minus 32.
-fn get_q3_scale(sc: &[u8; 12], j: usize) -> i32 {
+pub(crate) fn get_q3_scale(sc: &[u8; 12], j: usize) -> i32 {
     let lo = if j < 8 { sc[j] & 0xf } else { sc[j - 8] >> 4 };
     let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
     (lo | (hi << 4)) as i32 - 32
@@ -314,7 +314,7 @@ struct ScaleMinBlock {
     levels: [u8; QK_K],
 }
 
-fn put_scale_min(sc: &mut [u8; 12], j: usize, ls: u8, lm: u8) {
+pub(crate) fn put_scale_min(sc: &mut [u8; 12], j: usize, ls: u8, lm: u8) {
     if j < 4 {
         sc[j] = ls;
         sc[j + 4] = lm;
@@ -325,7 +325,7 @@ fn put_scale_min(sc: &mut [u8; 12], j: usize, ls: u8, lm: u8) {
     }
 }
 
-fn get_scale_min(sc: &[u8; 12], j: usize) -> (u8, u8) {
+pub(crate) fn get_scale_min(sc: &[u8; 12], j: usize) -> (u8, u8) {
     if j < 4 {
         (sc[j] & 63, sc[j + 4] & 63)
     } else {

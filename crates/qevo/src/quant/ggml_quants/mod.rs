@@ -29,7 +29,9 @@ pub(crate) use iq1::{iq1_m, iq1_s};
 pub(crate) use iq2::{iq2_s, iq2_xs, iq2_xxs};
 pub(crate) use iq3::{iq3_s, iq3_xxs};
 pub(crate) use iquants::{iq4_nl, iq4_xs};
-pub(crate) use kquants::{q2_k, q3_k, q4_k, q5_k, q6_k};
+pub(crate) use kquants::{
+    get_q3_scale, get_scale_min, put_q3_scale, put_scale_min, q2_k, q3_k, q4_k, q5_k, q6_k,
+};
 pub(crate) use legacy::{levels_of, q4_0, q4_1, q5_0, q5_1, q8_0, write_levels, Levels};
 
 /// Quantizes one row (`x.len()` a whole number of blocks) into exactly its bytes, with an
