@@ -77,6 +77,19 @@ def test_library_errors_are_qevo_errors_with_its_message(model, small):
         qevo.search(model, text="  ", **small)
     with pytest.raises(TypeError):
         qevo.search(model, text=42, **small)
+    with pytest.raises(qevo.QevoError, match=r"^crossover: .*blend"):
+        qevo.search(model, **dict(small, crossover="blend"))
+    with pytest.raises(qevo.QevoError, match=r"^epsilon: "):
+        qevo.search(model, **dict(small, epsilon=[0.1, 0.2]))
+
+
+def test_screening_keywords_reach_the_library(model, small):
+    # Tensor units with one-point crossover and a screening tolerance: a different search
+    # from the default one, and still a front of fully scored plans.
+    tuned = qevo.search(model, **dict(small, unit="tensor", crossover="one-point", epsilon=[0.5, 0.5, 0.5, 0.5]))
+    plain = qevo.search(model, **dict(small, unit="tensor", crossover="one-point", surrogate=False))
+    assert len(tuned.front) > 0 and len(plain.front) > 0
+    assert [p.metrics for p in tuned.front] != [p.metrics for p in plain.front]
 
 
 def test_quantize_and_export_gguf(model, tmp_path):
