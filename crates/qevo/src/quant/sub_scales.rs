@@ -236,15 +236,15 @@ mod tests {
     use crate::quant::ggml;
     use crate::quant::scale_fields::basis;
 
-    const K_TYPES: [GgmlType; 7] = [
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::Iq4Xs,
-        GgmlType::Iq3S,
-    ];
+    /// The types the layout table gives sub-scales: the five K-quants, iq4_xs, iq3_s.
+    fn k_types() -> Vec<GgmlType> {
+        let v: Vec<GgmlType> = GgmlType::ALL
+            .into_iter()
+            .filter(|&t| sub_scale_layout(t).is_some())
+            .collect();
+        assert_eq!(v.len(), 7, "{v:?}");
+        v
+    }
 
     fn data(n: usize) -> Vec<f32> {
         (0..n)
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn sub_scales_round_trip_the_bytes_llama_cpp_layout_holds() {
         let x = data(2 * 256);
-        for t in K_TYPES {
+        for t in k_types() {
             let bytes = ggml::quantize_rows(t, &x, 2, 256, Some(&[1.0; 256])).unwrap();
             let (s, m) = sub_scales(t, &bytes, 512).unwrap();
             let mut again = bytes.clone();
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn k_values_are_scale_times_sub_scale_times_unit_codes() {
         let x = data(3 * 256);
-        for t in K_TYPES {
+        for t in k_types() {
             let bytes = ggml::quantize_rows(t, &x, 3, 256, Some(&[1.0; 256])).unwrap();
             let want = ggml::dequantize(t, &bytes, 768).unwrap();
             let lay = sub_scale_layout(t).unwrap();

@@ -187,15 +187,12 @@ fn projected_weights_are_what_the_finished_bytes_decode_to() {
 /// the moved sub-scales are rounded, clamped and packed exactly as the forward used them.
 #[test]
 fn projected_sub_scales_are_what_the_finished_bytes_decode_to() {
-    for t in [
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::Iq4Xs,
-        GgmlType::Iq3S,
-    ] {
+    let types: Vec<GgmlType> = GgmlType::ALL
+        .into_iter()
+        .filter(|&t| crate::quant::sub_scales::sub_scale_layout(t).is_some())
+        .collect();
+    assert_eq!(types.len(), 7, "{types:?}");
+    for t in types {
         check_projection_with(t, Codes::Fixed, true);
     }
 }
