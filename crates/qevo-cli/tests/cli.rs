@@ -353,6 +353,33 @@ fn infeasible_search_writes_every_output_and_exits_3() {
 }
 
 #[test]
+fn screening_and_crossover_flag_errors_name_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out");
+    for (flag, value, want) in [
+        (
+            "--epsilon",
+            "0.1,0.2",
+            "--epsilon: expected one value or four",
+        ),
+        ("--epsilon", "1.5", "--epsilon: 1.5 is outside 0..1"),
+        (
+            "--crossover",
+            "blend",
+            "--crossover: unknown crossover \"blend\"",
+        ),
+    ] {
+        let o = qevo(
+            &["search", flag, value, "--out", out.to_str().unwrap()],
+            &cache,
+        );
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}");
+        assert!(text(&o).contains(want), "{flag} {value}: {}", text(&o));
+    }
+}
+
+#[test]
 fn search_flag_errors_name_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
