@@ -16,8 +16,11 @@
 //! (`CANDLE_NUM_THREADS=1`); matrix products use every core.
 //! Run: `cargo bench -p qevo --bench forward` (`-- quick`: skip the 135M model).
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use common::cpu_seconds;
 use qevo::eval::{auto_topk, Evaluator, Reference, TokenWindows};
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
 use qevo::model::{Model, NoHook};
@@ -61,15 +64,6 @@ fn ids_for(m: &Model, n: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + 13) % m.arch.vocab()) as u32)
         .collect()
-}
-
-/// Seconds of process CPU time (user + system, every thread) so far.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    s(u.ru_utime) + s(u.ru_stime)
 }
 
 /// Wall and CPU seconds of one run of `f`.

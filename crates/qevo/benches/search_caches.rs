@@ -16,21 +16,15 @@
 //! Run: `cargo bench -p qevo --bench search_caches [-- GENERATIONS [MODEL]]` (defaults: 40
 //! generations, the embedded model). `QEVO_BENCH_UNIT` sets the unit mode (tensor).
 
+mod common;
+
+use common::cpu_seconds;
 use qevo::model::Model;
 use qevo::search::{self, space::UnitMode, SearchConfig, SearchOutcome};
 use std::cell::RefCell;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Seconds of process CPU time (user + system, every thread) so far.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    s(u.ru_utime) + s(u.ru_stime)
-}
 
 struct Run {
     outcome: SearchOutcome,

@@ -75,8 +75,8 @@ struct PrefixCache {
     bytes: usize,
     tick: u64,
     map: HashMap<PrefixKey, (u64, Vec<Tensor>)>,
-    /// Score sums per (segment, whole plan).
-    segments: HashMap<(Range<usize>, Vec<TensorChoice>), Sums>,
+    /// Score sums of windows 0..end, per (end, whole plan).
+    segments: HashMap<(usize, Vec<TensorChoice>), Sums>,
     stats: PrefixStats,
 }
 
@@ -228,13 +228,14 @@ impl<'m> Evaluator<'m> {
         seg: Range<usize>,
         total: &mut Sums,
     ) -> Result<()> {
-        let memo_key = (0..seg.end, choices.to_vec());
+        // Built once, and only when the caches are on.
+        let memo_key = self.use_prefix.then(|| (seg.end, choices.to_vec()));
         let key =
             |b: usize| -> PrefixKey { (seg.clone(), b, choices[..self.block_end[b]].to_vec()) };
         let n_blocks = self.model.n_blocks();
-        let start = if self.use_prefix {
+        let start = if let Some(mk) = &memo_key {
             let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(sums) = p.segments.get(&memo_key).copied() {
+            if let Some(sums) = p.segments.get(mk).copied() {
                 p.stats.segments_reused += 1;
                 *total = sums;
                 return Ok(());
@@ -279,9 +280,9 @@ impl<'m> Evaluator<'m> {
             total.add(&self.reference.score_logits(first, flat));
             Ok(())
         })?;
-        if self.use_prefix {
+        if let Some(mk) = memo_key {
             let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            p.segments.insert(memo_key, *total);
+            p.segments.insert(mk, *total);
         }
         Ok(())
     }

@@ -248,6 +248,26 @@ fn pair<'a>(
     Ok((&mut a[a0..a1], &b[b0..b1]))
 }
 
+/// Applies `f(a, b)` to every element pair of the two operands of an in-place op, in
+/// parallel chunks, writing into the first (`pair` checks both).
+fn each_pair(
+    s1: &mut CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    f: impl Fn(&mut f32, f32) + Sync,
+) -> candle_core::Result<()> {
+    let (a, b) = pair(s1, l1, s2, l2)?;
+    a.par_chunks_mut(ELEM_CHUNK)
+        .zip(b.par_chunks(ELEM_CHUNK))
+        .for_each(|(a, b)| {
+            for (a, &b) in a.iter_mut().zip(b) {
+                f(a, b);
+            }
+        });
+    Ok(())
+}
+
 struct SiluMul;
 
 impl InplaceOp2 for SiluMul {
@@ -261,16 +281,8 @@ impl InplaceOp2 for SiluMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (gate, up) = pair(s1, l1, s2, l2)?;
-        gate.par_chunks_mut(ELEM_CHUNK)
-            .zip(up.par_chunks(ELEM_CHUNK))
-            .for_each(|(g, u)| {
-                for (g, &u) in g.iter_mut().zip(u) {
-                    // candle's silu, then the product.
-                    *g = *g / (1.0 + (-*g).exp()) * u;
-                }
-            });
-        Ok(())
+        // candle's silu of the gate, then the product with up.
+        each_pair(s1, l1, s2, l2, |g, u| *g = *g / (1.0 + (-*g).exp()) * u)
     }
 }
 
@@ -287,15 +299,7 @@ impl InplaceOp2 for AddInto {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (o, x) = pair(s1, l1, s2, l2)?;
-        o.par_chunks_mut(ELEM_CHUNK)
-            .zip(x.par_chunks(ELEM_CHUNK))
-            .for_each(|(o, x)| {
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o += x;
-                }
-            });
-        Ok(())
+        each_pair(s1, l1, s2, l2, |o, x| *o += x)
     }
 }
 

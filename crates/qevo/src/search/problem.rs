@@ -12,9 +12,10 @@
 //! the archive, which the checkpoint holds: resumed runs stay exact.
 //!
 //! Before that, the surrogate (surrogate.rs) screens offspring the memo lacks without a
-//! forward pass: if even its optimistic KL would be dominated by the archive, the
-//! offspring is never scored; it keeps the surrogate's pessimistic KL, marked
-//! `predicted`, so it cannot enter the archive and rarely survives. The surrogate is
+//! forward pass: if even its optimistic KL would be dominated (or, with a screening
+//! tolerance, covered) by the archive, the offspring is never scored; it keeps the
+//! surrogate's pessimistic KL, marked `predicted`, and rarely survives. Every score that
+//! is not a full one is reported to the engine as an estimate, which the archive refuses. The surrogate is
 //! fitted on the memo's full scores in genome order, so it too is restored by resume.
 //!
 //! An evolution batch is scored in two rounds (screening, then full scores for the
@@ -463,8 +464,15 @@ impl<'a> QuantProblem<'a> {
     fn surrogate_fit(&self) -> Option<(&Surrogate, Fit)> {
         let sur = self.surrogate.get().filter(|_| self.use_surrogate)?;
         let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let full = sorted(&m.full);
-        let fit = sur.fit(full.iter().map(|(g, s)| (g.as_slice(), s.metrics.kl)))?;
+        // Genome order, so the fit does not depend on hash order; only (genome, KL) is
+        // read, so nothing is copied.
+        let mut full: Vec<(&[u16], f64)> = m
+            .full
+            .iter()
+            .map(|(g, s)| (g.as_slice(), s.metrics.kl))
+            .collect();
+        full.sort_by(|a, b| a.0.cmp(b.0));
+        let fit = sur.fit(full.into_iter())?;
         Some((sur, fit))
     }
 
