@@ -287,11 +287,56 @@ fn tensor_cells(model: &Model, o: &SearchOutcome, genome: &[u16]) -> Vec<TensorC
         .collect()
 }
 
+/// One row per generation: the engine's record joined with the convergence record.
+fn generation_rows(o: &SearchOutcome) -> Vec<GenerationInput> {
+    o.history
+        .iter()
+        .map(|r| {
+            let best = o.convergence.iter().find(|b| b.generation == r.generation);
+            GenerationInput {
+                generation: r.generation,
+                evaluations: r.evaluations,
+                hypervolume: r.hypervolume,
+                best_kl: r.best.as_ref().and_then(|b| b.first().copied()),
+                front_size: r.front_size,
+                cache_hits: r.problem.cache_hits,
+                cache_lookups: r.problem.cache_lookups,
+                best_fitness: best.map(|b| b.fitness),
+                best_top1: best.map(|b| b.top1),
+                best_size_bytes: best.map(|b| b.size_bytes),
+            }
+        })
+        .collect()
+}
+
+impl CacheCounts {
+    /// The fitness memo's, prefix cache's, weight cache's and surrogate's counters.
+    fn of(o: &SearchOutcome) -> CacheCounts {
+        let (fs, ps, ws) = (&o.fitness_stats, &o.prefix_stats, &o.weight_stats);
+        CacheCounts {
+            fitness_hits: fs.hits,
+            fitness_lookups: fs.lookups,
+            full_evaluations: fs.full_evaluations,
+            screenings: fs.screenings,
+            screened_out: fs.screened_out,
+            prefix_hits: ps.hits,
+            prefix_lookups: ps.hits + ps.misses,
+            weight_hits: ws.hits,
+            weight_lookups: ws.hits + ws.misses,
+            blocks_reused: ps.blocks_reused,
+            blocks_run: ps.blocks_run,
+            segments_reused: ps.segments_reused,
+            surrogate_rejected: o.surrogate_stats.rejected,
+            surrogate_checked: o.surrogate_stats.checked,
+            surrogate_spearman: o.surrogate_stats.spearman,
+        }
+    }
+}
+
 impl ReportInput {
     /// Copies a finished search's facts. Prices the FP model once on the search's
     /// target, workload and limits, because the outcome keeps only its cost, not its
     /// checks.
-    // One piece: a linear copy of the outcome's fields into the serialisable input.
     pub fn from_outcome(model: &Model, cfg: &SearchConfig, o: &SearchOutcome) -> Result<Self> {
         let fp_checks = price(
             model,
@@ -327,27 +372,7 @@ impl ReportInput {
             (None, Some(c)) => Some(point("least-violating", &c.scored, Some(c.heldout.kl))),
             _ => None,
         };
-        let generations = o
-            .history
-            .iter()
-            .map(|r| {
-                let best = o.convergence.iter().find(|b| b.generation == r.generation);
-                GenerationInput {
-                    generation: r.generation,
-                    evaluations: r.evaluations,
-                    hypervolume: r.hypervolume,
-                    best_kl: r.best.as_ref().and_then(|b| b.first().copied()),
-                    front_size: r.front_size,
-                    cache_hits: r.problem.cache_hits,
-                    cache_lookups: r.problem.cache_lookups,
-                    best_fitness: best.map(|b| b.fitness),
-                    best_top1: best.map(|b| b.top1),
-                    best_size_bytes: best.map(|b| b.size_bytes),
-                }
-            })
-            .collect();
         let matched = o.matched.clone();
-        let (fs, ps, ws) = (&o.fitness_stats, &o.prefix_stats, &o.weight_stats);
         Ok(ReportInput {
             schema_version: REPORT_SCHEMA_VERSION,
             model: model.source.display().to_string(),
@@ -373,24 +398,8 @@ impl ReportInput {
             lagrangian: baseline_points(&o.lagrangian),
             random: baseline_points(&o.random),
             matched,
-            generations,
-            caches: CacheCounts {
-                fitness_hits: fs.hits,
-                fitness_lookups: fs.lookups,
-                full_evaluations: fs.full_evaluations,
-                screenings: fs.screenings,
-                screened_out: fs.screened_out,
-                prefix_hits: ps.hits,
-                prefix_lookups: ps.hits + ps.misses,
-                weight_hits: ws.hits,
-                weight_lookups: ws.hits + ws.misses,
-                blocks_reused: ps.blocks_reused,
-                blocks_run: ps.blocks_run,
-                segments_reused: ps.segments_reused,
-                surrogate_rejected: o.surrogate_stats.rejected,
-                surrogate_checked: o.surrogate_stats.checked,
-                surrogate_spearman: o.surrogate_stats.spearman,
-            },
+            generations: generation_rows(o),
+            caches: CacheCounts::of(o),
             search_seconds: o.search_seconds,
             total_seconds: o.total_seconds,
             fp_heldout_perplexity: o.fp.heldout_ppl,
