@@ -43,6 +43,12 @@ pub struct SearchArgs {
     /// `qevo export` writes the scored bytes).
     #[arg(long, default_value = "block", value_parser = ["block", "output"])]
     pub rounding: String,
+    /// How the per-unit sensitivity table is filled: `measured` (one forward per unit and
+    /// choice), `scaled` (two measured probes per unit, the other weight-only choices
+    /// scaled by their importance-weighted weight error), or `auto` (scaled when the
+    /// measured table would be large: a 135M model with tensor units).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "measured", "scaled"])]
+    pub sensitivity: String,
     /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
     #[arg(long, default_value = defaults::TARGET)]
     pub target: String,
@@ -262,6 +268,7 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
         (None, false) => Importance::None,
     };
     cfg.data.rounding = qevo::quant::RoundingMode::parse(&a.rounding)?;
+    cfg.data.sensitivity = qevo::search::sensitivity::SensitivityMode::parse(&a.sensitivity)?;
     cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
     cfg.checkpoint.resume = a.resume;
     Ok(cfg)

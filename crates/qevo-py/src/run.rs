@@ -199,6 +199,7 @@ impl Outcome {
             "fp": o.fp,
             "search_seconds": o.search_seconds,
             "total_seconds": o.total_seconds,
+            "stage_seconds": o.stage_seconds,
             "fitness_cache": o.fitness_stats,
             "evaluations": o.evaluations.len(),
         }))

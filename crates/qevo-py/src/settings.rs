@@ -6,6 +6,7 @@
 use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
 use qevo::plan::UserLimits;
 use qevo::search::config::{parse_epsilon, CrossoverChoice};
+use qevo::search::sensitivity::SensitivityMode;
 use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
 use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig};
 use qevo::{Error, Model, Result};
@@ -42,6 +43,8 @@ pub struct Settings {
     /// One value or "KL,bytes,ms,mJ", as the CLI's `--epsilon`.
     pub epsilon: String,
     pub crossover: String,
+    /// "auto", "measured" or "scaled", as the CLI's `--sensitivity`.
+    pub sensitivity: String,
     pub baselines: bool,
     pub random_search: bool,
     pub seq_len: usize,
@@ -79,6 +82,7 @@ impl Default for Settings {
             surrogate: true,
             epsilon: "0".into(),
             crossover: "auto".into(),
+            sensitivity: "auto".into(),
             baselines: true,
             random_search: false,
             seq_len: defaults::SEQ_LEN,
@@ -99,6 +103,7 @@ const KEYWORD_OF: &[(&str, &str)] = &[
     ("evolution.weights", "weights"),
     ("evolution.crossover", "crossover"),
     ("caches.epsilon", "epsilon"),
+    ("data.sensitivity", "sensitivity"),
     ("data.seq_len", "seq_len"),
     ("data.calib_windows", "calib_windows"),
     ("data.screen_windows", "screen_windows"),
@@ -182,6 +187,7 @@ impl Settings {
         cfg.caches.surrogate = self.surrogate;
         cfg.caches.epsilon = parse_epsilon(&self.epsilon)?;
         cfg.evolution.crossover = CrossoverChoice::parse(&self.crossover)?;
+        cfg.data.sensitivity = SensitivityMode::parse(&self.sensitivity)?;
         cfg.baselines.lagrangian = self.baselines;
         cfg.baselines.random_search = self.random_search;
         cfg.data.seq_len = self.seq_len;

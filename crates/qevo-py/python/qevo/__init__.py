@@ -237,6 +237,7 @@ def search(
     surrogate: bool = True,
     epsilon: Union[float, Sequence[float]] = 0.0,
     crossover: str = "auto",
+    sensitivity: str = "auto",
     imatrix: bool = False,
     seq_len: Optional[int] = None,
     calib_windows: Optional[int] = None,
@@ -275,6 +276,9 @@ def search(
       offspring an archive plan is within a factor 1 + epsilon of in every objective (one
       value, or [KL, bytes, ms, mJ]). ``crossover``: "auto", "uniform", "one-point",
       "two-point".
+    - ``sensitivity``: how the per-unit sensitivity table is filled: "measured" (every
+      cell), "scaled" (two probes per unit, the rest scaled by weight error) or "auto"
+      (scaled when the measured table would be large).
 
     Ctrl-C stops the search after the current generation (its checkpoint written) and
     raises KeyboardInterrupt. Errors raise ``QevoError`` naming the setting at fault.
@@ -299,6 +303,7 @@ def search(
         "surrogate": surrogate,
         "epsilon": str(float(epsilon)) if isinstance(epsilon, (int, float)) else ",".join(str(float(e)) for e in epsilon),
         "crossover": crossover,
+        "sensitivity": sensitivity,
         "imatrix": imatrix,
         "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
         "resume": resume,

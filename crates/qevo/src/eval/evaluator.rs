@@ -71,6 +71,9 @@ pub fn prefix_stride(
 type PrefixKey = (Range<usize>, usize, Vec<TensorChoice>);
 
 struct PrefixCache {
+    /// The token ids of the windows the states belong to (held-out scores: whichever
+    /// reference was scored last; a different one clears the cache).
+    windows: Option<Vec<u32>>,
     budget: usize,
     bytes: usize,
     tick: u64,
@@ -81,6 +84,32 @@ struct PrefixCache {
 }
 
 impl PrefixCache {
+    fn new(budget: usize) -> Mutex<PrefixCache> {
+        Mutex::new(PrefixCache {
+            windows: None,
+            budget,
+            bytes: 0,
+            tick: 0,
+            map: HashMap::new(),
+            segments: HashMap::new(),
+            stats: PrefixStats::default(),
+        })
+    }
+
+    fn counts(&self) -> PrefixStats {
+        PrefixStats {
+            entries: self.map.len(),
+            bytes: self.bytes,
+            ..self.stats
+        }
+    }
+
+    /// Drops every hidden state (the segment memo stays: it is small).
+    fn release_states(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
+
     fn get(&mut self, key: &PrefixKey) -> Option<Vec<Tensor>> {
         self.tick += 1;
         let tick = self.tick;
@@ -122,6 +151,8 @@ pub struct Evaluator<'m> {
     pub ranges: ActRanges,
     pub act_scheme: ActScheme,
     prefix: Mutex<PrefixCache>,
+    /// States and whole-plan sums of held-out scores (`score_with`).
+    heldout: Mutex<PrefixCache>,
     use_prefix: bool,
     /// For each block, the exclusive end of the tensor-index prefix it depends on.
     block_end: Vec<usize>,
@@ -159,14 +190,8 @@ impl<'m> Evaluator<'m> {
             weights,
             ranges,
             act_scheme,
-            prefix: Mutex::new(PrefixCache {
-                budget: prefix_budget_bytes,
-                bytes: 0,
-                tick: 0,
-                map: HashMap::new(),
-                segments: HashMap::new(),
-                stats: PrefixStats::default(),
-            }),
+            prefix: PrefixCache::new(prefix_budget_bytes),
+            heldout: PrefixCache::new(prefix_budget_bytes),
             use_prefix: prefix_budget_bytes > 0,
             block_end,
             screen,
@@ -188,13 +213,19 @@ impl<'m> Evaluator<'m> {
         self
     }
 
+    /// Frees the calibration scores' hidden states once the evolution is over; scores
+    /// stay the same, later ones only run from the embedding.
+    pub fn release_states(&self) {
+        lock(&self.prefix).release_states();
+    }
+
     pub fn prefix_stats(&self) -> PrefixStats {
-        let p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-        PrefixStats {
-            entries: p.map.len(),
-            bytes: p.bytes,
-            ..p.stats
-        }
+        lock(&self.prefix).counts()
+    }
+
+    /// The held-out scores' cache counters (`score_with`).
+    pub fn heldout_stats(&self) -> PrefixStats {
+        lock(&self.heldout).counts()
     }
 
     /// Scores per-tensor `choices` on the first `n_windows` calibration windows: segment
@@ -204,9 +235,13 @@ impl<'m> Evaluator<'m> {
         let (w, hook) = self.weights_and_hook(choices)?;
         let mut total = Sums::default();
         let mut start = 0;
+        let on = Scoring {
+            reference: &self.reference,
+            cache: &self.prefix,
+        };
         for end in [self.screen.min(n), n] {
             if end > start {
-                self.score_segment(choices, &w, &hook, start..end, &mut total)?;
+                self.score_segment(on, choices, &w, &hook, start..end, &mut total)?;
                 start = end;
             }
         }
@@ -222,6 +257,7 @@ impl<'m> Evaluator<'m> {
     /// through `seg.end` are known, else from the longest cached prefix of hidden states.
     fn score_segment(
         &self,
+        on: Scoring,
         choices: &[TensorChoice],
         w: &[Tensor],
         hook: &ActQuantHook,
@@ -234,7 +270,7 @@ impl<'m> Evaluator<'m> {
             |b: usize| -> PrefixKey { (seg.clone(), b, choices[..self.block_end[b]].to_vec()) };
         let n_blocks = self.model.n_blocks();
         let start = if let Some(mk) = &memo_key {
-            let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(on.cache);
             if let Some(sums) = p.segments.get(mk).copied() {
                 p.stats.segments_reused += 1;
                 *total = sums;
@@ -262,37 +298,71 @@ impl<'m> Evaluator<'m> {
         };
         let mut remember = |b: usize, states: &[Tensor]| {
             if self.use_prefix && self.kept_block(b) {
-                self.prefix
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .put(key(b), states.to_vec());
+                lock(on.cache).put(key(b), states.to_vec());
             }
         };
         let pass = Pass {
             model: self.model,
             weights: w,
             hook,
-            windows: &self.reference.windows,
+            windows: &on.reference.windows,
             range: seg.clone(),
-            batch: self.reference.batch,
+            batch: on.reference.batch,
         };
         pass.logits_from(start, &mut remember, |first, flat| {
-            total.add(&self.reference.score_logits(first, flat));
+            total.add(&on.reference.score_logits(first, flat));
             Ok(())
         })?;
         if let Some(mk) = memo_key {
-            let mut p = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
-            p.segments.insert(mk, *total);
+            lock(on.cache).segments.insert(mk, *total);
         }
         Ok(())
     }
 }
 
+/// The windows a segment is scored on and the cache its states and sums go to.
+#[derive(Clone, Copy)]
+struct Scoring<'a> {
+    reference: &'a Reference,
+    cache: &'a Mutex<PrefixCache>,
+}
+
+/// A cache lock; a panic while holding it cannot leave a map half-updated (each update
+/// is one insert or remove), so a poisoned lock is still usable.
+fn lock(m: &Mutex<PrefixCache>) -> std::sync::MutexGuard<'_, PrefixCache> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Evaluator<'_> {
-    /// Scores choices against another reference (held-out text), without the prefix cache.
+    /// Scores choices against another reference (the held-out text), all windows in one
+    /// segment, with a prefix cache and whole-plan memo of its own: the front's plans
+    /// share early blocks, and the baselines repeat front plans.
     pub fn score_with(&self, reference: &Reference, choices: &[TensorChoice]) -> Result<Metrics> {
+        {
+            let mut c = lock(&self.heldout);
+            if c.windows.as_deref() != Some(&reference.windows.ids[..]) {
+                let budget = c.budget;
+                *c = PrefixCache::new(budget)
+                    .into_inner()
+                    .unwrap_or_else(|e| e.into_inner());
+                c.windows = Some(reference.windows.ids.clone());
+            }
+        }
         let (w, hook) = self.weights_and_hook(choices)?;
-        reference.score(self.model, &w, &hook)
+        let on = Scoring {
+            reference,
+            cache: &self.heldout,
+        };
+        let mut total = Sums::default();
+        self.score_segment(
+            on,
+            choices,
+            &w,
+            &hook,
+            0..reference.windows.len(),
+            &mut total,
+        )?;
+        Ok(total.metrics())
     }
 
     /// The weights (through the cache, missing ones filled in parallel) and the

@@ -71,6 +71,12 @@ pub struct ReportInput {
     pub caches: CacheCounts,
     pub search_seconds: f64,
     pub total_seconds: f64,
+    /// Where the time went (absent from reports written before it).
+    #[serde(default)]
+    pub stage_seconds: crate::search::StageSeconds,
+    /// Sensitivity-table cells measured, and all cells (the rest scaled).
+    #[serde(default)]
+    pub sensitivity_cells: [usize; 2],
     pub fp_heldout_perplexity: f64,
     /// Front plans tuned after the search (`--tune-front`), untuned against tuned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -402,6 +408,8 @@ impl ReportInput {
             caches: CacheCounts::of(o),
             search_seconds: o.search_seconds,
             total_seconds: o.total_seconds,
+            stage_seconds: o.stage_seconds,
+            sensitivity_cells: o.sensitivity.measured_count().into(),
             fp_heldout_perplexity: o.fp.heldout_ppl,
             tuned: Vec::new(),
         })
@@ -479,6 +487,14 @@ pub(crate) fn generation_row(g: &GenerationInput, fp_size_bytes: u64) -> Option<
 }
 
 /// The free-text lines at the end of a report: caches, timings, settings.
+/// One line of stage times, in pipeline order.
+fn stage_line(t: &crate::search::StageSeconds, [measured, cells]: [usize; 2]) -> String {
+    format!(
+        "stages: prepare {:.1} s, sensitivity table {:.1} s ({measured} of {cells} cells measured), uniform plans {:.1} s, evolution {:.1} s, final and held-out scores {:.1} s, baselines {:.1} s",
+        t.prepare, t.sensitivity, t.uniform, t.evolution, t.finalize, t.baselines
+    )
+}
+
 fn notes(input: &ReportInput) -> Vec<String> {
     let c = &input.caches;
     let pct = |h, n| super::format::pct(hit_rate(h, n));
@@ -524,6 +540,7 @@ fn notes(input: &ReportInput) -> Vec<String> {
                 input.search_seconds, input.total_seconds
             ),
         },
+        stage_line(&input.stage_seconds, input.sensitivity_cells),
         format!(
             "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
             input.prefill_tokens,

@@ -283,6 +283,15 @@ pub(crate) fn input() -> ReportInput {
         },
         search_seconds: 1.5,
         total_seconds: 2.25,
+        stage_seconds: crate::search::StageSeconds {
+            prepare: 0.25,
+            sensitivity: 0.5,
+            uniform: 0.125,
+            evolution: 1.5,
+            finalize: 0.75,
+            baselines: 0.0625,
+        },
+        sensitivity_cells: [4, 12],
         fp_heldout_perplexity: 13.5,
         tuned: Vec::new(),
     }

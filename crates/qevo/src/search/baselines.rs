@@ -3,62 +3,11 @@
 //! `--target-bpw`), and random search with the evolution's evaluation budget.
 
 use super::problem::{QuantProblem, Scored};
-use super::space::SearchSpace;
+pub use super::sensitivity::Sensitivity;
 use crate::error::Result;
-use crate::eval::Evaluator;
-use crate::plan::{fp_choices, tensor_bytes, TensorChoice};
 use evo::dominance::dominates;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
-
-/// KL when a single unit is quantized to each of its choices, everything else FP.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Sensitivity {
-    /// `kl[u][c]`: unit u at choice c.
-    pub kl: Vec<Vec<f64>>,
-    /// Bytes of unit u at choice c.
-    pub bytes: Vec<Vec<u64>>,
-    pub windows: usize,
-}
-
-/// Builds the sensitivity table on the first `windows` calibration windows.
-pub fn sensitivity(ev: &Evaluator, space: &SearchSpace, windows: usize) -> Result<Sensitivity> {
-    let model = ev.model;
-    let cells: Vec<(usize, TensorChoice)> = space
-        .choices
-        .iter()
-        .enumerate()
-        .flat_map(|(u, list)| list.iter().map(move |c| (u, *c)))
-        .collect();
-    let scores: Vec<f64> = cells
-        .par_iter()
-        .map(|&(u, c)| {
-            let mut choices = fp_choices(model);
-            for &t in &space.units[u].tensors {
-                choices[t] = c;
-            }
-            Ok(ev.score(&choices, windows)?.kl)
-        })
-        .collect::<Result<_>>()?;
-    let mut kl: Vec<Vec<f64>> = space
-        .choices
-        .iter()
-        .map(|l| Vec::with_capacity(l.len()))
-        .collect();
-    let mut bytes: Vec<Vec<u64>> = kl.iter().map(|_| Vec::new()).collect();
-    for (&(u, c), k) in cells.iter().zip(scores) {
-        kl[u].push(k);
-        bytes[u].push(
-            space.units[u]
-                .tensors
-                .iter()
-                .map(|&t| tensor_bytes(c.format, model.tensors[t].rows, model.tensors[t].cols))
-                .sum(),
-        );
-    }
-    Ok(Sensitivity { kl, bytes, windows })
-}
 
 /// The additive-model plan for multiplier `lambda`: per unit, argmin kl + lambda·bytes.
 fn lagrangian_genome(s: &Sensitivity, lambda: f64) -> Vec<u16> {
@@ -176,6 +125,7 @@ mod tests {
             kl: vec![vec![0.5, 0.1, 0.0], vec![0.05, 0.01, 0.0]],
             bytes: vec![vec![100, 200, 400], vec![100, 200, 400]],
             windows: 1,
+            measured: vec![vec![true; 3]; 2],
         };
         // Nearly free bytes: everything at the top level.
         assert_eq!(lagrangian_genome(&s, 1e-9), vec![2, 2]);

@@ -4,7 +4,8 @@
 //!
 //! Evaluations, by stage of `search::run` (see seed.rs, problem.rs, finalize.rs,
 //! compare.rs), without caches:
-//! - sensitivity table: one screening evaluation per (unit, choice) cell;
+//! - sensitivity table: one screening evaluation per measured (unit, choice) cell (all
+//!   of them, or the probes of a scaled table: `search::sensitivity`);
 //! - uniform baselines: one full evaluation per choice of the first unit;
 //! - evolution: `population` initial plans, then `population` offspring per generation,
 //!   each screened first and scored fully when promising (at most all of them);
@@ -22,6 +23,7 @@
 //! Only the shape keys are read, so models the forward pass cannot load yet (Llama 3's
 //! rope scaling) are priced too.
 
+use super::sensitivity::{measured_cells, table_scales};
 use super::space::SearchSpace;
 use super::SearchConfig;
 use crate::error::{Error, Result};
@@ -180,7 +182,12 @@ pub fn evaluation_count(shape: &ConfigShape, cfg: &SearchConfig) -> Result<Evalu
     let tensors = shape.tensors();
     let no_imatrix = vec![false; tensors.len()];
     let space = SearchSpace::for_tensors(&tensors, &cfg.space, &cfg.target, &no_imatrix)?;
-    let cells: u64 = space.choices.iter().map(|c| c.len() as u64).sum();
+    let scaled = table_scales(cfg.data.sensitivity, &tensors, &space);
+    let cells: u64 = space
+        .choices
+        .iter()
+        .map(|c| measured_cells(c, scaled) as u64)
+        .sum();
     let uniform = space.choices.first().map_or(0, |c| c.len() as u64);
     let pop = cfg.evolution.population as u64;
     let evolution = pop * (cfg.evolution.generations + 1);

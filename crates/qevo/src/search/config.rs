@@ -3,6 +3,7 @@
 //! `Default`, and `validate`, whose errors name the config field at fault
 //! (`Error::Setting`); the CLI maps field names to its flags.
 
+use super::sensitivity::SensitivityMode;
 use super::space::{self, UnitMode};
 use crate::error::{Error, Result};
 use crate::hw::{Profile, Workload};
@@ -201,6 +202,9 @@ pub struct DataConfig {
     /// How GGML block types round: llama.cpp's per-block rounding, or qevo's output-error
     /// rounding on input moments of the calibration windows (recorded in plan files).
     pub rounding: RoundingMode,
+    /// How the sensitivity table is filled: every cell measured, or probes scaled by
+    /// weight error (`search::sensitivity`).
+    pub sensitivity: SensitivityMode,
 }
 
 /// Where a search's importance matrix comes from.
@@ -293,6 +297,7 @@ impl SearchConfig {
                 topk: defaults::TOPK,
                 imatrix: Importance::None,
                 rounding: RoundingMode::Block,
+                sensitivity: SensitivityMode::Auto,
             },
             caches: CacheConfig {
                 enabled: true,

@@ -29,11 +29,17 @@ pub fn finalize(
     evolved: &Evolved,
     cfg: &SearchConfig,
 ) -> Result<Finalized> {
-    let scored: Vec<FrontEntry> = evolved
+    // In genome order, so neighbours share early blocks and the held-out scores reuse
+    // each other's states.
+    let mut genomes: Vec<Vec<u16>> = evolved
         .archive
-        .par_iter()
-        .map(|ind| {
-            let g = ind.genome.levels().to_vec();
+        .iter()
+        .map(|ind| ind.genome.levels().to_vec())
+        .collect();
+    genomes.sort_unstable();
+    let scored: Vec<FrontEntry> = genomes
+        .into_par_iter()
+        .map(|g| {
             let s = problem.full(&g)?;
             entry(p, g, s, cfg)
         })

@@ -25,6 +25,7 @@ pub mod output;
 mod prepare;
 pub mod problem;
 mod seed;
+pub mod sensitivity;
 pub mod space;
 pub mod surrogate;
 pub mod tune_front;
@@ -93,6 +94,22 @@ pub struct MatchedRow {
     pub random_kl: Option<f64>,
 }
 
+/// Wall seconds of each stage of a search, so a user sees where a long run went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageSeconds {
+    /// Windows, references, activation ranges, importance, the evaluator.
+    pub prepare: f64,
+    /// The per-unit sensitivity table.
+    pub sensitivity: f64,
+    /// The uniform plans' full scores.
+    pub uniform: f64,
+    pub evolution: f64,
+    /// Full and held-out scores of the archive.
+    pub finalize: f64,
+    /// The Lagrangian (and random-search) baselines.
+    pub baselines: f64,
+}
+
 /// What a search returns.
 pub struct SearchOutcome {
     pub space: SearchSpace,
@@ -113,6 +130,7 @@ pub struct SearchOutcome {
     pub weight_stats: crate::quant::CacheStats,
     pub search_seconds: f64,
     pub total_seconds: f64,
+    pub stage_seconds: StageSeconds,
     pub seed: u64,
     /// When nothing was feasible: the least-violating plan and its failing checks.
     pub infeasible_closest: Option<FrontEntry>,
@@ -178,6 +196,7 @@ pub fn run_with(
     let t0 = Instant::now();
     cfg.validate()?;
     let prepared = prepare(model, calib_text, heldout_text, cfg)?;
+    let prepare_seconds = t0.elapsed().as_secs_f64();
     let fp = prepared.fp;
     let problem = QuantProblem::new(&prepared, cfg)?
         .with_fitness(move |s| cfg.evolution.weights.fitness(s, &fp))
@@ -189,8 +208,20 @@ pub fn run_with(
     problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
     let evolved = evolve(&problem, &seeded, cfg, hooks.progress)?;
     let surrogate_stats = problem.surrogate_stats();
+    // Held-out scores come next; they keep states of their own.
+    prepared.evaluator.release_states();
+    let t_final = Instant::now();
     let finalized = finalize(&prepared, &problem, &evolved, cfg)?;
+    let t_compare = Instant::now();
     let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
+    let stage_seconds = StageSeconds {
+        prepare: prepare_seconds,
+        sensitivity: seeded.seconds.0,
+        uniform: seeded.seconds.1,
+        evolution: evolved.seconds,
+        finalize: (t_compare - t_final).as_secs_f64(),
+        baselines: t_compare.elapsed().as_secs_f64(),
+    };
     Ok(SearchOutcome {
         fitness_stats: problem.fitness_stats(),
         surrogate_stats,
@@ -211,6 +242,7 @@ pub fn run_with(
         matched: compared.matched,
         search_seconds: evolved.seconds,
         total_seconds: t0.elapsed().as_secs_f64(),
+        stage_seconds,
         seed: cfg.evolution.seed,
         imatrix: prepared.imatrix.clone(),
         rounding: prepared.rounding.clone(),

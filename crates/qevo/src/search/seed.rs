@@ -3,11 +3,14 @@
 //! sweep over the sensitivity table, the seed genomes, and the hypervolume reference
 //! point just beyond the worst uniform plan and the FP cost.
 
-use super::baselines::{lagrangian_at, lagrangian_sweep, sensitivity, BaselinePoint, Sensitivity};
+use super::baselines::{lagrangian_at, lagrangian_sweep, BaselinePoint};
 use super::prepare::Prepared;
 use super::problem::QuantProblem;
+use super::sensitivity::{sensitivity, table_scales, Sensitivity};
 use super::SearchConfig;
 use crate::error::Result;
+use crate::quant::collect_imatrix;
+use std::time::Instant;
 
 /// A Lagrangian plan: genome, bytes, and the KL the additive model predicts.
 pub type SweepPoint = (Vec<u16>, u64, f64);
@@ -22,12 +25,26 @@ pub struct Seeded {
     pub seeds: Vec<Vec<u16>>,
     /// Hypervolume reference: [KL, bytes, ms, mJ].
     pub reference_point: Vec<f64>,
+    /// Wall seconds of the sensitivity table and of the uniform plans.
+    pub seconds: (f64, f64),
 }
 
 /// Scores the sensitivity table and the uniform plans, and picks the seeds.
 pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<Seeded> {
-    let sens = sensitivity(&p.evaluator, &p.space, p.screen_windows)?;
+    let t0 = Instant::now();
+    let importance = match table_scales(cfg.data.sensitivity, &p.model.tensors, &p.space) {
+        true => Some(input_importance(p)?),
+        false => None,
+    };
+    let sens = sensitivity(
+        &p.evaluator,
+        &p.space,
+        p.screen_windows,
+        importance.as_deref(),
+    )?;
+    let t1 = Instant::now();
     let uniform = uniform_plans(p, problem)?;
+    let seconds = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let sweep = lagrangian_sweep(&sens);
     let seeds = seed_genomes(&uniform, &sweep, cfg.evolution.population * 3 / 4);
     let reference_point = reference_point(&uniform, p);
@@ -37,7 +54,17 @@ pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<
         sweep,
         seeds,
         reference_point,
+        seconds,
     })
+}
+
+/// Per tensor, its input channels' mean square on the calibration windows: the search's
+/// importance matrix when it has one, else collected for the scaled table alone.
+fn input_importance(p: &Prepared) -> Result<Vec<Option<Vec<f32>>>> {
+    match &p.imatrix {
+        Some(im) => im.for_model(p.model),
+        None => collect_imatrix(p.model, &p.evaluator.reference.windows)?.for_model(p.model),
+    }
 }
 
 /// Every choice that every unit has, as a fully scored uniform plan.

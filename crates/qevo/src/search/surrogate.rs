@@ -149,6 +149,7 @@ mod tests {
             kl: vec![vec![0.001, 0.01, 0.1], vec![0.002, 0.02, 0.3]],
             bytes: vec![vec![4, 2, 1], vec![4, 2, 1]],
             windows: 2,
+            measured: vec![vec![true; 3]; 2],
         }
     }
 

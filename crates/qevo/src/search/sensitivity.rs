@@ -1,0 +1,379 @@
+//! The per-unit sensitivity table: the KL when a single unit is quantized to one of its
+//! choices and everything else stays FP. It feeds the Lagrangian seeds and baseline, the
+//! surrogate, and the report.
+//!
+//! Measuring every cell is one forward per (unit, choice), from the unit's block on; on
+//! a 135M model with tensor units that is over a thousand forwards and dominates a
+//! search's preparation. A *scaled* table measures two probe cells per unit and predicts
+//! its other weight-only choices from their importance-weighted weight error
+//! `E = Σ_j imp_j Σ_i (W_ij − Ŵ_ij)²`, the expected squared output error under the
+//! calibration inputs' per-channel second moments. To second order the KL is a
+//! quadratic form in the output error, so a unit's KL follows its `E` with a per-unit
+//! gain; the two probes fix that gain and the local exponent (`predict`). Choices that
+//! quantize activations are always measured: weight error says nothing about them.
+
+use super::space::SearchSpace;
+use crate::error::{Error, Result};
+use crate::eval::Evaluator;
+use crate::model::TensorInfo;
+use crate::plan::{fp_choices, tensor_bytes, TensorChoice};
+use crate::quant::WeightFormat;
+use rayon::prelude::*;
+
+/// How the table is filled (`data.sensitivity`, `--sensitivity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensitivityMode {
+    /// Scaled when a measured table would be large (`resolve`), else measured.
+    #[default]
+    Auto,
+    /// Every cell measured.
+    Measured,
+    /// Two probes per unit measured, the other weight-only cells scaled.
+    Scaled,
+}
+
+impl SensitivityMode {
+    pub fn parse(s: &str) -> Result<SensitivityMode> {
+        match s {
+            "auto" => Ok(SensitivityMode::Auto),
+            "measured" => Ok(SensitivityMode::Measured),
+            "scaled" => Ok(SensitivityMode::Scaled),
+            _ => Err(Error::setting(
+                "data.sensitivity",
+                format!("unknown table mode `{s}` (auto, measured, scaled)"),
+            )),
+        }
+    }
+
+    /// Whether a table of `cells` cells on a model of `params` weights is scaled. Auto
+    /// scales when cells × parameters, which a measured table's time follows, exceeds
+    /// `AUTO_SCALE_PARAM_CELLS`.
+    pub fn scales(self, cells: usize, params: usize) -> bool {
+        match self {
+            SensitivityMode::Measured => false,
+            SensitivityMode::Scaled => true,
+            SensitivityMode::Auto => (cells as f64) * (params as f64) > AUTO_SCALE_PARAM_CELLS,
+        }
+    }
+}
+
+/// Cells × parameters above which `Auto` scales: about 150 cells of a 135M model, a
+/// minute of forwards on a 2-core host. The embedded model's tables stay measured.
+pub const AUTO_SCALE_PARAM_CELLS: f64 = 2e10;
+
+/// KL when a single unit is quantized to each of its choices, everything else FP.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sensitivity {
+    /// `kl[u][c]`: unit u at choice c.
+    pub kl: Vec<Vec<f64>>,
+    /// Bytes of unit u at choice c.
+    pub bytes: Vec<Vec<u64>>,
+    pub windows: usize,
+    /// `measured[u][c]`: the cell was measured (else scaled from weight error).
+    pub measured: Vec<Vec<bool>>,
+}
+
+impl Sensitivity {
+    /// (measured cells, all cells).
+    pub fn measured_count(&self) -> (usize, usize) {
+        let all = self.measured.iter().map(Vec::len).sum();
+        let m = self.measured.iter().flatten().filter(|&&b| b).count();
+        (m, all)
+    }
+}
+
+/// Whether `mode` scales the table of `space` over `tensors`.
+pub fn table_scales(mode: SensitivityMode, tensors: &[TensorInfo], space: &SearchSpace) -> bool {
+    let cells = space.choices.iter().map(Vec::len).sum::<usize>();
+    let params = tensors.iter().map(|t| t.params()).sum::<usize>();
+    mode.scales(cells, params)
+}
+
+/// Cells a table measures for one unit with these choices: all of them, or, scaled,
+/// the activation choices and at most two probes (`probes`).
+pub fn measured_cells(choices: &[TensorChoice], scaled: bool) -> usize {
+    let weight = choices.iter().filter(|c| weight_only(c)).count();
+    match scaled {
+        true => choices.len() - weight + weight.min(2),
+        false => choices.len(),
+    }
+}
+
+/// Builds the table on the first `windows` calibration windows: every cell measured, or,
+/// with `scale_with` (per tensor, the input channels' importance; None: unweighted),
+/// a scaled table.
+pub fn sensitivity(
+    ev: &Evaluator,
+    space: &SearchSpace,
+    windows: usize,
+    scale_with: Option<&[Option<Vec<f32>>]>,
+) -> Result<Sensitivity> {
+    let model = ev.model;
+    let errors: Vec<Vec<Option<f64>>> = match scale_with {
+        Some(importance) => unit_errors(ev, space, importance)?,
+        None => space.choices.iter().map(|l| vec![None; l.len()]).collect(),
+    };
+    let to_measure: Vec<(usize, usize)> = errors
+        .iter()
+        .enumerate()
+        .flat_map(|(u, e)| probes(e).into_iter().map(move |c| (u, c)))
+        .collect();
+    let scores: Vec<f64> = to_measure
+        .par_iter()
+        .map(|&(u, c)| {
+            let mut choices = fp_choices(model);
+            for &t in &space.units[u].tensors {
+                choices[t] = space.choices[u][c];
+            }
+            Ok(ev.score(&choices, windows)?.kl)
+        })
+        .collect::<Result<_>>()?;
+    let mut kl: Vec<Vec<Option<f64>>> = errors.iter().map(|e| vec![None; e.len()]).collect();
+    for (&(u, c), k) in to_measure.iter().zip(scores) {
+        kl[u][c] = Some(k);
+    }
+    let measured = kl
+        .iter()
+        .map(|row| row.iter().map(Option::is_some).collect())
+        .collect();
+    let kl = kl
+        .iter()
+        .zip(&errors)
+        .map(|(k, e)| fill_row(k, e))
+        .collect();
+    Ok(Sensitivity {
+        kl,
+        bytes: unit_bytes(ev, space),
+        windows,
+        measured,
+    })
+}
+
+/// Bytes of each unit at each of its choices.
+fn unit_bytes(ev: &Evaluator, space: &SearchSpace) -> Vec<Vec<u64>> {
+    let tensors = &ev.model.tensors;
+    space
+        .choices
+        .iter()
+        .zip(&space.units)
+        .map(|(list, unit)| {
+            list.iter()
+                .map(|c| {
+                    unit.tensors
+                        .iter()
+                        .map(|&t| tensor_bytes(c.format, tensors[t].rows, tensors[t].cols))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Per unit and choice, the weight error `E` summed over the unit's tensors; None for a
+/// choice that quantizes activations.
+fn unit_errors(
+    ev: &Evaluator,
+    space: &SearchSpace,
+    importance: &[Option<Vec<f32>>],
+) -> Result<Vec<Vec<Option<f64>>>> {
+    space
+        .choices
+        .iter()
+        .zip(&space.units)
+        .map(|(list, unit)| {
+            list.iter()
+                .map(|c| {
+                    weight_only(c).then(|| unit_error(ev, &unit.tensors, c.format, importance))
+                })
+                .map(Option::transpose)
+                .collect()
+        })
+        .collect()
+}
+
+fn weight_only(c: &TensorChoice) -> bool {
+    c.act_bits >= 16
+}
+
+/// `E` of `format` summed over `tensors`.
+fn unit_error(
+    ev: &Evaluator,
+    tensors: &[usize],
+    format: WeightFormat,
+    importance: &[Option<Vec<f32>>],
+) -> Result<f64> {
+    let model = ev.model;
+    let mut sum = 0.0;
+    for &t in tensors {
+        let w = model.weights[t].flatten_all()?.to_vec1::<f32>()?;
+        let q = ev
+            .weights
+            .get(model, t, format)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let cols = model.tensors[t].cols;
+        let imp = importance
+            .get(t)
+            .and_then(|o| o.as_deref())
+            .filter(|i| i.len() == cols);
+        sum += weighted_error(&w, &q, cols, imp);
+    }
+    Ok(sum)
+}
+
+/// `Σ_j imp_j Σ_i (w_ij − q_ij)²` over row-major `[rows, cols]` weights, per row in
+/// parallel and summed in row order, so the value does not depend on the thread count.
+pub fn weighted_error(w: &[f32], q: &[f32], cols: usize, imp: Option<&[f32]>) -> f64 {
+    let rows: Vec<f64> = w
+        .par_chunks(cols.max(1))
+        .zip(q.par_chunks(cols.max(1)))
+        .map(|(wr, qr)| {
+            wr.iter()
+                .zip(qr)
+                .enumerate()
+                .map(|(j, (&a, &b))| {
+                    let d = (a - b) as f64;
+                    imp.map_or(1.0, |i| i[j] as f64) * d * d
+                })
+                .sum::<f64>()
+        })
+        .collect();
+    rows.iter().sum()
+}
+
+/// The choices of one unit to measure, given each choice's weight error (None: not
+/// scalable, so measured). With at most two scalable choices all are measured; else
+/// the largest-error choice (the clearest signal) and the one at the median log error
+/// of the rest, so the fitted exponent spans the choices a search weighs.
+pub fn probes(errors: &[Option<f64>]) -> Vec<usize> {
+    let scalable: Vec<usize> = (0..errors.len()).filter(|&c| errors[c].is_some()).collect();
+    let mut out: Vec<usize> = (0..errors.len()).filter(|&c| errors[c].is_none()).collect();
+    if scalable.len() <= 2 {
+        out.extend(scalable);
+        out.sort_unstable();
+        return out;
+    }
+    let e = |c: usize| errors[c].unwrap_or(0.0);
+    let top = scalable
+        .iter()
+        .copied()
+        .fold(scalable[0], |a, c| if e(c) > e(a) { c } else { a });
+    let mut rest: Vec<usize> = scalable
+        .iter()
+        .copied()
+        .filter(|&c| c != top && e(c) > 0.0)
+        .collect();
+    out.push(top);
+    if !rest.is_empty() {
+        rest.sort_by(|&a, &b| e(a).total_cmp(&e(b)).then(a.cmp(&b)));
+        out.push(rest[(rest.len() - 1) / 2]);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// One unit's row: measured cells as measured, the others from `predict` on the
+/// measured scalable cells.
+fn fill_row(kl: &[Option<f64>], errors: &[Option<f64>]) -> Vec<f64> {
+    let probes: Vec<(f64, f64)> = kl
+        .iter()
+        .zip(errors)
+        .filter_map(|(k, e)| Some(((*e)?, (*k)?)))
+        .collect();
+    kl.iter()
+        .zip(errors)
+        .map(|(k, e)| match (k, e) {
+            (Some(k), _) => *k,
+            (None, Some(e)) => predict(*e, &probes),
+            // Unreachable: a cell without an error is always measured.
+            (None, None) => 0.0,
+        })
+        .collect()
+}
+
+/// Exponents a scaled row may use: KL between linear and quartic in the weight error
+/// covers the measured tables (about 1 for 8 bits down to 4, more at 2–3 bits).
+const EXPONENT_RANGE: (f64, f64) = (0.5, 2.0);
+
+/// The KL of a choice with weight error `e`, from probes `(error, KL)`: a power law
+/// `KL = KL_p · (e / e_p)^b` anchored at the probe nearest in log error, with `b` from
+/// two probes (clamped to `EXPONENT_RANGE`) or 1 from one. No error, no loss.
+pub fn predict(e: f64, probes: &[(f64, f64)]) -> f64 {
+    let usable: Vec<(f64, f64)> = probes
+        .iter()
+        .copied()
+        .filter(|&(pe, pk)| pe > 0.0 && pk > 0.0)
+        .collect();
+    if e <= 0.0 || usable.is_empty() {
+        return 0.0;
+    }
+    let b = match usable.as_slice() {
+        [(e1, k1), (e2, k2), ..] if e1 != e2 => {
+            ((k1 / k2).ln() / (e1 / e2).ln()).clamp(EXPONENT_RANGE.0, EXPONENT_RANGE.1)
+        }
+        _ => 1.0,
+    };
+    let anchor = usable
+        .iter()
+        .copied()
+        .min_by(|a, b| (e / a.0).ln().abs().total_cmp(&(e / b.0).ln().abs()))
+        .unwrap_or(usable[0]);
+    anchor.1 * (e / anchor.0).powf(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_take_the_largest_error_and_the_median_of_the_rest() {
+        let e = [Some(8.0), Some(4.0), Some(2.0), Some(1.0), Some(0.5)];
+        // Largest: 0; the rest sorted 0.5, 1, 2, 4 → lower median 1.0 (choice 3).
+        assert_eq!(probes(&e), vec![0, 3]);
+        // Activation choices are always measured; two scalable choices are both measured.
+        assert_eq!(probes(&[None, Some(1.0), Some(2.0)]), vec![0, 1, 2]);
+        // A choice with no error (the weights sit on its grid) is never a probe.
+        assert_eq!(probes(&[Some(0.0), Some(3.0), Some(0.0)]), vec![1]);
+    }
+
+    #[test]
+    fn predict_follows_the_probes_power_law() {
+        // KL = 0.1 · e²: the probes give b = 2 and every prediction is exact.
+        let p = [(4.0, 1.6), (1.0, 0.1)];
+        for e in [0.25, 0.5, 2.0, 3.0] {
+            assert!((predict(e, &p) - 0.1 * e * e).abs() < 1e-12, "e={e}");
+        }
+        // Probes pass through themselves.
+        assert!((predict(4.0, &p) - 1.6).abs() < 1e-12);
+        // One probe: linear.
+        assert!((predict(2.0, &[(4.0, 1.0)]) - 0.5).abs() < 1e-12);
+        // No error, no loss; no usable probe, nothing to scale.
+        assert_eq!(predict(0.0, &p), 0.0);
+        assert_eq!(predict(1.0, &[(0.0, 1.0)]), 0.0);
+    }
+
+    #[test]
+    fn predict_clamps_the_exponent() {
+        // The probes say b = 10; the row uses 2.
+        let p = [(2.0, 1024.0), (1.0, 1.0)];
+        assert!((predict(0.5, &p) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn weighted_error_weights_input_channels() {
+        let w = [1.0f32, 2.0, 3.0, 4.0];
+        let q = [0.0f32, 2.0, 3.0, 2.0];
+        assert_eq!(weighted_error(&w, &q, 2, None), 5.0);
+        assert_eq!(weighted_error(&w, &q, 2, Some(&[10.0, 1.0])), 14.0);
+    }
+
+    #[test]
+    fn auto_scales_only_large_tables() {
+        assert!(!SensitivityMode::Auto.scales(300, 4_000_000));
+        assert!(SensitivityMode::Auto.scales(1272, 135_000_000));
+        assert!(!SensitivityMode::Measured.scales(1272, 135_000_000));
+        assert!(SensitivityMode::Scaled.scales(3, 10));
+        assert!(SensitivityMode::parse("sideways").is_err());
+    }
+}
