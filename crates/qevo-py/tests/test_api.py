@@ -81,6 +81,8 @@ def test_library_errors_are_qevo_errors_with_its_message(model, small):
         qevo.search(model, **dict(small, crossover="blend"))
     with pytest.raises(qevo.QevoError, match=r"^epsilon: "):
         qevo.search(model, **dict(small, epsilon=[0.1, 0.2]))
+    with pytest.raises(qevo.QevoError, match=r"^sensitivity: .*sideways"):
+        qevo.search(model, **dict(small, sensitivity="sideways"))
 
 
 def test_screening_keywords_reach_the_library(model, small):
@@ -90,6 +92,11 @@ def test_screening_keywords_reach_the_library(model, small):
     plain = qevo.search(model, **dict(small, unit="tensor", crossover="one-point", surrogate=False))
     assert len(tuned.front) > 0 and len(plain.front) > 0
     assert [p.metrics for p in tuned.front] != [p.metrics for p in plain.front]
+    # A scaled sensitivity table seeds differently on a table the embedded model would
+    # otherwise measure in full; the summary says where the time went.
+    scaled = qevo.search(model, **dict(small, unit="tensor", sensitivity="scaled"))
+    assert len(scaled.front) > 0
+    assert set(scaled.summary["stage_seconds"]) >= {"sensitivity", "evolution", "finalize"}
 
 
 def test_quantize_and_export_gguf(model, tmp_path):

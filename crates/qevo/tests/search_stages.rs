@@ -586,3 +586,31 @@ fn a_scaled_sensitivity_table_ranks_cells_as_the_measured_one_does() {
     // 0.997 when written (60 of 510 cells measured).
     assert!(rho > 0.98, "Spearman {rho} ({m} of {all} cells measured)");
 }
+
+/// A size-limited search is judged at its limit: the matched rows end with one at the
+/// user's size, against the best uniform plan within it and the Lagrangian plan at it.
+#[test]
+fn the_size_limit_is_a_matched_size() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    cfg.evolution.generations = 1;
+    cfg.limits.max_size_mb = Some(2.75);
+    let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    let row = o.matched.last().unwrap();
+    assert!(row.uniform.starts_with("limit ("), "{row:?}");
+    assert_eq!(row.size_bytes, 2_750_000);
+    let uniform_name = &row.uniform["limit (".len()..row.uniform.len() - 1];
+    let uniform = o.uniform.iter().find(|u| u.name == uniform_name).unwrap();
+    assert!(uniform.scored.size_bytes <= row.size_bytes);
+    assert_eq!(row.uniform_kl, uniform.scored.metrics.kl);
+    let lag = o
+        .lagrangian
+        .iter()
+        .find(|b| b.name == format!("lagrangian @ {}", row.uniform))
+        .unwrap();
+    assert!(lag.scored.size_bytes <= row.size_bytes);
+    assert_eq!(row.lagrangian_kl, Some(lag.scored.metrics.kl));
+    // The uniform plan within the limit is a seed, so the front is never worse than it.
+    assert!(row.evolved_kl.unwrap() <= row.uniform_kl);
+}

@@ -1,6 +1,6 @@
 //! Stage 5, `compare`: the baselines scored on the same tokens as the evolution, and
-//! the matched-size rows: at each uniform plan's size, the best KL each method reached
-//! without exceeding it, on calibration and held-out text.
+//! the matched-size rows: at each uniform plan's size and at the user's size limit, the
+//! best KL each method reached without exceeding it, on calibration and held-out text.
 
 use super::baselines::{lagrangian_at, random_search, BaselinePoint};
 use super::evolve::Evolved;
@@ -35,12 +35,13 @@ pub fn compare(
     if !cfg.baselines.lagrangian && !cfg.baselines.random_search {
         return Ok(Compared::default());
     }
+    let targets = size_targets(seeded, cfg);
     let mut lagrangian = Vec::new();
-    let sizes = seeded.uniform.iter().filter(|_| cfg.baselines.lagrangian);
-    for u in sizes {
-        if let Some(g) = lagrangian_at(&seeded.sweep, u.scored.size_bytes) {
+    let sizes = targets.iter().filter(|_| cfg.baselines.lagrangian);
+    for (name, size, _) in sizes {
+        if let Some(g) = lagrangian_at(&seeded.sweep, *size) {
             lagrangian.push(BaselinePoint {
-                name: format!("lagrangian @ {}", u.name),
+                name: format!("lagrangian @ {name}"),
                 scored: problem.full(&g)?,
                 genome: g,
             });
@@ -50,16 +51,45 @@ pub fn compare(
         true => random_search(problem, evolved.evaluations as usize, cfg.evolution.seed)?,
         false => Vec::new(),
     };
-    let matched = seeded
-        .uniform
+    let matched = targets
         .iter()
-        .map(|u| matched_row(p, u, finalized, &lagrangian, &random))
+        .map(|(name, size, u)| matched_row(p, name, *size, u, finalized, &lagrangian, &random))
         .collect::<Result<_>>()?;
     Ok(Compared {
         lagrangian,
         random,
         matched,
     })
+}
+
+/// Name under which the user's size limit is a matched size (with the uniform plan it is
+/// compared with: `limit (q4_1)`).
+pub const SIZE_LIMIT_ROW: &str = "limit";
+
+/// The sizes methods are matched at, each with the uniform plan it is compared with:
+/// every uniform plan's own size, and the user's size limit (`--max-size-mb`) with the
+/// best uniform plan within it, since that is the size a limited search is for.
+fn size_targets<'a>(
+    seeded: &'a Seeded,
+    cfg: &SearchConfig,
+) -> Vec<(String, u64, &'a BaselinePoint)> {
+    let mut out: Vec<(String, u64, &BaselinePoint)> = seeded
+        .uniform
+        .iter()
+        .map(|u| (u.name.clone(), u.scored.size_bytes, u))
+        .collect();
+    let limit = cfg.limits.max_size_mb.map(|mb| (mb * 1e6) as u64);
+    let best_uniform = |size: u64| {
+        seeded
+            .uniform
+            .iter()
+            .filter(|u| u.scored.size_bytes <= size && u.scored.violation <= 0.0)
+            .min_by(|a, b| a.scored.metrics.kl.total_cmp(&b.scored.metrics.kl))
+    };
+    if let Some((size, u)) = limit.and_then(|l| best_uniform(l).map(|u| (l, u))) {
+        out.push((format!("{SIZE_LIMIT_ROW} ({})", u.name), size, u));
+    }
+    out
 }
 
 /// The lowest-KL feasible plan no larger than `size`, with its KL.
@@ -73,14 +103,16 @@ fn best_under<'a>(
         .map(|(g, s)| (g, s.metrics.kl))
 }
 
+/// At `size`: uniform plan `u`'s KL against the best of each method within the size.
 fn matched_row(
     p: &Prepared,
+    name: &str,
+    size: u64,
     u: &BaselinePoint,
     finalized: &Finalized,
     lagrangian: &[BaselinePoint],
     random: &[BaselinePoint],
 ) -> Result<MatchedRow> {
-    let size = u.scored.size_bytes;
     let heldout_of = |g: &[u16]| -> Result<f64> {
         let choices = p.space.tensor_choices(p.model, g);
         Ok(p.evaluator.score_with(&p.heldout, &choices)?.kl)
@@ -89,7 +121,7 @@ fn matched_row(
     let lag = best_under(lagrangian.iter().map(|b| (&b.genome, &b.scored)), size);
     let rnd = best_under(random.iter().map(|b| (&b.genome, &b.scored)), size);
     Ok(MatchedRow {
-        uniform: u.name.clone(),
+        uniform: name.to_string(),
         size_bytes: size,
         uniform_kl: u.scored.metrics.kl,
         uniform_heldout_kl: heldout_of(&u.genome)?,

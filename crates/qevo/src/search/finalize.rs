@@ -1,7 +1,7 @@
-//! Stage 4, `finalize`: the evolved front as the user sees it. Every archive member is
-//! re-scored at full fidelity (screened scores can be optimistic) and on the held-out
-//! text, what is still non-dominated is kept, sorted by size, and one plan is
-//! recommended; when nothing is feasible, the least-violating plan of the last
+//! Stage 4, `finalize`: the evolved front as the user sees it. Every archive member (and
+//! every uniform plan, which the seed stage scored in full) is re-scored at full
+//! fidelity (screened scores can be optimistic) and on the held-out text, what is still
+//! non-dominated is kept, sorted by size, and one plan is recommended; when nothing is feasible, the least-violating plan of the last
 //! population is kept instead, so the user learns which limit fails and by how much.
 
 use super::evolve::Evolved;
@@ -22,11 +22,13 @@ pub struct Finalized {
     pub infeasible_closest: Option<FrontEntry>,
 }
 
-/// Re-scores the archive, filters it, and recommends.
+/// Re-scores the archive with the uniform plans (`also`: fully scored by this search, so
+/// the front is never worse than one of them), filters them, and recommends.
 pub fn finalize(
     p: &Prepared,
     problem: &QuantProblem,
     evolved: &Evolved,
+    also: &[Vec<u16>],
     cfg: &SearchConfig,
 ) -> Result<Finalized> {
     // In genome order, so neighbours share early blocks and the held-out scores reuse
@@ -35,8 +37,10 @@ pub fn finalize(
         .archive
         .iter()
         .map(|ind| ind.genome.levels().to_vec())
+        .chain(also.iter().cloned())
         .collect();
     genomes.sort_unstable();
+    genomes.dedup();
     let scored: Vec<FrontEntry> = genomes
         .into_par_iter()
         .map(|g| {

@@ -211,7 +211,8 @@ pub fn run_with(
     // Held-out scores come next; they keep states of their own.
     prepared.evaluator.release_states();
     let t_final = Instant::now();
-    let finalized = finalize(&prepared, &problem, &evolved, cfg)?;
+    let uniform: Vec<Vec<u16>> = seeded.uniform.iter().map(|u| u.genome.clone()).collect();
+    let finalized = finalize(&prepared, &problem, &evolved, &uniform, cfg)?;
     let t_compare = Instant::now();
     let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
     let stage_seconds = StageSeconds {
