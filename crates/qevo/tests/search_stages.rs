@@ -36,6 +36,21 @@ fn small_config() -> SearchConfig {
     cfg
 }
 
+/// Tensor units, prepared twice: caches on and caches off.
+fn on_and_off<'m>(
+    m: &'m Model,
+    on: &SearchConfig,
+) -> (search::Prepared<'m>, search::Prepared<'m>, SearchConfig) {
+    let (calib, heldout) = texts();
+    let mut on = on.clone();
+    on.space.unit = qevo::search::space::UnitMode::Tensor;
+    let mut off = on.clone();
+    off.caches.enabled = false;
+    let p_on = search::prepare(m, &calib, &heldout, &on).unwrap();
+    let p_off = search::prepare(m, &calib, &heldout, &off).unwrap();
+    (p_on, p_off, on)
+}
+
 /// A few genomes that share early units and differ late (prefix-cache hits).
 fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
     let levels: Vec<u16> = problem
@@ -64,14 +79,10 @@ fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
 #[test]
 fn prefix_cache_on_and_off_give_identical_scores() {
     let m = model();
-    let (calib, heldout) = texts();
     // Tensor units: the genomes below differ only in the last block's tensors.
-    let mut on = small_config();
-    on.space.unit = qevo::search::space::UnitMode::Tensor;
+    let (p_on, p_off, on) = on_and_off(&m, &small_config());
     let mut off = on.clone();
     off.caches.enabled = false;
-    let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
-    let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
     let q_on = QuantProblem::new(&p_on, &on).unwrap();
     let q_off = QuantProblem::new(&p_off, &off).unwrap();
     for g in genomes(&q_on) {
@@ -98,13 +109,7 @@ fn prefix_cache_on_and_off_give_identical_scores() {
 #[test]
 fn held_out_scores_through_their_cache_equal_uncached_ones() {
     let m = model();
-    let (calib, heldout) = texts();
-    let mut on = small_config();
-    on.space.unit = qevo::search::space::UnitMode::Tensor;
-    let mut off = on.clone();
-    off.caches.enabled = false;
-    let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
-    let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
+    let (p_on, p_off, on) = on_and_off(&m, &small_config());
     let q = QuantProblem::new(&p_on, &on).unwrap();
     for g in genomes(&q) {
         let choices = q.space.tensor_choices(&m, &g);
@@ -152,14 +157,9 @@ fn held_out_scores_through_their_cache_equal_uncached_ones() {
 #[test]
 fn a_full_score_continues_its_screening_score_bit_for_bit() {
     let m = model();
-    let (calib, heldout) = texts();
-    let mut on = small_config();
-    on.data.screen_windows = 1;
-    on.space.unit = qevo::search::space::UnitMode::Tensor;
-    let mut off = on.clone();
-    off.caches.enabled = false;
-    let p_on = search::prepare(&m, &calib, &heldout, &on).unwrap();
-    let p_off = search::prepare(&m, &calib, &heldout, &off).unwrap();
+    let mut cfg = small_config();
+    cfg.data.screen_windows = 1;
+    let (p_on, p_off, on) = on_and_off(&m, &cfg);
     let q = QuantProblem::new(&p_on, &on).unwrap();
     for g in genomes(&q) {
         let choices = q.space.tensor_choices(&m, &g);

@@ -150,24 +150,24 @@ pub fn sensitivity(
     })
 }
 
-/// Bytes of each unit at each of its choices.
-fn unit_bytes(ev: &Evaluator, space: &SearchSpace) -> Vec<Vec<u64>> {
-    let tensors = &ev.model.tensors;
+/// `f(unit's tensors, choice)` for every cell of the table, row by unit.
+fn per_cell<T>(space: &SearchSpace, f: impl Fn(&[usize], &TensorChoice) -> T) -> Vec<Vec<T>> {
     space
         .choices
         .iter()
         .zip(&space.units)
-        .map(|(list, unit)| {
-            list.iter()
-                .map(|c| {
-                    unit.tensors
-                        .iter()
-                        .map(|&t| tensor_bytes(c.format, tensors[t].rows, tensors[t].cols))
-                        .sum()
-                })
-                .collect()
-        })
+        .map(|(list, unit)| list.iter().map(|c| f(&unit.tensors, c)).collect())
         .collect()
+}
+
+/// Bytes of each unit at each of its choices.
+fn unit_bytes(ev: &Evaluator, space: &SearchSpace) -> Vec<Vec<u64>> {
+    let tensors = &ev.model.tensors;
+    per_cell(space, |ts, c| {
+        ts.iter()
+            .map(|&t| tensor_bytes(c.format, tensors[t].rows, tensors[t].cols))
+            .sum()
+    })
 }
 
 /// Per unit and choice, the weight error `E` summed over the unit's tensors; None for a
@@ -177,19 +177,14 @@ fn unit_errors(
     space: &SearchSpace,
     importance: &[Option<Vec<f32>>],
 ) -> Result<Vec<Vec<Option<f64>>>> {
-    space
-        .choices
-        .iter()
-        .zip(&space.units)
-        .map(|(list, unit)| {
-            list.iter()
-                .map(|c| {
-                    weight_only(c).then(|| unit_error(ev, &unit.tensors, c.format, importance))
-                })
-                .map(Option::transpose)
-                .collect()
-        })
-        .collect()
+    per_cell(space, |ts, c| {
+        weight_only(c)
+            .then(|| unit_error(ev, ts, c.format, importance))
+            .transpose()
+    })
+    .into_iter()
+    .map(|row| row.into_iter().collect())
+    .collect()
 }
 
 fn weight_only(c: &TensorChoice) -> bool {
