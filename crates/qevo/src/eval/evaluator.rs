@@ -84,8 +84,8 @@ struct PrefixCache {
 }
 
 impl PrefixCache {
-    fn new(budget: usize) -> Mutex<PrefixCache> {
-        Mutex::new(PrefixCache {
+    fn new(budget: usize) -> PrefixCache {
+        PrefixCache {
             windows: None,
             budget,
             bytes: 0,
@@ -93,7 +93,7 @@ impl PrefixCache {
             map: HashMap::new(),
             segments: HashMap::new(),
             stats: PrefixStats::default(),
-        })
+        }
     }
 
     fn counts(&self) -> PrefixStats {
@@ -190,8 +190,8 @@ impl<'m> Evaluator<'m> {
             weights,
             ranges,
             act_scheme,
-            prefix: PrefixCache::new(prefix_budget_bytes),
-            heldout: PrefixCache::new(prefix_budget_bytes),
+            prefix: Mutex::new(PrefixCache::new(prefix_budget_bytes)),
+            heldout: Mutex::new(PrefixCache::new(prefix_budget_bytes)),
             use_prefix: prefix_budget_bytes > 0,
             block_end,
             screen,
@@ -341,11 +341,10 @@ impl Evaluator<'_> {
         {
             let mut c = lock(&self.heldout);
             if c.windows.as_deref() != Some(&reference.windows.ids[..]) {
-                let budget = c.budget;
-                *c = PrefixCache::new(budget)
-                    .into_inner()
-                    .unwrap_or_else(|e| e.into_inner());
-                c.windows = Some(reference.windows.ids.clone());
+                *c = PrefixCache {
+                    windows: Some(reference.windows.ids.clone()),
+                    ..PrefixCache::new(c.budget)
+                };
             }
         }
         let (w, hook) = self.weights_and_hook(choices)?;

@@ -486,7 +486,6 @@ pub(crate) fn generation_row(g: &GenerationInput, fp_size_bytes: u64) -> Option<
     })
 }
 
-/// The free-text lines at the end of a report: caches, timings, settings.
 /// One line of stage times, in pipeline order.
 fn stage_line(t: &crate::search::StageSeconds, [measured, cells]: [usize; 2]) -> String {
     format!(
@@ -495,6 +494,7 @@ fn stage_line(t: &crate::search::StageSeconds, [measured, cells]: [usize; 2]) ->
     )
 }
 
+/// The free-text lines at the end of a report: caches, timings, settings.
 fn notes(input: &ReportInput) -> Vec<String> {
     let c = &input.caches;
     let pct = |h, n| super::format::pct(hit_rate(h, n));

@@ -1,8 +1,9 @@
 //! Stage 4, `finalize`: the evolved front as the user sees it. Every archive member (and
 //! every uniform plan, which the seed stage scored in full) is re-scored at full
 //! fidelity (screened scores can be optimistic) and on the held-out text, what is still
-//! non-dominated is kept, sorted by size, and one plan is recommended; when nothing is feasible, the least-violating plan of the last
-//! population is kept instead, so the user learns which limit fails and by how much.
+//! non-dominated is kept, sorted by size, and one plan is recommended; when nothing is
+//! feasible, the least-violating plan of the last population is kept instead, so the user
+//! learns which limit fails and by how much.
 
 use super::evolve::Evolved;
 use super::prepare::Prepared;

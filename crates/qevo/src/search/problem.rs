@@ -15,8 +15,9 @@
 //! forward pass: if even its optimistic KL would be dominated (or, with a screening
 //! tolerance, covered) by the archive, the offspring is never scored; it keeps the
 //! surrogate's pessimistic KL, marked `predicted`, and rarely survives. Every score that
-//! is not a full one is reported to the engine as an estimate, which the archive refuses. The surrogate is
-//! fitted on the memo's full scores in genome order, so it too is restored by resume.
+//! is not a full one is reported to the engine as an estimate, which the archive refuses.
+//! The surrogate is fitted on the memo's full scores in genome order, so it too is
+//! restored by resume.
 //!
 //! An evolution batch is scored in two rounds (screening, then full scores for the
 //! promising), each a list of `Job`s for the genomes the memo lacks, handed to an

@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::eval::Evaluator;
 use crate::model::TensorInfo;
 use crate::plan::{fp_choices, tensor_bytes, TensorChoice};
-use crate::quant::WeightFormat;
 use rayon::prelude::*;
 
 /// How the table is filled (`data.sensitivity`, `--sensitivity`).
@@ -150,24 +149,24 @@ pub fn sensitivity(
     })
 }
 
-/// `f(unit's tensors, choice)` for every cell of the table, row by unit.
-fn per_cell<T>(space: &SearchSpace, f: impl Fn(&[usize], &TensorChoice) -> T) -> Vec<Vec<T>> {
+/// Bytes of each unit at each of its choices.
+fn unit_bytes(ev: &Evaluator, space: &SearchSpace) -> Vec<Vec<u64>> {
+    let tensors = &ev.model.tensors;
     space
         .choices
         .iter()
         .zip(&space.units)
-        .map(|(list, unit)| list.iter().map(|c| f(&unit.tensors, c)).collect())
+        .map(|(list, unit)| {
+            list.iter()
+                .map(|c| {
+                    unit.tensors
+                        .iter()
+                        .map(|&t| tensor_bytes(c.format, tensors[t].rows, tensors[t].cols))
+                        .sum()
+                })
+                .collect()
+        })
         .collect()
-}
-
-/// Bytes of each unit at each of its choices.
-fn unit_bytes(ev: &Evaluator, space: &SearchSpace) -> Vec<Vec<u64>> {
-    let tensors = &ev.model.tensors;
-    per_cell(space, |ts, c| {
-        ts.iter()
-            .map(|&t| tensor_bytes(c.format, tensors[t].rows, tensors[t].cols))
-            .sum()
-    })
 }
 
 /// Per unit and choice, the weight error `E` summed over the unit's tensors; None for a
@@ -177,44 +176,46 @@ fn unit_errors(
     space: &SearchSpace,
     importance: &[Option<Vec<f32>>],
 ) -> Result<Vec<Vec<Option<f64>>>> {
-    per_cell(space, |ts, c| {
-        weight_only(c)
-            .then(|| unit_error(ev, ts, c.format, importance))
-            .transpose()
-    })
-    .into_iter()
-    .map(|row| row.into_iter().collect())
-    .collect()
+    space
+        .choices
+        .iter()
+        .zip(&space.units)
+        .map(|(list, unit)| unit_row_errors(ev, &unit.tensors, list, importance))
+        .collect()
 }
 
-fn weight_only(c: &TensorChoice) -> bool {
-    c.act_bits >= 16
-}
-
-/// `E` of `format` summed over `tensors`.
-fn unit_error(
+/// One unit's row of `E`: tensor by tensor, so each FP weight is read once and one
+/// tensor's copies are held at a time.
+fn unit_row_errors(
     ev: &Evaluator,
     tensors: &[usize],
-    format: WeightFormat,
+    choices: &[TensorChoice],
     importance: &[Option<Vec<f32>>],
-) -> Result<f64> {
+) -> Result<Vec<Option<f64>>> {
     let model = ev.model;
-    let mut sum = 0.0;
+    let mut row: Vec<Option<f64>> = choices
+        .iter()
+        .map(|c| weight_only(c).then_some(0.0))
+        .collect();
     for &t in tensors {
         let w = model.weights[t].flatten_all()?.to_vec1::<f32>()?;
-        let q = ev
-            .weights
-            .get(model, t, format)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
         let cols = model.tensors[t].cols;
         let imp = importance
             .get(t)
             .and_then(|o| o.as_deref())
             .filter(|i| i.len() == cols);
-        sum += weighted_error(&w, &q, cols, imp);
+        for (e, c) in row.iter_mut().zip(choices) {
+            if let Some(e) = e {
+                let q = ev.weights.get(model, t, c.format)?;
+                *e += weighted_error(&w, &q.flatten_all()?.to_vec1::<f32>()?, cols, imp);
+            }
+        }
     }
-    Ok(sum)
+    Ok(row)
+}
+
+fn weight_only(c: &TensorChoice) -> bool {
+    c.act_bits >= 16
 }
 
 /// `Σ_j imp_j Σ_i (w_ij − q_ij)²` over row-major `[rows, cols]` weights, per row in
