@@ -36,19 +36,25 @@ fn small_config() -> SearchConfig {
     cfg
 }
 
-/// Tensor units, prepared twice: caches on and caches off.
-fn on_and_off<'m>(
-    m: &'m Model,
-    on: &SearchConfig,
-) -> (search::Prepared<'m>, search::Prepared<'m>, SearchConfig) {
+/// `small_config` with one gene per tensor (plans that share early blocks share states).
+fn small_tensor_config() -> SearchConfig {
+    let mut cfg = small_config();
+    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
+    cfg
+}
+
+/// `on` prepared twice: caches on and caches off.
+fn on_and_off<'m>(m: &'m Model, on: &SearchConfig) -> (search::Prepared<'m>, search::Prepared<'m>) {
     let (calib, heldout) = texts();
-    let mut on = on.clone();
-    on.space.unit = qevo::search::space::UnitMode::Tensor;
+    let p_on = search::prepare(m, &calib, &heldout, on).unwrap();
+    let p_off = search::prepare(m, &calib, &heldout, &caches_off(on)).unwrap();
+    (p_on, p_off)
+}
+
+fn caches_off(on: &SearchConfig) -> SearchConfig {
     let mut off = on.clone();
     off.caches.enabled = false;
-    let p_on = search::prepare(m, &calib, &heldout, &on).unwrap();
-    let p_off = search::prepare(m, &calib, &heldout, &off).unwrap();
-    (p_on, p_off, on)
+    off
 }
 
 /// A few genomes that share early units and differ late (prefix-cache hits).
@@ -80,11 +86,10 @@ fn genomes(problem: &QuantProblem) -> Vec<Vec<u16>> {
 fn prefix_cache_on_and_off_give_identical_scores() {
     let m = model();
     // Tensor units: the genomes below differ only in the last block's tensors.
-    let (p_on, p_off, on) = on_and_off(&m, &small_config());
-    let mut off = on.clone();
-    off.caches.enabled = false;
+    let on = small_tensor_config();
+    let (p_on, p_off) = on_and_off(&m, &on);
     let q_on = QuantProblem::new(&p_on, &on).unwrap();
-    let q_off = QuantProblem::new(&p_off, &off).unwrap();
+    let q_off = QuantProblem::new(&p_off, &caches_off(&on)).unwrap();
     for g in genomes(&q_on) {
         let choices = q_on.space.tensor_choices(&m, &g);
         // Twice on the cached evaluator: the second is answered by the segment memo.
@@ -109,7 +114,8 @@ fn prefix_cache_on_and_off_give_identical_scores() {
 #[test]
 fn held_out_scores_through_their_cache_equal_uncached_ones() {
     let m = model();
-    let (p_on, p_off, on) = on_and_off(&m, &small_config());
+    let on = small_tensor_config();
+    let (p_on, p_off) = on_and_off(&m, &on);
     let q = QuantProblem::new(&p_on, &on).unwrap();
     for g in genomes(&q) {
         let choices = q.space.tensor_choices(&m, &g);
@@ -157,10 +163,10 @@ fn held_out_scores_through_their_cache_equal_uncached_ones() {
 #[test]
 fn a_full_score_continues_its_screening_score_bit_for_bit() {
     let m = model();
-    let mut cfg = small_config();
+    let mut cfg = small_tensor_config();
     cfg.data.screen_windows = 1;
-    let (p_on, p_off, on) = on_and_off(&m, &cfg);
-    let q = QuantProblem::new(&p_on, &on).unwrap();
+    let (p_on, p_off) = on_and_off(&m, &cfg);
+    let q = QuantProblem::new(&p_on, &cfg).unwrap();
     for g in genomes(&q) {
         let choices = q.space.tensor_choices(&m, &g);
         let screened = p_on.evaluator.score(&choices, 1).unwrap();
@@ -179,9 +185,8 @@ fn a_full_score_continues_its_screening_score_bit_for_bit() {
 fn surrogate_rejected_plans_never_reach_the_front() {
     let m = model();
     let (calib, heldout) = texts();
-    let mut cfg = small_config();
+    let mut cfg = small_tensor_config();
     cfg.data.screen_windows = 1;
-    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
     cfg.evolution.generations = 4;
     let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
     let s = o.surrogate_stats;
@@ -214,10 +219,8 @@ fn no_cache_gives_the_same_front() {
     let m = model();
     let (calib, heldout) = texts();
     let on = small_config();
-    let mut off = small_config();
-    off.caches.enabled = false;
     let a = search::run(&m, &calib, &heldout, &on, None).unwrap();
-    let b = search::run(&m, &calib, &heldout, &off, None).unwrap();
+    let b = search::run(&m, &calib, &heldout, &caches_off(&on), None).unwrap();
     let key = |o: &search::SearchOutcome| {
         o.front
             .iter()
@@ -507,9 +510,8 @@ fn tie_fused_gives_each_fused_module_one_gene() {
     use qevo::export::{ct_choice, loader_notes};
     use qevo::search::space::{parse_formats, SearchSpace};
     let m = model();
-    let mut cfg = small_config();
+    let mut cfg = small_tensor_config();
     cfg.space.formats = parse_formats("int4-sym-g128,int8-sym-channel,int4-asym-g128").unwrap();
-    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
     let untied = SearchSpace::new(&m, &cfg.space, &cfg.target, &[]).unwrap();
     cfg.space.tie_qkv = true;
     cfg.space.tie_gate_up = true;
@@ -552,9 +554,8 @@ fn a_scaled_sensitivity_table_ranks_cells_as_the_measured_one_does() {
     use qevo::search::surrogate::spearman;
     let model = model();
     let (calib, heldout) = texts();
-    let mut cfg = small_config();
+    let mut cfg = small_tensor_config();
     cfg.data.seq_len = 64;
-    cfg.space.unit = qevo::search::space::UnitMode::Tensor;
     // Weight-only choices: activation choices are always measured.
     cfg.space.act_bits = vec![16];
     let p = search::prepare(&model, &calib, &heldout, &cfg).unwrap();
