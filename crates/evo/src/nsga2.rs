@@ -423,22 +423,8 @@ impl Nsga2 {
         let keep = self
             .survival
             .survive(&merged, self.pop_size.min(merged.len()), &mut st.rng);
-        let mut taken = vec![false; merged.len()];
-        for &i in &keep {
-            if i >= merged.len() || taken[i] {
-                return Err(EvoError::Config(format!(
-                    "survival returned index {i} twice or out of range ({} candidates)",
-                    merged.len()
-                )));
-            }
-            taken[i] = true;
-        }
         let survived = keep.iter().filter(|&&i| i >= parents).count();
-        let mut slots: Vec<Option<Individual>> = merged.into_iter().map(Some).collect();
-        st.population = keep
-            .iter()
-            .map(|&i| slots[i].take().expect("unique"))
-            .collect();
+        st.population = take_survivors(merged, &keep)?;
         let feedback = MutationFeedback {
             generation,
             offspring: children.len(),
@@ -501,6 +487,22 @@ impl Nsga2 {
             problem: problem.stats(),
         }
     }
+}
+
+/// The members of `merged` at the indices survival kept, in that order; an index out of
+/// range or given twice is a broken survival operator, reported rather than panicking.
+fn take_survivors(merged: Vec<Individual>, keep: &[usize]) -> Result<Vec<Individual>, EvoError> {
+    let n = merged.len();
+    let mut slots: Vec<Option<Individual>> = merged.into_iter().map(Some).collect();
+    keep.iter()
+        .map(|&i| {
+            slots.get_mut(i).and_then(Option::take).ok_or_else(|| {
+                EvoError::Config(format!(
+                    "survival returned index {i} twice or out of range ({n} candidates)"
+                ))
+            })
+        })
+        .collect()
 }
 
 fn finish(ck: Checkpoint, stop: StopReason) -> SearchResult {

@@ -302,56 +302,11 @@ pub fn search(a: &SearchArgs) -> Result<()> {
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
     let model = load_model(a.model.as_deref())?;
     if !model.arch.is_decoder() {
-        // An encoder generates nothing: it embeds one window per pass.
-        let w = Workload::encoder(cfg.data.seq_len as u64);
-        if a.formats.is_none() {
-            cfg.space.formats = parse_formats(defaults::ENCODER_FORMATS)?;
-        }
-        cfg.workload = Workload {
-            prefill_tokens: a.prefill_tokens.unwrap_or(w.prefill_tokens),
-            decode_tokens: a.decode_tokens.unwrap_or(w.decode_tokens),
-        };
+        encoder_settings(a, &mut cfg)?;
     }
     let (calib, heldout) = texts(a)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C kills at once; the first finishes the generation and checkpoints.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-        });
-    }
-    let bar = ProgressBar::new(cfg.evolution.generations + 1);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] gen {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("search");
-    let started = Instant::now();
-    let bar2 = bar.clone();
-    let stop2 = stop.clone();
-    let best_label = qevo::eval::Quality::of(&model).relabel("Best KL");
-    let progress: qevo::search::Progress = Box::new(move |r| {
-        let hit = qevo::report::hit_rate(r.problem.cache_hits, r.problem.cache_lookups);
-        let best_kl = r.best.as_ref().map(|b| b[0]).unwrap_or(f64::NAN);
-        bar2.set_position(r.generation + 1);
-        bar2.set_message(format!(
-            "{best_label} {best_kl:.4} front {} HV {:.4e} hits {:.0}% {:.1} eval/s",
-            r.front_size,
-            r.hypervolume.unwrap_or(0.0),
-            hit * 100.0,
-            r.problem.full_evaluations as f64 / started.elapsed().as_secs_f64().max(1e-9)
-        ));
-        if stop2.load(Ordering::SeqCst) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
+    let stop = stop_on_ctrl_c();
+    let (bar, progress) = progress_bar(&cfg, &model, stop.clone());
     eprintln!(
         "searching {} on {} ({} units, {} generations x {})",
         model.source.display(),
@@ -379,6 +334,69 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         (None, Some(c)) => Err(crate::Exit::infeasible(&c.scored.checks).into()),
         (None, None) => Err(crate::Exit::infeasible(&[]).into()),
     }
+}
+
+/// An encoder generates nothing: it embeds one window per pass, and its default formats
+/// are the integer ones its export holds.
+fn encoder_settings(a: &SearchArgs, cfg: &mut SearchConfig) -> Result<()> {
+    let w = Workload::encoder(cfg.data.seq_len as u64);
+    if a.formats.is_none() {
+        cfg.space.formats = parse_formats(defaults::ENCODER_FORMATS)?;
+    }
+    cfg.workload = Workload {
+        prefill_tokens: a.prefill_tokens.unwrap_or(w.prefill_tokens),
+        decode_tokens: a.decode_tokens.unwrap_or(w.decode_tokens),
+    };
+    Ok(())
+}
+
+/// A flag the first Ctrl-C sets (the search finishes its generation and checkpoints); a
+/// second Ctrl-C exits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
+/// The terminal progress bar and the per-generation hook that drives it and stops the
+/// search once `stop` is set.
+fn progress_bar<'a>(
+    cfg: &SearchConfig,
+    model: &qevo::Model,
+    stop: Arc<AtomicBool>,
+) -> (ProgressBar, qevo::search::Progress<'a>) {
+    let bar = ProgressBar::new(cfg.evolution.generations + 1);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] gen {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("search");
+    let started = Instant::now();
+    let shown = bar.clone();
+    let best_label = qevo::eval::Quality::of(model).relabel("Best KL");
+    let progress: qevo::search::Progress = Box::new(move |r| {
+        let hit = qevo::report::hit_rate(r.problem.cache_hits, r.problem.cache_lookups);
+        let best_kl = r.best.as_ref().map(|b| b[0]).unwrap_or(f64::NAN);
+        shown.set_position(r.generation + 1);
+        shown.set_message(format!(
+            "{best_label} {best_kl:.4} front {} HV {:.4e} hits {:.0}% {:.1} eval/s",
+            r.front_size,
+            r.hypervolume.unwrap_or(0.0),
+            hit * 100.0,
+            r.problem.full_evaluations as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        match stop.load(Ordering::SeqCst) {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    });
+    (bar, progress)
 }
 
 /// k-NN accuracy of the FP model's and the recommended (or least-violating) plan's

@@ -194,6 +194,14 @@ fn score(
     r.score(&m, &w, &NoHook)
 }
 
+/// Calibration and held-out scores of block bytes and norms.
+fn scores(s: &TuneSetup, p: &Params, bytes: &[Vec<u8>], aux: &[Tensor]) -> Result<Scores> {
+    Ok(Scores {
+        calibration: score(s, p, bytes, aux, s.calibration)?,
+        heldout: score(s, p, bytes, aux, s.heldout)?,
+    })
+}
+
 /// Copies of the tensors' current values, outside the graph. Not `detach`, which shares
 /// storage: a variable's later `set` would show through it.
 fn snapshot(ts: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -259,6 +267,22 @@ impl Trainer {
             history: Vec::new(),
             step: 0,
         }
+    }
+
+    /// Writes the checkpoint when one is configured and this step is a multiple of
+    /// `checkpoint_every`; true when it wrote.
+    fn save_if_due(&self, p: &Params, cfg: &TuneConfig, identity: &str) -> Result<bool> {
+        let due = cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every);
+        let Some(path) = cfg.checkpoint.as_ref().filter(|_| due) else {
+            return Ok(false);
+        };
+        let meta = checkpoint::Meta {
+            identity: identity.to_string(),
+            step: self.step,
+            history: self.history.clone(),
+        };
+        checkpoint::save(path, &meta, &self.states(p)?)?;
+        Ok(true)
     }
 
     fn states(&self, p: &Params) -> Result<Vec<checkpoint::VarState>> {
@@ -365,10 +389,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     )?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     let aux0 = snapshot(&p.aux()?)?;
-    let before = Scores {
-        calibration: score(s, &p, &initial, &aux0, s.calibration)?,
-        heldout: score(s, &p, &initial, &aux0, s.heldout)?,
-    };
+    let before = scores(s, &p, &initial, &aux0)?;
     let identity = run_identity(s, cfg);
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
         (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
@@ -400,26 +421,13 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         if let Some(f) = on_step.as_mut() {
             f(&rec);
         }
-        if let Some(path) = cfg
-            .checkpoint
-            .as_ref()
-            .filter(|_| cfg.checkpoint_every > 0 && tr.step.is_multiple_of(cfg.checkpoint_every))
-        {
-            let meta = checkpoint::Meta {
-                identity: identity.clone(),
-                step: tr.step,
-                history: tr.history.clone(),
-            };
-            checkpoint::save(path, &meta, &tr.states(&p)?)?;
+        if tr.save_if_due(&p, cfg, &identity)? {
             last_saved = Some(tr.step);
         }
     }
     let mut bytes = p.finish()?;
     let mut aux = snapshot(&p.aux()?)?;
-    let mut after = Scores {
-        calibration: score(s, &p, &bytes, &aux, s.calibration)?,
-        heldout: score(s, &p, &bytes, &aux, s.heldout)?,
-    };
+    let mut after = scores(s, &p, &bytes, &aux)?;
     // Training never hands back a model worse on what it was asked to fit: a plan
     // already at (or near) the FP model's KL only picks up the optimiser's noise.
     let kept_initial = after.calibration.kl >= before.calibration.kl;
