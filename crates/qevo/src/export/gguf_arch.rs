@@ -7,7 +7,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::gguf::Value;
-use crate::model::{llama_cpp_attn_scale, ArchKind, LlamaConfig, WindowLayers};
+use crate::model::rope::yarn_mscale;
+use crate::model::{llama_cpp_attn_scale, ArchKind, LlamaConfig, RopeScaling, WindowLayers};
 use std::path::Path;
 
 /// How an architecture's sliding window reaches llama.cpp.
@@ -33,14 +34,21 @@ enum Softcaps {
     FinalOnly,
 }
 
+/// Which rope factor tensors the architecture's loader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeTensors {
+    None,
+    /// `rope_freqs.weight` (llama3's per-frequency divisors).
+    Freqs,
+    /// `rope_factors_long.weight` and `rope_factors_short.weight` (LongRoPE).
+    LongShort,
+}
+
 /// One llama.cpp architecture; every property is a column.
 #[derive(Debug)]
 pub(crate) struct GgufArch {
     kinds: &'static [ArchKind],
     pub name: &'static str,
-    /// llama.cpp's `LlamaModel` converter interleaves each head's q/k rows for its
-    /// NORM rope; the other converters keep HF's half-split (NEOX) layout.
-    pub permute_qk: bool,
     /// `attn_q` / `attn_output` are `{n_embd, n_embd}` here, so heads × head_dim must
     /// equal the hidden size.
     q_is_hidden: bool,
@@ -53,6 +61,9 @@ pub(crate) struct GgufArch {
     pub fused_gate_up: bool,
     window: Window,
     softcaps: Softcaps,
+    rope_tensors: RopeTensors,
+    /// `output.weight` is required (no tie to `token_embd`).
+    must_untie: bool,
 }
 
 // A table row constructor: one argument per column, in the table's column order.
@@ -60,40 +71,46 @@ pub(crate) struct GgufArch {
 const fn arch(
     kinds: &'static [ArchKind],
     name: &'static str,
-    permute_qk: bool,
     q_is_hidden: bool,
     out_and_mlp_bias: bool,
     must_tie: bool,
     fused_gate_up: bool,
     window: Window,
     softcaps: Softcaps,
+    rope_tensors: RopeTensors,
+    must_untie: bool,
 ) -> GgufArch {
     GgufArch {
         kinds,
         name,
-        permute_qk,
         q_is_hidden,
         out_and_mlp_bias,
         must_tie,
         fused_gate_up,
         window,
         softcaps,
+        rope_tensors,
+        must_untie,
     }
 }
 
 use ArchKind as K;
+use RopeTensors as R;
 use Softcaps as S;
 use Window as W;
 
 #[rustfmt::skip]
-const ARCHS: [GgufArch; 6] = [
-    //   qevo kinds                   name      permute q=hidden o/mlp bias tie   gate+up window                 softcaps
-    arch(&[K::Llama, K::Mistral], "llama",  true,   false,   true,      false, false,  W::Refused,            S::None),
-    arch(&[K::Qwen2],             "qwen2",  false,  true,    false,     false, false,  W::Refused,            S::None),
-    arch(&[K::Qwen3],             "qwen3",  false,  false,   false,     false, false,  W::Refused,            S::None),
-    arch(&[K::Gemma2],            "gemma2", false,  false,   false,     true,  false,  W::Keys,               S::AttnAndFinal),
-    arch(&[K::Gemma3],            "gemma3", false,  false,   false,     false, false,  W::Keys,               S::FinalOnly),
-    arch(&[K::Phi3],              "phi3",   false,  true,    false,     false, true,   W::IgnoredByLlamaCpp,  S::None),
+const ARCHS: [GgufArch; 9] = [
+    //   qevo kinds                   name       q=hidden o/mlp bias tie   gate+up window                 softcaps         rope tensors  untie
+    arch(&[K::Llama, K::Mistral], "llama",   false,   true,      false, false,  W::Refused,            S::None,         R::Freqs,     false),
+    arch(&[K::Qwen2],             "qwen2",   true,    false,     false, false,  W::Refused,            S::None,         R::None,      false),
+    arch(&[K::Qwen3],             "qwen3",   false,   false,     false, false,  W::Refused,            S::None,         R::None,      false),
+    arch(&[K::Gemma2],            "gemma2",  false,   false,     true,  false,  W::Keys,               S::AttnAndFinal, R::None,      false),
+    arch(&[K::Gemma3],            "gemma3",  false,   false,     false, false,  W::Keys,               S::FinalOnly,    R::None,      false),
+    arch(&[K::Phi3],              "phi3",    true,    false,     false, true,   W::IgnoredByLlamaCpp,  S::None,         R::LongShort, false),
+    arch(&[K::Smollm3],           "smollm3", false,   false,     false, false,  W::Refused,            S::None,         R::None,      false),
+    arch(&[K::Granite],           "granite", false,   false,     false, false,  W::Refused,            S::None,         R::Freqs,     false),
+    arch(&[K::Olmo2],             "olmo2",   true,    false,     false, false,  W::Refused,            S::None,         R::None,      true),
 ];
 
 /// The llama.cpp architecture a model of `kind` is written as, or a refusal naming it.
@@ -105,7 +122,8 @@ pub(crate) fn gguf_arch(kind: ArchKind, source: &Path) -> Result<&'static GgufAr
             path: source.into(),
             key: "architecture".into(),
             arch: format!("{} (GGUF export)", kind.as_str()),
-            supported: "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3".into(),
+            supported: "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, smollm3, granite, olmo2"
+                .into(),
         })
 }
 
@@ -143,6 +161,10 @@ impl GgufArch {
                 "always ties the output to token_embd".into(),
             );
         }
+        if self.must_untie && cfg.tie_embeddings {
+            return refuse("tie_word_embeddings", "needs its own output.weight".into());
+        }
+        self.check_rope(cfg, &refuse)?;
         self.check_window(cfg, &refuse)?;
         self.check_softcaps(cfg, &refuse)?;
         self.check_scale(cfg, &refuse)
@@ -156,12 +178,57 @@ impl GgufArch {
         if self.window == W::Refused && cfg.sliding_window.is_some() {
             return refuse("sliding_window", "has no sliding-window attention".into());
         }
-        // Gemma-2's sliding layers reuse the global rope scale in llama.cpp; qevo's
-        // local rope never scales.
-        if cfg.kind == K::Gemma2 && cfg.rope_factor != 1.0 {
+        Ok(())
+    }
+
+    /// The rope must be one llama.cpp's loader and kernels compute: its scaling as keys
+    /// or factor tensors this architecture reads, YaRN with ggml's fixed betas, partial
+    /// rotation only in the half-split layout, and SmolLM3's fixed NoPE step.
+    fn check_rope(
+        &self,
+        cfg: &LlamaConfig,
+        refuse: &dyn Fn(&str, String) -> Result<()>,
+    ) -> Result<()> {
+        let r = &cfg.rope;
+        if crate::model::gguf_permutes_qk(cfg.kind) && r.dims != cfg.head_dim {
+            return refuse(
+                "partial_rotary_factor",
+                "rotates whole heads in its interleaved layout".into(),
+            );
+        }
+        let tensors_ok = match &r.scaling {
+            RopeScaling::FreqFactors { .. } => self.rope_tensors == R::Freqs,
+            RopeScaling::LongRope { .. } => self.rope_tensors == R::LongShort,
+            _ => true,
+        };
+        if !tensors_ok {
             return refuse(
                 "rope_scaling",
-                "scales the rope of sliding layers too".into(),
+                "reads no rope factor tensors of this kind".into(),
+            );
+        }
+        if let RopeScaling::Yarn {
+            beta_fast,
+            beta_slow,
+            truncate,
+            ..
+        } = r.scaling
+        {
+            if (beta_fast, beta_slow, truncate) != (32.0, 1.0, true) {
+                return refuse(
+                    "rope_scaling",
+                    "runs YaRN with beta_fast 32, beta_slow 1 and a truncated range only".into(),
+                );
+            }
+        }
+        let nope: Vec<usize> = match cfg.kind {
+            K::Smollm3 => (0..cfg.n_layers).filter(|i| (i + 1) % 4 == 0).collect(),
+            _ => Vec::new(),
+        };
+        if cfg.no_rope_layers != nope {
+            return refuse(
+                "no_rope_layers",
+                "skips rope on every 4th layer exactly".into(),
             );
         }
         Ok(())
@@ -231,19 +298,20 @@ impl GgufArch {
             (key("attention.head_count_kv"), u(cfg.n_kv_heads)),
             (key("attention.key_length"), u(cfg.head_dim)),
             (key("attention.value_length"), u(cfg.head_dim)),
-            (key("rope.dimension_count"), u(cfg.head_dim)),
-            (key("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+            (key("rope.dimension_count"), u(cfg.rope.dims)),
+            (key("rope.freq_base"), Value::F32(cfg.rope.theta as f32)),
             (
                 key("attention.layer_norm_rms_epsilon"),
                 Value::F32(cfg.rms_eps as f32),
             ),
         ];
-        if cfg.rope_factor != 1.0 {
-            md.push((key("rope.scaling.type"), Value::String("linear".into())));
-            md.push((
-                key("rope.scaling.factor"),
-                Value::F32(cfg.rope_factor as f32),
-            ));
+        md.extend(rope_keys(cfg).into_iter().map(|(k, v)| (key(k), v)));
+        if cfg.kind == K::Granite {
+            let f = |v: f64| Value::F32(v as f32);
+            md.push((key("embedding_scale"), f(cfg.embed_scale.unwrap_or(1.0))));
+            md.push((key("residual_scale"), f(cfg.residual_scale)));
+            md.push((key("attention.scale"), f(cfg.attn_scale)));
+            md.push((key("logit_scale"), f(cfg.logit_scale)));
         }
         md.extend(self.window_keys(cfg).into_iter().map(|(k, v)| (key(k), v)));
         let cap = |c: Option<f64>| Value::F32(c.unwrap_or(0.0) as f32);
@@ -275,11 +343,65 @@ impl GgufArch {
                     ("attention.sliding_window_pattern", pattern),
                     (
                         "rope.freq_base_swa",
-                        Value::F32(cfg.rope_theta_local as f32),
+                        Value::F32(cfg.rope_local.theta as f32),
                     ),
                 ]
             }
         }
+    }
+}
+
+/// The `rope.scaling.*` keys (without the `<arch>.` prefix) llama.cpp's loader reads
+/// for this rope; factor tensors are written beside them (`rope_tensors`).
+fn rope_keys(cfg: &LlamaConfig) -> Vec<(&'static str, Value)> {
+    let f = |v: f64| Value::F32(v as f32);
+    let r = &cfg.rope;
+    match &r.scaling {
+        RopeScaling::None | RopeScaling::DynamicNtk { .. } | RopeScaling::FreqFactors { .. } => {
+            vec![]
+        }
+        RopeScaling::Linear { factor } => vec![
+            ("rope.scaling.type", Value::String("linear".into())),
+            ("rope.scaling.factor", f(*factor)),
+        ],
+        // llama.cpp multiplies YaRN's own mscale by this attention factor.
+        RopeScaling::Yarn {
+            factor,
+            original_ctx,
+            ..
+        } => vec![
+            ("rope.scaling.type", Value::String("yarn".into())),
+            ("rope.scaling.factor", f(*factor)),
+            (
+                "rope.scaling.original_context_length",
+                Value::U32(*original_ctx as u32),
+            ),
+            (
+                "rope.scaling.attn_factor",
+                f(r.attn_factor / yarn_mscale(*factor, 1.0)),
+            ),
+        ],
+        RopeScaling::LongRope { original_ctx, .. } => vec![
+            (
+                "rope.scaling.original_context_length",
+                Value::U32(*original_ctx as u32),
+            ),
+            ("rope.scaling.attn_factor", f(r.attn_factor)),
+        ],
+    }
+}
+
+/// The rope factor tensors of `cfg` as llama.cpp's converter writes them (f32, one per
+/// model, `[rotary dims / 2]`).
+pub(crate) fn rope_tensors(cfg: &LlamaConfig) -> Vec<(&'static str, Vec<f32>)> {
+    let v = |x: &[f64]| x.iter().map(|&f| f as f32).collect();
+    match &cfg.rope.scaling {
+        RopeScaling::FreqFactors { factors } => vec![("rope_freqs.weight", v(factors))],
+        RopeScaling::LongRope { short, long, .. } => vec![
+            ("rope_factors_long.weight", v(long)),
+            ("rope_factors_short.weight", v(short)),
+        ],
+        _ => vec![],
     }
 }
 
@@ -298,6 +420,9 @@ mod tests {
             (K::Gemma2, "gemma2"),
             (K::Gemma3, "gemma3"),
             (K::Phi3, "phi3"),
+            (K::Smollm3, "smollm3"),
+            (K::Granite, "granite"),
+            (K::Olmo2, "olmo2"),
         ] {
             assert_eq!(gguf_arch(kind, p).unwrap().name, name);
             assert_eq!(ARCHS.iter().filter(|a| a.kinds.contains(&kind)).count(), 1);
@@ -311,12 +436,10 @@ mod tests {
         }
     }
 
-    /// Only llama's converter permutes q/k rows (qevo's GGUF reader undoes it for
-    /// `llama` files alone), and only phi3 fuses gate and up.
+    /// Only phi3 fuses gate and up.
     #[test]
-    fn only_llama_permutes_and_only_phi3_fuses() {
+    fn only_phi3_fuses() {
         for a in &ARCHS {
-            assert_eq!(a.permute_qk, a.name == "llama", "{}", a.name);
             assert_eq!(a.fused_gate_up, a.name == "phi3", "{}", a.name);
         }
     }

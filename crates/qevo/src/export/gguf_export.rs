@@ -6,13 +6,13 @@
 //! included) and its norms and biases byte for byte; an HF source gets metadata built
 //! from config.json and tokenizer.json.
 
-use super::gguf_arch::{gguf_arch, GgufArch};
+use super::gguf_arch::{gguf_arch, rope_tensors, GgufArch};
 use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 use super::plan::{check_output_path, Fallback, ResolvedPlan};
 use super::vocab;
 use crate::error::{Error, Result};
 use crate::model::gguf::{ggml_type_info, Gguf, Value};
-use crate::model::{permute_rows, Arch, LlamaConfig, Model};
+use crate::model::{gguf_permutes_qk, permute_rows, Arch, LlamaConfig, Model, GGUF_ROPE_TENSORS};
 use crate::quant::{GgmlType, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
 use std::collections::{HashMap, HashSet};
@@ -91,8 +91,8 @@ fn llama_config(model: &Model) -> Result<(&LlamaConfig, &'static GgufArch)> {
 }
 
 /// Rows of q/k weights (and biases) in the architecture's rotary layout.
-fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Tensor> {
-    if !arch.permute_qk {
+fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
+    if !gguf_permutes_qk(cfg.kind) {
         return Ok(w.clone());
     }
     let heads = if name.contains(".attn_q.") {
@@ -193,16 +193,10 @@ enum PlannedBytes<'a> {
 
 /// Reorders whole rows of packed bytes into the GGUF row order `gguf_rows` gives the
 /// weights (the permutation is read off a column of row indices, exact below 2^24 rows).
-fn gguf_byte_rows(
-    name: &str,
-    bytes: &[u8],
-    rows: usize,
-    cfg: &LlamaConfig,
-    arch: &GgufArch,
-) -> Result<Vec<u8>> {
+fn gguf_byte_rows(name: &str, bytes: &[u8], rows: usize, cfg: &LlamaConfig) -> Result<Vec<u8>> {
     let index: Vec<f32> = (0..rows).map(|r| r as f32).collect();
     let index = Tensor::from_vec(index, (rows, 1), &candle_core::Device::Cpu)?;
-    let order = gguf_rows(name, &index, cfg, arch)?
+    let order = gguf_rows(name, &index, cfg)?
         .flatten_all()?
         .to_vec1::<f32>()?;
     let width = bytes.len() / rows.max(1);
@@ -240,14 +234,14 @@ fn planned_tensors(
                             format!("{} tuned bytes do not make a {} tensor", b.len(), t.name()),
                         ));
                     }
-                    gguf_byte_rows(&info.name, b, info.rows, cfg, arch)?
+                    gguf_byte_rows(&info.name, b, info.rows, cfg)?
                 }
                 // The evaluator's own entry point, so the bytes are the ones it scored
                 // (an importance matrix and input moments are per column, and output
                 // rounding treats rows independently: the row permutation leaves both
                 // valid).
                 PlannedBytes::Quantize(rounding) => {
-                    let w = gguf_rows(&info.name, w, cfg, arch)?;
+                    let w = gguf_rows(&info.name, w, cfg)?;
                     rounding.quantize_ggml(i, info, &w.flatten_all()?.to_vec1::<f32>()?, t)?
                 }
             };
@@ -362,13 +356,21 @@ fn hf_metadata(model: &Model, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Vec<
 }
 
 /// The non-planned tensors of the model (norms, biases) in f32, for an HF source.
-fn hf_aux_tensors(model: &Model, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Vec<GgufTensorOut>> {
-    model
+fn hf_aux_tensors(model: &Model, cfg: &LlamaConfig) -> Result<Vec<GgufTensorOut>> {
+    let mut out = model
         .llama_aux_tensors()
         .unwrap_or_default()
         .iter()
-        .map(|(name, t)| f32_tensor(name, &gguf_rows(name, t, cfg, arch)?))
-        .collect()
+        .map(|(name, t)| f32_tensor(name, &gguf_rows(name, t, cfg)?))
+        .collect::<Result<Vec<_>>>()?;
+    for (name, v) in rope_tensors(cfg) {
+        let n = v.len();
+        out.push(f32_tensor(
+            name,
+            &Tensor::from_vec(v, n, &candle_core::Device::Cpu)?,
+        )?);
+    }
+    Ok(out)
 }
 
 /// A GGUF source's non-planned tensors (norms, biases), byte for byte; fused tensors
@@ -382,7 +384,7 @@ fn gguf_aux_tensors(model: &Model, src: &Gguf) -> Vec<GgufTensorOut> {
         .collect();
     src.tensors
         .iter()
-        .filter(|t| aux.contains(&t.name))
+        .filter(|t| aux.contains(&t.name) || GGUF_ROPE_TENSORS.contains(&t.name.as_str()))
         .map(|t| GgufTensorOut {
             name: t.name.clone(),
             dims: t.dims.clone(),
@@ -446,14 +448,14 @@ fn write_gguf(
     let others = match &src {
         None => {
             w.metadata = hf_metadata(model, cfg, arch)?;
-            hf_aux_tensors(model, cfg, arch)?
+            hf_aux_tensors(model, cfg)?
         }
         Some(src) => {
             w.metadata = src.metadata.clone();
             match source {
                 PlannedBytes::Quantize(_) => gguf_aux_tensors(model, src),
                 // Tuned norms replace the source's.
-                PlannedBytes::Given(_) => hf_aux_tensors(model, cfg, arch)?,
+                PlannedBytes::Given(_) => hf_aux_tensors(model, cfg)?,
             }
         }
     };

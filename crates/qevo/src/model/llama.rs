@@ -9,6 +9,7 @@
 
 use super::config::{ArchKind, HfConfig};
 use super::fused::{self, AttnScores};
+use super::rope::{RopeContext, RopeSpec, RopeTables, ScalingDict};
 use super::{linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
@@ -46,6 +47,17 @@ impl WindowLayers {
     }
 }
 
+/// Where a family puts per-head q/k norms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    None,
+    /// An RMS norm over each head's `head_dim` values (Qwen3, Gemma-3).
+    PerHead,
+    /// One RMS norm over the whole q (or k) projection, before heads split (OLMo-2).
+    Full,
+}
+
 /// The Llama-family decoder's hyper-parameters. One config covers every family member:
 /// the per-family differences are the feature fields below, set by `from_hf` or the
 /// GGUF reader, so the forward pass has one body.
@@ -61,12 +73,13 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     pub vocab: usize,
     pub max_positions: usize,
-    /// Rope base of global layers.
-    pub rope_theta: f64,
-    /// Linear rope scaling factor of global layers (positions are divided by it).
-    pub rope_factor: f64,
-    /// Rope base of sliding-window layers (Gemma-3: 10000 beside a global 1e6).
-    pub rope_theta_local: f64,
+    /// The rope of global layers.
+    pub rope: RopeSpec,
+    /// The rope of sliding-window layers (Gemma-3: base 10000 and unscaled beside a
+    /// global 1e6; every other family: the global rope).
+    pub rope_local: RopeSpec,
+    /// Layers that attend without rotary positions (SmolLM3's NoPE layers).
+    pub no_rope_layers: Vec<usize>,
     pub rms_eps: f64,
     pub tie_embeddings: bool,
     pub qkv_bias: bool,
@@ -74,14 +87,23 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     pub sliding_window: Option<usize>,
     pub window_layers: WindowLayers,
-    /// Per-head RMS norms of q and k before rope (Qwen3, Gemma-3).
-    pub qk_norm: bool,
-    /// RMS norms after attention and after the MLP, before each residual add (Gemma-2/3).
+    pub qk_norm: QkNorm,
+    /// RMS norms before attention and before the MLP (every family but OLMo-2).
+    pub pre_norms: bool,
+    /// RMS norms after attention and after the MLP, before each residual add (Gemma-2/3,
+    /// OLMo-2).
     pub post_norms: bool,
-    /// Token embeddings are multiplied by this (Gemma: √hidden, in f32).
+    /// Token embeddings are multiplied by this (Gemma: √hidden, in f32; Granite's
+    /// `embedding_multiplier`).
     pub embed_scale: Option<f64>,
+    /// Each block's attention and MLP outputs are multiplied by this before the residual
+    /// add (Granite's `residual_multiplier`; 1 elsewhere).
+    pub residual_scale: f64,
+    /// Output logits are divided by this (Granite's `logits_scaling`; 1 elsewhere).
+    pub logit_scale: f64,
     pub act: Activation,
-    /// Multiplies q·k before the softmax (1/√head_dim, or Gemma's 1/√query_pre_attn_scalar).
+    /// Multiplies q·k before the softmax (1/√head_dim, Gemma's 1/√query_pre_attn_scalar,
+    /// Granite's `attention_multiplier`).
     pub attn_scale: f64,
     /// `cap · tanh(scores / cap)` on attention scores (Gemma-2).
     pub attn_softcap: Option<f64>,
@@ -98,7 +120,7 @@ pub struct LlamaConfig {
 struct Family {
     qkv_bias: bool,
     tie: bool,
-    qk_norm: bool,
+    qk_norm: QkNorm,
     gemma: bool,
     fused_proj: bool,
 }
@@ -111,13 +133,16 @@ fn family(kind: ArchKind) -> Family {
         gemma,
         fused_proj,
     };
+    // Ties follow each config class's `tie_word_embeddings` default in transformers.
     match kind {
-        ArchKind::Qwen2 => f(true, true, false, false, false),
-        ArchKind::Qwen3 => f(false, false, true, false, false),
-        ArchKind::Gemma2 => f(false, true, false, true, false),
-        ArchKind::Gemma3 => f(false, true, true, true, false),
-        ArchKind::Phi3 => f(false, false, false, false, true),
-        _ => f(false, false, false, false, false),
+        ArchKind::Qwen2 => f(true, false, QkNorm::None, false, false),
+        ArchKind::Qwen3 => f(false, false, QkNorm::PerHead, false, false),
+        ArchKind::Gemma2 => f(false, true, QkNorm::None, true, false),
+        ArchKind::Gemma3 => f(false, true, QkNorm::PerHead, true, false),
+        ArchKind::Phi3 => f(false, false, QkNorm::None, false, true),
+        ArchKind::Smollm3 => f(false, true, QkNorm::None, false, false),
+        ArchKind::Olmo2 => f(false, false, QkNorm::Full, false, false),
+        _ => f(false, false, QkNorm::None, false, false),
     }
 }
 
@@ -126,10 +151,16 @@ pub(crate) fn ties_by_default(kind: ArchKind) -> bool {
     family(kind).tie
 }
 
-/// A rope setting read from either config layout: transformers 4 (`rope_theta`,
-/// `rope_scaling`, Gemma-3's `rope_local_base_freq`) or 5 (`rope_parameters`, possibly
-/// keyed by layer type). Returns (theta, linear factor).
-fn rope_setting(c: &HfConfig, layer_type: &str, default_theta: f64) -> Result<(f64, f64)> {
+/// A rope read from either config layout: transformers 4 (`rope_theta`, `rope_scaling`,
+/// top-level `partial_rotary_factor`, Gemma-3's `rope_local_base_freq`) or 5
+/// (`rope_parameters`, possibly keyed by layer type).
+fn rope_setting(
+    c: &HfConfig,
+    kind: ArchKind,
+    layer_type: &str,
+    default_theta: f64,
+    head_dim: usize,
+) -> Result<RopeSpec> {
     let params = c.raw("rope_parameters");
     let scoped = params.and_then(|p| p.get(layer_type)).or(params);
     let theta = match scoped
@@ -143,37 +174,45 @@ fn rope_setting(c: &HfConfig, layer_type: &str, default_theta: f64) -> Result<(f
         }
         None => c.f64_or("rope_theta", default_theta)?,
     };
-    // Local layers of Gemma-3 never scale; elsewhere `rope_scaling` (v4) or the scoped
-    // parameters (v5) say how.
-    let scaling = match layer_type {
-        "sliding_attention" => params.and_then(|p| p.get(layer_type)),
-        _ => c.raw("rope_scaling").or(scoped),
+    let partial = c
+        .raw("partial_rotary_factor")
+        .map(|_| c.f64_or("partial_rotary_factor", 1.0));
+    let top_original = match kind {
+        // Phi-3's config class always holds one (4096 by default), which wins.
+        ArchKind::Phi3 => Some(c.usize_or("original_max_position_embeddings", 4096)?),
+        _ => c.opt_usize("original_max_position_embeddings")?,
     };
-    let Some(rs) = scaling else {
-        return Ok((theta, 1.0));
+    let cx = RopeContext {
+        theta,
+        head_dim,
+        partial: partial.transpose()?.unwrap_or(1.0),
+        max_positions: c.usize_or("max_position_embeddings", 2048)?,
+        top_original,
     };
-    let ty = rs
-        .get("rope_type")
-        .or_else(|| rs.get("type"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    match ty {
-        "default" => Ok((theta, 1.0)),
-        "linear" => match rs.get("factor").and_then(|v| v.as_f64()) {
-            Some(f) if f.is_finite() && f > 0.0 => Ok((theta, f)),
-            _ => Err(c.err("rope_scaling", "linear scaling needs a positive `factor`")),
-        },
-        _ => Err(c.err(
-            "rope_scaling",
-            format!("rope scaling `{ty}` is not supported (default, linear)"),
-        )),
-    }
+    // Local layers of Gemma-3 never scale unless their own parameters say so (v5);
+    // elsewhere `rope_scaling` (v4) or the scoped parameters (v5) say how.
+    let (key, scaling) = match (layer_type, c.raw("rope_scaling")) {
+        ("sliding_attention", _) => ("rope_parameters", params.and_then(|p| p.get(layer_type))),
+        (_, Some(rs)) => ("rope_scaling", Some(rs)),
+        _ => ("rope_parameters", scoped),
+    };
+    let empty = serde_json::Map::new();
+    let obj = match scaling {
+        None => &empty,
+        Some(v) => v
+            .as_object()
+            .ok_or_else(|| c.err(key, format!("expected an object, found {v}")))?,
+    };
+    let dict = ScalingDict { key, obj };
+    dict.spec(&cx).map_err(|(k, msg)| c.err(&k, msg))
 }
 
-/// Which layers slide, from `layer_types` when present, else the family's pattern.
-fn window_layers(c: &HfConfig, n_layers: usize, pattern: usize) -> Result<WindowLayers> {
+/// Which layers slide, from `layer_types` when present, else the family's rule:
+/// Gemma's pattern, Qwen2/3's `max_window_layers` (layers from that index on slide),
+/// SmolLM3's NoPE layers, every layer for Mistral and Phi-3.
+fn window_layers(c: &HfConfig, n_layers: usize, rule: WindowLayers) -> Result<WindowLayers> {
     let Some(list) = c.raw("layer_types") else {
-        return Ok(WindowLayers::Pattern(pattern));
+        return Ok(rule);
     };
     let items = list
         .as_array()
@@ -196,6 +235,76 @@ fn window_layers(c: &HfConfig, n_layers: usize, pattern: usize) -> Result<Window
         })
         .collect::<Result<Vec<bool>>>()
         .map(WindowLayers::List)
+}
+
+/// SmolLM3's layers without rope: `no_rope_layers` (1 = rope, 0 = none, per layer), or
+/// every `no_rope_layer_interval`-th layer (transformers' default: 4).
+fn no_rope_layers(c: &HfConfig, n_layers: usize) -> Result<Vec<usize>> {
+    let Some(list) = c.raw("no_rope_layers") else {
+        let every = c.usize_or("no_rope_layer_interval", 4)?;
+        return Ok((0..n_layers).filter(|i| (i + 1) % every == 0).collect());
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| c.err("no_rope_layers", "expected a list of 0/1"))?;
+    if items.len() != n_layers {
+        return Err(c.err(
+            "no_rope_layers",
+            format!("{} entries for num_hidden_layers {n_layers}", items.len()),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        match v.as_u64() {
+            Some(1) => {}
+            Some(0) => out.push(i),
+            _ => {
+                return Err(c.err(
+                    "no_rope_layers",
+                    format!("entry {i} is {v}, expected 0 or 1"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The window of a family that slides some layers: (window, which layers).
+fn window_of_family(
+    c: &HfConfig,
+    kind: ArchKind,
+    n_layers: usize,
+    no_rope: &[usize],
+) -> Result<(Option<usize>, WindowLayers)> {
+    let uses = match kind {
+        ArchKind::Mistral | ArchKind::Phi3 => true,
+        ArchKind::Qwen2 | ArchKind::Qwen3 | ArchKind::Smollm3 => {
+            c.bool_or("use_sliding_window", false)?
+        }
+        _ => false,
+    };
+    if !uses {
+        return Ok((None, WindowLayers::All));
+    }
+    let (window, rule) = match kind {
+        // transformers' Qwen2/3 config: window 4096 unless given, layers from
+        // `max_window_layers` (28 by default) on slide.
+        ArchKind::Qwen2 | ArchKind::Qwen3 => {
+            let from = c.usize_or("max_window_layers", 28)?;
+            let w = c.usize_or("sliding_window", 4096)?;
+            (
+                Some(w),
+                WindowLayers::List((0..n_layers).map(|i| i >= from).collect()),
+            )
+        }
+        // SmolLM3 slides its NoPE layers.
+        ArchKind::Smollm3 => (
+            c.opt_usize("sliding_window")?,
+            WindowLayers::List((0..n_layers).map(|i| no_rope.contains(&i)).collect()),
+        ),
+        _ => (c.opt_usize("sliding_window")?, WindowLayers::All),
+    };
+    Ok((window, window_layers(c, n_layers, rule)?))
 }
 
 impl LlamaConfig {
@@ -227,14 +336,6 @@ impl LlamaConfig {
         if head_dim % 2 != 0 {
             return Err(c.err("head_dim", "rotary embeddings need an even head dimension"));
         }
-        if let Some(f) = c.raw("partial_rotary_factor").and_then(|v| v.as_f64()) {
-            if f != 1.0 {
-                return Err(c.err(
-                    "partial_rotary_factor",
-                    format!("partial rotary embeddings ({f}) are not supported"),
-                ));
-            }
-        }
         let n_layers = c.usize("num_hidden_layers")?;
         let act = if fam.gemma {
             let key = match c.raw("hidden_activation") {
@@ -257,23 +358,22 @@ impl LlamaConfig {
             ),
             _ => (10000.0, 0, None),
         };
-        let (rope_theta, rope_factor) = rope_setting(c, "full_attention", default_theta)?;
-        let (sliding_window, window_layers, rope_theta_local) = if fam.gemma {
+        let rope = rope_setting(c, kind, "full_attention", default_theta, head_dim)?;
+        let no_rope_layers = match kind {
+            ArchKind::Smollm3 => no_rope_layers(c, n_layers)?,
+            _ => Vec::new(),
+        };
+        let (sliding_window, window_layers, rope_local) = if fam.gemma {
             let w = c.opt_usize("sliding_window")?.or(default_window);
             let local = match kind {
-                ArchKind::Gemma3 => rope_setting(c, "sliding_attention", 10000.0)?.0,
-                _ => rope_theta,
+                ArchKind::Gemma3 => rope_setting(c, kind, "sliding_attention", 10000.0, head_dim)?,
+                _ => rope.clone(),
             };
-            (w, window_layers(c, n_layers, pattern)?, local)
+            let layers = window_layers(c, n_layers, WindowLayers::Pattern(pattern))?;
+            (w, layers, local)
         } else {
-            let uses = matches!(kind, ArchKind::Mistral | ArchKind::Phi3)
-                || c.bool_or("use_sliding_window", false)?;
-            let w = if uses {
-                c.opt_usize("sliding_window")?
-            } else {
-                None
-            };
-            (w, WindowLayers::All, rope_theta)
+            let (w, layers) = window_of_family(c, kind, n_layers, &no_rope_layers)?;
+            (w, layers, rope.clone())
         };
         let softcap = |key: &str, default: Option<f64>| -> Result<Option<f64>> {
             match c.json.get(key) {
@@ -283,9 +383,16 @@ impl LlamaConfig {
             }
         };
         let gemma2 = kind == ArchKind::Gemma2;
-        let attn_scale = match fam.gemma {
-            true => 1.0 / c.f64_or("query_pre_attn_scalar", 256.0)?.sqrt(),
-            false => 1.0 / (head_dim as f64).sqrt(),
+        let granite = kind == ArchKind::Granite;
+        let attn_scale = match (fam.gemma, granite) {
+            (true, _) => 1.0 / c.f64_or("query_pre_attn_scalar", 256.0)?.sqrt(),
+            (_, true) => c.f64_or("attention_multiplier", 1.0)?,
+            _ => 1.0 / (head_dim as f64).sqrt(),
+        };
+        let embed_scale = match (fam.gemma, granite) {
+            (true, _) => Some((hidden as f64).sqrt()),
+            (_, true) => Some(c.f64_or("embedding_multiplier", 1.0)?),
+            _ => None,
         };
         let token_id = |key: &str| -> Option<u32> {
             c.json
@@ -303,9 +410,9 @@ impl LlamaConfig {
             head_dim,
             vocab: c.usize("vocab_size")?,
             max_positions: c.usize_or("max_position_embeddings", 2048)?,
-            rope_theta,
-            rope_factor,
-            rope_theta_local,
+            rope,
+            rope_local,
+            no_rope_layers,
             rms_eps: c.f64_or("rms_norm_eps", 1e-6)?,
             tie_embeddings: c.bool_or("tie_word_embeddings", fam.tie)?,
             qkv_bias: fam.qkv_bias || attention_bias,
@@ -314,8 +421,17 @@ impl LlamaConfig {
             sliding_window,
             window_layers,
             qk_norm: fam.qk_norm,
-            post_norms: fam.gemma,
-            embed_scale: fam.gemma.then(|| (hidden as f64).sqrt()),
+            pre_norms: kind != ArchKind::Olmo2,
+            post_norms: fam.gemma || kind == ArchKind::Olmo2,
+            embed_scale,
+            residual_scale: match granite {
+                true => c.f64_or("residual_multiplier", 1.0)?,
+                false => 1.0,
+            },
+            logit_scale: match granite {
+                true => c.f64_or("logits_scaling", 1.0)?,
+                false => 1.0,
+            },
             act,
             attn_scale,
             attn_softcap: softcap("attn_logit_softcapping", gemma2.then_some(50.0))?,
@@ -368,25 +484,52 @@ pub(crate) const BLOCK_ROLES: [(Role, &str); 7] = [
 
 #[derive(Debug, Clone)]
 pub(crate) struct LlamaBlock {
-    attn_norm: Tensor,
-    ffn_norm: Tensor,
-    /// Gemma's norms after attention and after the MLP.
+    /// Norms before attention and the MLP (absent in OLMo-2).
+    attn_norm: Option<Tensor>,
+    ffn_norm: Option<Tensor>,
+    /// Norms after attention and after the MLP (Gemma, OLMo-2).
     post_attn_norm: Option<Tensor>,
     post_ffn_norm: Option<Tensor>,
-    /// Per-head q/k norms `[head_dim]`.
+    /// q/k norms: `[head_dim]` per head, or `[q_dim]` / `[kv_dim]` whole (`QkNorm`).
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     /// Biases in BLOCK_ROLES order.
     bias: [Option<Tensor>; 7],
     idx: [usize; 7],
     window: Option<usize>,
+    /// Whether q and k rotate (SmolLM3's NoPE layers do not).
+    uses_rope: bool,
 }
 
-/// cos/sin tables `[positions, head_dim / 2]` of one rope base.
+/// One rope's tables: for short windows, and LongRoPE's long ones when some window
+/// can be longer than its original context.
 #[derive(Debug, Clone)]
 struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+    spec: RopeSpec,
+    short: RopeTables,
+    long: Option<RopeTables>,
+}
+
+impl Rope {
+    fn new(spec: &RopeSpec, n: usize) -> Result<Rope> {
+        Ok(Rope {
+            spec: spec.clone(),
+            short: spec.tables(n, false)?,
+            long: match spec.has_long(n) {
+                true => Some(spec.tables(n, true)?),
+                false => None,
+            },
+        })
+    }
+
+    /// cos/sin for a window of `t` tokens.
+    fn for_window(&self, t: usize) -> Result<(Tensor, Tensor)> {
+        let tables = match (&self.long, self.spec.uses_long(t)) {
+            (Some(long), true) => long,
+            _ => &self.short,
+        };
+        Ok((tables.cos.narrow(0, 0, t)?, tables.sin.narrow(0, 0, t)?))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -478,11 +621,10 @@ impl LlamaNet {
         ];
         let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
-            let norm = |short: &str, dim: usize| {
-                require(fetch, &format!("blk.{b}.{short}.weight"), &[dim])
+            let opt_norm = |on: bool, short: &str, dim: usize| {
+                on.then(|| require(fetch, &format!("blk.{b}.{short}.weight"), &[dim]))
+                    .transpose()
             };
-            let opt_norm =
-                |on: bool, short: &str, dim: usize| on.then(|| norm(short, dim)).transpose();
             let mut mats = block_matrices(&cfg, b, fetch)?;
             let mut idx = [0usize; 7];
             let mut bias: [Option<Tensor>; 7] = Default::default();
@@ -498,16 +640,22 @@ impl LlamaNet {
                     bias[j] = Some(require(fetch, &format!("blk.{b}.{short}.bias"), &[rows])?);
                 }
             }
+            let (qn, kn) = match cfg.qk_norm {
+                QkNorm::Full => (cfg.q_dim(), cfg.kv_dim()),
+                _ => (cfg.head_dim, cfg.head_dim),
+            };
+            let qk = cfg.qk_norm != QkNorm::None;
             blocks.push(LlamaBlock {
-                attn_norm: norm("attn_norm", h)?,
-                ffn_norm: norm("ffn_norm", h)?,
+                attn_norm: opt_norm(cfg.pre_norms, "attn_norm", h)?,
+                ffn_norm: opt_norm(cfg.pre_norms, "ffn_norm", h)?,
                 post_attn_norm: opt_norm(cfg.post_norms, "post_attention_norm", h)?,
                 post_ffn_norm: opt_norm(cfg.post_norms, "post_ffw_norm", h)?,
-                q_norm: opt_norm(cfg.qk_norm, "attn_q_norm", cfg.head_dim)?,
-                k_norm: opt_norm(cfg.qk_norm, "attn_k_norm", cfg.head_dim)?,
+                q_norm: opt_norm(qk, "attn_q_norm", qn)?,
+                k_norm: opt_norm(qk, "attn_k_norm", kn)?,
                 bias,
                 idx,
                 window: cfg.window_of(b),
+                uses_rope: !cfg.no_rope_layers.contains(&b),
             });
         }
         let norm = require(fetch, "output_norm.weight", &[h])?;
@@ -520,13 +668,13 @@ impl LlamaNet {
                 None => embed_idx,
             }
         };
-        let rope = rope_tables(&cfg, cfg.rope_theta, cfg.rope_factor)?;
+        let n = cfg.max_positions.min(1 << 16);
+        let rope = Rope::new(&cfg.rope, n)?;
         let any_local = (0..cfg.n_layers).any(|b| cfg.window_of(b).is_some());
-        let rope_local =
-            match any_local && (cfg.rope_theta_local != cfg.rope_theta || cfg.rope_factor != 1.0) {
-                true => Some(rope_tables(&cfg, cfg.rope_theta_local, 1.0)?),
-                false => None,
-            };
+        let rope_local = match any_local && cfg.rope_local != cfg.rope {
+            true => Some(Rope::new(&cfg.rope_local, n)?),
+            false => None,
+        };
         Ok((
             LlamaNet {
                 cfg,
@@ -554,8 +702,8 @@ impl LlamaNet {
         let mut out = Vec::new();
         for (b, blk) in self.blocks.iter().enumerate() {
             let norms = [
-                Some(&blk.attn_norm),
-                Some(&blk.ffn_norm),
+                blk.attn_norm.as_ref(),
+                blk.ffn_norm.as_ref(),
                 blk.post_attn_norm.as_ref(),
                 blk.post_ffn_norm.as_ref(),
                 blk.q_norm.as_ref(),
@@ -602,8 +750,8 @@ impl LlamaNet {
         };
         for blk in &mut net.blocks {
             for slot in [
-                Some(&mut blk.attn_norm),
-                Some(&mut blk.ffn_norm),
+                blk.attn_norm.as_mut(),
+                blk.ffn_norm.as_mut(),
                 blk.post_attn_norm.as_mut(),
                 blk.post_ffn_norm.as_mut(),
                 blk.q_norm.as_mut(),
@@ -659,12 +807,19 @@ impl LlamaNet {
     ) -> Result<Tensor> {
         let blk = block_at(&self.blocks, i)?;
         let cfg = &self.cfg;
-        let rms = |x: &Tensor, w: &Tensor| self.rms(x, w);
+        let rms = |x: &Tensor, w: &Option<Tensor>| match w {
+            Some(w) => self.rms(x, w),
+            None => Ok(x.clone()),
+        };
         let hn = rms(x, &blk.attn_norm)?;
         let lin = |x: &Tensor, j: usize| linear(x, w, blk.idx[j], blk.bias[j].as_ref(), hook);
-        let q = lin(&hn, 0)?;
-        let k = lin(&hn, 1)?;
+        let mut q = lin(&hn, 0)?;
+        let mut k = lin(&hn, 1)?;
         let v = lin(&hn, 2)?;
+        if cfg.qk_norm == QkNorm::Full {
+            q = rms(&q, &blk.q_norm)?;
+            k = rms(&k, &blk.k_norm)?;
+        }
         let rope = match (&self.rope_local, blk.window) {
             (Some(local), Some(_)) => local,
             _ => &self.rope,
@@ -679,10 +834,7 @@ impl LlamaNet {
             true => self.composed_attention(blk, rope, &scores, qkv)?,
             false => self.fused_attention(blk, rope, &scores, qkv)?,
         };
-        let mut o = lin(&attn, 3)?;
-        if let Some(n) = &blk.post_attn_norm {
-            o = rms(&o, n)?;
-        }
+        let o = rms(&lin(&attn, 3)?, &blk.post_attn_norm)?;
         let x = self.residual(o, x)?;
         let hn = rms(&x, &blk.ffn_norm)?;
         let gate = lin(&hn, 4)?;
@@ -692,15 +844,17 @@ impl LlamaNet {
             (Activation::Silu, true) => (candle_nn::ops::silu(&gate)? * up)?,
             (Activation::GeluTanh, _) => (gate.gelu()? * up)?,
         };
-        let mut f = lin(&h, 6)?;
-        if let Some(n) = &blk.post_ffn_norm {
-            f = rms(&f, n)?;
-        }
+        let f = rms(&lin(&h, 6)?, &blk.post_ffn_norm)?;
         self.residual(f, &x)
     }
 
-    /// `x + o`: in place into `o` (a fresh output) unless autograd must see the sum.
+    /// `x + s·o` (Granite's residual multiplier `s`, else 1): in place into `o` (a fresh
+    /// output) unless autograd must see the sum.
     fn residual(&self, o: Tensor, x: &Tensor) -> Result<Tensor> {
+        let o = match self.cfg.residual_scale {
+            1.0 => o,
+            s => o.affine(s, 0.0)?,
+        };
         match self.autograd {
             true => Ok((x + o)?),
             false => fused::add_residual(o, x),
@@ -720,14 +874,16 @@ impl LlamaNet {
         let (b, t, _) = q.dims3()?;
         let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let (mut q, mut k) = (split_heads(q, (nh, hd))?, split_heads(k, (nkv, hd))?);
-        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+        if let (QkNorm::PerHead, Some(qn), Some(kn)) = (cfg.qk_norm, &blk.q_norm, &blk.k_norm) {
             q = self.rms(&q, qn)?;
             k = self.rms(&k, kn)?;
         }
-        let cos = rope.cos.narrow(0, 0, t)?;
-        let sin = rope.sin.narrow(0, 0, t)?;
-        let q = self.rope(&q, &cos, &sin)?;
-        let k = self.rope(&k, &cos, &sin)?;
+        if blk.uses_rope {
+            let (cos, sin) = rope.for_window(t)?;
+            let turn = |x: &Tensor| partial(x, rope.spec.dims, |r| self.rope(r, &cos, &sin));
+            q = turn(&q)?;
+            k = turn(&k)?;
+        }
         let v = split_heads(v, (nkv, hd))?;
         let attn = grouped_attention(&q, &k, &v, nh / nkv, scores)?;
         Ok(attn.transpose(1, 2)?.reshape((b, t, nh * hd))?)
@@ -749,14 +905,20 @@ impl LlamaNet {
         let mut q = q.reshape((b, t, nh, hd))?;
         let mut k = k.reshape((b, t, nkv, hd))?;
         let v = v.reshape((b, t, nkv, hd))?;
-        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+        if let (QkNorm::PerHead, Some(qn), Some(kn)) = (cfg.qk_norm, &blk.q_norm, &blk.k_norm) {
             q = self.rms(&q, qn)?;
             k = self.rms(&k, kn)?;
         }
-        let cos = rope.cos.narrow(0, 0, t)?;
-        let sin = rope.sin.narrow(0, 0, t)?;
-        let q = candle_nn::rotary_emb::rope_thd(&q, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope_thd(&k, &cos, &sin)?;
+        if blk.uses_rope {
+            let (cos, sin) = rope.for_window(t)?;
+            let turn = |x: &Tensor| {
+                partial(x, rope.spec.dims, |r| {
+                    Ok(candle_nn::rotary_emb::rope_thd(r, &cos, &sin)?)
+                })
+            };
+            q = turn(&q)?;
+            k = turn(&k)?;
+        }
         fused::attention(&q, &k, &v, scores)
     }
 
@@ -768,6 +930,10 @@ impl LlamaNet {
     ) -> Result<Tensor> {
         let hn = self.rms(x, &self.norm)?;
         let logits = linear(&hn, w, self.output_idx, None, hook)?;
+        let logits = match self.cfg.logit_scale {
+            1.0 => logits,
+            s => logits.affine(1.0 / s, 0.0)?,
+        };
         softcap(&logits, self.cfg.final_softcap)
     }
 }
@@ -832,27 +998,16 @@ pub(crate) fn embed_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     Ok(rows.reshape((b, t, table.dim(1)?))?)
 }
 
-/// cos/sin tables `[max_positions, head_dim / 2]` for the half-split rotary layout, with
-/// base `theta` and positions divided by a linear scaling `factor`.
-fn rope_tables(cfg: &LlamaConfig, theta: f64, factor: f64) -> Result<Rope> {
-    let half = cfg.head_dim / 2;
-    let n = cfg.max_positions.min(1 << 16);
-    let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (theta.powf(2.0 * i as f64 / cfg.head_dim as f64) * factor) as f32)
-        .collect();
-    let mut cos = Vec::with_capacity(n * half);
-    let mut sin = Vec::with_capacity(n * half);
-    for p in 0..n {
-        for &f in &inv {
-            let a = p as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
+/// Rotates the leading `dims` values of the last axis with `f` and passes the rest
+/// through (partial rotary embeddings); the whole axis when `dims` covers it.
+fn partial(x: &Tensor, dims: usize, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    if dims >= hd {
+        return f(x);
     }
-    Ok(Rope {
-        cos: Tensor::from_vec(cos, (n, half), &Device::Cpu)?,
-        sin: Tensor::from_vec(sin, (n, half), &Device::Cpu)?,
-    })
+    let rot = f(&x.narrow(D::Minus1, 0, dims)?.contiguous()?)?;
+    let pass = x.narrow(D::Minus1, dims, hd - dims)?;
+    Ok(Tensor::cat(&[&rot, &pass], D::Minus1)?.contiguous()?)
 }
 
 /// Additive causal mask `[t, t]` (0 or -inf); with a window, keys more than

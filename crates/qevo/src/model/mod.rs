@@ -13,6 +13,7 @@ pub mod gguf;
 mod gpt2;
 mod llama;
 pub mod packed_st;
+pub mod rope;
 mod source;
 pub mod synthetic;
 pub mod tokenizer;
@@ -29,8 +30,11 @@ pub(crate) use llama::llama_cpp_attn_scale;
 pub(crate) use llama::{
     ties_by_default as llama_ties_by_default, BLOCK_ROLES as LLAMA_BLOCK_ROLES,
 };
-pub use llama::{Activation, LlamaConfig, WindowLayers};
-pub(crate) use source::{llama_hf_name, permute_rows, raw_tensors};
+pub use llama::{Activation, LlamaConfig, QkNorm, WindowLayers};
+pub use rope::{RopeScaling, RopeSpec};
+pub(crate) use source::{
+    gguf_permutes_qk, llama_hf_name, permute_rows, raw_tensors, GGUF_ROPE_TENSORS,
+};
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
 #[derive(

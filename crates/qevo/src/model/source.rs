@@ -6,8 +6,9 @@ use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
-use super::llama::{llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, WindowLayers};
+use super::llama::{llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, QkNorm, WindowLayers};
 use super::packed_st::{self, PackedIndex};
+use super::rope::{self, RopeScaling, RopeSpec};
 use super::{tokenizer, Arch, Model, Net, TensorInfo};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -264,7 +265,7 @@ const HF_BLOCK: [(&str, &str); 12] = [
 
 /// Families whose modules differ from `HF_BLOCK`: Gemma's four norms, Phi-3's fused MLP
 /// (GGUF `ffn_up` of 2·intermediate rows is HF `gate_up_proj`).
-const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 7] = [
+const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 9] = [
     (ArchKind::Gemma2, "ffn_norm", "pre_feedforward_layernorm"),
     (
         ArchKind::Gemma2,
@@ -288,6 +289,16 @@ const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 7] = [
         "post_feedforward_layernorm",
     ),
     (ArchKind::Phi3, "ffn_up", "mlp.gate_up_proj"),
+    (
+        ArchKind::Olmo2,
+        "post_attention_norm",
+        "post_attention_layernorm",
+    ),
+    (
+        ArchKind::Olmo2,
+        "post_ffw_norm",
+        "post_feedforward_layernorm",
+    ),
 ];
 
 /// The Hugging Face name of a canonical (GGUF) tensor name in family `kind`.
@@ -610,14 +621,26 @@ pub(crate) fn permute_rows(w: &Tensor, n_heads: usize) -> Result<Tensor> {
 }
 
 /// GGUF `general.architecture` → family. llama.cpp writes Mistral as `llama`.
-const GGUF_ARCHS: [(&str, ArchKind); 6] = [
+const GGUF_ARCHS: [(&str, ArchKind); 9] = [
     ("llama", ArchKind::Llama),
     ("qwen2", ArchKind::Qwen2),
     ("qwen3", ArchKind::Qwen3),
     ("gemma2", ArchKind::Gemma2),
     ("gemma3", ArchKind::Gemma3),
     ("phi3", ArchKind::Phi3),
+    ("smollm3", ArchKind::Smollm3),
+    ("granite", ArchKind::Granite),
+    ("olmo2", ArchKind::Olmo2),
 ];
+
+/// Architectures whose llama.cpp converter interleaves each head's q/k rows for its NORM
+/// rope (`llama_model_rope_type`); the others keep HF's half-split (NEOX) layout.
+pub(crate) fn gguf_permutes_qk(kind: ArchKind) -> bool {
+    matches!(
+        kind,
+        ArchKind::Llama | ArchKind::Mistral | ArchKind::Smollm3 | ArchKind::Granite
+    )
+}
 
 /// Metadata of one GGUF architecture: keys are `<arch>.<key>`, as llama.cpp names them.
 struct GgufMeta<'a> {
@@ -657,6 +680,102 @@ impl GgufMeta<'_> {
     }
 }
 
+/// The rope tensors a llama.cpp converter writes beside the weights: llama3's divisors
+/// and LongRoPE's two factor sets. The loader reads them into the config.
+pub(crate) const GGUF_ROPE_TENSORS: [&str; 3] = [
+    "rope_freqs.weight",
+    "rope_factors_long.weight",
+    "rope_factors_short.weight",
+];
+
+/// A rope factor tensor of the file, checked, if present.
+fn gguf_rope_factors(m: &GgufMeta, name: &str, dims: usize) -> Result<Option<Vec<f64>>> {
+    let Some(t) = m.g.tensor(name) else {
+        return Ok(None);
+    };
+    rope::check_factors(name, m.g.dequantize(t)?, dims)
+        .map(Some)
+        .map_err(|e| e.in_file(&m.g.path))
+}
+
+/// The rope as llama.cpp's loader reads it (`load_hparams`, `get_rope_factors`, and
+/// `llama_context`'s YaRN attention factor): base, rotated dimensions, scaling type,
+/// factor, original context and the factor tensors.
+fn gguf_rope(m: &GgufMeta, head_dim: usize) -> Result<RopeSpec> {
+    let dims = m.usize_or("rope.dimension_count", head_dim)?;
+    if dims > head_dim || dims % 2 != 0 {
+        return Err(m.err(
+            "rope.dimension_count",
+            format!(
+                "{dims} rotary dimensions of head size {head_dim}: expected an even count up to it"
+            ),
+        ));
+    }
+    let mut spec = RopeSpec::plain(m.f64_or("rope.freq_base", 10000.0)?, dims);
+    let factor = m.f64_or("rope.scaling.factor", 1.0)?;
+    let ctx = m.usize("context_length")?;
+    let original_ctx = m.usize_or("rope.scaling.original_context_length", ctx)?;
+    spec.attn_factor = m.f64_or("rope.scaling.attn_factor", 1.0)?;
+    if m.get("rope.scaling.yarn_log_multiplier").is_some() {
+        return Err(m.err(
+            "rope.scaling.yarn_log_multiplier",
+            "YaRN with an mscale_all_dim (DeepSeek) is not supported",
+        ));
+    }
+    let ty = m
+        .get("rope.scaling.type")
+        .and_then(Value::as_str)
+        .unwrap_or("linear");
+    spec.scaling = match ty {
+        "none" => RopeScaling::None,
+        "linear" if factor == 1.0 => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor },
+        "yarn" => {
+            spec.attn_factor *= rope::yarn_mscale(factor, 1.0);
+            RopeScaling::Yarn {
+                factor,
+                original_ctx,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                truncate: true,
+            }
+        }
+        t => {
+            return Err(m.err(
+                "rope.scaling.type",
+                format!("rope scaling `{t}` is not supported (none, linear, yarn)"),
+            ))
+        }
+    };
+    let freqs = gguf_rope_factors(m, "rope_freqs.weight", dims)?;
+    let long = gguf_rope_factors(m, "rope_factors_long.weight", dims)?;
+    let short = gguf_rope_factors(m, "rope_factors_short.weight", dims)?;
+    match (freqs, long, short) {
+        (None, None, None) => {}
+        (Some(factors), None, None) if spec.scaling == RopeScaling::None => {
+            spec.scaling = RopeScaling::FreqFactors { factors };
+        }
+        (None, Some(long), Some(short)) if spec.scaling == RopeScaling::None => {
+            spec.scaling = RopeScaling::LongRope {
+                short,
+                long,
+                original_ctx,
+            };
+        }
+        _ => {
+            return Err(Error::tensor(
+                &m.g.path,
+                "rope_freqs.weight",
+                format!(
+                    "rope factor tensors with rope scaling `{ty}`: expected rope_freqs alone, \
+                     or rope_factors_long with rope_factors_short, without a scaling type"
+                ),
+            ))
+        }
+    }
+    Ok(spec)
+}
+
 /// The family's hyper-parameters from GGUF metadata, following llama.cpp's loader
 /// (`llama-model.cpp` and `src/models/<arch>.cpp`) for defaults.
 // One piece: a linear reading of the GGUF metadata keys into a config, in key order;
@@ -692,29 +811,11 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
             "rotary embeddings need an even head dimension",
         ));
     }
-    if let Some(v) = m.get("rope.dimension_count") {
-        if v.as_u64() != Some(head_dim as u64) {
-            return Err(m.err(
-                "rope.dimension_count",
-                "partial rotary embeddings are not supported",
-            ));
-        }
-    }
     let n_layers = m.usize("block_count")?;
     let present = blocks_present(g.tensors.iter().map(|t| t.name.as_str()), &["blk."]);
     check_layer_count(path, &m.key("block_count"), n_layers, present)?;
-    let rope_factor = match m.get("rope.scaling.type").and_then(Value::as_str) {
-        None | Some("none") => 1.0,
-        Some("linear") => m.f64_or("rope.scaling.factor", 1.0)?,
-        Some(t) => {
-            return Err(m.err(
-                "rope.scaling.type",
-                format!("rope scaling `{t}` is not supported (none, linear)"),
-            ))
-        }
-    };
+    let rope = gguf_rope(&m, head_dim)?;
     let gemma = matches!(kind, ArchKind::Gemma2 | ArchKind::Gemma3);
-    let rope_theta = m.f64_or("rope.freq_base", 10000.0)?;
     // Gemma-2 always slides (default window 4096); Gemma-3 only with a window key;
     // llama.cpp runs Phi-3 and the others without a window.
     let sliding_window = match kind {
@@ -748,11 +849,19 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         }
         Some(_) => WindowLayers::Pattern(m.usize("attention.sliding_window_pattern")?),
     };
-    let rope_theta_local = match kind {
-        ArchKind::Gemma3 => m.f64_or("rope.freq_base_swa", 10000.0)?,
-        _ => m.f64_or("rope.freq_base_swa", rope_theta)?,
+    // Gemma-3's sliding layers: base 10000 unless the file says, never scaled.
+    let rope_local = match kind {
+        ArchKind::Gemma3 => RopeSpec::plain(m.f64_or("rope.freq_base_swa", 10000.0)?, rope.dims),
+        _ => RopeSpec {
+            theta: m.f64_or("rope.freq_base_swa", rope.theta)?,
+            ..rope.clone()
+        },
     };
-    let attn_scale = llama_cpp_attn_scale(kind, n_layers, hidden, n_heads, head_dim);
+    let granite = kind == ArchKind::Granite;
+    let attn_scale = match granite {
+        true => m.f64_or("attention.scale", 1.0)?,
+        false => llama_cpp_attn_scale(kind, n_layers, hidden, n_heads, head_dim),
+    };
     let tokens_len = g
         .get("tokenizer.ggml.tokens")
         .and_then(Value::as_array)
@@ -791,9 +900,13 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         head_dim,
         vocab,
         max_positions: m.usize("context_length")?,
-        rope_theta,
-        rope_factor,
-        rope_theta_local,
+        rope,
+        rope_local,
+        // llama.cpp's smollm3 graph hard-codes a NoPE layer every 4th block.
+        no_rope_layers: match kind {
+            ArchKind::Smollm3 => (0..n_layers).filter(|i| (i + 1) % 4 == 0).collect(),
+            _ => Vec::new(),
+        },
         rms_eps: m.f64_or("attention.layer_norm_rms_epsilon", 1e-5)?,
         tie_embeddings: g.tensor("output.weight").is_none(),
         qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
@@ -801,9 +914,26 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         mlp_bias: g.tensor("blk.0.ffn_up.bias").is_some(),
         sliding_window,
         window_layers,
-        qk_norm: matches!(kind, ArchKind::Qwen3 | ArchKind::Gemma3),
-        post_norms: gemma,
-        embed_scale: gemma.then(|| (hidden as f64).sqrt()),
+        qk_norm: match kind {
+            ArchKind::Qwen3 | ArchKind::Gemma3 => QkNorm::PerHead,
+            ArchKind::Olmo2 => QkNorm::Full,
+            _ => QkNorm::None,
+        },
+        pre_norms: kind != ArchKind::Olmo2,
+        post_norms: gemma || kind == ArchKind::Olmo2,
+        embed_scale: match (gemma, granite) {
+            (true, _) => Some((hidden as f64).sqrt()),
+            (_, true) => Some(m.f64_or("embedding_scale", 1.0)?),
+            _ => None,
+        },
+        residual_scale: match granite {
+            true => m.f64_or("residual_scale", 1.0)?,
+            false => 1.0,
+        },
+        logit_scale: match granite {
+            true => m.f64_or("logit_scale", 1.0)?,
+            false => 1.0,
+        },
         act: if gemma {
             Activation::GeluTanh
         } else {
@@ -842,9 +972,15 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
     let cfg = gguf_config(&g, arch_name, kind)?;
     // Only llama.cpp's `llama` converter interleaves q/k rows; the others use the
     // half-split (NEOX) layout that HF checkpoints have.
-    let permuted = kind == ArchKind::Llama;
+    let permuted = gguf_permutes_qk(kind);
     let (n_heads, n_kv_heads) = (cfg.n_heads, cfg.n_kv_heads);
-    let used = RefCell::new(BTreeSet::new());
+    // The config read the rope factor tensors.
+    let used = RefCell::new(
+        GGUF_ROPE_TENSORS
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<BTreeSet<_>>(),
+    );
     let fetch = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
         let Some(t) = g.tensor(name) else {
             return Ok(None);
