@@ -124,7 +124,22 @@ pub fn inspect(model: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-pub fn eval(args: &ModelArgs) -> Result<()> {
+/// How `qevo eval` measures perplexity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Every position of each window of `--seq-len` tokens.
+    Windows,
+    /// llama.cpp's `llama-perplexity -c <seq-len>` (BOS-led chunks, second half scored).
+    LlamaCpp,
+}
+
+/// `llama-perplexity -c`'s default context in qevo's comparisons.
+const LLAMA_CPP_CTX: usize = 512;
+
+pub fn eval(args: &ModelArgs, protocol: Protocol) -> Result<()> {
+    if protocol == Protocol::LlamaCpp {
+        return eval_llama_cpp(args);
+    }
     let m = load_model(args.model.as_deref())?;
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let seq = args.seq_len(&m);
@@ -151,6 +166,41 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
     println!(
         "throughput:  {:.0} tokens/s ({:.2} s)",
         reference.windows.tokens() as f64 / secs,
+        secs
+    );
+    Ok(())
+}
+
+/// `qevo eval --protocol llama-cpp`: perplexity as `llama-perplexity -c <seq-len>
+/// --chunks <max-windows>` measures it on the same text.
+fn eval_llama_cpp(args: &ModelArgs) -> Result<()> {
+    let m = load_model(args.model.as_deref())?;
+    if !m.arch.is_decoder() {
+        anyhow::bail!("--protocol llama-cpp measures decoders; this model is an encoder");
+    }
+    let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
+    let ctx = args
+        .seq_len
+        .unwrap_or_else(|| LLAMA_CPP_CTX.min(m.arch.max_positions()));
+    let start = Instant::now();
+    let r =
+        qevo::eval::llama_ppl::llama_cpp_perplexity_of_text(&m, &text, ctx, Some(args.max_windows))
+            .with_context(|| {
+                format!(
+                    "--seq-len {ctx} (llama-perplexity -c), --max-windows {} (--chunks)",
+                    args.max_windows
+                )
+            })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("model:       {}", m.source.display());
+    println!(
+        "protocol:    llama-perplexity -c {ctx} --chunks {} ({} tokens scored, second half of each chunk)",
+        r.chunks, r.scored_tokens
+    );
+    println!("perplexity:  {:.4}", r.perplexity);
+    println!(
+        "throughput:  {:.0} tokens/s ({:.2} s)",
+        (r.chunks * ctx) as f64 / secs,
         secs
     );
     Ok(())

@@ -99,6 +99,11 @@ enum Cmd {
         /// Re-score a saved plan (plan.json / plan.yaml) instead of the FP model.
         #[arg(long)]
         plan: Option<PathBuf>,
+        /// How perplexity is measured: `windows` scores every position of each window;
+        /// `llama-cpp` is `llama-perplexity -c <seq-len>`'s protocol (BOS-led chunks, only
+        /// the second half of each scored), the number to put beside llama.cpp's.
+        #[arg(long, value_enum, default_value_t = commands::Protocol::Windows)]
+        protocol: commands::Protocol,
         #[command(flatten)]
         score: ScoreArgs,
     },
@@ -281,12 +286,16 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Inspect { model } => commands::inspect(model),
         Cmd::Eval {
-            args, plan: None, ..
-        } => commands::eval(&args),
+            args,
+            plan: None,
+            protocol,
+            ..
+        } => commands::eval(&args, protocol),
         Cmd::Eval {
             args,
             plan: Some(p),
             score,
+            ..
         } => commands::eval_plan(&args, &p, &score, cli.force),
         Cmd::Search(a) => search_cmd::search(&a),
         Cmd::Tune(a) => tune_cmd::run(&a, cli.force),

@@ -652,3 +652,38 @@ fn export_of_an_output_rounded_plan_uses_its_rounding_record() {
         "export ignored the plan's output-rounding record"
     );
 }
+
+/// `eval --protocol llama-cpp` prints the figure of llama.cpp's protocol, computed by the
+/// library's `llama_cpp_perplexity_of_text` on the same text, context and chunk count.
+#[test]
+fn eval_llama_cpp_protocol_prints_the_protocols_perplexity() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = qevo(
+        &[
+            "eval",
+            "--protocol",
+            "llama-cpp",
+            "--seq-len",
+            "64",
+            "--max-windows",
+            "3",
+        ],
+        cache.path(),
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("llama-perplexity -c 64 --chunks 3"), "{out}");
+    let dir = qevo::assets::default_model_dir(cache.path()).unwrap();
+    let m = qevo::model::Model::load(&dir).unwrap();
+    let want = qevo::eval::llama_ppl::llama_cpp_perplexity_of_text(
+        &m,
+        qevo::assets::HELDOUT_TEXT,
+        64,
+        Some(3),
+    )
+    .unwrap();
+    assert!(
+        out.contains(&format!("perplexity:  {:.4}", want.perplexity)),
+        "{out}"
+    );
+}

@@ -3,8 +3,12 @@
 //! its GGUF as llama.cpp's own converter writes it (fixtures: tests/fixtures/families,
 //! made by scripts/make_family_fixtures.py).
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use qevo::export::{export_gguf, resolve_ggml};
 use qevo::model::{Arch, LlamaConfig, Model, NoHook, WindowLayers};
+use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {
@@ -26,12 +30,7 @@ fn meta(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Largest absolute difference relative to the largest reference logit.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
+use common::rel_err;
 
 fn logits(m: &Model, name: &str) -> Vec<f32> {
     let ids = read_le(&dir(name).join("input_ids.u32"), u32::from_le_bytes);
@@ -181,4 +180,103 @@ fn olmo2_post_norms_match_transformers_from_hf_and_gguf() {
 fn dynamic_ntk_rope_matches_transformers_within_max_positions() {
     check_hf("llama_dynamic");
     check_gguf("llama_dynamic");
+}
+
+/// Exports the family's HF model as GGUF (uniform `t`) with qevo's writer, reads it back,
+/// and returns (source, file read back, file path) — the tempdir keeps the file alive.
+fn export(name: &str, t: GgmlType, tmp: &Path) -> (Model, Model, PathBuf) {
+    let m = Model::load(&dir(name)).unwrap();
+    let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(t), 16).unwrap();
+    let resolved = resolve_ggml(&m, &plan, false).unwrap();
+    let out = tmp.join(format!("{name}-{t}.gguf"));
+    export_gguf(&m, &resolved, &RoundingInputs::default(), &out)
+        .unwrap_or_else(|e| panic!("{name}: export {e}"));
+    let back = Model::load(&out).unwrap_or_else(|e| panic!("{name}: exported file {e}"));
+    (m, back, out)
+}
+
+/// The families llama.cpp computes as transformers does, exported by qevo: the f32 file
+/// gives the source's logits when qevo reads it back, and `llama-perplexity` on it
+/// agrees with qevo's llama.cpp-protocol perplexity of the source (within 1%).
+#[test]
+fn exported_family_ggufs_run_in_llama_cpp_as_in_qevo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    let words = "the river runs past the old mill and the small model tells us a story ";
+    std::fs::write(&text, words.repeat(40)).unwrap();
+    let ppl = common::llama_tools::llama_tool("llama-perplexity", "exported family GGUFs");
+    for name in [
+        "llama32",
+        "qwen3_yarn",
+        "phi4_mini",
+        "smollm3",
+        "granite",
+        "olmo2",
+        "llama_dynamic",
+    ] {
+        let (m, back, out) = export(name, GgmlType::F32, tmp.path());
+        let err = rel_err(&logits(&back, name), &logits(&m, name));
+        assert!(err <= 1e-5, "{name}: exported f32 file differs by {err}");
+        let Some(ppl) = &ppl else { continue };
+        let base = common::llama_tools::LlamaLogits::run(
+            ppl,
+            &out,
+            &text,
+            64,
+            4,
+            &out.with_extension("logits"),
+        );
+        let bos = config(&m)
+            .bos_token_id
+            .filter(|b| base.tokens.first() == Some(b));
+        let ours = qevo::eval::llama_ppl::llama_cpp_perplexity(&m, &base.tokens, 64, bos, None)
+            .unwrap()
+            .perplexity;
+        let theirs = base.perplexity();
+        println!("{name}: llama-perplexity {theirs:.4}, qevo {ours:.4}");
+        assert!(
+            (ours - theirs).abs() <= 0.01 * theirs,
+            "{name}: {theirs} vs {ours}"
+        );
+    }
+}
+
+/// A quantized export of a family with rope factor tensors keeps them: the file read
+/// back has the source's rope.
+#[test]
+fn quantized_family_ggufs_keep_their_rope_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["llama32", "phi4_mini"] {
+        let (m, back, _) = export(name, GgmlType::Q8_0, tmp.path());
+        let (a, b) = (&config(&m).rope, &config(&back).rope);
+        assert_eq!((a.theta, a.dims), (b.theta, b.dims), "{name}");
+        assert!((a.attn_factor - b.attn_factor).abs() < 1e-6, "{name}");
+        // The file holds the factors as f32.
+        let (fa, fb) = (a.inv_freq(false), b.inv_freq(false));
+        assert!(
+            fa.iter().zip(&fb).all(|(x, y)| (x - y).abs() <= 1e-6 * x),
+            "{name}"
+        );
+    }
+}
+
+/// llama.cpp runs no window for qwen2 or llama: exporting a windowed model is refused
+/// naming the key, never written to compute something else.
+#[test]
+fn exporting_a_window_llama_cpp_lacks_is_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["qwen25_window", "mistral_linear_window"] {
+        let m = Model::load(&dir(name)).unwrap();
+        let plan = TensorPlan::uniform(&m, WeightFormat::Ggml(GgmlType::F32), 16).unwrap();
+        let resolved = resolve_ggml(&m, &plan, false).unwrap();
+        let e = export_gguf(
+            &m,
+            &resolved,
+            &RoundingInputs::default(),
+            &tmp.path().join("x.gguf"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sliding_window"), "{name}: {e}");
+    }
 }

@@ -133,6 +133,20 @@ pub fn llama_cpp_perplexity(
     })
 }
 
+/// `llama-perplexity -c n_ctx [--chunks max_chunks]` on a text: the text tokenized as
+/// llama.cpp's tool tokenizes it (special tokens on, so BOS first when the model adds
+/// one), then the protocol, so the figure sits beside llama.cpp's for the same file.
+pub fn llama_cpp_perplexity_of_text(
+    model: &Model,
+    text: &str,
+    n_ctx: usize,
+    max_chunks: Option<usize>,
+) -> Result<LlamaCppPerplexity> {
+    let tokens = model.encode_special(text)?;
+    let bos = llama_cpp_bos(model)?;
+    llama_cpp_perplexity(model, &tokens, n_ctx, bos, max_chunks)
+}
+
 /// Mean exact KL(FP ‖ `weights`) over the whole vocabulary at the positions
 /// `llama-perplexity --kl-divergence` scores, in nats/token: qevo's figure for the same
 /// tokens and protocol as llama.cpp's KLD of a quantized file against its FP base.

@@ -259,12 +259,16 @@ impl GgufArch {
         Ok(())
     }
 
-    /// llama.cpp keeps no `query_pre_attn_scalar`: its scale follows from the shapes.
+    /// llama.cpp keeps no `query_pre_attn_scalar`: its scale follows from the shapes
+    /// (Granite's is written as `attention.scale`).
     fn check_scale(
         &self,
         cfg: &LlamaConfig,
         refuse: &dyn Fn(&str, String) -> Result<()>,
     ) -> Result<()> {
+        if cfg.kind == K::Granite {
+            return Ok(());
+        }
         let theirs = llama_cpp_attn_scale(
             cfg.kind,
             cfg.n_layers,
