@@ -120,6 +120,28 @@ FAMILIES = {
         "pad_token_id": 0, "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 500000,
         "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": True,
     },
+    # Qwen/Qwen3-30B-A3B: 128 experts, 8 per token, renormalised (8 experts of width 16
+    # here, 2 per token).
+    "qwen3_moe": {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "attention_bias": False,
+        "attention_dropout": 0.0, "bos_token_id": 0, "decoder_sparse_step": 1, "eos_token_id": 0,
+        "head_dim": 16, "hidden_act": "silu", "initializer_range": 0.02,
+        "max_position_embeddings": 40960, "max_window_layers": 48, "mlp_only_layers": [],
+        "moe_intermediate_size": 16, "norm_topk_prob": True, "num_experts": 8,
+        "num_experts_per_tok": 2, "num_hidden_layers": 2, "output_router_logits": False,
+        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000.0,
+        "router_aux_loss_coef": 0.001, "sliding_window": None, "tie_word_embeddings": False,
+        "torch_dtype": "float32", "use_cache": True, "use_sliding_window": False,
+    },
+    # mistralai/Mixtral-8x7B-v0.1: 8 experts, 2 per token.
+    "mixtral": {
+        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "attention_dropout": 0.0,
+        "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "silu", "initializer_range": 0.02,
+        "max_position_embeddings": 32768, "num_experts_per_tok": 2, "num_hidden_layers": 2,
+        "num_local_experts": 8, "output_router_logits": False, "rms_norm_eps": 1e-05,
+        "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+        "tie_word_embeddings": False, "torch_dtype": "float32", "use_cache": True,
+    },
     # A Llama with dynamic NTK scaling (variant), which computes as the plain rope up to
     # max_position_embeddings.
     "llama_dynamic": {
@@ -150,6 +172,9 @@ def make_model(d, name, cfg_json, tok):
 
     os.makedirs(d, exist_ok=True)
     cfg_json = dict(cfg_json, **TINY, vocab_size=tok.get_vocab_size())
+    if name == "mixtral":
+        # Mixtral's experts are intermediate_size wide: narrower here, to keep the file small.
+        cfg_json["intermediate_size"] = 16
     write_json(os.path.join(d, "config.json"), cfg_json)
     cfg = AutoConfig.from_pretrained(d)
     cfg._attn_implementation = "eager"
@@ -158,7 +183,7 @@ def make_model(d, name, cfg_json, tok):
     perturb_(model, torch.Generator().manual_seed(SEED + 2))
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = published_layout(name, {k: v.contiguous() for k, v in model.state_dict().items()})
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     save_file(state, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
@@ -167,6 +192,39 @@ def make_model(d, name, cfg_json, tok):
         # Phi-4-mini ships GPT-2's tokenizer class (llama.cpp's converter reads this key).
         write_json(os.path.join(d, "tokenizer_config.json"), {"tokenizer_class": "GPT2Tokenizer"})
     return model
+
+
+def published_layout(name, state):
+    """transformers 5 holds each block's experts fused (`mlp.experts.gate_up_proj`
+    [E, 2I, H], `down_proj` [E, H, I]); published checkpoints store one matrix per expert:
+    Qwen3-MoE `mlp.experts.E.{gate,up,down}_proj`, Mixtral
+    `block_sparse_moe.experts.E.{w1,w3,w2}` and `block_sparse_moe.gate`."""
+    if name not in ("qwen3_moe", "mixtral"):
+        return state
+    out = {}
+    for k, v in state.items():
+        if k.endswith("mlp.experts.gate_up_proj"):
+            stem = k[: -len("experts.gate_up_proj")]
+            half = v.shape[1] // 2
+            for e in range(v.shape[0]):
+                for part, rows in (("gate", v[e, :half]), ("up", v[e, half:])):
+                    out[expert_key(name, stem, e, part)] = rows.contiguous()
+        elif k.endswith("mlp.experts.down_proj"):
+            stem = k[: -len("experts.down_proj")]
+            for e in range(v.shape[0]):
+                out[expert_key(name, stem, e, "down")] = v[e].contiguous()
+        elif name == "mixtral" and k.endswith("mlp.gate.weight"):
+            out[k.replace("mlp.gate", "block_sparse_moe.gate")] = v
+        else:
+            out[k] = v
+    return out
+
+
+def expert_key(name, stem, e, part):
+    if name == "mixtral":
+        w = {"gate": "w1", "up": "w3", "down": "w2"}[part]
+        return f"{stem.replace('mlp.', 'block_sparse_moe.')}experts.{e}.{w}.weight"
+    return f"{stem}experts.{e}.{part}_proj.weight"
 
 
 def rope_of(model):

@@ -213,6 +213,8 @@ fn exported_family_ggufs_run_in_llama_cpp_as_in_qevo() {
         "granite",
         "olmo2",
         "llama_dynamic",
+        "qwen3_moe",
+        "mixtral",
     ] {
         let (m, back, out) = export(name, GgmlType::F32, tmp.path());
         let err = rel_err(&logits(&back, name), &logits(&m, name));
@@ -241,13 +243,17 @@ fn exported_family_ggufs_run_in_llama_cpp_as_in_qevo() {
     }
 }
 
-/// A quantized export of a family with rope factor tensors keeps them: the file read
-/// back has the source's rope.
+/// A quantized export keeps a family's rope factor tensors and its stacked experts:
+/// the file read back has the source's rope and tensors.
 #[test]
 fn quantized_family_ggufs_keep_their_rope_tensors() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["llama32", "phi4_mini"] {
+    for name in ["llama32", "phi4_mini", "qwen3_moe"] {
         let (m, back, _) = export(name, GgmlType::Q8_0, tmp.path());
+        assert_eq!(
+            back.tensors, m.tensors,
+            "{name}: stacked experts read back as written"
+        );
         let (a, b) = (&config(&m).rope, &config(&back).rope);
         assert_eq!((a.theta, a.dims), (b.theta, b.dims), "{name}");
         assert!((a.attn_factor - b.attn_factor).abs() < 1e-6, "{name}");
@@ -279,4 +285,24 @@ fn exporting_a_window_llama_cpp_lacks_is_refused_naming_the_key() {
         .to_string();
         assert!(e.contains("sliding_window"), "{name}: {e}");
     }
+}
+
+#[test]
+fn qwen3_moe_experts_match_transformers_from_hf_and_gguf() {
+    let m = check_hf("qwen3_moe");
+    let gate = m
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.ffn_gate_exps.weight")
+        .unwrap();
+    assert_eq!((gate.rows, gate.cols), (8 * 16, 32));
+    // Only the 2 of 8 experts a token runs are counted.
+    assert_eq!(gate.macs_per_token(), 2 * 16 * 32);
+    check_gguf("qwen3_moe");
+}
+
+#[test]
+fn mixtral_experts_match_transformers_from_hf_and_gguf() {
+    check_hf("mixtral");
+    check_gguf("mixtral");
 }

@@ -100,9 +100,9 @@ use Softcaps as S;
 use Window as W;
 
 #[rustfmt::skip]
-const ARCHS: [GgufArch; 9] = [
+const ARCHS: [GgufArch; 10] = [
     //   qevo kinds                   name       q=hidden o/mlp bias tie   gate+up window                 softcaps         rope tensors  untie
-    arch(&[K::Llama, K::Mistral], "llama",   false,   true,      false, false,  W::Refused,            S::None,         R::Freqs,     false),
+    arch(&[K::Llama, K::Mistral, K::Mixtral], "llama",   false,   true,      false, false,  W::Refused,            S::None,         R::Freqs,     false),
     arch(&[K::Qwen2],             "qwen2",   true,    false,     false, false,  W::Refused,            S::None,         R::None,      false),
     arch(&[K::Qwen3],             "qwen3",   false,   false,     false, false,  W::Refused,            S::None,         R::None,      false),
     arch(&[K::Gemma2],            "gemma2",  false,   false,     true,  false,  W::Keys,               S::AttnAndFinal, R::None,      false),
@@ -110,6 +110,7 @@ const ARCHS: [GgufArch; 9] = [
     arch(&[K::Phi3],              "phi3",    true,    false,     false, true,   W::IgnoredByLlamaCpp,  S::None,         R::LongShort, false),
     arch(&[K::Smollm3],           "smollm3", false,   false,     false, false,  W::Refused,            S::None,         R::None,      false),
     arch(&[K::Granite],           "granite", false,   false,     false, false,  W::Refused,            S::None,         R::Freqs,     false),
+    arch(&[K::Qwen3Moe],          "qwen3moe", false,   false,     false, false,  W::Refused,            S::None,         R::None,      false),
     arch(&[K::Olmo2],             "olmo2",   true,    false,     false, false,  W::Refused,            S::None,         R::None,      true),
 ];
 
@@ -122,8 +123,10 @@ pub(crate) fn gguf_arch(kind: ArchKind, source: &Path) -> Result<&'static GgufAr
             path: source.into(),
             key: "architecture".into(),
             arch: format!("{} (GGUF export)", kind.as_str()),
-            supported: "llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, smollm3, granite, olmo2"
-                .into(),
+            supported:
+                "llama, mistral, mixtral, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3, smollm3, \
+                granite, olmo2"
+                    .into(),
         })
 }
 
@@ -165,6 +168,7 @@ impl GgufArch {
             return refuse("tie_word_embeddings", "needs its own output.weight".into());
         }
         self.check_rope(cfg, &refuse)?;
+        self.check_moe(cfg, &refuse)?;
         self.check_window(cfg, &refuse)?;
         self.check_softcaps(cfg, &refuse)?;
         self.check_scale(cfg, &refuse)
@@ -259,6 +263,34 @@ impl GgufArch {
         Ok(())
     }
 
+    /// llama.cpp's MoE graphs route every block, renormalise the chosen experts'
+    /// weights, and exist for llama (Mixtral) and qwen3moe only.
+    fn check_moe(
+        &self,
+        cfg: &LlamaConfig,
+        refuse: &dyn Fn(&str, String) -> Result<()>,
+    ) -> Result<()> {
+        let Some(m) = &cfg.moe else {
+            return Ok(());
+        };
+        if !matches!(self.name, "llama" | "qwen3moe") {
+            return refuse("num_experts", "has no mixture-of-experts MLP".into());
+        }
+        if !m.norm_topk {
+            return refuse(
+                "norm_topk_prob",
+                "always renormalises the chosen experts' weights".into(),
+            );
+        }
+        if m.layers.iter().any(|&l| !l) {
+            return refuse(
+                "mlp_only_layers",
+                "routes every block through experts".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// llama.cpp keeps no `query_pre_attn_scalar`: its scale follows from the shapes
     /// (Granite's is written as `attention.scale`).
     fn check_scale(
@@ -310,6 +342,11 @@ impl GgufArch {
             ),
         ];
         md.extend(rope_keys(cfg).into_iter().map(|(k, v)| (key(k), v)));
+        if let Some(m) = &cfg.moe {
+            md.push((key("expert_count"), u(m.experts)));
+            md.push((key("expert_used_count"), u(m.used)));
+            md.push((key("expert_feed_forward_length"), u(m.expert_ff)));
+        }
         if cfg.kind == K::Granite {
             let f = |v: f64| Value::F32(v as f32);
             md.push((key("embedding_scale"), f(cfg.embed_scale.unwrap_or(1.0))));
@@ -427,6 +464,8 @@ mod tests {
             (K::Smollm3, "smollm3"),
             (K::Granite, "granite"),
             (K::Olmo2, "olmo2"),
+            (K::Qwen3Moe, "qwen3moe"),
+            (K::Mixtral, "llama"),
         ] {
             assert_eq!(gguf_arch(kind, p).unwrap().name, name);
             assert_eq!(ARCHS.iter().filter(|a| a.kinds.contains(&kind)).count(), 1);

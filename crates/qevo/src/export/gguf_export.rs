@@ -245,9 +245,18 @@ fn planned_tensors(
                     rounding.quantize_ggml(i, info, &w.flatten_all()?.to_vec1::<f32>()?, t)?
                 }
             };
+            // Stacked experts are llama.cpp's 3-d `ffn_*_exps` {cols, rows, experts}.
+            let dims = match info.experts {
+                Some(e) => vec![
+                    info.cols as u64,
+                    (info.rows / e.total) as u64,
+                    e.total as u64,
+                ],
+                None => vec![info.cols as u64, info.rows as u64],
+            };
             Ok(GgufTensorOut {
                 name: info.name.clone(),
-                dims: vec![info.cols as u64, info.rows as u64],
+                dims,
                 type_id: t.gguf_id(),
                 bytes,
             })

@@ -128,8 +128,9 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
             model.source.display()
         )));
     }
-    // Gemma (norms held as 1 + w, other module names), OLMo-2 (post-norm names) and
-    // Phi-3 (fused matrices split at load) need their own name and value mapping before they can be written back.
+    // Gemma (norms held as 1 + w, other module names), OLMo-2 (post-norm names), Phi-3
+    // (fused matrices split at load) and the MoE families (experts stacked at load) need
+    // their own name and value mapping before they can be written back.
     let cfg = match &model.arch {
         Arch::Llama(cfg) => cfg,
         Arch::Bert(_) => return check_block_formats(model, choices),
@@ -147,6 +148,8 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
             | crate::model::ArchKind::Gemma3
             | crate::model::ArchKind::Phi3
             | crate::model::ArchKind::Olmo2
+            | crate::model::ArchKind::Qwen3Moe
+            | crate::model::ArchKind::Mixtral
     ) {
         return Err(Error::Invalid(format!(
             "{}: packed safetensors export does not write {} yet (llama, qwen2, qwen3, mistral)",

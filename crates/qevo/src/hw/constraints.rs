@@ -158,6 +158,7 @@ mod tests {
             is_embedding_lookup: true,
             tied: false,
             format: None,
+            experts: None,
         });
         for b in 0..6 {
             for (role, i, o) in [
@@ -179,6 +180,7 @@ mod tests {
                     is_embedding_lookup: false,
                     tied: false,
                     format: None,
+                    experts: None,
                 });
             }
         }
@@ -192,6 +194,7 @@ mod tests {
             is_embedding_lookup: false,
             tied: false,
             format: None,
+            experts: None,
         });
         ModelCounts {
             linears,

@@ -42,6 +42,9 @@ pub struct LinearCounts {
     /// Weight format name (e.g. `q4_k`), used only to pick a format-specific
     /// compute mode when the profile declares one.
     pub format: Option<String>,
+    /// Stacked experts: each token multiplies by (and, decoding, reads) only the `used`
+    /// of `total` experts' rows.
+    pub experts: Option<crate::model::Experts>,
 }
 
 /// Everything the cost model needs to know about a quantized model.
@@ -318,13 +321,16 @@ fn linear_cost(l: &LinearCounts, profile: &Profile, workload: &Workload) -> (Lay
     } else {
         let m = select_mode(profile, l.weight_bits, l.act_bits, l.format.as_deref());
         let ab = act_bytes(profile, l.act_bits);
+        let active = l.experts.map_or(1.0, |e| e.used as f64 / e.total as f64);
         (
             Some(m),
-            inf * outf,
-            (inf + outf) * ab,
+            inf * outf * active,
+            (inf + outf * active) * ab,
             l.weight_bytes as f64,
         )
     };
+    // A decoded token reads only its experts' weights; a prompt reads them all.
+    let decode_read = weight_read * l.experts.map_or(1.0, |e| e.used as f64 / e.total as f64);
     let mut prefill = Phase::default();
     if p > 0.0 {
         let rate = mode.map_or(1.0, |m| m.peak_macs_per_s);
@@ -345,7 +351,7 @@ fn linear_cost(l: &LinearCounts, profile: &Profile, workload: &Workload) -> (Lay
             mode,
             rate,
             macs_per_token,
-            weight_read + act_per_token,
+            decode_read + act_per_token,
         );
         decode.add(&pass, d);
     }
@@ -529,6 +535,7 @@ energy_pj_per_mac = 4.0
             is_embedding_lookup: false,
             tied: false,
             format: None,
+            experts: None,
         }
     }
 

@@ -87,6 +87,7 @@ impl BertNet {
             block: None,
             rows: v,
             cols: h,
+            experts: None,
         }];
         let mut weights = vec![require(
             fetch,
@@ -125,6 +126,7 @@ impl BertNet {
                     block: Some(b),
                     rows,
                     cols,
+                    experts: None,
                 });
                 idx[j] = weights.len() - 1;
             }

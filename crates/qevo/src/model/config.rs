@@ -19,6 +19,8 @@ pub enum ArchKind {
     Smollm3,
     Granite,
     Olmo2,
+    Qwen3Moe,
+    Mixtral,
     Gpt2,
     Bert,
 }
@@ -35,6 +37,8 @@ const ARCHITECTURES: &[(&str, ArchKind)] = &[
     ("SmolLM3ForCausalLM", ArchKind::Smollm3),
     ("GraniteForCausalLM", ArchKind::Granite),
     ("Olmo2ForCausalLM", ArchKind::Olmo2),
+    ("Qwen3MoeForCausalLM", ArchKind::Qwen3Moe),
+    ("MixtralForCausalLM", ArchKind::Mixtral),
     ("GPT2LMHeadModel", ArchKind::Gpt2),
     ("BertModel", ArchKind::Bert),
     ("BertForMaskedLM", ArchKind::Bert),
@@ -52,6 +56,8 @@ const MODEL_TYPES: &[(&str, ArchKind)] = &[
     ("smollm3", ArchKind::Smollm3),
     ("granite", ArchKind::Granite),
     ("olmo2", ArchKind::Olmo2),
+    ("qwen3_moe", ArchKind::Qwen3Moe),
+    ("mixtral", ArchKind::Mixtral),
     ("gpt2", ArchKind::Gpt2),
     ("bert", ArchKind::Bert),
 ];
@@ -69,6 +75,8 @@ impl ArchKind {
             ArchKind::Smollm3 => "smollm3",
             ArchKind::Granite => "granite",
             ArchKind::Olmo2 => "olmo2",
+            ArchKind::Qwen3Moe => "qwen3moe",
+            ArchKind::Mixtral => "mixtral",
             ArchKind::Gpt2 => "gpt2",
             ArchKind::Bert => "bert",
         }

@@ -76,6 +76,7 @@ impl Gpt2Net {
             block: None,
             rows: v,
             cols: h,
+            experts: None,
         }];
         let mut weights = vec![require(fetch, "wte.weight", &[v, h])?];
         let wpe = require(fetch, "wpe.weight", &[cfg.max_positions, h])?;
@@ -120,6 +121,7 @@ impl Gpt2Net {
                     block: Some(b),
                     rows,
                     cols,
+                    experts: None,
                 });
                 weights.push(w);
                 idx[j] = weights.len() - 1;

@@ -10,7 +10,7 @@
 use super::config::{ArchKind, HfConfig};
 use super::fused::{self, AttnScores};
 use super::rope::{RopeContext, RopeSpec, RopeTables, ScalingDict};
-use super::{linear, LinearHook, Role, TensorInfo, Weights};
+use super::{linear, Experts, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -56,6 +56,85 @@ pub enum QkNorm {
     PerHead,
     /// One RMS norm over the whole q (or k) projection, before heads split (OLMo-2).
     Full,
+}
+
+/// A mixture-of-experts MLP (Qwen3-MoE, Mixtral): a router picks `used` of `experts`
+/// gated MLPs of width `expert_ff` per token and mixes their outputs by its softmax
+/// weights, renormalised over the chosen experts when `norm_topk`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moe {
+    pub experts: usize,
+    pub used: usize,
+    pub expert_ff: usize,
+    pub norm_topk: bool,
+    /// Layers whose MLP routes; the others are dense MLPs of `intermediate` (Qwen3-MoE's
+    /// `mlp_only_layers` and `decoder_sparse_step`).
+    pub layers: Vec<bool>,
+}
+
+/// The most experts qevo accepts in one layer (published models have at most a few
+/// hundred); a count beyond it is a config error, not an allocation.
+const MAX_EXPERTS: usize = 4096;
+
+/// The MoE settings of config.json: Qwen3-MoE's `num_experts`, `num_experts_per_tok`,
+/// `moe_intermediate_size`, `norm_topk_prob`, `decoder_sparse_step`, `mlp_only_layers`;
+/// Mixtral's `num_local_experts` and `num_experts_per_tok` (always renormalised).
+fn moe_setting(c: &HfConfig, kind: ArchKind, n_layers: usize) -> Result<Option<Moe>> {
+    let (experts_key, ff_key) = match kind {
+        ArchKind::Qwen3Moe => ("num_experts", "moe_intermediate_size"),
+        ArchKind::Mixtral => ("num_local_experts", "intermediate_size"),
+        _ => return Ok(None),
+    };
+    let experts = c.usize_or(experts_key, if kind == ArchKind::Mixtral { 8 } else { 128 })?;
+    if experts > MAX_EXPERTS {
+        return Err(c.err(
+            experts_key,
+            format!("{experts} experts: at most {MAX_EXPERTS}"),
+        ));
+    }
+    let used = c.usize_or(
+        "num_experts_per_tok",
+        if kind == ArchKind::Mixtral { 2 } else { 8 },
+    )?;
+    if used > experts {
+        return Err(c.err(
+            "num_experts_per_tok",
+            format!("{used} exceeds the {experts} experts ({experts_key})"),
+        ));
+    }
+    for key in ["shared_expert_intermediate_size", "n_shared_experts"] {
+        if c.raw(key).and_then(|v| v.as_u64()).unwrap_or(0) > 0 {
+            return Err(c.err(key, "shared experts are not supported in this family"));
+        }
+    }
+    let (norm_topk, layers) = match kind {
+        ArchKind::Mixtral => (true, vec![true; n_layers]),
+        _ => {
+            let step = c.usize_or("decoder_sparse_step", 1)?;
+            let dense = match c.raw("mlp_only_layers") {
+                None => Vec::new(),
+                Some(v) => v
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|x| x.as_u64().map(|n| n as usize))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| c.err("mlp_only_layers", "expected a list of layer indices"))?,
+            };
+            let layers = (0..n_layers)
+                .map(|i| !dense.contains(&i) && (i + 1) % step == 0)
+                .collect();
+            (c.bool_or("norm_topk_prob", false)?, layers)
+        }
+    };
+    Ok(Some(Moe {
+        experts,
+        used,
+        expert_ff: c.usize(ff_key)?,
+        norm_topk,
+        layers,
+    }))
 }
 
 /// The Llama-family decoder's hyper-parameters. One config covers every family member:
@@ -112,6 +191,8 @@ pub struct LlamaConfig {
     /// q/k/v and gate/up are stored fused (Phi-3 `qkv_proj`, `gate_up_proj`; GGUF
     /// `attn_qkv`, `ffn_up` of 2·intermediate rows) and split into separate tensors at load.
     pub fused_proj: bool,
+    /// Mixture-of-experts MLPs (Qwen3-MoE, Mixtral).
+    pub moe: Option<Moe>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
 }
@@ -136,7 +217,7 @@ fn family(kind: ArchKind) -> Family {
     // Ties follow each config class's `tie_word_embeddings` default in transformers.
     match kind {
         ArchKind::Qwen2 => f(true, false, QkNorm::None, false, false),
-        ArchKind::Qwen3 => f(false, false, QkNorm::PerHead, false, false),
+        ArchKind::Qwen3 | ArchKind::Qwen3Moe => f(false, false, QkNorm::PerHead, false, false),
         ArchKind::Gemma2 => f(false, true, QkNorm::None, true, false),
         ArchKind::Gemma3 => f(false, true, QkNorm::PerHead, true, false),
         ArchKind::Phi3 => f(false, false, QkNorm::None, false, true),
@@ -277,8 +358,8 @@ fn window_of_family(
     no_rope: &[usize],
 ) -> Result<(Option<usize>, WindowLayers)> {
     let uses = match kind {
-        ArchKind::Mistral | ArchKind::Phi3 => true,
-        ArchKind::Qwen2 | ArchKind::Qwen3 | ArchKind::Smollm3 => {
+        ArchKind::Mistral | ArchKind::Phi3 | ArchKind::Mixtral => true,
+        ArchKind::Qwen2 | ArchKind::Qwen3 | ArchKind::Qwen3Moe | ArchKind::Smollm3 => {
             c.bool_or("use_sliding_window", false)?
         }
         _ => false,
@@ -289,7 +370,7 @@ fn window_of_family(
     let (window, rule) = match kind {
         // transformers' Qwen2/3 config: window 4096 unless given, layers from
         // `max_window_layers` (28 by default) on slide.
-        ArchKind::Qwen2 | ArchKind::Qwen3 => {
+        ArchKind::Qwen2 | ArchKind::Qwen3 | ArchKind::Qwen3Moe => {
             let from = c.usize_or("max_window_layers", 28)?;
             let w = c.usize_or("sliding_window", 4096)?;
             (
@@ -437,6 +518,7 @@ impl LlamaConfig {
             attn_softcap: softcap("attn_logit_softcapping", gemma2.then_some(50.0))?,
             final_softcap: softcap("final_logit_softcapping", gemma2.then_some(30.0))?,
             fused_proj: fam.fused_proj,
+            moe: moe_setting(c, kind, n_layers)?,
             bos_token_id: token_id("bos_token_id"),
             eos_token_id: token_id("eos_token_id"),
         })
@@ -499,6 +581,9 @@ pub(crate) struct LlamaBlock {
     window: Option<usize>,
     /// Whether q and k rotate (SmolLM3's NoPE layers do not).
     uses_rope: bool,
+    /// The router `[experts, hidden]` of a mixture-of-experts MLP (kept in f32, as
+    /// llama.cpp keeps `ffn_gate_inp`); the MLP tensors are then stacked experts.
+    router: Option<Tensor>,
 }
 
 /// One rope's tables: for short windows, and LongRoPE's long ones when some window
@@ -580,13 +665,14 @@ impl LlamaNet {
     ) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
         let mut infos = Vec::new();
         let mut weights = Vec::new();
-        let mut push = |name: String, role, block, rows, cols, w: Tensor| {
+        let mut push = |name: String, role, block, rows, cols, w: Tensor, experts| {
             infos.push(TensorInfo {
                 name,
                 role,
                 block,
                 rows,
                 cols,
+                experts,
             });
             weights.push(w);
             weights.len() - 1
@@ -600,6 +686,7 @@ impl LlamaNet {
             v,
             h,
             embed,
+            None,
         );
         let shapes = [
             (cfg.q_dim(), h),
@@ -628,14 +715,33 @@ impl LlamaNet {
             let mut mats = block_matrices(&cfg, b, fetch)?;
             let mut idx = [0usize; 7];
             let mut bias: [Option<Tensor>; 7] = Default::default();
+            let moe = cfg.moe.as_ref().filter(|m| m.layers[b]);
+            let router = moe
+                .map(|m| {
+                    require(
+                        fetch,
+                        &format!("blk.{b}.ffn_gate_inp.weight"),
+                        &[m.experts, h],
+                    )
+                })
+                .transpose()?;
             for (j, (role, short)) in BLOCK_ROLES.iter().enumerate() {
+                if let (Some(m), 4..) = (moe, j) {
+                    let (name, rows, cols, w) = expert_stack(fetch, b, short, m, h)?;
+                    let e = Experts {
+                        total: m.experts,
+                        used: m.used,
+                    };
+                    idx[j] = push(name, *role, Some(b), rows, cols, w, Some(e));
+                    continue;
+                }
                 let name = format!("blk.{b}.{short}.weight");
                 let (rows, cols) = shapes[j];
                 let w = match mats[j].take() {
                     Some(w) => w,
                     None => require(fetch, &name, &[rows, cols])?,
                 };
-                idx[j] = push(name, *role, Some(b), rows, cols, w);
+                idx[j] = push(name, *role, Some(b), rows, cols, w, None);
                 if has_bias[j] {
                     bias[j] = Some(require(fetch, &format!("blk.{b}.{short}.bias"), &[rows])?);
                 }
@@ -656,6 +762,7 @@ impl LlamaNet {
                 idx,
                 window: cfg.window_of(b),
                 uses_rope: !cfg.no_rope_layers.contains(&b),
+                router,
             });
         }
         let norm = require(fetch, "output_norm.weight", &[h])?;
@@ -663,7 +770,7 @@ impl LlamaNet {
             embed_idx
         } else {
             match fetch("output.weight", &[v, h])? {
-                Some(w) => push("output.weight".into(), Role::Output, None, v, h, w),
+                Some(w) => push("output.weight".into(), Role::Output, None, v, h, w, None),
                 // Checkpoints that tie without saying so (GGUF files omit output.weight).
                 None => embed_idx,
             }
@@ -719,6 +826,9 @@ impl LlamaNet {
                     out.push((format!("blk.{b}.{short}.bias"), t.clone()));
                 }
             }
+            if let Some(t) = &blk.router {
+                out.push((format!("blk.{b}.ffn_gate_inp.weight"), t.clone()));
+            }
         }
         out.push(("output_norm.weight".into(), self.norm.clone()));
         out
@@ -763,6 +873,9 @@ impl LlamaNet {
                 take(slot)?;
             }
             for slot in blk.bias.iter_mut().flatten() {
+                take(slot)?;
+            }
+            if let Some(slot) = blk.router.as_mut() {
                 take(slot)?;
             }
         }
@@ -837,15 +950,68 @@ impl LlamaNet {
         let o = rms(&lin(&attn, 3)?, &blk.post_attn_norm)?;
         let x = self.residual(o, x)?;
         let hn = rms(&x, &blk.ffn_norm)?;
-        let gate = lin(&hn, 4)?;
-        let up = lin(&hn, 5)?;
-        let h = match (cfg.act, self.autograd) {
+        let f = match &blk.router {
+            Some(router) => self.moe_mlp(blk, router, w, hook, &hn)?,
+            None => {
+                let gate = lin(&hn, 4)?;
+                let up = lin(&hn, 5)?;
+                lin(&self.gated(gate, up)?, 6)?
+            }
+        };
+        let f = rms(&f, &blk.post_ffn_norm)?;
+        self.residual(f, &x)
+    }
+
+    /// `act(gate) · up`.
+    fn gated(&self, gate: Tensor, up: Tensor) -> Result<Tensor> {
+        Ok(match (self.cfg.act, self.autograd) {
             (Activation::Silu, false) => fused::silu_mul(gate, &up)?,
             (Activation::Silu, true) => (candle_nn::ops::silu(&gate)? * up)?,
             (Activation::GeluTanh, _) => (gate.gelu()? * up)?,
-        };
-        let f = rms(&lin(&h, 6)?, &blk.post_ffn_norm)?;
-        self.residual(f, &x)
+        })
+    }
+
+    /// A mixture-of-experts MLP as transformers' Qwen3-MoE and Mixtral blocks compute it:
+    /// router softmax in f32, the top `used` experts per token (renormalised when
+    /// `norm_topk`), each expert's gated MLP on its tokens, outputs added weighted.
+    fn moe_mlp(
+        &self,
+        blk: &LlamaBlock,
+        router: &Tensor,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        hn: &Tensor,
+    ) -> Result<Tensor> {
+        let moe = self
+            .cfg
+            .moe
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("router without MoE settings".into()))?;
+        let (b, t, h) = hn.dims3()?;
+        let x = hn.reshape((b * t, h))?;
+        let probs = candle_nn::ops::softmax_last_dim(&x.matmul(&router.t()?)?)?;
+        let routes = route(&probs.to_vec2::<f32>()?, moe);
+        let ff = moe.expert_ff;
+        let mut out = x.zeros_like()?;
+        for (e, r) in routes.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            let rows: Vec<u32> = r.iter().map(|&(i, _)| i).collect();
+            let n = rows.len();
+            let ids = Tensor::from_vec(rows, n, &Device::Cpu)?;
+            let xe = x.index_select(&ids, 0)?;
+            let part = |j: usize, input: &Tensor, len: usize| -> Result<Tensor> {
+                let input = hook.linear_input(blk.idx[j], input)?;
+                w.matmul_t_rows(blk.idx[j], e * len, len, &input)
+            };
+            let a = self.gated(part(4, &xe, ff)?, part(5, &xe, ff)?)?;
+            let d = part(6, &a, h)?;
+            let mix = Tensor::from_vec(
+                r.iter().map(|&(_, p)| p).collect::<Vec<f32>>(),
+                (n, 1),
+                &Device::Cpu,
+            )?;
+            out = out.index_add(&ids, &d.broadcast_mul(&mix)?, 0)?;
+        }
+        Ok(out.reshape((b, t, h))?)
     }
 
     /// `x + s·o` (Granite's residual multiplier `s`, else 1): in place into `o` (a fresh
@@ -936,6 +1102,62 @@ impl LlamaNet {
         };
         softcap(&logits, self.cfg.final_softcap)
     }
+}
+
+/// Per expert, the tokens routed to it with their mixing weights: each token's `used`
+/// most probable experts (ties to the lower index, as `torch.topk` on CPU), weights
+/// renormalised over them when `norm_topk`.
+fn route(probs: &[Vec<f32>], moe: &Moe) -> Vec<Vec<(u32, f32)>> {
+    let mut routes = vec![Vec::new(); moe.experts];
+    let mut order: Vec<usize> = Vec::with_capacity(moe.experts);
+    for (i, row) in probs.iter().enumerate() {
+        order.clear();
+        order.extend(0..row.len());
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let top = &order[..moe.used];
+        let sum: f32 = top.iter().map(|&e| row[e]).sum();
+        for &e in top {
+            let p = match moe.norm_topk {
+                true => row[e] / sum,
+                false => row[e],
+            };
+            routes[e].push((i as u32, p));
+        }
+    }
+    routes
+}
+
+/// One block's experts of one role (`ffn_gate`, `ffn_up`, `ffn_down`) as one stacked
+/// tensor `[experts · rows, cols]`: llama.cpp's `ffn_*_exps` when the file has it (GGUF),
+/// else each expert's matrix by its own name (Hugging Face), stacked in expert order.
+fn expert_stack(
+    fetch: &Fetch,
+    b: usize,
+    short: &str,
+    m: &Moe,
+    h: usize,
+) -> Result<(String, usize, usize, Tensor)> {
+    let (rows, cols) = match short {
+        "ffn_down" => (h, m.expert_ff),
+        _ => (m.expert_ff, h),
+    };
+    let name = format!("blk.{b}.{short}_exps.weight");
+    let w = match fetch(&name, &[m.experts, rows, cols])? {
+        Some(w) => w.reshape((m.experts * rows, cols))?,
+        None => {
+            let parts = (0..m.experts)
+                .map(|e| {
+                    require(
+                        fetch,
+                        &format!("blk.{b}.{short}_exps.{e}.weight"),
+                        &[rows, cols],
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)?
+        }
+    };
+    Ok((name, m.experts * rows, cols, w))
 }
 
 /// The block's weight matrices that come out of fused tensors (Phi-3), in BLOCK_ROLES

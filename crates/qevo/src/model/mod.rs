@@ -101,16 +101,30 @@ pub struct TensorInfo {
     pub block: Option<usize>,
     pub rows: usize,
     pub cols: usize,
+    /// A mixture-of-experts tensor: every expert's matrix of one block and role, stacked
+    /// along the rows (llama.cpp's `ffn_*_exps`), as one tensor with one gene.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experts: Option<Experts>,
+}
+
+/// The experts stacked in one tensor: `total` matrices of `rows / total` rows each, of
+/// which `used` run for each token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Experts {
+    pub total: usize,
+    pub used: usize,
 }
 
 impl TensorInfo {
     pub fn params(&self) -> usize {
         self.rows * self.cols
     }
-    /// Multiply-accumulates per token; an embedding is a row gather and costs none.
+    /// Multiply-accumulates per token; an embedding is a row gather and costs none; an
+    /// expert tensor counts only the experts a token runs.
     pub fn macs_per_token(&self) -> usize {
-        match self.role {
-            Role::Embedding => 0,
+        match (self.role, self.experts) {
+            (Role::Embedding, _) => 0,
+            (_, Some(e)) => self.rows / e.total * e.used * self.cols,
             _ => self.rows * self.cols,
         }
     }
@@ -215,6 +229,11 @@ pub trait Weights: Sync {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor>;
     /// Tensor `idx` as an f32 row table (embeddings).
     fn table(&self, idx: usize) -> Result<Tensor>;
+    /// `x2 @ W[idx][start..start + len]^T` → `[rows, len]`: one expert of a stacked
+    /// expert tensor. By default the whole product, narrowed.
+    fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
+        Ok(self.matmul_t(idx, x2)?.narrow(1, start, len)?)
+    }
 }
 
 /// Dense f32 weights, indexed like `Model::tensors`.
@@ -226,6 +245,9 @@ impl Weights for Dense<'_> {
     }
     fn table(&self, idx: usize) -> Result<Tensor> {
         Ok(self.0[idx].clone())
+    }
+    fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
+        Ok(x2.matmul(&self.0[idx].narrow(0, start, len)?.t()?)?)
     }
 }
 

@@ -6,7 +6,9 @@ use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
-use super::llama::{llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, QkNorm, WindowLayers};
+use super::llama::{
+    llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, Moe, QkNorm, WindowLayers,
+};
 use super::packed_st::{self, PackedIndex};
 use super::rope::{self, RopeScaling, RopeSpec};
 use super::{tokenizer, Arch, Model, Net, TensorInfo};
@@ -301,6 +303,41 @@ const HF_BLOCK_OVERRIDES: [(ArchKind, &str, &str); 9] = [
     ),
 ];
 
+/// Module names of a mixture-of-experts MLP per family: the router, the experts' list,
+/// and each expert's gate, up and down matrices.
+fn hf_moe_names(kind: ArchKind) -> Option<(&'static str, &'static str, [&'static str; 3])> {
+    match kind {
+        ArchKind::Qwen3Moe => Some((
+            "mlp.gate",
+            "mlp.experts",
+            ["gate_proj", "up_proj", "down_proj"],
+        )),
+        ArchKind::Mixtral => Some((
+            "block_sparse_moe.gate",
+            "block_sparse_moe.experts",
+            ["w1", "w3", "w2"],
+        )),
+        _ => None,
+    }
+}
+
+/// The HF name of a canonical router or per-expert name (`blk.B.ffn_gate_inp.weight`,
+/// `blk.B.ffn_{gate,up,down}_exps.E.weight`), if it is one.
+fn hf_moe_name(kind: ArchKind, b: &str, part: &str, suffix: &str) -> Option<String> {
+    let (router, experts, roles) = hf_moe_names(kind)?;
+    if part == "ffn_gate_inp" {
+        return Some(format!("model.layers.{b}.{router}.{suffix}"));
+    }
+    let j = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]
+        .iter()
+        .position(|p| *p == part)?;
+    let (e, rest) = suffix.split_once('.')?;
+    Some(format!(
+        "model.layers.{b}.{experts}.{e}.{}.{rest}",
+        roles[j]
+    ))
+}
+
 /// The Hugging Face name of a canonical (GGUF) tensor name in family `kind`.
 pub(crate) fn hf_name(kind: ArchKind, canonical: &str) -> String {
     const TOP: [(&str, &str); 3] = [
@@ -318,6 +355,9 @@ pub(crate) fn hf_name(kind: ArchKind, canonical: &str) -> String {
     else {
         return canonical.to_string();
     };
+    if let Some(name) = hf_moe_name(kind, b, part, suffix) {
+        return name;
+    }
     let over = HF_BLOCK_OVERRIDES
         .iter()
         .find(|(k, c, _)| *k == kind && *c == part)
@@ -621,7 +661,7 @@ pub(crate) fn permute_rows(w: &Tensor, n_heads: usize) -> Result<Tensor> {
 }
 
 /// GGUF `general.architecture` → family. llama.cpp writes Mistral as `llama`.
-const GGUF_ARCHS: [(&str, ArchKind); 9] = [
+const GGUF_ARCHS: [(&str, ArchKind); 10] = [
     ("llama", ArchKind::Llama),
     ("qwen2", ArchKind::Qwen2),
     ("qwen3", ArchKind::Qwen3),
@@ -631,6 +671,7 @@ const GGUF_ARCHS: [(&str, ArchKind); 9] = [
     ("smollm3", ArchKind::Smollm3),
     ("granite", ArchKind::Granite),
     ("olmo2", ArchKind::Olmo2),
+    ("qwen3moe", ArchKind::Qwen3Moe),
 ];
 
 /// Architectures whose llama.cpp converter interleaves each head's q/k rows for its NORM
@@ -638,7 +679,11 @@ const GGUF_ARCHS: [(&str, ArchKind); 9] = [
 pub(crate) fn gguf_permutes_qk(kind: ArchKind) -> bool {
     matches!(
         kind,
-        ArchKind::Llama | ArchKind::Mistral | ArchKind::Smollm3 | ArchKind::Granite
+        ArchKind::Llama
+            | ArchKind::Mistral
+            | ArchKind::Mixtral
+            | ArchKind::Smollm3
+            | ArchKind::Granite
     )
 }
 
@@ -774,6 +819,38 @@ fn gguf_rope(m: &GgufMeta, head_dim: usize) -> Result<RopeSpec> {
         }
     }
     Ok(spec)
+}
+
+/// Mixture-of-experts settings as llama.cpp's loader reads them: `expert_count` experts
+/// in every block, `expert_used_count` per token, softmax weights renormalised over them
+/// (`build_moe_ffn`'s `norm_w`, on for llama and qwen3moe), experts as wide as
+/// `expert_feed_forward_length` (else `feed_forward_length`).
+fn gguf_moe(m: &GgufMeta, n_layers: usize) -> Result<Option<Moe>> {
+    if m.get("expert_count").is_none() {
+        return Ok(None);
+    }
+    let experts = m.usize("expert_count")?;
+    if experts > 4096 {
+        return Err(m.err("expert_count", format!("{experts} experts: at most 4096")));
+    }
+    let used = m.usize("expert_used_count")?;
+    if used > experts {
+        return Err(m.err(
+            "expert_used_count",
+            format!("{used} exceeds the {experts} experts"),
+        ));
+    }
+    let ff = match m.get("expert_feed_forward_length") {
+        Some(_) => m.usize("expert_feed_forward_length")?,
+        None => m.usize("feed_forward_length")?,
+    };
+    Ok(Some(Moe {
+        experts,
+        used,
+        expert_ff: ff,
+        norm_topk: true,
+        layers: vec![true; n_layers],
+    }))
 }
 
 /// The family's hyper-parameters from GGUF metadata, following llama.cpp's loader
@@ -915,7 +992,7 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         sliding_window,
         window_layers,
         qk_norm: match kind {
-            ArchKind::Qwen3 | ArchKind::Gemma3 => QkNorm::PerHead,
+            ArchKind::Qwen3 | ArchKind::Qwen3Moe | ArchKind::Gemma3 => QkNorm::PerHead,
             ArchKind::Olmo2 => QkNorm::Full,
             _ => QkNorm::None,
         },
@@ -950,6 +1027,7 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
             _ => None,
         },
         fused_proj: kind == ArchKind::Phi3,
+        moe: gguf_moe(&m, n_layers)?,
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
     })

@@ -97,6 +97,7 @@ pub fn linear_counts(
             is_embedding_lookup: false,
             tied: false,
             format: Some(written.name()),
+            experts: None,
         }
     };
     let mut linears: Vec<LinearCounts> = tensors
@@ -104,6 +105,7 @@ pub fn linear_counts(
         .zip(choices)
         .map(|(t, c)| LinearCounts {
             is_embedding_lookup: t.role == Role::Embedding,
+            experts: t.experts,
             ..linear(t.name.clone(), t.rows, t.cols, c)
         })
         .collect();

@@ -108,6 +108,7 @@ impl ConfigShape {
             block,
             rows,
             cols,
+            experts: None,
         };
         let mut out = vec![info(
             "token_embd.weight".into(),
