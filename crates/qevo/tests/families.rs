@@ -306,3 +306,73 @@ fn mixtral_experts_match_transformers_from_hf_and_gguf() {
     check_hf("mixtral");
     check_gguf("mixtral");
 }
+
+/// A copy of fixture `name` with `edit` applied to its config.json; loading it must fail
+/// with a message naming `key`.
+fn refused_naming(name: &str, key: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(dir(name).join(f), tmp.path().join(f)).unwrap();
+    }
+    let path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let e = match Model::load(tmp.path()) {
+        Ok(_) => panic!("{name}: edited config loaded (expected an error naming {key})"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(key) && e.contains("config.json"), "{name}: {e}");
+}
+
+#[test]
+fn new_config_keys_are_validated_naming_the_key() {
+    refused_naming("llama32", "rope_scaling.factor", |c| {
+        c["rope_scaling"]["factor"] = (-2.0).into()
+    });
+    refused_naming("llama32", "rope_scaling.high_freq_factor", |c| {
+        c["rope_scaling"]["high_freq_factor"] = 0.5.into()
+    });
+    refused_naming("phi4_mini", "rope_scaling.short_factor", |c| {
+        c["rope_scaling"]["short_factor"] = serde_json::json!([1.0, 2.0])
+    });
+    refused_naming("phi4_mini", "partial_rotary_factor", |c| {
+        c["partial_rotary_factor"] = 0.1.into()
+    });
+    refused_naming("qwen3_yarn", "rope_scaling.warp", |c| {
+        c["rope_scaling"]["warp"] = 1.into()
+    });
+    refused_naming("qwen3_moe", "num_experts", |c| {
+        c["num_experts"] = 1_000_000_000u64.into()
+    });
+    refused_naming("qwen3_moe", "num_experts_per_tok", |c| {
+        c["num_experts_per_tok"] = 9.into()
+    });
+    refused_naming("smollm3", "no_rope_layers", |c| {
+        c["no_rope_layers"] = serde_json::json!([1, 1, 2, 0])
+    });
+    refused_naming("qwen25_window", "max_window_layers", |c| {
+        c["max_window_layers"] = (-1).into()
+    });
+}
+
+/// A family qevo does not run is refused naming the key and listing what is supported.
+#[test]
+fn an_unsupported_family_lists_the_supported_ones() {
+    refused_naming("mixtral", "architectures", |c| {
+        c["architectures"] = serde_json::json!(["GptOssForCausalLM"])
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        r#"{"architectures": ["Lfm2ForCausalLM"]}"#,
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("model.safetensors"), b"").unwrap();
+    let e = Model::load(tmp.path()).err().unwrap().to_string();
+    assert!(
+        e.contains("Lfm2ForCausalLM") && e.contains("Qwen3MoeForCausalLM"),
+        "{e}"
+    );
+}

@@ -418,6 +418,27 @@ fn ignorable(name: &str) -> bool {
     SUFFIXES.iter().any(|s| name.ends_with(s)) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// What llama.cpp tensors qevo does not run are for, by a part of their name, so a
+/// refusal says what the file holds (a family feature, not a stray tensor).
+const TENSOR_PURPOSES: [(&str, &str); 8] = [
+    ("_shexp", "a shared expert (Qwen2-MoE, DeepSeek)"),
+    ("attn_sinks", "attention sinks (gpt-oss)"),
+    ("exp_probs_b", "an expert routing bias (DeepSeek-V3)"),
+    ("ssm_", "a state-space layer (Mamba, hybrid models)"),
+    ("shortconv", "a short convolution (LFM2)"),
+    ("pos_embd", "learned position embeddings"),
+    ("token_types", "token-type embeddings"),
+    ("ffn_gate_inp", "a mixture-of-experts router"),
+];
+
+/// `name`, with what it is for when llama.cpp's naming says.
+fn described(name: &str) -> String {
+    match TENSOR_PURPOSES.iter().find(|(part, _)| name.contains(part)) {
+        Some((_, what)) => format!("{name} ({what})"),
+        None => name.to_string(),
+    }
+}
+
 /// Every tensor in a file must be used: a config with fewer layers than the checkpoint,
 /// or a tensor no architecture knows, is an error naming the first few.
 fn check_unused(path: &Path, unused: Vec<String>) -> Result<()> {
@@ -425,7 +446,7 @@ fn check_unused(path: &Path, unused: Vec<String>) -> Result<()> {
     let Some(first) = unused.first() else {
         return Ok(());
     };
-    let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+    let shown: Vec<String> = unused.iter().take(5).map(|n| described(n)).collect();
     Err(Error::tensor(
         path,
         first,
@@ -1131,6 +1152,20 @@ mod tests {
             vec!["encoder.layer.6.output.dense.weight".into()]
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_unused_tensor_is_named_with_what_it_is_for() {
+        let e = check_unused(
+            Path::new("m.gguf"),
+            vec!["blk.0.ffn_gate_shexp.weight".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("blk.0.ffn_gate_shexp.weight (a shared expert"),
+            "{e}"
+        );
     }
 
     #[test]
