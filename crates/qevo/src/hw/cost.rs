@@ -583,6 +583,22 @@ energy_pj_per_mac = 4.0
         assert_eq!(c.size_bytes, 1000);
     }
 
+    /// 2 of 8 stacked experts per token: a decoded token multiplies by and reads a quarter
+    /// of the weights; the model's size still counts all of them.
+    #[test]
+    fn an_expert_tensor_costs_only_its_active_experts_per_token() {
+        let dense = model(vec![linear("fc", 100, 10, 1000, 8, 8)]);
+        let moe = model(vec![LinearCounts {
+            experts: Some(crate::model::Experts { total: 8, used: 2 }),
+            ..linear("fc", 100, 80, 8000, 8, 8)
+        }]);
+        let (d, m) = (cost(&dense, &toy(), &wl(0, 1)).unwrap(), cost(&moe, &toy(), &wl(0, 1)).unwrap());
+        // Dense 100x10: 1000 bytes + 110 acts. MoE: 8000 / 4 bytes + (100 + 80 / 4) acts.
+        assert!(close(m.decode_ms, 1.11e-3 * (2000.0 + 120.0) / 1110.0), "{}", m.decode_ms);
+        assert!(d.decode_ms < m.decode_ms);
+        assert_eq!(m.size_bytes, 8000);
+    }
+
     #[test]
     fn prefill_reads_weights_once_and_is_compute_bound() {
         // 100 tokens: 1e5 MACs = 100 us; bytes 1000 + 100 x 110 = 12000 = 12 us.
