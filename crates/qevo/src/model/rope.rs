@@ -92,20 +92,23 @@ impl RopeSpec {
         self.uses_long(max_positions)
     }
 
-    /// Inverse frequencies `[dims / 2]`, for windows that use the long factors or not.
+    /// Inverse frequencies `[dims / 2]`, for windows that use the long factors or not:
+    /// `1 / (θ^(2i/d) · divisor_i)`, in this order of operations so an unscaled or
+    /// linearly scaled rope keeps the tables qevo always had, bit for bit.
     pub fn inv_freq(&self, long: bool) -> Vec<f64> {
         let d = self.dims as f64;
-        let base = |i: usize| self.theta.powf(-(2.0 * i as f64) / d);
+        let pow = |i: usize| self.theta.powf(2.0 * i as f64 / d);
         let half = self.dims / 2;
+        let divided = |f: &dyn Fn(usize) -> f64| (0..half).map(|i| 1.0 / (pow(i) * f(i))).collect();
         match &self.scaling {
-            RopeScaling::None | RopeScaling::DynamicNtk { .. } => (0..half).map(base).collect(),
-            RopeScaling::Linear { factor } => (0..half).map(|i| base(i) / factor).collect(),
-            RopeScaling::FreqFactors { factors } => {
-                (0..half).map(|i| base(i) / factors[i]).collect()
+            RopeScaling::None | RopeScaling::DynamicNtk { .. } => {
+                (0..half).map(|i| 1.0 / pow(i)).collect()
             }
+            RopeScaling::Linear { factor } => divided(&|_| *factor),
+            RopeScaling::FreqFactors { factors } => divided(&|i| factors[i]),
             RopeScaling::LongRope { short, long: l, .. } => {
                 let f = if long { l } else { short };
-                (0..half).map(|i| base(i) / f[i]).collect()
+                divided(&|i| f[i])
             }
             RopeScaling::Yarn {
                 factor,
@@ -121,7 +124,8 @@ impl RopeSpec {
                     .map(|i| {
                         let ramp = ((i as f64 - low) / span).clamp(0.0, 1.0);
                         let extra = 1.0 - ramp;
-                        base(i) / factor * (1.0 - extra) + base(i) * extra
+                        let (extrapolated, interpolated) = (1.0 / pow(i), 1.0 / (factor * pow(i)));
+                        interpolated * (1.0 - extra) + extrapolated * extra
                     })
                     .collect()
             }
