@@ -38,12 +38,12 @@ pub struct ModelArgs {
     #[arg(long)]
     pub seq_len: Option<usize>,
     /// Most windows to evaluate.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = qevo::eval::score::DEFAULT_MAX_WINDOWS)]
     pub max_windows: usize,
 }
 
 /// Tokens per window when `--seq-len` is not given (capped by the model's positions).
-const DEFAULT_SEQ_LEN: usize = 256;
+const DEFAULT_SEQ_LEN: usize = qevo::eval::score::DEFAULT_SEQ_LEN;
 
 impl ModelArgs {
     /// `--seq-len`, or the default capped by the model's positions; a given length longer
@@ -259,8 +259,8 @@ pub struct ScoreArgs {
     /// How GGML block types choose scales and codes: `block` (llama.cpp's: each block's own
     /// error, weighted by the imatrix if given) or `output` (qevo's: error carried across
     /// blocks to minimise each tensor's output error on the calibration text).
-    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
-    pub rounding: String,
+    #[arg(long, value_enum, default_value_t = qevo::quant::RoundingMode::Block)]
+    pub rounding: qevo::quant::RoundingMode,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints k-NN accuracy of the
     /// FP and quantized embeddings.
     #[arg(long)]
