@@ -141,9 +141,9 @@ enum Cmd {
         /// Target the plans are for (its formats shape the search space).
         #[arg(long, default_value = qevo::search::defaults::TARGET)]
         target: String,
-        /// role | block | tensor
-        #[arg(long, default_value = qevo::search::defaults::UNIT)]
-        unit: String,
+        /// One gene per tensor role, per block, or per tensor.
+        #[arg(long, value_enum, default_value_t = qevo::search::space::UnitMode::Role)]
+        unit: qevo::search::space::UnitMode,
         #[arg(long, default_value_t = qevo::search::defaults::POPULATION)]
         population: usize,
         #[arg(long, default_value_t = qevo::search::defaults::GENERATIONS)]

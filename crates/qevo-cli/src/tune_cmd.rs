@@ -58,8 +58,8 @@ pub struct TuneArgs {
     pub no_norms: bool,
     /// `fixed`: keep the plan's codes; `rederive`: round the legacy types (q4_0, q4_1,
     /// q5_0, q5_1, q8_0) again at the trained scales every step.
-    #[arg(long, default_value = "fixed", value_parser = ["fixed", "rederive"])]
-    pub codes: String,
+    #[arg(long, value_enum, default_value_t = qevo::tune::Codes::Fixed)]
+    pub codes: qevo::tune::Codes,
     /// Held-out KL every N steps (0: only before and after).
     #[arg(long, default_value_t = 0)]
     pub eval_every: usize,
@@ -128,10 +128,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         batch: a.batch,
         seed: a.seed,
         train_aux: !a.no_norms,
-        codes: match a.codes.as_str() {
-            "rederive" => qevo::tune::Codes::Rederive,
-            _ => qevo::tune::Codes::Fixed,
-        },
+        codes: a.codes,
         eval_every: a.eval_every,
         checkpoint_every: a.checkpoint_every,
         checkpoint: Some(a.out.join("checkpoint.safetensors")),

@@ -97,9 +97,10 @@ pub fn parse_formats(spec: &str) -> Result<Vec<WeightFormat>> {
         for n in names {
             let f = WeightFormat::parse(n)?;
             if !f.can_quantize() {
-                return Err(Error::Invalid(format!(
-                    "--formats: qevo can read {f} but not quantize to it yet"
-                )));
+                return Err(Error::setting(
+                    "formats",
+                    format!("qevo can read {f} but not quantize to it yet"),
+                ));
             }
             if !out.contains(&f) {
                 out.push(f);
@@ -223,16 +224,19 @@ impl SearchSpace {
                 }
             }
             if list.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "no allowed format applies to unit `{}` on target `{}` (tensor shapes {}); widen --formats",
-                    u.name,
-                    target.name,
-                    u.tensors
-                        .iter()
-                        .map(|&t| format!("{}x{}", tensors[t].rows, tensors[t].cols))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(Error::setting(
+                    "formats",
+                    format!(
+                        "no allowed format applies to unit `{}` on target `{}` (tensor shapes {}); allow more formats",
+                        u.name,
+                        target.name,
+                        u.tensors
+                            .iter()
+                            .map(|&t| format!("{}x{}", tensors[t].rows, tensors[t].cols))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
             }
             let cols = tensors[u.tensors[0]].cols;
             list.sort_by(|a, b| {
