@@ -245,7 +245,7 @@ fn name_text(e: qevo::Error, args: &ModelArgs, q: &ScoreArgs) -> anyhow::Error {
                 .unwrap_or_default();
             anyhow::anyhow!("{f}: text has {tokens} tokens; {needed}")
         }
-        e => crate::search_cmd::flag_names(e),
+        e => crate::flag_names(e),
     }
 }
 
@@ -333,7 +333,7 @@ pub fn export(
     force: bool,
 ) -> Result<()> {
     use qevo::export::{export_plan, ExportFormat, ExportOptions};
-    let format = ExportFormat::parse(format).map_err(crate::search_cmd::flag_names)?;
+    let format = ExportFormat::parse(format).map_err(crate::flag_names)?;
     let m = load_model(model)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     let opts = ExportOptions {
@@ -341,7 +341,7 @@ pub fn export(
         fallback,
         imatrix: imatrix_file.map(qevo::quant::Imatrix::read).transpose()?,
     };
-    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(crate::search_cmd::flag_names)?;
+    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(crate::flag_names)?;
     if r.imatrix_mismatch {
         warn_imatrix_mismatch(&scored, opts.imatrix.as_ref());
     }

@@ -79,8 +79,38 @@ pub fn cut_windows(
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
             anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
         }
-        (e, _) => search_cmd::flag_names(e),
+        (e, _) => flag_names(e),
     })
+}
+
+/// Renames a setting error's field (a `Settings` field, or a window setting of `eval`)
+/// to the flag that sets it; other errors pass unchanged.
+pub fn flag_names(e: qevo::Error) -> anyhow::Error {
+    match e {
+        qevo::Error::Setting { field, msg } => anyhow::anyhow!("{}: {msg}", flag_of(&field)),
+        other => other.into(),
+    }
+}
+
+/// The flag of a setting: the long name clap gives the field (`--constraint` for
+/// `constraints`, `--no-cache` for `cache`), else the field with dashes. A dotted field
+/// (a key inside a file) is not a flag and stays as it is.
+fn flag_of(field: &str) -> String {
+    if !field
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return field.to_string();
+    }
+    let cmd = <search_cmd::SearchArgs as clap::Args>::augment_args(clap::Command::new("search"));
+    let long = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == field)
+        .and_then(|a| a.get_long());
+    match long {
+        Some(l) => format!("--{l}"),
+        None => format!("--{}", field.replace('_', "-")),
+    }
 }
 
 #[derive(Subcommand)]

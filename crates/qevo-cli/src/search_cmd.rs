@@ -3,6 +3,7 @@
 //! product brief's tables at the end.
 
 use crate::commands::{load_model, read_text};
+use crate::flag_names;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
@@ -47,36 +48,6 @@ pub fn config(a: &SearchArgs, model: &qevo::Model) -> Result<SearchConfig> {
     s.checkpoint
         .get_or_insert_with(|| a.out.join("checkpoint.json"));
     s.resolve(model).map_err(flag_names)
-}
-
-/// Renames a setting error's field (a `Settings` field, or a window setting of `eval`)
-/// to the flag that sets it; other errors pass unchanged.
-pub fn flag_names(e: qevo::Error) -> anyhow::Error {
-    match e {
-        qevo::Error::Setting { field, msg } => anyhow::anyhow!("{}: {msg}", flag_of(&field)),
-        other => other.into(),
-    }
-}
-
-/// The flag of a setting: the long name clap gives the field (`--constraint` for
-/// `constraints`, `--no-cache` for `cache`), else the field with dashes. A dotted field
-/// (a key inside a file) is not a flag and stays as it is.
-fn flag_of(field: &str) -> String {
-    if !field
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return field.to_string();
-    }
-    let cmd = <SearchArgs as clap::Args>::augment_args(clap::Command::new("search"));
-    let long = cmd
-        .get_arguments()
-        .find(|a| a.get_id() == field)
-        .and_then(|a| a.get_long());
-    match long {
-        Some(l) => format!("--{l}"),
-        None => format!("--{}", field.replace('_', "-")),
-    }
 }
 
 /// Calibration and held-out texts: the files given, split by the library's rule.
