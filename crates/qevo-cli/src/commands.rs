@@ -326,14 +326,13 @@ fn fallback_lines(f: &[(String, qevo::quant::Resolved)]) -> Vec<String> {
 pub fn export(
     plan_path: &Path,
     model: Option<&Path>,
-    format: &str,
+    format: qevo::export::ExportFormat,
     out: &Path,
     fallback: bool,
     imatrix_file: Option<&Path>,
     force: bool,
 ) -> Result<()> {
-    use qevo::export::{export_plan, ExportFormat, ExportOptions};
-    let format = ExportFormat::parse(format).map_err(crate::flag_names)?;
+    use qevo::export::{export_plan, ExportOptions};
     let m = load_model(model)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     let opts = ExportOptions {

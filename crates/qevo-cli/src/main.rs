@@ -205,8 +205,8 @@ enum Cmd {
         model: Option<PathBuf>,
         /// gguf | tensor-types | compressed-tensors (generic integer formats, a directory) |
         /// safetensors (qevo-int: also pow2 scales and ragged groups, a directory)
-        #[arg(long, default_value = "gguf")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = qevo::export::ExportFormat::Gguf)]
+        format: qevo::export::ExportFormat,
         /// Output file, or directory for compressed-tensors / safetensors (never the source
         /// model).
         #[arg(long)]
@@ -372,7 +372,7 @@ fn main() {
         } => commands::export(
             &plan,
             model.as_deref(),
-            &format,
+            format,
             &out,
             fallback,
             imatrix_file.as_deref(),

@@ -107,8 +107,10 @@ class Plan:
 
         ``format``: "gguf" (llama.cpp; the default for a ``.gguf`` path), "tensor-types"
         (llama-quantize overrides) or "safetensors" (a directory; packed integer formats).
-        ``fallback``: map formats GGUF cannot hold to the nearest GGML type. Returns what
-        was written (bytes, tensors).
+        ``fallback``: map formats GGUF cannot hold to the nearest GGML type. Returns the
+        library's export report (``qevo export`` prints the same): format, path,
+        ``file_bytes``, ``plan_bytes``, ``fallbacks``, and the format's own counts under
+        ``written``.
         """
         path = os.fspath(path)
         if format is None:

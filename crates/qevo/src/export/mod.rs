@@ -32,6 +32,7 @@ pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 
 /// File types `qevo export` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ExportFormat {
     Gguf,
     TensorTypes,
