@@ -4,8 +4,9 @@ use crate::table::Table;
 use crate::{ModelArgs, QuantizeArgs, ScoreArgs};
 use anyhow::{Context, Result};
 use qevo::eval::embedding::Labelled;
-use qevo::eval::Reference;
-use qevo::model::{Model, NoHook};
+use qevo::eval::{Reference, ScoreOptions};
+use qevo::model::Model;
+use qevo::quant::{ScoredWith, TensorPlan};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,27 +19,12 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
     Ok(Model::load(&path)?)
 }
 
-/// What a saved plan was scored with: the fingerprint of its importance matrix
-/// (`PlanFile::imatrix_fingerprint`) and its output-rounding record (`PlanFile::rounding`).
-#[derive(Default)]
-pub struct ScoredWith {
-    pub imatrix_fingerprint: Option<String>,
-    pub rounding: Option<qevo::quant::OutputRounding>,
-}
-
 /// A plan file for model `m`: one made for another model is refused unless `force`,
 /// which warns on stderr. With it, what the plan was scored with.
-pub fn read_plan_for(
-    path: &Path,
-    m: &Model,
-    force: bool,
-) -> Result<(qevo::quant::TensorPlan, ScoredWith)> {
+pub fn read_plan_for(path: &Path, m: &Model, force: bool) -> Result<(TensorPlan, ScoredWith)> {
     let read = qevo::search::output::read_plan(path)?;
-    let scored = ScoredWith {
-        imatrix_fingerprint: read.imatrix_fingerprint.clone(),
-        rounding: read.rounding.clone(),
-    };
-    let (plan, warning) = read.for_model(path, m, force)?;
+    let scored = read.scored_with();
+    let (plan, warning) = read.for_model(path, m, force).map_err(with_force_hint)?;
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
@@ -48,24 +34,14 @@ pub fn read_plan_for(
     Ok((plan, scored))
 }
 
-/// What a plan's GGML tensors round with: the importance matrix (per tensor), and for
-/// output rounding the input moments, rebuilt from a saved plan's `record` (so the bytes
-/// are the ones it was scored with) or else collected on `fresh` calibration windows.
-pub(crate) fn rounding_inputs(
-    m: &Model,
-    imatrix: Option<Vec<Option<Vec<f32>>>>,
-    record: Option<&qevo::quant::OutputRounding>,
-    fresh: Option<&qevo::eval::TokenWindows>,
-) -> Result<qevo::quant::RoundingInputs> {
-    let moments = match (record, fresh) {
-        (Some(r), _) => r.moments(m)?,
-        (None, Some(w)) => qevo::quant::collect_hessians(m, w, qevo::quant::gptq::DEFAULT_DAMP)?,
-        (None, None) => Vec::new(),
-    };
-    Ok(qevo::quant::RoundingInputs {
-        imatrix: imatrix.unwrap_or_default(),
-        moments,
-    })
+/// A plan refused for another model's fingerprint: the flag that applies it anyway.
+fn with_force_hint(e: qevo::Error) -> anyhow::Error {
+    match &e {
+        qevo::Error::Config { key, .. } if key == "model_fingerprint" => {
+            anyhow::anyhow!("{e}; pass --force to apply it anyway")
+        }
+        _ => e.into(),
+    }
 }
 
 /// The text to evaluate on: a file, or the embedded held-out split.
@@ -207,7 +183,7 @@ fn eval_llama_cpp(args: &ModelArgs) -> Result<()> {
 }
 
 pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
-    use qevo::quant::{TensorPlan, WeightFormat};
+    use qevo::quant::WeightFormat;
     let format = WeightFormat::parse(&q.format)?;
     let m = load_model(args.model.as_deref())?;
     let plan = TensorPlan::uniform(&m, format, q.act_bits)?;
@@ -236,87 +212,46 @@ pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bo
     )
 }
 
-/// Scores a plan: weights through the cache (as the search does), activations through
-/// ranges calibrated on the calibration text. `scored`: what a saved plan was scored
-/// with (its output rounding is reproduced from the plan's own record).
+/// The library's score options from the flags: texts read from their files.
+pub fn score_options(args: &ModelArgs, q: &ScoreArgs) -> Result<ScoreOptions> {
+    let read = |p: &Option<PathBuf>| p.as_deref().map(|p| read_text(Some(p), "")).transpose();
+    Ok(ScoreOptions {
+        text: read(&args.text)?,
+        calib: read(&q.calib)?,
+        seq_len: args.seq_len,
+        max_windows: args.max_windows,
+        act_sym: q.act_sym,
+        act_percentile: q.act_percentile,
+        imatrix: q.imatrix,
+        imatrix_file: q.imatrix_file.clone(),
+        rounding: q.rounding,
+    })
+}
+
+/// Scores a plan with the library's `score_plan` and prints it. `scored`: what a saved
+/// plan was scored with.
 fn score_plan(
     m: &Model,
-    plan: &qevo::quant::TensorPlan,
+    plan: &TensorPlan,
     args: &ModelArgs,
     q: &ScoreArgs,
     label: &str,
     scored: &ScoredWith,
 ) -> Result<()> {
-    use qevo::quant::{calibrate_act_ranges, ActQuantHook, ActScheme, WeightCache};
-    // A given imatrix file is read (and checked against the model) before any forward
-    // pass, so a bad file fails at once.
-    let file_imatrix = match &q.imatrix_file {
-        Some(path) => {
-            let im = qevo::quant::Imatrix::read(path)?;
-            let per_tensor = im.for_model(m)?;
-            Some((im, per_tensor))
-        }
-        None => None,
-    };
-    let seq = args.seq_len(m);
-    let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
-    let windows = args.windows(m, &text, seq, args.text.as_deref())?;
+    let opts = score_options(args, q)?;
     let start = Instant::now();
-    let k = qevo::eval::auto_topk(m.arch.vocab(), windows.tokens(), 64);
-    let reference = Reference::build(m, windows, k)?;
-    let act_bits = plan.act_bits(m)?;
-    let quantized_acts = act_bits.iter().any(|&b| b < 16);
-    // A plan scored with output rounding rebuilds its moments from its own record; only
-    // `--rounding output` on a plan without one collects them on the calibration text.
-    let output_rounding = q.rounding == "output" || scored.rounding.is_some();
-    let fresh_moments = output_rounding && scored.rounding.is_none();
-    let calib = if q.imatrix || quantized_acts || fresh_moments {
-        let t = read_text(q.calib.as_deref(), qevo::assets::CALIB_TEXT)?;
-        Some(args.windows(m, &t, seq, q.calib.as_deref())?)
-    } else {
-        None
-    };
-    let imatrix = match (file_imatrix, &calib) {
-        (Some(loaded), _) => Some(loaded),
-        (None, Some(c)) if q.imatrix => {
-            let im = qevo::quant::collect_imatrix(m, c)?;
-            let per_tensor = im.for_model(m)?;
-            Some((im, per_tensor))
-        }
-        _ => None,
-    };
-    warn_imatrix_mismatch(
-        scored.imatrix_fingerprint.as_deref(),
-        imatrix.as_ref().map(|(im, _)| im),
-    );
-    let fresh = calib.as_ref().filter(|_| fresh_moments);
-    let per_tensor = imatrix.map(|(_, per_tensor)| per_tensor);
-    let rounding = rounding_inputs(m, per_tensor, scored.rounding.as_ref(), fresh)?;
-    let cache = WeightCache::new(usize::MAX).with_rounding(rounding);
-    let weights = cache.weights_for(m, plan)?;
-    let scheme = if q.act_sym {
-        ActScheme::Sym
-    } else {
-        ActScheme::Asym
-    };
-    let metrics = match &calib {
-        Some(c) if quantized_acts => {
-            let ranges = calibrate_act_ranges(m, c, q.act_percentile)?;
-            let hook = ActQuantHook::new(&ranges, act_bits, scheme);
-            reference.score(m, &weights, &hook)?
-        }
-        _ => reference.score(m, &weights, &NoHook)?,
-    };
+    let s = qevo::eval::score_plan(m, plan, scored, &opts).map_err(|e| name_text(e, args, q))?;
+    warn_imatrix_mismatch(scored, s.imatrix.as_ref());
     let knn = match &q.labels {
-        Some(path) => Some(Labelled::read(m, path)?.compare(m, &weights, q.knn_k)?),
+        Some(path) => Some(Labelled::read(m, path)?.compare(m, &s.weights, q.knn_k)?),
         None => None,
     };
     let secs = start.elapsed().as_secs_f64();
     println!("model:           {}", m.source.display());
     println!(
         "plan:            {label}{}{}{}",
-        if quantized_acts {
-            format!(" ({scheme:?} activation ranges)")
+        if s.quantized_acts {
+            format!(" ({:?} activation ranges)", s.act_scheme)
         } else {
             String::new()
         },
@@ -325,18 +260,17 @@ fn score_plan(
             (None, true) => ", imatrix of the calibration text".to_string(),
             _ => String::new(),
         },
-        if output_rounding {
+        if s.output_rounding {
             ", output rounding"
         } else {
             ""
         }
     );
     println!(
-        "tokens:          {} ({} windows of {seq})",
-        reference.windows.tokens(),
-        reference.windows.len()
+        "tokens:          {} ({} windows of {})",
+        s.metrics.tokens, s.windows, s.seq_len
     );
-    print_plan_scores(m, plan, &metrics, &reference)?;
+    print_plan_scores(m, plan, &s.metrics, &s.fp)?;
     if let Some(line) = knn {
         println!("k-NN accuracy:   {line}");
     }
@@ -344,13 +278,34 @@ fn score_plan(
     Ok(())
 }
 
+/// A library error with the file of a text too short, and setting fields as flags.
+fn name_text(e: qevo::Error, args: &ModelArgs, q: &ScoreArgs) -> anyhow::Error {
+    let file = |what: &str| match what {
+        "calibration text" => q.calib.as_deref(),
+        _ => args.text.as_deref(),
+    };
+    match e {
+        qevo::Error::TextTooShort {
+            what,
+            tokens,
+            needed,
+        } if file(&what).is_some() => {
+            let f = file(&what)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            anyhow::anyhow!("{f}: text has {tokens} tokens; {needed}")
+        }
+        e => crate::flag_names(e),
+    }
+}
+
 /// Bits, fallbacks, size and quality of a scored plan: KL, perplexity and top-1 for a
 /// decoder; 1 − cos and retrieval top-1 for an encoder.
 fn print_plan_scores(
     m: &Model,
-    plan: &qevo::quant::TensorPlan,
+    plan: &TensorPlan,
     metrics: &qevo::eval::Metrics,
-    reference: &Reference,
+    fp: &qevo::eval::Metrics,
 ) -> Result<()> {
     let size = plan.size_bytes(m);
     println!("bits per weight: {:.4}", plan.bits_per_weight(m));
@@ -364,10 +319,7 @@ fn print_plan_scores(
     );
     if m.arch.is_decoder() {
         println!("KL to FP:        {:.5} nats/token", metrics.kl);
-        println!(
-            "perplexity:      {:.3} (FP {:.3})",
-            metrics.ppl, reference.fp.ppl
-        );
+        println!("perplexity:      {:.3} (FP {:.3})", metrics.ppl, fp.ppl);
         println!("top-1 agreement: {:.2}%", metrics.top1 * 100.0);
     } else {
         println!("1 - cos to FP:   {:.5} (mean over windows)", metrics.kl);
@@ -379,21 +331,24 @@ fn print_plan_scores(
     Ok(())
 }
 
-/// Warns when `im` is not the importance matrix a saved plan was scored with (fingerprint
-/// `scored_with`): the bytes written or re-scored then differ from those the search scored.
-fn warn_imatrix_mismatch(scored_with: Option<&str>, im: Option<&qevo::quant::Imatrix>) {
-    match (scored_with, im) {
-        (Some(want), None) => eprintln!(
+/// Warns when `im` is not the importance matrix a saved plan was scored with: the bytes
+/// written or re-scored then differ from those the search scored.
+fn warn_imatrix_mismatch(scored: &ScoredWith, im: Option<&qevo::quant::Imatrix>) {
+    let Some(want) = scored.imatrix_fingerprint.as_deref() else {
+        return;
+    };
+    match im {
+        None => eprintln!(
             "warning: the plan was scored with an importance matrix (fingerprint {want}, the \
              search's imatrix.gguf); pass it with --imatrix-file to reproduce the scored bytes"
         ),
-        (Some(want), Some(im)) if im.fingerprint() != want => eprintln!(
+        Some(im) if scored.imatrix_mismatch(Some(im)) => eprintln!(
             "warning: {} (fingerprint {}) is not the importance matrix the plan was scored \
              with (fingerprint {want})",
             im.source.display(),
             im.fingerprint()
         ),
-        _ => {}
+        Some(_) => {}
     }
 }
 
@@ -421,77 +376,62 @@ fn fallback_lines(f: &[(String, qevo::quant::Resolved)]) -> Vec<String> {
 pub fn export(
     plan_path: &Path,
     model: Option<&Path>,
-    format: &str,
+    format: qevo::export::ExportFormat,
     out: &Path,
     fallback: bool,
     imatrix_file: Option<&Path>,
     force: bool,
 ) -> Result<()> {
-    use qevo::export::{
-        export_compressed_tensors, export_gguf, export_safetensors, resolve_ggml,
-        write_tensor_types, ExportFormat,
-    };
-    let format = ExportFormat::parse(format)?;
+    use qevo::export::{export_plan, ExportOptions};
     let m = load_model(model)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
-    let imatrix = match imatrix_file {
-        Some(p) if format == ExportFormat::Gguf => Some(qevo::quant::Imatrix::read(p)?),
-        Some(_) => anyhow::bail!(
-            "--imatrix-file applies to GGUF exports (pass it to llama-quantize --imatrix for tensor-types)"
-        ),
-        None => None,
+    let opts = ExportOptions {
+        format,
+        fallback,
+        imatrix: imatrix_file.map(qevo::quant::Imatrix::read).transpose()?,
     };
-    if format == ExportFormat::Gguf {
-        warn_imatrix_mismatch(scored.imatrix_fingerprint.as_deref(), imatrix.as_ref());
+    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(crate::flag_names)?;
+    if r.imatrix_mismatch {
+        warn_imatrix_mismatch(&scored, opts.imatrix.as_ref());
     }
-    if scored.rounding.is_some() && format != ExportFormat::Gguf {
+    if r.rounding_not_reproduced {
         eprintln!(
             "warning: {} was scored with qevo's output rounding, which only a GGUF export \
              reproduces; this export rounds per block",
             plan_path.display()
         );
     }
-    let per_tensor = imatrix.map(|im| im.for_model(&m)).transpose()?;
-    let record = scored
-        .rounding
-        .as_ref()
-        .filter(|_| format == ExportFormat::Gguf);
-    let rounding = rounding_inputs(&m, per_tensor, record, None)?;
-    // GGUF and tensor-type overrides need one GGML type per tensor.
-    let resolve = || -> Result<qevo::export::ResolvedPlan> {
-        let resolved = resolve_ggml(&m, &plan, fallback)?;
-        for f in &resolved.fallbacks {
-            println!(
-                "fallback: {} planned {} -> exported {}",
-                f.tensor, f.planned, f.exported
-            );
-        }
-        Ok(resolved)
-    };
-    match format {
-        ExportFormat::Gguf => {
-            let s = export_gguf(&m, &resolve()?, &rounding, out)?;
+    for f in &r.fallbacks {
+        println!(
+            "fallback: {} planned {} -> exported {}",
+            f.tensor, f.planned, f.exported
+        );
+    }
+    print_export(&r, out);
+    Ok(())
+}
+
+/// What an export wrote, per format.
+fn print_export(r: &qevo::export::ExportReport, out: &Path) {
+    use qevo::export::Written;
+    match &r.written {
+        Written::Gguf(s) => {
             println!("wrote {} ({} bytes)", out.display(), s.layout.file_bytes);
             println!(
                 "planned tensors: {} bytes (plan size {} bytes); other tensors {} bytes; header {} bytes; padding {} bytes",
                 s.planned_tensor_bytes,
-                plan.size_bytes(&m),
+                r.plan_bytes,
                 s.other_tensor_bytes,
                 s.layout.header_bytes,
                 s.layout.padding_bytes
             );
         }
-        ExportFormat::TensorTypes => {
-            let r = write_tensor_types(&m, &resolve()?, out)?;
-            println!("wrote {} ({} overrides)", out.display(), r.lines.len());
+        Written::TensorTypes { overrides, command } => {
+            println!("wrote {} ({overrides} overrides)", out.display());
             println!("apply to an f16/bf16 GGUF of this model or a sibling with:");
-            println!("  {}", r.command(&out.display().to_string()));
+            println!("  {command}");
         }
-        ExportFormat::Safetensors => {
-            if fallback {
-                anyhow::bail!("--fallback applies to GGUF exports only");
-            }
-            let s = export_safetensors(&m, &plan, out)?;
+        Written::Safetensors(s) => {
             println!(
                 "wrote {} (model.safetensors {} bytes, {} packed tensors)",
                 out.display(),
@@ -500,18 +440,11 @@ pub fn export(
             );
             println!(
                 "planned tensors: {} bytes (plan size {} bytes; {} of them packed integer); other tensors {} bytes",
-                s.planned_tensor_bytes,
-                plan.size_bytes(&m),
-                s.packed_bytes,
-                s.other_tensor_bytes
+                s.planned_tensor_bytes, r.plan_bytes, s.packed_bytes, s.other_tensor_bytes
             );
             println!("layout: {}", out.join("quantization_config.json").display());
         }
-        ExportFormat::CompressedTensors => {
-            if fallback {
-                anyhow::bail!("--fallback applies to GGUF exports only");
-            }
-            let s = export_compressed_tensors(&m, &plan, out)?;
+        Written::CompressedTensors(s) => {
             println!(
                 "wrote {} (model.safetensors {} bytes, {} packed tensors in {} config group(s))",
                 out.display(),
@@ -521,16 +454,13 @@ pub fn export(
             );
             println!(
                 "planned tensors: {} bytes as stored (plan size {} bytes; the difference is int32 row padding and weight_shape); other tensors {} bytes",
-                s.planned_tensor_bytes,
-                plan.size_bytes(&m),
-                s.other_tensor_bytes
+                s.planned_tensor_bytes, r.plan_bytes, s.other_tensor_bytes
             );
             for n in &s.loader_notes {
                 println!("note: {n}");
             }
         }
     }
-    Ok(())
 }
 
 /// Default tokens per chunk of `qevo imatrix` (llama-imatrix's `-c` default).

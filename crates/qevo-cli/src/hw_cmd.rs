@@ -168,7 +168,7 @@ fn print_timings(cal: &hw::host::Calibration) {
 /// The search settings `qevo plan-cost` prices.
 pub struct PlanCostSearch {
     pub target: String,
-    pub unit: String,
+    pub unit: qevo::search::space::UnitMode,
     pub population: usize,
     pub generations: u64,
     pub seq_len: usize,
@@ -191,7 +191,7 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
     use qevo::search::budget::{budget, ConfigShape};
     let shape = ConfigShape::read(config)?;
     let mut cfg = qevo::search::SearchConfig::for_target(hw::resolve_profile(&s.target)?)?;
-    cfg.space.unit = qevo::search::space::UnitMode::parse(&s.unit)?;
+    cfg.space.unit = s.unit;
     cfg.evolution.population = s.population;
     cfg.evolution.generations = s.generations;
     cfg.data.seq_len = s.seq_len;
@@ -215,7 +215,7 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
     let d = &cfg.data;
     println!(
         "search: unit {}, target {}, population {}, {} generations; windows of {} tokens: {} full, {} screening, {} held-out",
-        s.unit, s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows
+        s.unit.as_str(), s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows
     );
     let mut t = Table::new(&[
         "machine",

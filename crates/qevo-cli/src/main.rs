@@ -38,12 +38,12 @@ pub struct ModelArgs {
     #[arg(long)]
     pub seq_len: Option<usize>,
     /// Most windows to evaluate.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = qevo::eval::score::DEFAULT_MAX_WINDOWS)]
     pub max_windows: usize,
 }
 
 /// Tokens per window when `--seq-len` is not given (capped by the model's positions).
-const DEFAULT_SEQ_LEN: usize = 256;
+const DEFAULT_SEQ_LEN: usize = qevo::eval::score::DEFAULT_SEQ_LEN;
 
 impl ModelArgs {
     /// `--seq-len`, or the default capped by the model's positions; a given length longer
@@ -79,8 +79,38 @@ pub fn cut_windows(
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
             anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
         }
-        (e, _) => search_cmd::flag_names(e),
+        (e, _) => flag_names(e),
     })
+}
+
+/// Renames a setting error's field (a `Settings` field, or a window setting of `eval`)
+/// to the flag that sets it; other errors pass unchanged.
+pub fn flag_names(e: qevo::Error) -> anyhow::Error {
+    match e {
+        qevo::Error::Setting { field, msg } => anyhow::anyhow!("{}: {msg}", flag_of(&field)),
+        other => other.into(),
+    }
+}
+
+/// The flag of a setting: the long name clap gives the field (`--constraint` for
+/// `constraints`, `--no-cache` for `cache`), else the field with dashes. A dotted field
+/// (a key inside a file) is not a flag and stays as it is.
+fn flag_of(field: &str) -> String {
+    if !field
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return field.to_string();
+    }
+    let cmd = <search_cmd::SearchArgs as clap::Args>::augment_args(clap::Command::new("search"));
+    let long = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == field)
+        .and_then(|a| a.get_long());
+    match long {
+        Some(l) => format!("--{l}"),
+        None => format!("--{}", field.replace('_', "-")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -146,9 +176,9 @@ enum Cmd {
         /// Target the plans are for (its formats shape the search space).
         #[arg(long, default_value = qevo::search::defaults::TARGET)]
         target: String,
-        /// role | block | tensor
-        #[arg(long, default_value = qevo::search::defaults::UNIT)]
-        unit: String,
+        /// One gene per tensor role, per block, or per tensor.
+        #[arg(long, value_enum, default_value_t = qevo::search::space::UnitMode::Role)]
+        unit: qevo::search::space::UnitMode,
         #[arg(long, default_value_t = qevo::search::defaults::POPULATION)]
         population: usize,
         #[arg(long, default_value_t = qevo::search::defaults::GENERATIONS)]
@@ -180,8 +210,8 @@ enum Cmd {
         model: Option<PathBuf>,
         /// gguf | tensor-types | compressed-tensors (generic integer formats, a directory) |
         /// safetensors (qevo-int: also pow2 scales and ragged groups, a directory)
-        #[arg(long, default_value = "gguf")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = qevo::export::ExportFormat::Gguf)]
+        format: qevo::export::ExportFormat,
         /// Output file, or directory for compressed-tensors / safetensors (never the source
         /// model).
         #[arg(long)]
@@ -264,8 +294,8 @@ pub struct ScoreArgs {
     /// How GGML block types choose scales and codes: `block` (llama.cpp's: each block's own
     /// error, weighted by the imatrix if given) or `output` (qevo's: error carried across
     /// blocks to minimise each tensor's output error on the calibration text).
-    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
-    pub rounding: String,
+    #[arg(long, value_enum, default_value_t = qevo::quant::RoundingMode::Block)]
+    pub rounding: qevo::quant::RoundingMode,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints k-NN accuracy of the
     /// FP and quantized embeddings.
     #[arg(long)]
@@ -351,7 +381,7 @@ fn main() {
         } => commands::export(
             &plan,
             model.as_deref(),
-            &format,
+            format,
             &out,
             fallback,
             imatrix_file.as_deref(),

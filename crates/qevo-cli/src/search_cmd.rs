@@ -1,23 +1,19 @@
-//! `qevo search`: arguments → SearchConfig, a progress bar per generation, the product
-//! brief's tables at the end, and the output files.
+//! `qevo search`: arguments → the library's `Settings` (its fields are the flags) →
+//! `SearchConfig`, a progress bar per generation, the library's output files, and the
+//! product brief's tables at the end.
 
 use crate::commands::{load_model, read_text};
+use crate::flag_names;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qevo::hw::{parse_constraint_override, resolve_profile, Workload};
-use qevo::plan::UserLimits;
-use qevo::search::config::{parse_epsilon, CrossoverChoice};
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
-use qevo::search::output::{
-    prepare_out_dir, scored_plan_file, write_front, write_history, write_plan,
-};
-use qevo::search::space::{parse_act_bits, parse_formats, UnitMode};
-use qevo::search::{defaults, FitnessWeights, Importance, SearchConfig, SearchOutcome};
+use qevo::search::output::prepare_out_dir;
+use qevo::search::{split_texts, SearchConfig, SearchOutcome, Settings};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct SearchArgs {
@@ -30,280 +26,40 @@ pub struct SearchArgs {
     /// Held-out text for the overfitting check.
     #[arg(long)]
     pub heldout: Option<PathBuf>,
-    /// Score GGML types quantized with an importance matrix collected on the calibration
-    /// windows (written to --out/imatrix.gguf for `qevo export --imatrix-file`).
-    #[arg(long, conflicts_with = "imatrix_file")]
-    pub imatrix: bool,
-    /// Score with this importance matrix (llama-imatrix's imatrix.gguf / .dat, or qevo's);
-    /// copied to --out/imatrix.gguf.
-    #[arg(long, value_name = "FILE")]
-    pub imatrix_file: Option<PathBuf>,
-    /// How GGML block types round while scoring: `block` (llama.cpp's) or `output` (qevo's
-    /// output-error rounding on the calibration windows; plan files record its tokens so
-    /// `qevo export` writes the scored bytes).
-    #[arg(long, default_value = "block", value_parser = ["block", "output"])]
-    pub rounding: String,
-    /// How the per-unit sensitivity table is filled: `measured` (one forward per unit and
-    /// choice), `scaled` (two measured probes per unit, the other weight-only choices
-    /// scaled by their importance-weighted weight error), or `auto` (scaled when the
-    /// measured table would be large: a 135M model with tensor units).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "measured", "scaled"])]
-    pub sensitivity: String,
-    /// Built-in target (arm-neon, hexagon, apple-ane, jetson-orin) or a profile TOML file.
-    #[arg(long, default_value = defaults::TARGET)]
-    pub target: String,
-    /// One gene per tensor role, per block, or per tensor.
-    #[arg(long, default_value = defaults::UNIT)]
-    pub unit: String,
-    /// Tie attn_q/attn_k/attn_v into one gene (runtimes fuse them).
-    #[arg(long)]
-    pub tie_qkv: bool,
-    /// Tie q/k/v and gate/up into one gene each, as vLLM fuses them (it refuses different
-    /// schemes inside qkv_proj or gate_up_proj of a compressed-tensors model).
-    #[arg(long)]
-    pub tie_fused: bool,
-    /// Allowed weight formats: presets `ggml`, `int`, and/or names (q4_k, int4-asym-g128, ...)
-    /// [default: ggml; int for an encoder, which exports to packed safetensors].
-    #[arg(long)]
-    pub formats: Option<String>,
-    /// Allowed activation widths (4, 8, 16 = float).
-    #[arg(long, default_value = defaults::ACT_BITS)]
-    pub act_bits: String,
-    #[arg(long, default_value_t = defaults::GENERATIONS)]
-    pub generations: u64,
-    #[arg(long, default_value_t = defaults::POPULATION)]
-    pub population: usize,
-    #[arg(long, default_value_t = defaults::SEED)]
-    pub seed: u64,
-    /// Wall-time limit, e.g. 90s, 10m, 1h.
-    #[arg(long)]
-    pub time_budget: Option<String>,
     /// Output directory.
     #[arg(long, default_value = "qevo-out")]
     pub out: PathBuf,
-    /// Continue from the checkpoint in --out.
-    #[arg(long)]
-    pub resume: bool,
-    /// After the search, tune the K front plans nearest the recommended size (`qevo
-    /// tune`: block scales and norms distilled toward the FP model), re-score them on the
-    /// held-out windows and write them to --out/tuned/.
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub tune_front: usize,
-    /// Training steps per tuned front plan.
-    #[arg(long, default_value_t = 50)]
-    pub tune_steps: usize,
-    /// Train the tuned front plans' integer sub-scales too (`qevo tune --sub-scales`).
-    #[arg(long)]
-    pub tune_sub_scales: bool,
-    /// Tensor data limit in MB (10^6 bytes).
-    #[arg(long)]
-    pub max_size_mb: Option<f64>,
-    #[arg(long)]
-    pub max_latency_ms: Option<f64>,
-    #[arg(long)]
-    pub max_energy_mj: Option<f64>,
-    /// Quality limit: mean KL to FP in nats/token.
-    #[arg(long)]
-    pub max_kl: Option<f64>,
-    /// Override a target constraint, e.g. max_memory_mb=100 or max_latency_ms=none.
-    #[arg(long = "constraint")]
-    pub constraints: Vec<String>,
-    /// Workload: prompt tokens and generated tokens (default: the target's).
-    #[arg(long)]
-    pub prefill_tokens: Option<u64>,
-    #[arg(long)]
-    pub decode_tokens: Option<u64>,
-    /// Weights of accuracy, compression, latency, energy in the recommendation fitness.
-    #[arg(long, default_value = defaults::WEIGHTS)]
-    pub weights: String,
-    /// Turn off the fitness, prefix and multi-fidelity caches and the surrogate.
-    #[arg(long)]
-    pub no_cache: bool,
-    /// Turn off only the surrogate screen (offspring are all scored on the screening windows).
-    #[arg(long)]
-    pub no_surrogate: bool,
-    /// How parents exchange genes: auto (one-point for tensor and block units, so
-    /// children share a parent's early blocks; uniform for role units), uniform,
-    /// one-point, two-point.
-    #[arg(long, default_value = "auto")]
-    pub crossover: String,
-    /// Screening tolerance: skip scoring an offspring when an archive plan is within a
-    /// factor 1 + epsilon of it in every objective (one value, or KL,bytes,ms,mJ).
-    /// 0 skips only plans the archive dominates.
-    #[arg(long, default_value = "0")]
-    pub epsilon: String,
     /// Encoders: labelled texts (`label<TAB>text` per line); prints the k-NN accuracy
     /// of the FP model's and the chosen plan's embeddings.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Skip the Lagrangian baseline (and, unless --random-search, the matched-size table).
-    #[arg(long)]
-    pub no_baselines: bool,
-    /// Also run random search with the evolution's evaluation budget (doubles run time).
-    #[arg(long)]
-    pub random_search: bool,
-    #[arg(long, default_value_t = defaults::SEQ_LEN)]
-    pub seq_len: usize,
-    /// Calibration windows for full evaluations.
-    #[arg(long, default_value_t = defaults::CALIB_WINDOWS)]
-    pub calib_windows: usize,
-    /// Calibration windows for screening (multi-fidelity).
-    #[arg(long, default_value_t = defaults::SCREEN_WINDOWS)]
-    pub screen_windows: usize,
-    #[arg(long, default_value_t = defaults::HELDOUT_WINDOWS)]
-    pub heldout_windows: usize,
     /// Also write every evaluated plan as an Optuna journal file (`optuna-dashboard FILE`,
     /// `optuna.load_study(storage=JournalStorage(JournalFileBackend(FILE)))`).
     #[arg(long, value_name = "FILE")]
     pub optuna_journal: Option<PathBuf>,
+    /// The search's settings: the library's own type, one flag per field.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
-fn parse_duration(s: &str) -> qevo::Result<Duration> {
-    let bad = |why: &str| qevo::Error::Setting {
-        field: "--time-budget".into(),
-        msg: format!("`{s}`: {why}"),
-    };
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let v: f64 = num.parse().map_err(|_| bad("expected e.g. 90s, 10m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(bad("unit must be s, m or h")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(bad("must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+/// The validated config for `model`; the checkpoint defaults to --out/checkpoint.json.
+pub fn config(a: &SearchArgs, model: &qevo::Model) -> Result<SearchConfig> {
+    let mut s = a.settings.clone();
+    s.checkpoint
+        .get_or_insert_with(|| a.out.join("checkpoint.json"));
+    s.resolve(model).map_err(flag_names)
 }
 
-pub fn config_from_args(a: &SearchArgs) -> Result<SearchConfig> {
-    let cfg = build_config(a).map_err(flag_names)?;
-    cfg.validate().map_err(flag_names)?;
-    Ok(cfg)
-}
-
-/// Config field → the flag that sets it, so a library error names what the user typed.
-const FLAG_OF: &[(&str, &str)] = &[
-    ("evolution.population", "--population"),
-    ("evolution.generations", "--generations"),
-    ("evolution.weights", "--weights"),
-    ("evolution.crossover", "--crossover"),
-    ("caches.epsilon", "--epsilon"),
-    ("data.seq_len", "--seq-len"),
-    ("data.calib_windows", "--calib-windows"),
-    ("data.screen_windows", "--screen-windows"),
-    ("data.heldout_windows", "--heldout-windows"),
-    ("space.unit", "--unit"),
-    ("space.formats", "--formats"),
-    ("space.act_bits", "--act-bits"),
-    ("limits.max_size_mb", "--max-size-mb"),
-    ("limits.max_latency_ms", "--max-latency-ms"),
-    ("limits.max_energy_mj", "--max-energy-mj"),
-    ("limits.max_kl", "--max-kl"),
-    ("checkpoint.resume", "--resume"),
-    // `qevo eval` / `quantize` window settings (`TokenWindows::from_text`).
-    ("seq_len", "--seq-len"),
-    ("windows", "--max-windows"),
-];
-
-/// Renames a setting error's config field to its flag; other errors pass unchanged.
-pub fn flag_names(e: qevo::Error) -> anyhow::Error {
-    match e {
-        qevo::Error::Setting { field, msg } => {
-            let flag = FLAG_OF
-                .iter()
-                .find(|(f, _)| *f == field)
-                .map_or(field.as_str(), |(_, flag)| flag);
-            anyhow::anyhow!("{flag}: {msg}")
-        }
-        other => other.into(),
-    }
-}
-
-fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
-    let overrides = a
-        .constraints
-        .iter()
-        .map(|c| parse_constraint_override(c))
-        .collect::<Result<Vec<_>, _>>()?;
-    let target = resolve_profile(&a.target)?.with_overrides(&overrides)?;
-    let mut cfg = SearchConfig::for_target(target)?;
-    cfg.workload = Workload {
-        prefill_tokens: a.prefill_tokens.unwrap_or(cfg.workload.prefill_tokens),
-        decode_tokens: a.decode_tokens.unwrap_or(cfg.workload.decode_tokens),
-    };
-    cfg.limits = UserLimits {
-        max_size_mb: a.max_size_mb,
-        max_latency_ms: a.max_latency_ms,
-        max_energy_mj: a.max_energy_mj,
-        max_kl: a.max_kl,
-    };
-    cfg.space.unit = UnitMode::parse(&a.unit)?;
-    cfg.space.tie_qkv = a.tie_qkv || a.tie_fused;
-    cfg.space.tie_gate_up = a.tie_fused;
-    cfg.space.formats = parse_formats(a.formats.as_deref().unwrap_or(defaults::FORMATS))?;
-    cfg.space.act_bits = parse_act_bits(&a.act_bits)?;
-    cfg.evolution.generations = a.generations;
-    cfg.evolution.population = a.population;
-    cfg.evolution.seed = a.seed;
-    cfg.evolution.time_budget = a.time_budget.as_deref().map(parse_duration).transpose()?;
-    cfg.evolution.weights = FitnessWeights::parse(&a.weights)?;
-    cfg.caches.enabled = !a.no_cache;
-    cfg.caches.surrogate = !a.no_surrogate;
-    cfg.evolution.crossover = CrossoverChoice::parse(&a.crossover)?;
-    cfg.caches.epsilon = parse_epsilon(&a.epsilon)?;
-    cfg.baselines.lagrangian = !a.no_baselines;
-    cfg.baselines.random_search = a.random_search;
-    cfg.data.seq_len = a.seq_len;
-    cfg.data.calib_windows = a.calib_windows;
-    cfg.data.screen_windows = a.screen_windows;
-    cfg.data.heldout_windows = a.heldout_windows;
-    cfg.data.imatrix = match (&a.imatrix_file, a.imatrix) {
-        (Some(p), _) => Importance::File(p.clone()),
-        (None, true) => Importance::Collect,
-        (None, false) => Importance::None,
-    };
-    cfg.data.rounding = qevo::quant::RoundingMode::parse(&a.rounding)?;
-    cfg.data.sensitivity = qevo::search::sensitivity::SensitivityMode::parse(&a.sensitivity)?;
-    cfg.checkpoint.path = Some(a.out.join("checkpoint.json"));
-    cfg.checkpoint.resume = a.resume;
-    Ok(cfg)
-}
-
-/// Calibration and held-out texts: embedded splits, or a user file (last fifth held out).
+/// Calibration and held-out texts: the files given, split by the library's rule.
 fn texts(a: &SearchArgs) -> Result<(String, String)> {
-    match (&a.text, &a.heldout) {
-        (None, None) => Ok((
-            qevo::assets::CALIB_TEXT.to_string(),
-            qevo::assets::HELDOUT_TEXT.to_string(),
-        )),
-        (Some(t), Some(h)) => Ok((read_text(Some(t), "")?, read_text(Some(h), "")?)),
-        (Some(t), None) => {
-            let text = read_text(Some(t), "")?;
-            let mut cut = text.len() * 4 / 5;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            Ok((text[..cut].to_string(), text[cut..].to_string()))
-        }
-        (None, Some(h)) => Ok((
-            qevo::assets::CALIB_TEXT.to_string(),
-            read_text(Some(h), "")?,
-        )),
-    }
+    let read = |p: &Option<PathBuf>| p.as_deref().map(|p| read_text(Some(p), "")).transpose();
+    split_texts(read(&a.text)?, read(&a.heldout)?).map_err(flag_names)
 }
 
 pub fn search(a: &SearchArgs) -> Result<()> {
-    let mut cfg = config_from_args(a)?;
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
     let model = load_model(a.model.as_deref())?;
-    if !model.arch.is_decoder() {
-        encoder_settings(a, &mut cfg)?;
-    }
+    let cfg = config(a, &model)?;
     let (calib, heldout) = texts(a)?;
     let stop = stop_on_ctrl_c();
     let (bar, progress) = progress_bar(&cfg, &model, stop.clone());
@@ -311,18 +67,21 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         "searching {} on {} ({} units, {} generations x {})",
         model.source.display(),
         cfg.target.name,
-        a.unit,
+        cfg.space.unit.as_str(),
         cfg.evolution.generations,
         cfg.evolution.population
     );
+    if cfg.tune_front.plans > 0 {
+        eprintln!(
+            "then tuning up to {} front plans ({} steps each)",
+            cfg.tune_front.plans, cfg.tune_front.steps
+        );
+    }
     let outcome =
         qevo::search::run(&model, &calib, &heldout, &cfg, Some(progress)).map_err(flag_names)?;
     bar.finish();
     write_outputs(a, &cfg, &model, &outcome)?;
     eprintln!("outputs written to {}", a.out.display());
-    if a.tune_front > 0 && !stop.load(Ordering::SeqCst) {
-        crate::tune_cmd::front(a, &cfg, &model, &outcome, (&calib, &heldout))?;
-    }
     if let Some(path) = &a.labels {
         print_knn(&model, &outcome, path)?;
     }
@@ -334,20 +93,6 @@ pub fn search(a: &SearchArgs) -> Result<()> {
         (None, Some(c)) => Err(crate::Exit::infeasible(&c.scored.checks).into()),
         (None, None) => Err(crate::Exit::infeasible(&[]).into()),
     }
-}
-
-/// An encoder generates nothing: it embeds one window per pass, and its default formats
-/// are the integer ones its export holds.
-fn encoder_settings(a: &SearchArgs, cfg: &mut SearchConfig) -> Result<()> {
-    let w = Workload::encoder(cfg.data.seq_len as u64);
-    if a.formats.is_none() {
-        cfg.space.formats = parse_formats(defaults::ENCODER_FORMATS)?;
-    }
-    cfg.workload = Workload {
-        prefill_tokens: a.prefill_tokens.unwrap_or(w.prefill_tokens),
-        decode_tokens: a.decode_tokens.unwrap_or(w.decode_tokens),
-    };
-    Ok(())
 }
 
 /// A flag the first Ctrl-C sets (the search finishes its generation and checkpoints); a
@@ -418,23 +163,16 @@ fn write_outputs(
     model: &qevo::Model,
     o: &SearchOutcome,
 ) -> Result<()> {
-    // The recommended plan, or, when nothing is feasible, the least-violating one with
-    // the limits it fails: every output is written either way.
-    if let Some(f) = o.chosen() {
-        let pf = scored_plan_file(model, o, f, &cfg.target.name, &a.unit);
-        write_plan(&a.out, &pf)?;
-    }
-    if let Some(im) = &o.imatrix {
-        // The scored bytes are reproducible only with this matrix: keep it with the plans.
-        im.write_gguf(&a.out.join("imatrix.gguf"))?;
-    }
-    write_front(&a.out, model, o, &cfg.target.name)?;
-    write_history(&a.out, o)?;
+    let report = qevo::report::write_all(&a.out, model, cfg, o)
+        .with_context(|| format!("writing the outputs into {}", a.out.display()))?;
     if let Some(path) = &a.optuna_journal {
         let info = study_info(model, o, &cfg.target.name, now_iso());
         write_journal(path, &o.space, &o.evaluations, &info)?;
     }
-    crate::report_cmd::write_and_print(&a.out, model, cfg, o)?;
+    crate::report_cmd::print_summary(&report);
+    if cfg.tune_front.plans > 0 {
+        crate::tune_cmd::print_tuned_front(&a.out, o);
+    }
     Ok(())
 }
 
@@ -444,4 +182,72 @@ pub fn now_iso() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     iso_utc(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        search: SearchArgs,
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_with_the_library_default() {
+        let cmd = Wrap::command();
+        for name in Settings::names() {
+            assert!(
+                cmd.get_arguments().any(|a| a.get_id() == name.as_str()),
+                "qevo search has no flag for the setting {name}"
+            );
+        }
+        let m = cmd.try_get_matches_from(["qevo"]).unwrap();
+        let parsed = Wrap::from_arg_matches(&m).unwrap();
+        assert_eq!(parsed.search.settings, Settings::default());
+    }
+
+    /// The Python package's own tests need a built wheel; this one reads its source, so
+    /// `cargo test` catches a setting `qevo.search` does not take as a keyword.
+    #[test]
+    fn every_setting_is_a_python_keyword() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../qevo-py/python/qevo/__init__.py"
+        );
+        let src = std::fs::read_to_string(path).unwrap();
+        let start = src.find("\ndef search(").expect("def search(");
+        let end = start
+            + src[start..]
+                .find(") -> SearchResult:")
+                .expect("its signature");
+        let params: Vec<&str> = src[start..end]
+            .lines()
+            .filter_map(|l| l.trim().split(':').next())
+            .collect();
+        for name in Settings::names() {
+            assert!(
+                params.contains(&name.as_str()),
+                "qevo.search has no keyword for the setting {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn setting_errors_name_the_flag() {
+        let e = |field: &str| {
+            flag_names(qevo::Error::Setting {
+                field: field.into(),
+                msg: "bad".into(),
+            })
+            .to_string()
+        };
+        assert_eq!(e("calib_windows"), "--calib-windows: bad");
+        assert_eq!(e("constraints"), "--constraint: bad");
+        assert_eq!(e("cache"), "--no-cache: bad");
+        assert_eq!(e("max_windows"), "--max-windows: bad");
+        assert_eq!(e("rounding.tokens"), "rounding.tokens: bad");
+    }
 }

@@ -1,11 +1,12 @@
 //! `qevo tune`: trains a saved plan's block scales and norms toward the FP model, writes
 //! the tuned GGUF, `tune.json` and a checkpoint, and prints before/after scores.
 
-use crate::commands::{load_model, read_plan_for, read_text, rounding_inputs};
+use crate::commands::{load_model, read_plan_for, read_text};
 use crate::table::Table;
 use anyhow::Result;
 use qevo::eval::{auto_topk, Reference, TokenWindows};
 use qevo::model::Model;
+use qevo::quant::RoundingInputs;
 use qevo::tune::{tune, StepRecord, TuneConfig, TuneHooks, TuneOutcome, TuneSetup};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -57,8 +58,8 @@ pub struct TuneArgs {
     pub no_norms: bool,
     /// `fixed`: keep the plan's codes; `rederive`: round the legacy types (q4_0, q4_1,
     /// q5_0, q5_1, q8_0) again at the trained scales every step.
-    #[arg(long, default_value = "fixed", value_parser = ["fixed", "rederive"])]
-    pub codes: String,
+    #[arg(long, value_enum, default_value_t = qevo::tune::Codes::Fixed)]
+    pub codes: qevo::tune::Codes,
     /// Held-out KL every N steps (0: only before and after).
     #[arg(long, default_value_t = 0)]
     pub eval_every: usize,
@@ -98,11 +99,12 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let m = load_model(a.model.as_deref())?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
     let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
-    let imatrix = match &a.imatrix_file {
-        Some(p) => Some(qevo::quant::Imatrix::read(p)?.for_model(&m)?),
-        None => None,
-    };
-    let rounding = rounding_inputs(&m, imatrix, scored.rounding.as_ref(), None)?;
+    let imatrix = a
+        .imatrix_file
+        .as_deref()
+        .map(qevo::quant::Imatrix::read)
+        .transpose()?;
+    let rounding = RoundingInputs::for_model(&m, imatrix.as_ref(), scored.rounding.as_ref())?;
     let seq = a
         .seq_len
         .unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
@@ -126,10 +128,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         batch: a.batch,
         seed: a.seed,
         train_aux: !a.no_norms,
-        codes: match a.codes.as_str() {
-            "rederive" => qevo::tune::Codes::Rederive,
-            _ => qevo::tune::Codes::Fixed,
-        },
+        codes: a.codes,
         eval_every: a.eval_every,
         checkpoint_every: a.checkpoint_every,
         checkpoint: Some(a.out.join("checkpoint.safetensors")),
@@ -239,36 +238,13 @@ fn write_report(path: &Path, cfg: &TuneConfig, out: &TuneOutcome, secs: f64) -> 
     Ok(())
 }
 
-/// `qevo search --tune-front K`: tunes the front plans nearest the recommended size,
-/// prints tuned against untuned at each size, writes --out/tuned/front-N.gguf and
-/// --out/tuned.json.
-pub fn front(
-    a: &crate::search_cmd::SearchArgs,
-    cfg: &qevo::search::SearchConfig,
-    m: &Model,
-    outcome: &qevo::search::SearchOutcome,
-    texts: (&str, &str),
-) -> Result<()> {
-    use qevo::search::tune_front::{front_to_tune, tune_front};
-    let indices = front_to_tune(m, outcome, a.tune_front);
-    if indices.is_empty() {
-        eprintln!("tune: no front plan is all GGML types; nothing to tune");
-        return Ok(());
+/// `qevo search --tune-front K`: the tuned front plans (the library's last search stage),
+/// tuned against untuned at each size, and where their GGUFs were written.
+pub fn print_tuned_front(out: &Path, o: &qevo::search::SearchOutcome) {
+    if o.tuned.is_empty() {
+        eprintln!("tune: no front plan is all GGML types; nothing was tuned");
+        return;
     }
-    let tune_cfg = TuneConfig {
-        steps: a.tune_steps,
-        seed: a.seed,
-        sub_scales: a.tune_sub_scales,
-        ..TuneConfig::default()
-    };
-    eprintln!(
-        "tuning {} front plans ({} steps each)",
-        indices.len(),
-        tune_cfg.steps
-    );
-    let entries = tune_front(m, outcome, texts, cfg, &indices, &tune_cfg)?;
-    let dir = a.out.join("tuned");
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let mut t = Table::new(&[
         "front #",
         "size MB",
@@ -279,10 +255,7 @@ pub fn front(
         "change",
         "s",
     ]);
-    let mut json = Vec::new();
-    for e in &entries {
-        let file = dir.join(format!("front-{}.gguf", e.front_index));
-        qevo::export::export_tuned_gguf(m, &e.tuned, &file)?;
+    for e in &o.tuned {
         let (b, af) = (&e.before, &e.after);
         t.row(vec![
             e.front_index.to_string(),
@@ -297,44 +270,8 @@ pub fn front(
             ),
             format!("{:.1}", e.seconds),
         ]);
-        json.push(serde_json::json!({
-            "front_index": e.front_index,
-            "size_bytes": e.size_bytes,
-            "before": e.before,
-            "after": e.after,
-            "seconds": e.seconds,
-            "gguf": file,
-        }));
     }
     println!("\nTuned front plans (weights only, as a GGUF runs them)");
     print!("{}", t.render());
-    let text =
-        serde_json::to_string_pretty(&serde_json::json!({ "config": tune_cfg, "tuned": json }))?;
-    qevo::fsutil::write_atomic(&a.out.join("tuned.json"), text.as_bytes())?;
-    report_tuned(&a.out, m, cfg, outcome, &entries)
-}
-
-/// Rewrites the search's report (report.json, report.html) with the tuned rows.
-fn report_tuned(
-    out: &Path,
-    m: &Model,
-    cfg: &qevo::search::SearchConfig,
-    outcome: &qevo::search::SearchOutcome,
-    entries: &[qevo::search::tune_front::TunedEntry],
-) -> Result<()> {
-    let mut input = qevo::report::ReportInput::from_outcome(m, cfg, outcome)?;
-    input.tuned = entries
-        .iter()
-        .map(|e| qevo::report::TunedRow {
-            front_index: e.front_index,
-            size_bytes: e.size_bytes,
-            kl: e.before.calibration.kl,
-            tuned_kl: e.after.calibration.kl,
-            heldout_kl: e.before.heldout.kl,
-            tuned_heldout_kl: e.after.heldout.kl,
-            seconds: e.seconds,
-        })
-        .collect();
-    qevo::report::write_report(out, &input)?;
-    Ok(())
+    println!("tuned GGUFs in {}", out.join("tuned").display());
 }

@@ -364,11 +364,6 @@ fn screening_and_crossover_flag_errors_name_the_flag() {
             "--epsilon: expected one value or four",
         ),
         ("--epsilon", "1.5", "--epsilon: 1.5 is outside 0..1"),
-        (
-            "--crossover",
-            "blend",
-            "--crossover: unknown crossover \"blend\"",
-        ),
     ] {
         let o = qevo(
             &["search", flag, value, "--out", out.to_str().unwrap()],
@@ -377,6 +372,15 @@ fn screening_and_crossover_flag_errors_name_the_flag() {
         assert_eq!(o.status.code(), Some(1), "{flag} {value}");
         assert!(text(&o).contains(want), "{flag} {value}: {}", text(&o));
     }
+    // A mode is an enum clap checks: a usage error listing the choices.
+    let o = qevo(&["search", "--crossover", "blend"], &cache);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("invalid value 'blend' for '--crossover")
+            && text(&o).contains("one-point"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -478,6 +482,35 @@ fn quantize_names_each_fallback_it_writes() {
         out.contains("fallback:        q4_k -> q5_0 on "),
         "no fallback line: {out}"
     );
+}
+
+/// `qevo quantize` and Python's `qevo.quantize` both call the library's `score_plan`;
+/// the Python package sends its keywords as this JSON of `ScoreOptions`. Same options,
+/// same KL.
+#[test]
+fn quantize_prints_the_librarys_score_for_the_same_options() {
+    use qevo::quant::{ScoredWith, TensorPlan, WeightFormat};
+    let cache = tempfile::tempdir().unwrap();
+    let model = tiny_llama();
+    let args = ["--seq-len", "16", "--max-windows", "2", "--imatrix"];
+    let mut cli = vec!["quantize", model.to_str().unwrap(), "--format", "q4_0"];
+    cli.extend_from_slice(&["--act-bits", "8"]);
+    cli.extend_from_slice(&args);
+    let o = qevo(&cli, cache.path());
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let printed = out
+        .lines()
+        .find(|l| l.starts_with("KL to FP:"))
+        .expect(&out);
+    let m = qevo::Model::load(&model).unwrap();
+    let keywords = r#"{"seq_len": 16, "max_windows": 2, "imatrix": true}"#;
+    let opts: qevo::eval::ScoreOptions = serde_json::from_str(keywords).unwrap();
+    let plan = TensorPlan::uniform(&m, WeightFormat::parse("q4_0").unwrap(), 8).unwrap();
+    let s = qevo::eval::score_plan(&m, &plan, &ScoredWith::default(), &opts).unwrap();
+    assert!(s.metrics.kl > 0.0);
+    let want = format!("{:.5} nats/token", s.metrics.kl);
+    assert!(printed.ends_with(&want), "{printed} against {want}");
 }
 
 #[test]

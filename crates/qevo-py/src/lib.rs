@@ -121,6 +121,13 @@ fn profiles_json() -> PyResult<String> {
     to_json(&out)
 }
 
+/// The search's settings with their defaults, as JSON (`qevo::search::Settings`): the
+/// keywords `qevo.search` sends.
+#[pyfunction]
+fn settings_json() -> PyResult<String> {
+    to_json(&qevo::search::Settings::default())
+}
+
 #[pymodule]
 fn _qevo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QevoError", m.py().get_type::<QevoError>())?;
@@ -129,6 +136,7 @@ fn _qevo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<run::Outcome>()?;
     m.add_class::<worker::Worker>()?;
     m.add_function(wrap_pyfunction!(profiles_json, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_json, m)?)?;
     m.add_function(wrap_pyfunction!(run::search, m)?)?;
     m.add_function(wrap_pyfunction!(run::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(run::export, m)?)?;

@@ -1,18 +1,17 @@
 //! `search`, `quantize` and `export`: the library calls behind `qevo.search`,
 //! `qevo.quantize` and `Plan.export`, with the GIL released while they run. A search's
 //! outcome stays in Rust (`Outcome`), so its files are written by the library's own
-//! writers and match the CLI's byte for byte.
+//! `report::write_all`, the function the CLI calls, and match the CLI's byte for byte.
+//! Options arrive as JSON in the library's own settings types (`search::Settings`,
+//! `eval::ScoreOptions`), whose fields are the keywords.
 
-use crate::settings::{keyword_names, Settings};
+use crate::settings::Request;
 use crate::{py_err, to_json, Model, QevoError};
 use pyo3::prelude::*;
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
-use qevo::search::output::{
-    prepare_out_dir, scored_plan_file, write_front, write_history, write_plan, PlanFile,
-    PlanMetrics,
-};
+use qevo::search::output::{scored_plan_file, PlanFile, PlanMetrics};
 use qevo::search::problem::Scored;
-use qevo::search::{Executor, FrontEntry, Hooks, Job, Progress, SearchOutcome};
+use qevo::search::{Executor, FrontEntry, Hooks, Job, Progress, SearchConfig, SearchOutcome};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -96,8 +95,9 @@ fn between_generations(
     }
 }
 
-/// Runs `qevo::search::run_with` on `model` with the settings JSON; `executor` scores
-/// the evolution's batches, `progress(record_json)` is called after every generation.
+/// Runs `qevo::search::run_with` on `model` with the request JSON (settings and texts);
+/// `executor` scores the evolution's batches, `progress(record_json)` is called after
+/// every generation.
 #[pyfunction]
 #[pyo3(signature = (model, settings, executor=None, progress=None))]
 pub fn search(
@@ -107,32 +107,31 @@ pub fn search(
     executor: Option<Py<PyAny>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Outcome> {
-    let s = Settings::parse(settings).map_err(py_err)?;
+    let r = Request::parse(settings).map_err(py_err)?;
     let m = model.inner.clone();
-    let cfg = s.config(&m).map_err(py_err)?;
-    let (calib, heldout) = s.texts().map_err(py_err)?;
+    let cfg = r.config(&m).map_err(py_err)?;
     let failure = Failure::default();
     let px = executor.map(|obj| PyExecutor {
         obj,
         failure: &failure,
     });
     let result = py.detach(|| {
-        let progress: Progress = Box::new(|r| between_generations(r, progress.as_ref(), &failure));
+        let progress: Progress =
+            Box::new(|rec| between_generations(rec, progress.as_ref(), &failure));
         let hooks = Hooks {
             progress: Some(progress),
             executor: px.as_ref().map(|x| x as &dyn Executor),
         };
-        qevo::search::run_with(&m, &calib, &heldout, &cfg, hooks)
+        qevo::search::run_with(&m, &r.calib, &r.heldout, &cfg, hooks)
     });
     if let Some(e) = failure.take() {
         return Err(e);
     }
-    let outcome = result.map_err(|e| py_err(keyword_names(e)))?;
+    let outcome = result.map_err(py_err)?;
     Ok(Outcome {
-        target: cfg.target.name.clone(),
-        unit: s.unit.clone(),
         model: m,
         outcome,
+        cfg,
     })
 }
 
@@ -141,18 +140,13 @@ pub fn search(
 pub struct Outcome {
     pub(crate) model: Arc<qevo::Model>,
     pub(crate) outcome: SearchOutcome,
-    target: String,
-    unit: String,
+    cfg: SearchConfig,
 }
 
 impl Outcome {
     fn plan_file(&self, f: &FrontEntry) -> PlanFile {
-        scored_plan_file(&self.model, &self.outcome, f, &self.target, &self.unit)
-    }
-
-    /// The recommended plan, or, when nothing is feasible, the least-violating one.
-    fn chosen(&self) -> Option<&FrontEntry> {
-        self.outcome.chosen()
+        let unit = self.outcome.space.mode.as_str();
+        scored_plan_file(&self.model, &self.outcome, f, &self.cfg.target.name, unit)
     }
 }
 
@@ -189,13 +183,23 @@ impl Outcome {
     fn evaluations_json(&self) -> PyResult<String> {
         to_json(&self.outcome.evaluations)
     }
+    /// The tuned front plans (`tune_front`): the report's rows, untuned against tuned.
+    fn tuned_json(&self) -> PyResult<String> {
+        let rows: Vec<_> = self
+            .outcome
+            .tuned
+            .iter()
+            .map(qevo::report::TunedRow::of)
+            .collect();
+        to_json(&rows)
+    }
     /// Seed, FP cost, timings and cache counters.
     fn summary_json(&self) -> PyResult<String> {
         let o = &self.outcome;
         to_json(&serde_json::json!({
             "seed": o.seed,
-            "target": self.target,
-            "unit": self.unit,
+            "target": self.cfg.target.name,
+            "unit": o.space.mode.as_str(),
             "fp": o.fp,
             "search_seconds": o.search_seconds,
             "total_seconds": o.total_seconds,
@@ -210,58 +214,37 @@ impl Outcome {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let o = &self.outcome;
-        let info = study_info(&self.model, o, &self.target, iso_utc(secs));
+        let info = study_info(&self.model, o, &self.cfg.target.name, iso_utc(secs));
         py.detach(|| write_journal(&path, &o.space, &o.evaluations, &info))
             .map_err(py_err)
     }
-    /// Writes plan.json / plan.yaml (the recommended or least-violating plan),
-    /// front.json, history.jsonl and, when the search used one, imatrix.gguf, as
-    /// `qevo search --out DIR` does.
+    /// Writes every output file into `dir`, as `qevo search --out DIR` does
+    /// (`qevo::report::write_all`).
     fn save(&self, py: Python<'_>, dir: PathBuf) -> PyResult<()> {
-        py.detach(|| -> qevo::Result<()> {
-            prepare_out_dir(&dir)?;
-            if let Some(f) = self.chosen() {
-                write_plan(&dir, &self.plan_file(f))?;
-            }
-            if let Some(im) = &self.outcome.imatrix {
-                im.write_gguf(&dir.join("imatrix.gguf"))?;
-            }
-            write_front(&dir, &self.model, &self.outcome, &self.target)?;
-            write_history(&dir, &self.outcome)
-        })
-        .map_err(py_err)
+        py.detach(|| qevo::report::write_all(&dir, &self.model, &self.cfg, &self.outcome))
+            .map(|_| ())
+            .map_err(|e| QevoError::new_err(e.to_string()))
     }
 }
 
 /// A uniform plan (every tensor in `format`, activations at `act_bits`) scored against
-/// the FP model on `text` (default: the embedded held-out split), as a JSON plan file.
-// The arguments are Python keywords with defaults, not a Rust call site.
-#[allow(clippy::too_many_arguments)]
+/// the FP model with `options` (`eval::ScoreOptions` as JSON, the keywords of
+/// `qevo.quantize`) and priced on `target`, as a JSON plan file.
 #[pyfunction]
-#[pyo3(signature = (model, format, act_bits=16, text=None, target="arm-neon", seq_len=128, max_windows=8))]
+#[pyo3(signature = (model, format, act_bits=16, target="arm-neon", options="{}"))]
 pub fn quantize(
     py: Python<'_>,
     model: PyRef<'_, Model>,
     format: &str,
     act_bits: u8,
-    text: Option<String>,
     target: &str,
-    seq_len: usize,
-    max_windows: usize,
+    options: &str,
 ) -> PyResult<String> {
+    let opts: qevo::eval::ScoreOptions =
+        serde_json::from_str(options).map_err(|e| QevoError::new_err(e.to_string()))?;
     let m = model.inner.clone();
     let pf = py
-        .detach(|| {
-            score_uniform(
-                &m,
-                format,
-                act_bits,
-                text.as_deref(),
-                target,
-                seq_len,
-                max_windows,
-            )
-        })
+        .detach(|| score_uniform(&m, format, act_bits, target, &opts))
         .map_err(py_err)?;
     to_json(&pf)
 }
@@ -270,32 +253,13 @@ fn score_uniform(
     m: &qevo::Model,
     format: &str,
     act_bits: u8,
-    text: Option<&str>,
     target: &str,
-    seq_len: usize,
-    max_windows: usize,
+    opts: &qevo::eval::ScoreOptions,
 ) -> qevo::Result<PlanFile> {
-    use qevo::eval::{auto_topk, Reference, TokenWindows};
-    use qevo::quant::{
-        calibrate_act_ranges, ActQuantHook, ActScheme, TensorPlan, WeightCache, WeightFormat,
-    };
+    use qevo::quant::{ScoredWith, TensorPlan, WeightFormat};
     let profile = qevo::hw::resolve_profile(target)?;
     let plan = TensorPlan::uniform(m, WeightFormat::parse(format)?, act_bits)?;
-    let seq = seq_len.min(m.arch.max_positions());
-    let text = text.unwrap_or(qevo::assets::HELDOUT_TEXT);
-    let windows = TokenWindows::from_text(m, text, seq, max_windows)?;
-    let k = auto_topk(m.arch.vocab(), windows.tokens(), 64);
-    let reference = Reference::build(m, windows, k)?;
-    let weights = WeightCache::new(usize::MAX).weights_for(m, &plan)?;
-    let metrics = match act_bits < 16 {
-        true => {
-            let calib = TokenWindows::from_text(m, qevo::assets::CALIB_TEXT, seq, max_windows)?;
-            let ranges = calibrate_act_ranges(m, &calib, None)?;
-            let hook = ActQuantHook::new(&ranges, plan.act_bits(m)?, ActScheme::Asym);
-            reference.score(m, &weights, &hook)?
-        }
-        false => reference.score(m, &weights, &qevo::model::NoHook)?,
-    };
+    let s = qevo::eval::score_plan(m, &plan, &ScoredWith::default(), opts)?;
     let choices = plan.per_tensor(m)?;
     let p = qevo::plan::price(
         m,
@@ -303,12 +267,12 @@ fn score_uniform(
         &profile,
         &profile.workload,
         &qevo::plan::UserLimits::default(),
-        Some(metrics.kl),
+        Some(s.metrics.kl),
     )?;
     let pm = PlanMetrics {
-        kl: metrics.kl,
-        top1: metrics.top1,
-        ppl: metrics.ppl,
+        kl: s.metrics.kl,
+        top1: s.metrics.top1,
+        ppl: s.metrics.ppl,
         size_bytes: p.tensor_bytes,
         bits_per_weight: plan.bits_per_weight(m),
         latency_ms: p.cost.latency_ms,
@@ -328,8 +292,9 @@ fn score_uniform(
 }
 
 /// Exports a plan (JSON plan file) of `model` as `format`: "gguf" (llama.cpp),
-/// "tensor-types" (llama-quantize overrides) or "safetensors" (packed integer formats).
-/// `outcome`: the search the plan came from, whose importance matrix a GGUF export uses.
+/// "tensor-types" (llama-quantize overrides), "safetensors" (packed integer formats) or
+/// "compressed-tensors", with the library's `export::export_plan`. `outcome`: the search
+/// the plan came from, whose importance matrix a GGUF export uses. Returns its report.
 #[pyfunction]
 #[pyo3(signature = (model, plan, path, format="gguf", outcome=None, fallback=false))]
 pub fn export(
@@ -341,9 +306,7 @@ pub fn export(
     outcome: Option<PyRef<'_, Outcome>>,
     fallback: bool,
 ) -> PyResult<String> {
-    use qevo::export::{
-        export_gguf, export_safetensors, resolve_ggml, write_tensor_types, ExportFormat,
-    };
+    use qevo::export::{export_plan, ExportFormat, ExportOptions};
     let pf: PlanFile = serde_json::from_str(plan)
         .map_err(|e| QevoError::new_err(format!("not a qevo plan: {e}")))?;
     let m = model.inner.clone();
@@ -356,39 +319,17 @@ pub fn export(
             m.fingerprint
         )));
     }
-    let imatrix = outcome.as_ref().and_then(|o| o.outcome.imatrix.clone());
-    let format = ExportFormat::parse(format).map_err(py_err)?;
-    let summary = py.detach(|| -> qevo::Result<serde_json::Value> {
-        let plan = pf.plan();
-        plan.validate(&m)?;
-        Ok(match format {
-            ExportFormat::Gguf => {
-                let resolved = resolve_ggml(&m, &plan, fallback)?;
-                // What the plan was scored with: its importance matrix and, for output
-                // rounding, the moments its recorded calibration tokens rebuild.
-                let rounding = qevo::quant::RoundingInputs {
-                    imatrix: imatrix.map(|im| im.for_model(&m)).transpose()?.unwrap_or_default(),
-                    moments: match &pf.rounding {
-                        Some(r) => r.moments(&m)?,
-                        None => Vec::new(),
-                    },
-                };
-                let s = export_gguf(&m, &resolved, &rounding, &path)?;
-                serde_json::json!({"file_bytes": s.layout.file_bytes, "planned_tensor_bytes": s.planned_tensor_bytes})
-            }
-            ExportFormat::TensorTypes => {
-                let r = write_tensor_types(&m, &resolve_ggml(&m, &plan, fallback)?, &path)?;
-                serde_json::json!({"overrides": r.lines.len()})
-            }
-            ExportFormat::Safetensors => {
-                let s = export_safetensors(&m, &plan, &path)?;
-                serde_json::json!({"file_bytes": s.file_bytes, "packed_tensors": s.packed_tensors})
-            }
-            ExportFormat::CompressedTensors => {
-                let s = qevo::export::export_compressed_tensors(&m, &plan, &path)?;
-                serde_json::json!({"file_bytes": s.file_bytes, "packed_tensors": s.packed_tensors, "config_groups": s.config_groups})
-            }
-        })
-    });
-    to_json(&summary.map_err(py_err)?)
+    let opts = ExportOptions {
+        format: ExportFormat::parse(format).map_err(py_err)?,
+        fallback,
+        imatrix: outcome.as_ref().and_then(|o| o.outcome.imatrix.clone()),
+    };
+    let scored = qevo::quant::ScoredWith {
+        imatrix_fingerprint: pf.imatrix_fingerprint.clone(),
+        rounding: pf.rounding.clone(),
+    };
+    let report = py
+        .detach(|| export_plan(&m, &pf.plan(), &scored, &opts, &path))
+        .map_err(py_err)?;
+    to_json(&report)
 }

@@ -3,7 +3,7 @@
 //! the same settings JSON as the driver, then scores the jobs it is sent with
 //! `QuantProblem::score_job`: the function the driver's own threads run.
 
-use crate::settings::{keyword_names, Settings};
+use crate::settings::Request;
 use crate::{load_model, py_err, QevoError};
 use pyo3::prelude::*;
 use qevo::search::problem::{QuantProblem, Scored};
@@ -28,14 +28,13 @@ impl Worker {
     #[new]
     #[pyo3(signature = (model_path, settings))]
     fn new(py: Python<'_>, model_path: Option<PathBuf>, settings: &str) -> PyResult<Worker> {
-        let s = Settings::parse(settings).map_err(py_err)?;
+        let r = Request::parse(settings).map_err(py_err)?;
         py.detach(|| -> qevo::Result<Worker> {
             let model: &'static qevo::Model =
                 Box::leak(Box::new(load_model(model_path.as_deref())?));
-            let cfg = s.config(model)?;
-            let (calib, heldout) = s.texts()?;
+            let cfg = r.config(model)?;
             let prepared: &'static Prepared<'static> =
-                Box::leak(Box::new(prepare(model, &calib, &heldout, &cfg)?));
+                Box::leak(Box::new(prepare(model, &r.calib, &r.heldout, &cfg)?));
             let problem = QuantProblem::new(prepared, &cfg)?;
             let fingerprint = problem.fingerprint();
             Ok(Worker {
@@ -43,7 +42,7 @@ impl Worker {
                 fingerprint,
             })
         })
-        .map_err(|e| py_err(keyword_names(e)))
+        .map_err(py_err)
     }
 
     /// `QuantProblem::fingerprint` of this worker's setup; the driver refuses a worker

@@ -65,6 +65,40 @@ def qevo_text():
     return ("The quick brown fox jumps over the lazy dog while the river runs to the sea. " * 60)
 
 
+def test_every_setting_is_a_keyword_with_the_library_default():
+    """qevo.search takes every field of the library's search::Settings (the qevo search
+    flags) as a keyword; where the signature shows a default, it is the library's."""
+    import inspect
+
+    params = inspect.signature(qevo.search).parameters
+    for name, default in qevo.setting_defaults().items():
+        assert name in params, f"qevo.search has no keyword for the setting {name}"
+        shown = params[name].default
+        if shown is not None:
+            assert qevo._setting(name, shown) == default, name
+
+
+def _cli():
+    """The qevo binary the Rust tests built, if any."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "target")
+    for profile in ("release", "debug"):
+        path = os.environ.get("QEVO_BIN") or os.path.join(root, profile, "qevo")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def test_quantize_gives_the_cli_kl_for_the_same_options(model):
+    cli = _cli()
+    if cli is None:
+        pytest.skip("no qevo binary (cargo build --release -p qevo-cli)")
+    args = ["--format", "q4_k", "--seq-len", "32", "--max-windows", "2", "--act-bits", "8"]
+    out = subprocess.run([cli, "quantize", *args], capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("KL to FP:"))
+    plan = qevo.quantize(model, "q4_k", act_bits=8, seq_len=32, max_windows=2)
+    assert line.split()[3] == f"{plan.kl:.5f}", (line, plan.kl)
+
+
 def test_library_errors_are_qevo_errors_with_its_message(model, small):
     bad = dict(small, population=2)
     with pytest.raises(qevo.QevoError, match=r"^population: must be at least 4, got 2"):

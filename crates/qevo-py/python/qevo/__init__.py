@@ -34,6 +34,7 @@ __all__ = [
     "profiles",
     "quantize",
     "search",
+    "setting_defaults",
     "__version__",
 ]
 
@@ -106,8 +107,10 @@ class Plan:
 
         ``format``: "gguf" (llama.cpp; the default for a ``.gguf`` path), "tensor-types"
         (llama-quantize overrides) or "safetensors" (a directory; packed integer formats).
-        ``fallback``: map formats GGUF cannot hold to the nearest GGML type. Returns what
-        was written (bytes, tensors).
+        ``fallback``: map formats GGUF cannot hold to the nearest GGML type. Returns the
+        library's export report (``qevo export`` prints the same): format, path,
+        ``file_bytes``, ``plan_bytes``, ``fallbacks``, and the format's own counts under
+        ``written``.
         """
         path = os.fspath(path)
         if format is None:
@@ -130,7 +133,8 @@ class Plan:
 class SearchResult:
     """A finished search: ``front`` (the Pareto plans, smallest first), ``recommended``
     (the plan the fitness weights and limits pick, None when nothing is feasible),
-    ``history`` (one dict per generation), and dict / pandas views of them."""
+    ``history`` (one dict per generation), ``tuned`` (with ``tune_front``: each tuned
+    plan's KL before and after), and dict / pandas views of them."""
 
     def __init__(self, model: Model, outcome: Any):
         self._model = model
@@ -138,6 +142,7 @@ class SearchResult:
         self.front: List[Plan] = [Plan(model, r, outcome) for r in json.loads(outcome.front_json())]
         self.history: List[Dict[str, Any]] = json.loads(outcome.history_json())
         self.summary: Dict[str, Any] = json.loads(outcome.summary_json())
+        self.tuned: List[Dict[str, Any]] = json.loads(outcome.tuned_json())
         closest = outcome.infeasible_json()
         self.infeasible_closest: Optional[Plan] = None if closest is None else Plan(model, json.loads(closest), outcome)
 
@@ -152,7 +157,10 @@ class SearchResult:
         return json.loads(self._outcome.evaluations_json())
 
     def save(self, out_dir: Union[str, "os.PathLike[str]"]) -> None:
-        """Writes plan.json, plan.yaml, front.json and history.jsonl, as ``qevo search --out``."""
+        """Writes every output file, as ``qevo search --out`` does (the same library
+        function): plan.json / plan.yaml, front.json, history.jsonl, imatrix.gguf (when
+        scored with one), tuned/ and tuned.json (with ``tune_front``) and the report
+        (report.json, the SVGs, report.html)."""
         self._outcome.save(os.fspath(out_dir))
 
     def write_optuna_journal(self, path: Union[str, "os.PathLike[str]"]) -> None:
@@ -207,10 +215,33 @@ def _text(value: Optional[TextLike], what: str) -> Optional[str]:
     raise TypeError(f"{what}: expected a str (the text) or a path-like, got {type(value).__name__}")
 
 
-def _formats(value: Optional[Union[str, Sequence[str]]]) -> Optional[str]:
+def _joined(value: Any) -> Any:
+    """A list setting ("formats", "act_bits", "weights", "epsilon") as the library's
+    comma-separated text; a str (or None) passes unchanged."""
     if value is None or isinstance(value, str):
         return value
-    return ",".join(value)
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return ",".join(repr(float(v)) if isinstance(v, float) else str(v) for v in value)
+
+
+def _setting(name: str, value: Any) -> Any:
+    """A keyword's value in the JSON shape of the library's field of the same name."""
+    if name in ("formats", "act_bits", "weights", "epsilon"):
+        return _joined(value)
+    if name == "time_budget" and isinstance(value, (int, float)):
+        return repr(float(value))
+    if name == "constraints":
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def setting_defaults() -> Dict[str, Any]:
+    """Every setting of ``search`` with the library's default (``qevo::search::Settings``):
+    one keyword each, under the same name as the ``qevo search`` flag."""
+    return json.loads(_qevo.settings_json())
 
 
 def search(
@@ -228,29 +259,44 @@ def search(
     seed: int = 0,
     unit: str = "role",
     tie_qkv: bool = False,
+    tie_fused: bool = False,
     act_bits: Optional[Union[str, Iterable[int]]] = None,
-    time_budget_s: Optional[float] = None,
-    weights: Optional[Sequence[float]] = None,
+    time_budget: Optional[Union[float, str]] = None,
+    weights: Optional[Union[str, Sequence[float]]] = None,
     constraints: Sequence[str] = (),
+    prefill_tokens: Optional[int] = None,
+    decode_tokens: Optional[int] = None,
     baselines: bool = True,
+    random_search: bool = False,
     cache: bool = True,
     surrogate: bool = True,
-    epsilon: Union[float, Sequence[float]] = 0.0,
+    epsilon: Optional[Union[float, str, Sequence[float]]] = None,
     crossover: str = "auto",
     sensitivity: str = "auto",
     imatrix: bool = False,
+    imatrix_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+    rounding: str = "block",
     seq_len: Optional[int] = None,
     calib_windows: Optional[int] = None,
     screen_windows: Optional[int] = None,
     heldout_windows: Optional[int] = None,
     checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None,
     resume: bool = False,
+    tune_front: int = 0,
+    tune_steps: Optional[int] = None,
+    tune_sub_scales: bool = False,
     executor: Optional[RayExecutor] = None,
     progress: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None,
     optuna_journal: Optional[Union[str, "os.PathLike[str]"]] = None,
+    time_budget_s: Optional[float] = None,
 ) -> SearchResult:
     """Evolves per-tensor quantization plans for ``model`` on ``target`` (NSGA-II over
     KL to FP, size, latency and energy) and returns the Pareto front.
+
+    Every setting is the library's ``search::Settings`` field of the same name, which is
+    also the ``qevo search`` flag (``max_size_mb`` is ``--max-size-mb``; ``cache=False``
+    is ``--no-cache``); a keyword left at None takes the library default
+    (``qevo.setting_defaults()``).
 
     - ``text`` / ``heldout``: calibration and held-out text (a str is the text, a
       ``pathlib.Path`` is read); default: the embedded splits; without ``heldout`` the
@@ -259,13 +305,20 @@ def search(
     - ``formats``: presets "ggml", "int" and/or names ("q4_k", "int4-asym-g128"), as a
       comma-separated str or a list (default "ggml"; "int" for an encoder).
     - ``max_*``: limits (constraints, not penalties); ``constraints``: target overrides
-      such as "max_memory_mb=100".
+      such as "max_memory_mb=100"; ``prefill_tokens`` / ``decode_tokens``: the workload.
     - ``generations`` (default 40), ``population`` (32), ``seed``: one seed drives all
-      randomness, so the same seed gives the same front.
+      randomness, so the same seed gives the same front. ``time_budget``: seconds, or
+      "90s", "10m", "1h" (``time_budget_s`` is its older name).
     - ``seq_len`` (128), ``calib_windows`` (8), ``screen_windows`` (2),
       ``heldout_windows`` (8): the token windows plans are scored on.
+    - ``imatrix=True`` scores GGML types with an importance matrix collected on the
+      calibration windows, ``imatrix_file`` with that file's; ``rounding``: "block"
+      (llama.cpp's) or "output" (qevo's output-error rounding).
     - ``checkpoint``: a file the search checkpoints to after every generation;
       ``resume=True`` continues from it.
+    - ``tune_front=K``: after the search, tune the K front plans nearest the recommended
+      size (``tune_steps`` steps each, ``tune_sub_scales``); ``result.tuned`` holds their
+      scores and ``save`` writes their GGUFs.
     - ``executor``: ``qevo.RayExecutor(...)`` scores the evolution's batches on Ray
       actors (same seed, same front as a local run).
     - ``progress(record)``: called after every generation with its history record;
@@ -275,7 +328,8 @@ def search(
       and surrogate; ``surrogate=False`` only the surrogate. ``epsilon``: skip scoring an
       offspring an archive plan is within a factor 1 + epsilon of in every objective (one
       value, or [KL, bytes, ms, mJ]). ``crossover``: "auto", "uniform", "one-point",
-      "two-point".
+      "two-point". ``baselines=False`` skips the Lagrangian baseline; ``random_search``
+      also runs random search with the same budget.
     - ``sensitivity``: how the per-unit sensitivity table is filled: "measured" (every
       cell), "scaled" (two probes per unit, the rest scaled by weight error) or "auto"
       (scaled when the measured table would be large).
@@ -283,52 +337,21 @@ def search(
     Ctrl-C stops the search after the current generation (its checkpoint written) and
     raises KeyboardInterrupt. Errors raise ``QevoError`` naming the setting at fault.
     """
-    settings: Dict[str, Any] = {
-        "text": _text(text, "text"),
-        "heldout": _text(heldout, "heldout"),
-        "target": target,
-        "formats": _formats(formats),
-        "unit": unit,
-        "tie_qkv": tie_qkv,
-        "seed": seed,
-        "time_budget_s": time_budget_s,
-        "weights": None if weights is None else [float(w) for w in weights],
-        "max_size_mb": max_size_mb,
-        "max_latency_ms": max_latency_ms,
-        "max_energy_mj": max_energy_mj,
-        "max_kl": max_kl,
-        "constraints": list(constraints),
-        "baselines": baselines,
-        "cache": cache,
-        "surrogate": surrogate,
-        "epsilon": str(float(epsilon)) if isinstance(epsilon, (int, float)) else ",".join(str(float(e)) for e in epsilon),
-        "crossover": crossover,
-        "sensitivity": sensitivity,
-        "imatrix": imatrix,
-        "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
-        "resume": resume,
+    given = dict(locals())
+    if time_budget is None and time_budget_s is not None:
+        given["time_budget"] = time_budget_s
+    settings = {
+        name: _setting(name, given[name]) for name in setting_defaults() if given[name] is not None
     }
-    if act_bits is not None:
-        settings["act_bits"] = act_bits if isinstance(act_bits, str) else ",".join(str(b) for b in act_bits)
-    for key, value in (
-        ("generations", generations),
-        ("population", population),
-        ("seq_len", seq_len),
-        ("calib_windows", calib_windows),
-        ("screen_windows", screen_windows),
-        ("heldout_windows", heldout_windows),
-    ):
-        if value is not None:
-            settings[key] = value
-    settings_json = json.dumps(settings)
+    request = json.dumps({"settings": settings, "text": _text(text, "text"), "heldout": _text(heldout, "heldout")})
     callback = None
     if progress is not None:
         callback = lambda record_json: progress(json.loads(record_json))  # noqa: E731
     bridge = None
     if executor is not None:
-        bridge = executor._bind(model, settings_json)
+        bridge = executor._bind(model, request)
     try:
-        outcome = _qevo.search(model, settings_json, bridge, callback)
+        outcome = _qevo.search(model, request, bridge, callback)
     finally:
         if bridge is not None:
             bridge.close()
@@ -344,11 +367,35 @@ def quantize(
     act_bits: int = 16,
     text: Optional[TextLike] = None,
     target: str = "arm-neon",
-    seq_len: int = 128,
-    max_windows: int = 8,
+    seq_len: Optional[int] = None,
+    max_windows: Optional[int] = None,
+    calib: Optional[TextLike] = None,
+    act_sym: bool = False,
+    act_percentile: Optional[float] = None,
+    imatrix: bool = False,
+    imatrix_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+    rounding: str = "block",
 ) -> Plan:
     """Every tensor in one ``format`` ("q4_k", "int8-sym-channel", ...), scored against
-    the FP model on ``text`` (default: the embedded held-out split) and priced on
-    ``target``. ``plan.export("model.gguf")`` writes it."""
-    record = _qevo.quantize(model, format, act_bits, _text(text, "text"), target, seq_len, max_windows)
+    the FP model and priced on ``target``, exactly as ``qevo quantize`` scores it (the
+    library's ``eval::score_plan``; the keywords are its flags): on ``text`` (default: the
+    embedded held-out split) in at most ``max_windows`` (64) windows of ``seq_len`` tokens
+    (256, or the model's positions if fewer); activations below 16 bits with ranges
+    calibrated on ``calib`` (default: the embedded calibration split), asymmetric unless
+    ``act_sym``; GGML types rounded with an importance matrix (``imatrix=True`` collects
+    one on ``calib``, ``imatrix_file`` reads one) and ``rounding`` "block" or "output".
+    ``plan.export("model.gguf")`` writes it."""
+    options = {
+        "text": _text(text, "text"),
+        "calib": _text(calib, "calib"),
+        "seq_len": seq_len,
+        "max_windows": max_windows,
+        "act_sym": act_sym,
+        "act_percentile": act_percentile,
+        "imatrix": imatrix,
+        "imatrix_file": None if imatrix_file is None else os.fspath(imatrix_file),
+        "rounding": rounding,
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    record = _qevo.quantize(model, format, act_bits, target, json.dumps(options))
     return Plan(model, json.loads(record))

@@ -13,9 +13,11 @@
 pub mod embedding;
 pub mod evaluator;
 pub mod llama_ppl;
+pub mod score;
 
 pub use embedding::{knn_accuracy, mean_cosine};
 pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
+pub use score::{score_plan, PlanScore, ScoreOptions};
 
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model};
@@ -86,7 +88,10 @@ impl TokenWindows {
             ));
         }
         if max_windows == 0 {
-            return Err(Error::setting("windows", "at least one window is needed"));
+            return Err(Error::setting(
+                "max_windows",
+                "at least one window is needed",
+            ));
         }
         let n = (toks.len() / seq_len).min(max_windows);
         if n == 0 {

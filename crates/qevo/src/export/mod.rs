@@ -13,6 +13,7 @@
 
 mod compressed_tensors;
 pub mod ct_layout;
+mod export_plan;
 mod gguf_arch;
 mod gguf_export;
 pub mod gguf_writer;
@@ -22,6 +23,7 @@ pub mod tensor_types;
 pub mod vocab;
 
 pub use compressed_tensors::{ct_choice, export_compressed_tensors, loader_notes, CtExport};
+pub use export_plan::{export_plan, ExportOptions, ExportReport, Written};
 pub use gguf_export::{export_gguf, export_tuned_gguf, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
@@ -30,6 +32,7 @@ pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 
 /// File types `qevo export` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ExportFormat {
     Gguf,
     TensorTypes,
@@ -52,10 +55,13 @@ impl ExportFormat {
             .map(|(f, _)| *f)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
-                crate::Error::Invalid(format!(
-                    "unknown export format `{s}` (expected one of: {})",
-                    names.join(", ")
-                ))
+                crate::Error::setting(
+                    "format",
+                    format!(
+                        "unknown export format `{s}` (expected one of: {})",
+                        names.join(", ")
+                    ),
+                )
             })
     }
 }

@@ -168,7 +168,7 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
                 return Err(Error::Plan {
                     tensor: info.name.clone(),
                     msg: format!(
-                        "format `{format}` is not a GGML type, so GGUF cannot hold it (use --fallback to export the nearest GGML type)"
+                        "format `{format}` is not a GGML type, so GGUF cannot hold it (the `fallback` option exports the nearest GGML type)"
                     ),
                 })
             }

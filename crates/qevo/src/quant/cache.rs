@@ -15,6 +15,29 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// What a saved plan says it was scored with (`PlanFile::imatrix_fingerprint`,
+/// `PlanFile::rounding`), so a re-score or an export can reproduce the scored bytes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoredWith {
+    /// `Imatrix::fingerprint` of the importance matrix it was scored with.
+    pub imatrix_fingerprint: Option<String>,
+    /// Its output-rounding record (None: llama.cpp's block rounding).
+    pub rounding: Option<super::OutputRounding>,
+}
+
+impl ScoredWith {
+    /// Whether `im` differs from the importance matrix the plan was scored with (a plan
+    /// scored without one matches anything): the bytes written or re-scored then differ
+    /// from those scored.
+    pub fn imatrix_mismatch(&self, im: Option<&super::Imatrix>) -> bool {
+        match (&self.imatrix_fingerprint, im) {
+            (Some(_), None) => true,
+            (Some(want), Some(im)) => im.fingerprint() != *want,
+            (None, _) => false,
+        }
+    }
+}
+
 /// What each tensor of a model rounds with, by tensor index: llama.cpp importances
 /// (`Imatrix::for_model`) and, for qevo's output rounding, the factorised input moments
 /// (`gptq::collect_hessians`). Empty vectors mean plain rounding throughout.
@@ -31,6 +54,27 @@ impl RoundingInputs {
             imatrix,
             moments: Vec::new(),
         }
+    }
+
+    /// What a plan was scored with, rebuilt for `model`: the importance matrix's
+    /// per-tensor columns and, when the plan carries an output-rounding record, the input
+    /// moments its calibration tokens give. This is what an export, a re-score or a tune
+    /// of a saved or searched plan needs to write the bytes that were scored.
+    pub fn for_model(
+        model: &Model,
+        imatrix: Option<&super::Imatrix>,
+        record: Option<&super::OutputRounding>,
+    ) -> Result<Self> {
+        Ok(RoundingInputs {
+            imatrix: imatrix
+                .map(|im| im.for_model(model))
+                .transpose()?
+                .unwrap_or_default(),
+            moments: record
+                .map(|r| r.moments(model))
+                .transpose()?
+                .unwrap_or_default(),
+        })
     }
 
     /// How tensor `i` rounds.

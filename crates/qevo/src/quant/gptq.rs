@@ -37,6 +37,7 @@ pub const DEFAULT_DAMP: f64 = 0.01;
 
 /// How GGML block types round while a plan is scored, and so when it is exported.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum RoundingMode {
     /// llama.cpp's: each block minimises its own (importance-weighted) weight error.

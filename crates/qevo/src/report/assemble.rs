@@ -97,6 +97,19 @@ pub struct TunedRow {
 }
 
 impl TunedRow {
+    /// The row of a tuned front plan: calibration and held-out KL before and after.
+    pub fn of(e: &crate::search::tune_front::TunedEntry) -> TunedRow {
+        TunedRow {
+            front_index: e.front_index,
+            size_bytes: e.size_bytes,
+            kl: e.before.calibration.kl,
+            tuned_kl: e.after.calibration.kl,
+            heldout_kl: e.before.heldout.kl,
+            tuned_heldout_kl: e.after.heldout.kl,
+            seconds: e.seconds,
+        }
+    }
+
     /// The report's line for this row.
     fn note(&self) -> String {
         let change = |a: f64, b: f64| 100.0 * (b - a) / a.max(1e-30);
@@ -411,7 +424,7 @@ impl ReportInput {
             stage_seconds: o.stage_seconds,
             sensitivity_cells: o.sensitivity.measured_count().into(),
             fp_heldout_perplexity: o.fp.heldout_ppl,
-            tuned: Vec::new(),
+            tuned: o.tuned.iter().map(TunedRow::of).collect(),
         })
     }
 }

@@ -10,11 +10,14 @@
 //! 2. Rendering: every renderer is a pure function of a [`ReportData`] and never
 //!    computes; [`write_report`] and [`rebuild`] are the only functions that touch the
 //!    file system, so `qevo report DIR` redraws exactly what the search wrote.
+//!
+//! [`write_all`] writes every output file of a search, the report among them.
 
 mod assemble;
 mod files;
 mod format;
 mod html;
+mod outputs;
 mod pick;
 mod plot;
 mod tables;
@@ -25,6 +28,7 @@ pub use assemble::{
 };
 pub use files::{read_input, rebuild, write_report, REPORT_INPUT_FILE};
 pub use html::{html, write_html};
+pub use outputs::write_all;
 pub use pick::representative;
 pub use plot::{convergence_svg, pareto_svg};
 pub use tables::{

@@ -1,7 +1,7 @@
-//! Everything `qevo search` can be told, in one place: the defaults (`defaults`, which the
-//! CLI's flags read too, so the two never drift), the grouped `SearchConfig` with its
-//! `Default`, and `validate`, whose errors name the config field at fault
-//! (`Error::Setting`); the CLI maps field names to its flags.
+//! The resolved configuration of a search: the defaults (`defaults`, which `Settings` and
+//! the CLI's flags read too, so they never drift), the grouped `SearchConfig` that
+//! `Settings::resolve` builds, and `validate`, whose errors name the setting at fault
+//! (`Error::Setting`, its field the `Settings` field a user sets).
 
 use super::sensitivity::SensitivityMode;
 use super::space::{self, UnitMode};
@@ -35,6 +35,8 @@ pub mod defaults {
     pub const TOPK: usize = 0;
     pub const WEIGHT_CACHE_BYTES: usize = 2 << 30;
     pub const PREFIX_CACHE_BYTES: usize = 1 << 30;
+    /// Training steps per plan of `--tune-front`.
+    pub const TUNE_STEPS: usize = 50;
     pub const EPSILON: [f64; 4] = [0.0; 4];
     /// Below this a population has no room for seeds, offspring and selection.
     pub const MIN_POPULATION: usize = 4;
@@ -67,7 +69,7 @@ impl FitnessWeights {
     pub fn parse(s: &str) -> Result<FitnessWeights> {
         let bad = || {
             Error::setting(
-                "evolution.weights",
+                "weights",
                 format!("`{s}`: expected four non-negative numbers a,c,l,e, not all zero"),
             )
         };
@@ -123,7 +125,7 @@ pub struct EvolutionConfig {
 /// Screening tolerances: one value for every objective, or four, in the objectives'
 /// order KL, bytes, ms, mJ; each a fraction in 0..1.
 pub fn parse_epsilon(spec: &str) -> Result<[f64; 4]> {
-    let bad = |msg: String| Error::setting("caches.epsilon", msg);
+    let bad = |msg: String| Error::setting("epsilon", msg);
     let v: Vec<f64> = spec
         .split(',')
         .map(|x| {
@@ -148,12 +150,16 @@ pub fn parse_epsilon(spec: &str) -> Result<[f64; 4]> {
 /// The crossover a search runs with. Genes are in block order (embedding, block 0, …,
 /// output), so a one-point child keeps one parent's genes for every block before the
 /// cut: the prefix cache then reuses that parent's hidden states up to the cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
 pub enum CrossoverChoice {
     /// One-point where units follow the blocks (tensor and block units), uniform where
     /// every unit spans all blocks (role units: no prefix survives any change).
     Auto,
-    Fixed(CrossoverKind),
+    Uniform,
+    OnePoint,
+    TwoPoint,
 }
 
 impl CrossoverChoice {
@@ -161,12 +167,12 @@ impl CrossoverChoice {
     pub fn parse(s: &str) -> Result<CrossoverChoice> {
         Ok(match s {
             "auto" => CrossoverChoice::Auto,
-            "uniform" => CrossoverChoice::Fixed(CrossoverKind::Uniform),
-            "one-point" => CrossoverChoice::Fixed(CrossoverKind::OnePoint),
-            "two-point" => CrossoverChoice::Fixed(CrossoverKind::TwoPoint),
+            "uniform" => CrossoverChoice::Uniform,
+            "one-point" => CrossoverChoice::OnePoint,
+            "two-point" => CrossoverChoice::TwoPoint,
             other => {
                 return Err(Error::setting(
-                    "evolution.crossover",
+                    "crossover",
                     format!(
                     "unknown crossover {other:?}; expected auto, uniform, one-point or two-point"
                 ),
@@ -178,7 +184,9 @@ impl CrossoverChoice {
     /// The kind for a space of `mode` units.
     pub fn kind(self, mode: UnitMode) -> CrossoverKind {
         match (self, mode) {
-            (CrossoverChoice::Fixed(k), _) => k,
+            (CrossoverChoice::Uniform, _) => CrossoverKind::Uniform,
+            (CrossoverChoice::OnePoint, _) => CrossoverKind::OnePoint,
+            (CrossoverChoice::TwoPoint, _) => CrossoverKind::TwoPoint,
             (CrossoverChoice::Auto, UnitMode::Role) => CrossoverKind::Uniform,
             (CrossoverChoice::Auto, _) => CrossoverKind::OnePoint,
         }
@@ -250,7 +258,19 @@ pub struct CheckpointConfig {
     pub resume: bool,
 }
 
-/// Everything `qevo search` can be told.
+/// Tuning after the search (`search::tune_front`): the front plans nearest the
+/// recommended size, trained toward the FP model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TuneFrontConfig {
+    /// How many front plans (0: no tuning).
+    pub plans: usize,
+    /// Training steps per plan.
+    pub steps: usize,
+    /// Train the integer sub-scales too.
+    pub sub_scales: bool,
+}
+
+/// A search's resolved configuration (`Settings::resolve` builds it).
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
     pub target: Profile,
@@ -262,6 +282,7 @@ pub struct SearchConfig {
     pub caches: CacheConfig,
     pub baselines: BaselineConfig,
     pub checkpoint: CheckpointConfig,
+    pub tune_front: TuneFrontConfig,
 }
 
 impl SearchConfig {
@@ -311,6 +332,11 @@ impl SearchConfig {
                 random_search: false,
             },
             checkpoint: CheckpointConfig::default(),
+            tune_front: TuneFrontConfig {
+                plans: 0,
+                steps: defaults::TUNE_STEPS,
+                sub_scales: false,
+            },
         })
     }
 
@@ -327,7 +353,7 @@ impl SearchConfig {
         };
         if self.evolution.population < defaults::MIN_POPULATION {
             return Err(Error::setting(
-                "evolution.population",
+                "population",
                 format!(
                     "must be at least {}, got {}",
                     defaults::MIN_POPULATION,
@@ -335,26 +361,26 @@ impl SearchConfig {
                 ),
             ));
         }
-        positive("data.seq_len", self.data.seq_len)?;
-        positive("data.calib_windows", self.data.calib_windows)?;
-        positive("data.screen_windows", self.data.screen_windows)?;
-        positive("data.heldout_windows", self.data.heldout_windows)?;
+        positive("seq_len", self.data.seq_len)?;
+        positive("calib_windows", self.data.calib_windows)?;
+        positive("screen_windows", self.data.screen_windows)?;
+        positive("heldout_windows", self.data.heldout_windows)?;
         if self.data.seq_len < 2 {
             return Err(Error::setting(
-                "data.seq_len",
+                "seq_len",
                 "must be at least 2 (a window predicts its next tokens)",
             ));
         }
         if self.space.formats.is_empty() {
-            return Err(Error::setting("space.formats", "lists no format"));
+            return Err(Error::setting("formats", "lists no format"));
         }
         if self.space.act_bits.is_empty() {
-            return Err(Error::setting("space.act_bits", "lists no width"));
+            return Err(Error::setting("act_bits", "lists no width"));
         }
         if let Some(p) = self.space.act_percentile {
             if !(p > 50.0 && p <= 100.0) {
                 return Err(Error::setting(
-                    "space.act_percentile",
+                    "act_percentile",
                     format!("must be in (50, 100], got {p}"),
                 ));
             }
@@ -362,7 +388,7 @@ impl SearchConfig {
         self.validate_limits()?;
         if self.checkpoint.resume && self.checkpoint.path.is_none() {
             return Err(Error::setting(
-                "checkpoint.resume",
+                "resume",
                 "needs a checkpoint path to resume from",
             ));
         }
@@ -372,10 +398,10 @@ impl SearchConfig {
     fn validate_limits(&self) -> Result<()> {
         let l = &self.limits;
         for (field, v) in [
-            ("limits.max_size_mb", l.max_size_mb),
-            ("limits.max_latency_ms", l.max_latency_ms),
-            ("limits.max_energy_mj", l.max_energy_mj),
-            ("limits.max_kl", l.max_kl),
+            ("max_size_mb", l.max_size_mb),
+            ("max_latency_ms", l.max_latency_ms),
+            ("max_energy_mj", l.max_energy_mj),
+            ("max_kl", l.max_kl),
         ] {
             if let Some(x) = v {
                 if !(x.is_finite() && x > 0.0) {
@@ -407,15 +433,15 @@ mod tests {
         let mut cfg = SearchConfig::with_defaults().unwrap();
         cfg.evolution.population = 2;
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.starts_with("evolution.population:"), "{e}");
+        assert!(e.starts_with("population:"), "{e}");
         let mut cfg = SearchConfig::with_defaults().unwrap();
         cfg.data.calib_windows = 0;
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.starts_with("data.calib_windows:"), "{e}");
+        assert!(e.starts_with("calib_windows:"), "{e}");
         let mut cfg = SearchConfig::with_defaults().unwrap();
         cfg.limits.max_kl = Some(f64::NAN);
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.starts_with("limits.max_kl:"), "{e}");
+        assert!(e.starts_with("max_kl:"), "{e}");
     }
 
     #[test]
@@ -423,7 +449,7 @@ mod tests {
         assert!(FitnessWeights::parse("1,0,0,0").is_ok());
         for bad in ["1,2,3", "0,0,0,0", "-1,1,1,1", "a,b,c,d", "1,1,1,inf"] {
             let e = FitnessWeights::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("evolution.weights"), "{bad}: {e}");
+            assert!(e.contains("weights"), "{bad}: {e}");
         }
     }
 
@@ -437,10 +463,7 @@ mod tests {
         let fixed = CrossoverChoice::parse("two-point").unwrap();
         assert_eq!(fixed.kind(UnitMode::Role), CrossoverKind::TwoPoint);
         let e = CrossoverChoice::parse("blend").unwrap_err().to_string();
-        assert!(
-            e.contains("evolution.crossover") && e.contains("blend"),
-            "{e}"
-        );
+        assert!(e.contains("crossover") && e.contains("blend"), "{e}");
     }
 
     #[test]
@@ -452,7 +475,7 @@ mod tests {
         );
         for bad in ["0.1,0.2", "x", "1.5", "-0.1"] {
             let e = parse_epsilon(bad).unwrap_err().to_string();
-            assert!(e.contains("caches.epsilon"), "{bad}: {e}");
+            assert!(e.contains("epsilon"), "{bad}: {e}");
         }
     }
 }

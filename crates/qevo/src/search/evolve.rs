@@ -19,6 +19,8 @@ pub struct Evolved {
     /// Genomes evaluated (the random-search baseline gets the same budget).
     pub evaluations: u64,
     pub seconds: f64,
+    /// Why it ended (`Observer`: the caller stopped it, e.g. on Ctrl-C).
+    pub stop: evo::StopReason,
 }
 
 /// Runs NSGA-II from `seeded`'s seeds; resumes from the checkpoint when asked.
@@ -49,6 +51,7 @@ pub fn evolve(
         history: result.history,
         evaluations: result.evaluations,
         seconds: started.elapsed().as_secs_f64(),
+        stop: result.stop,
     })
 }
 
@@ -61,11 +64,11 @@ fn resume_from(cfg: &SearchConfig) -> Result<Option<std::path::PathBuf>> {
     match &cfg.checkpoint.path {
         Some(p) if p.is_file() => Ok(Some(p.clone())),
         Some(p) => Err(Error::setting(
-            "checkpoint.resume",
+            "resume",
             format!("no checkpoint at {} to resume from", p.display()),
         )),
         None => Err(Error::setting(
-            "checkpoint.resume",
+            "resume",
             "needs a checkpoint path to resume from",
         )),
     }

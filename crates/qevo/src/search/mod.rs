@@ -8,7 +8,9 @@
 //! - `evolve` (evolve.rs): NSGA-II over `QuantProblem` (problem.rs), checkpointed;
 //! - `finalize` (finalize.rs): full re-score of the archive, Pareto filter, held-out
 //!   scores, the recommendation or, when nothing is feasible, the least-violating plan;
-//! - `compare` (compare.rs): baselines and the matched-size rows.
+//! - `compare` (compare.rs): baselines and the matched-size rows;
+//! - `tune_front` (tune_front.rs, only when asked and not stopped): the front plans
+//!   nearest the recommended size, tuned toward the FP model.
 //!
 //! Who scores the evolution's batches is pluggable (`Executor`, executor.rs): this
 //! machine's threads by default, or remote workers (the Python package's Ray actors).
@@ -26,17 +28,19 @@ mod prepare;
 pub mod problem;
 mod seed;
 pub mod sensitivity;
+pub mod settings;
 pub mod space;
 pub mod surrogate;
 pub mod tune_front;
 
 pub use compare::{compare, Compared};
-pub use config::{defaults, FitnessWeights, Importance, SearchConfig};
+pub use config::{defaults, FitnessWeights, Importance, SearchConfig, TuneFrontConfig};
 pub use evolve::{evolve, Evolved};
 pub use executor::{Executor, Job};
 pub use finalize::{finalize, pareto_indices, recommend, Finalized};
 pub use prepare::{prepare, Prepared};
 pub use seed::{seed, Seeded};
+pub use settings::{split_texts, Settings};
 
 use crate::error::Result;
 use crate::eval::{Metrics, PrefixStats};
@@ -141,6 +145,8 @@ pub struct SearchOutcome {
     pub evaluations: Vec<problem::Evaluated>,
     /// The output-rounding record every plan was scored with (`data.rounding`).
     pub rounding: Option<crate::quant::OutputRounding>,
+    /// Front plans tuned after the search (`tune_front`), in the order tuned.
+    pub tuned: Vec<tune_front::TunedEntry>,
 }
 
 impl SearchOutcome {
@@ -168,7 +174,7 @@ pub struct Hooks<'a> {
     pub executor: Option<&'a dyn Executor>,
 }
 
-/// Runs the whole search: prepare → seed → evolve → finalize → compare.
+/// Runs the whole search: prepare → seed → evolve → finalize → compare → tune_front.
 pub fn run(
     model: &Model,
     calib_text: &str,
@@ -223,7 +229,7 @@ pub fn run_with(
         finalize: (t_compare - t_final).as_secs_f64(),
         baselines: t_compare.elapsed().as_secs_f64(),
     };
-    Ok(SearchOutcome {
+    let mut outcome = SearchOutcome {
         fitness_stats: problem.fitness_stats(),
         surrogate_stats,
         prefix_stats: prepared.evaluator.prefix_stats(),
@@ -247,5 +253,13 @@ pub fn run_with(
         seed: cfg.evolution.seed,
         imatrix: prepared.imatrix.clone(),
         rounding: prepared.rounding.clone(),
-    })
+        tuned: Vec::new(),
+    };
+    // A search the caller stopped ends here: its outputs are what it had.
+    if cfg.tune_front.plans > 0 && evolved.stop != evo::StopReason::Observer {
+        drop(problem);
+        drop(prepared);
+        outcome.tuned = tune_front::run(model, &outcome, (calib_text, heldout_text), cfg)?;
+    }
+    Ok(outcome)
 }

@@ -151,9 +151,18 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
+    /// What the plan was scored with.
+    pub fn scored_with(&self) -> crate::quant::ScoredWith {
+        crate::quant::ScoredWith {
+            imatrix_fingerprint: self.imatrix_fingerprint.clone(),
+            rounding: self.rounding.clone(),
+        }
+    }
+
     /// The plan, if it was made for `model` (same weight fingerprint). A plan made for
-    /// another model is refused, or with `force` accepted with the warning returned, so
-    /// scores, costs and exports are never silently of a different model's plan.
+    /// another model is refused (`Error::Config` on key `model_fingerprint`), or with
+    /// `force` accepted with the warning returned, so scores, costs and exports are never
+    /// silently of a different model's plan.
     pub fn for_model(
         self,
         path: &Path,
@@ -172,11 +181,7 @@ impl ReadPlan {
         if force {
             return Ok((self.plan, Some(format!("{}: {mismatch}", path.display()))));
         }
-        Err(Error::config(
-            path,
-            "model_fingerprint",
-            format!("{mismatch}; pass --force to apply it anyway"),
-        ))
+        Err(Error::config(path, "model_fingerprint", mismatch))
     }
 }
 

@@ -49,10 +49,6 @@ pub fn prepare<'m>(
                 tokens,
                 needed,
             },
-            Error::Setting { field, msg } => Error::Setting {
-                field: format!("data.{field}"),
-                msg,
-            },
             e => e,
         })
     };
@@ -66,21 +62,11 @@ pub fn prepare<'m>(
         Importance::Collect => Some(collect_imatrix(model, &calib)?),
         Importance::File(path) => Some(Imatrix::read(path)?),
     };
-    let importance = match &imatrix {
-        Some(im) => im.for_model(model)?,
-        None => vec![None; model.tensors.len()],
-    };
     let rounding = match cfg.data.rounding {
         RoundingMode::Block => None,
         RoundingMode::Output => Some(OutputRounding::new(&calib, DEFAULT_DAMP)),
     };
-    let inputs = RoundingInputs {
-        moments: match &rounding {
-            Some(r) => r.moments(model)?,
-            None => Vec::new(),
-        },
-        imatrix: importance,
-    };
+    let inputs = RoundingInputs::for_model(model, imatrix.as_ref(), rounding.as_ref())?;
     // A tensor with input moments weights its blocks by them, importance matrix or not.
     let has_importance: Vec<bool> = (0..model.tensors.len())
         .map(|i| {

@@ -19,8 +19,9 @@ use crate::model::TensorInfo;
 use crate::plan::{fp_choices, tensor_bytes, TensorChoice};
 use rayon::prelude::*;
 
-/// How the table is filled (`data.sensitivity`, `--sensitivity`).
+/// How the table is filled (`Settings::sensitivity`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum SensitivityMode {
     /// Scaled when a measured table would be large (`resolve`), else measured.
@@ -39,7 +40,7 @@ impl SensitivityMode {
             "measured" => Ok(SensitivityMode::Measured),
             "scaled" => Ok(SensitivityMode::Scaled),
             _ => Err(Error::setting(
-                "data.sensitivity",
+                "sensitivity",
                 format!("unknown table mode `{s}` (auto, measured, scaled)"),
             )),
         }

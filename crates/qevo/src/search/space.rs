@@ -12,6 +12,7 @@ use crate::quant::WeightFormat;
 
 /// How tensors are grouped into genes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum UnitMode {
     /// One gene per tensor role, shared by every block (the product brief's table).
@@ -23,13 +24,22 @@ pub enum UnitMode {
 }
 
 impl UnitMode {
+    /// The name a setting, a plan file and a report use: `role`, `block` or `tensor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitMode::Role => "role",
+            UnitMode::Block => "block",
+            UnitMode::Tensor => "tensor",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<UnitMode> {
         match s {
             "role" => Ok(UnitMode::Role),
             "block" => Ok(UnitMode::Block),
             "tensor" => Ok(UnitMode::Tensor),
             _ => Err(Error::setting(
-                "space.unit",
+                "unit",
                 format!("unknown unit `{s}` (role, block, tensor)"),
             )),
         }
@@ -87,9 +97,10 @@ pub fn parse_formats(spec: &str) -> Result<Vec<WeightFormat>> {
         for n in names {
             let f = WeightFormat::parse(n)?;
             if !f.can_quantize() {
-                return Err(Error::Invalid(format!(
-                    "--formats: qevo can read {f} but not quantize to it yet"
-                )));
+                return Err(Error::setting(
+                    "formats",
+                    format!("qevo can read {f} but not quantize to it yet"),
+                ));
             }
             if !out.contains(&f) {
                 out.push(f);
@@ -97,7 +108,7 @@ pub fn parse_formats(spec: &str) -> Result<Vec<WeightFormat>> {
         }
     }
     if out.is_empty() {
-        return Err(Error::setting("space.formats", "lists no format"));
+        return Err(Error::setting("formats", "lists no format"));
     }
     Ok(out)
 }
@@ -114,14 +125,14 @@ pub fn parse_act_bits(spec: &str) -> Result<Vec<u8>> {
             }
             _ => {
                 return Err(Error::setting(
-                    "space.act_bits",
+                    "act_bits",
                     format!("`{p}`: choose from {ACT_BITS:?}"),
                 ))
             }
         }
     }
     if v.is_empty() {
-        return Err(Error::setting("space.act_bits", "lists no width"));
+        return Err(Error::setting("act_bits", "lists no width"));
     }
     Ok(v)
 }
@@ -213,16 +224,19 @@ impl SearchSpace {
                 }
             }
             if list.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "no allowed format applies to unit `{}` on target `{}` (tensor shapes {}); widen --formats",
-                    u.name,
-                    target.name,
-                    u.tensors
-                        .iter()
-                        .map(|&t| format!("{}x{}", tensors[t].rows, tensors[t].cols))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(Error::setting(
+                    "formats",
+                    format!(
+                        "no allowed format applies to unit `{}` on target `{}` (tensor shapes {}); allow more formats",
+                        u.name,
+                        target.name,
+                        u.tensors
+                            .iter()
+                            .map(|&t| format!("{}x{}", tensors[t].rows, tensors[t].cols))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
             }
             let cols = tensors[u.tensors[0]].cols;
             list.sort_by(|a, b| {

@@ -1,9 +1,10 @@
-//! Evolution with training (`qevo search --tune-front K`): after the search, the K front
-//! plans nearest the recommended size are tuned (`tune`) on the search's calibration
+//! Evolution with training (the `tune_front` setting, K plans): after the search, the K
+//! front plans nearest the recommended size are tuned (`tune`) on the search's calibration
 //! windows, with the importance matrix and rounding they were scored with, and re-scored
-//! on its held-out windows, so tuned and untuned stand side by side at each size.
+//! on its held-out windows, so tuned and untuned stand side by side at each size. The
+//! search's last stage (`run`); its entries are `SearchOutcome::tuned`.
 
-use super::{SearchConfig, SearchOutcome};
+use super::{SearchConfig, SearchOutcome, TuneFrontConfig};
 use crate::error::Result;
 use crate::eval::{auto_topk, Reference, TokenWindows};
 use crate::export::resolve_ggml;
@@ -24,6 +25,34 @@ pub struct TunedEntry {
     pub after: Scores,
     pub seconds: f64,
     pub tuned: Tuned,
+}
+
+impl TuneFrontConfig {
+    /// The training settings of each tuned plan (the search's seed drives it too).
+    pub fn tune_config(&self, seed: u64) -> TuneConfig {
+        TuneConfig {
+            steps: self.steps,
+            seed,
+            sub_scales: self.sub_scales,
+            ..TuneConfig::default()
+        }
+    }
+}
+
+/// The stage: tunes the `cfg.tune_front.plans` front plans `front_to_tune` picks (none
+/// when no front plan is all GGML types).
+pub fn run(
+    model: &Model,
+    outcome: &SearchOutcome,
+    texts: (&str, &str),
+    cfg: &SearchConfig,
+) -> Result<Vec<TunedEntry>> {
+    let indices = front_to_tune(model, outcome, cfg.tune_front.plans);
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tune_cfg = cfg.tune_front.tune_config(cfg.evolution.seed);
+    tune_front(model, outcome, texts, cfg, &indices, &tune_cfg)
 }
 
 /// The front entries to tune: those whose formats are all GGML types, nearest the
@@ -63,16 +92,8 @@ fn data(
         };
         Reference::build(model, w, k)
     };
-    let rounding = RoundingInputs {
-        imatrix: match &outcome.imatrix {
-            Some(im) => im.for_model(model)?,
-            None => Vec::new(),
-        },
-        moments: match &outcome.rounding {
-            Some(r) => r.moments(model)?,
-            None => Vec::new(),
-        },
-    };
+    let rounding =
+        RoundingInputs::for_model(model, outcome.imatrix.as_ref(), outcome.rounding.as_ref())?;
     Ok(Data {
         // Every window of the calibration text: the few the search scores on are far too
         // little to train on without overfitting.

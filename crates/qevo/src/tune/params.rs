@@ -43,6 +43,7 @@ pub(crate) struct QuantTensor {
 
 /// What training does with the codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Codes {
     /// Keep the codes (and sub-scales) the plan's rounding chose.
