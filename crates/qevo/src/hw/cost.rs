@@ -592,9 +592,16 @@ energy_pj_per_mac = 4.0
             experts: Some(crate::model::Experts { total: 8, used: 2 }),
             ..linear("fc", 100, 80, 8000, 8, 8)
         }]);
-        let (d, m) = (cost(&dense, &toy(), &wl(0, 1)).unwrap(), cost(&moe, &toy(), &wl(0, 1)).unwrap());
+        let (d, m) = (
+            cost(&dense, &toy(), &wl(0, 1)).unwrap(),
+            cost(&moe, &toy(), &wl(0, 1)).unwrap(),
+        );
         // Dense 100x10: 1000 bytes + 110 acts. MoE: 8000 / 4 bytes + (100 + 80 / 4) acts.
-        assert!(close(m.decode_ms, 1.11e-3 * (2000.0 + 120.0) / 1110.0), "{}", m.decode_ms);
+        assert!(
+            close(m.decode_ms, 1.11e-3 * (2000.0 + 120.0) / 1110.0),
+            "{}",
+            m.decode_ms
+        );
         assert!(d.decode_ms < m.decode_ms);
         assert_eq!(m.size_bytes, 8000);
     }

@@ -132,9 +132,31 @@ impl RopeSpec {
         }
     }
 
+    /// The inverse frequencies the tables use, in f32: the reciprocal is taken in f32 of
+    /// `θ^(2i/d) · divisor` rounded to f32, as transformers computes `1 / base**(…)` on an
+    /// f32 tensor (and as qevo's tables always were, bit for bit); YaRN's blend in f64.
+    fn inv_freq_f32(&self, long: bool) -> Vec<f32> {
+        let d = self.dims as f64;
+        let pow = |i: usize| self.theta.powf(2.0 * i as f64 / d);
+        let half = self.dims / 2;
+        let divided = |f: &dyn Fn(usize) -> f64| -> Vec<f32> {
+            (0..half).map(|i| 1.0 / (pow(i) * f(i)) as f32).collect()
+        };
+        match &self.scaling {
+            RopeScaling::None | RopeScaling::DynamicNtk { .. } => divided(&|_| 1.0),
+            RopeScaling::Linear { factor } => divided(&|_| *factor),
+            RopeScaling::FreqFactors { factors } => divided(&|i| factors[i]),
+            RopeScaling::LongRope { short, long: l, .. } => {
+                let f = if long { l } else { short };
+                divided(&|i| f[i])
+            }
+            RopeScaling::Yarn { .. } => self.inv_freq(long).iter().map(|&f| f as f32).collect(),
+        }
+    }
+
     /// cos/sin tables for positions `0..n`, each multiplied by the attention factor.
     pub(crate) fn tables(&self, n: usize, long: bool) -> Result<RopeTables> {
-        let inv: Vec<f32> = self.inv_freq(long).iter().map(|&f| f as f32).collect();
+        let inv = self.inv_freq_f32(long);
         let half = inv.len();
         let m = self.attn_factor as f32;
         let mut cos = Vec::with_capacity(n * half);
