@@ -10,12 +10,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub fn load_model(path: Option<&Path>) -> Result<Model> {
-    let path = match path {
-        Some(p) => p.to_path_buf(),
+    Ok(Model::load(&model_path(path)?)?)
+}
+
+/// The model to read: `path`, or the embedded model (unpacked on first use).
+fn model_path(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
         None => qevo::assets::default_model_dir(&qevo::assets::cache_root())
-            .context("unpacking the embedded model")?,
-    };
-    Ok(Model::load(&path)?)
+            .context("unpacking the embedded model"),
+    }
 }
 
 /// What a saved plan was scored with: the fingerprint of its importance matrix
@@ -93,33 +97,48 @@ fn human_bytes(b: usize) -> String {
     }
 }
 
-pub fn inspect(model: Option<PathBuf>) -> Result<()> {
-    let m = load_model(model.as_deref())?;
+/// The model's headers as a table; with `fingerprint`, every weight is read too.
+pub fn inspect(model: Option<PathBuf>, fingerprint: bool) -> Result<()> {
+    let path = model_path(model.as_deref())?;
+    let m = Model::inspect(&path)?;
     println!("model:        {}", m.source.display());
     println!(
         "architecture: {} ({} blocks, hidden {}, vocab {})",
         m.arch.kind().as_str(),
-        m.n_blocks(),
+        m.arch.n_blocks(),
         m.arch.hidden(),
         m.arch.vocab()
     );
-    println!("fingerprint:  {}", m.fingerprint);
-    let mut t = Table::new(&["tensor", "role", "shape", "params", "MACs/token"]);
-    for info in &m.tensors {
+    if fingerprint {
+        println!("fingerprint:  {}", Model::load(&path)?.fingerprint);
+    }
+    let mut t = Table::new(&[
+        "tensor",
+        "role",
+        "shape",
+        "params",
+        "MACs/token",
+        "stored",
+        "bytes",
+    ]);
+    for (info, s) in m.tensors.iter().zip(&m.stored) {
         t.row(vec![
             info.name.clone(),
             info.role.to_string(),
             format!("{}x{}", info.rows, info.cols),
             info.params().to_string(),
             info.macs_per_token().to_string(),
+            s.dtype.to_string(),
+            s.bytes.to_string(),
         ]);
     }
     print!("{}", t.render());
     let q: usize = m.tensors.iter().map(|t| t.params()).sum();
     println!(
-        "quantizable params: {q} (FP size at f32: {}); other params: {}",
-        human_bytes(qevo::plan::fp_bytes(&m) as usize),
-        m.aux_params()
+        "quantizable params: {q} (FP size at f32: {}, as stored: {}); other params: {}",
+        human_bytes(qevo::plan::tensors_fp_bytes(&m.tensors) as usize),
+        human_bytes(m.stored_bytes()),
+        m.aux_params
     );
     Ok(())
 }

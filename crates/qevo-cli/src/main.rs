@@ -85,10 +85,13 @@ pub fn cut_windows(
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show a model's architecture and quantizable tensors.
+    /// Show a model's architecture and quantizable tensors (from the headers alone).
     Inspect {
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
+        /// Also read every weight to print the model's fingerprint (what plans record).
+        #[arg(long)]
+        fingerprint: bool,
     },
     /// Evolve quantization plans for a target device (the main job).
     Search(Box<search_cmd::SearchArgs>),
@@ -279,7 +282,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Inspect { model } => commands::inspect(model),
+        Cmd::Inspect { model, fingerprint } => commands::inspect(model, fingerprint),
         Cmd::Eval {
             args, plan: None, ..
         } => commands::eval(&args),

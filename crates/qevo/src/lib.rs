@@ -41,4 +41,4 @@ pub mod search;
 pub mod tune;
 
 pub use error::{Error, Result};
-pub use model::{Model, Role, TensorInfo};
+pub use model::{Model, ModelSummary, Role, TensorInfo};

@@ -18,7 +18,7 @@ pub use embedding::{knn_accuracy, mean_cosine};
 pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
 
 use crate::error::{Error, Result};
-use crate::model::{LinearHook, Model};
+use crate::model::{Dense, LinearHook, Model, Weights};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -321,9 +321,10 @@ pub fn for_each_logits(
     batch: usize,
     f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
+    model.check_weights(w)?;
     let pass = Pass {
         model,
-        weights: w,
+        weights: &Dense(w),
         hook,
         windows,
         range,
@@ -381,7 +382,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
 /// One pass of a weight set over windows `range`, `batch` windows per forward.
 pub struct Pass<'a> {
     pub model: &'a Model,
-    pub weights: &'a [Tensor],
+    pub weights: &'a dyn Weights,
     pub hook: &'a dyn LinearHook,
     pub windows: &'a TokenWindows,
     pub range: std::ops::Range<usize>,
@@ -406,7 +407,6 @@ impl Pass<'_> {
         mut f: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
         let model = self.model;
-        model.check_weights(self.weights)?;
         let batch = self.batch.max(1);
         let Partial {
             blocks_done,
@@ -419,9 +419,10 @@ impl Pass<'_> {
             },
         };
         for b in blocks_done..model.n_blocks() {
+            self.weights.prefetch(&model.block_tensors(b))?;
             states = states
                 .iter()
-                .map(|h| model.block(b, self.weights, self.hook, h))
+                .map(|h| model.block_with(b, self.weights, self.hook, h))
                 .collect::<Result<_>>()?;
             for h in &states {
                 check_finite_states(model, b, h)?;
@@ -441,7 +442,7 @@ impl Pass<'_> {
                     true => h.clone(),
                     false => h.narrow(0, w0, per.min(n - w0))?,
                 };
-                let logits = model.head(self.weights, self.hook, &part)?;
+                let logits = model.head_with(self.weights, self.hook, &part)?;
                 with_f32(&logits, |flat| {
                     if flat
                         .par_chunks(1 << 16)
@@ -462,7 +463,7 @@ impl Pass<'_> {
         while s < self.range.end {
             let e = (s + batch).min(self.range.end);
             let ids = self.windows.batch(s, e)?;
-            out.push(self.model.embed(self.weights, &ids)?);
+            out.push(self.model.embed_with(self.weights, &ids)?);
             s = e;
         }
         Ok(out)
