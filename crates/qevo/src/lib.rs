@@ -33,6 +33,7 @@ pub mod eval;
 pub mod export;
 pub mod fsutil;
 pub mod hw;
+pub mod mem;
 pub mod model;
 pub mod plan;
 pub mod quant;

@@ -698,6 +698,30 @@ impl Reference {
         Ok(total)
     }
 
+    /// Scores any weight set (e.g. `quant::PlanWeights`, drawn from a bounded cache block
+    /// by block) on every window; the same sums as `score` on the same values.
+    pub fn score_weights(
+        &self,
+        model: &Model,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+    ) -> Result<Metrics> {
+        let mut total = Sums::default();
+        let pass = Pass {
+            model,
+            weights: w,
+            hook,
+            windows: &self.windows,
+            range: 0..self.windows.len(),
+            batch: self.batch,
+        };
+        pass.logits_from(None, &mut |_, _| {}, |first, flat| {
+            total.add(&self.score_logits(first, flat));
+            Ok(())
+        })?;
+        Ok(total.metrics())
+    }
+
     /// Scores a weight set on every window.
     pub fn score(&self, model: &Model, w: &[Tensor], hook: &dyn LinearHook) -> Result<Metrics> {
         Ok(self
