@@ -14,7 +14,7 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
 }
 
 /// The model to read: `path`, or the embedded model (unpacked on first use).
-fn model_path(path: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn model_path(path: Option<&Path>) -> Result<PathBuf> {
     match path {
         Some(p) => Ok(p.to_path_buf()),
         None => qevo::assets::default_model_dir(&qevo::assets::cache_root())
@@ -143,8 +143,37 @@ pub fn inspect(model: Option<PathBuf>, fingerprint: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `eval` / `quantize` on `path` will hold, from its headers; refused (before
+/// loading) when it cannot fit `--max-memory`.
+fn eval_memory(args: &ModelArgs, path: &Path) -> Result<qevo::search::memory::MemoryEstimate> {
+    use qevo::search::memory::{eval_memory, MemoryShape};
+    let budget = args
+        .max_memory
+        .as_deref()
+        .map(|s| qevo::mem::parse_size("max_memory", s))
+        .transpose()
+        .map_err(crate::search_cmd::flag_names)?;
+    let seq = args.seq_len.unwrap_or(crate::DEFAULT_SEQ_LEN);
+    let shape = MemoryShape::read(path)?;
+    let available = qevo::mem::available_bytes();
+    Ok(eval_memory(
+        &shape,
+        args.max_windows,
+        seq,
+        budget,
+        available,
+    )?)
+}
+
+/// The model of `args`, loaded once its estimated memory fits the budget.
+fn load_checked(args: &ModelArgs) -> Result<Model> {
+    let path = model_path(args.model.as_deref())?;
+    eval_memory(args, &path)?;
+    Ok(Model::load(&path)?)
+}
+
 pub fn eval(args: &ModelArgs) -> Result<()> {
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let seq = args.seq_len(&m);
     let windows = args.windows(&m, &text, seq, args.text.as_deref())?;
@@ -178,7 +207,7 @@ pub fn eval(args: &ModelArgs) -> Result<()> {
 pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
     use qevo::quant::{TensorPlan, WeightFormat};
     let format = WeightFormat::parse(&q.format)?;
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let plan = TensorPlan::uniform(&m, format, q.act_bits)?;
     let label = format!(
         "{format} weights, {} activations",
@@ -193,7 +222,7 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     score_plan(
         &m,
@@ -261,8 +290,11 @@ fn score_plan(
     let fresh = calib.as_ref().filter(|_| fresh_moments);
     let per_tensor = imatrix.map(|(_, per_tensor)| per_tensor);
     let rounding = rounding_inputs(m, per_tensor, scored.rounding.as_ref(), fresh)?;
-    let cache = WeightCache::new(usize::MAX).with_rounding(rounding);
-    let weights = cache.weights_for(m, plan)?;
+    // The plan's weights are drawn from a cache block by block, so the budget bounds them.
+    let budget = eval_memory(args, &m.source)?.weight_cache as usize;
+    let cache = WeightCache::new(budget).with_rounding(rounding);
+    let formats = plan.per_tensor(m)?.iter().map(|c| c.format).collect();
+    let weights = qevo::quant::PlanWeights::new(&cache, m, formats)?;
     let scheme = if q.act_sym {
         ActScheme::Sym
     } else {
@@ -272,12 +304,15 @@ fn score_plan(
         Some(c) if quantized_acts => {
             let ranges = calibrate_act_ranges(m, c, q.act_percentile)?;
             let hook = ActQuantHook::new(&ranges, act_bits, scheme);
-            reference.score(m, &weights, &hook)?
+            reference.score_weights(m, &weights, &hook)?
         }
-        _ => reference.score(m, &weights, &NoHook)?,
+        _ => reference.score_weights(m, &weights, &NoHook)?,
     };
     let knn = match &q.labels {
-        Some(path) => Some(Labelled::read(m, path)?.compare(m, &weights, q.knn_k)?),
+        Some(path) => {
+            let all = cache.weights_for(m, plan)?;
+            Some(Labelled::read(m, path)?.compare(m, &all, q.knn_k)?)
+        }
         None => None,
     };
     let secs = start.elapsed().as_secs_f64();

@@ -40,6 +40,10 @@ pub struct ModelArgs {
     /// Most windows to evaluate.
     #[arg(long, default_value_t = 64)]
     pub max_windows: usize,
+    /// Memory budget (6G, 1500M, 2GiB); a run that cannot fit is refused before it loads
+    /// [default: what it needs plus a 2 GiB weight cache, at most the available memory].
+    #[arg(long)]
+    pub max_memory: Option<String>,
 }
 
 /// Tokens per window when `--seq-len` is not given (capped by the model's positions).

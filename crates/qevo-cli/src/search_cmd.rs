@@ -119,6 +119,11 @@ pub struct SearchArgs {
     /// Turn off the fitness, prefix and multi-fidelity caches and the surrogate.
     #[arg(long)]
     pub no_cache: bool,
+    /// Memory budget (6G, 1500M, 2GiB): the dequantized-weight cache gets what the model,
+    /// references and prefix cache leave; a search that cannot fit is refused before it
+    /// loads [default: those plus a 2 GiB cache, at most the available memory].
+    #[arg(long)]
+    pub max_memory: Option<String>,
     /// Turn off only the surrogate screen (offspring are all scored on the screening windows).
     #[arg(long)]
     pub no_surrogate: bool,
@@ -193,6 +198,7 @@ const FLAG_OF: &[(&str, &str)] = &[
     ("evolution.weights", "--weights"),
     ("evolution.crossover", "--crossover"),
     ("caches.epsilon", "--epsilon"),
+    ("caches.max_memory", "--max-memory"),
     ("data.seq_len", "--seq-len"),
     ("data.calib_windows", "--calib-windows"),
     ("data.screen_windows", "--screen-windows"),
@@ -208,6 +214,7 @@ const FLAG_OF: &[(&str, &str)] = &[
     // `qevo eval` / `quantize` window settings (`TokenWindows::from_text`).
     ("seq_len", "--seq-len"),
     ("windows", "--max-windows"),
+    ("max_memory", "--max-memory"),
 ];
 
 /// Renames a setting error's config field to its flag; other errors pass unchanged.
@@ -254,6 +261,11 @@ fn build_config(a: &SearchArgs) -> qevo::Result<SearchConfig> {
     cfg.evolution.weights = FitnessWeights::parse(&a.weights)?;
     cfg.caches.enabled = !a.no_cache;
     cfg.caches.surrogate = !a.no_surrogate;
+    cfg.caches.max_memory = a
+        .max_memory
+        .as_deref()
+        .map(|s| qevo::mem::parse_size("caches.max_memory", s))
+        .transpose()?;
     cfg.evolution.crossover = CrossoverChoice::parse(&a.crossover)?;
     cfg.caches.epsilon = parse_epsilon(&a.epsilon)?;
     cfg.baselines.lagrangian = !a.no_baselines;
@@ -300,7 +312,22 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
 pub fn search(a: &SearchArgs) -> Result<()> {
     let mut cfg = config_from_args(a)?;
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
-    let model = load_model(a.model.as_deref())?;
+    let path = crate::commands::model_path(a.model.as_deref())?;
+    let mem = qevo::search::memory::search_memory(
+        &qevo::search::memory::MemoryShape::read(&path)?,
+        &cfg,
+        cfg.caches.max_memory,
+        qevo::mem::available_bytes(),
+    )?;
+    eprintln!(
+        "memory: at most {} of a {} budget ({})",
+        qevo::mem::gb(mem.total()),
+        qevo::mem::gb(mem.budget),
+        mem.parts()
+    );
+    // The budget settled before loading is the one the search runs under.
+    cfg.caches.max_memory = Some(mem.budget);
+    let model = load_model(Some(&path))?;
     if !model.arch.is_decoder() {
         encoder_settings(a, &mut cfg)?;
     }

@@ -667,8 +667,8 @@ fn open_packed(dir: &Path, cfg: &HfConfig) -> Result<Option<PackedIndex>> {
     }
 }
 
-/// One packed tensor, decoded and checked finite (its header checked only, under
-/// `Read::Headers`). Held as decoded f32.
+/// One packed tensor, decoded and checked finite; held as decoded f32. Decoded under
+/// `Read::Headers` too: decoding is what checks (and marks used) its packed sections.
 fn read_packed(
     dir: &Path,
     store: &StStore,
@@ -683,10 +683,6 @@ fn read_packed(
         bytes: elems * 4,
     };
     records.note(hf, stored, elems);
-    if store.read == Read::Headers {
-        store.mark_used(hf);
-        return Ok(Some(placeholder(shape)?));
-    }
     let data = p.decode(hf, shape, &|s| store.raw_u8(s))?;
     store.mark_used(hf);
     Ok(Some(finite_tensor(dir, hf, data, shape)?))

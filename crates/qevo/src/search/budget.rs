@@ -112,6 +112,8 @@ impl ConfigShape {
             hidden: self.hidden as u64,
             vocab: self.vocab as u64,
             n_heads: self.n_heads as u64,
+            // Not read from the config (plan-cost prices the given window).
+            max_positions: u64::MAX,
             tensors,
         }
     }

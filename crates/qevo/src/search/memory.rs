@@ -39,6 +39,9 @@ pub struct MemoryShape {
     pub hidden: u64,
     pub vocab: u64,
     pub n_heads: u64,
+    /// Longest window the model takes: a longer `seq_len` is refused when the windows
+    /// are cut (naming the setting), so the estimate never prices one.
+    pub max_positions: u64,
 }
 
 impl MemoryShape {
@@ -51,6 +54,7 @@ impl MemoryShape {
             hidden: m.arch.hidden() as u64,
             vocab: m.arch.vocab() as u64,
             n_heads: m.arch.attention().n_heads as u64,
+            max_positions: m.arch.max_positions() as u64,
         }
     }
 
@@ -82,6 +86,7 @@ impl MemoryShape {
             hidden: s.arch.hidden() as u64,
             vocab: s.arch.vocab() as u64,
             n_heads: s.arch.attention().n_heads as u64,
+            max_positions: s.arch.max_positions() as u64,
         }
     }
 
@@ -186,9 +191,9 @@ pub fn search_memory(
     available: Option<u64>,
 ) -> Result<MemoryEstimate> {
     let d = &cfg.data;
-    let seq = d.seq_len as u64;
+    let seq = (d.seq_len as u64).clamp(1, shape.max_positions.max(1));
     let threads = rayon::current_num_threads().max(1) as u64;
-    let batch = default_batch(d.seq_len) as u64;
+    let batch = default_batch(seq as usize) as u64;
     let prefix_cache = match cfg.caches.enabled {
         true => cfg.caches.prefix_cache_bytes as u64,
         false => 0,
@@ -216,7 +221,10 @@ pub fn eval_memory(
     budget: Option<u64>,
     available: Option<u64>,
 ) -> Result<MemoryEstimate> {
-    let (w, seq) = (windows as u64, seq as u64);
+    let (w, seq) = (
+        windows as u64,
+        (seq as u64).clamp(1, shape.max_positions.max(1)),
+    );
     let batch = default_batch(seq as usize) as u64;
     let est = MemoryEstimate {
         model: shape.weight_bytes + shape.aux_params * 4,
