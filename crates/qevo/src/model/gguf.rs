@@ -583,6 +583,12 @@ impl Gguf {
         &self.mmap[start..start + t.n_bytes]
     }
 
+    /// Drops a tensor's mapped pages from this process once it is copied (see
+    /// `source::release`).
+    pub(crate) fn release(&self, t: &GgufTensor) {
+        super::source::release(&self.mmap, self.data_start + t.offset as usize, t.n_bytes);
+    }
+
     /// Dequantizes a tensor to f32, row-major.
     pub fn dequantize(&self, t: &GgufTensor) -> Result<Vec<f32>> {
         let (rows, cols) = t.rows_cols();

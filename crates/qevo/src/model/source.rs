@@ -287,9 +287,26 @@ impl StStore {
             }
             (Read::Weights, dtype) => finite_tensor(&f.path, name, widen(dtype, bytes), shape)?,
         };
+        if self.read == Read::Weights {
+            release(&f.mmap, start, end - start);
+        }
         Ok(Some((t, stored)))
     }
 }
+
+/// Drops the mapped pages of `len` bytes at `offset` from this process once their copy
+/// is made, so a load holds the weights once, not twice (the pages stay in the page
+/// cache; touching them again reads them back).
+#[cfg(unix)]
+pub(crate) fn release(mmap: &Mmap, offset: usize, len: usize) {
+    // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED loses nothing: a
+    // later read of the range faults the file's bytes back in. Failure only keeps the
+    // pages resident.
+    let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+}
+
+#[cfg(not(unix))]
+pub(crate) fn release(_mmap: &Mmap, _offset: usize, _len: usize) {}
 
 /// Little-endian f32/f16/bf16 bytes as f32 (the caller checked the dtype).
 fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
@@ -1059,6 +1076,7 @@ pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
             return Ok(Some(placeholder(shape)?));
         }
         let w = gguf_tensor(&g, t, shape)?;
+        g.release(t);
         // The converter permutes q/k biases with their weights.
         let heads = if !permuted {
             None
