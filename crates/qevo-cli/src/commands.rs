@@ -11,12 +11,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub fn load_model(path: Option<&Path>) -> Result<Model> {
-    let path = match path {
-        Some(p) => p.to_path_buf(),
+    Ok(Model::load(&model_path(path)?)?)
+}
+
+/// The model to read: `path`, or the embedded model (unpacked on first use).
+pub(crate) fn model_path(path: Option<&Path>) -> Result<PathBuf> {
+    match path {
+        Some(p) => Ok(p.to_path_buf()),
         None => qevo::assets::default_model_dir(&qevo::assets::cache_root())
-            .context("unpacking the embedded model")?,
-    };
-    Ok(Model::load(&path)?)
+            .context("unpacking the embedded model"),
+    }
 }
 
 /// A plan file for model `m`: one made for another model is refused unless `force`,
@@ -69,36 +73,81 @@ fn human_bytes(b: usize) -> String {
     }
 }
 
-pub fn inspect(model: Option<PathBuf>) -> Result<()> {
-    let m = load_model(model.as_deref())?;
+/// The model's headers as a table; with `fingerprint`, every weight is read too.
+pub fn inspect(model: Option<PathBuf>, fingerprint: bool) -> Result<()> {
+    let path = model_path(model.as_deref())?;
+    let m = Model::inspect(&path)?;
     println!("model:        {}", m.source.display());
     println!(
         "architecture: {} ({} blocks, hidden {}, vocab {})",
         m.arch.kind().as_str(),
-        m.n_blocks(),
+        m.arch.n_blocks(),
         m.arch.hidden(),
         m.arch.vocab()
     );
-    println!("fingerprint:  {}", m.fingerprint);
-    let mut t = Table::new(&["tensor", "role", "shape", "params", "MACs/token"]);
-    for info in &m.tensors {
+    if fingerprint {
+        println!("fingerprint:  {}", Model::load(&path)?.fingerprint);
+    }
+    let mut t = Table::new(&[
+        "tensor",
+        "role",
+        "shape",
+        "params",
+        "MACs/token",
+        "stored",
+        "bytes",
+    ]);
+    for (info, s) in m.tensors.iter().zip(&m.stored) {
         t.row(vec![
             info.name.clone(),
             info.role.to_string(),
             format!("{}x{}", info.rows, info.cols),
             info.params().to_string(),
             info.macs_per_token().to_string(),
+            s.dtype.to_string(),
+            s.bytes.to_string(),
         ]);
     }
     print!("{}", t.render());
     let q: usize = m.tensors.iter().map(|t| t.params()).sum();
     println!(
-        "quantizable params: {q} (FP size at f32: {}); other params: {}",
-        human_bytes(qevo::plan::fp_bytes(&m) as usize),
-        m.aux_params()
+        "quantizable params: {q} (FP size at f32: {}, as stored: {}); other params: {}",
+        human_bytes(qevo::plan::tensors_fp_bytes(&m.tensors) as usize),
+        human_bytes(m.stored_bytes()),
+        m.aux_params
     );
     Ok(())
 }
+
+/// What `eval` / `quantize` on `path` will hold, from its headers; refused (before
+/// loading) when it cannot fit `--max-memory`.
+fn eval_memory(args: &ModelArgs, path: &Path) -> Result<qevo::search::memory::MemoryEstimate> {
+    use qevo::search::memory::{eval_memory, MemoryShape};
+    let budget = args
+        .max_memory
+        .as_deref()
+        .map(|s| qevo::mem::parse_size("max_memory", s))
+        .transpose()
+        .map_err(crate::flag_names)?;
+    let seq = args.seq_len.unwrap_or(crate::DEFAULT_SEQ_LEN);
+    let shape = MemoryShape::read(path)?;
+    let available = qevo::mem::available_bytes();
+    Ok(eval_memory(
+        &shape,
+        args.max_windows,
+        seq,
+        budget,
+        available,
+    )?)
+}
+
+/// The model of `args`, loaded once its estimated memory fits the budget.
+fn load_checked(args: &ModelArgs) -> Result<Model> {
+    let path = model_path(args.model.as_deref())?;
+    eval_memory(args, &path)?;
+    Ok(Model::load(&path)?)
+}
+
 
 /// How `qevo eval` measures perplexity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,7 +165,7 @@ pub fn eval(args: &ModelArgs, protocol: Protocol) -> Result<()> {
     if protocol == Protocol::LlamaCpp {
         return eval_llama_cpp(args);
     }
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let text = read_text(args.text.as_deref(), qevo::assets::HELDOUT_TEXT)?;
     let seq = args.seq_len(&m);
     let windows = args.windows(&m, &text, seq, args.text.as_deref())?;
@@ -185,7 +234,7 @@ fn eval_llama_cpp(args: &ModelArgs) -> Result<()> {
 pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
     use qevo::quant::WeightFormat;
     let format = WeightFormat::parse(&q.format)?;
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let plan = TensorPlan::uniform(&m, format, q.act_bits)?;
     let label = format!(
         "{format} weights, {} activations",
@@ -200,7 +249,7 @@ pub fn quantize(args: &ModelArgs, q: &QuantizeArgs) -> Result<()> {
 
 /// `qevo eval --plan FILE`: re-scores a saved plan against the FP model.
 pub fn eval_plan(args: &ModelArgs, plan_path: &Path, opts: &ScoreArgs, force: bool) -> Result<()> {
-    let m = load_model(args.model.as_deref())?;
+    let m = load_checked(args)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     score_plan(
         &m,

@@ -217,6 +217,7 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
         "search: unit {}, target {}, population {}, {} generations; windows of {} tokens: {} full, {} screening, {} held-out",
         s.unit.as_str(), s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows
     );
+    print_memory(&shape, &cfg);
     let mut t = Table::new(&[
         "machine",
         "screened",
@@ -243,6 +244,23 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
     print!("{}", t.render());
     println!("Counts follow the search's stages without the fitness memo or prefix cache, which only lower them; seconds are the roofline of the f32 forward over the windows on each machine's profile.");
     Ok(())
+}
+
+/// The search's memory on this machine: what it needs, what the default budget gives it,
+/// or why it would be refused.
+fn print_memory(shape: &qevo::search::budget::ConfigShape, cfg: &qevo::search::SearchConfig) {
+    use qevo::mem::{available_bytes, gb};
+    let available = available_bytes();
+    let have = available.map_or("unknown".into(), gb);
+    match qevo::search::memory::search_memory(&shape.memory_shape(), cfg, None, available) {
+        Ok(m) => println!(
+            "memory: needs at least {}, holds at most {} with the default budget ({}); available here: {have}",
+            gb(m.needed()),
+            gb(m.total()),
+            m.parts()
+        ),
+        Err(e) => println!("memory: refused on this machine: {e}"),
+    }
 }
 
 /// Seconds as `1h 02m`, `3m 20s` or `12.5 s`.

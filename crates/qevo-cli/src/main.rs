@@ -40,6 +40,10 @@ pub struct ModelArgs {
     /// Most windows to evaluate.
     #[arg(long, default_value_t = qevo::eval::score::DEFAULT_MAX_WINDOWS)]
     pub max_windows: usize,
+    /// Memory budget (6G, 1500M, 2GiB); a run that cannot fit is refused before it loads
+    /// [default: what it needs plus a 2 GiB weight cache, at most the available memory].
+    #[arg(long)]
+    pub max_memory: Option<String>,
 }
 
 /// Tokens per window when `--seq-len` is not given (capped by the model's positions).
@@ -115,10 +119,13 @@ fn flag_of(field: &str) -> String {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show a model's architecture and quantizable tensors.
+    /// Show a model's architecture and quantizable tensors (from the headers alone).
     Inspect {
         /// Hugging Face model directory or .gguf file (default: the embedded model).
         model: Option<PathBuf>,
+        /// Also read every weight to print the model's fingerprint (what plans record).
+        #[arg(long)]
+        fingerprint: bool,
     },
     /// Evolve quantization plans for a target device (the main job).
     Search(Box<search_cmd::SearchArgs>),
@@ -314,7 +321,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Inspect { model } => commands::inspect(model),
+        Cmd::Inspect { model, fingerprint } => commands::inspect(model, fingerprint),
         Cmd::Eval {
             args,
             plan: None,

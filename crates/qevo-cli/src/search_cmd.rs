@@ -44,10 +44,15 @@ pub struct SearchArgs {
 
 /// The validated config for `model`; the checkpoint defaults to --out/checkpoint.json.
 pub fn config(a: &SearchArgs, model: &qevo::Model) -> Result<SearchConfig> {
+    config_for(a, model.arch.is_decoder())
+}
+
+/// The validated config for a decoder or an encoder, before any weights are loaded.
+fn config_for(a: &SearchArgs, decoder: bool) -> Result<SearchConfig> {
     let mut s = a.settings.clone();
     s.checkpoint
         .get_or_insert_with(|| a.out.join("checkpoint.json"));
-    s.resolve(model).map_err(flag_names)
+    s.resolve_for(decoder).map_err(flag_names)
 }
 
 /// Calibration and held-out texts: the files given, split by the library's rule.
@@ -58,8 +63,27 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
 
 pub fn search(a: &SearchArgs) -> Result<()> {
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
-    let model = load_model(a.model.as_deref())?;
-    let cfg = config(a, &model)?;
+    let path = crate::commands::model_path(a.model.as_deref())?;
+    let shape = qevo::search::memory::MemoryShape::read(&path)?;
+    let decoder = qevo::model::Model::inspect(&path)?.arch.is_decoder();
+    let pre = config_for(a, decoder)?;
+    let mem = qevo::search::memory::search_memory(
+        &shape,
+        &pre,
+        pre.caches.max_memory,
+        qevo::mem::available_bytes(),
+    )
+    .map_err(flag_names)?;
+    eprintln!(
+        "memory: at most {} of a {} budget ({})",
+        qevo::mem::gb(mem.total()),
+        qevo::mem::gb(mem.budget),
+        mem.parts()
+    );
+    let model = load_model(Some(&path))?;
+    let mut cfg = config(a, &model)?;
+    // The budget settled before loading is the one the search runs under.
+    cfg.caches.max_memory = Some(mem.budget);
     let (calib, heldout) = texts(a)?;
     let stop = stop_on_ctrl_c();
     let (bar, progress) = progress_bar(&cfg, &model, stop.clone());

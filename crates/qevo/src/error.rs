@@ -61,6 +61,21 @@ pub enum Error {
     /// Invalid arguments or combinations that are not tied to one file.
     #[error("{0}")]
     Invalid(String),
+    /// A run whose estimated memory does not fit its budget, refused before it loads.
+    #[error(
+        "{what} needs an estimated {} ({parts}), more than the memory budget of {}; \
+         the smallest budget that works is {}",
+        crate::mem::gb(*needed),
+        crate::mem::gb(*budget),
+        crate::mem::gb(*needed)
+    )]
+    Memory {
+        what: String,
+        needed: u64,
+        budget: u64,
+        /// The estimate by part.
+        parts: String,
+    },
     /// An evaluation executor (e.g. Ray workers) that failed or answered wrongly.
     #[error("executor: {0}")]
     Executor(String),

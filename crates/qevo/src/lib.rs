@@ -33,6 +33,7 @@ pub mod eval;
 pub mod export;
 pub mod fsutil;
 pub mod hw;
+pub mod mem;
 pub mod model;
 pub mod plan;
 pub mod quant;
@@ -41,4 +42,4 @@ pub mod search;
 pub mod tune;
 
 pub use error::{Error, Result};
-pub use model::{Model, Role, TensorInfo};
+pub use model::{Model, ModelSummary, Role, TensorInfo};

@@ -61,8 +61,16 @@ fn windows(vocab: usize, seed: u64) -> TokenWindows {
 fn assert_bit_identical(a: &[Tensor], b: &[Tensor], m: &Model) {
     assert_eq!(a.len(), b.len());
     for ((x, y), info) in a.iter().zip(b).zip(&m.tensors) {
-        let x = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // f16 tensors (kept as stored) are compared by their widened values.
+        let f32s = |t: &Tensor| {
+            qevo::model::widened(t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (x, y) = (f32s(x), f32s(y));
         assert_eq!(x.len(), y.len(), "{}", info.name);
         let diff = x
             .iter()

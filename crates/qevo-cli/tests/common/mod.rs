@@ -92,7 +92,7 @@ pub fn embedded_plan(formats: &[&str]) -> String {
 /// The embedded model's weight fingerprint, as `qevo inspect` prints it.
 pub fn embedded_fingerprint() -> String {
     let cache = tempfile::tempdir().unwrap();
-    let o = qevo(&["inspect"], cache.path());
+    let o = qevo(&["inspect", "--fingerprint"], cache.path());
     text(&o)
         .lines()
         .find_map(|l| l.strip_prefix("fingerprint:"))

@@ -269,6 +269,7 @@ def search(
     baselines: bool = True,
     random_search: bool = False,
     cache: bool = True,
+    max_memory: Optional[str] = None,
     surrogate: bool = True,
     epsilon: Optional[Union[float, str, Sequence[float]]] = None,
     crossover: str = "auto",

@@ -13,8 +13,9 @@
 use super::{Metrics, Partial, Pass, Reference, Sums};
 use crate::error::Result;
 use crate::model::Model;
+use crate::model::Weights;
 use crate::plan::TensorChoice;
-use crate::quant::{ActQuantHook, ActRanges, ActScheme, WeightCache};
+use crate::quant::{ActQuantHook, ActRanges, ActScheme, PlanWeights, WeightCache};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -259,7 +260,7 @@ impl<'m> Evaluator<'m> {
         &self,
         on: Scoring,
         choices: &[TensorChoice],
-        w: &[Tensor],
+        w: &dyn Weights,
         hook: &ActQuantHook,
         seg: Range<usize>,
         total: &mut Sums,
@@ -364,22 +365,15 @@ impl Evaluator<'_> {
         Ok(total.metrics())
     }
 
-    /// The weights (through the cache, missing ones filled in parallel) and the
-    /// activation hook that per-tensor `choices` run with.
+    /// The weights (drawn from the cache block by block as the pass reaches them, so
+    /// only one block's set need be held beside the cache) and the activation hook that
+    /// per-tensor `choices` run with.
     fn weights_and_hook(
         &self,
         choices: &[TensorChoice],
-    ) -> Result<(Vec<Tensor>, ActQuantHook<'_>)> {
-        let pairs: Vec<(usize, crate::quant::WeightFormat)> = choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.format))
-            .collect();
-        self.weights.prefill(self.model, &pairs)?;
-        let w = pairs
-            .iter()
-            .map(|&(i, f)| self.weights.get(self.model, i, f))
-            .collect::<Result<_>>()?;
+    ) -> Result<(PlanWeights<'_>, ActQuantHook<'_>)> {
+        let formats = choices.iter().map(|c| c.format).collect();
+        let w = PlanWeights::new(&self.weights, self.model, formats)?;
         let act: Vec<u8> = choices.iter().map(|c| c.act_bits).collect();
         Ok((w, ActQuantHook::new(&self.ranges, act, self.act_scheme)))
     }

@@ -20,7 +20,7 @@ pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
 pub use score::{score_plan, PlanScore, ScoreOptions};
 
 use crate::error::{Error, Result};
-use crate::model::{LinearHook, Model};
+use crate::model::{Dense, LinearHook, Model, Weights};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -326,9 +326,10 @@ pub fn for_each_logits(
     batch: usize,
     f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
+    model.check_weights(w)?;
     let pass = Pass {
         model,
-        weights: w,
+        weights: &Dense(w),
         hook,
         windows,
         range,
@@ -386,7 +387,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
 /// One pass of a weight set over windows `range`, `batch` windows per forward.
 pub struct Pass<'a> {
     pub model: &'a Model,
-    pub weights: &'a [Tensor],
+    pub weights: &'a dyn Weights,
     pub hook: &'a dyn LinearHook,
     pub windows: &'a TokenWindows,
     pub range: std::ops::Range<usize>,
@@ -411,7 +412,6 @@ impl Pass<'_> {
         mut f: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
         let model = self.model;
-        model.check_weights(self.weights)?;
         let batch = self.batch.max(1);
         let Partial {
             blocks_done,
@@ -424,9 +424,10 @@ impl Pass<'_> {
             },
         };
         for b in blocks_done..model.n_blocks() {
+            self.weights.prefetch(&model.block_tensors(b))?;
             states = states
                 .iter()
-                .map(|h| model.block(b, self.weights, self.hook, h))
+                .map(|h| model.block_with(b, self.weights, self.hook, h))
                 .collect::<Result<_>>()?;
             for h in &states {
                 check_finite_states(model, b, h)?;
@@ -446,7 +447,7 @@ impl Pass<'_> {
                     true => h.clone(),
                     false => h.narrow(0, w0, per.min(n - w0))?,
                 };
-                let logits = model.head(self.weights, self.hook, &part)?;
+                let logits = model.head_with(self.weights, self.hook, &part)?;
                 with_f32(&logits, |flat| {
                     if flat
                         .par_chunks(1 << 16)
@@ -467,7 +468,7 @@ impl Pass<'_> {
         while s < self.range.end {
             let e = (s + batch).min(self.range.end);
             let ids = self.windows.batch(s, e)?;
-            out.push(self.model.embed(self.weights, &ids)?);
+            out.push(self.model.embed_with(self.weights, &ids)?);
             s = e;
         }
         Ok(out)
@@ -700,6 +701,30 @@ impl Reference {
             },
         )?;
         Ok(total)
+    }
+
+    /// Scores any weight set (e.g. `quant::PlanWeights`, drawn from a bounded cache block
+    /// by block) on every window; the same sums as `score` on the same values.
+    pub fn score_weights(
+        &self,
+        model: &Model,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+    ) -> Result<Metrics> {
+        let mut total = Sums::default();
+        let pass = Pass {
+            model,
+            weights: w,
+            hook,
+            windows: &self.windows,
+            range: 0..self.windows.len(),
+            batch: self.batch,
+        };
+        pass.logits_from(None, &mut |_, _| {}, |first, flat| {
+            total.add(&self.score_logits(first, flat));
+            Ok(())
+        })?;
+        Ok(total.metrics())
     }
 
     /// Scores a weight set on every window.

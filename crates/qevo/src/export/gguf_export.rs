@@ -114,7 +114,7 @@ fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
 
 fn f32_tensor(name: &str, w: &Tensor) -> Result<GgufTensorOut> {
     let dims: Vec<u64> = w.dims().iter().rev().map(|&d| d as u64).collect();
-    let data = w.flatten_all()?.to_vec1::<f32>()?;
+    let data = crate::model::widened(w)?.flatten_all()?.to_vec1::<f32>()?;
     Ok(GgufTensorOut {
         name: name.to_string(),
         dims,
@@ -242,7 +242,12 @@ fn planned_tensors(
                 // valid).
                 PlannedBytes::Quantize(rounding) => {
                     let w = gguf_rows(&info.name, w, cfg)?;
-                    rounding.quantize_ggml(i, info, &w.flatten_all()?.to_vec1::<f32>()?, t)?
+                    rounding.quantize_ggml(
+                        i,
+                        info,
+                        &crate::model::widened(&w)?.flatten_all()?.to_vec1::<f32>()?,
+                        t,
+                    )?
                 }
             };
             // Stacked experts are llama.cpp's 3-d `ffn_*_exps` {cols, rows, experts}.

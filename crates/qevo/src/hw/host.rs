@@ -558,7 +558,8 @@ fn predict(model: &Model, profile: &Profile, types: &[GgmlType], tokens: usize) 
 fn quantized(model: &Model, types: &[GgmlType]) -> QResult<Quantized> {
     let mut matmuls = Vec::with_capacity(types.len());
     let mut tables = Vec::with_capacity(types.len());
-    for ((w, info), t) in model.weights.iter().zip(&model.tensors).zip(types) {
+    for (i, (info, t)) in model.tensors.iter().zip(types).enumerate() {
+        let w = &model.weight_f32(i)?;
         let dtype = t.candle_dtype().ok_or_else(|| {
             Error::from(HwError::Measure(format!(
                 "{t}: candle has no kernel for this type, so the host cannot time it"

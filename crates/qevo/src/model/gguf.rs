@@ -163,22 +163,7 @@ pub fn dequantize_gguf_tensor(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<f32>> {
-    let info = ggml_type_info(type_id)
-        .ok_or_else(|| Error::tensor(path, tensor, format!("unknown GGML type id {type_id}")))?;
-    let expect = rows
-        .checked_mul(cols / info.block_len.max(1))
-        .and_then(|b| b.checked_mul(info.block_bytes));
-    if !cols.is_multiple_of(info.block_len) || expect != Some(bytes.len()) {
-        return Err(Error::tensor(
-            path,
-            tensor,
-            format!(
-                "{} bytes do not hold [{rows}, {cols}] in {}",
-                bytes.len(),
-                info.name
-            ),
-        ));
-    }
+    let info = check_gguf_tensor(path, tensor, type_id, bytes.len(), rows, cols)?;
     let le = |c: &[u8], n: usize| -> u64 {
         c[..n]
             .iter()
@@ -217,17 +202,56 @@ pub fn dequantize_gguf_tensor(
         return Ok(v);
     }
     let Some(st) = stored_type(type_id) else {
+        return Err(unsupported(path, tensor, info));
+    };
+    crate::quant::ggml::dequantize_stored(st.dtype, st.block_bytes, st.block_len, bytes, rows, cols)
+        .map_err(|e| Error::tensor(path, tensor, format!("{}: {e}", st.name)))
+}
+
+/// Plain scalar types `dequantize_gguf_tensor` converts itself.
+const SCALARS: [&str; 5] = ["i8", "i16", "i32", "i64", "f64"];
+
+/// Everything `dequantize_gguf_tensor` checks before it decodes: a known type, `n_bytes`
+/// holding exactly `[rows, cols]` of it, and a decoder for it. What `Model::inspect`
+/// checks instead of decoding.
+pub fn check_gguf_tensor(
+    path: &Path,
+    tensor: &str,
+    type_id: u32,
+    n_bytes: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<&'static GgmlTypeInfo> {
+    let info = ggml_type_info(type_id)
+        .ok_or_else(|| Error::tensor(path, tensor, format!("unknown GGML type id {type_id}")))?;
+    let expect = rows
+        .checked_mul(cols / info.block_len.max(1))
+        .and_then(|b| b.checked_mul(info.block_bytes));
+    if !cols.is_multiple_of(info.block_len) || expect != Some(n_bytes) {
         return Err(Error::tensor(
             path,
             tensor,
             format!(
-                "GGML type {} is not supported yet (qevo cannot dequantize it)",
+                "{n_bytes} bytes do not hold [{rows}, {cols}] in {}",
                 info.name
             ),
         ));
-    };
-    crate::quant::ggml::dequantize_stored(st.dtype, st.block_bytes, st.block_len, bytes, rows, cols)
-        .map_err(|e| Error::tensor(path, tensor, format!("{}: {e}", st.name)))
+    }
+    if !SCALARS.contains(&info.name) && stored_type(type_id).is_none() {
+        return Err(unsupported(path, tensor, info));
+    }
+    Ok(info)
+}
+
+fn unsupported(path: &Path, tensor: &str, info: &GgmlTypeInfo) -> Error {
+    Error::tensor(
+        path,
+        tensor,
+        format!(
+            "GGML type {} is not supported yet (qevo cannot dequantize it)",
+            info.name
+        ),
+    )
 }
 
 /// One entry of the tensor directory.
@@ -250,6 +274,19 @@ impl GgufTensor {
     /// Row-major shape, outermost first.
     pub fn shape(&self) -> Vec<usize> {
         self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+    /// The shape as a matrix: every outer dimension is a row, the innermost the columns.
+    pub fn rows_cols(&self) -> (usize, usize) {
+        let shape = self.shape();
+        let cols = *shape.last().unwrap_or(&1);
+        (
+            shape[..shape.len().saturating_sub(1)].iter().product(),
+            cols,
+        )
+    }
+    /// Bytes in the file (checked against the file's length at open).
+    pub fn n_bytes(&self) -> usize {
+        self.n_bytes
     }
 }
 
@@ -546,11 +583,15 @@ impl Gguf {
         &self.mmap[start..start + t.n_bytes]
     }
 
+    /// Drops a tensor's mapped pages from this process once it is copied (see
+    /// `source::release`).
+    pub(crate) fn release(&self, t: &GgufTensor) {
+        super::source::release(&self.mmap, self.data_start + t.offset as usize, t.n_bytes);
+    }
+
     /// Dequantizes a tensor to f32, row-major.
     pub fn dequantize(&self, t: &GgufTensor) -> Result<Vec<f32>> {
-        let shape = t.shape();
-        let cols = *shape.last().unwrap_or(&1);
-        let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+        let (rows, cols) = t.rows_cols();
         dequantize_gguf_tensor(
             &self.path,
             &t.name,

@@ -724,6 +724,8 @@ impl LlamaNet {
                         &[m.experts, h],
                     )
                 })
+                .transpose()?
+                .map(|r| super::widened(&r))
                 .transpose()?;
             for (j, (role, short)) in BLOCK_ROLES.iter().enumerate() {
                 if let (Some(m), 4..) = (moe, j) {
@@ -1216,7 +1218,10 @@ pub(crate) fn embed_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
             "token id {bad} is outside the embedding table ({vocab} rows)"
         )));
     }
-    let rows = table.index_select(&flat, 0)?;
+    // Widened after the gather: a 16-bit table stays 16-bit, only these rows become f32.
+    let rows = table
+        .index_select(&flat, 0)?
+        .to_dtype(candle_core::DType::F32)?;
     Ok(rows.reshape((b, t, table.dim(1)?))?)
 }
 

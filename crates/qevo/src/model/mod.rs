@@ -1,8 +1,12 @@
 //! Model loading and the forward pass: Hugging Face directories (config.json +
-//! safetensors + tokenizer.json) and GGUF files become one `Model` of f32 weights,
-//! runnable block by block with a hook at every linear layer's input.
+//! safetensors + tokenizer.json) and GGUF files become one `Model`, runnable block by
+//! block with a hook at every linear layer's input. `Model::inspect` reads the same
+//! files' headers only.
 //!
-//! Quantizable weights live in `Model::weights`, indexed like `Model::tensors`; every
+//! Quantizable weights live in `Model::weights`, indexed like `Model::tensors`, in the
+//! type they are stored in (f16/bf16 stay 16-bit; quantized GGUF types are dequantized
+//! to f32) and are widened to f32 where they are used (`Dense`, `Model::weight_f32`):
+//! widening is exact, so every reader sees the values an all-f32 load gave. Every
 //! forward function takes the weight slice to use as an argument, so a quantized model
 //! is the same `Model` run with another slice (no copy of the rest of the network).
 
@@ -19,7 +23,7 @@ pub mod synthetic;
 pub mod tokenizer;
 
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 
 pub(crate) use bert::hf_name as bert_hf_name;
@@ -30,8 +34,9 @@ pub(crate) use llama::llama_cpp_attn_scale;
 pub(crate) use llama::{
     ties_by_default as llama_ties_by_default, BLOCK_ROLES as LLAMA_BLOCK_ROLES,
 };
-pub use llama::{Activation, LlamaConfig, QkNorm, WindowLayers};
+pub use llama::{Activation, LlamaConfig, Moe, QkNorm, WindowLayers};
 pub use rope::{RopeScaling, RopeSpec};
+use source::Read;
 pub(crate) use source::{
     gguf_permutes_qk, llama_hf_name, permute_rows, raw_tensors, GGUF_ROPE_TENSORS,
 };
@@ -227,28 +232,41 @@ impl LinearHook for NoHook {
 pub trait Weights: Sync {
     /// `x2 [rows, in] @ W[idx]^T` → `[rows, out]`.
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor>;
-    /// Tensor `idx` as an f32 row table (embeddings).
+    /// Tensor `idx` as a row table (embeddings); `embed_rows` widens the rows it gathers.
     fn table(&self, idx: usize) -> Result<Tensor>;
     /// `x2 @ W[idx][start..start + len]^T` → `[rows, len]`: one expert of a stacked
     /// expert tensor. By default the whole product, narrowed.
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
         Ok(self.matmul_t(idx, x2)?.narrow(1, start, len)?)
     }
+    /// Called before a block multiplies by `tensors`: a set that makes its weights on
+    /// demand makes these now, together (in parallel), rather than one per product.
+    fn prefetch(&self, _tensors: &[usize]) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// Dense f32 weights, indexed like `Model::tensors`.
+/// Dense weights, indexed like `Model::tensors`: f32, or f16/bf16 as a model stores
+/// them, widened to f32 for each product (exact, so the product is the f32 one).
 pub struct Dense<'a>(pub &'a [Tensor]);
 
 impl Weights for Dense<'_> {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
-        Ok(x2.matmul(&self.0[idx].t()?)?)
+        Ok(x2.matmul(&widened(&self.0[idx])?.t()?)?)
     }
+    /// The table as stored: gathering rows before widening them touches only the rows
+    /// a window uses (`embed_rows` widens what it gathered).
     fn table(&self, idx: usize) -> Result<Tensor> {
         Ok(self.0[idx].clone())
     }
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
-        Ok(x2.matmul(&self.0[idx].narrow(0, start, len)?.t()?)?)
+        Ok(x2.matmul(&widened(&self.0[idx].narrow(0, start, len)?)?.t()?)?)
     }
+}
+
+/// `w` as f32: the same tensor when it is already, an exact widening of f16/bf16.
+pub fn widened(w: &Tensor) -> Result<Tensor> {
+    Ok(w.to_dtype(DType::F32)?)
 }
 
 /// Quantized weights run by candle's quantized matmul kernels, with f32 copies of the
@@ -280,14 +298,47 @@ pub(crate) enum Net {
     Bert(bert::BertNet),
 }
 
-/// A loaded model: architecture, quantizable tensors with FP32 weights, the rest of the
+/// How one quantizable weight is stored in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Stored {
+    /// `f32`, `f16`, `bf16`, a GGML type name (`q4_k`), or `qevo-int` (qevo's packed
+    /// safetensors, held decoded as f32).
+    pub dtype: &'static str,
+    /// Bytes in the file; a matrix cut from a fused one (Phi-3) gets its share.
+    pub bytes: usize,
+}
+
+/// What `Model::inspect` reads from a model's headers, without its weights.
+#[derive(Debug, Clone)]
+pub struct ModelSummary {
+    pub arch: Arch,
+    pub tensors: Vec<TensorInfo>,
+    /// Indexed like `tensors`.
+    pub stored: Vec<Stored>,
+    /// Parameters that are never quantized (norms, biases, position tables).
+    pub aux_params: usize,
+    pub tied_output: bool,
+    pub source: PathBuf,
+}
+
+impl ModelSummary {
+    /// Bytes of the quantizable weights as the file stores them.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// A loaded model: architecture, quantizable tensors with their weights, the rest of the
 /// network, and its tokenizer.
 #[derive(Debug)]
 pub struct Model {
     pub arch: Arch,
     pub tensors: Vec<TensorInfo>,
-    /// FP32 weights, `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`.
+    /// `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`, in f32, or in f16/bf16
+    /// as the file stores it; read values through `weight_f32` / `weight_values`.
     pub weights: Vec<Tensor>,
+    /// How each weight is stored in the file, indexed like `tensors`.
+    pub stored: Vec<Stored>,
     pub tokenizer: Option<tokenizer::TextTokenizer>,
     pub source: PathBuf,
     /// Hex digest of the quantizable weights' bytes, recorded in every report.
@@ -298,9 +349,28 @@ pub struct Model {
 impl Model {
     /// Loads a Hugging Face model directory or a `.gguf` file.
     pub fn load(path: &Path) -> Result<Model> {
+        Self::read(path, Read::Weights)
+    }
+
+    /// The architecture and the tensor table from a model's headers: config, safetensors
+    /// headers or GGUF tensor infos, and the tokenizer, checked as `load` checks them,
+    /// without reading (or holding) any weight. NaN/Inf weights are found only by `load`.
+    pub fn inspect(path: &Path) -> Result<ModelSummary> {
+        let m = Self::read(path, Read::Headers)?;
+        Ok(ModelSummary {
+            aux_params: m.aux_params(),
+            tied_output: m.tied_output(),
+            arch: m.arch,
+            tensors: m.tensors,
+            stored: m.stored,
+            source: m.source,
+        })
+    }
+
+    fn read(path: &Path, read: Read) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            return source::load_hf_dir(path);
+            return source::load_hf_dir(path, read);
         }
         crate::fsutil::check_regular_file(path)?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -311,7 +381,31 @@ impl Model {
                  not from one of its files; pass the directory, or a .gguf file",
             ));
         }
-        source::load_gguf(path)
+        source::load_gguf(path, read)
+    }
+
+    /// Weight `i` as f32 (a widened copy when it is stored in 16 bits).
+    pub fn weight_f32(&self, i: usize) -> Result<Tensor> {
+        let w = self.weights.get(i).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor index {i} out of range ({} tensors)",
+                self.weights.len()
+            ))
+        })?;
+        widened(w)
+    }
+
+    /// Weight `i`'s f32 values, row-major: what quantizers, export and tune read.
+    pub fn weight_values(&self, i: usize) -> Result<Vec<f32>> {
+        Ok(self.weight_f32(i)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Bytes the quantizable weights take in memory as loaded.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights
+            .iter()
+            .map(|w| w.elem_count() * w.dtype().size_in_bytes())
+            .sum()
     }
 
     pub fn device(&self) -> &Device {
@@ -351,6 +445,7 @@ impl Model {
             arch: self.arch.clone(),
             tensors: self.tensors.clone(),
             weights: self.weights.clone(),
+            stored: self.stored.clone(),
             tokenizer: None,
             source: self.source.clone(),
             fingerprint: self.fingerprint.clone(),
@@ -466,6 +561,13 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Indices of block `b`'s quantizable tensors.
+    pub fn block_tensors(&self, b: usize) -> Vec<usize> {
+        (0..self.tensors.len())
+            .filter(|&i| self.tensors[i].block == Some(b))
+            .collect()
     }
 
     /// Index of the tensor with this name.

@@ -1,6 +1,9 @@
 //! Where weights come from: Hugging Face safetensors (single or sharded, memory-mapped)
 //! and GGUF. Both end in the same `fetch(name, shape)` the architectures call, which
-//! checks the shape against the config, converts to f32 and rejects NaN/Inf by name.
+//! checks the shape against the config and rejects NaN/Inf by name. The Llama family's
+//! weight matrices stay in their stored f16/bf16 (widened where they are used, see
+//! `Model::weight_f32`); everything else is converted to f32. `Read::Headers` reads no
+//! tensor data at all (`Model::inspect`).
 
 use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
@@ -11,15 +14,103 @@ use super::llama::{
 };
 use super::packed_st::{self, PackedIndex};
 use super::rope::{self, RopeScaling, RopeSpec};
-use super::{tokenizer, Arch, Model, Net, TensorInfo};
+use super::{tokenizer, Arch, Model, Net, Stored, TensorInfo};
 use crate::error::{Error, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+
+/// How much of a file a loader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Every tensor's data.
+    Weights,
+    /// Headers only: shapes and types are checked, and each tensor is a zero-stride f32
+    /// placeholder of its shape (no data read, nothing allocated), so the architectures'
+    /// own loaders list the tensors exactly as a full load would.
+    Headers,
+}
+
+/// A zero-stride tensor of `shape`: one element, however large the shape.
+fn placeholder(shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?)
+}
+
+/// Stored type and bytes of every tensor fetched, by the name the architecture asked for.
+#[derive(Default)]
+struct Records(RefCell<HashMap<String, (Stored, usize)>>);
+
+impl Records {
+    fn note(&self, name: &str, stored: Stored, elems: usize) {
+        self.0
+            .borrow_mut()
+            .insert(name.to_string(), (stored, elems));
+    }
+
+    /// How each quantizable tensor is stored: its own record, else (Phi-3) its share of
+    /// the fused tensor it was cut from, else the file's most common matrix type (GPT-2
+    /// and BERT ask by other names).
+    fn stored_of(&self, infos: &[TensorInfo]) -> Vec<Stored> {
+        let recs = self.0.borrow();
+        let common = most_common_dtype(&recs);
+        infos
+            .iter()
+            .map(|t| {
+                let share = |(s, elems): &(Stored, usize)| Stored {
+                    dtype: s.dtype,
+                    bytes: (s.bytes as u128 * t.params() as u128 / (*elems).max(1) as u128)
+                        as usize,
+                };
+                recs.get(&t.name)
+                    .or_else(|| fused_source(t).and_then(|f| recs.get(&f)))
+                    .map(share)
+                    .unwrap_or_else(|| Stored {
+                        dtype: common.0,
+                        bytes: (t.params() as u128 * common.1 as u128 / 8) as usize,
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The fused tensor a Phi-3 q/k/v or gate matrix is cut from.
+fn fused_source(t: &TensorInfo) -> Option<String> {
+    let b = t.block?;
+    match t.role {
+        super::Role::AttnQ | super::Role::AttnK | super::Role::AttnV => {
+            Some(format!("blk.{b}.attn_qkv.weight"))
+        }
+        super::Role::FfnGate => Some(format!("blk.{b}.ffn_up.weight")),
+        _ => None,
+    }
+}
+
+/// The type most matrices of a file have, with its bits per element.
+fn most_common_dtype(recs: &HashMap<String, (Stored, usize)>) -> (&'static str, usize) {
+    let mut count: HashMap<&'static str, (usize, usize)> = HashMap::new();
+    for (s, elems) in recs.values().filter(|(_, e)| *e > 0) {
+        let c = count.entry(s.dtype).or_default();
+        c.0 += 1;
+        c.1 = s.bytes * 8 / elems;
+    }
+    count
+        .into_iter()
+        .max_by_key(|(name, (n, _))| (*n, *name))
+        .map_or(("f32", 32), |(name, (_, bits))| (name, bits))
+}
+
+fn st_dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "f32",
+        Dtype::F16 => "f16",
+        Dtype::BF16 => "bf16",
+        _ => "other",
+    }
+}
 
 /// One memory-mapped safetensors file with its validated header.
 struct StFile {
@@ -35,10 +126,11 @@ struct StStore {
     index: HashMap<String, usize>,
     /// Names read so far: what is left after loading was never used.
     used: RefCell<BTreeSet<String>>,
+    read: Read,
 }
 
 impl StStore {
-    fn open(dir: &Path) -> Result<StStore> {
+    fn open(dir: &Path, read: Read) -> Result<StStore> {
         let single = dir.join("model.safetensors");
         let sharded = dir.join("model.safetensors.index.json");
         let paths: Vec<PathBuf> = if single.exists() {
@@ -100,6 +192,7 @@ impl StStore {
             files,
             index,
             used: RefCell::new(BTreeSet::new()),
+            read,
         })
     }
 
@@ -150,8 +243,10 @@ impl StStore {
         Ok(Some(&f.mmap[start..end]))
     }
 
-    /// Loads `name` as f32 with the expected shape; `Ok(None)` when absent.
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+    /// Loads `name` with the expected shape, with how it is stored; `Ok(None)` when
+    /// absent. f16/bf16 data stays in its type when `keep` (weight matrices), else is
+    /// widened to f32.
+    fn get(&self, name: &str, shape: &[usize], keep: bool) -> Result<Option<(Tensor, Stored)>> {
         let Some(&fi) = self.index.get(name) else {
             return Ok(None);
         };
@@ -170,33 +265,110 @@ impl StStore {
                 ),
             ));
         }
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::tensor(
+                &f.path,
+                name,
+                format!("dtype {:?} is not supported (f32, f16, bf16)", info.dtype),
+            ));
+        }
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
         let bytes = &f.mmap[start..end];
         self.mark_used(name);
-        let data: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::tensor(
-                    &f.path,
-                    name,
-                    format!("dtype {other:?} is not supported (f32, f16, bf16)"),
-                ))
-            }
+        let stored = Stored {
+            dtype: st_dtype_name(info.dtype),
+            bytes: bytes.len(),
         };
-        finite_tensor(&f.path, name, data, shape).map(Some)
+        let t = match (self.read, info.dtype) {
+            (Read::Headers, _) => placeholder(shape)?,
+            (Read::Weights, Dtype::F16) if keep => {
+                half_tensor::<half::f16>(&f.path, name, bytes, shape)?
+            }
+            (Read::Weights, Dtype::BF16) if keep => {
+                half_tensor::<half::bf16>(&f.path, name, bytes, shape)?
+            }
+            (Read::Weights, dtype) => finite_tensor(&f.path, name, widen(dtype, bytes), shape)?,
+        };
+        if self.read == Read::Weights {
+            release(&f.mmap, start, end - start);
+        }
+        Ok(Some((t, stored)))
     }
+}
+
+/// Drops the mapped pages of `len` bytes at `offset` from this process once their copy
+/// is made, so a load holds the weights once, not twice (the pages stay in the page
+/// cache; touching them again reads them back).
+#[cfg(unix)]
+pub(crate) fn release(mmap: &Mmap, offset: usize, len: usize) {
+    // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED loses nothing: a
+    // later read of the range faults the file's bytes back in. Failure only keeps the
+    // pages resident.
+    let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+}
+
+#[cfg(not(unix))]
+pub(crate) fn release(_mmap: &Mmap, _offset: usize, _len: usize) {}
+
+/// Little-endian f32/f16/bf16 bytes as f32 (the caller checked the dtype).
+fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }
+}
+
+/// A 16-bit float type a weight may be kept in.
+trait Half: candle_core::WithDType + Copy {
+    fn from_le(b: [u8; 2]) -> Self;
+    fn f32(self) -> f32;
+}
+
+impl Half for half::f16 {
+    fn from_le(b: [u8; 2]) -> Self {
+        half::f16::from_le_bytes(b)
+    }
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Half for half::bf16 {
+    fn from_le(b: [u8; 2]) -> Self {
+        half::bf16::from_le_bytes(b)
+    }
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// 16-bit float bytes as a tensor of that type (half the memory of f32; widening is
+/// exact, so every reader still sees the f32 values a widened load gave), rejecting
+/// NaN/Inf as `finite_tensor` does.
+fn half_tensor<T: Half>(path: &Path, name: &str, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
+    let data: Vec<T> = bytes
+        .chunks_exact(2)
+        .map(|c| T::from_le([c[0], c[1]]))
+        .collect();
+    if let Some(i) = data.iter().position(|x| !x.f32().is_finite()) {
+        return Err(Error::tensor(
+            path,
+            name,
+            format!("element {i} is {}", data[i].f32()),
+        ));
+    }
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
 /// Rejects NaN/Inf weights by tensor name and element, then wraps the data.
@@ -222,7 +394,7 @@ pub(crate) struct RawTensor {
 /// The tensors of an HF directory's safetensors files whose names `keep` accepts, as
 /// stored (so an export copies what it does not quantize bit for bit).
 pub(crate) fn raw_tensors(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
-    let store = StStore::open(dir)?;
+    let store = StStore::open(dir, Read::Headers)?;
     let mut out = Vec::new();
     for f in &store.files {
         let st = SafeTensors::deserialize(&f.mmap)
@@ -468,25 +640,31 @@ fn shifted(t: Tensor, by: Option<f64>) -> Result<Tensor> {
 }
 
 // One piece: a linear sequence of reading steps (config, shards, tensors, tokenizer).
-pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
+pub(crate) fn load_hf_dir(dir: &Path, read: Read) -> Result<Model> {
     let cfg_path = dir.join("config.json");
     let cfg = HfConfig::read(&cfg_path)?;
     let kind = cfg.arch_kind()?;
-    let store = StStore::open(dir)?;
+    let store = StStore::open(dir, read)?;
+    let records = Records::default();
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = if tok_path.exists() {
         Some(tokenizer::load_tokenizer_json(&tok_path)?)
     } else {
         None
     };
-    // Some exports prefix every name with the base model's name.
+    // Some exports prefix every name with the base model's name. GPT-2 and BERT are
+    // small and transform their weights at load: they get f32 throughout.
     let prefixed = |prefix: &'static str| {
-        let store = &store;
+        let (store, records) = (&store, &records);
         move |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
-            match store.get(name, shape)? {
-                Some(t) => Ok(Some(t)),
-                None => store.get(&format!("{prefix}{name}"), shape),
-            }
+            let got = match store.get(name, shape, false)? {
+                Some(t) => Some(t),
+                None => store.get(&format!("{prefix}{name}"), shape, false)?,
+            };
+            Ok(got.map(|(t, stored)| {
+                records.note(name, stored, shape.iter().product());
+                t
+            }))
         }
     };
     let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Tensor>)> {
@@ -514,7 +692,9 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                 let packed = open_packed(dir, &cfg)?;
                 let plain = prefixed("bert.");
                 let fetch = |name: &str, shape: &[usize]| match &packed {
-                    Some(p) if p.contains(name) => read_packed(dir, &store, p, name, shape),
+                    Some(p) if p.contains(name) => {
+                        read_packed(dir, &store, p, name, shape, &records)
+                    }
                     _ => plain(name, shape),
                 };
                 let (net, i, w) = BertNet::load(c.clone(), &fetch)?;
@@ -534,11 +714,17 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
                 // A qevo-int directory: tensors its quantization config lists are decoded
                 // from their packed sections, everything else is read as usual.
                 let packed = open_packed(dir, &cfg)?;
+                // Matrices stay as stored; norms and biases become f32.
                 let fetch = |name: &str, shape: &[usize]| {
                     let hf = hf_name(kind, name);
                     let t = match &packed {
-                        Some(p) if p.contains(&hf) => read_packed(dir, &store, p, &hf, shape)?,
-                        _ => store.get(&hf, shape)?,
+                        Some(p) if p.contains(&hf) => {
+                            read_packed(dir, &store, p, &hf, shape, &records)?
+                        }
+                        _ => store.get(&hf, shape, shape.len() == 2)?.map(|(t, stored)| {
+                            records.note(name, stored, shape.iter().product());
+                            t
+                        }),
                     };
                     t.map(|t| shifted(t, hf_norm_shift(kind, name))).transpose()
                 };
@@ -557,7 +743,8 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<Model> {
         e => e,
     })?;
     check_unused(dir, store.unused())?;
-    finish(arch, net, infos, weights, tokenizer, dir)
+    let stored = records.stored_of(&infos);
+    finish(arch, net, infos, weights, stored, tokenizer, dir, read)
 }
 
 /// A qevo-int directory's packed index: tensors its quantization config lists are
@@ -569,35 +756,51 @@ fn open_packed(dir: &Path, cfg: &HfConfig) -> Result<Option<PackedIndex>> {
     }
 }
 
-/// One packed tensor, decoded and checked finite.
+/// One packed tensor, decoded and checked finite; held as decoded f32. Decoded under
+/// `Read::Headers` too: decoding is what checks (and marks used) its packed sections.
 fn read_packed(
     dir: &Path,
     store: &StStore,
     p: &PackedIndex,
     hf: &str,
     shape: &[usize],
+    records: &Records,
 ) -> Result<Option<Tensor>> {
+    let elems = shape.iter().product();
+    let stored = Stored {
+        dtype: "qevo-int",
+        bytes: elems * 4,
+    };
+    records.note(hf, stored, elems);
     let data = p.decode(hf, shape, &|s| store.raw_u8(s))?;
     store.mark_used(hf);
     Ok(Some(finite_tensor(dir, hf, data, shape)?))
 }
 
+// Each argument is one part of the model the loaders built; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     arch: Arch,
     net: Net,
     tensors: Vec<TensorInfo>,
     weights: Vec<Tensor>,
+    stored: Vec<Stored>,
     tokenizer: Option<tokenizer::TextTokenizer>,
     source: &Path,
+    read: Read,
 ) -> Result<Model> {
     if let Some(tk) = &tokenizer {
         tokenizer::check_vocab(tk, arch.vocab(), source)?;
     }
-    let fingerprint = fingerprint(&weights)?;
+    let fingerprint = match read {
+        Read::Weights => fingerprint(&weights)?,
+        Read::Headers => String::new(),
+    };
     Ok(Model {
         arch,
         tensors,
         weights,
+        stored,
         tokenizer,
         source: source.to_path_buf(),
         fingerprint,
@@ -612,7 +815,7 @@ pub(crate) fn fingerprint(weights: &[Tensor]) -> Result<String> {
     let parts: Vec<Result<u64>> = weights
         .par_iter()
         .map(|w| {
-            let v = w.flatten_all()?.to_vec1::<f32>()?;
+            let v = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let mut h: u64 = 0xcbf29ce484222325;
             for x in v {
                 for b in x.to_bits().to_le_bytes() {
@@ -1054,7 +1257,7 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
     })
 }
 
-pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
+pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
     let g = Gguf::open(path)?;
     let arch_name = g
         .get("general.architecture")
@@ -1080,6 +1283,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
             .map(|n| n.to_string())
             .collect::<BTreeSet<_>>(),
     );
+    let records = Records::default();
     let fetch = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
         let Some(t) = g.tensor(name) else {
             return Ok(None);
@@ -1096,7 +1300,18 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
             ));
         }
         used.borrow_mut().insert(name.to_string());
-        let w = finite_tensor(path, name, g.dequantize(t)?, shape)?;
+        let stored = Stored {
+            dtype: t.type_name(),
+            bytes: t.n_bytes(),
+        };
+        records.note(name, stored, shape.iter().product());
+        if read == Read::Headers {
+            let (rows, cols) = t.rows_cols();
+            super::gguf::check_gguf_tensor(path, name, t.type_id, t.n_bytes(), rows, cols)?;
+            return Ok(Some(placeholder(shape)?));
+        }
+        let w = gguf_tensor(&g, t, shape)?;
+        g.release(t);
         // The converter permutes q/k biases with their weights.
         let heads = if !permuted {
             None
@@ -1129,14 +1344,28 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Model> {
     } else {
         None
     };
+    let stored = records.stored_of(&infos);
     finish(
         Arch::Llama(cfg),
         Net::Llama(net),
         infos,
         weights,
+        stored,
         tokenizer,
         path,
+        read,
     )
+}
+
+/// A GGUF tensor: f16/bf16 matrices as stored (see `half_tensor`), everything else
+/// dequantized to f32.
+fn gguf_tensor(g: &Gguf, t: &super::gguf::GgufTensor, shape: &[usize]) -> Result<Tensor> {
+    let (path, name) = (&g.path, t.name.as_str());
+    match (t.type_name(), shape.len()) {
+        ("f16", 2) => half_tensor::<half::f16>(path, name, g.tensor_bytes(t), shape),
+        ("bf16", 2) => half_tensor::<half::bf16>(path, name, g.tensor_bytes(t), shape),
+        _ => finite_tensor(path, name, g.dequantize(t)?, shape),
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,16 @@ pub fn choice_bytes(model: &Model, choices: &[TensorChoice]) -> u64 {
 
 /// The FP size: every quantizable tensor at f32. Compression ratios divide by this.
 pub fn fp_bytes(model: &Model) -> u64 {
-    choice_bytes(model, &fp_choices(model))
+    tensors_fp_bytes(&model.tensors)
+}
+
+/// `fp_bytes` of a tensor list (a `ModelSummary`'s, read without the weights).
+pub fn tensors_fp_bytes(tensors: &[TensorInfo]) -> u64 {
+    let fp = FP_CHOICE.format;
+    tensors
+        .iter()
+        .map(|t| tensor_bytes(fp, t.rows, t.cols))
+        .sum()
 }
 
 /// One `FP_CHOICE` per quantizable tensor.

@@ -7,7 +7,7 @@ use super::format::{Rounding, WeightFormat};
 use super::ggml::GgmlType;
 use super::gptq::Hessian;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{widened, Model, Weights};
 use crate::plan::TensorPlan;
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -163,7 +163,9 @@ impl WeightCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32).
+    /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32; for
+    /// `f32` the model's own weight as stored, which may be f16/bf16: `Dense` and
+    /// `model::widened` read it as f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
         let info = model.tensors.get(tensor).ok_or_else(|| {
             Error::Invalid(format!(
@@ -172,7 +174,8 @@ impl WeightCache {
             ))
         })?;
         if format == WeightFormat::Ggml(GgmlType::F32) {
-            // f32 is the model's own weight: nothing to compute or hold.
+            // f32 is the model's own weight (exactly, once widened): nothing to compute
+            // or hold.
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(model.weights[tensor].clone());
         }
@@ -187,7 +190,7 @@ impl WeightCache {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let data = model.weights[tensor].flatten_all()?.to_vec1::<f32>()?;
+        let data = model.weight_values(tensor)?;
         let rounding = self.rounding.for_tensor(tensor);
         let deq = format
             .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
@@ -247,6 +250,66 @@ impl WeightCache {
             bytes: g.bytes,
             entries: g.map.len(),
         }
+    }
+}
+
+/// A plan's weight set drawn from a `WeightCache` as a forward pass uses it: each block's
+/// tensors are made together when the block starts (`prefetch`), so at most one block's
+/// dequantized weights need be held beside what the cache keeps, whatever its budget.
+pub struct PlanWeights<'a> {
+    cache: &'a WeightCache,
+    model: &'a Model,
+    formats: Vec<WeightFormat>,
+}
+
+impl<'a> PlanWeights<'a> {
+    /// `formats` in `model.tensors` order.
+    pub fn new(
+        cache: &'a WeightCache,
+        model: &'a Model,
+        formats: Vec<WeightFormat>,
+    ) -> Result<Self> {
+        if formats.len() != model.tensors.len() {
+            return Err(Error::Invalid(format!(
+                "plan has {} formats, model has {} tensors",
+                formats.len(),
+                model.tensors.len()
+            )));
+        }
+        Ok(PlanWeights {
+            cache,
+            model,
+            formats,
+        })
+    }
+
+    fn get(&self, idx: usize) -> Result<Tensor> {
+        let f = self.formats.get(idx).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor index {idx} out of range ({} tensors)",
+                self.formats.len()
+            ))
+        })?;
+        self.cache.get(self.model, idx, *f)
+    }
+}
+
+impl Weights for PlanWeights<'_> {
+    fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
+        Ok(x2.matmul(&widened(&self.get(idx)?)?.t()?)?)
+    }
+    fn table(&self, idx: usize) -> Result<Tensor> {
+        self.get(idx)
+    }
+    fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
+        Ok(x2.matmul(&widened(&self.get(idx)?.narrow(0, start, len)?)?.t()?)?)
+    }
+    fn prefetch(&self, tensors: &[usize]) -> Result<()> {
+        let pairs: Vec<(usize, WeightFormat)> = tensors
+            .iter()
+            .filter_map(|&i| self.formats.get(i).map(|&f| (i, f)))
+            .collect();
+        self.cache.prefill(self.model, &pairs)
     }
 }
 

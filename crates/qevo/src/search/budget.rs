@@ -23,6 +23,7 @@
 //! Only the shape keys are read, so models the forward pass cannot load yet (Llama 3's
 //! rope scaling) are priced too.
 
+use super::memory::MemoryShape;
 use super::sensitivity::{measured_cells, table_scales};
 use super::space::SearchSpace;
 use super::SearchConfig;
@@ -45,6 +46,9 @@ pub struct ConfigShape {
     pub head_dim: usize,
     pub vocab: usize,
     pub tie_embeddings: bool,
+    /// Bytes per weight as the checkpoint stores them (`torch_dtype`: 4 for float32,
+    /// else 2).
+    pub dtype_bytes: u64,
 }
 
 impl ConfigShape {
@@ -91,7 +95,27 @@ impl ConfigShape {
             head_dim,
             vocab: c.usize("vocab_size")?,
             tie_embeddings: c.bool_or("tie_word_embeddings", tie_default)?,
+            dtype_bytes: match c.str_or("torch_dtype", "bfloat16")? {
+                "float32" => 4,
+                _ => 2,
+            },
         })
+    }
+
+    /// What `search::memory` needs of this shape: weights held as stored, norms as f32.
+    pub fn memory_shape(&self) -> MemoryShape {
+        let tensors = self.tensors();
+        let weights: u64 = tensors.iter().map(|t| t.params() as u64).sum();
+        MemoryShape {
+            weight_bytes: weights * self.dtype_bytes,
+            aux_params: ((2 * self.n_layers + 1) * self.hidden) as u64,
+            hidden: self.hidden as u64,
+            vocab: self.vocab as u64,
+            n_heads: self.n_heads as u64,
+            // Not read from the config (plan-cost prices the given window).
+            max_positions: u64::MAX,
+            tensors,
+        }
     }
 
     /// The quantizable tensors, named and ordered as `Model::tensors` would be.

@@ -33,6 +33,8 @@ pub mod defaults {
     pub const HELDOUT_WINDOWS: usize = 8;
     /// 0 = the exact distribution whenever it is affordable (`eval::auto_topk`).
     pub const TOPK: usize = 0;
+    /// The dequantized-weight cache a default memory budget leaves room for
+    /// (`search::memory`).
     pub const WEIGHT_CACHE_BYTES: usize = 2 << 30;
     pub const PREFIX_CACHE_BYTES: usize = 1 << 30;
     /// Training steps per plan of `--tune-front`.
@@ -238,7 +240,10 @@ pub struct CacheConfig {
     /// objective, in the objectives' order [KL, bytes, ms, mJ] (all 0: only dominated
     /// plans are skipped).
     pub epsilon: [f64; 4],
-    pub weight_cache_bytes: usize,
+    /// The one memory budget of the run, in bytes (`search::memory`): the weight cache
+    /// gets what the model, references, activations and prefix cache leave. None: the
+    /// fixed parts plus `WEIGHT_CACHE_BYTES`, capped by the machine's available memory.
+    pub max_memory: Option<u64>,
     pub prefix_cache_bytes: usize,
 }
 
@@ -324,7 +329,7 @@ impl SearchConfig {
                 enabled: true,
                 surrogate: true,
                 epsilon: defaults::EPSILON,
-                weight_cache_bytes: defaults::WEIGHT_CACHE_BYTES,
+                max_memory: None,
                 prefix_cache_bytes: defaults::PREFIX_CACHE_BYTES,
             },
             baselines: BaselineConfig {

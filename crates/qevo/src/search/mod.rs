@@ -22,6 +22,7 @@ pub mod config;
 mod evolve;
 pub mod executor;
 mod finalize;
+pub mod memory;
 pub mod optuna;
 pub mod output;
 mod prepare;

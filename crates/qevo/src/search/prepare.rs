@@ -4,6 +4,7 @@
 //! the FP model's cost on the target.
 
 use super::config::Importance;
+use super::memory::{search_memory, MemoryShape};
 use super::space::SearchSpace;
 use super::{FpCost, SearchConfig};
 use crate::error::{Error, Result};
@@ -34,13 +35,26 @@ pub struct Prepared<'m> {
     pub rounding: Option<OutputRounding>,
 }
 
-/// Builds windows, references, evaluator, space and FP cost for `cfg`.
+/// The machine's available memory before `model` was loaded (what a default budget is
+/// capped by): available now plus what its weights took.
+fn loaded_available(model: &Model) -> Option<u64> {
+    crate::mem::available_bytes().map(|a| a + model.weight_bytes() as u64)
+}
+
+/// Builds windows, references, evaluator, space and FP cost for `cfg`; a memory budget
+/// (`cfg.caches.max_memory`) the run cannot fit is refused before any forward pass.
 pub fn prepare<'m>(
     model: &'m Model,
     calib_text: &str,
     heldout_text: &str,
     cfg: &SearchConfig,
 ) -> Result<Prepared<'m>> {
+    let memory = search_memory(
+        &MemoryShape::of_model(model),
+        cfg,
+        cfg.caches.max_memory,
+        loaded_available(model),
+    )?;
     let seq = cfg.data.seq_len;
     let windows = |text: &str, n: usize, what: &str| {
         TokenWindows::from_text(model, text, seq, n).map_err(|e| match e {
@@ -74,7 +88,7 @@ pub fn prepare<'m>(
                 || inputs.moments.get(i).is_some_and(Option::is_some)
         })
         .collect();
-    let weights = WeightCache::new(cfg.caches.weight_cache_bytes).with_rounding(inputs);
+    let weights = WeightCache::new(memory.weight_cache as usize).with_rounding(inputs);
     let k_for = |w: &TokenWindows| match cfg.data.topk {
         0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
         k => k,

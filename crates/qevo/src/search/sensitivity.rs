@@ -199,7 +199,7 @@ fn unit_row_errors(
         .map(|c| weight_only(c).then_some(0.0))
         .collect();
     for &t in tensors {
-        let w = model.weights[t].flatten_all()?.to_vec1::<f32>()?;
+        let w = model.weight_values(t)?;
         let cols = model.tensors[t].cols;
         let imp = importance
             .get(t)
@@ -208,7 +208,12 @@ fn unit_row_errors(
         for (e, c) in row.iter_mut().zip(choices) {
             if let Some(e) = e {
                 let q = ev.weights.get(model, t, c.format)?;
-                *e += weighted_error(&w, &q.flatten_all()?.to_vec1::<f32>()?, cols, imp);
+                *e += weighted_error(
+                    &w,
+                    &crate::model::widened(&q)?.flatten_all()?.to_vec1::<f32>()?,
+                    cols,
+                    imp,
+                );
             }
         }
     }

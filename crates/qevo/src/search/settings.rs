@@ -87,6 +87,11 @@ pub struct Settings {
     /// off, the baseline for their speed-up).
     #[cfg_attr(feature = "clap", arg(long = "no-cache", action = clap::ArgAction::SetFalse))]
     pub cache: bool,
+    /// Memory budget (6G, 1500M, 2GiB): the dequantized-weight cache gets what the model,
+    /// references and prefix cache leave; a search that cannot fit is refused before it
+    /// loads [default: those plus a 2 GiB cache, at most the available memory].
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_memory: Option<String>,
     /// The surrogate screen (`--no-surrogate`: offspring are all scored on the screening
     /// windows).
     #[cfg_attr(feature = "clap", arg(long = "no-surrogate", action = clap::ArgAction::SetFalse))]
@@ -181,6 +186,7 @@ impl Default for Settings {
             time_budget: None,
             weights: defaults::WEIGHTS.into(),
             cache: true,
+            max_memory: None,
             surrogate: true,
             crossover: CrossoverChoice::Auto,
             epsilon: "0".into(),
@@ -238,12 +244,18 @@ impl Settings {
     /// one window per pass (its workload), and its default formats are the integer ones
     /// its export holds.
     pub fn resolve(&self, model: &Model) -> Result<SearchConfig> {
-        let cfg = self.build(model)?;
+        self.resolve_for(model.arch.is_decoder())
+    }
+
+    /// `resolve` for a decoder or an encoder, from the model's headers alone (the memory
+    /// a search needs is settled before its weights are loaded).
+    pub fn resolve_for(&self, decoder: bool) -> Result<SearchConfig> {
+        let cfg = self.build(decoder)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn build(&self, model: &Model) -> Result<SearchConfig> {
+    fn build(&self, decoder: bool) -> Result<SearchConfig> {
         let overrides = self
             .constraints
             .iter()
@@ -251,7 +263,6 @@ impl Settings {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let target = resolve_profile(&self.target)?.with_overrides(&overrides)?;
         let mut cfg = SearchConfig::for_target(target)?;
-        let decoder = model.arch.is_decoder();
         let workload = match decoder {
             true => cfg.workload,
             false => Workload::encoder(self.seq_len as u64),
@@ -273,6 +284,11 @@ impl Settings {
             enabled: self.cache,
             surrogate: self.surrogate,
             epsilon: parse_epsilon(&self.epsilon)?,
+            max_memory: self
+                .max_memory
+                .as_deref()
+                .map(|s| crate::mem::parse_size("max_memory", s))
+                .transpose()?,
             ..cfg.caches
         };
         cfg.baselines = BaselineConfig {

@@ -143,7 +143,7 @@ pub(crate) struct Params {
 
 /// Quantizes tensor `i` exactly as export and the search do.
 fn quantize(model: &Model, i: usize, t: GgmlType, rounding: &RoundingInputs) -> Result<Vec<u8>> {
-    let data = model.weights[i].flatten_all()?.to_vec1::<f32>()?;
+    let data = model.weight_values(i)?;
     rounding.quantize_ggml(i, &model.tensors[i], &data, t)
 }
 
@@ -282,7 +282,7 @@ impl Params {
             tensors.push(QuantTensor::new(
                 t,
                 bytes,
-                &model.weights[i],
+                &model.weight_f32(i)?,
                 codes,
                 sub_scales,
             )?);
