@@ -148,7 +148,6 @@ fn load_checked(args: &ModelArgs) -> Result<Model> {
     Ok(Model::load(&path)?)
 }
 
-
 /// How `qevo eval` measures perplexity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {

@@ -58,15 +58,7 @@ fn k_model_dir(dir: &Path) {
 fn assert_bit_identical(a: &[Tensor], b: &[Tensor], m: &Model) {
     for ((x, y), info) in a.iter().zip(b).zip(&m.tensors) {
         // A reloaded f16 tensor is held as stored; its values are the widened ones.
-        let f32s = |t: &Tensor| {
-            qevo::model::widened(t)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        let (x, y) = (f32s(x), f32s(y));
+        let (x, y) = (f32_values(x), f32_values(y));
         let diff = x
             .iter()
             .zip(&y)

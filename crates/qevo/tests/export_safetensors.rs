@@ -6,6 +6,7 @@
 mod common;
 
 use candle_core::Tensor;
+use common::f32_values;
 use qevo::eval::{Reference, TokenWindows};
 use qevo::export::export_safetensors;
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
@@ -62,15 +63,7 @@ fn assert_bit_identical(a: &[Tensor], b: &[Tensor], m: &Model) {
     assert_eq!(a.len(), b.len());
     for ((x, y), info) in a.iter().zip(b).zip(&m.tensors) {
         // f16 tensors (kept as stored) are compared by their widened values.
-        let f32s = |t: &Tensor| {
-            qevo::model::widened(t)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        let (x, y) = (f32s(x), f32s(y));
+        let (x, y) = (f32_values(x), f32_values(y));
         assert_eq!(x.len(), y.len(), "{}", info.name);
         let diff = x
             .iter()

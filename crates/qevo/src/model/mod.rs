@@ -137,6 +137,8 @@ impl TensorInfo {
 
 /// The architecture and its hyper-parameters.
 #[derive(Debug, Clone)]
+// One per model, never in a collection: the rope and MoE settings' size costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Arch {
     Llama(LlamaConfig),
     Gpt2(Gpt2Config),
@@ -292,6 +294,8 @@ impl Weights for Quantized {
 
 /// Architecture-specific non-quantized parameters (norms, biases, positions).
 #[derive(Debug)]
+// One per model, never in a collection.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Net {
     Llama(llama::LlamaNet),
     Gpt2(gpt2::Gpt2Net),

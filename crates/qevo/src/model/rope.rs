@@ -213,7 +213,7 @@ pub(crate) fn rotary_dims(head_dim: usize, factor: f64) -> std::result::Result<u
         return Err(format!("must be in (0, 1], found {factor}"));
     }
     let dims = (head_dim as f64 * factor) as usize;
-    if dims < 2 || dims % 2 != 0 {
+    if dims < 2 || !dims.is_multiple_of(2) {
         return Err(format!(
             "gives {dims} rotary dimensions of head_dim {head_dim}; rotary embeddings need an even count"
         ));
@@ -420,12 +420,19 @@ impl ScalingDict<'_> {
         Ok(RopeScaling::FreqFactors { factors })
     }
 
-    fn yarn(&self, mut spec: RopeSpec, cx: &RopeContext) -> std::result::Result<RopeSpec, KeyErr> {
+    /// The original context and the scaling factor (`factor`, else the ratio of
+    /// `max_position_embeddings` to the original context, as transformers derives it).
+    fn context_and_factor(&self, cx: &RopeContext) -> std::result::Result<(usize, f64), KeyErr> {
         let original_ctx = self.original(cx)?;
         let factor = match self.num("factor")? {
             Some(f) => f,
             None => cx.max_positions as f64 / original_ctx as f64,
         };
+        Ok((original_ctx, factor))
+    }
+
+    fn yarn(&self, mut spec: RopeSpec, cx: &RopeContext) -> std::result::Result<RopeSpec, KeyErr> {
+        let (original_ctx, factor) = self.context_and_factor(cx)?;
         spec.attn_factor = match self.num("attention_factor")? {
             Some(a) => a,
             None => match (self.num("mscale")?, self.num("mscale_all_dim")?) {
@@ -454,11 +461,7 @@ impl ScalingDict<'_> {
         cx: &RopeContext,
     ) -> std::result::Result<RopeSpec, KeyErr> {
         let half = spec.dims / 2;
-        let original_ctx = self.original(cx)?;
-        let factor = match self.num("factor")? {
-            Some(f) => f,
-            None => cx.max_positions as f64 / original_ctx as f64,
-        };
+        let (original_ctx, factor) = self.context_and_factor(cx)?;
         spec.attn_factor = match self.num("attention_factor")? {
             Some(a) => a,
             None if factor <= 1.0 => 1.0,

@@ -60,6 +60,16 @@ pub fn write_bert_dir(dir: &Path, seed: u64) {
     w.write(&dir.join("model.safetensors")).unwrap();
 }
 
+/// A tensor's values as f32, whatever it is held as (16-bit weights are kept as stored).
+pub fn f32_values(t: &candle_core::Tensor) -> Vec<f32> {
+    qevo::model::widened(t)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
 /// Max |a-b| / max(|b|) over two equal-length slices.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
