@@ -366,22 +366,29 @@ fn strip_position(e: &serde_json::Error) -> String {
 /// A wall-time limit: `90s`, `10m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let bad = |why: &str| Error::setting("time_budget", format!("`{s}`: {why}"));
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let v: f64 = num.parse().map_err(|_| bad("expected e.g. 90s, 10m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(bad("unit must be s, m or h")),
+    let (num, scale) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1.0),
+        Some((i, 'm')) => (&s[..i], 60.0),
+        Some((i, 'h')) => (&s[..i], 3600.0),
+        Some((_, c)) if c.is_ascii_alphabetic() => return Err(bad("unit must be s, m or h")),
+        _ => (s, 1.0),
     };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| bad("expected a number and a unit, e.g. 90s, 10m, 1h"))?;
+    let secs = v * scale;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(bad("must be positive"));
     }
+    if secs > MAX_TIME_BUDGET_S {
+        return Err(bad("longer than a year; leave the budget out to run without one"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// The longest time budget accepted: beyond it a budget means nothing (and a `Duration`
+/// of 10^20 hours does not exist).
+const MAX_TIME_BUDGET_S: f64 = 365.0 * 24.0 * 3600.0;
 
 /// The calibration and held-out texts of a search: the embedded splits by default; a
 /// given `text` without a `heldout` keeps its last fifth (cut on a character boundary)
@@ -427,6 +434,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("generations: "), "{e}");
+    }
+
+    /// A time budget of 10^20 hours panicked (`Duration` overflow); `1e30s` was called
+    /// a wrong unit.
+    #[test]
+    fn a_huge_time_budget_is_refused_not_a_panic() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        for s in ["99999999999999999999h", "1e30s", "1e30"] {
+            let e = parse_duration(s).unwrap_err().to_string();
+            assert!(e.contains("longer than a year"), "{s}: {e}");
+        }
+        for (s, why) in [("10d", "unit must be"), ("-5m", "positive"), ("m", "expected a number")] {
+            let e = parse_duration(s).unwrap_err().to_string();
+            assert!(e.starts_with("time_budget: ") && e.contains(why), "{s}: {e}");
+        }
     }
 
     #[test]
