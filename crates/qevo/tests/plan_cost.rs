@@ -93,3 +93,40 @@ fn other_architectures_are_refused_naming_the_file_and_key() {
         "{e}"
     );
 }
+
+/// 10^18 generations wrapped the evaluation count past 2^64; it is refused naming the
+/// setting.
+#[test]
+fn an_evaluation_count_past_u64_is_refused_not_wrapped() {
+    let mut cfg = SearchConfig::with_defaults().unwrap();
+    cfg.evolution.generations = 1_000_000_000_000_000_000;
+    let e = evaluation_count(&shape("llama-3.1-8b.json"), &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("generations: "), "{e}");
+}
+
+/// 10^9 layers aborted on allocation and 9 heads over 7 KV heads were accepted: both are
+/// refused before any per-layer work, naming the key.
+#[test]
+fn impossible_shapes_are_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("llama-3.2-1b.json")).unwrap())
+            .unwrap();
+    for (key, value) in [
+        ("num_hidden_layers", serde_json::json!(1_000_000_000u64)),
+        ("num_key_value_heads", serde_json::json!(7)),
+    ] {
+        let mut cfg = base.clone();
+        cfg[key] = value;
+        if key == "num_key_value_heads" {
+            cfg["num_attention_heads"] = serde_json::json!(9);
+            cfg["head_dim"] = serde_json::json!(64);
+        }
+        let path = tmp.path().join("config.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let e = ConfigShape::read(&path).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains("config.json"), "{key}: {e}");
+    }
+}

@@ -34,6 +34,9 @@ use crate::model::{Role, TensorInfo};
 use crate::plan::{linear_counts, FP_CHOICE};
 use std::path::Path;
 
+/// The most layers a config may declare (published models have at most a few hundred).
+const MAX_LAYERS: usize = 10_000;
+
 /// The shape of a Llama-family decoder, as its config.json gives it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ConfigShape {
@@ -85,13 +88,28 @@ impl ConfigShape {
             }
         };
         let tie_default = crate::model::llama_ties_by_default(kind);
+        // Checked before any per-layer work: 10^9 layers aborted on allocation.
+        let n_layers = c.usize("num_hidden_layers")?;
+        if n_layers > MAX_LAYERS {
+            return Err(c.err(
+                "num_hidden_layers",
+                format!("{n_layers} layers: at most {MAX_LAYERS}"),
+            ));
+        }
+        let n_kv_heads = c.usize_or("num_key_value_heads", n_heads)?;
+        if n_heads % n_kv_heads != 0 {
+            return Err(c.err(
+                "num_key_value_heads",
+                format!("{n_kv_heads} does not divide num_attention_heads {n_heads}"),
+            ));
+        }
         Ok(ConfigShape {
             kind,
             hidden,
             intermediate: c.usize("intermediate_size")?,
-            n_layers: c.usize("num_hidden_layers")?,
+            n_layers,
             n_heads,
-            n_kv_heads: c.usize_or("num_key_value_heads", n_heads)?,
+            n_kv_heads,
             head_dim,
             vocab: c.usize("vocab_size")?,
             tie_embeddings: c.bool_or("tie_word_embeddings", tie_default)?,
@@ -215,11 +233,27 @@ pub fn evaluation_count(shape: &ConfigShape, cfg: &SearchConfig) -> Result<Evalu
         .sum();
     let uniform = space.choices.first().map_or(0, |c| c.len() as u64);
     let pop = cfg.evolution.population as u64;
-    let evolution = pop * (cfg.evolution.generations + 1);
     let lagrangian = if cfg.baselines.lagrangian { uniform } else { 0 };
+    // Counts past 2^64 wrapped (10^18 generations showed a small number).
+    let too_many = || {
+        Error::setting(
+            "generations",
+            format!(
+                "{} generations of {pop} plans are more evaluations than can be counted",
+                cfg.evolution.generations
+            ),
+        )
+    };
+    let evolution = cfg
+        .evolution
+        .generations
+        .checked_add(1)
+        .and_then(|g| g.checked_mul(pop))
+        .ok_or_else(too_many)?;
+    let sum = |parts: &[u64]| parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
     Ok(EvaluationCount {
-        screened: cells + evolution,
-        full: uniform + evolution + pop + lagrangian,
+        screened: sum(&[cells, evolution]).ok_or_else(too_many)?,
+        full: sum(&[uniform, evolution, pop, lagrangian]).ok_or_else(too_many)?,
         heldout: uniform + pop + lagrangian,
     })
 }

@@ -381,7 +381,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         return Err(bad("must be positive"));
     }
     if secs > MAX_TIME_BUDGET_S {
-        return Err(bad("longer than a year; leave the budget out to run without one"));
+        return Err(bad(
+            "longer than a year; leave the budget out to run without one",
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -448,9 +450,16 @@ mod tests {
             let e = parse_duration(s).unwrap_err().to_string();
             assert!(e.contains("longer than a year"), "{s}: {e}");
         }
-        for (s, why) in [("10d", "unit must be"), ("-5m", "positive"), ("m", "expected a number")] {
+        for (s, why) in [
+            ("10d", "unit must be"),
+            ("-5m", "positive"),
+            ("m", "expected a number"),
+        ] {
             let e = parse_duration(s).unwrap_err().to_string();
-            assert!(e.starts_with("time_budget: ") && e.contains(why), "{s}: {e}");
+            assert!(
+                e.starts_with("time_budget: ") && e.contains(why),
+                "{s}: {e}"
+            );
         }
     }
 
