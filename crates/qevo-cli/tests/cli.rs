@@ -720,3 +720,40 @@ fn eval_llama_cpp_protocol_prints_the_protocols_perplexity() {
         "{out}"
     );
 }
+
+/// `export --out MODEL_DIR/sub/..` (a directory not made yet, then `..`) exited 0 and
+/// replaced the source's model.safetensors and config.json; it is refused, and the
+/// source is untouched.
+#[test]
+fn export_through_a_missing_subdirectory_never_overwrites_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let model = qevo::assets::default_model_dir(&cache).unwrap();
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, embedded_plan(&["int8-sym-channel"])).unwrap();
+    let sneaky = model.join("sub").join("..");
+    for format in ["safetensors", "compressed-tensors"] {
+        let o = qevo(
+            &[
+                "export",
+                "--plan",
+                plan.to_str().unwrap(),
+                model.to_str().unwrap(),
+                "--format",
+                format,
+                "--out",
+                sneaky.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{format}: {out}");
+        assert!(out.contains("overwrite the source"), "{format}: {out}");
+    }
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(!model.join("sub").exists());
+}

@@ -183,19 +183,7 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
     })
 }
 
-/// `path` as an absolute path with its directory resolved, whether or not it exists.
-fn resolved(path: &Path) -> Option<PathBuf> {
-    if let Ok(p) = path.canonicalize() {
-        return Some(p);
-    }
-    let parent = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    Some(parent.canonicalize().ok()?.join(path.file_name()?))
-}
-
-/// Refuses an output path that is the source model or one of the files it was read from.
+/// Refuses an output path that is the source model or lies inside its directory.
 pub fn check_output_path(source: &Path, out: &Path) -> Result<()> {
     if out.is_dir() {
         return Err(Error::Invalid(format!(
@@ -203,20 +191,9 @@ pub fn check_output_path(source: &Path, out: &Path) -> Result<()> {
             out.display()
         )));
     }
-    let (Some(o), Some(s)) = (resolved(out), resolved(source)) else {
-        return Ok(());
-    };
-    let clash = if s.is_dir() {
-        o.parent() == Some(s.as_path())
-            && o.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.ends_with(".safetensors")
-                    || n.ends_with(".json")
-                    || n.ends_with(".bin")
-                    || n.ends_with(".model")
-            })
-    } else {
-        o == s
-    };
+    // Resolved through `..`, links and directories still to be made: `MODEL/sub/..`
+    // is the model directory.
+    let clash = crate::fsutil::writes_over(out, source);
     if clash {
         return Err(Error::Invalid(format!(
             "output {} would overwrite the source model {}",

@@ -58,15 +58,18 @@ pub fn check_output_dir(source: &Path, out: &Path) -> Result<()> {
             out.display()
         )));
     }
-    let canon = |p: &Path| p.canonicalize().ok();
-    if let (Some(o), Some(s)) = (canon(out), canon(source)) {
-        if o == s || (s.is_file() && s.parent() == Some(o.as_path())) {
-            return Err(Error::Invalid(format!(
-                "output {} would overwrite the source model {}",
-                out.display(),
-                source.display()
-            )));
-        }
+    // A GGUF source beside the files the directory receives, or a directory that is (or
+    // is inside) the source model's, resolved through `..` and directories still to be
+    // made (`MODEL/sub/..` replaced the model's own files).
+    let beside = source.is_file()
+        && source.parent().and_then(crate::fsutil::landing_path)
+            == crate::fsutil::landing_path(out);
+    if crate::fsutil::writes_over(out, source) || beside {
+        return Err(Error::Invalid(format!(
+            "output {} would overwrite the source model {}",
+            out.display(),
+            source.display()
+        )));
     }
     Ok(())
 }
@@ -403,6 +406,21 @@ mod tests {
         let f = d.path().join("file");
         std::fs::write(&f, b"x").unwrap();
         assert!(check_output_dir(d.path(), &f).is_err());
-        assert!(check_output_dir(d.path(), &d.path().join("new")).is_ok());
+        assert!(check_output_dir(d.path(), &d.path().join("new")).is_err());
+    }
+
+    /// `MODEL/sub/..` (a directory not made yet) replaced the source's files: it is the
+    /// source directory, and refused; a sibling directory is not.
+    #[test]
+    fn an_output_through_a_missing_subdirectory_and_dotdot_is_the_source() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("model");
+        std::fs::create_dir(&src).unwrap();
+        let sneaky = src.join("sub").join("..");
+        assert!(check_output_dir(&src, &sneaky).is_err());
+        let file = src.join("sub").join("..").join("model.gguf");
+        assert!(super::super::plan::check_output_path(&src, &file).is_err());
+        assert!(check_output_dir(&src, &root.path().join("out")).is_ok());
+        assert!(check_output_dir(&src, &root.path().join("out").join("..").join("x")).is_ok());
     }
 }
