@@ -54,6 +54,45 @@ pub fn read_text_file(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// The absolute path a write to `path` lands on, whether or not it exists yet: the longest
+/// existing prefix with its links and `..` resolved by the file system, the rest (not yet
+/// made, so no links) resolved by name. `None` when no prefix can be resolved.
+pub fn landing_path(path: &Path) -> Option<PathBuf> {
+    let abs = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir().ok()?.join(path),
+    };
+    let parts: Vec<Component> = abs.components().collect();
+    let mut split = parts.len();
+    let base = loop {
+        let prefix: PathBuf = parts[..split].iter().collect();
+        if let Ok(c) = prefix.canonicalize() {
+            break c;
+        }
+        split = split.checked_sub(1)?;
+    };
+    let mut out = base;
+    for c in &parts[split..] {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Some(out)
+}
+
+/// Whether writing `out` would write over `input` or into it (the input itself, or a
+/// directory input's inside), with both resolved as `landing_path` resolves them.
+pub fn writes_over(out: &Path, input: &Path) -> bool {
+    match (landing_path(out), landing_path(input)) {
+        (Some(o), Some(i)) => o == i || (i.is_dir() && o.starts_with(&i)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,44 +166,5 @@ mod tests {
         );
         let e = read_text_file(dir.path()).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
-    }
-}
-
-/// The absolute path a write to `path` lands on, whether or not it exists yet: the longest
-/// existing prefix with its links and `..` resolved by the file system, the rest (not yet
-/// made, so no links) resolved by name. `None` when no prefix can be resolved.
-pub fn landing_path(path: &Path) -> Option<PathBuf> {
-    let abs = match path.is_absolute() {
-        true => path.to_path_buf(),
-        false => std::env::current_dir().ok()?.join(path),
-    };
-    let parts: Vec<Component> = abs.components().collect();
-    let mut split = parts.len();
-    let base = loop {
-        let prefix: PathBuf = parts[..split].iter().collect();
-        if let Ok(c) = prefix.canonicalize() {
-            break c;
-        }
-        split = split.checked_sub(1)?;
-    };
-    let mut out = base;
-    for c in &parts[split..] {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    Some(out)
-}
-
-/// Whether writing `out` would write over `input` or into it (the input itself, or a
-/// directory input's inside), with both resolved as `landing_path` resolves them.
-pub fn writes_over(out: &Path, input: &Path) -> bool {
-    match (landing_path(out), landing_path(input)) {
-        (Some(o), Some(i)) => o == i || (i.is_dir() && o.starts_with(&i)),
-        _ => false,
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::quant::{GgmlType, TensorPlan, WeightFormat};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One tensor exported in another type than its plan names.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
