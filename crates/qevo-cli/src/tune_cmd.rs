@@ -95,7 +95,17 @@ fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
     Ok(Reference::build(m, w, k)?)
 }
 
+/// Set by Ctrl-C: training stops after the current step.
+static STOP: AtomicBool = AtomicBool::new(false);
+
 pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
+    let checkpoint = a.out.join("checkpoint.safetensors");
+    if a.resume && !checkpoint.is_file() {
+        anyhow::bail!(
+            "--resume: no checkpoint at {} (start without --resume)",
+            checkpoint.display()
+        );
+    }
     let m = load_model(a.model.as_deref())?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
     let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
@@ -131,7 +141,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         codes: a.codes,
         eval_every: a.eval_every,
         checkpoint_every: a.checkpoint_every,
-        checkpoint: Some(a.out.join("checkpoint.safetensors")),
+        checkpoint: Some(checkpoint),
         resume: a.resume,
     };
     let started = std::time::Instant::now();
@@ -146,13 +156,26 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         gguf.display(),
         summary.layout.file_bytes
     );
+    if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(crate::Exit {
+            code: crate::EXIT_INTERRUPTED,
+            msg: format!(
+                "interrupted after {} of {} steps: the files above hold the result so far; \
+                 rerun with --resume to continue from the checkpoint",
+                out.history
+                    .last()
+                    .map_or(out.resumed_from.unwrap_or(0), |r| r.step),
+                cfg.steps
+            ),
+        }
+        .into());
+    }
     Ok(())
 }
 
 /// Runs the training with a progress bar of loss and held-out KL; Ctrl-C stops after
 /// the current step (the result so far is still written).
 fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
-    static STOP: AtomicBool = AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
@@ -203,11 +226,10 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
     if out.kept_initial {
         println!("training did not lower the calibration KL: the plan's own bytes were kept");
     }
-    let gain = |b: f64, a: f64| if b > 0.0 { 100.0 * (b - a) / b } else { 0.0 };
     println!(
-        "KL change: calibration -{:.1}%, held-out -{:.1}%",
-        gain(out.before.calibration.kl, out.after.calibration.kl),
-        gain(out.before.heldout.kl, out.after.heldout.kl)
+        "KL change: calibration {}, held-out {}",
+        kl_change(out.before.calibration.kl, out.after.calibration.kl),
+        kl_change(out.before.heldout.kl, out.after.heldout.kl)
     );
     let steps = out.history.len().max(1);
     let train_secs: f64 = out.history.iter().map(|r| r.seconds).sum();
@@ -274,4 +296,25 @@ pub fn print_tuned_front(out: &Path, o: &qevo::search::SearchOutcome) {
     println!("\nTuned front plans (weights only, as a GGUF runs them)");
     print!("{}", t.render());
     println!("tuned GGUFs in {}", out.join("tuned").display());
+}
+
+/// A KL change as a signed percentage of the KL before (`-6.7%` lower, `+6.7%` higher);
+/// a rise printed `--6.7%` when the sign was written by hand.
+fn kl_change(before: f64, after: f64) -> String {
+    match before > 0.0 {
+        true => format!("{:+.1}%", 100.0 * (after - before) / before),
+        false => "n/a (no KL before)".into(),
+    }
+}
+
+#[cfg(test)]
+mod kl_change_tests {
+    use super::kl_change;
+
+    #[test]
+    fn a_rise_in_held_out_kl_prints_a_plus_sign() {
+        assert_eq!(kl_change(0.01217, 0.01298), "+6.7%");
+        assert_eq!(kl_change(0.01298, 0.01217), "-6.2%");
+        assert_eq!(kl_change(0.0, 0.1), "n/a (no KL before)");
+    }
 }

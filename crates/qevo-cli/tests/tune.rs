@@ -194,3 +194,62 @@ fn search_tune_front_writes_tuned_ggufs_and_reports_them() {
         "report.html lacks the tuned rows"
     );
 }
+
+/// `--resume` without a checkpoint trained from step 0; it is an error, as for search.
+#[test]
+fn tune_resume_without_a_checkpoint_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_dir(tmp.path(), "fresh");
+    let o = tune(tmp.path(), "1", &["--out", &out, "--resume"]);
+    let msg = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("--resume: no checkpoint"), "{msg}");
+}
+
+/// Ctrl-C during training exited 0 and said nothing; it writes the result so far, says
+/// it was interrupted and exits 130.
+#[test]
+fn tune_interrupted_by_ctrl_c_exits_130_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("stopped");
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, embedded_plan(&["q4_0", "q4_k", "q5_0"])).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qevo"))
+        .args(["tune", "--plan", plan.to_str().unwrap(), "--steps", "400"])
+        .args([
+            "--windows",
+            "4",
+            "--heldout-windows",
+            "2",
+            "--batch",
+            "2",
+            "--seq-len",
+            "64",
+        ])
+        .args(["--checkpoint-every", "1", "--out", out.to_str().unwrap()])
+        .env("QEVO_CACHE_DIR", tmp.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first checkpoint means training runs, so the Ctrl-C handler is installed.
+    let start = std::time::Instant::now();
+    while !out.join("checkpoint.safetensors").exists() {
+        assert!(start.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let msg = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{msg}");
+    assert!(
+        msg.contains("interrupted after") && msg.contains("of 400 steps"),
+        "{msg}"
+    );
+    assert!(out.join("model.gguf").is_file() && out.join("tune.json").is_file());
+}
