@@ -214,7 +214,7 @@ fn tune_interrupted_by_ctrl_c_exits_130_and_says_so() {
     let out = tmp.path().join("stopped");
     let plan = tmp.path().join("plan.json");
     std::fs::write(&plan, embedded_plan(&["q4_0", "q4_k", "q5_0"])).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qevo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_qevo"))
         .args(["tune", "--plan", plan.to_str().unwrap(), "--steps", "400"])
         .args([
             "--windows",
