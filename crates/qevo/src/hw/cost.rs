@@ -360,6 +360,40 @@ fn linear_cost(l: &LinearCounts, profile: &Profile, workload: &Workload) -> (Lay
     (layer, act_per_token * p.max(1.0))
 }
 
+/// The sum of `n` passes at contexts `first, first + 1, …` in closed form (a loop over
+/// 10^15 decoded tokens ran for minutes). Every field of a pass is linear in the context,
+/// and so is its time on either side of the one context where compute and memory time
+/// cross: each side sums as its token count times the pass at its mean context.
+fn linear_passes(pass_at: &dyn Fn(f64) -> Pass, first: f64, n: u64) -> Phase {
+    let mut phase = Phase::default();
+    if n == 0 {
+        return phase;
+    }
+    let last = first + (n - 1) as f64;
+    let gap = |c: f64| {
+        let q = pass_at(c);
+        q.compute_s - q.memory_s
+    };
+    let (g0, g1) = (gap(first), gap(last));
+    // Tokens before the crossover (all of them when the bound does not change).
+    let before = match n > 1 && (g0 > 0.0) != (g1 > 0.0) && g0 != g1 {
+        true => {
+            let root = first + g0 / (g0 - g1) * (last - first);
+            ((root - first).floor() as u64 + 1).min(n)
+        }
+        false => n,
+    };
+    let mut add = |from: f64, count: u64| {
+        if count > 0 {
+            let mean = from + (count - 1) as f64 / 2.0;
+            phase.add(&pass_at(mean), count as f64);
+        }
+    };
+    add(first, before);
+    add(first + before as f64, n - before);
+    phase
+}
+
 /// Attention is identical in every block, so one block is priced and repeated; the
 /// second value is the largest activation (the prompt's q/k/v/o).
 fn attention_cost(
@@ -395,9 +429,8 @@ fn attention_cost(
         prefill.add(&pass, 1.0);
         largest_activation = bytes;
     }
-    let mut decode = Phase::default();
-    for j in 0..workload.decode_tokens {
-        let ctx = p + j as f64 + 1.0;
+    // Decoded token j attends over p + j + 1 positions.
+    let pass_at = |ctx: f64| {
         let bytes = 2.0 * nh * hd * fb + 2.0 * nkv * hd * ctx * fb;
         let mut pass = Pass::new(
             profile,
@@ -407,8 +440,9 @@ fn attention_cost(
             bytes,
         );
         pass.overhead_s += profile.block_other_ns_per_token * 1e-9;
-        decode.add(&pass, 1.0);
-    }
+        pass
+    };
+    let decode = linear_passes(&pass_at, p + 1.0, workload.decode_tokens);
     let layers = (0..model.n_blocks)
         .map(|b| {
             layer_cost(
@@ -604,6 +638,33 @@ energy_pj_per_mac = 4.0
         );
         assert!(d.decode_ms < m.decode_ms);
         assert_eq!(m.size_bytes, 8000);
+    }
+
+    /// The closed form sums what a loop over every decoded token sums, across the
+    /// compute/memory crossover, and 10^15 tokens take no time.
+    #[test]
+    fn decode_passes_sum_in_closed_form_as_a_loop_does() {
+        let p = toy();
+        let pass_at = |ctx: f64| Pass::new(&p, None, 1e9, 300.0 * ctx, 50_000.0 + 100.0 * ctx);
+        for (first, n) in [(1.0, 1), (1.0, 7), (100.0, 1000), (400.0, 333)] {
+            let mut looped = Phase::default();
+            for j in 0..n {
+                looped.add(&pass_at(first + j as f64), 1.0);
+            }
+            let closed = linear_passes(&pass_at, first, n);
+            for (a, b) in [
+                (closed.time_s, looped.time_s),
+                (closed.compute_s, looped.compute_s),
+                (closed.memory_s, looped.memory_s),
+                (closed.bytes, looped.bytes),
+                (closed.energy_pj, looped.energy_pj),
+            ] {
+                assert!((a - b).abs() <= 1e-9 * b.abs(), "{first} {n}: {a} vs {b}");
+            }
+        }
+        let start = std::time::Instant::now();
+        let big = linear_passes(&pass_at, 1.0, 1_000_000_000_000_000);
+        assert!(big.time_s.is_finite() && start.elapsed().as_secs() < 1);
     }
 
     #[test]
