@@ -5,9 +5,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
 use qevo::export::{export_gguf, resolve_ggml};
-use qevo::model::{Arch, LlamaConfig, Model, NoHook, WindowLayers};
+use qevo::model::{Arch, LlamaConfig, Model, WindowLayers};
 use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightFormat};
 use std::path::{Path, PathBuf};
 
@@ -30,17 +29,13 @@ fn meta(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-use common::rel_err;
+use common::{logits_of, rel_err};
 
 fn logits(m: &Model, name: &str) -> Vec<f32> {
-    let ids = read_le(&dir(name).join("input_ids.u32"), u32::from_le_bytes);
-    let x = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu).unwrap();
-    m.forward(&m.weights, &NoHook, &x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
+    logits_of(
+        m,
+        &read_le(&dir(name).join("input_ids.u32"), u32::from_le_bytes),
+    )
 }
 
 fn config(m: &Model) -> &LlamaConfig {

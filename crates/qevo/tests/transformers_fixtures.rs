@@ -2,7 +2,10 @@
 //! Face transformers (fixtures committed with scripts/make_fixtures.py), and the same
 //! llama written as GGUF by llama.cpp's `gguf` package.
 
+mod common;
+
 use candle_core::{Device, IndexOp, Tensor};
+use common::{logits_of, rel_err};
 use qevo::model::{Model, NoHook};
 use std::path::{Path, PathBuf};
 
@@ -26,22 +29,6 @@ fn read_f32(p: &Path) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn logits_of(m: &Model, ids: &[u32]) -> Vec<f32> {
-    let x = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu).unwrap();
-    m.forward(&m.weights, &NoHook, &x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
 }
 
 fn check_decoder(dir: &str) {

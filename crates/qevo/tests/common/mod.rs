@@ -60,6 +60,18 @@ pub fn write_bert_dir(dir: &Path, seed: u64) {
     w.write(&dir.join("model.safetensors")).unwrap();
 }
 
+/// The FP model's logits for one sequence of `ids`, flattened `[len · vocab]`.
+pub fn logits_of(m: &qevo::Model, ids: &[u32]) -> Vec<f32> {
+    let x =
+        candle_core::Tensor::from_slice(ids, (1, ids.len()), &candle_core::Device::Cpu).unwrap();
+    m.forward(&m.weights, &qevo::model::NoHook, &x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
 /// A tensor's values as f32, whatever it is held as (16-bit weights are kept as stored).
 pub fn f32_values(t: &candle_core::Tensor) -> Vec<f32> {
     qevo::model::widened(t)
