@@ -522,7 +522,10 @@ pub fn imatrix(
     chunks: Option<usize>,
     out: &Path,
 ) -> Result<()> {
-    let m = load_model(model)?;
+    let source = model_path(model)?;
+    let inputs: Vec<&Path> = std::iter::once(source.as_path()).chain(text).collect();
+    qevo::fsutil::refuse_overwriting_inputs(out, &inputs)?;
+    let m = load_model(Some(&source))?;
     let body = read_text(text, qevo::assets::CALIB_TEXT)?;
     let n_ctx = ctx.unwrap_or_else(|| IMATRIX_CTX.min(m.arch.max_positions()));
     let mut im = qevo::quant::collect_imatrix_llama_cpp(&m, &body, n_ctx, chunks)?;

@@ -757,3 +757,37 @@ fn export_through_a_missing_subdirectory_never_overwrites_the_source() {
     );
     assert!(!model.join("sub").exists());
 }
+
+/// `qevo imatrix MODEL --out MODEL/model.safetensors` replaced the model's weights with
+/// an imatrix; an output that is, or is inside, an input is refused before any work.
+#[test]
+fn imatrix_never_writes_over_its_model_or_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let model = qevo::assets::default_model_dir(&cache).unwrap();
+    let weights = model.join("model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let text_file = tmp.path().join("calib.txt");
+    std::fs::write(&text_file, qevo::assets::CALIB_TEXT).unwrap();
+    for out in [
+        weights.clone(),
+        model.join("sub").join("..").join("im.gguf"),
+        text_file.clone(),
+    ] {
+        let o = qevo(
+            &[
+                "imatrix",
+                model.to_str().unwrap(),
+                "--text",
+                text_file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        let msg = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{}: {msg}", out.display());
+        assert!(msg.contains("would overwrite the input"), "{msg}");
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+}

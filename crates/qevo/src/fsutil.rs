@@ -93,6 +93,19 @@ pub fn writes_over(out: &Path, input: &Path) -> bool {
     }
 }
 
+/// Refuses an output that would write over, or into, one of `inputs` (the model, its
+/// texts, a plan), naming both, before any work is done.
+pub fn refuse_overwriting_inputs(out: &Path, inputs: &[&Path]) -> Result<()> {
+    match inputs.iter().find(|i| writes_over(out, i)) {
+        Some(input) => Err(Error::Invalid(format!(
+            "output {} would overwrite the input {}",
+            out.display(),
+            input.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
