@@ -8,7 +8,10 @@
 use crate::error::{Error, Result};
 use crate::model::gguf::Value;
 use crate::model::rope::yarn_mscale;
-use crate::model::{llama_cpp_attn_scale, ArchKind, LlamaConfig, RopeScaling, WindowLayers};
+use crate::model::{
+    llama_cpp_attn_scale, llama_cpp_no_rope_layers, ArchKind, LlamaConfig, RopeScaling,
+    WindowLayers,
+};
 use std::path::Path;
 
 /// How an architecture's sliding window reaches llama.cpp.
@@ -225,11 +228,7 @@ impl GgufArch {
                 );
             }
         }
-        let nope: Vec<usize> = match cfg.kind {
-            K::Smollm3 => (0..cfg.n_layers).filter(|i| (i + 1) % 4 == 0).collect(),
-            _ => Vec::new(),
-        };
-        if cfg.no_rope_layers != nope {
+        if cfg.no_rope_layers != llama_cpp_no_rope_layers(cfg.kind, cfg.n_layers) {
             return refuse(
                 "no_rope_layers",
                 "skips rope on every 4th layer exactly".into(),

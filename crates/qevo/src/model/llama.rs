@@ -74,7 +74,7 @@ pub struct Moe {
 
 /// The most experts qevo accepts in one layer (published models have at most a few
 /// hundred); a count beyond it is a config error, not an allocation.
-const MAX_EXPERTS: usize = 4096;
+pub(crate) const MAX_EXPERTS: usize = 4096;
 
 /// The MoE settings of config.json: Qwen3-MoE's `num_experts`, `num_experts_per_tok`,
 /// `moe_intermediate_size`, `norm_topk_prob`, `decoder_sparse_step`, `mlp_only_layers`;
@@ -323,7 +323,7 @@ fn window_layers(c: &HfConfig, n_layers: usize, rule: WindowLayers) -> Result<Wi
 fn no_rope_layers(c: &HfConfig, n_layers: usize) -> Result<Vec<usize>> {
     let Some(list) = c.raw("no_rope_layers") else {
         let every = c.usize_or("no_rope_layer_interval", 4)?;
-        return Ok((0..n_layers).filter(|i| (i + 1) % every == 0).collect());
+        return Ok(every_nth_layer(n_layers, every));
     };
     let items = list
         .as_array()
@@ -348,6 +348,21 @@ fn no_rope_layers(c: &HfConfig, n_layers: usize) -> Result<Vec<usize>> {
         }
     }
     Ok(out)
+}
+
+/// Layers `every - 1, 2·every - 1, …` of `n_layers`: SmolLM3's NoPE layers for a step.
+fn every_nth_layer(n_layers: usize, every: usize) -> Vec<usize> {
+    (0..n_layers).filter(|i| (i + 1) % every == 0).collect()
+}
+
+/// The layers llama.cpp's graph runs without rope: SmolLM3's every 4th, its fixed
+/// `n_no_rope_layer_step`; none elsewhere. The GGUF reader takes these, and the GGUF
+/// writer refuses a model whose own NoPE layers differ.
+pub(crate) fn llama_cpp_no_rope_layers(kind: ArchKind, n_layers: usize) -> Vec<usize> {
+    match kind {
+        ArchKind::Smollm3 => every_nth_layer(n_layers, 4),
+        _ => Vec::new(),
+    }
 }
 
 /// The window of a family that slides some layers: (window, which layers).
@@ -600,7 +615,7 @@ impl Rope {
         Ok(Rope {
             spec: spec.clone(),
             short: spec.tables(n, false)?,
-            long: match spec.has_long(n) {
+            long: match spec.uses_long(n) {
                 true => Some(spec.tables(n, true)?),
                 false => None,
             },

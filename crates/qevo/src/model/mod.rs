@@ -30,7 +30,7 @@ pub(crate) use bert::hf_name as bert_hf_name;
 pub use bert::BertConfig;
 pub use config::ArchKind;
 pub use gpt2::Gpt2Config;
-pub(crate) use llama::llama_cpp_attn_scale;
+pub(crate) use llama::{llama_cpp_attn_scale, llama_cpp_no_rope_layers};
 pub(crate) use llama::{
     ties_by_default as llama_ties_by_default, BLOCK_ROLES as LLAMA_BLOCK_ROLES,
 };

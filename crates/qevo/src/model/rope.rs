@@ -87,11 +87,6 @@ impl RopeSpec {
         matches!(self.scaling, RopeScaling::LongRope { original_ctx, .. } if t > original_ctx)
     }
 
-    /// Whether some window length switches factor sets (so two tables are needed).
-    pub(crate) fn has_long(&self, max_positions: usize) -> bool {
-        self.uses_long(max_positions)
-    }
-
     /// Inverse frequencies `[dims / 2]`, for windows that use the long factors or not:
     /// `1 / (θ^(2i/d) · divisor_i)`, in this order of operations so an unscaled or
     /// linearly scaled rope keeps the tables qevo always had, bit for bit.

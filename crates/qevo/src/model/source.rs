@@ -10,7 +10,8 @@ use super::config::{ArchKind, HfConfig};
 use super::gguf::{Gguf, Value};
 use super::gpt2::{Gpt2Config, Gpt2Net};
 use super::llama::{
-    llama_cpp_attn_scale, Activation, LlamaConfig, LlamaNet, Moe, QkNorm, WindowLayers,
+    llama_cpp_attn_scale, llama_cpp_no_rope_layers, Activation, LlamaConfig, LlamaNet, Moe, QkNorm,
+    WindowLayers, MAX_EXPERTS,
 };
 use super::packed_st::{self, PackedIndex};
 use super::rope::{self, RopeScaling, RopeSpec};
@@ -1054,8 +1055,11 @@ fn gguf_moe(m: &GgufMeta, n_layers: usize) -> Result<Option<Moe>> {
         return Ok(None);
     }
     let experts = m.usize("expert_count")?;
-    if experts > 4096 {
-        return Err(m.err("expert_count", format!("{experts} experts: at most 4096")));
+    if experts > MAX_EXPERTS {
+        return Err(m.err(
+            "expert_count",
+            format!("{experts} experts: at most {MAX_EXPERTS}"),
+        ));
     }
     let used = m.usize("expert_used_count")?;
     if used > experts {
@@ -1204,10 +1208,7 @@ fn gguf_config(g: &Gguf, arch: &str, kind: ArchKind) -> Result<LlamaConfig> {
         rope,
         rope_local,
         // llama.cpp's smollm3 graph hard-codes a NoPE layer every 4th block.
-        no_rope_layers: match kind {
-            ArchKind::Smollm3 => (0..n_layers).filter(|i| (i + 1) % 4 == 0).collect(),
-            _ => Vec::new(),
-        },
+        no_rope_layers: llama_cpp_no_rope_layers(kind, n_layers),
         rms_eps: m.f64_or("attention.layer_norm_rms_epsilon", 1e-5)?,
         tie_embeddings: g.tensor("output.weight").is_none(),
         qkv_bias: g.tensor("blk.0.attn_q.bias").is_some(),
