@@ -5,9 +5,11 @@
 //! model's tensor list; nothing here runs the model. Used by search, `qevo cost`,
 //! `profile-host`, export and the report.
 
+pub mod llama_mix;
 mod price;
 mod tensor_plan;
 
+pub use llama_mix::{mix_plan, LlamaFtype};
 pub use price::{price, LimitCheck, Priced, UserLimits};
 pub use tensor_plan::{TensorChoice, TensorPlan, ACT_BITS};
 
