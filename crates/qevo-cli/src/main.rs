@@ -2,6 +2,7 @@
 //! All printing and exit codes live here; the library returns typed errors.
 
 mod commands;
+mod gguf_cmd;
 mod hw_cmd;
 mod report_cmd;
 mod search_cmd;
@@ -119,6 +120,10 @@ fn flag_of(field: &str) -> String {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The best GGUF at a size, in one command: importance matrix, a weights-only search
+    /// at the size, tuning, export and a self-check (`--compare`: against llama-quantize's
+    /// own file of that type, as llama-perplexity measures both).
+    Gguf(Box<gguf_cmd::GgufArgs>),
     /// Show a model's architecture and quantizable tensors (from the headers alone).
     Inspect {
         /// Hugging Face model directory or .gguf file (default: the embedded model).
@@ -335,6 +340,7 @@ fn main() {
             ..
         } => commands::eval_plan(&args, &p, &score, cli.force),
         Cmd::Search(a) => search_cmd::search(&a),
+        Cmd::Gguf(a) => gguf_cmd::run(&a),
         Cmd::Tune(a) => tune_cmd::run(&a, cli.force),
         Cmd::Profiles { cmd: None } => hw_cmd::list(),
         Cmd::Profiles {

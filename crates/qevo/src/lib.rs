@@ -37,6 +37,7 @@ pub mod mem;
 pub mod model;
 pub mod plan;
 pub mod quant;
+pub mod recipe;
 pub mod report;
 pub mod search;
 pub mod tune;

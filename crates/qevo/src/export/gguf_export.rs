@@ -189,6 +189,9 @@ enum PlannedBytes<'a> {
     Quantize(&'a RoundingInputs),
     /// Already quantized block bytes per tensor, in qevo's row order (a tuned model).
     Given(&'a [Vec<u8>]),
+    /// No data: names, shapes and types only, for the file's size apart from the planned
+    /// tensors (`gguf_fixed_bytes`).
+    Layout,
 }
 
 /// Reorders whole rows of packed bytes into the GGUF row order `gguf_rows` gives the
@@ -240,6 +243,7 @@ fn planned_tensors(
                 // (an importance matrix and input moments are per column, and output
                 // rounding treats rows independently: the row permutation leaves both
                 // valid).
+                PlannedBytes::Layout => Vec::new(),
                 PlannedBytes::Quantize(rounding) => {
                     let w = gguf_rows(&info.name, w, cfg)?;
                     rounding.quantize_ggml(
@@ -444,6 +448,40 @@ fn write_gguf(
     out: &Path,
 ) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
+    let (w, planned_tensor_bytes, other_tensor_bytes) = assemble(model, plan, source)?;
+    let layout = w.write(out)?;
+    Ok(ExportSummary {
+        path: out.to_path_buf(),
+        layout,
+        planned_tensor_bytes,
+        other_tensor_bytes,
+        fallbacks: plan.fallbacks.clone(),
+    })
+}
+
+/// Bytes a GGUF export of `model` holds besides the planned tensors' data, whatever the
+/// plan: header, metadata and tensor directory (their lengths do not depend on the
+/// types), norms and other tensors, and the alignment padding at its most. A size
+/// budget for a whole file minus this is a budget the planned tensors can fill.
+pub fn gguf_fixed_bytes(model: &Model) -> Result<u64> {
+    let n = model.tensors.len();
+    let plan = ResolvedPlan {
+        types: vec![GgmlType::F16; n],
+        formats: vec![WeightFormat::Ggml(GgmlType::F16); n],
+        fallbacks: Vec::new(),
+    };
+    let (w, _, other) = assemble(model, &plan, &PlannedBytes::Layout)?;
+    let (header, alignment) = w.header_bytes()?;
+    Ok(header.div_ceil(alignment) * alignment + other + w.tensors.len() as u64 * (alignment - 1))
+}
+
+/// The writer for `model` under `plan`: metadata and every tensor, in the file's order,
+/// with the planned and the other tensors' byte counts.
+fn assemble(
+    model: &Model,
+    plan: &ResolvedPlan,
+    source: &PlannedBytes,
+) -> Result<(GgufWriter, u64, u64)> {
     let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
         return Err(Error::Invalid(format!(
@@ -467,7 +505,7 @@ fn write_gguf(
         Some(src) => {
             w.metadata = src.metadata.clone();
             match source {
-                PlannedBytes::Quantize(_) => gguf_aux_tensors(model, src),
+                PlannedBytes::Quantize(_) | PlannedBytes::Layout => gguf_aux_tensors(model, src),
                 // Tuned norms replace the source's.
                 PlannedBytes::Given(_) => hf_aux_tensors(model, cfg)?,
             }
@@ -496,14 +534,7 @@ fn write_gguf(
         }
     }
     w.tensors = all;
-    let layout = w.write(out)?;
-    Ok(ExportSummary {
-        path: out.to_path_buf(),
-        layout,
-        planned_tensor_bytes,
-        other_tensor_bytes,
-        fallbacks: plan.fallbacks.clone(),
-    })
+    Ok((w, planned_tensor_bytes, other_tensor_bytes))
 }
 
 #[cfg(test)]

@@ -97,6 +97,13 @@ impl GgufWriter {
         Ok(b)
     }
 
+    /// The header's length (metadata and tensor directory, before the data's padding)
+    /// and the alignment the data takes.
+    pub fn header_bytes(&self) -> Result<(u64, u64)> {
+        let alignment = self.alignment()?;
+        Ok((self.header(alignment)?.len() as u64, alignment))
+    }
+
     /// Writes the file atomically and returns its byte counts.
     pub fn write(&self, path: &Path) -> Result<GgufLayout> {
         let alignment = self.alignment()?;

@@ -24,7 +24,7 @@ pub mod vocab;
 
 pub use compressed_tensors::{ct_choice, export_compressed_tensors, loader_notes, CtExport};
 pub use export_plan::{export_plan, ExportOptions, ExportReport, Written};
-pub use gguf_export::{export_gguf, export_tuned_gguf, ExportSummary};
+pub use gguf_export::{export_gguf, export_tuned_gguf, gguf_fixed_bytes, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
 pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
 pub use safetensors_export::{check_output_dir, export_safetensors, SafetensorsExport};

@@ -1,0 +1,599 @@
+//! The one-command recipe (`qevo gguf MODEL --size Q4_K_M --out FILE`): the best GGUF of
+//! a size, the whole way, as library code both front ends call. Stages, in order:
+//!
+//! 1. **size** (`size`): the planned tensors' byte budget, from a llama.cpp type name, a
+//!    file size or bits per weight; refused before any work when no plan can meet it;
+//! 2. **imatrix**: llama-imatrix's statistics on the calibration text (or a given file),
+//!    written beside the work so llama-quantize can use the very same one;
+//! 3. **search**: weights only (a GGUF runs no quantized activations), one gene per
+//!    tensor, KL alone at the size limit, with that importance matrix;
+//! 4. **choose**: the evolved plan and llama.cpp's own mix (quantized by qevo), both
+//!    scored on a validation slice of the calibration text that nothing was fitted on,
+//!    as long as llama.cpp's chunks; the better one goes on;
+//! 5. **tune**: its scales, sub-scales and norms distilled toward the FP model, kept
+//!    only if validation says so;
+//! 6. **export** and **check**: the GGUF written, read back and re-scored; a file that
+//!    does not re-score to the reported KL is an error;
+//! 7. beside it: the plan, the outcome (JSON) and a model card (`card`). A comparison with
+//!    llama-quantize's own file is `compare`.
+
+pub mod card;
+pub mod compare;
+pub mod size;
+
+use crate::error::{Error, Result};
+use crate::eval::{auto_topk, Metrics, Reference, TokenWindows};
+use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml};
+use crate::model::{Model, NoHook};
+use crate::plan::TensorPlan;
+use crate::quant::{Imatrix, RoundingInputs, WeightCache};
+use crate::search::output::PlanFile;
+use crate::search::{split_texts, SearchConfig, SearchOutcome, Settings};
+use crate::tune::{tune, TuneConfig, TuneHooks, TuneSetup, Tuned};
+pub use size::{Budget, SizeTarget};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Tokens per window of the validation slice, tuning and the self-check: llama.cpp's
+/// `-c 512` chunks (capped by the model's positions).
+pub const CHUNK: usize = 512;
+/// Validation windows (of `CHUNK` tokens) the choices are made on.
+pub const VALIDATION_WINDOWS: usize = 8;
+/// Calibration windows tuning trains on.
+pub const TUNE_WINDOWS: usize = 32;
+/// Largest relative gap between the reported KL and the exported file's re-score.
+pub const CHECK_TOLERANCE: f64 = 1e-3;
+
+/// What `qevo gguf` can be told; a field left out takes its default.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default, deny_unknown_fields)]
+pub struct GgufSettings {
+    /// Target size: a llama.cpp type name (Q4_K_M: the size llama-quantize's mix of that
+    /// name has for this model), a file size (105MB, 1.5G, 2GiB), or bits per weight of
+    /// the quantized tensors (4.5bpw).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub size: String,
+    /// Importance matrix to use (llama-imatrix's GGUF or .dat) instead of collecting one
+    /// on the calibration text.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub imatrix_file: Option<PathBuf>,
+    /// Wall-time limit of the whole command (90s, 20m, 1h): the search gets 60% of it,
+    /// tuning 25%.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub time_budget: Option<String>,
+    /// Tuning steps after the search (0: no tuning).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::TUNE_STEPS))]
+    pub tune_steps: usize,
+    /// Search generations (a time budget may stop it sooner).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::GENERATIONS))]
+    pub generations: u64,
+    /// Search population.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::POPULATION))]
+    pub population: usize,
+    /// Seed of every random choice.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub seed: u64,
+    /// Continue an interrupted run from its checkpoints (in the work directory).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub resume: bool,
+}
+
+/// The recipe's defaults (see `docs/gguf.md` for how they were chosen).
+pub mod defaults {
+    pub const TUNE_STEPS: usize = 100;
+    pub const GENERATIONS: u64 = 24;
+    pub const POPULATION: usize = 24;
+}
+
+impl Default for GgufSettings {
+    fn default() -> Self {
+        GgufSettings {
+            size: "Q4_K_M".into(),
+            imatrix_file: None,
+            time_budget: None,
+            tune_steps: defaults::TUNE_STEPS,
+            generations: defaults::GENERATIONS,
+            population: defaults::POPULATION,
+            seed: 0,
+            resume: false,
+        }
+    }
+}
+
+/// A stage of the recipe, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Imatrix,
+    Search,
+    Choose,
+    Tune,
+    Export,
+    Check,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Imatrix => "imatrix",
+            Stage::Search => "search",
+            Stage::Choose => "choose",
+            Stage::Tune => "tune",
+            Stage::Export => "export",
+            Stage::Check => "check",
+        }
+    }
+}
+
+/// What the front end hears as the recipe runs.
+#[derive(Debug, Clone, Copy)]
+pub enum StageEvent {
+    /// A stage starts; `limit`: the share of the time budget it may take.
+    Start {
+        limit: Option<Duration>,
+    },
+    Done {
+        seconds: f64,
+    },
+}
+
+#[derive(Default)]
+pub struct RecipeHooks<'a> {
+    pub on_stage: Option<&'a mut dyn FnMut(Stage, StageEvent)>,
+    /// The search's per-generation hook (progress bars).
+    pub search_progress: Option<crate::search::Progress<'a>>,
+}
+
+/// Where a recipe writes, all derived from the GGUF's path `FILE.gguf`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutPaths {
+    pub gguf: PathBuf,
+    /// `FILE.plan.json`: the plan, loadable by `qevo export --plan`.
+    pub plan: PathBuf,
+    /// `FILE.json`: this outcome.
+    pub outcome: PathBuf,
+    /// `FILE.md`: the model card.
+    pub card: PathBuf,
+    /// `FILE.qevo/`: the search's outputs, checkpoints, the importance matrix, and a
+    /// comparison's files.
+    pub work: PathBuf,
+}
+
+impl OutPaths {
+    pub fn of(gguf: &Path) -> OutPaths {
+        let stem = gguf.with_extension("");
+        let beside = |ext: &str| {
+            let mut s = stem.clone().into_os_string();
+            s.push(ext);
+            PathBuf::from(s)
+        };
+        OutPaths {
+            gguf: gguf.to_path_buf(),
+            plan: beside(".plan.json"),
+            outcome: beside(".json"),
+            card: beside(".md"),
+            work: beside(".qevo"),
+        }
+    }
+}
+
+/// A plan scored on the validation slice.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Candidate {
+    pub plan_bytes: u64,
+    pub validation: Metrics,
+}
+
+/// Which plan went on to tuning and export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chosen {
+    Evolved,
+    /// llama.cpp's mix of the size's name scored better on validation.
+    LlamaMix,
+}
+
+/// What tuning did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TuneSummary {
+    pub steps: usize,
+    pub before: Metrics,
+    pub after: Metrics,
+    /// The tuned bytes went into the file (validation improved).
+    pub kept: bool,
+    pub seconds: f64,
+}
+
+/// The recipe's result (also written as `FILE.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GgufOutcome {
+    /// The command line that made the file (for the card).
+    pub command: String,
+    pub size: String,
+    pub budget_bytes: u64,
+    pub budget_bpw: f64,
+    pub paths: OutPaths,
+    pub evolved: Candidate,
+    /// The evolved plan's KL on the search's calibration windows.
+    pub evolved_calibration: Metrics,
+    pub llama_mix: Option<Candidate>,
+    pub chosen: Chosen,
+    pub plan: TensorPlan,
+    pub tune: Option<TuneSummary>,
+    pub file_bytes: u64,
+    /// KL on the validation slice the run reported for its result, and the exported
+    /// file's re-score of it.
+    pub reported: Metrics,
+    pub file_check: Metrics,
+    pub stage_seconds: Vec<(Stage, f64)>,
+    pub seconds: f64,
+}
+
+impl GgufOutcome {
+    /// Bits per weight of the file's planned tensors.
+    pub fn bpw(&self, model: &Model) -> f64 {
+        self.plan.bits_per_weight(model)
+    }
+}
+
+/// The run's shared state: the clock, the time budget and the hooks.
+struct Run<'h, 'a> {
+    t0: Instant,
+    budget: Option<Duration>,
+    hooks: &'h mut RecipeHooks<'a>,
+    stages: Vec<(Stage, f64)>,
+}
+
+impl Run<'_, '_> {
+    /// Runs `f` as `stage`, given `share` of the time budget.
+    fn stage<T>(
+        &mut self,
+        stage: Stage,
+        share: f64,
+        f: impl FnOnce(Option<Duration>) -> Result<T>,
+    ) -> Result<T> {
+        let limit = self.budget.map(|b| b.mul_f64(share));
+        if let Some(cb) = self.hooks.on_stage.as_mut() {
+            cb(stage, StageEvent::Start { limit });
+        }
+        let t = Instant::now();
+        let out = f(limit)?;
+        let seconds = t.elapsed().as_secs_f64();
+        self.stages.push((stage, seconds));
+        if let Some(cb) = self.hooks.on_stage.as_mut() {
+            cb(stage, StageEvent::Done { seconds });
+        }
+        Ok(out)
+    }
+}
+
+/// Runs the recipe on `model` with calibration text `text` (None: the embedded one),
+/// writing `out` (a `.gguf` path) and the files beside it (`OutPaths`); `command` is
+/// the command line the card quotes.
+pub fn run(
+    model: &Model,
+    text: Option<String>,
+    s: &GgufSettings,
+    out: &Path,
+    command: &str,
+    mut hooks: RecipeHooks,
+) -> Result<GgufOutcome> {
+    let paths = OutPaths::of(out);
+    let mut inputs: Vec<&Path> = vec![&model.source];
+    inputs.extend(s.imatrix_file.as_deref());
+    for p in [
+        &paths.gguf,
+        &paths.plan,
+        &paths.outcome,
+        &paths.card,
+        &paths.work,
+    ] {
+        crate::fsutil::refuse_overwriting_inputs(p, &inputs)?;
+    }
+    let cfg = search_settings(s, 0).resolve(model)?;
+    let budget = Budget::resolve(model, &SizeTarget::parse(&s.size)?, &cfg.space.formats)?;
+    std::fs::create_dir_all(&paths.work).map_err(|e| Error::io(&paths.work, e))?;
+    let (calib, validation) = split_texts(
+        text.or_else(|| Some(crate::assets::CALIB_TEXT.into())),
+        None,
+    )?;
+    let time_budget = s
+        .time_budget
+        .as_deref()
+        .map(crate::search::settings::parse_duration)
+        .transpose()?;
+    let mut run = Run {
+        t0: Instant::now(),
+        budget: time_budget,
+        hooks: &mut hooks,
+        stages: Vec::new(),
+    };
+    let imatrix = run.stage(Stage::Imatrix, 0.0, |_| {
+        importance(model, &calib, s.imatrix_file.as_deref(), &paths.work)
+    })?;
+    let im_path = paths.work.join("imatrix.gguf");
+    let progress = run.hooks.search_progress.take();
+    let (cfg, outcome) = run.stage(Stage::Search, 0.6, |limit| {
+        let cfg = search_config(model, s, &budget, &im_path, &paths.work, limit)?;
+        let o = crate::search::run(model, &calib, &validation, &cfg, progress)?;
+        crate::report::write_all(&paths.work.join("search"), model, &cfg, &o)
+            .map_err(|e| Error::Invalid(format!("the search's outputs: {e}")))?;
+        Ok((cfg, o))
+    })?;
+    let seq = CHUNK.min(model.arch.max_positions());
+    let rounding = RoundingInputs::for_model(model, Some(&imatrix), outcome.rounding.as_ref())?;
+    let val = reference(model, &validation, seq, VALIDATION_WINDOWS)?;
+    let (chosen, plan, evolved, mix) = run.stage(Stage::Choose, 0.0, |_| {
+        choose(model, &outcome, &budget, &rounding, &val)
+    })?;
+    let reported_untuned = match chosen {
+        Chosen::Evolved => evolved.validation,
+        Chosen::LlamaMix => mix.as_ref().map_or(evolved.validation, |m| m.validation),
+    };
+    let tuned = run.stage(Stage::Tune, 0.25, |limit| {
+        tune_plan(model, &plan, &rounding, &calib, &val, s, limit, &paths.work)
+    })?;
+    let resolved = resolve_ggml(model, &plan, false)?;
+    let summary = run.stage(Stage::Export, 0.0, |_| match &tuned {
+        Some((t, Some(bytes))) if t.kept => export_tuned_gguf(model, bytes, out),
+        _ => export_gguf(model, &resolved, &rounding, out),
+    })?;
+    let reported = match &tuned {
+        Some((t, _)) if t.kept => t.after,
+        _ => reported_untuned,
+    };
+    let file_check = run.stage(Stage::Check, 0.0, |_| {
+        self_check(model, out, &val, &reported)
+    })?;
+    let evolved_calibration = outcome
+        .chosen()
+        .map(|e| e.scored.metrics)
+        .unwrap_or(evolved.validation);
+    let o = GgufOutcome {
+        command: command.to_string(),
+        size: s.size.clone(),
+        budget_bytes: budget.planned_bytes,
+        budget_bpw: budget.bpw(model),
+        paths,
+        evolved,
+        evolved_calibration,
+        llama_mix: mix,
+        chosen,
+        plan,
+        tune: tuned.map(|(t, _)| t),
+        file_bytes: summary.layout.file_bytes,
+        reported,
+        file_check,
+        stage_seconds: run.stages,
+        seconds: run.t0.elapsed().as_secs_f64(),
+    };
+    write_beside(model, &cfg, &o, &imatrix, outcome.rounding.clone())?;
+    Ok(o)
+}
+
+/// The search settings of the recipe: weights only, a gene per tensor, KL alone.
+fn search_settings(s: &GgufSettings, tune_front: usize) -> Settings {
+    Settings {
+        unit: crate::search::space::UnitMode::Tensor,
+        act_bits: "16".into(),
+        weights: "1,0,0,0".into(),
+        generations: s.generations,
+        population: s.population,
+        seed: s.seed,
+        resume: s.resume,
+        tune_front,
+        ..Settings::default()
+    }
+}
+
+fn search_config(
+    model: &Model,
+    s: &GgufSettings,
+    budget: &Budget,
+    imatrix: &Path,
+    work: &Path,
+    limit: Option<Duration>,
+) -> Result<SearchConfig> {
+    let mut settings = search_settings(s, 0);
+    settings.max_size_mb = Some(budget.max_size_mb());
+    settings.imatrix_file = Some(imatrix.to_path_buf());
+    settings.checkpoint = Some(work.join("search-checkpoint.json"));
+    settings.resume = s.resume && work.join("search-checkpoint.json").is_file();
+    settings.time_budget = limit.map(|d| format!("{}s", d.as_secs().max(1)));
+    settings.resolve(model)
+}
+
+/// The importance matrix: read from `file`, or collected as llama-imatrix does (chunks
+/// of `CHUNK` tokens of the calibration text); written to `work/imatrix.gguf` either way.
+fn importance(model: &Model, calib: &str, file: Option<&Path>, work: &Path) -> Result<Imatrix> {
+    let mut im = match file {
+        Some(f) => Imatrix::read(f)?,
+        None => {
+            let n_ctx = CHUNK.min(model.arch.max_positions());
+            let mut im = crate::quant::collect_imatrix_llama_cpp(model, calib, n_ctx, None)?;
+            im.datasets = vec!["qevo gguf calibration text".into()];
+            im
+        }
+    };
+    im.for_model(model)?;
+    im.write_gguf(&work.join("imatrix.gguf"))?;
+    im.source = work.join("imatrix.gguf");
+    Ok(im)
+}
+
+fn reference(model: &Model, text: &str, seq: usize, n: usize) -> Result<Reference> {
+    let w = TokenWindows::from_text(model, text, seq, n)?;
+    let k = auto_topk(model.arch.vocab(), w.tokens(), 64);
+    Reference::build(model, w, k)
+}
+
+/// `plan` scored on the validation windows with the recipe's rounding.
+fn score(
+    model: &Model,
+    plan: &TensorPlan,
+    r: &RoundingInputs,
+    val: &Reference,
+) -> Result<Candidate> {
+    let w = WeightCache::new(usize::MAX)
+        .with_rounding(r.clone())
+        .weights_for(model, plan)?;
+    Ok(Candidate {
+        plan_bytes: plan.size_bytes(model),
+        validation: val.score(model, &w, &NoHook)?,
+    })
+}
+
+type Choice = (Chosen, TensorPlan, Candidate, Option<Candidate>);
+
+/// The evolved plan, or llama.cpp's mix when it scores better on validation.
+fn choose(
+    model: &Model,
+    outcome: &SearchOutcome,
+    budget: &Budget,
+    r: &RoundingInputs,
+    val: &Reference,
+) -> Result<Choice> {
+    let Some(e) = outcome.recommended.map(|i| &outcome.front[i]) else {
+        return Err(Error::Invalid(format!(
+            "the search found no plan within {} bytes",
+            budget.planned_bytes
+        )));
+    };
+    let plan = outcome.plan(model, &e.genome);
+    let evolved = score(model, &plan, r, val)?;
+    let mix = budget
+        .mix
+        .as_ref()
+        .map(|m| score(model, m, r, val))
+        .transpose()?;
+    Ok(match (&mix, &budget.mix) {
+        (Some(m), Some(mp)) if m.validation.kl < evolved.validation.kl => {
+            (Chosen::LlamaMix, mp.clone(), evolved, mix)
+        }
+        _ => (Chosen::Evolved, plan, evolved, mix),
+    })
+}
+
+/// Tunes `plan` within `limit` (None when tuning is off or the plan is not all GGML).
+#[allow(clippy::too_many_arguments)]
+fn tune_plan(
+    model: &Model,
+    plan: &TensorPlan,
+    rounding: &RoundingInputs,
+    calib: &str,
+    val: &Reference,
+    s: &GgufSettings,
+    limit: Option<Duration>,
+    work: &Path,
+) -> Result<Option<(TuneSummary, Option<Tuned>)>> {
+    if s.tune_steps == 0 {
+        return Ok(None);
+    }
+    let resolved = resolve_ggml(model, plan, false)?;
+    let seq = CHUNK.min(model.arch.max_positions());
+    let train = reference(model, calib, seq, TUNE_WINDOWS)?;
+    let setup = TuneSetup {
+        model,
+        plan: &resolved,
+        rounding,
+        calibration: &train,
+        heldout: val,
+    };
+    let checkpoint = work.join("tune-checkpoint.safetensors");
+    let cfg = TuneConfig {
+        steps: s.tune_steps,
+        seed: s.seed,
+        sub_scales: true,
+        checkpoint_every: 10,
+        resume: s.resume && checkpoint.is_file(),
+        checkpoint: Some(checkpoint),
+        ..TuneConfig::default()
+    };
+    let t0 = Instant::now();
+    let stop = AtomicBool::new(false);
+    let mut on_step = |_: &crate::tune::StepRecord| {
+        if limit.is_some_and(|l| t0.elapsed() >= l) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let out = tune(
+        &setup,
+        &cfg,
+        TuneHooks {
+            on_step: Some(&mut on_step),
+            stop: Some(&stop),
+        },
+    )?;
+    let kept = !out.kept_initial && out.after.heldout.kl < out.before.heldout.kl;
+    let summary = TuneSummary {
+        steps: out.history.len(),
+        before: out.before.heldout,
+        after: out.after.heldout,
+        kept,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok(Some((summary, kept.then_some(out.tuned))))
+}
+
+/// The written file, loaded and scored on the validation windows: it must give the
+/// reported KL.
+fn self_check(model: &Model, file: &Path, val: &Reference, reported: &Metrics) -> Result<Metrics> {
+    let back = Model::load(file)?;
+    if back.tensors.len() != model.tensors.len() {
+        return Err(Error::Invalid(format!(
+            "{}: read back with {} tensors, the model has {}",
+            file.display(),
+            back.tensors.len(),
+            model.tensors.len()
+        )));
+    }
+    let m = val.score(&back, &back.weights, &NoHook)?;
+    let gap = (m.kl - reported.kl).abs();
+    if gap > CHECK_TOLERANCE * reported.kl.max(1e-9) {
+        return Err(Error::Invalid(format!(
+            "{}: self-check failed: the file re-scores to KL {:.6} on the validation \
+             windows, the run reported {:.6}",
+            file.display(),
+            m.kl,
+            reported.kl
+        )));
+    }
+    Ok(m)
+}
+
+/// The plan, the outcome and the model card beside the GGUF.
+fn write_beside(
+    model: &Model,
+    cfg: &SearchConfig,
+    o: &GgufOutcome,
+    imatrix: &Imatrix,
+    rounding: Option<crate::quant::OutputRounding>,
+) -> Result<()> {
+    let mut pf = PlanFile::from_plan(
+        model,
+        &o.plan,
+        &cfg.target.name,
+        cfg.evolution.seed,
+        "tensor",
+        None,
+    );
+    pf.imatrix_fingerprint = Some(imatrix.fingerprint());
+    pf.rounding = rounding;
+    write_json(&o.paths.plan, &pf)?;
+    write_card(model, o, None)
+}
+
+/// The outcome (`FILE.json`) and the model card (`FILE.md`), with a comparison when one
+/// was made.
+pub fn write_card(model: &Model, o: &GgufOutcome, cmp: Option<&compare::Comparison>) -> Result<()> {
+    let v = serde_json::json!({ "outcome": o, "comparison": cmp });
+    write_json(&o.paths.outcome, &v)?;
+    crate::fsutil::write_atomic(&o.paths.card, card::card(model, o, cmp).as_bytes())
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::fsutil::write_atomic(path, text.as_bytes())
+}
