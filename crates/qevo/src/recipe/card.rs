@@ -96,7 +96,8 @@ fn quality_section(s: &mut String, o: &GgufOutcome, planned: u64) {
     let _ = writeln!(
         s,
         "Mean KL divergence to the unquantized model on a validation slice of the \
-         calibration text (windows of 512 tokens) that no choice was fitted on.\n"
+         calibration text (windows of {} tokens) that no choice was fitted on.\n",
+        o.seq_len
     );
     let _ = writeln!(
         s,

@@ -103,7 +103,11 @@ pub fn compare(
         ftype.name().into(),
         threads.clone().into(),
     ];
-    run(&tools.join("llama-quantize"), &quantize)?;
+    run(
+        &tools.join("llama-quantize"),
+        &quantize,
+        &dir.join("llama-quantize.log"),
+    )?;
     let kld = dir.join("base.kld");
     let ppl = tools.join("llama-perplexity");
     let common: Vec<OsString> = [
@@ -124,15 +128,23 @@ pub fn compare(
         kld.clone().into_os_string(),
     ]);
     args.extend(common.iter().cloned());
-    run(&ppl, &args)?;
-    let score = |file: &Path| score_file(&ppl, file, &kld, &common);
+    run(&ppl, &args, &dir.join("base.log"))?;
+    let score = |file: &Path, tag: &str| {
+        score_file(
+            &ppl,
+            file,
+            &kld,
+            &common,
+            &dir.join(format!("{tag}.kld.log")),
+        )
+    };
     Ok(Comparison {
         llama_type: ftype.name().to_string(),
         eval_text: name.to_string(),
         ctx: CTX,
         chunks: CHUNKS,
-        llama: score(&llama)?,
-        qevo: score(&o.paths.gguf)?,
+        llama: score(&llama, "llama")?,
+        qevo: score(&o.paths.gguf, "qevo")?,
     })
 }
 
@@ -142,14 +154,28 @@ fn threads() -> String {
         .to_string()
 }
 
-fn score_file(ppl: &Path, file: &Path, kld: &Path, common: &[OsString]) -> Result<FileScore> {
+fn score_file(
+    ppl: &Path,
+    file: &Path,
+    kld: &Path,
+    common: &[OsString],
+    log: &Path,
+) -> Result<FileScore> {
     let mut args: Vec<OsString> = vec!["-m".into(), file.into(), "--kl-divergence-base".into()];
     args.extend([kld.into(), "--kl-divergence".into()]);
     args.extend(common.iter().cloned());
-    let out = run(ppl, &args)?;
-    let (kld, same) = parse_kld(&out).ok_or_else(|| {
+    // llama.cpp logs from a worker thread; on a loaded machine the summary lines have
+    // been seen missing from a successful run's output, so a run without them is redone.
+    let mut parsed = None;
+    for _ in 0..3 {
+        parsed = parse_kld(&run(ppl, &args, log)?);
+        if parsed.is_some() {
+            break;
+        }
+    }
+    let (kld, same) = parsed.ok_or_else(|| {
         Error::Invalid(format!(
-            "{}: no `Mean KLD` / `Same top p` lines in llama-perplexity's output",
+            "{}: no `Mean KLD` / `Same top p` lines in llama-perplexity's output (3 runs)",
             file.display()
         ))
     })?;
@@ -164,30 +190,29 @@ fn score_file(ppl: &Path, file: &Path, kld: &Path, common: &[OsString]) -> Resul
     })
 }
 
-/// Runs a tool; its stdout and stderr together, or an error holding their tail.
-fn run(tool: &Path, args: &[OsString]) -> Result<String> {
-    let out = Command::new(tool)
+/// Runs a tool with its output going to a file beside its inputs (`LOG`), returned as
+/// text, or an error holding its tail. A file, not a pipe: llama.cpp's tools log from a
+/// worker thread, and piped runs were seen to lose their last lines.
+fn run(tool: &Path, args: &[OsString], log: &Path) -> Result<String> {
+    let file = std::fs::File::create(log).map_err(|e| Error::io(log, e))?;
+    let err = file.try_clone().map_err(|e| Error::io(log, e))?;
+    let status = Command::new(tool)
         .args(args)
-        .output()
+        .stdout(file)
+        .stderr(err)
+        .status()
         .map_err(|e| Error::io(tool, e))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        let tail: String = text
-            .chars()
-            .rev()
-            .take(1500)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+    let text = std::fs::read_to_string(log).map_err(|e| Error::io(log, e))?;
+    if !status.success() {
+        let start = text.len().saturating_sub(1500);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         return Err(Error::Invalid(format!(
-            "{} failed ({}):\n{tail}",
+            "{} failed ({status}); the end of {}:\n{}",
             tool.display(),
-            out.status
+            log.display(),
+            &text[start..]
         )));
     }
     Ok(text)

@@ -26,7 +26,7 @@ use crate::eval::{auto_topk, Metrics, Reference, TokenWindows};
 use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml};
 use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
-use crate::quant::{Imatrix, RoundingInputs, WeightCache};
+use crate::quant::{Imatrix, RoundingInputs, RoundingMode, WeightCache};
 use crate::search::output::PlanFile;
 use crate::search::{split_texts, SearchConfig, SearchOutcome, Settings};
 use crate::tune::{tune, TuneConfig, TuneHooks, TuneSetup, Tuned};
@@ -35,13 +35,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Tokens per window of the validation slice, tuning and the self-check: llama.cpp's
-/// `-c 512` chunks (capped by the model's positions).
-pub const CHUNK: usize = 512;
-/// Validation windows (of `CHUNK` tokens) the choices are made on.
-pub const VALIDATION_WINDOWS: usize = 8;
-/// Calibration windows tuning trains on.
-pub const TUNE_WINDOWS: usize = 32;
 /// Largest relative gap between the reported KL and the exported file's re-score.
 pub const CHECK_TOLERANCE: f64 = 1e-3;
 
@@ -63,6 +56,27 @@ pub struct GgufSettings {
     /// tuning 25%.
     #[cfg_attr(feature = "clap", arg(long))]
     pub time_budget: Option<String>,
+    /// How GGML blocks choose scales and codes: `block` (llama.cpp's rule, weighted by
+    /// the importance matrix) or `output` (qevo's: each tensor's output error on the
+    /// calibration text); the file holds the bytes the choice was scored with.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = defaults::ROUNDING))]
+    pub rounding: RoundingMode,
+    /// Tokens per window of the validation slice, of tuning and of the self-check
+    /// [default: llama.cpp's 512-token chunks, or the model's positions if fewer].
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::SEQ_LEN))]
+    pub seq_len: usize,
+    /// Validation windows every choice is made on.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::VALIDATION_WINDOWS))]
+    pub validation_windows: usize,
+    /// Calibration windows tuning trains on.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::TUNE_WINDOWS))]
+    pub tune_windows: usize,
+    /// Tokens per window of the search's own scoring.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::SEARCH_SEQ_LEN))]
+    pub search_seq_len: usize,
+    /// Calibration windows the search scores every plan on.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::CALIB_WINDOWS))]
+    pub calib_windows: usize,
     /// Tuning steps after the search (0: no tuning).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::TUNE_STEPS))]
     pub tune_steps: usize,
@@ -82,6 +96,14 @@ pub struct GgufSettings {
 
 /// The recipe's defaults (see `docs/gguf.md` for how they were chosen).
 pub mod defaults {
+    use crate::quant::RoundingMode;
+    pub const ROUNDING: RoundingMode = RoundingMode::Block;
+    /// llama-perplexity's `-c 512`: validation windows as long as the judge's chunks.
+    pub const SEQ_LEN: usize = 512;
+    pub const VALIDATION_WINDOWS: usize = 8;
+    pub const TUNE_WINDOWS: usize = 32;
+    pub const SEARCH_SEQ_LEN: usize = crate::search::defaults::SEQ_LEN;
+    pub const CALIB_WINDOWS: usize = crate::search::defaults::CALIB_WINDOWS;
     pub const TUNE_STEPS: usize = 100;
     pub const GENERATIONS: u64 = 24;
     pub const POPULATION: usize = 24;
@@ -93,6 +115,12 @@ impl Default for GgufSettings {
             size: "Q4_K_M".into(),
             imatrix_file: None,
             time_budget: None,
+            rounding: defaults::ROUNDING,
+            seq_len: defaults::SEQ_LEN,
+            validation_windows: defaults::VALIDATION_WINDOWS,
+            tune_windows: defaults::TUNE_WINDOWS,
+            search_seq_len: defaults::SEARCH_SEQ_LEN,
+            calib_windows: defaults::CALIB_WINDOWS,
             tune_steps: defaults::TUNE_STEPS,
             generations: defaults::GENERATIONS,
             population: defaults::POPULATION,
@@ -214,6 +242,8 @@ pub struct GgufOutcome {
     pub size: String,
     pub budget_bytes: u64,
     pub budget_bpw: f64,
+    /// Tokens per validation window.
+    pub seq_len: usize,
     pub paths: OutPaths,
     pub evolved: Candidate,
     /// The evolved plan's KL on the search's calibration windows.
@@ -311,7 +341,7 @@ pub fn run(
         stages: Vec::new(),
     };
     let imatrix = run.stage(Stage::Imatrix, 0.0, |_| {
-        importance(model, &calib, s.imatrix_file.as_deref(), &paths.work)
+        importance(model, &calib, s, &paths.work)
     })?;
     let im_path = paths.work.join("imatrix.gguf");
     let progress = run.hooks.search_progress.take();
@@ -322,9 +352,9 @@ pub fn run(
             .map_err(|e| Error::Invalid(format!("the search's outputs: {e}")))?;
         Ok((cfg, o))
     })?;
-    let seq = CHUNK.min(model.arch.max_positions());
+    let seq = s.seq_len.min(model.arch.max_positions());
     let rounding = RoundingInputs::for_model(model, Some(&imatrix), outcome.rounding.as_ref())?;
-    let val = reference(model, &validation, seq, VALIDATION_WINDOWS)?;
+    let val = reference(model, &validation, seq, s.validation_windows)?;
     let (chosen, plan, evolved, mix) = run.stage(Stage::Choose, 0.0, |_| {
         choose(model, &outcome, &budget, &rounding, &val)
     })?;
@@ -356,6 +386,7 @@ pub fn run(
         size: s.size.clone(),
         budget_bytes: budget.planned_bytes,
         budget_bpw: budget.bpw(model),
+        seq_len: seq,
         paths,
         evolved,
         evolved_calibration,
@@ -379,6 +410,9 @@ fn search_settings(s: &GgufSettings, tune_front: usize) -> Settings {
         unit: crate::search::space::UnitMode::Tensor,
         act_bits: "16".into(),
         weights: "1,0,0,0".into(),
+        rounding: s.rounding,
+        seq_len: s.search_seq_len,
+        calib_windows: s.calib_windows,
         generations: s.generations,
         population: s.population,
         seed: s.seed,
@@ -405,13 +439,14 @@ fn search_config(
     settings.resolve(model)
 }
 
-/// The importance matrix: read from `file`, or collected as llama-imatrix does (chunks
-/// of `CHUNK` tokens of the calibration text); written to `work/imatrix.gguf` either way.
-fn importance(model: &Model, calib: &str, file: Option<&Path>, work: &Path) -> Result<Imatrix> {
-    let mut im = match file {
+/// The importance matrix: read from the given file, or collected as llama-imatrix does
+/// (chunks of `seq_len` tokens of the calibration text); written to `work/imatrix.gguf`
+/// either way.
+fn importance(model: &Model, calib: &str, s: &GgufSettings, work: &Path) -> Result<Imatrix> {
+    let mut im = match &s.imatrix_file {
         Some(f) => Imatrix::read(f)?,
         None => {
-            let n_ctx = CHUNK.min(model.arch.max_positions());
+            let n_ctx = s.seq_len.min(model.arch.max_positions());
             let mut im = crate::quant::collect_imatrix_llama_cpp(model, calib, n_ctx, None)?;
             im.datasets = vec!["qevo gguf calibration text".into()];
             im
@@ -492,8 +527,8 @@ fn tune_plan(
         return Ok(None);
     }
     let resolved = resolve_ggml(model, plan, false)?;
-    let seq = CHUNK.min(model.arch.max_positions());
-    let train = reference(model, calib, seq, TUNE_WINDOWS)?;
+    let seq = s.seq_len.min(model.arch.max_positions());
+    let train = reference(model, calib, seq, s.tune_windows)?;
     let setup = TuneSetup {
         model,
         plan: &resolved,
