@@ -284,7 +284,8 @@ impl Run<'_, '_> {
         share: f64,
         f: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
-        let limit = self.budget.map(|b| b.mul_f64(share));
+        // Stages without a share are short ones; only the search and tuning are bounded.
+        let limit = self.budget.filter(|_| share > 0.0).map(|b| b.mul_f64(share));
         if let Some(cb) = self.hooks.on_stage.as_mut() {
             cb(stage, StageEvent::Start { limit });
         }
