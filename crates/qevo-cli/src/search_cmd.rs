@@ -63,6 +63,7 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
 
 pub fn search(a: &SearchArgs) -> Result<()> {
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
+    let _lock = qevo::fsutil::OutLock::acquire(&a.out)?;
     let path = crate::commands::model_path(a.model.as_deref())?;
     let shape = qevo::search::memory::MemoryShape::read(&path)?;
     let decoder = qevo::model::Model::inspect(&path)?.arch.is_decoder();

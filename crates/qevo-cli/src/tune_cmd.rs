@@ -122,6 +122,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let calib = cut(&a.text, qevo::assets::CALIB_TEXT, a.windows)?;
     let held = cut(&a.heldout, qevo::assets::HELDOUT_TEXT, a.heldout_windows)?;
     std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
+    let _lock = qevo::fsutil::OutLock::acquire(&a.out)?;
     let setup = TuneSetup {
         model: &m,
         plan: &resolved,

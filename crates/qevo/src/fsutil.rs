@@ -181,3 +181,88 @@ mod tests {
         assert!(e.contains("a directory"), "{e}");
     }
 }
+
+/// A run's claim on an output directory: `DIR/.qevo.lock`, created exclusively and
+/// holding the process id, removed when dropped. A second run on the same directory is
+/// refused while the first lives (their checkpoints and outputs would interleave); a
+/// lock whose process is gone (killed) is taken over.
+#[derive(Debug)]
+pub struct OutLock {
+    path: PathBuf,
+}
+
+impl OutLock {
+    pub fn acquire(dir: &Path) -> Result<OutLock> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(".qevo.lock");
+        for _ in 0..2 {
+            match std::fs::File::create_new(&path) {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                    return Ok(OutLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(Error::Invalid(format!(
+                                "{} is in use by another qevo run (process {pid}); wait for \
+                                 it or choose another output",
+                                dir.display()
+                            )))
+                        }
+                        // A killed run's lock (or an unreadable one): take it over.
+                        _ => std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?,
+                    }
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::Invalid(format!("{}: could not take the lock", path.display())))
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` runs: its `/proc` entry exists and is not a zombie. Without
+/// `/proc` (not Linux) every holder counts as alive: the lock is then only removed by
+/// hand, never silently.
+fn process_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_on_a_locked_output_is_refused_and_a_dead_runs_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = OutLock::acquire(dir.path()).unwrap();
+        let e = OutLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another qevo run"), "{e}");
+        drop(first);
+        let again = OutLock::acquire(dir.path()).unwrap();
+        drop(again);
+        // A lock left by a process that no longer exists.
+        std::fs::write(dir.path().join(".qevo.lock"), "999999999").unwrap();
+        let taken = OutLock::acquire(dir.path());
+        assert!(taken.is_ok(), "{taken:?}");
+    }
+}

@@ -325,7 +325,7 @@ pub fn run(
     }
     let cfg = search_settings(s, 0).resolve(model)?;
     let budget = Budget::resolve(model, &SizeTarget::parse(&s.size)?, &cfg.space.formats)?;
-    std::fs::create_dir_all(&paths.work).map_err(|e| Error::io(&paths.work, e))?;
+    let _lock = crate::fsutil::OutLock::acquire(&paths.work)?;
     let (calib, validation) = split_texts(
         text.or_else(|| Some(crate::assets::CALIB_TEXT.into())),
         None,
