@@ -30,7 +30,7 @@ pub struct TuneArgs {
     /// the trust radius).
     #[arg(long, default_value_t = TuneConfig::default().lr)]
     pub lr: f32,
-    /// Adam rate of the norms and biases (at most 0.01).
+    /// Adam rate of the norms and biases, relative to each element's size (at most 0.01).
     #[arg(long, default_value_t = TuneConfig::default().lr_aux)]
     pub lr_norm: f32,
     /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too,

@@ -27,20 +27,36 @@ const EPS: f32 = 1e-8;
 /// further than `lr` (plain Adam moves up to about 3·`lr` when a gradient surges past its
 /// history: one noisy batch). Element-wise and sequential, so the result never depends
 /// on threads.
+#[cfg(test)]
 pub(crate) fn step(
     p: &mut [f32],
     g: &[f32],
     s: &mut Moments,
     t: u64,
     lr: f32,
+    bounds: (f32, f32),
+) {
+    step_scaled(p, g, s, t, lr, bounds, None)
+}
+
+/// `step` with element `i` moving by at most `lr · unit[i]` (a rate relative to each
+/// element's own size).
+pub(crate) fn step_scaled(
+    p: &mut [f32],
+    g: &[f32],
+    s: &mut Moments,
+    t: u64,
+    lr: f32,
     (lo, hi): (f32, f32),
+    unit: Option<&[f32]>,
 ) {
     let c1 = 1.0 - BETA1.powi(t as i32);
     let c2 = 1.0 - BETA2.powi(t as i32);
-    for (((x, &g), m), v) in p.iter_mut().zip(g).zip(&mut s.m).zip(&mut s.v) {
+    for (i, (((x, &g), m), v)) in p.iter_mut().zip(g).zip(&mut s.m).zip(&mut s.v).enumerate() {
         *m = BETA1 * *m + (1.0 - BETA1) * g;
         *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-        let update = lr * ((*m / c1) / ((*v / c2).sqrt() + EPS)).clamp(-1.0, 1.0);
+        let u = unit.map_or(1.0, |u| u[i]);
+        let update = lr * u * ((*m / c1) / ((*v / c2).sqrt() + EPS)).clamp(-1.0, 1.0);
         *x = (*x - update).clamp(lo, hi);
     }
 }

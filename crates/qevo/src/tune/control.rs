@@ -2,8 +2,8 @@
 //! worse. Three guards, each against one way a noisy batch can wreck a run:
 //!
 //! - a trust region per variable kind (`radius`): no element moves further than its
-//!   rate in one step, and no rate is larger than the kind's radius (1% of a scale, a
-//!   quarter of a sub-scale's integer step), however large the configured rate;
+//!   rate in one step, and no rate is larger than the kind's radius (1% of a scale or a
+//!   norm, a quarter of a sub-scale's integer step), however large the configured rate;
 //! - backtracking (`Control::judge`): a step that raises the loss of its own batch by
 //!   more than `MAX_RISE` is undone and the rate halves; every kept step lets it grow
 //!   back by `GROW`, up to the configured rate;
@@ -31,7 +31,7 @@ const WARMUP: usize = 5;
 /// The largest rate a variable kind may use: a scale correction moves by at most 1% of
 /// the scale per step, a sub-scale offset by a quarter of the field's integer step (so
 /// it takes two steps from a stored level to the next rounding boundary, and one batch
-/// never moves it by a whole level), a norm or bias by 0.01.
+/// never moves it by a whole level), a norm or bias by 1% of its size (`Params::units`).
 pub(crate) fn radius(slot: Slot) -> f32 {
     match slot {
         Slot::Scale(_) | Slot::Min(_) => 0.01,

@@ -53,7 +53,8 @@ pub struct TuneConfig {
     pub steps: usize,
     /// Adam rate of the scale corrections (relative: 0.01 moves a scale by about 1%).
     pub lr: f32,
-    /// Adam rate of the norms and biases (absolute).
+    /// Adam rate of the norms and biases, relative to each element's size (its own
+    /// magnitude, floored at a tenth of the tensor's RMS).
     pub lr_aux: f32,
     /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too.
     pub sub_scales: bool,
@@ -364,7 +365,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
 }
 
 /// The steps from where `tr` stands to `cfg.steps` (or a stop), measuring validation
-/// every `eval_every` steps and at the last, and checkpointing as configured.
+/// every `eval_every` steps, and checkpointing as configured. The last step is measured
+/// too, after its checkpoint: a run stopped there and resumed must take the steps of an
+/// uninterrupted run, which did not measure it.
 fn train_loop(
     s: &TuneSetup,
     p: &Params,
@@ -383,18 +386,23 @@ fn train_loop(
             .step(s, p, cfg, train)
             .map_err(|e| diverged(e, cfg, last_saved))?;
         let due = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
-        if due || tr.step == cfg.steps || stopped() {
-            let v = validation_kl(s, p, train)?;
-            tr.best.offer(p, tr.step, v)?;
-            rec.validation_kl = Some(v);
+        if due {
+            rec.validation_kl = Some(tr.validate(s, p, train)?);
         }
         rec.seconds = t0.elapsed().as_secs_f64();
         tr.history.push(rec.clone());
-        if let Some(f) = on_step.as_mut() {
-            f(&rec);
-        }
         if tr.save_if_due(p, cfg, identity)? {
             last_saved = Some(tr.step);
+        }
+        if !due && (tr.step == cfg.steps || stopped()) {
+            let v = tr.validate(s, p, train)?;
+            rec.validation_kl = Some(v);
+            if let Some(last) = tr.history.last_mut() {
+                last.validation_kl = Some(v);
+            }
+        }
+        if let Some(f) = on_step.as_mut() {
+            f(&rec);
         }
     }
     Ok(())

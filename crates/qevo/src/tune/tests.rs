@@ -4,6 +4,7 @@
 
 use super::params::{decode, Params, Slot};
 use super::*;
+use candle_core::Device;
 use crate::eval::TokenWindows;
 use crate::export::resolve_ggml;
 use crate::quant::{TensorPlan, WeightFormat};

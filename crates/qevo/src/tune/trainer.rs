@@ -36,6 +36,10 @@ impl Best {
     }
 }
 
+fn units(p: &Params) -> Result<Vec<Option<Vec<f32>>>> {
+    (0..p.vars.len()).map(|k| p.units(k)).collect()
+}
+
 fn values(vars: &[Var]) -> Result<Vec<Vec<f32>>> {
     vars.iter()
         .map(|v| Ok(v.flatten_all()?.to_vec1::<f32>()?))
@@ -71,6 +75,8 @@ fn bounds(slot: Slot) -> (f32, f32) {
 
 pub(crate) struct Trainer {
     pub moments: Vec<adam::Moments>,
+    /// Per variable, what one unit of its rate is per element (`Params::units`).
+    units: Vec<Option<Vec<f32>>>,
     pub history: Vec<StepRecord>,
     /// Steps taken, kept or undone.
     pub step: usize,
@@ -85,6 +91,7 @@ impl Trainer {
     /// its validation KL.
     pub fn new(p: &Params, validation: f64) -> Result<Trainer> {
         Ok(Trainer {
+            units: units(p)?,
             moments: p
                 .vars
                 .iter()
@@ -100,6 +107,14 @@ impl Trainer {
                 values: values(&p.vars)?,
             },
         })
+    }
+
+    /// Measures the validation KL of the current parameters and keeps them when they
+    /// are the best so far.
+    pub fn validate(&mut self, s: &TuneSetup, p: &Params, train: usize) -> Result<f64> {
+        let v = super::validation_kl(s, p, train)?;
+        self.best.offer(p, self.step, v)?;
+        Ok(v)
     }
 
     /// Writes the checkpoint when one is configured and this step is a multiple of
@@ -155,6 +170,7 @@ impl Trainer {
         set_values(&p.vars, &now)?;
         let best = states.iter().map(|s| s.best.clone()).collect();
         Ok(Trainer {
+            units: units(p)?,
             moments: states.into_iter().map(|s| s.moments).collect(),
             history: meta.history,
             step: meta.step,
@@ -256,7 +272,8 @@ impl Trainer {
             let slot = p.slots[k];
             let mut x = v.flatten_all()?.to_vec1::<f32>()?;
             let lr = factor * rate(slot, cfg);
-            adam::step(&mut x, g, &mut self.moments[k], t, lr, bounds(slot));
+            let unit = self.units[k].as_deref();
+            adam::step_scaled(&mut x, g, &mut self.moments[k], t, lr, bounds(slot), unit);
             v.set(&Tensor::from_vec(x, v.dims(), &Device::Cpu)?)?;
         }
         Ok(())
