@@ -42,9 +42,12 @@ use std::time::Instant;
 use trainer::Trainer;
 
 /// Calibration windows a front end cuts by default (the first three quarters train,
-/// the last quarter validates).
-pub const DEFAULT_WINDOWS: usize = 16;
-/// Tokens per calibration window by default (fewer where the model has fewer positions).
+/// the last quarter validates). Measured on the embedded model (docs/tune.md): on
+/// calibration text no run saw, 64 windows lowered uniform q3_k's KL by 13% and q2_k's
+/// by 19%, 16 windows by 6% and 10%: fitting 12 windows fits those windows.
+pub const DEFAULT_WINDOWS: usize = 64;
+/// Tokens per calibration window by default (fewer where the model has fewer positions;
+/// not measured against others: the embedded model's positions stop at 256).
 pub const DEFAULT_SEQ_LEN: usize = 128;
 
 /// How to train.
