@@ -28,14 +28,7 @@ const EPS: f32 = 1e-8;
 /// history: one noisy batch). Element-wise and sequential, so the result never depends
 /// on threads.
 #[cfg(test)]
-pub(crate) fn step(
-    p: &mut [f32],
-    g: &[f32],
-    s: &mut Moments,
-    t: u64,
-    lr: f32,
-    bounds: (f32, f32),
-) {
+pub(crate) fn step(p: &mut [f32], g: &[f32], s: &mut Moments, t: u64, lr: f32, bounds: (f32, f32)) {
     step_scaled(p, g, s, t, lr, bounds, None)
 }
 

@@ -296,7 +296,10 @@ fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
     if !(cfg.validation > 0.0 && cfg.validation < 1.0) {
         return Err(Error::setting(
             "validation",
-            format!("{}: the validation share must lie between 0 and 1", cfg.validation),
+            format!(
+                "{}: the validation share must lie between 0 and 1",
+                cfg.validation
+            ),
         ));
     }
     if cfg.checkpoint_every > 0 && cfg.checkpoint.is_none() {

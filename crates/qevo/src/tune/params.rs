@@ -475,7 +475,10 @@ impl Params {
         let Slot::Aux(j) = self.slots[k] else {
             return Ok(None);
         };
-        let w0 = self.aux[j].to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w0 = self.aux[j]
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let ms = w0.iter().map(|x| (x * x) as f64).sum::<f64>() / w0.len().max(1) as f64;
         let floor = (ms.sqrt() / 10.0) as f32;
         Ok(Some(w0.iter().map(|x| x.abs().max(floor)).collect()))

@@ -4,10 +4,10 @@
 
 use super::params::{decode, Params, Slot};
 use super::*;
-use candle_core::Device;
 use crate::eval::TokenWindows;
 use crate::export::resolve_ggml;
 use crate::quant::{TensorPlan, WeightFormat};
+use candle_core::Device;
 
 fn embedded() -> Model {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
@@ -524,9 +524,7 @@ fn the_kept_step_is_the_best_measured_on_validation() {
     let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
     let m = measured(&out);
     assert_eq!(m.len(), 5, "{m:?}");
-    let best = m
-        .iter()
-        .fold(m[0], |b, &x| if x.1 < b.1 { x } else { b });
+    let best = m.iter().fold(m[0], |b, &x| if x.1 < b.1 { x } else { b });
     assert_eq!(out.kept_step, best.0);
     assert_eq!(out.after.validation.kl, best.1);
     assert!(out.after.validation.kl <= out.before.validation.kl);
@@ -572,7 +570,10 @@ fn a_huge_rate_does_not_diverge() {
     let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
     let start = out.before.validation.kl;
     for (step, v) in measured(&out) {
-        assert!(v < 1.5 * start, "step {step}: validation KL {v}, start {start}");
+        assert!(
+            v < 1.5 * start,
+            "step {step}: validation KL {v}, start {start}"
+        );
     }
     assert!(out.after.validation.kl <= start);
 }

@@ -266,7 +266,13 @@ impl Trainer {
     }
 
     /// Adam on every variable with gradients `all`, at `factor` times each kind's rate.
-    fn update(&mut self, p: &Params, cfg: &TuneConfig, all: &[Vec<f32>], factor: f32) -> Result<()> {
+    fn update(
+        &mut self,
+        p: &Params,
+        cfg: &TuneConfig,
+        all: &[Vec<f32>],
+        factor: f32,
+    ) -> Result<()> {
         let t = self.updates + 1;
         for ((k, v), g) in p.vars.iter().enumerate().zip(all) {
             let slot = p.slots[k];
