@@ -372,8 +372,8 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
 
 /// The steps from where `tr` stands to `cfg.steps` (or a stop), measuring validation
 /// every `eval_every` steps, and checkpointing as configured. The last step is measured
-/// too, after its checkpoint: a run stopped there and resumed must take the steps of an
-/// uninterrupted run, which did not measure it.
+/// too, after the loop and its checkpoint: a run stopped there and resumed must take the
+/// steps of an uninterrupted run, which did not measure it.
 fn train_loop(
     s: &TuneSetup,
     p: &Params,
@@ -391,24 +391,22 @@ fn train_loop(
         let mut rec = tr
             .step(s, p, cfg, train)
             .map_err(|e| diverged(e, cfg, last_saved))?;
-        let due = cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every);
-        if due {
+        if cfg.eval_every > 0 && tr.step.is_multiple_of(cfg.eval_every) {
             rec.validation_kl = Some(tr.validate(s, p, train)?);
         }
         rec.seconds = t0.elapsed().as_secs_f64();
         tr.history.push(rec.clone());
+        if let Some(f) = on_step.as_mut() {
+            f(&rec);
+        }
         if tr.save_if_due(p, cfg, identity)? {
             last_saved = Some(tr.step);
         }
-        if !due && (tr.step == cfg.steps || stopped()) {
-            let v = tr.validate(s, p, train)?;
-            rec.validation_kl = Some(v);
-            if let Some(last) = tr.history.last_mut() {
-                last.validation_kl = Some(v);
-            }
-        }
-        if let Some(f) = on_step.as_mut() {
-            f(&rec);
+    }
+    if tr.history.last().is_some_and(|r| r.validation_kl.is_none()) {
+        let v = tr.validate(s, p, train)?;
+        if let Some(last) = tr.history.last_mut() {
+            last.validation_kl = Some(v);
         }
     }
     Ok(())
