@@ -24,32 +24,38 @@ pub struct TuneArgs {
     /// Held-out text the result is scored on (default: the embedded held-out split).
     #[arg(long)]
     pub heldout: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = TuneConfig::default().steps)]
     pub steps: usize,
-    /// Adam rate of the block-scale corrections (relative to each scale).
-    #[arg(long, default_value_t = 2e-3)]
+    /// Adam rate of the block-scale corrections (relative to each scale; at most 0.01,
+    /// the trust radius).
+    #[arg(long, default_value_t = TuneConfig::default().lr)]
     pub lr: f32,
-    /// Adam rate of the norms and biases.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Adam rate of the norms and biases, relative to each element's size (at most 0.01).
+    #[arg(long, default_value_t = TuneConfig::default().lr_aux)]
     pub lr_norm: f32,
     /// Train the integer sub-scales (and sub-mins) of the K-quants, iq4_xs and iq3_s too,
     /// in each type's own packing.
     #[arg(long)]
     pub sub_scales: bool,
-    /// Adam rate of the sub-scales, in steps of the stored integer.
-    #[arg(long, default_value_t = 0.05)]
+    /// Adam rate of the sub-scales, in steps of the stored integer (at most 0.25).
+    #[arg(long, default_value_t = TuneConfig::default().lr_sub)]
     pub lr_sub: f32,
     /// Tokens per window [default: 128, or the model's positions if fewer].
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// Calibration windows to train on.
-    #[arg(long, default_value_t = 16)]
+    /// Calibration windows: the first train, the last `--validation` share choose the
+    /// step kept.
+    #[arg(long, default_value_t = qevo::tune::DEFAULT_WINDOWS)]
     pub windows: usize,
+    /// Share of the calibration windows kept out of training to choose the step that is
+    /// returned (at least 2 windows).
+    #[arg(long, default_value_t = TuneConfig::default().validation)]
+    pub validation: f32,
     /// Held-out windows to score on.
     #[arg(long, default_value_t = 8)]
     pub heldout_windows: usize,
-    /// Calibration windows per step.
-    #[arg(long, default_value_t = 4)]
+    /// Training windows per step.
+    #[arg(long, default_value_t = TuneConfig::default().batch)]
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -60,8 +66,8 @@ pub struct TuneArgs {
     /// q5_0, q5_1, q8_0) again at the trained scales every step.
     #[arg(long, value_enum, default_value_t = qevo::tune::Codes::Fixed)]
     pub codes: qevo::tune::Codes,
-    /// Held-out KL every N steps (0: only before and after).
-    #[arg(long, default_value_t = 0)]
+    /// Validation KL every N steps (0: only at the end); the best step measured is kept.
+    #[arg(long, default_value_t = TuneConfig::default().eval_every)]
     pub eval_every: usize,
     /// Write `checkpoint.safetensors` every N steps (0: never).
     #[arg(long, default_value_t = 10)]
@@ -77,8 +83,6 @@ pub struct TuneArgs {
     #[arg(long)]
     pub out: PathBuf,
 }
-
-const DEFAULT_SEQ_LEN: usize = 128;
 
 fn windows(
     m: &Model,
@@ -117,7 +121,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let rounding = RoundingInputs::for_model(&m, imatrix.as_ref(), scored.rounding.as_ref())?;
     let seq = a
         .seq_len
-        .unwrap_or(DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
+        .unwrap_or(qevo::tune::DEFAULT_SEQ_LEN.min(m.arch.max_positions()));
     let cut = |file: &Option<PathBuf>, default, n| windows(&m, file.as_deref(), default, seq, n);
     let calib = cut(&a.text, qevo::assets::CALIB_TEXT, a.windows)?;
     let held = cut(&a.heldout, qevo::assets::HELDOUT_TEXT, a.heldout_windows)?;
@@ -140,13 +144,14 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         seed: a.seed,
         train_aux: !a.no_norms,
         codes: a.codes,
+        validation: a.validation,
         eval_every: a.eval_every,
         checkpoint_every: a.checkpoint_every,
         checkpoint: Some(checkpoint),
         resume: a.resume,
     };
     let started = std::time::Instant::now();
-    let out = train(&setup, &cfg)?;
+    let out = train(&setup, &cfg).map_err(crate::flag_names)?;
     let secs = started.elapsed().as_secs_f64();
     let gguf = a.out.join("model.gguf");
     let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
@@ -176,7 +181,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
 
 /// Runs the training with a progress bar of loss and held-out KL; Ctrl-C stops after
 /// the current step (the result so far is still written).
-fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
+fn train(setup: &TuneSetup, cfg: &TuneConfig) -> qevo::Result<TuneOutcome> {
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
@@ -185,13 +190,14 @@ fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut held = None;
+    let mut val = None;
     let mut on_step = |r: &StepRecord| {
-        held = r.heldout_kl.or(held);
+        val = r.validation_kl.or(val);
         bar.set_position(r.step as u64);
-        bar.set_message(match held {
-            Some(h) => format!("loss {:.5} held-out KL {h:.5}", r.loss),
-            None => format!("loss {:.5}", r.loss),
+        let undone = if r.kept { "" } else { " (undone)" };
+        bar.set_message(match val {
+            Some(v) => format!("loss {:.5}{undone} validation KL {v:.5}", r.loss),
+            None => format!("loss {:.5}{undone}", r.loss),
         });
     };
     let hooks = TuneHooks {
@@ -200,7 +206,7 @@ fn train(setup: &TuneSetup, cfg: &TuneConfig) -> Result<TuneOutcome> {
     };
     let out = tune(setup, cfg, hooks);
     bar.finish_and_clear();
-    Ok(out?)
+    out
 }
 
 fn print_outcome(out: &TuneOutcome, secs: f64) {
@@ -209,7 +215,8 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
     }
     let mut t = Table::new(&[
         "",
-        "calibration KL",
+        "training KL",
+        "validation KL",
         "held-out KL",
         "held-out ppl",
         "held-out top-1",
@@ -218,18 +225,25 @@ fn print_outcome(out: &TuneOutcome, secs: f64) {
         t.row(vec![
             name.to_string(),
             format!("{:.5}", s.calibration.kl),
+            format!("{:.5}", s.validation.kl),
             format!("{:.5}", s.heldout.kl),
             format!("{:.3}", s.heldout.ppl),
             format!("{:.4}", s.heldout.top1),
         ]);
     }
     print!("{}", t.render());
-    if out.kept_initial {
-        println!("training did not lower the calibration KL: the plan's own bytes were kept");
+    match out.kept_initial {
+        true => println!("no step lowered the validation KL: the plan's own bytes were kept"),
+        false => println!("kept step {} (lowest validation KL)", out.kept_step),
+    }
+    let undone = out.history.iter().filter(|r| !r.kept).count();
+    if undone > 0 {
+        println!("{undone} steps raised their batch's loss and were undone");
     }
     println!(
-        "KL change: calibration {}, held-out {}",
+        "KL change: training {}, validation {}, held-out {}",
         kl_change(out.before.calibration.kl, out.after.calibration.kl),
+        kl_change(out.before.validation.kl, out.after.validation.kl),
         kl_change(out.before.heldout.kl, out.after.heldout.kl)
     );
     let steps = out.history.len().max(1);
@@ -251,6 +265,7 @@ fn write_report(path: &Path, cfg: &TuneConfig, out: &TuneOutcome, secs: f64) -> 
         "after": out.after,
         "resumed_from": out.resumed_from,
         "kept_initial": out.kept_initial,
+        "kept_step": out.kept_step,
         "variables": out.variables,
         "parameters": out.parameters,
         "seconds": secs,

@@ -1,9 +1,10 @@
-//! Tune checkpoints: one safetensors file holding every trained variable and its Adam
-//! moments (f32, exact), with the run's identity and history as JSON metadata, written
-//! atomically. Resuming restores them bit for bit, so a resumed run gives the bytes an
+//! Tune checkpoints: one safetensors file holding every trained variable, its Adam
+//! moments and its value at the best step by validation (f32, exact), with the run's
+//! identity, history and step controller as JSON metadata, written atomically. Resuming restores them bit for bit, so a resumed run gives the bytes an
 //! uninterrupted one gives.
 
 use super::adam::Moments;
+use super::control::Control;
 use super::StepRecord;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -20,16 +21,26 @@ pub(crate) struct Meta {
     /// Identifies model, plan, rounding, texts and settings; see `tune::run_identity`.
     pub identity: String,
     pub step: usize,
+    /// Adam's step count (kept steps).
+    pub updates: u64,
+    pub control: Control,
+    /// The best step by validation so far and its KL (its values are `best.{k}`).
+    pub best_step: usize,
+    pub best_validation: f64,
     pub history: Vec<StepRecord>,
 }
 
-/// One trained variable's values and moments.
+/// One trained variable's values, moments and values at the best step.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct VarState {
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
     pub moments: Moments,
+    pub best: Vec<f32>,
 }
+
+/// Tensors saved per variable.
+const PER_VAR: usize = 4;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -37,11 +48,12 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Writes the checkpoint atomically.
 pub(crate) fn save(path: &Path, meta: &Meta, vars: &[VarState]) -> Result<()> {
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(vars.len() * 3);
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(vars.len() * PER_VAR);
     for (k, s) in vars.iter().enumerate() {
         owned.push((format!("var.{k}"), s.shape.clone(), f32_bytes(&s.values)));
         owned.push((format!("m.{k}"), s.shape.clone(), f32_bytes(&s.moments.m)));
         owned.push((format!("v.{k}"), s.shape.clone(), f32_bytes(&s.moments.v)));
+        owned.push((format!("best.{k}"), s.shape.clone(), f32_bytes(&s.best)));
     }
     let views = owned
         .iter()
@@ -102,16 +114,17 @@ pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarS
                     m: read(format!("m.{k}"), shape)?,
                     v: read(format!("v.{k}"), shape)?,
                 },
+                best: read(format!("best.{k}"), shape)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if st.len() != shapes.len() * 3 {
+    if st.len() != shapes.len() * PER_VAR {
         return Err(Error::format(
             path,
             format!(
                 "{} tensors, expected {} (another plan's checkpoint?)",
                 st.len(),
-                shapes.len() * 3
+                shapes.len() * PER_VAR
             ),
         ));
     }
@@ -133,14 +146,22 @@ mod tests {
                 m: vec![1.0, 2.0, 3.0, 4.0],
                 v: vec![0.5; 4],
             },
+            best: vec![0.0, -0.1, 2e-9, 2.5],
         }];
         let meta = Meta {
             identity: "abc".into(),
             step: 7,
+            updates: 6,
+            control: Control { rate: 0.625 },
+            best_step: 5,
+            best_validation: 0.125,
             history: vec![StepRecord {
                 step: 7,
                 loss: 0.25,
-                heldout_kl: Some(0.3),
+                loss_after: 0.5,
+                kept: false,
+                rate: 1.0,
+                validation_kl: Some(0.3),
                 seconds: 1.5,
             }],
         };

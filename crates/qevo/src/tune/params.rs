@@ -465,6 +465,25 @@ impl Params {
             .collect()
     }
 
+    /// Per element of variable `k`, the size one unit of its rate moves it by: 1 for the
+    /// scale corrections and sub-scale offsets (already relative, or in integer steps),
+    /// and for a norm or bias its own magnitude, floored at a tenth of the tensor's RMS
+    /// (so its near-zero elements can move too). A norm trained at an absolute rate moves
+    /// a small-valued norm by far more than a large one: SmolLM2's first attention norm
+    /// has median |w| 0.022, which an absolute 1e-3 per step moves by 4.5% a step.
+    pub fn units(&self, k: usize) -> Result<Option<Vec<f32>>> {
+        let Slot::Aux(j) = self.slots[k] else {
+            return Ok(None);
+        };
+        let w0 = self.aux[j]
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let ms = w0.iter().map(|x| (x * x) as f64).sum::<f64>() / w0.len().max(1) as f64;
+        let floor = (ms.sqrt() / 10.0) as f32;
+        Ok(Some(w0.iter().map(|x| x.abs().max(floor)).collect()))
+    }
+
     /// The norms and biases at the current parameters (trained ones as variables).
     pub fn aux(&self) -> Result<Vec<Tensor>> {
         Ok(self

@@ -1,11 +1,13 @@
 //! Unit tests of tune: gradients against finite differences, the f16 projection, exact
-//! resume, divergence, and that training lowers the KL it is asked to lower.
+//! resume, divergence, that training lowers the KL it is asked to lower, and that the
+//! step returned is the best on validation, however large the rate.
 
 use super::params::{decode, Params, Slot};
 use super::*;
 use crate::eval::TokenWindows;
 use crate::export::resolve_ggml;
 use crate::quant::{TensorPlan, WeightFormat};
+use candle_core::Device;
 
 fn embedded() -> Model {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
@@ -320,34 +322,49 @@ fn trained_sub_scales_move_and_lower_the_kl_of_uniform_q3_k() {
 
 #[test]
 fn resumed_run_gives_the_bytes_of_an_uninterrupted_one() {
-    resume_matches(GgmlType::Q4K, false);
+    resume_matches(GgmlType::Q4K, false, quick(0));
 }
 
 #[test]
 fn resumed_run_with_sub_scales_gives_the_bytes_of_an_uninterrupted_one() {
-    resume_matches(GgmlType::Q3K, true);
+    resume_matches(GgmlType::Q3K, true, quick(0));
 }
 
-fn resume_matches(t: GgmlType, sub_scales: bool) {
+/// With a rate so large that steps are undone: the rate controller, Adam's step count
+/// and the best step so far all come back from the checkpoint.
+#[test]
+fn resumed_run_after_undone_steps_gives_the_bytes_of_an_uninterrupted_one() {
+    let cfg = TuneConfig {
+        lr: 1.0,
+        lr_aux: 1.0,
+        ..quick(0)
+    };
+    resume_matches(GgmlType::Q4K, false, cfg);
+}
+
+fn resume_matches(t: GgmlType, sub_scales: bool, base: TuneConfig) {
     let f = fixture();
     let rp = plan(&f.m, t);
     let dir = tempfile::tempdir().unwrap();
     let run = |steps: usize, ck: &str, resume: bool| {
         let cfg = TuneConfig {
+            steps,
             checkpoint: Some(dir.path().join(ck)),
-            checkpoint_every: 2,
+            checkpoint_every: 3,
+            eval_every: 2,
             resume,
             sub_scales,
             lr_sub: 0.3,
-            ..quick(steps)
+            ..base.clone()
         };
         tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap()
     };
-    let whole = run(4, "a.safetensors", false);
-    let first = run(2, "b.safetensors", false);
+    let whole = run(6, "a.safetensors", false);
+    let first = run(3, "b.safetensors", false);
     assert_eq!(first.resumed_from, None);
-    let rest = run(4, "b.safetensors", true);
-    assert_eq!(rest.resumed_from, Some(2));
+    let rest = run(6, "b.safetensors", true);
+    assert_eq!(rest.resumed_from, Some(3));
+    assert_eq!(rest.kept_step, whole.kept_step);
     assert_eq!(rest.tuned.bytes, whole.tuned.bytes);
     let aux = |o: &TuneOutcome| -> Vec<Vec<f32>> {
         o.tuned
@@ -357,10 +374,13 @@ fn resume_matches(t: GgmlType, sub_scales: bool) {
             .collect()
     };
     assert_eq!(aux(&rest), aux(&whole));
-    let steps = |o: &TuneOutcome| -> Vec<(usize, u64)> {
+    let steps = |o: &TuneOutcome| -> Vec<(usize, u64, bool, Option<u64>)> {
         o.history
             .iter()
-            .map(|r| (r.step, r.loss.to_bits()))
+            .map(|r| {
+                let v = r.validation_kl.map(f64::to_bits);
+                (r.step, r.loss.to_bits(), r.kept, v)
+            })
             .collect()
     };
     assert_eq!(steps(&rest), steps(&whole));
@@ -407,8 +427,8 @@ fn divergence_stops_and_keeps_the_last_good_parameters() {
         .iter()
         .map(|v| v.flatten_all().unwrap().to_vec1().unwrap())
         .collect();
-    let mut tr = Trainer::new(&p);
-    let err = tr.step(&f.setup(&rp), &p, &quick(1)).unwrap_err();
+    let mut tr = Trainer::new(&p, 1.0).unwrap();
+    let err = tr.step(&f.setup(&rp), &p, &quick(1), 4).unwrap_err();
     assert!(err.to_string().contains("diverged at step 1"), "{err}");
     let after: Vec<Vec<f32>> = p
         .vars
@@ -477,6 +497,98 @@ fn a_plan_already_at_the_fp_model_comes_back_unchanged() {
             want.flatten_all().unwrap().to_vec1().unwrap(),
         );
         assert_eq!(g, w, "{name}");
+    }
+}
+
+/// The validation KL of each measured step, with step 0 (the plan) first.
+fn measured(out: &TuneOutcome) -> Vec<(usize, f64)> {
+    let steps = out
+        .history
+        .iter()
+        .filter_map(|r| r.validation_kl.map(|v| (r.step, v)));
+    std::iter::once((0, out.before.validation.kl))
+        .chain(steps)
+        .collect()
+}
+
+/// The step returned is the one with the lowest validation KL measured (step 0, the plan,
+/// included), and its bytes score exactly that KL on validation.
+#[test]
+fn the_kept_step_is_the_best_measured_on_validation() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q3K);
+    let cfg = TuneConfig {
+        eval_every: 2,
+        ..quick(8)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    let m = measured(&out);
+    assert_eq!(m.len(), 5, "{m:?}");
+    let best = m.iter().fold(m[0], |b, &x| if x.1 < b.1 { x } else { b });
+    assert_eq!(out.kept_step, best.0);
+    assert_eq!(out.after.validation.kl, best.1);
+    assert!(out.after.validation.kl <= out.before.validation.kl);
+}
+
+/// Rates a thousand times too large (scales, norms and sub-scales): the trust region
+/// caps each step, backtracking undoes the steps that raise their batch's loss, and the
+/// model returned is never worse than the start on validation.
+#[test]
+fn tune_never_returns_a_step_worse_than_the_start_on_validation() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q3K);
+    let cfg = TuneConfig {
+        lr: 5.0,
+        lr_aux: 5.0,
+        lr_sub: 50.0,
+        sub_scales: true,
+        eval_every: 1,
+        ..quick(10)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    assert!(out.after.validation.kl <= out.before.validation.kl);
+    assert!(out.history.iter().all(|r| r.loss.is_finite()));
+    // Every kept step kept its batch's loss within the tolerance.
+    for r in out.history.iter().filter(|r| r.kept) {
+        assert!(r.loss_after <= r.loss * (1.0 + control::MAX_RISE), "{r:?}");
+    }
+}
+
+/// A huge rate does not diverge: the validation KL never runs away from the start's
+/// (each measured step within 50% of it), because steps that raise their batch's loss
+/// are undone and shrink the rate.
+#[test]
+fn a_huge_rate_does_not_diverge() {
+    let f = fixture();
+    let rp = plan(&f.m, GgmlType::Q4_0);
+    let cfg = TuneConfig {
+        lr: 100.0,
+        lr_aux: 100.0,
+        eval_every: 1,
+        ..quick(10)
+    };
+    let out = tune(&f.setup(&rp), &cfg, TuneHooks::default()).unwrap();
+    let start = out.before.validation.kl;
+    for (step, v) in measured(&out) {
+        assert!(
+            v < 1.5 * start,
+            "step {step}: validation KL {v}, start {start}"
+        );
+    }
+    assert!(out.after.validation.kl <= start);
+}
+
+#[test]
+fn calibration_windows_split_into_training_and_validation() {
+    assert_eq!(training_windows(16, 0.25).unwrap(), 12);
+    assert_eq!(training_windows(6, 0.25).unwrap(), 4);
+    // At least two validation windows, at least one training window.
+    assert_eq!(training_windows(3, 0.1).unwrap(), 1);
+    let err = training_windows(2, 0.25).unwrap_err().to_string();
+    assert!(err.starts_with("validation"), "{err}");
+    // Batches draw from the training windows only.
+    for step in 0..50 {
+        assert!(batch_windows(9, step, 12, 4).iter().all(|&w| w < 12));
     }
 }
 
