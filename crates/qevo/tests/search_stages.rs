@@ -634,9 +634,11 @@ fn uniform_bytes(m: &Model, format: &str) -> u64 {
     .tensor_bytes
 }
 
-/// `small_tensor_config` limited to `bytes`, with a validation slice.
+/// `small_tensor_config` for a weights-only runtime, limited to `bytes`, with a
+/// validation slice.
 fn limited_config(bytes: u64) -> SearchConfig {
     let mut cfg = small_tensor_config();
+    cfg.space.act_bits = vec![16];
     cfg.data.validation_windows = 2;
     cfg.limits.max_size_mb = Some(bytes as f64 / 1e6);
     cfg
@@ -658,9 +660,14 @@ fn search_at_a_size_limit_is_never_worse_than_the_lagrangian_plan() {
         assert_eq!(o.recommended.map(|i| &o.front[i].genome), Some(&rec.genome));
         assert!(rec.scored.size_bytes <= limit, "{format}: {rec:?}");
         assert!(rec.scored.violation <= 0.0, "{format}");
-        let r = o.refine.as_ref().expect("a size limit runs the refine stage");
+        let r = o
+            .refine
+            .as_ref()
+            .expect("a size limit runs the refine stage");
         let lag = r.lagrangian.expect("the Lagrangian plan fits the limit");
-        let validation = rec.validation.expect("the recommended plan has a validation score");
+        let validation = rec
+            .validation
+            .expect("the recommended plan has a validation score");
         assert!(rec.scored.metrics.kl <= lag.kl, "{format}: {r:?}");
         assert!(validation.kl <= lag.validation_kl, "{format}: {r:?}");
         assert_eq!(
@@ -692,7 +699,11 @@ fn weights_only_search_scores_no_activation_cells() {
     let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
     assert!(o.space.choices.iter().flatten().all(|c| c.act_bits == 16));
     let cells: usize = o.sensitivity.kl.iter().map(Vec::len).sum();
-    let weight_choices = full_space.choices.iter().flatten().filter(|c| c.act_bits == 16);
+    let weight_choices = full_space
+        .choices
+        .iter()
+        .flatten()
+        .filter(|c| c.act_bits == 16);
     assert_eq!(cells, weight_choices.count());
     for f in &o.front {
         let choices = o.space.tensor_choices(&m, &f.genome);
@@ -717,11 +728,18 @@ fn a_refined_search_is_the_same_on_any_thread_count_and_after_resume() {
     let key = |o: &search::SearchOutcome| {
         let mut r = o.refine.clone().unwrap();
         r.seconds = 0.0;
-        let front: Vec<_> = o.front.iter().map(|f| (f.genome.clone(), f.scored.clone())).collect();
+        let front: Vec<_> = o
+            .front
+            .iter()
+            .map(|f| (f.genome.clone(), f.scored.clone()))
+            .collect();
         (front, o.recommended, r, o.history.clone())
     };
     let on = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| search::run(&m, &calib, &heldout, &cfg, None).unwrap())
     };
     let whole = key(&on(3));
@@ -734,7 +752,13 @@ fn a_refined_search_is_the_same_on_any_thread_count_and_after_resume() {
         false => ControlFlow::Continue(()),
     });
     let stopped = search::run(&m, &calib, &heldout, &cfg, Some(stop)).unwrap();
-    assert!(stopped.refine.is_none(), "a stopped search writes what it had");
+    assert!(
+        stopped.refine.is_none(),
+        "a stopped search writes what it had"
+    );
     cfg.checkpoint.resume = true;
-    assert_eq!(key(&search::run(&m, &calib, &heldout, &cfg, None).unwrap()), whole);
+    assert_eq!(
+        key(&search::run(&m, &calib, &heldout, &cfg, None).unwrap()),
+        whole
+    );
 }

@@ -321,7 +321,10 @@ fn refine_summary() -> crate::search::refine::RefineSummary {
         lagrangian: Some(at(1_450_000, 0.02, 0.022, 0.025)),
         chosen: at(1_490_000, 0.015, 0.017, 0.02),
         steps: vec![RefineStep {
-            changes: vec![change("ffn_up", "q4_k", "q3_k"), change("attn_v", "q4_k", "q6_k")],
+            changes: vec![
+                change("ffn_up", "q4_k", "q3_k"),
+                change("attn_v", "q4_k", "q6_k"),
+            ],
             size_bytes: 1_490_000,
             kl: 0.015,
             validation_kl: 0.017,

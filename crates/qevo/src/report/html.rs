@@ -228,7 +228,9 @@ pub fn html(d: &ReportData) -> Result<String> {
     }
 
     if d.refine.is_some() {
-        let title = d.quality.relabel("At the size limit (KL to FP, nats/token)");
+        let title = d
+            .quality
+            .relabel("At the size limit (KL to FP, nats/token)");
         let _ = writeln!(out, "<h3>{title}</h3>");
         table_html(&tables::at_limit(d), &mut out);
     }

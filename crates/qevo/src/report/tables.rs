@@ -556,7 +556,8 @@ pub fn summary_text(d: &ReportData, max_front_rows: usize) -> String {
     }
     if d.refine.is_some() {
         section(
-            d.quality.relabel("At the size limit (KL to FP, nats/token)"),
+            d.quality
+                .relabel("At the size limit (KL to FP, nats/token)"),
             at_limit(d).text(),
         );
     }

@@ -158,7 +158,10 @@ fn choose_on_validation(
         front[i].validation = Some(v);
     }
     let key = |i: usize| {
-        let (f, v) = (&front[i], front[i].validation.unwrap_or(front[i].scored.metrics));
+        let (f, v) = (
+            &front[i],
+            front[i].validation.unwrap_or(front[i].scored.metrics),
+        );
         match cfg.limits.any() {
             true => v.kl,
             false => {

@@ -24,7 +24,7 @@ mod compare;
 pub mod config;
 mod evolve;
 pub mod executor;
-mod finalize;
+pub mod finalize;
 pub mod memory;
 pub mod optuna;
 pub mod output;

@@ -13,8 +13,8 @@ use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
 use crate::quant::gptq::DEFAULT_DAMP;
 use crate::quant::{
-    calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding, RoundingInputs, RoundingMode,
-    WeightCache,
+    calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding, RoundingInputs,
+    RoundingMode, WeightCache,
 };
 
 /// What every later stage scores against.
@@ -95,7 +95,11 @@ pub fn prepare<'m>(
         })
     };
     let d = &cfg.data;
-    let text = windows(calib_text, d.calib_windows + d.validation_windows, "calibration")?;
+    let text = windows(
+        calib_text,
+        d.calib_windows + d.validation_windows,
+        "calibration",
+    )?;
     let (calib, validation) = split_validation(text, d.calib_windows, d.validation_windows)?;
     let heldout = windows(heldout_text, cfg.data.heldout_windows, "held-out")?;
     let full_windows = calib.len();

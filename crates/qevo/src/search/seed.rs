@@ -124,10 +124,16 @@ fn at_limit(sweep: &[SweepPoint], limit: Option<u64>) -> Vec<Vec<u16>> {
     let Some(limit) = limit else {
         return Vec::new();
     };
-    let within: Vec<&SweepPoint> = sweep.iter().filter(|p| p.1 <= limit).collect();
-    lagrangian_at(sweep, limit)
+    let first = lagrangian_at(sweep, limit);
+    let below = sweep
+        .iter()
+        .rev()
+        .filter(|p| p.1 <= limit && Some(&p.0) != first.as_ref())
+        .map(|p| p.0.clone());
+    first
+        .clone()
         .into_iter()
-        .chain(within.iter().rev().map(|p| p.0.clone()))
+        .chain(below)
         .take(LIMIT_SEEDS)
         .collect()
 }
@@ -196,6 +202,8 @@ mod tests {
             .collect();
         let seeds = seed_genomes(&[], &sweep, Some(105), 8);
         assert_eq!(seeds[..LIMIT_SEEDS], [vec![10], vec![9], vec![8], vec![7]]);
-        assert!(seeds.iter().all(|g| seeds.iter().filter(|h| *h == g).count() == 1));
+        assert!(seeds
+            .iter()
+            .all(|g| seeds.iter().filter(|h| *h == g).count() == 1));
     }
 }
