@@ -214,8 +214,8 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
     );
     let d = &cfg.data;
     println!(
-        "search: unit {}, target {}, population {}, {} generations; windows of {} tokens: {} full, {} screening, {} held-out",
-        s.unit.as_str(), s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows
+        "search: unit {}, target {}, population {}, {} generations; windows of {} tokens: {} full, {} screening, {} held-out, {} validation",
+        s.unit.as_str(), s.target, s.population, s.generations, d.seq_len, d.calib_windows, d.screen_windows, d.heldout_windows, d.validation_windows
     );
     print_memory(&shape, &cfg);
     let mut t = Table::new(&[
@@ -223,9 +223,11 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
         "screened",
         "full (at most)",
         "held-out",
+        "validation",
         "s/screen",
         "s/full",
         "s/held-out",
+        "s/validation",
         "total (no caches)",
     ]);
     for name in machines {
@@ -235,9 +237,11 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
             b.count.screened.to_string(),
             b.count.full.to_string(),
             b.count.heldout.to_string(),
+            b.count.validation.to_string(),
             format!("{:.3}", b.screen_seconds),
             format!("{:.3}", b.full_seconds),
             format!("{:.3}", b.heldout_seconds),
+            format!("{:.3}", b.validation_seconds),
             duration(b.total_seconds),
         ]);
     }

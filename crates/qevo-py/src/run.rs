@@ -193,7 +193,7 @@ impl Outcome {
             .collect();
         to_json(&rows)
     }
-    /// Seed, FP cost, timings and cache counters.
+    /// Seed, FP cost, timings, the refine stage at the size limit and cache counters.
     fn summary_json(&self) -> PyResult<String> {
         let o = &self.outcome;
         to_json(&serde_json::json!({
@@ -204,6 +204,7 @@ impl Outcome {
             "search_seconds": o.search_seconds,
             "total_seconds": o.total_seconds,
             "stage_seconds": o.stage_seconds,
+            "refine": o.refine,
             "fitness_cache": o.fitness_stats,
             "evaluations": o.evaluations.len(),
         }))

@@ -61,6 +61,14 @@ fn counts_follow_the_search_stages() {
     let t = evaluation_count(&s, &per_tensor).unwrap();
     assert!(t.screened - evolution > 20 * (c.screened - evolution));
     assert_eq!(t.full, c.full);
+    // A size limit adds the refine stage: its moves in full, its checks on validation.
+    assert_eq!(c.validation, qevo::search::finalize::SHORTLIST as u64);
+    let mut limited = cfg.clone();
+    limited.limits.max_size_mb = Some(4000.0);
+    let r = evaluation_count(&s, &limited).unwrap();
+    let moves = qevo::search::refine::max_evaluations(&limited);
+    assert_eq!(r.full, c.full + moves);
+    assert!(r.validation > c.validation);
 }
 
 #[test]

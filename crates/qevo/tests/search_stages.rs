@@ -612,3 +612,153 @@ fn the_size_limit_is_a_matched_size() {
     // The uniform plan within the limit is a seed, so the front is never worse than it.
     assert!(row.evolved_kl.unwrap() <= row.uniform_kl);
 }
+
+/// Bytes of `format` on every tensor: the size limits the refine tests search at.
+fn uniform_bytes(m: &Model, format: &str) -> u64 {
+    let f = qevo::quant::WeightFormat::parse(format).unwrap();
+    let plan = qevo::plan::TensorPlan::uniform(m, f, 16).unwrap();
+    let choices: Vec<_> = m
+        .tensors
+        .iter()
+        .map(|t| *plan.choice(&t.name).unwrap())
+        .collect();
+    price(
+        m,
+        &choices,
+        &small_config().target,
+        &small_config().workload,
+        &UserLimits::default(),
+        None,
+    )
+    .unwrap()
+    .tensor_bytes
+}
+
+/// `small_tensor_config` for a weights-only runtime, limited to `bytes`, with a
+/// validation slice.
+fn limited_config(bytes: u64) -> SearchConfig {
+    let mut cfg = small_tensor_config();
+    cfg.space.act_bits = vec![16];
+    cfg.data.validation_windows = 2;
+    cfg.limits.max_size_mb = Some(bytes as f64 / 1e6);
+    cfg
+}
+
+/// The issue this guards: at a size limit the evolution's plan stopped short of the
+/// limit and lost to the search-free Lagrangian plan there. The recommended plan must
+/// fit the limit and be no worse than the Lagrangian plan at it, on the calibration
+/// windows and on the validation slice, whatever the limit.
+#[test]
+fn search_at_a_size_limit_is_never_worse_than_the_lagrangian_plan() {
+    let m = model();
+    let (calib, heldout) = texts();
+    for format in ["q2_k", "q4_k"] {
+        let limit = uniform_bytes(&m, format);
+        let cfg = limited_config(limit);
+        let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+        let rec = o.chosen().unwrap();
+        assert_eq!(o.recommended.map(|i| &o.front[i].genome), Some(&rec.genome));
+        assert!(rec.scored.size_bytes <= limit, "{format}: {rec:?}");
+        assert!(rec.scored.violation <= 0.0, "{format}");
+        let r = o
+            .refine
+            .as_ref()
+            .expect("a size limit runs the refine stage");
+        let lag = r.lagrangian.expect("the Lagrangian plan fits the limit");
+        let validation = rec
+            .validation
+            .expect("the recommended plan has a validation score");
+        assert!(rec.scored.metrics.kl <= lag.kl, "{format}: {r:?}");
+        assert!(validation.kl <= lag.validation_kl, "{format}: {r:?}");
+        assert_eq!(
+            (r.chosen.kl, r.chosen.validation_kl, r.chosen.heldout_kl),
+            (rec.scored.metrics.kl, validation.kl, rec.heldout.kl)
+        );
+        // The compare stage scores the Lagrangian plan at the limit on its own.
+        let row = o.matched.last().unwrap();
+        assert!(row.uniform.starts_with("limit ("), "{row:?}");
+        assert_eq!(row.lagrangian_kl, Some(lag.kl));
+        assert!(row.evolved_kl.unwrap() <= lag.kl);
+        assert!(r.evaluations > 0 && o.stage_seconds.refine > 0.0);
+    }
+}
+
+/// A GGUF runs weights only: a search for one offers, scores and chooses no
+/// activation-quantizing choice, so neither the space nor the sensitivity table has a
+/// cell with quantized activations.
+#[test]
+fn weights_only_search_scores_no_activation_cells() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = small_config();
+    let full_space = search::prepare(&m, &calib, &heldout, &cfg).unwrap().space;
+    assert!(full_space.choices.iter().flatten().any(|c| c.act_bits < 16));
+    cfg.space.act_bits =
+        qevo::search::space::parse_act_bits(search::defaults::WEIGHTS_ONLY_ACT_BITS).unwrap();
+    assert!(cfg.space.weights_only());
+    let o = search::run(&m, &calib, &heldout, &cfg, None).unwrap();
+    assert!(o.space.choices.iter().flatten().all(|c| c.act_bits == 16));
+    let cells: usize = o.sensitivity.kl.iter().map(Vec::len).sum();
+    let weight_choices = full_space
+        .choices
+        .iter()
+        .flatten()
+        .filter(|c| c.act_bits == 16);
+    assert_eq!(cells, weight_choices.count());
+    for f in &o.front {
+        let choices = o.space.tensor_choices(&m, &f.genome);
+        assert!(choices.iter().all(|c| c.act_bits == 16));
+    }
+    // The setting the `qevo gguf` front end sets.
+    let settings = search::Settings {
+        act_bits: search::defaults::WEIGHTS_ONLY_ACT_BITS.into(),
+        ..Default::default()
+    };
+    assert!(settings.resolve(&m).unwrap().space.weights_only());
+}
+
+/// The refine stage keeps the search's promises: the same seed gives the same front,
+/// recommendation and refine record on one thread as on several, and a search stopped
+/// and resumed refines to the same plan as an uninterrupted one.
+#[test]
+fn a_refined_search_is_the_same_on_any_thread_count_and_after_resume() {
+    let m = model();
+    let (calib, heldout) = texts();
+    let mut cfg = limited_config(uniform_bytes(&m, "q3_k"));
+    let key = |o: &search::SearchOutcome| {
+        let mut r = o.refine.clone().unwrap();
+        r.seconds = 0.0;
+        let front: Vec<_> = o
+            .front
+            .iter()
+            .map(|f| (f.genome.clone(), f.scored.clone()))
+            .collect();
+        (front, o.recommended, r, o.history.clone())
+    };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| search::run(&m, &calib, &heldout, &cfg, None).unwrap())
+    };
+    let whole = key(&on(3));
+    assert_eq!(key(&on(1)), whole);
+
+    let dir = tempfile::tempdir().unwrap();
+    cfg.checkpoint.path = Some(dir.path().join("checkpoint.json"));
+    let stop: search::Progress = Box::new(|r| match r.generation >= 1 {
+        true => ControlFlow::Break(()),
+        false => ControlFlow::Continue(()),
+    });
+    let stopped = search::run(&m, &calib, &heldout, &cfg, Some(stop)).unwrap();
+    assert!(
+        stopped.refine.is_none(),
+        "a stopped search writes what it had"
+    );
+    cfg.checkpoint.resume = true;
+    assert_eq!(
+        key(&search::run(&m, &calib, &heldout, &cfg, None).unwrap()),
+        whole
+    );
+}

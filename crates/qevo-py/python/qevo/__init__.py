@@ -281,6 +281,8 @@ def search(
     calib_windows: Optional[int] = None,
     screen_windows: Optional[int] = None,
     heldout_windows: Optional[int] = None,
+    validation_windows: Optional[int] = None,
+    refine: bool = True,
     checkpoint: Optional[Union[str, "os.PathLike[str]"]] = None,
     resume: bool = False,
     tune_front: int = 0,
@@ -311,7 +313,13 @@ def search(
       randomness, so the same seed gives the same front. ``time_budget``: seconds, or
       "90s", "10m", "1h" (``time_budget_s`` is its older name).
     - ``seq_len`` (128), ``calib_windows`` (8), ``screen_windows`` (2),
-      ``heldout_windows`` (8): the token windows plans are scored on.
+      ``heldout_windows`` (8): the token windows plans are scored on;
+      ``validation_windows`` (8): calibration text after the calibration windows, never
+      fitted on, on which the recommended plan is chosen (0: on the calibration windows).
+    - ``refine=False`` skips the refine stage (at a size limit, a greedy local search on
+      measured KL from the best plans and the Lagrangian plan at the limit).
+    - ``act_bits="16"``: a weights-only runtime (llama.cpp's GGUF): no activation
+      choice is scored or chosen.
     - ``imatrix=True`` scores GGML types with an importance matrix collected on the
       calibration windows, ``imatrix_file`` with that file's; ``rounding``: "block"
       (llama.cpp's) or "output" (qevo's output-error rounding).

@@ -67,17 +67,23 @@ pub fn prefix_stride(
     all.div_ceil(budget.max(1)).max(1)
 }
 
+/// References besides the calibration windows that `score_with` keeps a memo for at
+/// once: the held-out text and the search's validation slice.
+const OTHER_REFERENCES: usize = 2;
+
 /// Key: the window segment, the last block done, and the choices of every tensor that
 /// block and its predecessors (and the embedding) use.
 type PrefixKey = (Range<usize>, usize, Vec<TensorChoice>);
 
 struct PrefixCache {
-    /// The token ids of the windows the states belong to (held-out scores: whichever
-    /// reference was scored last; a different one clears the cache).
+    /// The token ids of the windows the states belong to (`score_with`'s slots: each
+    /// holds one reference's; a slot given to another reference is cleared).
     windows: Option<Vec<u32>>,
     budget: usize,
     bytes: usize,
     tick: u64,
+    /// When `score_with` last chose this slot (the least recent is reused).
+    last_used: u64,
     map: HashMap<PrefixKey, (u64, Vec<Tensor>)>,
     /// Score sums of windows 0..end, per (end, whole plan).
     segments: HashMap<(usize, Vec<TensorChoice>), Sums>,
@@ -91,6 +97,7 @@ impl PrefixCache {
             budget,
             bytes: 0,
             tick: 0,
+            last_used: 0,
             map: HashMap::new(),
             segments: HashMap::new(),
             stats: PrefixStats::default(),
@@ -152,8 +159,12 @@ pub struct Evaluator<'m> {
     pub ranges: ActRanges,
     pub act_scheme: ActScheme,
     prefix: Mutex<PrefixCache>,
-    /// States and whole-plan sums of held-out scores (`score_with`).
-    heldout: Mutex<PrefixCache>,
+    /// States and whole-plan sums of scores against other references (`score_with`),
+    /// one slot per reference: the held-out text and the validation slice, scored in
+    /// turns, keep each other's memo.
+    heldout: [Mutex<PrefixCache>; OTHER_REFERENCES],
+    /// Serialises choosing a slot for a reference.
+    assign: Mutex<u64>,
     use_prefix: bool,
     /// For each block, the exclusive end of the tensor-index prefix it depends on.
     block_end: Vec<usize>,
@@ -192,7 +203,8 @@ impl<'m> Evaluator<'m> {
             ranges,
             act_scheme,
             prefix: Mutex::new(PrefixCache::new(prefix_budget_bytes)),
-            heldout: Mutex::new(PrefixCache::new(prefix_budget_bytes)),
+            heldout: std::array::from_fn(|_| Mutex::new(PrefixCache::new(prefix_budget_bytes))),
+            assign: Mutex::new(0),
             use_prefix: prefix_budget_bytes > 0,
             block_end,
             screen,
@@ -224,9 +236,20 @@ impl<'m> Evaluator<'m> {
         lock(&self.prefix).counts()
     }
 
-    /// The held-out scores' cache counters (`score_with`).
+    /// The held-out scores' cache counters (`score_with`), over every slot.
     pub fn heldout_stats(&self) -> PrefixStats {
-        lock(&self.heldout).counts()
+        self.heldout
+            .iter()
+            .map(|c| lock(c).counts())
+            .fold(PrefixStats::default(), |a, b| PrefixStats {
+                hits: a.hits + b.hits,
+                misses: a.misses + b.misses,
+                entries: a.entries + b.entries,
+                bytes: a.bytes + b.bytes,
+                blocks_reused: a.blocks_reused + b.blocks_reused,
+                blocks_run: a.blocks_run + b.blocks_run,
+                segments_reused: a.segments_reused + b.segments_reused,
+            })
     }
 
     /// Scores per-tensor `choices` on the first `n_windows` calibration windows: segment
@@ -339,20 +362,9 @@ impl Evaluator<'_> {
     /// segment, with a prefix cache and whole-plan memo of its own: the front's plans
     /// share early blocks, and the baselines repeat front plans.
     pub fn score_with(&self, reference: &Reference, choices: &[TensorChoice]) -> Result<Metrics> {
-        {
-            let mut c = lock(&self.heldout);
-            if c.windows.as_deref() != Some(&reference.windows.ids[..]) {
-                *c = PrefixCache {
-                    windows: Some(reference.windows.ids.clone()),
-                    ..PrefixCache::new(c.budget)
-                };
-            }
-        }
+        let cache = self.slot_for(reference);
         let (w, hook) = self.weights_and_hook(choices)?;
-        let on = Scoring {
-            reference,
-            cache: &self.heldout,
-        };
+        let on = Scoring { reference, cache };
         let mut total = Sums::default();
         self.score_segment(
             on,
@@ -363,6 +375,32 @@ impl Evaluator<'_> {
             &mut total,
         )?;
         Ok(total.metrics())
+    }
+
+    /// The slot holding `reference`'s windows; when none does, the least recently chosen
+    /// slot, cleared and given to it. Slots are chosen one at a time, so parallel scores
+    /// of one reference share one slot.
+    fn slot_for(&self, reference: &Reference) -> &Mutex<PrefixCache> {
+        let mut clock = self.assign.lock().unwrap_or_else(|e| e.into_inner());
+        *clock += 1;
+        let ids = &reference.windows.ids[..];
+        let held = |c: &Mutex<PrefixCache>| lock(c).windows.as_deref() == Some(ids);
+        let i = match self.heldout.iter().position(held) {
+            Some(i) => i,
+            None => {
+                let i = (0..OTHER_REFERENCES)
+                    .min_by_key(|&i| lock(&self.heldout[i]).last_used)
+                    .unwrap_or(0);
+                let mut c = lock(&self.heldout[i]);
+                *c = PrefixCache {
+                    windows: Some(ids.to_vec()),
+                    ..PrefixCache::new(c.budget)
+                };
+                i
+            }
+        };
+        lock(&self.heldout[i]).last_used = *clock;
+        &self.heldout[i]
     }
 
     /// The weights (drawn from the cache block by block as the pass reaches them, so

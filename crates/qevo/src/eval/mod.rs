@@ -124,6 +124,14 @@ impl TokenWindows {
             ids: self.ids[..n * self.seq_len].to_vec(),
         }
     }
+    /// The windows after the first `n`.
+    pub fn skip(&self, n: usize) -> TokenWindows {
+        let n = n.min(self.len());
+        TokenWindows {
+            seq_len: self.seq_len,
+            ids: self.ids[n * self.seq_len..].to_vec(),
+        }
+    }
     /// Windows `start..end` as a `[batch, seq]` tensor.
     pub fn batch(&self, start: usize, end: usize) -> Result<Tensor> {
         let t = self.seq_len;
@@ -146,13 +154,14 @@ pub enum Quality {
 }
 
 /// Every "KL" label the reports and CLI print, with its encoder twin.
-const COSINE_LABELS: [(&str, &str); 14] = [
+const COSINE_LABELS: [(&str, &str); 16] = [
     ("KL", "1-cos"),
     ("Top-1", "Retr. top-1"),
     ("Top-1 agreement", "Retrieval top-1"),
     ("KL to FP (nats/token)", "1 - cosine to FP embeddings"),
     ("KL to FP", "1 - cos to FP"),
     ("Held-out KL", "Held-out 1-cos"),
+    ("Validation KL", "Validation 1-cos"),
     ("Best KL", "Best 1-cos"),
     ("Best KL so far", "Best 1-cos so far"),
     ("Uniform KL", "Uniform 1-cos"),
@@ -163,6 +172,10 @@ const COSINE_LABELS: [(&str, &str); 14] = [
     (
         "At matched sizes (KL to FP, nats/token)",
         "At matched sizes (1 - cosine to FP embeddings)",
+    ),
+    (
+        "At the size limit (KL to FP, nats/token)",
+        "At the size limit (1 - cosine to FP embeddings)",
     ),
 ];
 

@@ -30,6 +30,11 @@ impl UserLimits {
         .any(Option::is_some)
     }
 
+    /// The size limit in bytes (rounded down, so a plan within it passes the check).
+    pub fn max_size_bytes(&self) -> Option<u64> {
+        self.max_size_mb.map(|mb| (mb * 1e6) as u64)
+    }
+
     /// (check name, limit, the plan's value) for each user limit.
     fn named(&self, mb: f64, c: &Cost, kl: Option<f64>) -> [(&'static str, Option<f64>, f64); 4] {
         [

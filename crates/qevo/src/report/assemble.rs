@@ -81,6 +81,10 @@ pub struct ReportInput {
     /// Front plans tuned after the search (`--tune-front`), untuned against tuned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tuned: Vec<TunedRow>,
+    /// The refine stage at the size limit: the refined plan, where it started and the
+    /// Lagrangian plan at the limit, on calibration, validation and held-out text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<crate::search::refine::RefineSummary>,
 }
 
 /// One front plan before and after `tune`, as `search --tune-front` measured it.
@@ -425,6 +429,7 @@ impl ReportInput {
             sensitivity_cells: o.sensitivity.measured_count().into(),
             fp_heldout_perplexity: o.fp.heldout_ppl,
             tuned: o.tuned.iter().map(TunedRow::of).collect(),
+            refine: o.refine.clone(),
         })
     }
 }
@@ -502,8 +507,38 @@ pub(crate) fn generation_row(g: &GenerationInput, fp_size_bytes: u64) -> Option<
 /// One line of stage times, in pipeline order.
 fn stage_line(t: &crate::search::StageSeconds, [measured, cells]: [usize; 2]) -> String {
     format!(
-        "stages: prepare {:.1} s, sensitivity table {:.1} s ({measured} of {cells} cells measured), uniform plans {:.1} s, evolution {:.1} s, final and held-out scores {:.1} s, baselines {:.1} s",
-        t.prepare, t.sensitivity, t.uniform, t.evolution, t.finalize, t.baselines
+        "stages: prepare {:.1} s, sensitivity table {:.1} s ({measured} of {cells} cells measured), uniform plans {:.1} s, evolution {:.1} s, final, validation and held-out scores {:.1} s, refine {:.1} s, baselines {:.1} s",
+        t.prepare, t.sensitivity, t.uniform, t.evolution, t.finalize, t.refine, t.baselines
+    )
+}
+
+/// The refine stage's line: where it started, what it did, why it stopped.
+fn refine_line(r: &crate::search::refine::RefineSummary) -> String {
+    let moves: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| {
+            let genes: Vec<String> = s
+                .changes
+                .iter()
+                .map(|c| format!("{} {}->{}", c.unit, c.from, c.to))
+                .collect();
+            genes.join(" + ")
+        })
+        .collect();
+    format!(
+        "refine at {} MB: from the {} plan, {} moves accepted ({}), {} moves scored, {} validation scores, stopped: {}, {:.1} s",
+        super::format::mb(r.limit_bytes),
+        r.start.as_str(),
+        r.steps.len(),
+        match moves.is_empty() {
+            true => "none".to_string(),
+            false => moves.join("; "),
+        },
+        r.evaluations,
+        r.validations,
+        r.stop.as_str(),
+        r.seconds
     )
 }
 
@@ -563,6 +598,7 @@ fn notes(input: &ReportInput) -> Vec<String> {
         ),
     ];
     lines.extend(input.tuned.iter().map(TunedRow::note));
+    lines.extend(input.refine.as_ref().map(refine_line));
     lines
 }
 
@@ -616,6 +652,7 @@ pub fn assemble(input: &ReportInput) -> ReportData {
             .collect(),
         constraints: input.checks.clone(),
         matched: input.matched.iter().map(matched_row).collect(),
+        refine: input.refine.clone(),
         notes: notes(input),
     }
 }

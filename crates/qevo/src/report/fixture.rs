@@ -174,6 +174,7 @@ pub(crate) fn small() -> ReportData {
             evolved_vs_lagrangian: Some(0.6),
             evolved_vs_random: None,
         }],
+        refine: None,
         notes: vec!["fitness cache hit rate 45.5%".into()],
     }
 }
@@ -289,11 +290,49 @@ pub(crate) fn input() -> ReportInput {
             uniform: 0.125,
             evolution: 1.5,
             finalize: 0.75,
+            refine: 0.5,
             baselines: 0.0625,
         },
         sensitivity_cells: [4, 12],
         fp_heldout_perplexity: 13.5,
         tuned: Vec::new(),
+        refine: Some(refine_summary()),
+    }
+}
+
+/// A refine stage that started from the Lagrangian plan and made one swap.
+fn refine_summary() -> crate::search::refine::RefineSummary {
+    use crate::search::refine::{GeneChange, LimitScores, RefineStart, RefineStep, RefineStop};
+    let at = |size_bytes, kl, validation_kl, heldout_kl| LimitScores {
+        size_bytes,
+        kl,
+        validation_kl,
+        heldout_kl,
+    };
+    let change = |unit: &str, from: &str, to: &str| GeneChange {
+        unit: unit.into(),
+        from: from.into(),
+        to: to.into(),
+    };
+    crate::search::refine::RefineSummary {
+        limit_bytes: 1_500_000,
+        start: RefineStart::Lagrangian,
+        start_scores: at(1_450_000, 0.02, 0.022, 0.025),
+        lagrangian: Some(at(1_450_000, 0.02, 0.022, 0.025)),
+        chosen: at(1_490_000, 0.015, 0.017, 0.02),
+        steps: vec![RefineStep {
+            changes: vec![
+                change("ffn_up", "q4_k", "q3_k"),
+                change("attn_v", "q4_k", "q6_k"),
+            ],
+            size_bytes: 1_490_000,
+            kl: 0.015,
+            validation_kl: 0.017,
+        }],
+        evaluations: 24,
+        validations: 3,
+        stop: RefineStop::NoImprovingMove,
+        seconds: 0.5,
     }
 }
 

@@ -227,6 +227,14 @@ pub fn html(d: &ReportData) -> Result<String> {
         table_html(&tables::matched(d), &mut out);
     }
 
+    if d.refine.is_some() {
+        let title = d
+            .quality
+            .relabel("At the size limit (KL to FP, nats/token)");
+        let _ = writeln!(out, "<h3>{title}</h3>");
+        table_html(&tables::at_limit(d), &mut out);
+    }
+
     section(&mut out, "Convergence");
     let _ = writeln!(out, "<div class=\"plot\">\n{convergence}</div>");
     table_html(&tables::convergence(d, 10), &mut out);

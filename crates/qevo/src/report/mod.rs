@@ -181,6 +181,8 @@ pub struct ReportData {
     pub constraints: Vec<ConstraintRow>,
     /// Best KL of each method at the uniform plans' sizes.
     pub matched: Vec<MatchedRow>,
+    /// The refine stage at the size limit (`tables::at_limit`).
+    pub refine: Option<crate::search::refine::RefineSummary>,
     /// Free-text lines (cache hit rates, timings, held-out check).
     pub notes: Vec<String>,
 }

@@ -317,6 +317,43 @@ pub(crate) fn matched(d: &ReportData) -> Table {
     t
 }
 
+/// At the size limit: the refined (recommended) plan, the plan refining started from and
+/// the Lagrangian plan, on calibration, validation and held-out text.
+pub(crate) fn at_limit(d: &ReportData) -> Table {
+    let mut t = Table::new(
+        d,
+        &[
+            ("Plan", L),
+            ("MB", R),
+            ("KL", R),
+            ("Validation KL", R),
+            ("Held-out KL", R),
+        ],
+        "No refine stage ran (it runs at a size limit).",
+    );
+    let Some(r) = &d.refine else { return t };
+    let start = format!("start ({})", r.start.as_str());
+    let rows = [
+        ("refined (recommended)", Some(&r.chosen)),
+        (start.as_str(), Some(&r.start_scores)),
+        ("lagrangian @ limit", r.lagrangian.as_ref()),
+    ];
+    for (name, s) in rows {
+        let Some(s) = s else { continue };
+        t.push(
+            vec![
+                name.to_string(),
+                fmt::mb(s.size_bytes),
+                fmt::kl(s.kl),
+                fmt::kl(s.validation_kl),
+                fmt::kl(s.heldout_kl),
+            ],
+            None,
+        );
+    }
+    t
+}
+
 pub(crate) fn front(d: &ReportData) -> Table {
     front_rows(d, usize::MAX)
 }
@@ -515,6 +552,13 @@ pub fn summary_text(d: &ReportData, max_front_rows: usize) -> String {
         section(
             d.quality.relabel("At matched sizes (KL to FP, nats/token)"),
             matched_table(d),
+        );
+    }
+    if d.refine.is_some() {
+        section(
+            d.quality
+                .relabel("At the size limit (KL to FP, nats/token)"),
+            at_limit(d).text(),
         );
     }
     section("Convergence", convergence_table(d));

@@ -10,7 +10,10 @@
 //! - evolution: `population` initial plans, then `population` offspring per generation,
 //!   each screened first and scored fully when promising (at most all of them);
 //! - finalize and compare: the archive re-scored (at most `population` plans), their
-//!   held-out scores, and one Lagrangian plan per uniform size.
+//!   held-out scores, and one Lagrangian plan per uniform size; the recommendation's
+//!   shortlist scored on the validation slice;
+//! - refine (at a size limit): at most `refine::max_evaluations` moves in full, and the
+//!   validation scores of those it checks.
 //!
 //! The fitness memo and the prefix cache only lower these counts; screening turns full
 //! evaluations into screened ones.
@@ -217,6 +220,8 @@ pub struct EvaluationCount {
     pub full: u64,
     /// On the held-out windows.
     pub heldout: u64,
+    /// On the validation slice.
+    pub validation: u64,
 }
 
 /// Counts of `cfg`'s search over `shape`; the genes and their choices follow `cfg.space`
@@ -251,11 +256,33 @@ pub fn evaluation_count(shape: &ConfigShape, cfg: &SearchConfig) -> Result<Evalu
         .and_then(|g| g.checked_mul(pop))
         .ok_or_else(too_many)?;
     let sum = |parts: &[u64]| parts.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+    let (refine_full, refine_validation) = refine_count(cfg);
+    let shortlist = match cfg.data.validation_windows {
+        0 => 0,
+        _ => super::finalize::SHORTLIST as u64,
+    };
     Ok(EvaluationCount {
         screened: sum(&[cells, evolution]).ok_or_else(too_many)?,
-        full: sum(&[uniform, evolution, pop, lagrangian]).ok_or_else(too_many)?,
-        heldout: uniform + pop + lagrangian,
+        full: sum(&[uniform, evolution, pop, lagrangian, refine_full]).ok_or_else(too_many)?,
+        heldout: uniform + pop + lagrangian + u64::from(refine_full > 0),
+        validation: shortlist + refine_validation,
     })
+}
+
+/// The refine stage's most moves scored in full, and most validation scores (the
+/// Lagrangian plan, and the checks of each round); none without a size limit.
+fn refine_count(cfg: &SearchConfig) -> (u64, u64) {
+    use super::refine;
+    if !refine::runs(cfg) || cfg.data.validation_windows == 0 {
+        let full = match refine::runs(cfg) {
+            true => refine::max_evaluations(cfg),
+            false => 0,
+        };
+        return (full, 0);
+    }
+    let moves = refine::max_evaluations(cfg);
+    let rounds = moves.div_ceil(refine::BATCH as u64);
+    (moves, 1 + refine::ACCEPT_TRIES as u64 * rounds)
 }
 
 /// Seconds of one evaluation over `windows` windows of `seq_len` tokens on `machine`.
@@ -282,6 +309,7 @@ pub struct Budget {
     pub screen_seconds: f64,
     pub full_seconds: f64,
     pub heldout_seconds: f64,
+    pub validation_seconds: f64,
     /// Every count at its cost: the upper bound without caches.
     pub total_seconds: f64,
 }
@@ -291,10 +319,11 @@ pub fn budget(shape: &ConfigShape, cfg: &SearchConfig, machine: &Profile) -> Res
     let count = evaluation_count(shape, cfg)?;
     let d = &cfg.data;
     let secs = |w: usize| evaluation_seconds(shape, machine, w, d.seq_len);
-    let (s, f, h) = (
+    let (s, f, h, v) = (
         secs(d.screen_windows.min(d.calib_windows))?,
         secs(d.calib_windows)?,
         secs(d.heldout_windows)?,
+        secs(d.validation_windows)?,
     );
     Ok(Budget {
         machine: machine.name.clone(),
@@ -302,6 +331,10 @@ pub fn budget(shape: &ConfigShape, cfg: &SearchConfig, machine: &Profile) -> Res
         screen_seconds: s,
         full_seconds: f,
         heldout_seconds: h,
-        total_seconds: count.screened as f64 * s + count.full as f64 * f + count.heldout as f64 * h,
+        validation_seconds: v,
+        total_seconds: count.screened as f64 * s
+            + count.full as f64 * f
+            + count.heldout as f64 * h
+            + count.validation as f64 * v,
     })
 }

@@ -78,7 +78,7 @@ fn size_targets<'a>(
         .iter()
         .map(|u| (u.name.clone(), u.scored.size_bytes, u))
         .collect();
-    let limit = cfg.limits.max_size_mb.map(|mb| (mb * 1e6) as u64);
+    let limit = cfg.limits.max_size_bytes();
     let best_uniform = |size: u64| {
         seeded
             .uniform

@@ -23,6 +23,10 @@ pub mod defaults {
     /// integer formats (GGUF export is for decoders).
     pub const ENCODER_FORMATS: &str = "int";
     pub const ACT_BITS: &str = "8,16";
+    /// The activation widths of a weights-only runtime (llama.cpp running a GGUF: its
+    /// activations stay float): no choice quantizes activations, so the space and the
+    /// sensitivity table hold no activation cells and no activation ranges are measured.
+    pub const WEIGHTS_ONLY_ACT_BITS: &str = "16";
     pub const POPULATION: usize = 32;
     pub const GENERATIONS: u64 = 40;
     pub const SEED: u64 = 0;
@@ -31,6 +35,11 @@ pub mod defaults {
     pub const CALIB_WINDOWS: usize = 8;
     pub const SCREEN_WINDOWS: usize = 2;
     pub const HELDOUT_WINDOWS: usize = 8;
+    /// Windows of the validation slice: calibration text after the calibration windows,
+    /// never scored for fitting, on which the recommended plan is chosen.
+    pub const VALIDATION_WINDOWS: usize = 8;
+    /// Share of `time_budget` kept for the refine stage (the evolution gets the rest).
+    pub const REFINE_TIME_SHARE: f64 = 0.2;
     /// 0 = the exact distribution whenever it is affordable (`eval::auto_topk`).
     pub const TOPK: usize = 0;
     /// The dequantized-weight cache a default memory budget leaves room for
@@ -109,6 +118,14 @@ pub struct SpaceConfig {
     pub act_scheme: ActScheme,
     /// Calibrate activation ranges at this percentile instead of min/max.
     pub act_percentile: Option<f64>,
+}
+
+impl SpaceConfig {
+    /// Whether no choice quantizes activations (`defaults::WEIGHTS_ONLY_ACT_BITS`): a
+    /// weights-only runtime such as llama.cpp.
+    pub fn weights_only(&self) -> bool {
+        self.act_bits.iter().all(|&b| b >= 16)
+    }
 }
 
 /// The evolution itself.
@@ -204,6 +221,10 @@ pub struct DataConfig {
     /// Calibration windows of a screening evaluation (multi-fidelity).
     pub screen_windows: usize,
     pub heldout_windows: usize,
+    /// Windows of the validation slice (calibration text after the calibration windows)
+    /// the recommended plan and the refine stage's moves are chosen on; 0: chosen on the
+    /// calibration windows.
+    pub validation_windows: usize,
     /// Distribution entries kept per position; 0 = exact when affordable (`auto_topk`).
     pub topk: usize,
     /// The importance matrix GGML types are quantized with while scoring; an export must
@@ -256,6 +277,15 @@ pub struct BaselineConfig {
     pub random_search: bool,
 }
 
+/// The refine stage after the evolution (`search::refine`): at a size limit, a greedy
+/// local search from the best plans that spends the remaining bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefineConfig {
+    pub enabled: bool,
+    /// Share of the time budget it gets (the evolution runs on the rest).
+    pub time_share: f64,
+}
+
 /// Where the engine checkpoints, and whether to continue from it.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointConfig {
@@ -286,6 +316,7 @@ pub struct SearchConfig {
     pub data: DataConfig,
     pub caches: CacheConfig,
     pub baselines: BaselineConfig,
+    pub refine: RefineConfig,
     pub checkpoint: CheckpointConfig,
     pub tune_front: TuneFrontConfig,
 }
@@ -320,6 +351,7 @@ impl SearchConfig {
                 calib_windows: defaults::CALIB_WINDOWS,
                 screen_windows: defaults::SCREEN_WINDOWS,
                 heldout_windows: defaults::HELDOUT_WINDOWS,
+                validation_windows: defaults::VALIDATION_WINDOWS,
                 topk: defaults::TOPK,
                 imatrix: Importance::None,
                 rounding: RoundingMode::Block,
@@ -335,6 +367,10 @@ impl SearchConfig {
             baselines: BaselineConfig {
                 lagrangian: true,
                 random_search: false,
+            },
+            refine: RefineConfig {
+                enabled: true,
+                time_share: defaults::REFINE_TIME_SHARE,
             },
             checkpoint: CheckpointConfig::default(),
             tune_front: TuneFrontConfig {

@@ -31,7 +31,8 @@ pub fn evolve(
     progress: Option<Progress>,
 ) -> Result<Evolved> {
     let mut termination = Termination::generations(cfg.evolution.generations);
-    termination.max_time = cfg.evolution.time_budget;
+    // The refine stage's share of the budget is kept back for it.
+    termination.max_time = super::refine::time_split(cfg).0;
     let crossover = cfg.evolution.crossover.kind(cfg.space.unit);
     let algo = Nsga2::new(cfg.evolution.population)
         .with_crossover(LayerwiseCrossover::new(crossover, 0.9))

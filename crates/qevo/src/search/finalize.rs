@@ -1,15 +1,18 @@
 //! Stage 4, `finalize`: the evolved front as the user sees it. Every archive member (and
 //! every uniform plan, which the seed stage scored in full) is re-scored at full
 //! fidelity (screened scores can be optimistic) and on the held-out text, what is still
-//! non-dominated is kept, sorted by size, and one plan is recommended; when nothing is
-//! feasible, the least-violating plan of the last population is kept instead, so the user
-//! learns which limit fails and by how much.
+//! non-dominated is kept, sorted by size, and one plan is recommended: the best on the
+//! validation slice among the `SHORTLIST` best on the calibration windows, so the choice
+//! is not fitted to the windows the plans were scored on. When nothing is feasible, the
+//! least-violating plan of the last population is kept instead, so the user learns which
+//! limit fails and by how much.
 
 use super::evolve::Evolved;
 use super::prepare::Prepared;
 use super::problem::{QuantProblem, Scored};
 use super::{FrontEntry, SearchConfig};
 use crate::error::Result;
+use crate::eval::Metrics;
 use crate::plan::UserLimits;
 use evo::dominance::dominates;
 use rayon::prelude::*;
@@ -65,8 +68,9 @@ pub fn finalize(
         true => least_violating(p, problem, evolved, cfg)?,
         false => None,
     };
+    let recommended = choose_on_validation(p, &mut front, cfg)?;
     Ok(Finalized {
-        recommended: recommend(&front, &cfg.limits),
+        recommended,
         front,
         infeasible_closest,
     })
@@ -107,8 +111,73 @@ pub(crate) fn entry(
         genome,
         scored,
         heldout,
+        validation: None,
         fitness,
     })
+}
+
+/// Plans the recommendation is chosen among on the validation slice: the best this many
+/// by the calibration criterion (`recommend`). More would cost validation scores and
+/// give the noise of the slice more plans to pick from.
+pub const SHORTLIST: usize = 8;
+
+/// The validation score of `genome`: on the validation slice, or the calibration score
+/// `cal` without one.
+pub(crate) fn validation_of(p: &Prepared, genome: &[u16], cal: &Scored) -> Result<Metrics> {
+    match &p.validation {
+        Some(v) => {
+            let choices = p.space.tensor_choices(p.model, genome);
+            p.evaluator.score_with(v, &choices)
+        }
+        None => Ok(cal.metrics),
+    }
+}
+
+/// Scores the shortlist (`SHORTLIST` front plans best by `recommend`'s criterion) on the
+/// validation slice and recommends the best of them there: lowest validation KL within
+/// user limits, else the highest fitness with validation top-1.
+fn choose_on_validation(
+    p: &Prepared,
+    front: &mut [FrontEntry],
+    cfg: &SearchConfig,
+) -> Result<Option<usize>> {
+    let mut rest: Vec<usize> = (0..front.len()).collect();
+    let mut shortlist = Vec::new();
+    while shortlist.len() < SHORTLIST {
+        let pool: Vec<FrontEntry> = rest.iter().map(|&i| front[i].clone()).collect();
+        let Some(k) = recommend(&pool, &cfg.limits) else {
+            break;
+        };
+        shortlist.push(rest.remove(k));
+    }
+    let scores: Vec<Metrics> = shortlist
+        .par_iter()
+        .map(|&i| validation_of(p, &front[i].genome, &front[i].scored))
+        .collect::<Result<_>>()?;
+    for (&i, v) in shortlist.iter().zip(scores) {
+        front[i].validation = Some(v);
+    }
+    let key = |i: usize| {
+        let (f, v) = (
+            &front[i],
+            front[i].validation.unwrap_or(front[i].scored.metrics),
+        );
+        match cfg.limits.any() {
+            true => v.kl,
+            false => {
+                let s = Scored {
+                    metrics: v,
+                    ..f.scored.clone()
+                };
+                -cfg.evolution.weights.fitness(&s, &p.fp)
+            }
+        }
+    };
+    // Ties go to the plan first on the calibration criterion.
+    Ok(shortlist
+        .iter()
+        .copied()
+        .min_by(|&a, &b| key(a).total_cmp(&key(b))))
 }
 
 /// Indices of the non-dominated feasible points (minimising all objectives).
@@ -164,6 +233,7 @@ mod tests {
                 predicted: false,
             },
             heldout: metrics,
+            validation: None,
             fitness,
         }
     }

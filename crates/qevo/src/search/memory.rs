@@ -201,7 +201,8 @@ pub fn search_memory(
     let est = MemoryEstimate {
         model: shape.weight_bytes + shape.aux_params * 4,
         references: reference_bytes(d.calib_windows as u64 * seq, shape.vocab)
-            + reference_bytes(d.heldout_windows as u64 * seq, shape.vocab),
+            + reference_bytes(d.heldout_windows as u64 * seq, shape.vocab)
+            + reference_bytes(d.validation_windows as u64 * seq, shape.vocab),
         activations: threads * activation_bytes(shape, batch, seq),
         prefix_cache,
         min_weight_cache: threads * shape.largest_step_f32(),

@@ -7,7 +7,10 @@
 //!   hypervolume reference point;
 //! - `evolve` (evolve.rs): NSGA-II over `QuantProblem` (problem.rs), checkpointed;
 //! - `finalize` (finalize.rs): full re-score of the archive, Pareto filter, held-out
-//!   scores, the recommendation or, when nothing is feasible, the least-violating plan;
+//!   scores, the recommendation (chosen on the validation slice) or, when nothing is
+//!   feasible, the least-violating plan;
+//! - `refine` (refine.rs, at a size limit): a greedy local search on measured KL from
+//!   the best plans and the Lagrangian plan at the limit, which fills the budget;
 //! - `compare` (compare.rs): baselines and the matched-size rows;
 //! - `tune_front` (tune_front.rs, only when asked and not stopped): the front plans
 //!   nearest the recommended size, tuned toward the FP model.
@@ -21,12 +24,13 @@ mod compare;
 pub mod config;
 mod evolve;
 pub mod executor;
-mod finalize;
+pub mod finalize;
 pub mod memory;
 pub mod optuna;
 pub mod output;
 mod prepare;
 pub mod problem;
+pub mod refine;
 mod seed;
 pub mod sensitivity;
 pub mod settings;
@@ -82,6 +86,9 @@ pub struct FrontEntry {
     pub genome: Vec<u16>,
     pub scored: Scored,
     pub heldout: Metrics,
+    /// The score on the validation slice, for the plans the recommendation was chosen
+    /// among (None for the others, or without a validation slice).
+    pub validation: Option<Metrics>,
     pub fitness: f64,
 }
 
@@ -109,8 +116,11 @@ pub struct StageSeconds {
     /// The uniform plans' full scores.
     pub uniform: f64,
     pub evolution: f64,
-    /// Full and held-out scores of the archive.
+    /// Full, held-out and validation scores of the archive.
     pub finalize: f64,
+    /// The local search at the size limit (absent from reports written before it).
+    #[serde(default)]
+    pub refine: f64,
     /// The Lagrangian (and random-search) baselines.
     pub baselines: f64,
 }
@@ -128,6 +138,8 @@ pub struct SearchOutcome {
     pub random: Vec<BaselinePoint>,
     pub matched: Vec<MatchedRow>,
     pub sensitivity: Sensitivity,
+    /// The refine stage at the size limit (None: no size limit, or turned off).
+    pub refine: Option<refine::RefineSummary>,
     pub fitness_stats: problem::FitnessStats,
     /// The surrogate's screening during the evolution.
     pub surrogate_stats: problem::SurrogateStats,
@@ -175,7 +187,8 @@ pub struct Hooks<'a> {
     pub executor: Option<&'a dyn Executor>,
 }
 
-/// Runs the whole search: prepare → seed → evolve → finalize → compare → tune_front.
+/// Runs the whole search: prepare → seed → evolve → finalize → refine → compare →
+/// tune_front.
 pub fn run(
     model: &Model,
     calib_text: &str,
@@ -219,7 +232,14 @@ pub fn run_with(
     prepared.evaluator.release_states();
     let t_final = Instant::now();
     let uniform: Vec<Vec<u16>> = seeded.uniform.iter().map(|u| u.genome.clone()).collect();
-    let finalized = finalize(&prepared, &problem, &evolved, &uniform, cfg)?;
+    let mut finalized = finalize(&prepared, &problem, &evolved, &uniform, cfg)?;
+    let t_refine = Instant::now();
+    // A search the caller stopped writes what it had: no refining.
+    let refined = match evolved.stop {
+        evo::StopReason::Observer => None,
+        _ => refine::refine(&prepared, &problem, &seeded, &mut finalized, cfg)?,
+    };
+    prepared.evaluator.release_states();
     let t_compare = Instant::now();
     let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
     let stage_seconds = StageSeconds {
@@ -227,7 +247,8 @@ pub fn run_with(
         sensitivity: seeded.seconds.0,
         uniform: seeded.seconds.1,
         evolution: evolved.seconds,
-        finalize: (t_compare - t_final).as_secs_f64(),
+        finalize: (t_refine - t_final).as_secs_f64(),
+        refine: (t_compare - t_refine).as_secs_f64(),
         baselines: t_compare.elapsed().as_secs_f64(),
     };
     let mut outcome = SearchOutcome {
@@ -245,6 +266,7 @@ pub fn run_with(
         history: evolved.history,
         uniform: seeded.uniform,
         sensitivity: seeded.sensitivity,
+        refine: refined,
         lagrangian: compared.lagrangian,
         random: compared.random,
         matched: compared.matched,

@@ -31,6 +31,9 @@ pub struct PlanTensor {
 pub struct PlanMetrics {
     pub kl: f64,
     pub heldout_kl: f64,
+    /// KL on the validation slice, for the plans the recommendation was chosen among.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_kl: Option<f64>,
     pub top1: f64,
     pub heldout_top1: f64,
     pub ppl: f64,
@@ -241,6 +244,7 @@ pub fn plan_metrics(model: &Model, outcome: &SearchOutcome, f: &FrontEntry) -> P
     PlanMetrics {
         kl: f.scored.metrics.kl,
         heldout_kl: f.heldout.kl,
+        validation_kl: f.validation.map(|v| v.kl),
         top1: f.scored.metrics.top1,
         heldout_top1: f.heldout.top1,
         ppl: f.scored.metrics.ppl,

@@ -13,8 +13,8 @@ use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
 use crate::quant::gptq::DEFAULT_DAMP;
 use crate::quant::{
-    calibrate_act_ranges, collect_imatrix, Imatrix, OutputRounding, RoundingInputs, RoundingMode,
-    WeightCache,
+    calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding, RoundingInputs,
+    RoundingMode, WeightCache,
 };
 
 /// What every later stage scores against.
@@ -23,6 +23,9 @@ pub struct Prepared<'m> {
     pub evaluator: Evaluator<'m>,
     /// The FP distributions on the held-out windows.
     pub heldout: Reference,
+    /// The FP distributions on the validation slice (calibration text after the
+    /// calibration windows; None when `data.validation_windows` is 0).
+    pub validation: Option<Reference>,
     pub space: SearchSpace,
     pub fp: FpCost,
     /// Calibration windows of a screening score (a prefix of the full set).
@@ -39,6 +42,31 @@ pub struct Prepared<'m> {
 /// capped by): available now plus what its weights took.
 fn loaded_available(model: &Model) -> Option<u64> {
     crate::mem::available_bytes().map(|a| a + model.weight_bytes() as u64)
+}
+
+/// Cuts the calibration text's windows into the calibration windows and the validation
+/// slice after them. A text too short for both keeps at least one window for each
+/// (calibration first); a text of one window cannot hold a validation slice.
+fn split_validation(
+    text: TokenWindows,
+    calib: usize,
+    validation: usize,
+) -> Result<(TokenWindows, Option<TokenWindows>)> {
+    if validation == 0 {
+        return Ok((text, None));
+    }
+    if text.len() < 2 {
+        return Err(Error::TextTooShort {
+            what: "calibration text".into(),
+            tokens: text.tokens(),
+            needed: format!(
+                "2 windows of {} tokens: calibration and a validation slice (or no validation windows)",
+                text.seq_len
+            ),
+        });
+    }
+    let n_calib = calib.min(text.len() - 1);
+    Ok((text.take(n_calib), Some(text.skip(n_calib))))
 }
 
 /// Builds windows, references, evaluator, space and FP cost for `cfg`; a memory budget
@@ -66,11 +94,24 @@ pub fn prepare<'m>(
             e => e,
         })
     };
-    let calib = windows(calib_text, cfg.data.calib_windows, "calibration")?;
+    let d = &cfg.data;
+    let text = windows(
+        calib_text,
+        d.calib_windows + d.validation_windows,
+        "calibration",
+    )?;
+    let (calib, validation) = split_validation(text, d.calib_windows, d.validation_windows)?;
     let heldout = windows(heldout_text, cfg.data.heldout_windows, "held-out")?;
     let full_windows = calib.len();
     let screen_windows = cfg.data.screen_windows.clamp(1, full_windows);
-    let ranges = calibrate_act_ranges(model, &calib, cfg.space.act_percentile)?;
+    // A weights-only space never reads activation ranges: no forward pass for them.
+    let ranges = match cfg.space.weights_only() {
+        true => ActRanges {
+            ranges: vec![None; model.tensors.len()],
+            percentile: cfg.space.act_percentile,
+        },
+        false => calibrate_act_ranges(model, &calib, cfg.space.act_percentile)?,
+    };
     let imatrix = match &cfg.data.imatrix {
         Importance::None => None,
         Importance::Collect => Some(collect_imatrix(model, &calib)?),
@@ -96,6 +137,10 @@ pub fn prepare<'m>(
     let (k_calib, k_heldout) = (k_for(&calib), k_for(&heldout));
     let reference = Reference::build(model, calib, k_calib)?;
     let heldout = Reference::build(model, heldout, k_heldout)?;
+    // The calibration windows' k, so a validation score is the same kind of KL.
+    let validation = validation
+        .map(|v| Reference::build(model, v, k_calib))
+        .transpose()?;
     let prefix_bytes = match cfg.caches.enabled {
         true => cfg.caches.prefix_cache_bytes,
         false => 0,
@@ -140,6 +185,7 @@ pub fn prepare<'m>(
         model,
         evaluator,
         heldout,
+        validation,
         space,
         fp,
         screen_windows,

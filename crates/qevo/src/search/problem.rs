@@ -439,6 +439,12 @@ impl<'a> QuantProblem<'a> {
         Ok(self.memoised(&[genome], true, None)?.remove(0))
     }
 
+    /// Full-fidelity scores of `genomes`, in order, scored in parallel on this machine
+    /// (each a pure function of its genome, so the order of work does not matter).
+    pub fn full_batch(&self, genomes: &[&[u16]]) -> Result<Vec<Scored>> {
+        self.memoised(genomes, true, None)
+    }
+
     fn screens(&self, archive: &[Vec<f64>]) -> bool {
         self.caching && self.screen_windows < self.full_windows && !archive.is_empty()
     }

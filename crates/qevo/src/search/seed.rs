@@ -46,7 +46,8 @@ pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<
     let uniform = uniform_plans(p, problem)?;
     let seconds = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let sweep = lagrangian_sweep(&sens);
-    let seeds = seed_genomes(&uniform, &sweep, cfg.evolution.population * 3 / 4);
+    let room = cfg.evolution.population * 3 / 4;
+    let seeds = seed_genomes(&uniform, &sweep, cfg.limits.max_size_bytes(), room);
     let reference_point = reference_point(&uniform, p);
     Ok(Seeded {
         sensitivity: sens,
@@ -87,10 +88,16 @@ fn uniform_plans(p: &Prepared, problem: &QuantProblem) -> Result<Vec<BaselinePoi
     Ok(out)
 }
 
-/// Up to `room` seeds: every uniform plan (spread, half the room), the Lagrangian plan
-/// at each uniform plan's size (sensitivity-guided), then Lagrangian plans spread over
-/// the whole size range; duplicates dropped.
-pub fn seed_genomes(uniform: &[BaselinePoint], sweep: &[SweepPoint], room: usize) -> Vec<Vec<u16>> {
+/// Up to `room` seeds: with a size limit, the Lagrangian plans at and just below it
+/// first (the plans the search must beat there); then every uniform plan (spread, half
+/// the room), the Lagrangian plan at each uniform plan's size (sensitivity-guided), then
+/// Lagrangian plans spread over the whole size range; duplicates dropped.
+pub fn seed_genomes(
+    uniform: &[BaselinePoint],
+    sweep: &[SweepPoint],
+    limit: Option<u64>,
+    room: usize,
+) -> Vec<Vec<u16>> {
     let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
     let lag_at: Vec<Vec<u16>> = uniform
         .iter()
@@ -98,8 +105,9 @@ pub fn seed_genomes(uniform: &[BaselinePoint], sweep: &[SweepPoint], room: usize
         .collect();
     let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
     let mut seeds: Vec<Vec<u16>> = Vec::new();
-    for g in spread(&uni_g, room / 2)
+    for g in at_limit(sweep, limit)
         .into_iter()
+        .chain(spread(&uni_g, room / 2))
         .chain(lag_at)
         .chain(spread(&lag_g, room))
     {
@@ -109,6 +117,29 @@ pub fn seed_genomes(uniform: &[BaselinePoint], sweep: &[SweepPoint], room: usize
     }
     seeds
 }
+
+/// The Lagrangian plans at a size limit: the one `lagrangian_at` picks, and the
+/// `LIMIT_SEEDS - 1` largest sweep plans below it (other multipliers near the limit).
+fn at_limit(sweep: &[SweepPoint], limit: Option<u64>) -> Vec<Vec<u16>> {
+    let Some(limit) = limit else {
+        return Vec::new();
+    };
+    let first = lagrangian_at(sweep, limit);
+    let below = sweep
+        .iter()
+        .rev()
+        .filter(|p| p.1 <= limit && Some(&p.0) != first.as_ref())
+        .map(|p| p.0.clone());
+    first
+        .clone()
+        .into_iter()
+        .chain(below)
+        .take(LIMIT_SEEDS)
+        .collect()
+}
+
+/// Seeds from the Lagrangian sweep at a size limit.
+const LIMIT_SEEDS: usize = 4;
 
 /// Just beyond the worst uniform plan's KL and the FP model's size, latency and energy.
 fn reference_point(uniform: &[BaselinePoint], p: &Prepared) -> Vec<f64> {
@@ -154,12 +185,25 @@ mod tests {
     #[test]
     fn seed_genomes_fit_the_room_without_duplicates() {
         let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], i as u64, 0.0)).collect();
-        let seeds = seed_genomes(&[], &sweep, 6);
+        let seeds = seed_genomes(&[], &sweep, None, 6);
         assert_eq!(seeds.len(), 6);
         let mut uniq = seeds.clone();
         uniq.dedup();
         assert_eq!(uniq, seeds);
         assert_eq!(seeds[0], vec![0]);
         assert_eq!(seeds[5], vec![19]);
+    }
+
+    #[test]
+    fn a_size_limit_seeds_the_lagrangian_plans_at_the_limit_first() {
+        // Sizes 0, 10, ..., 190; the predicted KL falls with size.
+        let sweep: Vec<SweepPoint> = (0..20u16)
+            .map(|i| (vec![i], 10 * i as u64, 1.0 / (1.0 + i as f64)))
+            .collect();
+        let seeds = seed_genomes(&[], &sweep, Some(105), 8);
+        assert_eq!(seeds[..LIMIT_SEEDS], [vec![10], vec![9], vec![8], vec![7]]);
+        assert!(seeds
+            .iter()
+            .all(|g| seeds.iter().filter(|h| *h == g).count() == 1));
     }
 }

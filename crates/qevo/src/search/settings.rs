@@ -67,7 +67,8 @@ pub struct Settings {
     /// [default: ggml; int for an encoder, which exports to packed safetensors].
     #[cfg_attr(feature = "clap", arg(long))]
     pub formats: Option<String>,
-    /// Allowed activation widths (4, 8, 16 = float).
+    /// Allowed activation widths (4, 8, 16 = float); `16` alone is a weights-only
+    /// runtime (llama.cpp): no activation choice is scored or chosen.
     #[cfg_attr(feature = "clap", arg(long, default_value = defaults::ACT_BITS))]
     pub act_bits: String,
     #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::GENERATIONS))]
@@ -125,6 +126,16 @@ pub struct Settings {
     /// Held-out windows for the overfitting check.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::HELDOUT_WINDOWS))]
     pub heldout_windows: usize,
+    /// Validation windows: calibration text after the calibration windows, never fitted
+    /// on; the recommended plan and the refine stage's moves are chosen on them (0: on
+    /// the calibration windows).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults::VALIDATION_WINDOWS))]
+    pub validation_windows: usize,
+    /// The refine stage: at a size limit, a greedy local search from the best plans
+    /// that spends the remaining bytes and swaps tensors, on measured KL (`--no-refine`:
+    /// skipped; the evolution then gets the whole time budget).
+    #[cfg_attr(feature = "clap", arg(long = "no-refine", action = clap::ArgAction::SetFalse))]
+    pub refine: bool,
     /// Score GGML types quantized with an importance matrix collected on the calibration
     /// windows (saved with the outputs as imatrix.gguf, for exports of these plans).
     #[cfg_attr(feature = "clap", arg(long, conflicts_with = "imatrix_file"))]
@@ -196,6 +207,8 @@ impl Default for Settings {
             calib_windows: defaults::CALIB_WINDOWS,
             screen_windows: defaults::SCREEN_WINDOWS,
             heldout_windows: defaults::HELDOUT_WINDOWS,
+            validation_windows: defaults::VALIDATION_WINDOWS,
+            refine: true,
             imatrix: false,
             imatrix_file: None,
             rounding: RoundingMode::Block,
@@ -295,6 +308,7 @@ impl Settings {
             lagrangian: self.baselines,
             random_search: self.random_search,
         };
+        cfg.refine.enabled = self.refine;
         cfg.checkpoint.path = self.checkpoint.clone();
         cfg.checkpoint.resume = self.resume;
         cfg.tune_front = TuneFrontConfig {
@@ -341,6 +355,7 @@ impl Settings {
             calib_windows: self.calib_windows,
             screen_windows: self.screen_windows,
             heldout_windows: self.heldout_windows,
+            validation_windows: self.validation_windows,
             topk: defaults::TOPK,
             imatrix: match (&self.imatrix_file, self.imatrix) {
                 (Some(p), _) => Importance::File(p.clone()),
