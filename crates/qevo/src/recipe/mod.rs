@@ -248,6 +248,9 @@ pub struct GgufOutcome {
     pub evolved: Candidate,
     /// The evolved plan's KL on the search's calibration windows.
     pub evolved_calibration: Metrics,
+    /// The search at its size limit: the refined plan against the Lagrangian plan at
+    /// the limit, on its calibration and validation windows.
+    pub at_limit: Option<crate::search::refine::RefineSummary>,
     pub llama_mix: Option<Candidate>,
     pub chosen: Chosen,
     pub plan: TensorPlan,
@@ -391,6 +394,7 @@ pub fn run(
         paths,
         evolved,
         evolved_calibration,
+        at_limit: outcome.refine.clone(),
         llama_mix: mix,
         chosen,
         plan,
