@@ -104,11 +104,7 @@ fn cache_counts_hits_and_misses_and_matches_direct_quantization() {
     assert_eq!(s.bytes, m.tensors[1].params() * 4);
     let want = f
         .fake_quant(
-            &m.weights[1]
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap(),
+            &m.weight_values(1).unwrap(),
             m.tensors[1].rows,
             m.tensors[1].cols,
             None,
@@ -158,18 +154,15 @@ fn prefill_then_weights_for_is_all_hits() {
 fn non_finite_weight_is_an_error_naming_the_tensor() {
     let (_d, mut m) = model(256);
     let i = m.tensor_index("blk.1.ffn_down.weight").unwrap();
-    let mut v = m.weights[i]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let mut v = m.weight_values(i).unwrap();
     v[3] = f32::NAN;
-    m.weights[i] = candle_core::Tensor::from_vec(
+    let t = candle_core::Tensor::from_vec(
         v,
         (m.tensors[i].rows, m.tensors[i].cols),
         &candle_core::Device::Cpu,
     )
     .unwrap();
+    m.weights.set(i, t).unwrap();
     let cache = WeightCache::new(usize::MAX);
     let plan = TensorPlan::uniform(&m, WeightFormat::parse("q6_k").unwrap(), 16).unwrap();
     let e = cache.weights_for(&m, &plan).unwrap_err().to_string();

@@ -241,7 +241,7 @@ fn planned_tensors(
                 // rounding treats rows independently: the row permutation leaves both
                 // valid).
                 PlannedBytes::Quantize(rounding) => {
-                    let w = gguf_rows(&info.name, w, cfg)?;
+                    let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
                     rounding.quantize_ggml(
                         i,
                         info,

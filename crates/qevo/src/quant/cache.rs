@@ -164,8 +164,8 @@ impl WeightCache {
     }
 
     /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32; for
-    /// `f32` the model's own weight as stored, which may be f16/bf16: `Dense` and
-    /// `model::widened` read it as f32).
+    /// `f32` a copy of the model's own weight as stored, which may be f16/bf16: `Dense`
+    /// and `model::widened` read it as f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
         let info = model.tensors.get(tensor).ok_or_else(|| {
             Error::Invalid(format!(
@@ -177,7 +177,7 @@ impl WeightCache {
             // f32 is the model's own weight (exactly, once widened): nothing to compute
             // or hold.
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(model.weights[tensor].clone());
+            return model.weights.get(tensor)?.tensor();
         }
         {
             let mut g = self.lock();
@@ -253,6 +253,19 @@ impl WeightCache {
     }
 }
 
+/// The smallest `WeightCache` budget with which a forward pass makes each tensor once per
+/// pass: the largest block's matrices as f32, or the embedding or output matrix if larger
+/// (a pass runs every window through one block before the next).
+pub fn block_working_set(model: &Model) -> usize {
+    let f32_bytes = |i: usize| model.tensors[i].params() * 4;
+    let blocks =
+        (0..model.n_blocks()).map(|b| model.block_tensors(b).into_iter().map(f32_bytes).sum());
+    let loose = (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].block.is_none())
+        .map(f32_bytes);
+    blocks.chain(loose).max().unwrap_or(0)
+}
+
 /// A plan's weight set drawn from a `WeightCache` as a forward pass uses it: each block's
 /// tensors are made together when the block starts (`prefetch`), so at most one block's
 /// dequantized weights need be held beside what the cache keeps, whatever its budget.
@@ -292,24 +305,51 @@ impl<'a> PlanWeights<'a> {
         })?;
         self.cache.get(self.model, idx, *f)
     }
+
+    /// Tensor `idx` stays at full precision: read from the model's own (mapped) weight
+    /// at each use rather than copied.
+    fn is_fp(&self, idx: usize) -> bool {
+        self.formats.get(idx) == Some(&WeightFormat::Ggml(GgmlType::F32))
+    }
 }
 
 impl Weights for PlanWeights<'_> {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.matmul_t(idx, x2);
+        }
         Ok(x2.matmul(&widened(&self.get(idx)?)?.t()?)?)
     }
     fn table(&self, idx: usize) -> Result<Tensor> {
         self.get(idx)
     }
+    fn gather(&self, idx: usize, ids: &[u32]) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.gather(idx, ids);
+        }
+        let at = Tensor::from_slice(ids, ids.len(), self.model.device())?;
+        Ok(widened(&self.get(idx)?.index_select(&at, 0)?)?)
+    }
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.matmul_t_rows(idx, start, len, x2);
+        }
         Ok(x2.matmul(&widened(&self.get(idx)?.narrow(0, start, len)?)?.t()?)?)
     }
     fn prefetch(&self, tensors: &[usize]) -> Result<()> {
         let pairs: Vec<(usize, WeightFormat)> = tensors
             .iter()
+            .filter(|&&i| !self.is_fp(i))
             .filter_map(|&i| self.formats.get(i).map(|&f| (i, f)))
             .collect();
         self.cache.prefill(self.model, &pairs)
+    }
+}
+
+impl crate::model::WeightSet for PlanWeights<'_> {
+    // The formats were checked against the model's tensors in `new`.
+    fn run<R>(&self, _model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R> {
+        f(self)
     }
 }
 

@@ -36,9 +36,9 @@ pub struct Prepared<'m> {
 }
 
 /// The machine's available memory before `model` was loaded (what a default budget is
-/// capped by): available now plus what its weights took.
+/// capped by): available now plus what its held weights took (mapped ones take none).
 fn loaded_available(model: &Model) -> Option<u64> {
-    crate::mem::available_bytes().map(|a| a + model.weight_bytes() as u64)
+    crate::mem::available_bytes().map(|a| a + model.held_weight_bytes() as u64)
 }
 
 /// Builds windows, references, evaluator, space and FP cost for `cfg`; a memory budget
