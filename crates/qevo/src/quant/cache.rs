@@ -1,9 +1,12 @@
-//! `WeightCache`: dequantized weights per (tensor, format), so every genome that picks the
-//! same format for a tensor reuses one quantization. Bounded by a byte budget with
-//! least-recently-used eviction; misses are filled in parallel across tensors because
-//! candle's quantizers are single-threaded per block run.
+//! `WeightCache`: quantized weights per (tensor, format), so every genome that picks the
+//! same format for a tensor reuses one quantization. A GGML block type is held as its
+//! block bytes (4.5 bits a weight for q4_k, not 32) and dequantized where it is used —
+//! dequantizing is exact and far cheaper than quantizing, so the same budget holds about
+//! seven times the variants; generic integer formats are held dequantized (f32). Bounded
+//! by a byte budget with least-recently-used eviction; misses are filled in parallel
+//! across tensors because candle's quantizers are single-threaded per block run.
 
-use super::format::{Rounding, WeightFormat};
+use super::format::{Packed, Rounding, WeightFormat};
 use super::ggml::GgmlType;
 use super::gptq::Hessian;
 use crate::error::{Error, Result};
@@ -112,13 +115,19 @@ impl RoundingInputs {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
-    /// Bytes of dequantized f32 weights held now.
+    /// Bytes held now (block bytes of GGML types, f32 of generic formats).
     pub bytes: usize,
     pub entries: usize,
 }
 
+/// What an entry holds: a GGML type's block bytes, or a generic format's f32 values.
+enum Held {
+    Blocks(Arc<Packed>),
+    Values(Tensor),
+}
+
 struct Entry {
-    tensor: Tensor,
+    held: Held,
     bytes: usize,
     last_used: u64,
 }
@@ -183,20 +192,45 @@ impl WeightCache {
             let mut g = self.lock();
             g.tick += 1;
             let tick = g.tick;
-            if let Some(e) = g.map.get_mut(&(tensor, format)) {
+            let held = g.map.get_mut(&(tensor, format)).map(|e| {
                 e.last_used = tick;
+                match &e.held {
+                    Held::Blocks(p) => Held::Blocks(Arc::clone(p)),
+                    Held::Values(t) => Held::Values(t.clone()),
+                }
+            });
+            if let Some(held) = held {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(e.tensor.clone());
+                drop(g);
+                return match held {
+                    Held::Values(t) => Ok(t),
+                    Held::Blocks(p) => self.decode(model, format, &p),
+                };
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let data = model.weight_values(tensor)?;
         let rounding = self.rounding.for_tensor(tensor);
-        let deq = format
-            .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
-            .map_err(|e| name_source(e, model))?;
-        let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
-        let bytes = info.params() * 4;
+        // A GGML type's fake quantization is exactly quantize-then-dequantize
+        // (`WeightFormat::fake_quant_rounded`), so keeping the bytes loses nothing.
+        let (held, t, bytes) = match format {
+            WeightFormat::Ggml(_) => {
+                let p = format
+                    .quantize_rounded(&info.name, &data, info.rows, info.cols, rounding)
+                    .map_err(|e| name_source(e, model))?;
+                drop(data);
+                let t = self.decode(model, format, &p)?;
+                let bytes = p.bytes.len();
+                (Held::Blocks(Arc::new(p)), t, bytes)
+            }
+            WeightFormat::Int(_) => {
+                let deq = format
+                    .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
+                    .map_err(|e| name_source(e, model))?;
+                let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
+                (Held::Values(t.clone()), t, info.params() * 4)
+            }
+        };
         if bytes <= self.budget {
             let mut g = self.lock();
             g.tick += 1;
@@ -204,7 +238,7 @@ impl WeightCache {
             let old = g.map.insert(
                 (tensor, format),
                 Entry {
-                    tensor: t.clone(),
+                    held,
                     bytes,
                     last_used: tick,
                 },
@@ -223,6 +257,12 @@ impl WeightCache {
             }
         }
         Ok(t)
+    }
+
+    /// Block bytes of tensor `tensor` decoded to `[rows, cols]` f32.
+    fn decode(&self, model: &Model, f: WeightFormat, p: &Packed) -> Result<Tensor> {
+        let v = f.dequantize(p).map_err(|e| name_source(e, model))?;
+        Ok(Tensor::from_vec(v, (p.rows, p.cols), model.device())?)
     }
 
     /// Fills the cache for these (tensor, format) pairs, in parallel across pairs.
@@ -273,6 +313,10 @@ pub struct PlanWeights<'a> {
     cache: &'a WeightCache,
     model: &'a Model,
     formats: Vec<WeightFormat>,
+    /// The current block's tensors (and the embedding or output once used), dequantized:
+    /// the cache holds block bytes, and a block's batches or the head's row parts each
+    /// reuse these instead of decoding again. Replaced at each `prefetch`.
+    recent: Mutex<Vec<(usize, Tensor)>>,
 }
 
 impl<'a> PlanWeights<'a> {
@@ -293,10 +337,17 @@ impl<'a> PlanWeights<'a> {
             cache,
             model,
             formats,
+            recent: Mutex::new(Vec::new()),
         })
     }
 
-    fn get(&self, idx: usize) -> Result<Tensor> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Tensor)>> {
+        // Every update is one assignment or push: a poisoned lock is still consistent.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tensor `idx` from the cache, not kept here.
+    fn fetch(&self, idx: usize) -> Result<Tensor> {
         let f = self.formats.get(idx).ok_or_else(|| {
             Error::Invalid(format!(
                 "tensor index {idx} out of range ({} tensors)",
@@ -304,6 +355,17 @@ impl<'a> PlanWeights<'a> {
             ))
         })?;
         self.cache.get(self.model, idx, *f)
+    }
+
+    /// Tensor `idx` dequantized: from this block's set, else from the cache (then kept
+    /// until the next block).
+    fn get(&self, idx: usize) -> Result<Tensor> {
+        if let Some((_, t)) = self.recent().iter().find(|(i, _)| *i == idx) {
+            return Ok(t.clone());
+        }
+        let t = self.fetch(idx)?;
+        self.recent().push((idx, t.clone()));
+        Ok(t)
     }
 
     /// Tensor `idx` stays at full precision: read from the model's own (mapped) weight
@@ -337,12 +399,15 @@ impl Weights for PlanWeights<'_> {
         Ok(x2.matmul(&widened(&self.get(idx)?.narrow(0, start, len)?)?.t()?)?)
     }
     fn prefetch(&self, tensors: &[usize]) -> Result<()> {
-        let pairs: Vec<(usize, WeightFormat)> = tensors
-            .iter()
+        // The previous block's tensors go first, so at most one block is held here.
+        self.recent().clear();
+        let block = tensors
+            .par_iter()
             .filter(|&&i| !self.is_fp(i))
-            .filter_map(|&i| self.formats.get(i).map(|&f| (i, f)))
-            .collect();
-        self.cache.prefill(self.model, &pairs)
+            .map(|&i| Ok((i, self.fetch(i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        *self.recent() = block;
+        Ok(())
     }
 }
 

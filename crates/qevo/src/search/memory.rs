@@ -5,12 +5,13 @@
 //! decoded per use, so it holds none; `Model::held_weight_bytes`),
 //! the norms and biases (f32), the reference distributions (top-k per position,
 //! `eval::auto_topk`), one forward pass's activations per worker thread, the prefix
-//! cache's budget, and the dequantized-weight cache. A plan's weights are drawn from
-//! that cache block by block (`quant::PlanWeights`), so the smallest cache that works
-//! holds, per worker thread, the largest block's matrices (or the embedding or output
-//! matrix, which a forward pass uses on its own) as f32. The cache gets what the budget
-//! leaves; the default budget is the fixed parts plus a 2 GiB cache, capped by this
-//! machine's available memory.
+//! cache's budget, and the weight cache. A plan's weights are drawn from that cache
+//! block by block (`quant::PlanWeights`), each worker holding its current block (or the
+//! embedding or output matrix, which a forward pass uses on its own) as f32: that is the
+//! smallest weight cache that works. What the budget leaves beyond it holds quantized
+//! variants as their block bytes (GGML types) or f32 (generic formats). The default
+//! budget is the fixed parts plus a 2 GiB cache, capped by this machine's available
+//! memory.
 //!
 //! Estimates, not measurements: allocator overhead, the tokenizer and the importance
 //! matrix are small beside these; qevo's output rounding (input moments, `cols²` floats
