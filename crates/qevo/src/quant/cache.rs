@@ -390,7 +390,7 @@ impl Weights for PlanWeights<'_> {
             return self.model.weights.gather(idx, ids);
         }
         let at = Tensor::from_slice(ids, ids.len(), self.model.device())?;
-        Ok(widened(&self.get(idx)?.index_select(&at, 0)?)?)
+        widened(&self.get(idx)?.index_select(&at, 0)?)
     }
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
         if self.is_fp(idx) {
