@@ -291,7 +291,7 @@ fn score_plan(
     let s = qevo::eval::score_plan(m, plan, scored, &opts).map_err(|e| name_text(e, args, q))?;
     warn_imatrix_mismatch(scored, s.imatrix.as_ref());
     let knn = match &q.labels {
-        Some(path) => Some(Labelled::read(m, path)?.compare(m, &s.weights, q.knn_k)?),
+        Some(path) => Some(Labelled::read(m, path)?.compare(m, &s.weights(m)?, q.knn_k)?),
         None => None,
     };
     let secs = start.elapsed().as_secs_f64();

@@ -44,14 +44,7 @@ fn shapes() -> (String, Tensors) {
             .tensors
             .iter()
             .zip(&m.weights)
-            .map(|(i, w)| {
-                (
-                    i.name.clone(),
-                    i.rows,
-                    i.cols,
-                    w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                )
-            })
+            .map(|(i, w)| (i.name.clone(), i.rows, i.cols, w.values().unwrap()))
             .collect();
         return ("embedded model".into(), t);
     }

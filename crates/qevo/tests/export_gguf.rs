@@ -99,7 +99,7 @@ fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
     assert_eq!(back.tensors, m.tensors);
     // The weights the evaluator scores the plan with.
     let mem = WeightCache::new(1 << 30).weights_for(m, tplan).unwrap();
-    assert_bit_identical(&mem, &back.weights, m);
+    assert_bit_identical(&mem, &back.weights.tensors().unwrap(), m);
     let ids: Vec<u32> = m.encode(TEXT).unwrap();
     assert_eq!(
         back.encode(TEXT).unwrap(),
@@ -107,7 +107,7 @@ fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
         "GGUF tokenizer encodes differently"
     );
     let a = logits(m, &mem, &ids[..32]);
-    let b = logits(&back, &back.weights, &ids[..32]);
+    let b = logits(&back, &back.weights.tensors().unwrap(), &ids[..32]);
     let err = rel_err(&b, &a);
     assert!(err <= 1e-5, "logits differ by {err} (relative)");
     let windows = TokenWindows::from_text(m, TEXT, 16, 8).unwrap();
@@ -154,7 +154,7 @@ fn output_rounded_export_reloads_the_scored_weights() {
     let plan = resolve_ggml(&m, &tplan, false).unwrap();
     export_gguf(&m, &plan, &inputs(&from_file), &out).unwrap();
     let back = Model::load(&out).unwrap();
-    assert_bit_identical(&scored, &back.weights, &m);
+    assert_bit_identical(&scored, &back.weights.tensors().unwrap(), &m);
 }
 
 #[test]
@@ -764,7 +764,9 @@ fn gguf_export_every_architecture_runs_in_llama_cpp() {
                 m.weights = source_weights.clone();
                 let plan = resolve_ggml(&m, &tplan, false).unwrap();
                 export_gguf(&m, &plan, &RoundingInputs::default(), &out).unwrap();
-                m.weights = WeightCache::new(1 << 30).weights_for(&m, &tplan).unwrap();
+                m.weights = qevo::model::StoredWeights::from_tensors(
+                    WeightCache::new(1 << 30).weights_for(&m, &tplan).unwrap(),
+                );
                 let (theirs, ours) = both_perplexities(&m, &ppl, &out, &text, 64);
                 let rel = (ours - theirs).abs() / theirs;
                 println!(

@@ -116,7 +116,7 @@ fn roundtrip(m: &Model, plan: &TensorPlan, out: &Path, w: TokenWindows) -> Round
     let back = Model::load(out).unwrap();
     assert_eq!(back.tensors, m.tensors);
     let mem = WeightCache::new(usize::MAX).weights_for(m, plan).unwrap();
-    assert_bit_identical(&mem, &back.weights, m);
+    assert_bit_identical(&mem, &back.weights.tensors().unwrap(), m);
     let reference = Reference::build(m, w, 8).unwrap();
     let kl_mem = reference.score(m, &mem, &NoHook).unwrap().kl;
     let kl_file = reference.score(&back, &back.weights, &NoHook).unwrap().kl;

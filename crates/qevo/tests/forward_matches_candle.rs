@@ -183,7 +183,7 @@ fn quantized_kernel_weights_at_f32_match_dense_forward() {
     let mut matmuls = Vec::new();
     let mut tables = Vec::new();
     for (w, info) in m.weights.iter().zip(&m.tensors) {
-        let q = QTensor::quantize(w, GgmlDType::F32).unwrap();
+        let q = QTensor::quantize(&w.tensor().unwrap(), GgmlDType::F32).unwrap();
         tables.push(
             (info.role == qevo::Role::Embedding).then(|| q.dequantize(&Device::Cpu).unwrap()),
         );

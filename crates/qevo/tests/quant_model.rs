@@ -104,11 +104,7 @@ fn cache_counts_hits_and_misses_and_matches_direct_quantization() {
     assert_eq!(s.bytes, m.tensors[1].params() * 4);
     let want = f
         .fake_quant(
-            &m.weights[1]
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap(),
+            &m.weight_values(1).unwrap(),
             m.tensors[1].rows,
             m.tensors[1].cols,
             None,
@@ -123,9 +119,12 @@ fn cache_evicts_least_recently_used_within_budget() {
     let (_d, m) = model(256);
     let one = m.tensors[1].params() * 4;
     assert_eq!(m.tensors[1].params(), m.tensors[4].params());
-    let cache = WeightCache::new(2 * one);
     let f = WeightFormat::parse("q8_0").unwrap();
     let g = WeightFormat::parse("int8-sym-channel").unwrap();
+    // q8_0 is held as its block bytes, the int8 format as f32: room for one of each.
+    let (rows, cols) = (m.tensors[1].rows, m.tensors[1].cols);
+    let q8 = f.tensor_bytes(rows, cols).unwrap() as usize;
+    let cache = WeightCache::new(one + q8);
     cache.get(&m, 1, f).unwrap();
     cache.get(&m, 1, g).unwrap();
     cache.get(&m, 1, f).unwrap(); // hit: (1, g) is now the oldest
@@ -155,21 +154,37 @@ fn prefill_then_weights_for_is_all_hits() {
 }
 
 #[test]
+fn cache_holds_ggml_types_as_block_bytes_and_decodes_the_fake_quantized_values() {
+    let (_d, m) = model(256);
+    let cache = WeightCache::new(usize::MAX);
+    let f = WeightFormat::parse("q4_k").unwrap();
+    let (rows, cols) = (m.tensors[1].rows, m.tensors[1].cols);
+    let a = cache.get(&m, 1, f).unwrap();
+    let b = cache.get(&m, 1, f).unwrap();
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses, s.entries), (1, 1, 1));
+    // 4.5 bits a weight held, not 32.
+    assert_eq!(s.bytes as u64, f.tensor_bytes(rows, cols).unwrap());
+    let want = f
+        .fake_quant(&m.weight_values(1).unwrap(), rows, cols, None)
+        .unwrap();
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+    assert_eq!(b.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+}
+
+#[test]
 fn non_finite_weight_is_an_error_naming_the_tensor() {
     let (_d, mut m) = model(256);
     let i = m.tensor_index("blk.1.ffn_down.weight").unwrap();
-    let mut v = m.weights[i]
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let mut v = m.weight_values(i).unwrap();
     v[3] = f32::NAN;
-    m.weights[i] = candle_core::Tensor::from_vec(
+    let t = candle_core::Tensor::from_vec(
         v,
         (m.tensors[i].rows, m.tensors[i].cols),
         &candle_core::Device::Cpu,
     )
     .unwrap();
+    m.weights.set(i, t).unwrap();
     let cache = WeightCache::new(usize::MAX);
     let plan = TensorPlan::uniform(&m, WeightFormat::parse("q6_k").unwrap(), 16).unwrap();
     let e = cache.weights_for(&m, &plan).unwrap_err().to_string();

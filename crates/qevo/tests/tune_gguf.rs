@@ -68,11 +68,7 @@ fn reload_and_rescore(t: GgmlType, sub_scales: bool) {
     for (i, info) in m.tensors.iter().enumerate() {
         let want =
             ggml::dequantize(out.tuned.types[i], &out.tuned.bytes[i], info.params()).unwrap();
-        let got = back.weights[i]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let got = back.weight_values(i).unwrap();
         assert!(
             want.iter()
                 .zip(&got)

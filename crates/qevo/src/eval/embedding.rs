@@ -7,7 +7,7 @@
 
 use super::Sums;
 use crate::error::{Error, Result};
-use crate::model::{LinearHook, Model};
+use crate::model::{LinearHook, Model, WeightSet};
 use candle_core::Tensor;
 use std::path::Path;
 
@@ -204,10 +204,10 @@ impl Labelled {
 
     /// Pooled embeddings `[n, hidden]` of every text under `weights` and `hook`, one
     /// text per forward pass (texts differ in length and the encoder has no padding mask).
-    pub fn embed(
+    pub fn embed<W: WeightSet + ?Sized>(
         &self,
         model: &Model,
-        weights: &[Tensor],
+        weights: &W,
         hook: &dyn LinearHook,
     ) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.texts.len() * model.arch.hidden());
@@ -220,7 +220,12 @@ impl Labelled {
     }
 
     /// k-NN accuracy of the texts under `weights` (weights only) next to the FP model's.
-    pub fn compare(&self, model: &Model, weights: &[Tensor], k: usize) -> Result<KnnComparison> {
+    pub fn compare<W: WeightSet + ?Sized>(
+        &self,
+        model: &Model,
+        weights: &W,
+        k: usize,
+    ) -> Result<KnnComparison> {
         use crate::model::NoHook;
         Ok(KnnComparison {
             fp: self.knn(model, &model.weights, &NoHook, k)?,
@@ -232,10 +237,10 @@ impl Labelled {
     }
 
     /// k-NN accuracy of the texts embedded under `weights` and `hook`.
-    pub fn knn(
+    pub fn knn<W: WeightSet + ?Sized>(
         &self,
         model: &Model,
-        weights: &[Tensor],
+        weights: &W,
         hook: &dyn LinearHook,
         k: usize,
     ) -> Result<f64> {

@@ -7,7 +7,7 @@
 
 use super::TokenWindows;
 use crate::error::{Error, Result};
-use crate::model::{Model, NoHook};
+use crate::model::{Model, NoHook, WeightSet};
 use candle_core::{Device, Tensor};
 
 /// A perplexity measured the way `llama-perplexity` measures it.
@@ -77,9 +77,9 @@ pub fn llama_cpp_bos(model: &Model) -> Result<Option<u32>> {
 
 /// Runs `weights` over each chunk (first token replaced by `bos` when given) and hands
 /// every scored position's logits row, with the token it predicts, to `f`, in order.
-fn for_each_scored(
+fn for_each_scored<W: WeightSet + ?Sized>(
     model: &Model,
-    weights: &[Tensor],
+    weights: &W,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
@@ -163,9 +163,9 @@ pub fn llama_cpp_kl(
 
 /// `llama_cpp_kl` of another network against `base`'s FP weights: `other` is a model
 /// whose norms differ too (a tuned one) with the weights to run it with.
-pub fn llama_cpp_kl_between(
+pub fn llama_cpp_kl_between<W: WeightSet + ?Sized>(
     base: &Model,
-    (model, weights): (&Model, &[Tensor]),
+    (model, weights): (&Model, &W),
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,

@@ -20,7 +20,7 @@ pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
 pub use score::{score_plan, PlanScore, ScoreOptions};
 
 use crate::error::{Error, Result};
-use crate::model::{Dense, LinearHook, Model, Weights};
+use crate::model::{LinearHook, Model, WeightSet, Weights};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -330,25 +330,26 @@ pub fn default_batch(seq_len: usize) -> usize {
 
 /// Runs the model over windows `range`, in batches, handing each batch's logits (as a flat
 /// `[batch * seq, vocab]` vec) to `f` with the index of its first window.
-pub fn for_each_logits(
+pub fn for_each_logits<W: WeightSet + ?Sized>(
     model: &Model,
-    w: &[Tensor],
+    w: &W,
     hook: &dyn LinearHook,
     windows: &TokenWindows,
     range: std::ops::Range<usize>,
     batch: usize,
     f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
-    model.check_weights(w)?;
-    let pass = Pass {
-        model,
-        weights: &Dense(w),
-        hook,
-        windows,
-        range,
-        batch,
-    };
-    pass.logits_from(None, &mut |_, _| {}, f)
+    w.run(model, |weights| {
+        let pass = Pass {
+            model,
+            weights,
+            hook,
+            windows,
+            range,
+            batch,
+        };
+        pass.logits_from(None, &mut |_, _| {}, f)
+    })
 }
 
 /// A clear error for activations that overflowed f32, naming where they first did.
@@ -693,10 +694,10 @@ impl Reference {
     }
 
     /// Scores a weight set (and activation hook) on windows `range`.
-    pub fn score_range(
+    pub fn score_range<W: WeightSet + ?Sized>(
         &self,
         model: &Model,
-        w: &[Tensor],
+        w: &W,
         hook: &dyn LinearHook,
         range: std::ops::Range<usize>,
     ) -> Result<Sums> {
@@ -741,7 +742,12 @@ impl Reference {
     }
 
     /// Scores a weight set on every window.
-    pub fn score(&self, model: &Model, w: &[Tensor], hook: &dyn LinearHook) -> Result<Metrics> {
+    pub fn score<W: WeightSet + ?Sized>(
+        &self,
+        model: &Model,
+        w: &W,
+        hook: &dyn LinearHook,
+    ) -> Result<Metrics> {
         Ok(self
             .score_range(model, w, hook, 0..self.windows.len())?
             .metrics())

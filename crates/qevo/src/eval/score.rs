@@ -15,10 +15,10 @@ use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
 use crate::quant::gptq::DEFAULT_DAMP;
 use crate::quant::{
-    calibrate_act_ranges, collect_hessians, collect_imatrix, ActQuantHook, ActScheme, Imatrix,
-    RoundingInputs, RoundingMode, ScoredWith, WeightCache,
+    block_working_set, calibrate_act_ranges, collect_hessians, collect_imatrix, ActQuantHook,
+    ActScheme, Imatrix, PlanWeights, RoundingInputs, RoundingMode, ScoredWith, WeightCache,
+    WeightFormat,
 };
-use candle_core::Tensor;
 use std::path::PathBuf;
 
 /// Tokens per window when `seq_len` is not given (capped by the model's positions).
@@ -99,8 +99,17 @@ pub struct PlanScore {
     pub output_rounding: bool,
     /// The importance matrix GGML types rounded with.
     pub imatrix: Option<Imatrix>,
-    /// The plan's dequantized weights (for an encoder's k-NN check).
-    pub weights: Vec<Tensor>,
+    /// The plan's weights as the score drew them (see `weights`).
+    cache: WeightCache,
+    formats: Vec<WeightFormat>,
+}
+
+impl PlanScore {
+    /// The plan's dequantized weights (for an encoder's k-NN check), made block by block
+    /// as a forward pass uses them, with the rounding the score used.
+    pub fn weights<'a>(&'a self, model: &'a Model) -> Result<PlanWeights<'a>> {
+        PlanWeights::new(&self.cache, model, self.formats.clone())
+    }
 }
 
 /// Scores `plan` against the FP model: see the module doc. `scored`: what a saved plan
@@ -145,17 +154,25 @@ pub fn score_plan(
     };
     let fresh = calib.as_ref().filter(|_| fresh_moments);
     let rounding = rounding_inputs(model, imatrix.as_ref(), scored, fresh)?;
-    let weights = WeightCache::new(usize::MAX)
-        .with_rounding(rounding)
-        .weights_for(model, plan)?;
+    // A decoder's plan weights are made block by block as the forward pass reaches them,
+    // in a cache that holds one block's (or the embedding's or output's) at a time: never
+    // the whole model dequantized; the same sums as scoring the whole weight set. An
+    // encoder (small) keeps them all: its k-NN check runs one forward per text.
+    let formats: Vec<WeightFormat> = plan.per_tensor(model)?.iter().map(|c| c.format).collect();
+    let budget = match model.arch.is_decoder() {
+        true => block_working_set(model),
+        false => usize::MAX,
+    };
+    let cache = WeightCache::new(budget).with_rounding(rounding);
+    let weights = PlanWeights::new(&cache, model, formats.clone())?;
     let scheme = opts.act_scheme();
     let metrics = match &calib {
         Some(c) if quantized_acts => {
             let ranges = calibrate_act_ranges(model, c, opts.act_percentile)?;
             let hook = ActQuantHook::new(&ranges, act_bits, scheme);
-            reference.score(model, &weights, &hook)?
+            reference.score_weights(model, &weights, &hook)?
         }
-        _ => reference.score(model, &weights, &NoHook)?,
+        _ => reference.score_weights(model, &weights, &NoHook)?,
     };
     Ok(PlanScore {
         metrics,
@@ -166,7 +183,8 @@ pub fn score_plan(
         act_scheme: scheme,
         output_rounding,
         imatrix,
-        weights,
+        cache,
+        formats,
     })
 }
 

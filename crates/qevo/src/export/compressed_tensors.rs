@@ -166,7 +166,7 @@ fn write_tensors(
     let mut planned_bytes = 0u64;
     let items = model.tensors.iter().zip(&model.weights).zip(choices);
     for (((info, w), c), scheme) in items.zip(schemes) {
-        let data = crate::model::widened(w)?.flatten_all()?.to_vec1::<f32>()?;
+        let data = w.values()?;
         let p = c
             .format
             .quantize_named(&info.name, &data, info.rows, info.cols, None)?;

@@ -245,7 +245,7 @@ fn planned_tensors(
                 // valid).
                 PlannedBytes::Layout => Vec::new(),
                 PlannedBytes::Quantize(rounding) => {
-                    let w = gguf_rows(&info.name, w, cfg)?;
+                    let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
                     rounding.quantize_ggml(
                         i,
                         info,

@@ -200,7 +200,7 @@ fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<
     let (mut packed_bytes, mut float_bytes) = (0u64, 0u64);
     for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(choices) {
         let hf = out_name(model, &info.name);
-        let data = crate::model::widened(w)?.flatten_all()?.to_vec1::<f32>()?;
+        let data = w.values()?;
         // The evaluator's own quantizer, so the bytes decode to the weights it scored.
         let p = c
             .format

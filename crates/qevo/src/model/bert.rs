@@ -174,7 +174,7 @@ impl BertNet {
                 self.cfg.max_positions
             )));
         }
-        let x = embed_rows(&w.table(0)?, ids)?
+        let x = embed_rows(w, 0, self.cfg.vocab, self.cfg.hidden, ids)?
             .broadcast_add(&self.pos.narrow(0, 0, t)?)?
             .broadcast_add(&self.token_type0)?;
         Ok(candle_nn::ops::layer_norm(

@@ -5,10 +5,11 @@
 //! checked whatever its type; `dequantize_gguf_tensor` is the one place a stored type
 //! becomes f32, and names the types it cannot decode yet.
 
+use super::MappedFile;
 use crate::error::{Error, Result};
 use crate::quant::ggml::stored_type;
-use memmap2::Mmap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -298,7 +299,7 @@ pub struct Gguf {
     pub tensors: Vec<GgufTensor>,
     pub alignment: u64,
     data_start: usize,
-    mmap: Mmap,
+    map: Arc<MappedFile>,
 }
 
 impl std::fmt::Debug for Gguf {
@@ -440,18 +441,15 @@ fn value_min_bytes(ty: u32) -> Option<usize> {
 
 impl Gguf {
     pub fn open(path: &Path) -> Result<Gguf> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: the map is read-only; a file changed underneath us can only change the
-        // values read, and every read below is bounds-checked against the mapped length.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(path, mmap)
+        // Every read below is bounds-checked against the mapped length (see `MappedFile`).
+        Self::parse(path, MappedFile::open(path)?)
     }
 
     // One piece: a linear parser of the GGUF header, metadata and tensor directory, each
     // count and offset checked where it is read.
-    fn parse(path: &Path, mmap: Mmap) -> Result<Gguf> {
+    fn parse(path: &Path, map: Arc<MappedFile>) -> Result<Gguf> {
         let mut c = Cursor {
-            buf: &mmap,
+            buf: map.bytes(),
             pos: 0,
             path,
         };
@@ -541,7 +539,7 @@ impl Gguf {
             });
         }
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
-        let file_len = mmap.len() as u64;
+        let file_len = map.bytes().len() as u64;
         for t in &tensors {
             let end = data_start
                 .checked_add(t.offset)
@@ -565,7 +563,7 @@ impl Gguf {
             tensors,
             alignment,
             data_start: data_start as usize,
-            mmap,
+            map,
         })
     }
 
@@ -579,14 +577,24 @@ impl Gguf {
 
     /// The raw bytes of a tensor (bounds checked at open).
     pub fn tensor_bytes(&self, t: &GgufTensor) -> &[u8] {
-        let start = self.data_start + t.offset as usize;
-        &self.mmap[start..start + t.n_bytes]
+        let start = self.data_offset(t);
+        &self.map.bytes()[start..start + t.n_bytes]
+    }
+
+    /// Where a tensor's bytes start in the file (checked against its length at open).
+    pub(crate) fn data_offset(&self, t: &GgufTensor) -> usize {
+        self.data_start + t.offset as usize
+    }
+
+    /// The mapped file, shared with the weights that stay in it.
+    pub(crate) fn mapped(&self) -> Arc<MappedFile> {
+        self.map.clone()
     }
 
     /// Drops a tensor's mapped pages from this process once it is copied (see
-    /// `source::release`).
+    /// `MappedFile::release`).
     pub(crate) fn release(&self, t: &GgufTensor) {
-        super::source::release(&self.mmap, self.data_start + t.offset as usize, t.n_bytes);
+        self.map.release(self.data_offset(t), t.n_bytes);
     }
 
     /// Dequantizes a tensor to f32, row-major.

@@ -166,7 +166,7 @@ impl Gpt2Net {
                 self.cfg.max_positions
             )));
         }
-        let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
+        let x = embed_rows(w, self.embed_idx, self.cfg.vocab, self.cfg.hidden, ids)?;
         Ok(x.broadcast_add(&self.wpe.narrow(0, 0, t)?)?)
     }
 

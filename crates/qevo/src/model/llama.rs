@@ -10,7 +10,7 @@
 use super::config::{ArchKind, HfConfig};
 use super::fused::{self, AttnScores};
 use super::rope::{RopeContext, RopeSpec, RopeTables, ScalingDict};
-use super::{linear, Experts, LinearHook, Role, TensorInfo, Weights};
+use super::{linear, Experts, LinearHook, Role, TensorInfo, Weight, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -655,9 +655,18 @@ pub(crate) fn require(fetch: &Fetch, name: &str, shape: &[usize]) -> Result<Tens
     fetch(name, shape)?.ok_or_else(|| Error::tensor("", name, "missing"))
 }
 
-/// Rows `[start, start + len)` of a fused matrix as their own contiguous tensor.
-fn rows_of(w: &Tensor, start: usize, len: usize) -> Result<Tensor> {
-    Ok(w.narrow(0, start, len)?.contiguous()?)
+/// Fetches a tensor as its file stores it (a weight matrix stays a mapped range), by
+/// canonical (GGUF) name with the expected row-major shape: what the Llama loader takes.
+pub(crate) type FetchWeight<'a> = dyn Fn(&str, &[usize]) -> Result<Option<Weight>> + 'a;
+
+/// A weight matrix by name, as stored.
+fn require_weight(fetch: &FetchWeight, name: &str, shape: &[usize]) -> Result<Weight> {
+    fetch(name, shape)?.ok_or_else(|| Error::tensor("", name, "missing"))
+}
+
+/// A small tensor (norm, bias, router) by name, in memory.
+fn require_tensor(fetch: &FetchWeight, name: &str, shape: &[usize]) -> Result<Tensor> {
+    require_weight(fetch, name, shape)?.tensor()
 }
 
 /// Names of the aux (never quantized) per-block tensors, in `aux_tensors` order.
@@ -676,11 +685,11 @@ impl LlamaNet {
     // One piece: a linear walk over the tensors one block needs, in file order.
     pub(crate) fn load(
         cfg: LlamaConfig,
-        fetch: &Fetch,
-    ) -> Result<(Self, Vec<TensorInfo>, Vec<Tensor>)> {
+        fetch: &FetchWeight,
+    ) -> Result<(Self, Vec<TensorInfo>, Vec<Weight>)> {
         let mut infos = Vec::new();
         let mut weights = Vec::new();
-        let mut push = |name: String, role, block, rows, cols, w: Tensor, experts| {
+        let mut push = |name: String, role, block, rows, cols, w: Weight, experts| {
             infos.push(TensorInfo {
                 name,
                 role,
@@ -693,7 +702,7 @@ impl LlamaNet {
             weights.len() - 1
         };
         let (h, v) = (cfg.hidden, cfg.vocab);
-        let embed = require(fetch, "token_embd.weight", &[v, h])?;
+        let embed = require_weight(fetch, "token_embd.weight", &[v, h])?;
         let embed_idx = push(
             "token_embd.weight".into(),
             Role::Embedding,
@@ -724,7 +733,7 @@ impl LlamaNet {
         let mut blocks = Vec::new();
         for b in 0..cfg.n_layers {
             let opt_norm = |on: bool, short: &str, dim: usize| {
-                on.then(|| require(fetch, &format!("blk.{b}.{short}.weight"), &[dim]))
+                on.then(|| require_tensor(fetch, &format!("blk.{b}.{short}.weight"), &[dim]))
                     .transpose()
             };
             let mut mats = block_matrices(&cfg, b, fetch)?;
@@ -733,7 +742,7 @@ impl LlamaNet {
             let moe = cfg.moe.as_ref().filter(|m| m.layers[b]);
             let router = moe
                 .map(|m| {
-                    require(
+                    require_tensor(
                         fetch,
                         &format!("blk.{b}.ffn_gate_inp.weight"),
                         &[m.experts, h],
@@ -756,11 +765,15 @@ impl LlamaNet {
                 let (rows, cols) = shapes[j];
                 let w = match mats[j].take() {
                     Some(w) => w,
-                    None => require(fetch, &name, &[rows, cols])?,
+                    None => require_weight(fetch, &name, &[rows, cols])?,
                 };
                 idx[j] = push(name, *role, Some(b), rows, cols, w, None);
                 if has_bias[j] {
-                    bias[j] = Some(require(fetch, &format!("blk.{b}.{short}.bias"), &[rows])?);
+                    bias[j] = Some(require_tensor(
+                        fetch,
+                        &format!("blk.{b}.{short}.bias"),
+                        &[rows],
+                    )?);
                 }
             }
             let (qn, kn) = match cfg.qk_norm {
@@ -782,7 +795,7 @@ impl LlamaNet {
                 router,
             });
         }
-        let norm = require(fetch, "output_norm.weight", &[h])?;
+        let norm = require_tensor(fetch, "output_norm.weight", &[h])?;
         let output_idx = if cfg.tie_embeddings {
             embed_idx
         } else {
@@ -921,7 +934,7 @@ impl LlamaNet {
     }
 
     pub(crate) fn embed(&self, w: &dyn Weights, ids: &Tensor) -> Result<Tensor> {
-        let x = embed_rows(&w.table(self.embed_idx)?, ids)?;
+        let x = embed_rows(w, self.embed_idx, self.cfg.vocab, self.cfg.hidden, ids)?;
         match self.cfg.embed_scale {
             Some(s) => Ok(x.affine(s, 0.0)?),
             None => Ok(x),
@@ -1148,30 +1161,31 @@ fn route(probs: &[Vec<f32>], moe: &Moe) -> Vec<Vec<(u32, f32)>> {
 /// tensor `[experts · rows, cols]`: llama.cpp's `ffn_*_exps` when the file has it (GGUF),
 /// else each expert's matrix by its own name (Hugging Face), stacked in expert order.
 fn expert_stack(
-    fetch: &Fetch,
+    fetch: &FetchWeight,
     b: usize,
     short: &str,
     m: &Moe,
     h: usize,
-) -> Result<(String, usize, usize, Tensor)> {
+) -> Result<(String, usize, usize, Weight)> {
     let (rows, cols) = match short {
         "ffn_down" => (h, m.expert_ff),
         _ => (m.expert_ff, h),
     };
     let name = format!("blk.{b}.{short}_exps.weight");
     let w = match fetch(&name, &[m.experts, rows, cols])? {
-        Some(w) => w.reshape((m.experts * rows, cols))?,
+        Some(w) => w.reshaped(m.experts * rows, cols)?,
+        // Stacked in memory: each expert is its own tensor in the file.
         None => {
             let parts = (0..m.experts)
                 .map(|e| {
-                    require(
+                    require_tensor(
                         fetch,
                         &format!("blk.{b}.{short}_exps.{e}.weight"),
                         &[rows, cols],
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?
+            Weight::Held(Tensor::cat(&parts, 0)?)
         }
     };
     Ok((name, m.experts * rows, cols, w))
@@ -1179,21 +1193,21 @@ fn expert_stack(
 
 /// The block's weight matrices that come out of fused tensors (Phi-3), in BLOCK_ROLES
 /// order; `None` entries are fetched by their own names.
-fn block_matrices(cfg: &LlamaConfig, b: usize, fetch: &Fetch) -> Result<[Option<Tensor>; 7]> {
-    let mut out: [Option<Tensor>; 7] = Default::default();
+fn block_matrices(cfg: &LlamaConfig, b: usize, fetch: &FetchWeight) -> Result<[Option<Weight>; 7]> {
+    let mut out: [Option<Weight>; 7] = Default::default();
     if !cfg.fused_proj {
         return Ok(out);
     }
     let (h, q, kv, ff) = (cfg.hidden, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
     // llama.cpp also accepts separate q/k/v for Phi-3; the fused ffn_up is required.
     if let Some(qkv) = fetch(&format!("blk.{b}.attn_qkv.weight"), &[q + 2 * kv, h])? {
-        out[0] = Some(rows_of(&qkv, 0, q)?);
-        out[1] = Some(rows_of(&qkv, q, kv)?);
-        out[2] = Some(rows_of(&qkv, q + kv, kv)?);
+        out[0] = Some(qkv.rows(0, q)?);
+        out[1] = Some(qkv.rows(q, kv)?);
+        out[2] = Some(qkv.rows(q + kv, kv)?);
     }
-    let gate_up = require(fetch, &format!("blk.{b}.ffn_up.weight"), &[2 * ff, h])?;
-    out[4] = Some(rows_of(&gate_up, 0, ff)?);
-    out[5] = Some(rows_of(&gate_up, ff, ff)?);
+    let gate_up = require_weight(fetch, &format!("blk.{b}.ffn_up.weight"), &[2 * ff, h])?;
+    out[4] = Some(gate_up.rows(0, ff)?);
+    out[5] = Some(gate_up.rows(ff, ff)?);
     Ok(out)
 }
 
@@ -1218,26 +1232,25 @@ pub(crate) fn split_heads(x: &Tensor, (n, hd): (usize, usize)) -> Result<Tensor>
     Ok(x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
 }
 
-/// Gathers embedding rows for `[batch, seq]` ids, rejecting ids outside the vocabulary
-/// (candle's index_select would index out of bounds).
-pub(crate) fn embed_rows(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+/// Gathers embedding rows of tensor `idx` (`vocab` rows) for `[batch, seq]` ids as f32,
+/// rejecting ids outside the vocabulary (a gather would index out of bounds).
+pub(crate) fn embed_rows(
+    w: &dyn Weights,
+    idx: usize,
+    vocab: usize,
+    hidden: usize,
+    ids: &Tensor,
+) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
-    let vocab = table.dim(0)?;
-    let flat = ids.flatten_all()?;
-    if let Some(bad) = flat
-        .to_vec1::<u32>()?
-        .into_iter()
-        .find(|&i| i as usize >= vocab)
-    {
+    let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+    if let Some(&bad) = flat.iter().find(|&&i| i as usize >= vocab) {
         return Err(Error::Invalid(format!(
             "token id {bad} is outside the embedding table ({vocab} rows)"
         )));
     }
-    // Widened after the gather: a 16-bit table stays 16-bit, only these rows become f32.
-    let rows = table
-        .index_select(&flat, 0)?
-        .to_dtype(candle_core::DType::F32)?;
-    Ok(rows.reshape((b, t, table.dim(1)?))?)
+    // Widened after the gather: a 16-bit or mapped table stays as it is, only these rows
+    // become f32.
+    Ok(w.gather(idx, &flat)?.reshape((b, t, hidden))?)
 }
 
 /// Rotates the leading `dims` values of the last axis with `f` and passes the rest

@@ -3,12 +3,13 @@
 //! block with a hook at every linear layer's input. `Model::inspect` reads the same
 //! files' headers only.
 //!
-//! Quantizable weights live in `Model::weights`, indexed like `Model::tensors`, in the
-//! type they are stored in (f16/bf16 stay 16-bit; quantized GGUF types are dequantized
-//! to f32) and are widened to f32 where they are used (`Dense`, `Model::weight_f32`):
-//! widening is exact, so every reader sees the values an all-f32 load gave. Every
-//! forward function takes the weight slice to use as an argument, so a quantized model
-//! is the same `Model` run with another slice (no copy of the rest of the network).
+//! Quantizable weights live in `Model::weights`, indexed like `Model::tensors`, as the
+//! file stores them: safetensors and GGUF matrices are ranges of the memory-mapped file
+//! (f32, f16, bf16 or GGML block bytes, `weight.rs`), decoded to f32 where they are used
+//! (each product, `Model::weight_f32`): decoding is exact, so every reader sees the values
+//! an all-f32 load gave. Every forward function takes the weight set to use as an
+//! argument, so a quantized model is the same `Model` run with another set (no copy of
+//! the rest of the network).
 
 mod bert;
 pub(crate) mod config;
@@ -21,6 +22,7 @@ pub mod rope;
 mod source;
 pub mod synthetic;
 pub mod tokenizer;
+mod weight;
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -40,6 +42,8 @@ use source::Read;
 pub(crate) use source::{
     gguf_permutes_qk, llama_hf_name, permute_rows, raw_tensors, GGUF_ROPE_TENSORS,
 };
+pub(crate) use weight::{Encoding, Mapped, MappedFile};
+pub use weight::{StoredWeights, Weight};
 
 /// What a quantizable weight matrix does in the network; the unit of `--unit role`.
 #[derive(
@@ -236,6 +240,15 @@ pub trait Weights: Sync {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor>;
     /// Tensor `idx` as a row table (embeddings); `embed_rows` widens the rows it gathers.
     fn table(&self, idx: usize) -> Result<Tensor>;
+    /// Rows `ids` of tensor `idx` as f32 `[ids.len(), cols]` (the caller checked the ids):
+    /// by default gathered from `table` before widening, so only those rows widen.
+    fn gather(&self, idx: usize, ids: &[u32]) -> Result<Tensor> {
+        let at = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
+        Ok(self
+            .table(idx)?
+            .index_select(&at, 0)?
+            .to_dtype(DType::F32)?)
+    }
     /// `x2 @ W[idx][start..start + len]^T` → `[rows, len]`: one expert of a stacked
     /// expert tensor. By default the whole product, narrowed.
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
@@ -269,6 +282,34 @@ impl Weights for Dense<'_> {
 /// `w` as f32: the same tensor when it is already, an exact widening of f16/bf16.
 pub fn widened(w: &Tensor) -> Result<Tensor> {
     Ok(w.to_dtype(DType::F32)?)
+}
+
+/// A weight set the whole-network entry points (`Model::forward`, `eval::Reference::score`)
+/// take: a slice of tensors (checked against the model's shapes, then run as `Dense`) or
+/// the model's own `StoredWeights`.
+pub trait WeightSet {
+    /// Runs `f` over these weights as a `Weights`.
+    fn run<R>(&self, model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R>;
+}
+
+impl WeightSet for [Tensor] {
+    fn run<R>(&self, model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R> {
+        model.check_weights(self)?;
+        f(&Dense(self))
+    }
+}
+
+impl WeightSet for Vec<Tensor> {
+    fn run<R>(&self, model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R> {
+        self.as_slice().run(model, f)
+    }
+}
+
+impl WeightSet for StoredWeights {
+    // Shapes were checked against the config when the model was loaded.
+    fn run<R>(&self, _model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R> {
+        f(self)
+    }
 }
 
 /// Quantized weights run by candle's quantized matmul kernels, with f32 copies of the
@@ -338,9 +379,10 @@ impl ModelSummary {
 pub struct Model {
     pub arch: Arch,
     pub tensors: Vec<TensorInfo>,
-    /// `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`, in f32, or in f16/bf16
-    /// as the file stores it; read values through `weight_f32` / `weight_values`.
-    pub weights: Vec<Tensor>,
+    /// `weights[i]` has shape `[tensors[i].rows, tensors[i].cols]`, as the file stores it
+    /// (memory-mapped, or held in memory); read values through `weight_f32` /
+    /// `weight_values`, or run the model with `weights` as a `Weights`.
+    pub weights: StoredWeights,
     /// How each weight is stored in the file, indexed like `tensors`.
     pub stored: Vec<Stored>,
     pub tokenizer: Option<tokenizer::TextTokenizer>,
@@ -390,26 +432,22 @@ impl Model {
 
     /// Weight `i` as f32 (a widened copy when it is stored in 16 bits).
     pub fn weight_f32(&self, i: usize) -> Result<Tensor> {
-        let w = self.weights.get(i).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {i} out of range ({} tensors)",
-                self.weights.len()
-            ))
-        })?;
-        widened(w)
+        self.weights.get(i)?.f32()
     }
 
     /// Weight `i`'s f32 values, row-major: what quantizers, export and tune read.
     pub fn weight_values(&self, i: usize) -> Result<Vec<f32>> {
-        Ok(self.weight_f32(i)?.flatten_all()?.to_vec1::<f32>()?)
+        self.weights.get(i)?.values()
     }
 
-    /// Bytes the quantizable weights take in memory as loaded.
+    /// Bytes the quantizable weights take as stored (mapped or held).
     pub fn weight_bytes(&self) -> usize {
-        self.weights
-            .iter()
-            .map(|w| w.elem_count() * w.dtype().size_in_bytes())
-            .sum()
+        self.weights.iter().map(Weight::stored_bytes).sum()
+    }
+
+    /// Bytes of the quantizable weights held in memory (mapped ones are not).
+    pub fn held_weight_bytes(&self) -> usize {
+        self.weights.held_bytes()
     }
 
     pub fn device(&self) -> &Device {
@@ -471,8 +509,8 @@ impl Model {
     }
 
     /// Token ids `[batch, seq]` (u32) → hidden states `[batch, seq, hidden]`.
-    pub fn embed(&self, w: &[Tensor], ids: &Tensor) -> Result<Tensor> {
-        self.embed_with(&Dense(w), ids)
+    pub fn embed<W: WeightSet + ?Sized>(&self, w: &W, ids: &Tensor) -> Result<Tensor> {
+        w.run(self, |w| self.embed_with(w, ids))
     }
 
     /// `embed` over any weight set.
@@ -485,14 +523,14 @@ impl Model {
     }
 
     /// Runs transformer block `i` on hidden states `[batch, seq, hidden]`.
-    pub fn block(
+    pub fn block<W: WeightSet + ?Sized>(
         &self,
         i: usize,
-        w: &[Tensor],
+        w: &W,
         hook: &dyn LinearHook,
         h: &Tensor,
     ) -> Result<Tensor> {
-        self.block_with(i, &Dense(w), hook, h)
+        w.run(self, |w| self.block_with(i, w, hook, h))
     }
 
     /// `block` over any weight set.
@@ -511,8 +549,13 @@ impl Model {
     }
 
     /// Decoders: logits `[batch, seq, vocab]`. Encoders: mean-pooled embeddings `[batch, hidden]`.
-    pub fn head(&self, w: &[Tensor], hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
-        self.head_with(&Dense(w), hook, h)
+    pub fn head<W: WeightSet + ?Sized>(
+        &self,
+        w: &W,
+        hook: &dyn LinearHook,
+        h: &Tensor,
+    ) -> Result<Tensor> {
+        w.run(self, |w| self.head_with(w, hook, h))
     }
 
     /// `head` over any weight set.
@@ -525,9 +568,13 @@ impl Model {
     }
 
     /// The whole network: embed → every block → head.
-    pub fn forward(&self, w: &[Tensor], hook: &dyn LinearHook, ids: &Tensor) -> Result<Tensor> {
-        self.check_weights(w)?;
-        self.forward_with(&Dense(w), hook, ids)
+    pub fn forward<W: WeightSet + ?Sized>(
+        &self,
+        w: &W,
+        hook: &dyn LinearHook,
+        ids: &Tensor,
+    ) -> Result<Tensor> {
+        w.run(self, |w| self.forward_with(w, hook, ids))
     }
 
     /// The whole network over any weight set (e.g. `Quantized` kernels).

@@ -1,9 +1,11 @@
-//! Where weights come from: Hugging Face safetensors (single or sharded, memory-mapped)
-//! and GGUF. Both end in the same `fetch(name, shape)` the architectures call, which
-//! checks the shape against the config and rejects NaN/Inf by name. The Llama family's
-//! weight matrices stay in their stored f16/bf16 (widened where they are used, see
-//! `Model::weight_f32`); everything else is converted to f32. `Read::Headers` reads no
-//! tensor data at all (`Model::inspect`).
+//! Where weights come from: Hugging Face safetensors (single or sharded) and GGUF, both
+//! memory-mapped. Both end in the same `fetch(name, shape)` the architectures call, which
+//! checks the shape against the config; NaN/Inf are rejected by name (norms and biases as
+//! they are read, matrices in the one streamed pass that also fingerprints them). The
+//! Llama family's weight matrices stay ranges of the mapped file, f32/f16/bf16 or GGML
+//! block bytes (`weight.rs`), decoded where they are used (see `Model::weight_f32`);
+//! everything else is read into f32. `Read::Headers` reads no tensor data at all
+//! (`Model::inspect`).
 
 use super::bert::{BertConfig, BertNet};
 use super::config::{ArchKind, HfConfig};
@@ -16,14 +18,15 @@ use super::llama::{
 use super::packed_st::{self, PackedIndex};
 use super::rope::{self, RopeScaling, RopeSpec};
 use super::{tokenizer, Arch, Model, Net, Stored, TensorInfo};
+use super::{Encoding, Mapped, MappedFile, StoredWeights, Weight};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
-use memmap2::Mmap;
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How much of a file a loader reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +119,7 @@ fn st_dtype_name(d: Dtype) -> &'static str {
 /// One memory-mapped safetensors file with its validated header.
 struct StFile {
     path: PathBuf,
-    mmap: Mmap,
+    map: Arc<MappedFile>,
     header_len: usize,
     meta: Metadata,
 }
@@ -174,17 +177,17 @@ impl StStore {
         let mut files = Vec::with_capacity(paths.len());
         let mut index = HashMap::new();
         for path in paths {
-            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            // SAFETY: read-only map; safetensors validates the header against its length.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-            let (header_len, meta) = SafeTensors::read_metadata(&mmap)
+            // safetensors validates the header and every tensor's offsets against the
+            // mapped length here, before any tensor is read.
+            let map = MappedFile::open(&path)?;
+            let (header_len, meta) = SafeTensors::read_metadata(map.bytes())
                 .map_err(|e| Error::format(&path, format!("invalid safetensors: {e}")))?;
             for name in meta.tensors().keys() {
                 index.insert(name.clone(), files.len());
             }
             files.push(StFile {
                 path,
-                mmap,
+                map,
                 header_len,
                 meta,
             });
@@ -241,13 +244,15 @@ impl StStore {
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
         self.mark_used(name);
-        Ok(Some(&f.mmap[start..end]))
+        f.map.bytes().get(start..end).map(Some).ok_or_else(|| {
+            Error::tensor(&f.path, name, "data offsets lie past the end of the file")
+        })
     }
 
     /// Loads `name` with the expected shape, with how it is stored; `Ok(None)` when
-    /// absent. f16/bf16 data stays in its type when `keep` (weight matrices), else is
-    /// widened to f32.
-    fn get(&self, name: &str, shape: &[usize], keep: bool) -> Result<Option<(Tensor, Stored)>> {
+    /// absent. A weight matrix (`keep`) stays a range of the mapped file; anything else is
+    /// read into f32.
+    fn get(&self, name: &str, shape: &[usize], keep: bool) -> Result<Option<(Weight, Stored)>> {
         let Some(&fi) = self.index.get(name) else {
             return Ok(None);
         };
@@ -275,42 +280,34 @@ impl StStore {
         }
         let start = 8 + f.header_len + info.data_offsets.0;
         let end = 8 + f.header_len + info.data_offsets.1;
-        let bytes = &f.mmap[start..end];
+        let bytes = f.map.bytes().get(start..end).ok_or_else(|| {
+            Error::tensor(&f.path, name, "data offsets lie past the end of the file")
+        })?;
         self.mark_used(name);
         let stored = Stored {
             dtype: st_dtype_name(info.dtype),
             bytes: bytes.len(),
         };
-        let t = match (self.read, info.dtype) {
-            (Read::Headers, _) => placeholder(shape)?,
-            (Read::Weights, Dtype::F16) if keep => {
-                half_tensor::<half::f16>(&f.path, name, bytes, shape)?
+        let w = match (self.read, keep && shape.len() == 2) {
+            (Read::Headers, _) => Weight::Held(placeholder(shape)?),
+            (Read::Weights, true) => {
+                let enc = match info.dtype {
+                    Dtype::F16 => Encoding::F16,
+                    Dtype::BF16 => Encoding::Bf16,
+                    _ => Encoding::F32,
+                };
+                let dims = (shape[0], shape[1]);
+                Weight::Mapped(Mapped::new(f.map.clone(), name, start, dims, enc, None)?)
             }
-            (Read::Weights, Dtype::BF16) if keep => {
-                half_tensor::<half::bf16>(&f.path, name, bytes, shape)?
+            (Read::Weights, false) => {
+                let t = finite_tensor(&f.path, name, widen(info.dtype, bytes), shape)?;
+                f.map.release(start, end - start);
+                Weight::Held(t)
             }
-            (Read::Weights, dtype) => finite_tensor(&f.path, name, widen(dtype, bytes), shape)?,
         };
-        if self.read == Read::Weights {
-            release(&f.mmap, start, end - start);
-        }
-        Ok(Some((t, stored)))
+        Ok(Some((w, stored)))
     }
 }
-
-/// Drops the mapped pages of `len` bytes at `offset` from this process once their copy
-/// is made, so a load holds the weights once, not twice (the pages stay in the page
-/// cache; touching them again reads them back).
-#[cfg(unix)]
-pub(crate) fn release(mmap: &Mmap, offset: usize, len: usize) {
-    // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED loses nothing: a
-    // later read of the range faults the file's bytes back in. Failure only keeps the
-    // pages resident.
-    let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
-}
-
-#[cfg(not(unix))]
-pub(crate) fn release(_mmap: &Mmap, _offset: usize, _len: usize) {}
 
 /// Little-endian f32/f16/bf16 bytes as f32 (the caller checked the dtype).
 fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
@@ -328,48 +325,6 @@ fn widen(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     }
-}
-
-/// A 16-bit float type a weight may be kept in.
-trait Half: candle_core::WithDType + Copy {
-    fn from_le(b: [u8; 2]) -> Self;
-    fn f32(self) -> f32;
-}
-
-impl Half for half::f16 {
-    fn from_le(b: [u8; 2]) -> Self {
-        half::f16::from_le_bytes(b)
-    }
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-}
-
-impl Half for half::bf16 {
-    fn from_le(b: [u8; 2]) -> Self {
-        half::bf16::from_le_bytes(b)
-    }
-    fn f32(self) -> f32 {
-        self.to_f32()
-    }
-}
-
-/// 16-bit float bytes as a tensor of that type (half the memory of f32; widening is
-/// exact, so every reader still sees the f32 values a widened load gave), rejecting
-/// NaN/Inf as `finite_tensor` does.
-fn half_tensor<T: Half>(path: &Path, name: &str, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
-    let data: Vec<T> = bytes
-        .chunks_exact(2)
-        .map(|c| T::from_le([c[0], c[1]]))
-        .collect();
-    if let Some(i) = data.iter().position(|x| !x.f32().is_finite()) {
-        return Err(Error::tensor(
-            path,
-            name,
-            format!("element {i} is {}", data[i].f32()),
-        ));
-    }
-    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
 /// Rejects NaN/Inf weights by tensor name and element, then wraps the data.
@@ -398,7 +353,7 @@ pub(crate) fn raw_tensors(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec
     let store = StStore::open(dir, Read::Headers)?;
     let mut out = Vec::new();
     for f in &store.files {
-        let st = SafeTensors::deserialize(&f.mmap)
+        let st = SafeTensors::deserialize(f.map.bytes())
             .map_err(|e| Error::format(&f.path, format!("invalid safetensors: {e}")))?;
         let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.sort();
@@ -662,13 +617,15 @@ pub(crate) fn load_hf_dir(dir: &Path, read: Read) -> Result<Model> {
                 Some(t) => Some(t),
                 None => store.get(&format!("{prefix}{name}"), shape, false)?,
             };
-            Ok(got.map(|(t, stored)| {
+            got.map(|(w, stored)| {
                 records.note(name, stored, shape.iter().product());
-                t
-            }))
+                w.tensor()
+            })
+            .transpose()
         }
     };
-    let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Tensor>)> {
+    let held = |w: Vec<Tensor>| w.into_iter().map(Weight::Held).collect::<Vec<_>>();
+    let built = (|| -> Result<(Arch, Net, Vec<TensorInfo>, Vec<Weight>)> {
         Ok(match kind {
             ArchKind::Gpt2 if packed_st::is_packed(&cfg.json) => {
                 return Err(Error::UnsupportedArch {
@@ -683,7 +640,7 @@ pub(crate) fn load_hf_dir(dir: &Path, read: Read) -> Result<Model> {
                 let present = blocks_present(store.names(), &["h.", "transformer.h."]);
                 check_layer_count(&cfg_path, "n_layer", c.n_layers, present)?;
                 let (net, i, w) = Gpt2Net::load(c.clone(), &prefixed("transformer."))?;
-                (Arch::Gpt2(c), Net::Gpt2(net), i, w)
+                (Arch::Gpt2(c), Net::Gpt2(net), i, held(w))
             }
             ArchKind::Bert => {
                 let c = BertConfig::from_hf(&cfg)?;
@@ -706,7 +663,7 @@ pub(crate) fn load_hf_dir(dir: &Path, read: Read) -> Result<Model> {
                         .collect();
                     p.check_all_used(&used)?;
                 }
-                (Arch::Bert(c), Net::Bert(net), i, w)
+                (Arch::Bert(c), Net::Bert(net), i, held(w))
             }
             _ => {
                 let c = LlamaConfig::from_hf(&cfg, kind)?;
@@ -716,18 +673,23 @@ pub(crate) fn load_hf_dir(dir: &Path, read: Read) -> Result<Model> {
                 // from their packed sections, everything else is read as usual.
                 let packed = open_packed(dir, &cfg)?;
                 // Matrices stay as stored; norms and biases become f32.
-                let fetch = |name: &str, shape: &[usize]| {
+                let fetch = |name: &str, shape: &[usize]| -> Result<Option<Weight>> {
                     let hf = hf_name(kind, name);
-                    let t = match &packed {
+                    let w = match &packed {
                         Some(p) if p.contains(&hf) => {
-                            read_packed(dir, &store, p, &hf, shape, &records)?
+                            read_packed(dir, &store, p, &hf, shape, &records)?.map(Weight::Held)
                         }
-                        _ => store.get(&hf, shape, shape.len() == 2)?.map(|(t, stored)| {
+                        _ => store.get(&hf, shape, shape.len() == 2)?.map(|(w, stored)| {
                             records.note(name, stored, shape.iter().product());
-                            t
+                            w
                         }),
                     };
-                    t.map(|t| shifted(t, hf_norm_shift(kind, name))).transpose()
+                    match (w, hf_norm_shift(kind, name)) {
+                        (Some(w), Some(by)) => {
+                            Ok(Some(Weight::Held(shifted(w.tensor()?, Some(by))?)))
+                        }
+                        (w, _) => Ok(w),
+                    }
                 };
                 let (net, i, w) = LlamaNet::load(c.clone(), &fetch).map_err(|e| e.in_file(dir))?;
                 if let Some(p) = &packed {
@@ -784,7 +746,7 @@ fn finish(
     arch: Arch,
     net: Net,
     tensors: Vec<TensorInfo>,
-    weights: Vec<Tensor>,
+    weights: Vec<Weight>,
     stored: Vec<Stored>,
     tokenizer: Option<tokenizer::TextTokenizer>,
     source: &Path,
@@ -800,7 +762,7 @@ fn finish(
     Ok(Model {
         arch,
         tensors,
-        weights,
+        weights: StoredWeights::new(weights),
         stored,
         tokenizer,
         source: source.to_path_buf(),
@@ -810,20 +772,36 @@ fn finish(
 }
 
 /// FNV-1a over every quantizable weight's f32 bits, in tensor order: the same weights give
-/// the same fingerprint whatever file format they came from.
-pub(crate) fn fingerprint(weights: &[Tensor]) -> Result<String> {
+/// the same fingerprint whatever file format they came from. The one pass that reads a
+/// mapped weight whole at load, so it is also where its NaN/Inf are refused, by file,
+/// tensor and element; it streams each weight in bounded pieces.
+pub(crate) fn fingerprint(weights: &[Weight]) -> Result<String> {
     use rayon::prelude::*;
     let parts: Vec<Result<u64>> = weights
         .par_iter()
         .map(|w| {
-            let v = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             let mut h: u64 = 0xcbf29ce484222325;
-            for x in v {
-                for b in x.to_bits().to_le_bytes() {
-                    h ^= b as u64;
-                    h = h.wrapping_mul(0x100000001b3);
+            let mut seen = 0usize;
+            w.for_each_piece(|v| {
+                if let (Some(i), Some((path, name))) =
+                    (v.iter().position(|x| !x.is_finite()), w.origin())
+                {
+                    let at = seen + i;
+                    return Err(Error::tensor(
+                        path,
+                        name,
+                        format!("element {at} is {}", v[i]),
+                    ));
                 }
-            }
+                seen += v.len();
+                for x in v {
+                    for b in x.to_bits().to_le_bytes() {
+                        h ^= b as u64;
+                        h = h.wrapping_mul(0x100000001b3);
+                    }
+                }
+                Ok(())
+            })?;
             Ok(h)
         })
         .collect();
@@ -1285,7 +1263,7 @@ pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
             .collect::<BTreeSet<_>>(),
     );
     let records = Records::default();
-    let fetch = |name: &str, shape: &[usize]| -> Result<Option<Tensor>> {
+    let fetch = |name: &str, shape: &[usize]| -> Result<Option<Weight>> {
         let Some(t) = g.tensor(name) else {
             return Ok(None);
         };
@@ -1309,10 +1287,8 @@ pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
         if read == Read::Headers {
             let (rows, cols) = t.rows_cols();
             super::gguf::check_gguf_tensor(path, name, t.type_id, t.n_bytes(), rows, cols)?;
-            return Ok(Some(placeholder(shape)?));
+            return Ok(Some(Weight::Held(placeholder(shape)?)));
         }
-        let w = gguf_tensor(&g, t, shape)?;
-        g.release(t);
         // The converter permutes q/k biases with their weights.
         let heads = if !permuted {
             None
@@ -1323,9 +1299,25 @@ pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
         } else {
             None
         };
+        // Matrices (and 3-d expert stacks) stay their mapped bytes, decoded at each use.
+        if shape.len() >= 2 {
+            let (rows, cols) = t.rows_cols();
+            super::gguf::check_gguf_tensor(path, name, t.type_id, t.n_bytes(), rows, cols)?;
+            let enc = match t.type_name() {
+                "f32" => Encoding::F32,
+                "f16" => Encoding::F16,
+                "bf16" => Encoding::Bf16,
+                _ => Encoding::Ggml(t.type_id),
+            };
+            let at = g.data_offset(t);
+            let m = Mapped::new(g.mapped(), name, at, (rows, cols), enc, heads)?;
+            return Ok(Some(Weight::Mapped(m)));
+        }
+        let w = gguf_tensor(&g, t, shape)?;
+        g.release(t);
         match heads {
-            Some(h) => Ok(Some(unpermute_rows(&w, h)?)),
-            None => Ok(Some(w)),
+            Some(h) => Ok(Some(Weight::Held(unpermute_rows(&w, h)?))),
+            None => Ok(Some(Weight::Held(w))),
         }
     };
     let (net, infos, weights) = LlamaNet::load(cfg.clone(), &fetch).map_err(|e| match e {
@@ -1358,15 +1350,9 @@ pub(crate) fn load_gguf(path: &Path, read: Read) -> Result<Model> {
     )
 }
 
-/// A GGUF tensor: f16/bf16 matrices as stored (see `half_tensor`), everything else
-/// dequantized to f32.
+/// A small GGUF tensor (norm, bias, router) dequantized to f32.
 fn gguf_tensor(g: &Gguf, t: &super::gguf::GgufTensor, shape: &[usize]) -> Result<Tensor> {
-    let (path, name) = (&g.path, t.name.as_str());
-    match (t.type_name(), shape.len()) {
-        ("f16", 2) => half_tensor::<half::f16>(path, name, g.tensor_bytes(t), shape),
-        ("bf16", 2) => half_tensor::<half::bf16>(path, name, g.tensor_bytes(t), shape),
-        _ => finite_tensor(path, name, g.dequantize(t)?, shape),
-    }
+    finite_tensor(&g.path, &t.name, g.dequantize(t)?, shape)
 }
 
 #[cfg(test)]

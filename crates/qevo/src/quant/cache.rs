@@ -1,9 +1,12 @@
-//! `WeightCache`: dequantized weights per (tensor, format), so every genome that picks the
-//! same format for a tensor reuses one quantization. Bounded by a byte budget with
-//! least-recently-used eviction; misses are filled in parallel across tensors because
-//! candle's quantizers are single-threaded per block run.
+//! `WeightCache`: quantized weights per (tensor, format), so every genome that picks the
+//! same format for a tensor reuses one quantization. A GGML block type is held as its
+//! block bytes (4.5 bits a weight for q4_k, not 32) and dequantized where it is used —
+//! dequantizing is exact and far cheaper than quantizing, so the same budget holds about
+//! seven times the variants; generic integer formats are held dequantized (f32). Bounded
+//! by a byte budget with least-recently-used eviction; misses are filled in parallel
+//! across tensors because candle's quantizers are single-threaded per block run.
 
-use super::format::{Rounding, WeightFormat};
+use super::format::{Packed, Rounding, WeightFormat};
 use super::ggml::GgmlType;
 use super::gptq::Hessian;
 use crate::error::{Error, Result};
@@ -112,13 +115,19 @@ impl RoundingInputs {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
-    /// Bytes of dequantized f32 weights held now.
+    /// Bytes held now (block bytes of GGML types, f32 of generic formats).
     pub bytes: usize,
     pub entries: usize,
 }
 
+/// What an entry holds: a GGML type's block bytes, or a generic format's f32 values.
+enum Held {
+    Blocks(Arc<Packed>),
+    Values(Tensor),
+}
+
 struct Entry {
-    tensor: Tensor,
+    held: Held,
     bytes: usize,
     last_used: u64,
 }
@@ -164,8 +173,8 @@ impl WeightCache {
     }
 
     /// The dequantized weight of tensor `tensor` in `format` (`[rows, cols]` f32; for
-    /// `f32` the model's own weight as stored, which may be f16/bf16: `Dense` and
-    /// `model::widened` read it as f32).
+    /// `f32` a copy of the model's own weight as stored, which may be f16/bf16: `Dense`
+    /// and `model::widened` read it as f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
         let info = model.tensors.get(tensor).ok_or_else(|| {
             Error::Invalid(format!(
@@ -177,26 +186,51 @@ impl WeightCache {
             // f32 is the model's own weight (exactly, once widened): nothing to compute
             // or hold.
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(model.weights[tensor].clone());
+            return model.weights.get(tensor)?.tensor();
         }
         {
             let mut g = self.lock();
             g.tick += 1;
             let tick = g.tick;
-            if let Some(e) = g.map.get_mut(&(tensor, format)) {
+            let held = g.map.get_mut(&(tensor, format)).map(|e| {
                 e.last_used = tick;
+                match &e.held {
+                    Held::Blocks(p) => Held::Blocks(Arc::clone(p)),
+                    Held::Values(t) => Held::Values(t.clone()),
+                }
+            });
+            if let Some(held) = held {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(e.tensor.clone());
+                drop(g);
+                return match held {
+                    Held::Values(t) => Ok(t),
+                    Held::Blocks(p) => self.decode(model, format, &p),
+                };
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let data = model.weight_values(tensor)?;
         let rounding = self.rounding.for_tensor(tensor);
-        let deq = format
-            .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
-            .map_err(|e| name_source(e, model))?;
-        let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
-        let bytes = info.params() * 4;
+        // A GGML type's fake quantization is exactly quantize-then-dequantize
+        // (`WeightFormat::fake_quant_rounded`), so keeping the bytes loses nothing.
+        let (held, t, bytes) = match format {
+            WeightFormat::Ggml(_) => {
+                let p = format
+                    .quantize_rounded(&info.name, &data, info.rows, info.cols, rounding)
+                    .map_err(|e| name_source(e, model))?;
+                drop(data);
+                let t = self.decode(model, format, &p)?;
+                let bytes = p.bytes.len();
+                (Held::Blocks(Arc::new(p)), t, bytes)
+            }
+            WeightFormat::Int(_) => {
+                let deq = format
+                    .fake_quant_rounded(&info.name, &data, info.rows, info.cols, rounding)
+                    .map_err(|e| name_source(e, model))?;
+                let t = Tensor::from_vec(deq, (info.rows, info.cols), model.device())?;
+                (Held::Values(t.clone()), t, info.params() * 4)
+            }
+        };
         if bytes <= self.budget {
             let mut g = self.lock();
             g.tick += 1;
@@ -204,7 +238,7 @@ impl WeightCache {
             let old = g.map.insert(
                 (tensor, format),
                 Entry {
-                    tensor: t.clone(),
+                    held,
                     bytes,
                     last_used: tick,
                 },
@@ -223,6 +257,12 @@ impl WeightCache {
             }
         }
         Ok(t)
+    }
+
+    /// Block bytes of tensor `tensor` decoded to `[rows, cols]` f32.
+    fn decode(&self, model: &Model, f: WeightFormat, p: &Packed) -> Result<Tensor> {
+        let v = f.dequantize(p).map_err(|e| name_source(e, model))?;
+        Ok(Tensor::from_vec(v, (p.rows, p.cols), model.device())?)
     }
 
     /// Fills the cache for these (tensor, format) pairs, in parallel across pairs.
@@ -253,6 +293,19 @@ impl WeightCache {
     }
 }
 
+/// The smallest `WeightCache` budget with which a forward pass makes each tensor once per
+/// pass: the largest block's matrices as f32, or the embedding or output matrix if larger
+/// (a pass runs every window through one block before the next).
+pub fn block_working_set(model: &Model) -> usize {
+    let f32_bytes = |i: usize| model.tensors[i].params() * 4;
+    let blocks =
+        (0..model.n_blocks()).map(|b| model.block_tensors(b).into_iter().map(f32_bytes).sum());
+    let loose = (0..model.tensors.len())
+        .filter(|&i| model.tensors[i].block.is_none())
+        .map(f32_bytes);
+    blocks.chain(loose).max().unwrap_or(0)
+}
+
 /// A plan's weight set drawn from a `WeightCache` as a forward pass uses it: each block's
 /// tensors are made together when the block starts (`prefetch`), so at most one block's
 /// dequantized weights need be held beside what the cache keeps, whatever its budget.
@@ -260,6 +313,10 @@ pub struct PlanWeights<'a> {
     cache: &'a WeightCache,
     model: &'a Model,
     formats: Vec<WeightFormat>,
+    /// The current block's tensors (and the embedding or output once used), dequantized:
+    /// the cache holds block bytes, and a block's batches or the head's row parts each
+    /// reuse these instead of decoding again. Replaced at each `prefetch`.
+    recent: Mutex<Vec<(usize, Tensor)>>,
 }
 
 impl<'a> PlanWeights<'a> {
@@ -280,10 +337,17 @@ impl<'a> PlanWeights<'a> {
             cache,
             model,
             formats,
+            recent: Mutex::new(Vec::new()),
         })
     }
 
-    fn get(&self, idx: usize) -> Result<Tensor> {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Tensor)>> {
+        // Every update is one assignment or push: a poisoned lock is still consistent.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tensor `idx` from the cache, not kept here.
+    fn fetch(&self, idx: usize) -> Result<Tensor> {
         let f = self.formats.get(idx).ok_or_else(|| {
             Error::Invalid(format!(
                 "tensor index {idx} out of range ({} tensors)",
@@ -292,24 +356,65 @@ impl<'a> PlanWeights<'a> {
         })?;
         self.cache.get(self.model, idx, *f)
     }
+
+    /// Tensor `idx` dequantized: from this block's set, else from the cache (then kept
+    /// until the next block).
+    fn get(&self, idx: usize) -> Result<Tensor> {
+        if let Some((_, t)) = self.recent().iter().find(|(i, _)| *i == idx) {
+            return Ok(t.clone());
+        }
+        let t = self.fetch(idx)?;
+        self.recent().push((idx, t.clone()));
+        Ok(t)
+    }
+
+    /// Tensor `idx` stays at full precision: read from the model's own (mapped) weight
+    /// at each use rather than copied.
+    fn is_fp(&self, idx: usize) -> bool {
+        self.formats.get(idx) == Some(&WeightFormat::Ggml(GgmlType::F32))
+    }
 }
 
 impl Weights for PlanWeights<'_> {
     fn matmul_t(&self, idx: usize, x2: &Tensor) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.matmul_t(idx, x2);
+        }
         Ok(x2.matmul(&widened(&self.get(idx)?)?.t()?)?)
     }
     fn table(&self, idx: usize) -> Result<Tensor> {
         self.get(idx)
     }
+    fn gather(&self, idx: usize, ids: &[u32]) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.gather(idx, ids);
+        }
+        let at = Tensor::from_slice(ids, ids.len(), self.model.device())?;
+        widened(&self.get(idx)?.index_select(&at, 0)?)
+    }
     fn matmul_t_rows(&self, idx: usize, start: usize, len: usize, x2: &Tensor) -> Result<Tensor> {
+        if self.is_fp(idx) {
+            return self.model.weights.matmul_t_rows(idx, start, len, x2);
+        }
         Ok(x2.matmul(&widened(&self.get(idx)?.narrow(0, start, len)?)?.t()?)?)
     }
     fn prefetch(&self, tensors: &[usize]) -> Result<()> {
-        let pairs: Vec<(usize, WeightFormat)> = tensors
-            .iter()
-            .filter_map(|&i| self.formats.get(i).map(|&f| (i, f)))
-            .collect();
-        self.cache.prefill(self.model, &pairs)
+        // The previous block's tensors go first, so at most one block is held here.
+        self.recent().clear();
+        let block = tensors
+            .par_iter()
+            .filter(|&&i| !self.is_fp(i))
+            .map(|&i| Ok((i, self.fetch(i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        *self.recent() = block;
+        Ok(())
+    }
+}
+
+impl crate::model::WeightSet for PlanWeights<'_> {
+    // The formats were checked against the model's tensors in `new`.
+    fn run<R>(&self, _model: &Model, f: impl FnOnce(&dyn Weights) -> Result<R>) -> Result<R> {
+        f(self)
     }
 }
 

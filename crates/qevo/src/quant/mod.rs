@@ -27,7 +27,9 @@ pub use act::{
     calibrate_act_ranges, collect_imatrix, collect_imatrix_llama_cpp, ActQuantHook, ActRanges,
     ActScheme,
 };
-pub use cache::{CacheStats, PlanWeights, RoundingInputs, ScoredWith, WeightCache};
+pub use cache::{
+    block_working_set, CacheStats, PlanWeights, RoundingInputs, ScoredWith, WeightCache,
+};
 pub use format::{Packed, Resolved, Rounding, WeightFormat};
 pub use ggml::{Capability, GgmlType};
 pub use gptq::{collect_hessians, Hessian, OutputRounding, RoundingMode};

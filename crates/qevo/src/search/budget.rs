@@ -123,12 +123,16 @@ impl ConfigShape {
         })
     }
 
-    /// What `search::memory` needs of this shape: weights held as stored, norms as f32.
+    /// What `search::memory` needs of this shape: the Llama family's matrices are
+    /// memory-mapped (none held), GPT-2's and BERT's held as f32; norms as f32.
     pub fn memory_shape(&self) -> MemoryShape {
         let tensors = self.tensors();
         let weights: u64 = tensors.iter().map(|t| t.params() as u64).sum();
         MemoryShape {
-            weight_bytes: weights * self.dtype_bytes,
+            weight_bytes: match self.kind {
+                ArchKind::Gpt2 | ArchKind::Bert => weights * 4,
+                _ => 0,
+            },
             aux_params: ((2 * self.n_layers + 1) * self.hidden) as u64,
             hidden: self.hidden as u64,
             vocab: self.vocab as u64,

@@ -1,15 +1,17 @@
 //! What a search or an evaluation will hold in memory, estimated from the model's shape
 //! before anything is loaded, and the one budget it runs under.
 //!
-//! The parts: the weights as loaded (16-bit matrices stay 16-bit; `Model::weight_bytes`),
+//! The parts: the weights held in memory (a Llama-family matrix is memory-mapped and
+//! decoded per use, so it holds none; `Model::held_weight_bytes`),
 //! the norms and biases (f32), the reference distributions (top-k per position,
 //! `eval::auto_topk`), one forward pass's activations per worker thread, the prefix
-//! cache's budget, and the dequantized-weight cache. A plan's weights are drawn from
-//! that cache block by block (`quant::PlanWeights`), so the smallest cache that works
-//! holds, per worker thread, the largest block's matrices (or the embedding or output
-//! matrix, which a forward pass uses on its own) as f32. The cache gets what the budget
-//! leaves; the default budget is the fixed parts plus a 2 GiB cache, capped by this
-//! machine's available memory.
+//! cache's budget, and the weight cache. A plan's weights are drawn from that cache
+//! block by block (`quant::PlanWeights`), each worker holding its current block (or the
+//! embedding or output matrix, which a forward pass uses on its own) as f32: that is the
+//! smallest weight cache that works. What the budget leaves beyond it holds quantized
+//! variants as their block bytes (GGML types) or f32 (generic formats). The default
+//! budget is the fixed parts plus a 2 GiB cache, capped by this machine's available
+//! memory.
 //!
 //! Estimates, not measurements: allocator overhead, the tokenizer and the importance
 //! matrix are small beside these; qevo's output rounding (input moments, `cols²` floats
@@ -32,7 +34,7 @@ const TOPK_FALLBACK: u64 = 64;
 #[derive(Debug, Clone)]
 pub struct MemoryShape {
     pub tensors: Vec<TensorInfo>,
-    /// Bytes of the quantizable weights as held in memory.
+    /// Bytes of the quantizable weights held in memory (mapped ones hold none).
     pub weight_bytes: u64,
     /// Norms, biases and position tables (held as f32).
     pub aux_params: u64,
@@ -49,7 +51,7 @@ impl MemoryShape {
     pub fn of_model(m: &Model) -> MemoryShape {
         MemoryShape {
             tensors: m.tensors.clone(),
-            weight_bytes: m.weight_bytes() as u64,
+            weight_bytes: m.held_weight_bytes() as u64,
             aux_params: m.aux_params() as u64,
             hidden: m.arch.hidden() as u64,
             vocab: m.arch.vocab() as u64,
@@ -63,8 +65,9 @@ impl MemoryShape {
         Ok(Self::of_summary(&Model::inspect(path)?))
     }
 
-    /// From headers alone (`Model::inspect`): 16-bit matrices of the Llama family are
-    /// held as stored, every other weight as f32 (what `Model::load` does).
+    /// From headers alone (`Model::inspect`): the Llama family's matrices stay mapped
+    /// (none held) except qevo's packed ones, decoded to f32; GPT-2 and BERT weights are
+    /// held as f32 (what `Model::load` does).
     pub fn of_summary(s: &ModelSummary) -> MemoryShape {
         let llama = !matches!(
             s.arch,
@@ -75,8 +78,8 @@ impl MemoryShape {
             .iter()
             .zip(&s.stored)
             .map(|(t, st)| match (llama, st.dtype) {
-                (true, "f16" | "bf16") => t.params() as u64 * 2,
-                _ => t.params() as u64 * 4,
+                (true, "qevo-int") | (false, _) => t.params() as u64 * 4,
+                (true, _) => 0,
             })
             .sum();
         MemoryShape {
@@ -310,11 +313,8 @@ mod tests {
         let s = shape_1b();
         // The 128256 x 2048 embedding (1.05 GB as f32) outweighs one block (0.49 GB).
         assert_eq!(s.largest_step_f32(), 128256 * 2048 * 4);
-        // bf16: two bytes per weight.
-        assert_eq!(
-            s.weight_bytes,
-            s.tensors.iter().map(|t| t.params() as u64 * 2).sum::<u64>()
-        );
+        // The Llama family's matrices are memory-mapped: none are held.
+        assert_eq!(s.weight_bytes, 0);
     }
 
     #[test]

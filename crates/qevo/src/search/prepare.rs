@@ -39,9 +39,9 @@ pub struct Prepared<'m> {
 }
 
 /// The machine's available memory before `model` was loaded (what a default budget is
-/// capped by): available now plus what its weights took.
+/// capped by): available now plus what its held weights took (mapped ones take none).
 fn loaded_available(model: &Model) -> Option<u64> {
-    crate::mem::available_bytes().map(|a| a + model.weight_bytes() as u64)
+    crate::mem::available_bytes().map(|a| a + model.held_weight_bytes() as u64)
 }
 
 /// Cuts the calibration text's windows into the calibration windows and the validation
@@ -129,7 +129,10 @@ pub fn prepare<'m>(
                 || inputs.moments.get(i).is_some_and(Option::is_some)
         })
         .collect();
-    let weights = WeightCache::new(memory.weight_cache as usize).with_rounding(inputs);
+    // Each worker's plan holds its current block dequantized (`PlanWeights`): the smallest
+    // cache that works is those working sets; the cache of block bytes gets the rest.
+    let bytes_budget = memory.weight_cache.saturating_sub(memory.min_weight_cache);
+    let weights = WeightCache::new(bytes_budget as usize).with_rounding(inputs);
     let k_for = |w: &TokenWindows| match cfg.data.topk {
         0 => auto_topk(model.arch.vocab(), w.tokens(), 64),
         k => k,
