@@ -90,8 +90,16 @@ fn tune_sub_scales_writes_the_same_bytes_for_one_and_two_threads() {
         bytes(&dirs[0]) == bytes(&dirs[1]),
         "1 and 2 threads wrote different GGUF bytes"
     );
+    // The kept step is chosen on validation and may be the plan itself in runs this
+    // short, so the training is compared, not the kept bytes.
+    let history = |d: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(d).join("tune.json")).unwrap())
+                .unwrap();
+        v["history"].to_string()
+    };
     assert!(
-        bytes(&dirs[0]) != bytes(&dirs[2]),
+        history(&dirs[0]) != history(&dirs[2]),
         "--sub-scales changed nothing"
     );
 }
