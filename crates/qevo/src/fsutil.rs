@@ -220,7 +220,10 @@ impl OutLock {
                 Err(e) => return Err(Error::io(&path, e)),
             }
         }
-        Err(Error::Invalid(format!("{}: could not take the lock", path.display())))
+        Err(Error::Invalid(format!(
+            "{}: could not take the lock",
+            path.display()
+        )))
     }
 }
 

@@ -288,7 +288,10 @@ impl Run<'_, '_> {
         f: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
         // Stages without a share are short ones; only the search and tuning are bounded.
-        let limit = self.budget.filter(|_| share > 0.0).map(|b| b.mul_f64(share));
+        let limit = self
+            .budget
+            .filter(|_| share > 0.0)
+            .map(|b| b.mul_f64(share));
         if let Some(cb) = self.hooks.on_stage.as_mut() {
             cb(stage, StageEvent::Start { limit });
         }
