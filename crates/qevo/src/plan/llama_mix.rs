@@ -360,7 +360,7 @@ fn mix_type(ftype: LlamaFtype, s: &Shape, p: Place, cols: usize) -> GgmlType {
 
 /// The output matrix (and a tied embedding).
 fn output_type(ftype: LlamaFtype, default: GgmlType, cols: usize) -> GgmlType {
-    if cols % default.block_len() != 0 {
+    if !cols.is_multiple_of(default.block_len()) {
         GgmlType::Q8_0
     } else if ftype.is_low_iq() || ftype == F::IQ3_XXS {
         GgmlType::Q5K
