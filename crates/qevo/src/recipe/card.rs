@@ -6,7 +6,6 @@ use super::compare::Comparison;
 use super::{Chosen, GgufOutcome};
 use crate::model::{Model, Role};
 use crate::plan::tensor_bytes;
-use crate::quant::WeightFormat;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -75,7 +74,7 @@ fn roles_section(s: &mut String, model: &Model, o: &GgufOutcome) {
         let written = crate::plan::written_format(c.format, t.rows, t.cols);
         let key = Role::ALL.iter().position(|r| *r == t.role).unwrap_or(0);
         let e = per.entry(key).or_insert((t.role, BTreeMap::new(), 0, 0));
-        *e.1.entry(format_name(written)).or_default() += 1;
+        *e.1.entry(written.to_string()).or_default() += 1;
         e.2 += tensor_bytes(c.format, t.rows, t.cols);
         e.3 += t.params() as u64;
     }
@@ -85,10 +84,6 @@ fn roles_section(s: &mut String, model: &Model, o: &GgufOutcome) {
         let _ = writeln!(s, "| {} | {} | {bpw:.3} |", role.as_str(), list.join(", "));
     }
     let _ = writeln!(s);
-}
-
-fn format_name(f: WeightFormat) -> String {
-    f.to_string()
 }
 
 fn quality_section(s: &mut String, o: &GgufOutcome, planned: u64) {

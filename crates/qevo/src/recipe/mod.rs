@@ -23,7 +23,7 @@ pub mod size;
 
 use crate::error::{Error, Result};
 use crate::eval::{auto_topk, Metrics, Reference, TokenWindows};
-use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml};
+use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml, ResolvedPlan};
 use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
 use crate::quant::{Imatrix, RoundingInputs, RoundingMode, WeightCache};
@@ -369,12 +369,23 @@ pub fn run(
         Chosen::Evolved => evolved.validation,
         Chosen::LlamaMix => mix.as_ref().map_or(evolved.validation, |m| m.validation),
     };
-    let tuned = run.stage(Stage::Tune, 0.25, |limit| {
-        tune_plan(model, &plan, &rounding, &calib, &val, s, limit, &paths.work)
-    })?;
+    // One resolution serves tuning and the export of the untuned bytes.
     let resolved = resolve_ggml(model, &plan, false)?;
+    let tuned = run.stage(Stage::Tune, 0.25, |limit| {
+        tune_plan(
+            model,
+            &resolved,
+            &rounding,
+            &calib,
+            &val,
+            s,
+            limit,
+            &paths.work,
+        )
+    })?;
     let summary = run.stage(Stage::Export, 0.0, |_| match &tuned {
-        Some((t, Some(bytes))) if t.kept => export_tuned_gguf(model, bytes, out),
+        // The tuned bytes are there only when tuning was kept.
+        Some((_, Some(bytes))) => export_tuned_gguf(model, bytes, out),
         _ => export_gguf(model, &resolved, &rounding, out),
     })?;
     let reported = match &tuned {
@@ -519,11 +530,12 @@ fn choose(
     })
 }
 
-/// Tunes `plan` within `limit` (None when tuning is off or the plan is not all GGML).
+/// Tunes `plan` within `limit` (None when tuning is off); the tuned bytes come back only
+/// when the validation KL fell.
 #[allow(clippy::too_many_arguments)]
 fn tune_plan(
     model: &Model,
-    plan: &TensorPlan,
+    plan: &ResolvedPlan,
     rounding: &RoundingInputs,
     calib: &str,
     val: &Reference,
@@ -534,12 +546,11 @@ fn tune_plan(
     if s.tune_steps == 0 {
         return Ok(None);
     }
-    let resolved = resolve_ggml(model, plan, false)?;
     let seq = s.seq_len.min(model.arch.max_positions());
     let train = reference(model, calib, seq, s.tune_windows)?;
     let setup = TuneSetup {
         model,
-        plan: &resolved,
+        plan,
         rounding,
         calibration: &train,
         heldout: val,
