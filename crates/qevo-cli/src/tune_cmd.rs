@@ -146,6 +146,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         codes: a.codes,
         validation: a.validation,
         eval_every: a.eval_every,
+        score_training_windows: None,
         checkpoint_every: a.checkpoint_every,
         checkpoint: Some(checkpoint),
         resume: a.resume,

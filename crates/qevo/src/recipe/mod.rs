@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 /// Largest relative gap between the reported KL and the exported file's re-score.
 pub const CHECK_TOLERANCE: f64 = 1e-3;
 
+/// Training windows tuning scores before and after (its choice is made on validation).
+const TRAINING_SCORE_WINDOWS: usize = 4;
+
 /// What `qevo gguf` can be told; a field left out takes its default.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
@@ -52,8 +55,8 @@ pub struct GgufSettings {
     /// on the calibration text.
     #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
     pub imatrix_file: Option<PathBuf>,
-    /// Wall-time limit of the whole command (90s, 20m, 1h): the search gets 60% of it,
-    /// tuning 25%.
+    /// Wall-time limit of the whole command (90s, 20m, 1h): the search ends by 65% of
+    /// it, tuning by 92% (`--compare`'s llama.cpp runs come after, outside it).
     #[cfg_attr(feature = "clap", arg(long))]
     pub time_budget: Option<String>,
     /// How GGML blocks choose scales and codes: `block` (llama.cpp's rule, weighted by
@@ -279,19 +282,31 @@ struct Run<'h, 'a> {
     stages: Vec<(Stage, f64)>,
 }
 
+/// Where in the time budget each bounded stage must end, as a fraction of it counted
+/// from the command's start: a stage that overruns shortens the next, so the command
+/// ends near its budget. The unbounded stages are short: the importance matrix (one
+/// forward pass over the calibration text) before the search, the choice (two
+/// validation scores) before tuning, export and the self-check (one more) after it.
+pub mod ends {
+    pub const SEARCH: f64 = 0.65;
+    pub const TUNE: f64 = 0.92;
+}
+
 impl Run<'_, '_> {
-    /// Runs `f` as `stage`, given `share` of the time budget.
+    /// Runs `f` as `stage`, which must end by `end` of the time budget (None: a short
+    /// stage, not bounded).
     fn stage<T>(
         &mut self,
         stage: Stage,
-        share: f64,
+        end: Option<f64>,
         f: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
-        // Stages without a share are short ones; only the search and tuning are bounded.
-        let limit = self
-            .budget
-            .filter(|_| share > 0.0)
-            .map(|b| b.mul_f64(share));
+        let limit = match (self.budget, end) {
+            (Some(b), Some(e)) => Some(
+                (self.t0 + b.mul_f64(e)).saturating_duration_since(Instant::now()),
+            ),
+            _ => None,
+        };
         if let Some(cb) = self.hooks.on_stage.as_mut() {
             cb(stage, StageEvent::Start { limit });
         }
@@ -347,12 +362,12 @@ pub fn run(
         hooks: &mut hooks,
         stages: Vec::new(),
     };
-    let imatrix = run.stage(Stage::Imatrix, 0.0, |_| {
+    let imatrix = run.stage(Stage::Imatrix, None, |_| {
         importance(model, &calib, s, &paths.work)
     })?;
     let im_path = paths.work.join("imatrix.gguf");
     let progress = run.hooks.search_progress.take();
-    let (cfg, outcome) = run.stage(Stage::Search, 0.6, |limit| {
+    let (cfg, outcome) = run.stage(Stage::Search, Some(ends::SEARCH), |limit| {
         let cfg = search_config(model, s, &budget, &im_path, &paths.work, limit)?;
         let o = crate::search::run(model, &calib, &validation, &cfg, progress)?;
         crate::report::write_all(&paths.work.join("search"), model, &cfg, &o)
@@ -362,7 +377,7 @@ pub fn run(
     let seq = s.seq_len.min(model.arch.max_positions());
     let rounding = RoundingInputs::for_model(model, Some(&imatrix), outcome.rounding.as_ref())?;
     let val = reference(model, &validation, seq, s.validation_windows)?;
-    let (chosen, plan, evolved, mix) = run.stage(Stage::Choose, 0.0, |_| {
+    let (chosen, plan, evolved, mix) = run.stage(Stage::Choose, None, |_| {
         choose(model, &outcome, &budget, &rounding, &val)
     })?;
     let reported_untuned = match chosen {
@@ -371,7 +386,7 @@ pub fn run(
     };
     // One resolution serves tuning and the export of the untuned bytes.
     let resolved = resolve_ggml(model, &plan, false)?;
-    let tuned = run.stage(Stage::Tune, 0.25, |limit| {
+    let tuned = run.stage(Stage::Tune, Some(ends::TUNE), |limit| {
         tune_plan(
             model,
             &resolved,
@@ -383,7 +398,7 @@ pub fn run(
             &paths.work,
         )
     })?;
-    let summary = run.stage(Stage::Export, 0.0, |_| match &tuned {
+    let summary = run.stage(Stage::Export, None, |_| match &tuned {
         // The tuned bytes are there only when tuning was kept.
         Some((_, Some(bytes))) => export_tuned_gguf(model, bytes, out),
         _ => export_gguf(model, &resolved, &rounding, out),
@@ -392,7 +407,7 @@ pub fn run(
         Some((t, _)) if t.kept => t.after,
         _ => reported_untuned,
     };
-    let file_check = run.stage(Stage::Check, 0.0, |_| {
+    let file_check = run.stage(Stage::Check, None, |_| {
         self_check(model, out, &val, &reported)
     })?;
     let evolved_calibration = outcome
@@ -455,7 +470,10 @@ fn search_config(
     settings.checkpoint = Some(work.join("search-checkpoint.json"));
     settings.resume = s.resume && work.join("search-checkpoint.json").is_file();
     settings.time_budget = limit.map(|d| format!("{}s", d.as_secs().max(1)));
-    settings.resolve(model)
+    let mut cfg = settings.resolve(model)?;
+    // llama.cpp's own mix at this size is a plan the search must beat: it starts there.
+    cfg.evolution.seed_plans = budget.mix.iter().cloned().collect();
+    Ok(cfg)
 }
 
 /// The importance matrix: read from the given file, or collected as llama-imatrix does
@@ -563,12 +581,18 @@ fn tune_plan(
         checkpoint_every: 10,
         resume: s.resume && checkpoint.is_file(),
         checkpoint: Some(checkpoint),
+        // The choice is made on validation alone: a few training windows report the fit.
+        score_training_windows: Some(TRAINING_SCORE_WINDOWS),
         ..TuneConfig::default()
     };
     let t0 = Instant::now();
     let stop = AtomicBool::new(false);
-    let mut on_step = |_: &crate::tune::StepRecord| {
-        if limit.is_some_and(|l| t0.elapsed() >= l) {
+    let mut first: Option<f64> = None;
+    let mut on_step = |r: &crate::tune::StepRecord| {
+        // The scores before the first step take as long as those after the last.
+        let scoring = *first.get_or_insert(t0.elapsed().as_secs_f64() - r.seconds);
+        let next = t0.elapsed().as_secs_f64() + r.seconds + scoring;
+        if limit.is_some_and(|l| next >= l.as_secs_f64()) {
             stop.store(true, Ordering::Relaxed);
         }
     };

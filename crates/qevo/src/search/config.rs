@@ -139,6 +139,9 @@ pub struct EvolutionConfig {
     pub weights: FitnessWeights,
     /// How parents exchange genes (`CrossoverChoice::Auto`: by the unit mode).
     pub crossover: CrossoverChoice,
+    /// Plans the caller knows to be good (the recipe's llama.cpp mix at its size): seeded
+    /// first, where the space can encode them and they fit the size limit.
+    pub seed_plans: Vec<crate::plan::TensorPlan>,
 }
 
 /// Screening tolerances: one value for every objective, or four, in the objectives'
@@ -345,6 +348,7 @@ impl SearchConfig {
                 time_budget: None,
                 weights: FitnessWeights::parse(defaults::WEIGHTS)?,
                 crossover: CrossoverChoice::Auto,
+                seed_plans: Vec::new(),
             },
             data: DataConfig {
                 seq_len: defaults::SEQ_LEN,

@@ -23,16 +23,17 @@ pub struct Evolved {
     pub stop: evo::StopReason,
 }
 
-/// Runs NSGA-II from `seeded`'s seeds; resumes from the checkpoint when asked.
+/// Runs NSGA-II from `seeded`'s seeds for at most `max_time` (the evolution's part of
+/// the time budget, `clock::Deadlines`); resumes from the checkpoint when asked.
 pub fn evolve(
     problem: &QuantProblem,
     seeded: &Seeded,
     cfg: &SearchConfig,
     progress: Option<Progress>,
+    max_time: Option<std::time::Duration>,
 ) -> Result<Evolved> {
     let mut termination = Termination::generations(cfg.evolution.generations);
-    // The refine stage's share of the budget is kept back for it.
-    termination.max_time = super::refine::time_split(cfg).0;
+    termination.max_time = max_time;
     let crossover = cfg.evolution.crossover.kind(cfg.space.unit);
     let algo = Nsga2::new(cfg.evolution.population)
         .with_crossover(LayerwiseCrossover::new(crossover, 0.9))

@@ -16,6 +16,7 @@ use crate::eval::Metrics;
 use crate::plan::UserLimits;
 use evo::dominance::dominates;
 use rayon::prelude::*;
+use std::time::Instant;
 
 /// The front, the recommendation, and the fallback when nothing is feasible.
 pub struct Finalized {
@@ -27,31 +28,28 @@ pub struct Finalized {
 }
 
 /// Re-scores the archive with the uniform plans (`also`: fully scored by this search, so
-/// the front is never worse than one of them), filters them, and recommends.
+/// the front is never worse than one of them), filters them, and recommends. With a
+/// `deadline`, the archive is scored best first (`by_priority`) until it passes.
 pub fn finalize(
     p: &Prepared,
     problem: &QuantProblem,
     evolved: &Evolved,
     also: &[Vec<u16>],
     cfg: &SearchConfig,
+    deadline: Option<Instant>,
 ) -> Result<Finalized> {
-    // In genome order, so neighbours share early blocks and the held-out scores reuse
-    // each other's states.
-    let mut genomes: Vec<Vec<u16>> = evolved
-        .archive
-        .iter()
-        .map(|ind| ind.genome.levels().to_vec())
+    let archive: Vec<Vec<u16>> = by_priority(&evolved.archive, cfg)
+        .into_iter()
         .chain(also.iter().cloned())
         .collect();
-    genomes.sort_unstable();
-    genomes.dedup();
-    let scored: Vec<FrontEntry> = genomes
-        .into_par_iter()
-        .map(|g| {
-            let s = problem.full(&g)?;
-            entry(p, g, s, cfg)
-        })
-        .collect::<Result<_>>()?;
+    let score = |g: Vec<u16>| {
+        let s = problem.full(&g)?;
+        entry(p, g, s, cfg)
+    };
+    let scored = match deadline {
+        None => score_all(archive, &score)?,
+        Some(d) => score_until(archive, d, &score)?,
+    };
     let objs: Vec<Vec<f64>> = scored.iter().map(|f| f.scored.objectives()).collect();
     let feas: Vec<bool> = scored.iter().map(|f| f.scored.violation <= 0.0).collect();
     let mut front: Vec<FrontEntry> = pareto_indices(&objs, &feas)
@@ -74,6 +72,61 @@ pub fn finalize(
         front,
         infeasible_closest,
     })
+}
+
+/// Scores every genome, in genome order, so neighbours share early blocks and the
+/// held-out scores reuse each other's states.
+fn score_all(
+    mut genomes: Vec<Vec<u16>>,
+    score: &(dyn Fn(Vec<u16>) -> Result<FrontEntry> + Sync),
+) -> Result<Vec<FrontEntry>> {
+    genomes.sort_unstable();
+    genomes.dedup();
+    genomes.into_par_iter().map(score).collect()
+}
+
+/// Scores `genomes` in their order, a batch per round (one genome per thread, twice),
+/// until `deadline` passes; the first batch always runs, so a front is never empty.
+fn score_until(
+    genomes: Vec<Vec<u16>>,
+    deadline: Instant,
+    score: &(dyn Fn(Vec<u16>) -> Result<FrontEntry> + Sync),
+) -> Result<Vec<FrontEntry>> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<Vec<u16>> = genomes
+        .into_iter()
+        .filter(|g| seen.insert(g.clone()))
+        .collect();
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(unique.len());
+    for chunk in unique.chunks(batch) {
+        if !out.is_empty() && Instant::now() >= deadline {
+            break;
+        }
+        let mut chunk = chunk.to_vec();
+        chunk.sort_unstable();
+        let scored: Vec<FrontEntry> = chunk.into_par_iter().map(score).collect::<Result<_>>()?;
+        out.extend(scored);
+    }
+    Ok(out)
+}
+
+/// The archive's genomes, those the recommendation would pick first: feasible before
+/// infeasible, then by screened KL with a user limit (the recommendation is the lowest KL
+/// within it), else in genome order.
+fn by_priority(archive: &[evo::Individual], cfg: &SearchConfig) -> Vec<Vec<u16>> {
+    let mut v: Vec<&evo::Individual> = archive.iter().collect();
+    v.sort_by(|a, b| {
+        let kl = |i: &evo::Individual| match cfg.limits.any() {
+            true => i.objectives[0],
+            false => 0.0,
+        };
+        (!a.is_feasible())
+            .cmp(&!b.is_feasible())
+            .then(kl(a).total_cmp(&kl(b)))
+            .then(a.genome.levels().cmp(b.genome.levels()))
+    });
+    v.into_iter().map(|i| i.genome.levels().to_vec()).collect()
 }
 
 /// The population member with the smallest violation, fully scored.

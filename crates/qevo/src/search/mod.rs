@@ -20,6 +20,7 @@
 
 pub mod baselines;
 pub mod budget;
+pub mod clock;
 mod compare;
 pub mod config;
 mod evolve;
@@ -215,6 +216,7 @@ pub fn run_with(
 ) -> Result<SearchOutcome> {
     let t0 = Instant::now();
     cfg.validate()?;
+    let deadlines = clock::Deadlines::new(cfg, t0);
     let prepared = prepare(model, calib_text, heldout_text, cfg)?;
     let prepare_seconds = t0.elapsed().as_secs_f64();
     let fp = prepared.fp;
@@ -226,18 +228,33 @@ pub fn run_with(
     }
     let seeded = seed(&prepared, &problem, cfg)?;
     problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
-    let evolved = evolve(&problem, &seeded, cfg, hooks.progress)?;
+    let max_time = clock::Deadlines::left(deadlines.evolution);
+    let evolved = evolve(&problem, &seeded, cfg, hooks.progress, max_time)?;
     let surrogate_stats = problem.surrogate_stats();
     // Held-out scores come next; they keep states of their own.
     prepared.evaluator.release_states();
     let t_final = Instant::now();
     let uniform: Vec<Vec<u16>> = seeded.uniform.iter().map(|u| u.genome.clone()).collect();
-    let mut finalized = finalize(&prepared, &problem, &evolved, &uniform, cfg)?;
+    let mut finalized = finalize(
+        &prepared,
+        &problem,
+        &evolved,
+        &uniform,
+        cfg,
+        deadlines.finalize,
+    )?;
     let t_refine = Instant::now();
     // A search the caller stopped writes what it had: no refining.
     let refined = match evolved.stop {
         evo::StopReason::Observer => None,
-        _ => refine::refine(&prepared, &problem, &seeded, &mut finalized, cfg)?,
+        _ => refine::refine(
+            &prepared,
+            &problem,
+            &seeded,
+            &mut finalized,
+            cfg,
+            deadlines.end,
+        )?,
     };
     prepared.evaluator.release_states();
     let t_compare = Instant::now();

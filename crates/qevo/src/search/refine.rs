@@ -28,7 +28,7 @@ use crate::error::Result;
 use crate::eval::Metrics;
 use evo::dominance::dominates;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Candidate moves scored per round (a fixed count, so the result does not depend on
 /// the thread count).
@@ -137,31 +137,21 @@ pub fn runs(cfg: &SearchConfig) -> bool {
     cfg.refine.enabled && cfg.limits.max_size_bytes().is_some()
 }
 
-/// The time budget split into the evolution's and the refine stage's shares (all to
-/// the evolution when the stage does not run).
-pub fn time_split(cfg: &SearchConfig) -> (Option<Duration>, Option<Duration>) {
-    match (cfg.evolution.time_budget, runs(cfg)) {
-        (Some(b), true) => {
-            let share = cfg.refine.time_share.clamp(0.0, 1.0);
-            (Some(b.mul_f64(1.0 - share)), Some(b.mul_f64(share)))
-        }
-        (b, _) => (b, None),
-    }
-}
-
 /// Most moves scored without a time budget: eight per plan of the population.
 pub fn max_evaluations(cfg: &SearchConfig) -> u64 {
     8 * cfg.evolution.population as u64
 }
 
-/// Runs the stage on `fin` (the front gains the refined plan, which becomes the
-/// recommendation); None when it does not run or no plan within the limits exists.
+/// Runs the stage on `fin` until `deadline` (the front gains the refined plan, which
+/// becomes the recommendation); None when it does not run or no plan within the limits
+/// exists.
 pub fn refine(
     p: &Prepared,
     problem: &QuantProblem,
     seeded: &Seeded,
     fin: &mut Finalized,
     cfg: &SearchConfig,
+    deadline: Option<Instant>,
 ) -> Result<Option<RefineSummary>> {
     let t0 = Instant::now();
     let Some(limit) = cfg.limits.max_size_bytes().filter(|_| runs(cfg)) else {
@@ -171,7 +161,6 @@ pub fn refine(
     let Some((start, from)) = start(fin, lagrangian.as_ref()) else {
         return Ok(None);
     };
-    let deadline = time_split(cfg).1.map(|d| t0 + d);
     let walk = Walk {
         p,
         problem,

@@ -47,7 +47,9 @@ pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<
     let seconds = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let sweep = lagrangian_sweep(&sens);
     let room = cfg.evolution.population * 3 / 4;
-    let seeds = seed_genomes(&uniform, &sweep, cfg.limits.max_size_bytes(), room);
+    let limit = cfg.limits.max_size_bytes();
+    let given = given_seeds(p, cfg, limit);
+    let seeds = seed_genomes(&given, &uniform, &sweep, limit, room);
     let reference_point = reference_point(&uniform, p);
     Ok(Seeded {
         sensitivity: sens,
@@ -66,6 +68,16 @@ fn input_importance(p: &Prepared) -> Result<Vec<Option<Vec<f32>>>> {
         Some(im) => im.for_model(p.model),
         None => collect_imatrix(p.model, &p.evaluator.reference.windows)?.for_model(p.model),
     }
+}
+
+/// The caller's seed plans that the space encodes and that fit the size limit.
+fn given_seeds(p: &Prepared, cfg: &SearchConfig, limit: Option<u64>) -> Vec<Vec<u16>> {
+    cfg.evolution
+        .seed_plans
+        .iter()
+        .filter(|plan| limit.is_none_or(|l| plan.size_bytes(p.model) <= l))
+        .filter_map(|plan| p.space.genome_of(p.model, plan))
+        .collect()
 }
 
 /// Every choice that every unit has, as a fully scored uniform plan.
@@ -88,11 +100,12 @@ fn uniform_plans(p: &Prepared, problem: &QuantProblem) -> Result<Vec<BaselinePoi
     Ok(out)
 }
 
-/// Up to `room` seeds: with a size limit, the Lagrangian plans at and just below it
-/// first (the plans the search must beat there); then every uniform plan (spread, half
+/// Up to `room` seeds: the caller's (`given`) first; with a size limit, the Lagrangian
+/// plans at and just below it next (the plans the search must beat there); then every uniform plan (spread, half
 /// the room), the Lagrangian plan at each uniform plan's size (sensitivity-guided), then
 /// Lagrangian plans spread over the whole size range; duplicates dropped.
 pub fn seed_genomes(
+    given: &[Vec<u16>],
     uniform: &[BaselinePoint],
     sweep: &[SweepPoint],
     limit: Option<u64>,
@@ -105,8 +118,10 @@ pub fn seed_genomes(
         .collect();
     let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
     let mut seeds: Vec<Vec<u16>> = Vec::new();
-    for g in at_limit(sweep, limit)
-        .into_iter()
+    for g in given
+        .iter()
+        .cloned()
+        .chain(at_limit(sweep, limit))
         .chain(spread(&uni_g, room / 2))
         .chain(lag_at)
         .chain(spread(&lag_g, room))
@@ -185,7 +200,7 @@ mod tests {
     #[test]
     fn seed_genomes_fit_the_room_without_duplicates() {
         let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], i as u64, 0.0)).collect();
-        let seeds = seed_genomes(&[], &sweep, None, 6);
+        let seeds = seed_genomes(&[], &[], &sweep, None, 6);
         assert_eq!(seeds.len(), 6);
         let mut uniq = seeds.clone();
         uniq.dedup();
@@ -200,10 +215,18 @@ mod tests {
         let sweep: Vec<SweepPoint> = (0..20u16)
             .map(|i| (vec![i], 10 * i as u64, 1.0 / (1.0 + i as f64)))
             .collect();
-        let seeds = seed_genomes(&[], &sweep, Some(105), 8);
+        let seeds = seed_genomes(&[], &[], &sweep, Some(105), 8);
         assert_eq!(seeds[..LIMIT_SEEDS], [vec![10], vec![9], vec![8], vec![7]]);
         assert!(seeds
             .iter()
             .all(|g| seeds.iter().filter(|h| *h == g).count() == 1));
+    }
+
+    #[test]
+    fn the_callers_seed_plans_come_first() {
+        let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], 10 * i as u64, 0.0)).collect();
+        let seeds = seed_genomes(&[vec![99]], &[], &sweep, Some(105), 8);
+        assert_eq!(seeds[0], vec![99]);
+        assert_eq!(seeds[1], vec![10]);
     }
 }

@@ -346,6 +346,7 @@ impl Settings {
                 .transpose()?,
             weights: FitnessWeights::parse(&self.weights)?,
             crossover: self.crossover,
+            seed_plans: Vec::new(),
         })
     }
 

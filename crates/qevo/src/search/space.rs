@@ -292,6 +292,26 @@ impl SearchSpace {
             .collect()
     }
 
+    /// The genome that encodes `plan`, when every unit's tensors share one choice the
+    /// unit allows (a tensor the plan does not name stays FP, which no unit encodes).
+    pub fn genome_of(&self, model: &Model, plan: &TensorPlan) -> Option<Vec<u16>> {
+        let by_name: std::collections::HashMap<&str, &TensorChoice> =
+            plan.entries.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        self.units
+            .iter()
+            .zip(&self.choices)
+            .map(|(u, list)| {
+                let first = *by_name.get(model.tensors[u.tensors[0]].name.as_str())?;
+                let shared = u
+                    .tensors
+                    .iter()
+                    .all(|&t| by_name.get(model.tensors[t].name.as_str()) == Some(&first));
+                let at = list.iter().position(|c| c == first)?;
+                shared.then_some(at as u16)
+            })
+            .collect()
+    }
+
     /// Parameter count per unit (the level-switch mutation's gene weights).
     pub fn unit_params(&self, model: &Model) -> Vec<u64> {
         self.units
@@ -303,5 +323,49 @@ impl SearchSpace {
                     .sum()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Settings;
+
+    fn embedded() -> Model {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
+        Model::load(dir).unwrap()
+    }
+
+    #[test]
+    fn genome_of_inverts_plan_and_refuses_what_a_unit_cannot_encode() {
+        let m = embedded();
+        let cfg = Settings {
+            unit: UnitMode::Role,
+            act_bits: "16".into(),
+            ..Settings::default()
+        }
+        .resolve(&m)
+        .unwrap();
+        let space =
+            SearchSpace::new(&m, &cfg.space, &cfg.target, &vec![false; m.tensors.len()]).unwrap();
+        let g: Vec<u16> = space
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(u, list)| (u % list.len()) as u16)
+            .collect();
+        let plan = space.plan(&m, &g);
+        assert_eq!(space.genome_of(&m, &plan), Some(g));
+        // Two tensors of one role gene at different choices: no genome encodes that.
+        let u = space.units.iter().position(|u| u.tensors.len() > 1).unwrap();
+        let mut split = plan.clone();
+        let t = space.units[u].tensors[1];
+        let other = space.choices[u]
+            .iter()
+            .find(|c| **c != split.entries[t].1)
+            .copied()
+            .unwrap();
+        split.entries[t].1 = other;
+        assert_eq!(space.genome_of(&m, &split), None);
     }
 }

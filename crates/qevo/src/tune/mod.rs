@@ -76,6 +76,9 @@ pub struct TuneConfig {
     /// Validation KL every this many steps (0: only at the end); the best step measured
     /// is the one returned.
     pub eval_every: usize,
+    /// Training windows the before/after calibration score covers (None: all of them);
+    /// a caller that judges on validation alone saves the forward passes.
+    pub score_training_windows: Option<usize>,
     /// Checkpoint every this many steps (0: never); needs `checkpoint`.
     pub checkpoint_every: usize,
     pub checkpoint: Option<PathBuf>,
@@ -97,6 +100,7 @@ impl Default for TuneConfig {
             codes: Codes::Fixed,
             validation: 0.25,
             eval_every: 5,
+            score_training_windows: None,
             checkpoint_every: 0,
             checkpoint: None,
             resume: false,
@@ -257,10 +261,17 @@ fn score(
 }
 
 /// Training, validation and held-out scores of block bytes and norms.
-fn scores(s: &TuneSetup, p: &Params, at: (&[Vec<u8>], &[Tensor]), train: usize) -> Result<Scores> {
+fn scores(
+    s: &TuneSetup,
+    p: &Params,
+    at: (&[Vec<u8>], &[Tensor]),
+    train: usize,
+    scored: Option<usize>,
+) -> Result<Scores> {
     let n = s.calibration.windows.len();
+    let k = scored.map_or(train, |k| k.clamp(1, train));
     Ok(Scores {
-        calibration: score(s, p, at, s.calibration, 0..train)?,
+        calibration: score(s, p, at, s.calibration, 0..k)?,
         validation: score(s, p, at, s.calibration, train..n)?,
         heldout: score(s, p, at, s.heldout, 0..s.heldout.windows.len())?,
     })
@@ -335,7 +346,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     )?;
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     let aux0 = snapshot(&p.aux()?)?;
-    let before = scores(s, &p, (&initial, &aux0), train)?;
+    let before = scores(s, &p, (&initial, &aux0), train, cfg.score_training_windows)?;
     let identity = run_identity(s, cfg);
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
         (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
@@ -349,7 +360,7 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
         _ => {
             tr.best.restore(&p)?;
             let (bytes, aux) = (p.finish()?, snapshot(&p.aux()?)?);
-            let after = scores(s, &p, (&bytes, &aux), train)?;
+            let after = scores(s, &p, (&bytes, &aux), train, cfg.score_training_windows)?;
             (bytes, aux, after)
         }
     };

@@ -1,0 +1,109 @@
+//! The search's time budget as deadlines: one split, decided here, of the whole budget
+//! (counted from the search's start, so the sensitivity table and the uniform plans
+//! spend it too) among the evolution, `finalize` and the refine stage.
+//!
+//! The refine stage gets `RefineConfig::time_share` of the budget at the end, `finalize`
+//! `FINALIZE_SHARE` before it, and the evolution whatever is left when it starts. Each
+//! later stage ends at its deadline or sooner; one that overran its share shortens the
+//! next, so the search as a whole ends near its budget.
+
+use super::refine;
+use super::SearchConfig;
+use std::time::{Duration, Instant};
+
+/// Share of the budget kept for re-scoring the archive at full fidelity and on the
+/// held-out and validation windows (on SmolLM2, 60 plans took a fifth of a 12-minute
+/// search when nothing bounded them).
+pub const FINALIZE_SHARE: f64 = 0.1;
+
+/// When each stage must end; all None without a time budget.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deadlines {
+    pub evolution: Option<Instant>,
+    pub finalize: Option<Instant>,
+    /// The refine stage's, which is the search's end.
+    pub end: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The deadlines of a search started at `t0`.
+    pub fn new(cfg: &SearchConfig, t0: Instant) -> Deadlines {
+        let Some(b) = cfg.evolution.time_budget else {
+            return Deadlines::default();
+        };
+        // `parse_duration` bounds a budget far below where an Instant overflows.
+        let end = t0.checked_add(b).unwrap_or(t0);
+        let refine_share = match refine::runs(cfg) {
+            true => cfg.refine.time_share.clamp(0.0, 1.0),
+            false => 0.0,
+        };
+        let finalize = end.checked_sub(b.mul_f64(refine_share)).unwrap_or(t0);
+        let evolution = finalize
+            .checked_sub(b.mul_f64(FINALIZE_SHARE))
+            .unwrap_or(t0);
+        Deadlines {
+            evolution: Some(evolution),
+            finalize: Some(finalize),
+            end: Some(end),
+        }
+    }
+
+    /// Time left until `at` (zero once passed); None without a budget.
+    pub fn left(at: Option<Instant>) -> Option<Duration> {
+        at.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether `at` has passed.
+    pub fn passed(at: Option<Instant>) -> bool {
+        at.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Settings;
+
+    fn cfg(budget: &str, size_limit: bool) -> SearchConfig {
+        let m = crate::model::Model::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../assets"
+        )))
+        .unwrap();
+        Settings {
+            time_budget: Some(budget.into()),
+            max_size_mb: size_limit.then_some(1.0),
+            ..Settings::default()
+        }
+        .resolve(&m)
+        .unwrap()
+    }
+
+    #[test]
+    fn the_budget_counts_from_the_search_start_and_keeps_later_stages_their_shares() {
+        let t0 = Instant::now();
+        let d = Deadlines::new(&cfg("100s", true), t0);
+        let at = |i: Option<Instant>| (i.unwrap() - t0).as_secs_f64();
+        assert!((at(d.end) - 100.0).abs() < 1e-6);
+        let refine = 100.0 * crate::search::defaults::REFINE_TIME_SHARE;
+        assert!((at(d.finalize) - (100.0 - refine)).abs() < 1e-6);
+        assert!((at(d.evolution) - (100.0 - refine - 100.0 * FINALIZE_SHARE)).abs() < 1e-6);
+        // Without a size limit the refine stage does not run: no share for it.
+        let d = Deadlines::new(&cfg("100s", false), t0);
+        assert!((at(d.finalize) - 100.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_budget_no_deadlines() {
+        let m = crate::model::Model::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../assets"
+        )))
+        .unwrap();
+        let c = Settings::default().resolve(&m).unwrap();
+        let d = Deadlines::new(&c, Instant::now());
+        assert!(d.evolution.is_none() && d.finalize.is_none() && d.end.is_none());
+        assert_eq!(Deadlines::left(d.end), None);
+        assert!(!Deadlines::passed(d.end));
+    }
+}
