@@ -74,7 +74,14 @@ fn gguf_writes_a_file_that_rescores_to_its_reported_kl_within_the_size() {
         oc["file_bytes"].as_u64().unwrap()
     );
     let card = std::fs::read_to_string(dir.path().join("m-q4km.md")).unwrap();
-    for part in ["## Types per role", "| attn_v |", "Q4_K_M", "qevo gguf"] {
+    for part in [
+        "## Types per role",
+        "| attn_v |",
+        "Q4_K_M",
+        "qevo gguf",
+        "## The search at the size limit",
+        "| Lagrangian allocation |",
+    ] {
         assert!(card.contains(part), "card lacks {part}:\n{card}");
     }
     // The plan beside the file is one `qevo export` takes.
@@ -92,6 +99,36 @@ fn gguf_writes_a_file_that_rescores_to_its_reported_kl_within_the_size() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn gguf_time_budget_stops_the_evolution_and_tuning_before_their_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    // SMALL without its generation and step counts, which are raised far past the budget.
+    let mut args: Vec<&str> = Vec::new();
+    for pair in SMALL.chunks(2) {
+        if !matches!(pair[0], "--generations" | "--tune-steps") {
+            args.extend(pair);
+        }
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_qevo"))
+        .arg("gguf")
+        .args(&args)
+        .args(["--generations", "100000", "--tune-steps", "100000"])
+        .args(["--time-budget", "20s", "--size", "Q4_K_M"])
+        .args(["--out", out.to_str().unwrap()])
+        .env("QEVO_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .expect("run qevo");
+    assert!(o.status.success(), "{}", text(&o));
+    let oc = &json(&dir.path().join("m.json"))["outcome"];
+    let steps = oc["tune"]["steps"].as_u64().unwrap();
+    assert!((1..100000).contains(&steps), "tune steps {steps}");
+    let history =
+        std::fs::read_to_string(out.with_extension("qevo").join("search/history.jsonl")).unwrap();
+    let generations = history.lines().count();
+    assert!(generations < 100000, "{generations} generations");
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub fn card(model: &Model, o: &GgufOutcome, cmp: Option<&Comparison>) -> String 
     size_section(&mut s, model, o);
     roles_section(&mut s, model, o);
     quality_section(&mut s, o, o.plan.size_bytes(model));
+    if let Some(r) = &o.at_limit {
+        limit_section(&mut s, r);
+    }
     if let Some(c) = cmp {
         comparison_section(&mut s, c);
     }
@@ -141,6 +144,36 @@ fn quality_section(s: &mut String, o: &GgufOutcome, planned: u64) {
         o.file_check.kl,
         o.reported.kl
     );
+}
+
+/// The search at the size limit: the plan it refined to, where it started, and the
+/// search-free Lagrangian allocation at the same limit, on each text.
+fn limit_section(s: &mut String, r: &crate::search::refine::RefineSummary) {
+    let _ = writeln!(s, "## The search at the size limit (qevo's measure)\n");
+    let _ = writeln!(
+        s,
+        "The search's own windows ({} bytes at most): calibration (fitted on), \
+         validation (choices made on) and held-out text (neither).\n",
+        r.limit_bytes
+    );
+    let _ = writeln!(
+        s,
+        "| plan | bytes | calibration KL | validation KL | held-out KL |\n|---|---|---|---|---|"
+    );
+    let start = format!("start ({})", r.start.as_str());
+    let rows = [
+        Some(("refined (the search's plan)", &r.chosen)),
+        Some((start.as_str(), &r.start_scores)),
+        r.lagrangian.as_ref().map(|l| ("Lagrangian allocation", l)),
+    ];
+    for (what, l) in rows.into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {what} | {} | {:.5} | {:.5} | {:.5} |",
+            l.size_bytes, l.kl, l.validation_kl, l.heldout_kl
+        );
+    }
+    let _ = writeln!(s);
 }
 
 fn comparison_section(s: &mut String, c: &Comparison) {

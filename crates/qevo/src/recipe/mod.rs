@@ -302,9 +302,9 @@ impl Run<'_, '_> {
         f: impl FnOnce(Option<Duration>) -> Result<T>,
     ) -> Result<T> {
         let limit = match (self.budget, end) {
-            (Some(b), Some(e)) => Some(
-                (self.t0 + b.mul_f64(e)).saturating_duration_since(Instant::now()),
-            ),
+            (Some(b), Some(e)) => {
+                Some((self.t0 + b.mul_f64(e)).saturating_duration_since(Instant::now()))
+            }
             _ => None,
         };
         if let Some(cb) = self.hooks.on_stage.as_mut() {

@@ -357,7 +357,11 @@ mod tests {
         let plan = space.plan(&m, &g);
         assert_eq!(space.genome_of(&m, &plan), Some(g));
         // Two tensors of one role gene at different choices: no genome encodes that.
-        let u = space.units.iter().position(|u| u.tensors.len() > 1).unwrap();
+        let u = space
+            .units
+            .iter()
+            .position(|u| u.tensors.len() > 1)
+            .unwrap();
         let mut split = plan.clone();
         let t = space.units[u].tensors[1];
         let other = space.choices[u]
