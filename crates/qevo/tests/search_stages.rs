@@ -560,8 +560,8 @@ fn a_scaled_sensitivity_table_ranks_cells_as_the_measured_one_does() {
         .unwrap()
         .for_model(&model)
         .unwrap();
-    let measured = sensitivity(&p.evaluator, &p.space, 2, None).unwrap();
-    let scaled = sensitivity(&p.evaluator, &p.space, 2, Some(&importance)).unwrap();
+    let measured = sensitivity(&p.evaluator, &p.space, 2, None, None).unwrap();
+    let scaled = sensitivity(&p.evaluator, &p.space, 2, Some(&importance), None).unwrap();
     let (m, all) = scaled.measured_count();
     assert_eq!(measured.measured_count(), (all, all));
     assert!(m * 2 < all, "{m} of {all} cells measured");
@@ -583,6 +583,28 @@ fn a_scaled_sensitivity_table_ranks_cells_as_the_measured_one_does() {
     let rho = spearman(&pairs).unwrap();
     // 0.997 when written (60 of 510 cells measured).
     assert!(rho > 0.98, "Spearman {rho} ({m} of {all} cells measured)");
+    // A deadline already passed: one batch measured, every other cell predicted, still
+    // finite and still ordered like the measured table.
+    let cut = sensitivity(
+        &p.evaluator,
+        &p.space,
+        2,
+        Some(&importance),
+        Some(std::time::Instant::now()),
+    )
+    .unwrap();
+    let (cm, call) = cut.measured_count();
+    assert!(cm < m && call == all, "{cm} of {call} measured");
+    assert!(cut.kl.iter().flatten().all(|k| k.is_finite() && *k >= 0.0));
+    let pairs: Vec<(f64, f64)> = measured
+        .kl
+        .iter()
+        .flatten()
+        .zip(cut.kl.iter().flatten())
+        .map(|(&a, &b)| (a, b))
+        .collect();
+    let rho = spearman(&pairs).unwrap();
+    assert!(rho > 0.9, "Spearman {rho} cut at {cm} of {call} cells");
 }
 
 /// A size-limited search is judged at its limit: the matched rows end with one at the

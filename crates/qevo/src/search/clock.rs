@@ -2,7 +2,8 @@
 //! (counted from the search's start, so the sensitivity table and the uniform plans
 //! spend it too) among the evolution, `finalize` and the refine stage.
 //!
-//! The refine stage gets `RefineConfig::time_share` of the budget at the end, `finalize`
+//! The sensitivity table measures for at most `SENSITIVITY_SHARE` of it (a scaled table
+//! predicts what it had no time for). The refine stage gets `RefineConfig::time_share` of the budget at the end, `finalize`
 //! `FINALIZE_SHARE` before it, and the evolution whatever is left when it starts. Each
 //! later stage ends at its deadline or sooner; one that overran its share shortens the
 //! next, so the search as a whole ends near its budget.
@@ -16,9 +17,14 @@ use std::time::{Duration, Instant};
 /// search when nothing bounded them).
 pub const FINALIZE_SHARE: f64 = 0.1;
 
+/// Share of the budget the sensitivity table may measure for; a scaled table cut there
+/// predicts the rest (`sensitivity`).
+pub const SENSITIVITY_SHARE: f64 = 0.3;
+
 /// When each stage must end; all None without a time budget.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Deadlines {
+    pub sensitivity: Option<Instant>,
     pub evolution: Option<Instant>,
     pub finalize: Option<Instant>,
     /// The refine stage's, which is the search's end.
@@ -42,6 +48,7 @@ impl Deadlines {
             .checked_sub(b.mul_f64(FINALIZE_SHARE))
             .unwrap_or(t0);
         Deadlines {
+            sensitivity: t0.checked_add(b.mul_f64(SENSITIVITY_SHARE)),
             evolution: Some(evolution),
             finalize: Some(finalize),
             end: Some(end),
@@ -85,6 +92,7 @@ mod tests {
         let d = Deadlines::new(&cfg("100s", true), t0);
         let at = |i: Option<Instant>| (i.unwrap() - t0).as_secs_f64();
         assert!((at(d.end) - 100.0).abs() < 1e-6);
+        assert!((at(d.sensitivity) - 100.0 * SENSITIVITY_SHARE).abs() < 1e-6);
         let refine = 100.0 * crate::search::defaults::REFINE_TIME_SHARE;
         assert!((at(d.finalize) - (100.0 - refine)).abs() < 1e-6);
         assert!((at(d.evolution) - (100.0 - refine - 100.0 * FINALIZE_SHARE)).abs() < 1e-6);
@@ -103,6 +111,7 @@ mod tests {
         let c = Settings::default().resolve(&m).unwrap();
         let d = Deadlines::new(&c, Instant::now());
         assert!(d.evolution.is_none() && d.finalize.is_none() && d.end.is_none());
+        assert!(d.sensitivity.is_none());
         assert_eq!(Deadlines::left(d.end), None);
         assert!(!Deadlines::passed(d.end));
     }

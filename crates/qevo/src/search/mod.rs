@@ -226,7 +226,7 @@ pub fn run_with(
     if let Some(x) = hooks.executor {
         x.start(&problem.fingerprint())?;
     }
-    let seeded = seed(&prepared, &problem, cfg)?;
+    let seeded = seed(&prepared, &problem, cfg, deadlines.sensitivity)?;
     problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
     let max_time = clock::Deadlines::left(deadlines.evolution);
     let evolved = evolve(&problem, &seeded, cfg, hooks.progress, max_time)?;

@@ -29,8 +29,14 @@ pub struct Seeded {
     pub seconds: (f64, f64),
 }
 
-/// Scores the sensitivity table and the uniform plans, and picks the seeds.
-pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<Seeded> {
+/// Scores the sensitivity table (measuring until `deadline`, `clock::Deadlines`) and the
+/// uniform plans, and picks the seeds.
+pub fn seed(
+    p: &Prepared,
+    problem: &QuantProblem,
+    cfg: &SearchConfig,
+    deadline: Option<Instant>,
+) -> Result<Seeded> {
     let t0 = Instant::now();
     let importance = match table_scales(cfg.data.sensitivity, &p.model.tensors, &p.space) {
         true => Some(input_importance(p)?),
@@ -41,6 +47,7 @@ pub fn seed(p: &Prepared, problem: &QuantProblem, cfg: &SearchConfig) -> Result<
         &p.space,
         p.screen_windows,
         importance.as_deref(),
+        deadline,
     )?;
     let t1 = Instant::now();
     let uniform = uniform_plans(p, problem)?;

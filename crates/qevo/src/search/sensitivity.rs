@@ -102,37 +102,29 @@ pub fn measured_cells(choices: &[TensorChoice], scaled: bool) -> usize {
 
 /// Builds the table on the first `windows` calibration windows: every cell measured, or,
 /// with `scale_with` (per tensor, the input channels' importance; None: unweighted),
-/// a scaled table.
+/// a scaled table. A scaled table stops measuring at `deadline` (`clock::Deadlines`):
+/// every unit's first probe is measured before any unit's second, and a unit left
+/// without one is scaled at the table's median gain (`borrowed_probe`).
 pub fn sensitivity(
     ev: &Evaluator,
     space: &SearchSpace,
     windows: usize,
     scale_with: Option<&[Option<Vec<f32>>]>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Sensitivity> {
-    let model = ev.model;
     let errors: Vec<Vec<Option<f64>>> = match scale_with {
         Some(importance) => unit_errors(ev, space, importance)?,
         None => space.choices.iter().map(|l| vec![None; l.len()]).collect(),
     };
-    let to_measure: Vec<(usize, usize)> = errors
-        .iter()
-        .enumerate()
-        .flat_map(|(u, e)| probes(e).into_iter().map(move |c| (u, c)))
-        .collect();
-    let scores: Vec<f64> = to_measure
-        .par_iter()
-        .map(|&(u, c)| {
-            let mut choices = fp_choices(model);
-            for &t in &space.units[u].tensors {
-                choices[t] = space.choices[u][c];
-            }
-            Ok(ev.score(&choices, windows)?.kl)
-        })
-        .collect::<Result<_>>()?;
+    let to_measure = measuring_order(&errors);
+    // Only a scaled table can predict what it did not measure.
+    let deadline = deadline.filter(|_| scale_with.is_some());
+    let scores = measure(ev, space, windows, &to_measure, deadline)?;
     let mut kl: Vec<Vec<Option<f64>>> = errors.iter().map(|e| vec![None; e.len()]).collect();
     for (&(u, c), k) in to_measure.iter().zip(scores) {
         kl[u][c] = Some(k);
     }
+    let borrowed = borrowed_probe(&kl, &errors);
     let measured = kl
         .iter()
         .map(|row| row.iter().map(Option::is_some).collect())
@@ -140,7 +132,7 @@ pub fn sensitivity(
     let kl = kl
         .iter()
         .zip(&errors)
-        .map(|(k, e)| fill_row(k, e))
+        .map(|(k, e)| fill_row(k, e, borrowed))
         .collect();
     Ok(Sensitivity {
         kl,
@@ -148,6 +140,75 @@ pub fn sensitivity(
         windows,
         measured,
     })
+}
+
+/// The cells to measure, `(unit, choice)`: each unit's probes (`probes`), first probes
+/// of every unit before second ones, so a table cut short by its deadline has spent its
+/// time evenly.
+fn measuring_order(errors: &[Vec<Option<f64>>]) -> Vec<(usize, usize)> {
+    let mut cells: Vec<(usize, usize, usize)> = errors
+        .iter()
+        .enumerate()
+        .flat_map(|(u, e)| {
+            probes(e)
+                .into_iter()
+                .enumerate()
+                .map(move |(rank, c)| (rank, u, c))
+        })
+        .collect();
+    cells.sort_unstable();
+    cells.into_iter().map(|(_, u, c)| (u, c)).collect()
+}
+
+/// KL of each cell of `cells`, in order, in parallel batches; with a deadline, the
+/// batches stop once it passes (the first always runs), so fewer scores come back.
+fn measure(
+    ev: &Evaluator,
+    space: &SearchSpace,
+    windows: usize,
+    cells: &[(usize, usize)],
+    deadline: Option<std::time::Instant>,
+) -> Result<Vec<f64>> {
+    let one = |&(u, c): &(usize, usize)| {
+        let mut choices = fp_choices(ev.model);
+        for &t in &space.units[u].tensors {
+            choices[t] = space.choices[u][c];
+        }
+        Ok(ev.score(&choices, windows)?.kl)
+    };
+    let Some(deadline) = deadline else {
+        return cells.par_iter().map(one).collect();
+    };
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(cells.len());
+    for chunk in cells.chunks(batch) {
+        if !out.is_empty() && std::time::Instant::now() >= deadline {
+            break;
+        }
+        let scores: Vec<f64> = chunk.par_iter().map(one).collect::<Result<_>>()?;
+        out.extend(scores);
+    }
+    Ok(out)
+}
+
+/// For units the deadline left without a measured probe: the table's median ratio of
+/// KL to weight error over the measured cells, as a probe `(1, ratio)` (None when every
+/// unit has its own, or nothing was measured).
+fn borrowed_probe(kl: &[Vec<Option<f64>>], errors: &[Vec<Option<f64>>]) -> Option<(f64, f64)> {
+    let mut ratios: Vec<f64> = kl
+        .iter()
+        .flatten()
+        .zip(errors.iter().flatten())
+        .filter_map(|(k, e)| match (k, e) {
+            (Some(k), Some(e)) if *e > 0.0 && *k > 0.0 => Some(k / e),
+            _ => None,
+        })
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some((1.0, ratios[ratios.len() / 2]))
 }
 
 /// Bytes of each unit at each of its choices.
@@ -276,13 +337,16 @@ pub fn probes(errors: &[Option<f64>]) -> Vec<usize> {
 }
 
 /// One unit's row: measured cells as measured, the others from `predict` on the
-/// measured scalable cells.
-fn fill_row(kl: &[Option<f64>], errors: &[Option<f64>]) -> Vec<f64> {
-    let probes: Vec<(f64, f64)> = kl
+/// measured scalable cells (on `borrowed`, the table's median gain, when it has none).
+fn fill_row(kl: &[Option<f64>], errors: &[Option<f64>], borrowed: Option<(f64, f64)>) -> Vec<f64> {
+    let mut probes: Vec<(f64, f64)> = kl
         .iter()
         .zip(errors)
         .filter_map(|(k, e)| Some(((*e)?, (*k)?)))
         .collect();
+    if probes.is_empty() {
+        probes.extend(borrowed);
+    }
     kl.iter()
         .zip(errors)
         .map(|(k, e)| match (k, e) {
@@ -368,6 +432,27 @@ mod tests {
         let q = [0.0f32, 2.0, 3.0, 2.0];
         assert_eq!(weighted_error(&w, &q, 2, None), 5.0);
         assert_eq!(weighted_error(&w, &q, 2, Some(&[10.0, 1.0])), 14.0);
+    }
+
+    #[test]
+    fn first_probes_of_every_unit_are_measured_before_second_ones() {
+        let e = vec![
+            vec![Some(8.0), Some(4.0), Some(1.0)],
+            vec![Some(2.0), Some(1.0), Some(0.5)],
+        ];
+        assert_eq!(measuring_order(&e), vec![(0, 0), (1, 0), (0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn a_unit_without_a_measured_probe_borrows_the_tables_median_gain() {
+        let kl = vec![vec![Some(0.2), None], vec![Some(0.9), None], vec![None, None]];
+        let errors = vec![vec![Some(1.0), Some(0.5)]; 3];
+        // Ratios 0.2 and 0.9: the upper median 0.9.
+        let b = borrowed_probe(&kl, &errors);
+        assert_eq!(b, Some((1.0, 0.9)));
+        let row = fill_row(&kl[2], &errors[2], b);
+        assert!((row[0] - 0.9).abs() < 1e-12 && (row[1] - 0.45).abs() < 1e-12);
+        assert_eq!(borrowed_probe(&[vec![None]], &[vec![Some(1.0)]]), None);
     }
 
     #[test]
