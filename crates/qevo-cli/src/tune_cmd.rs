@@ -99,6 +99,14 @@ fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
     Ok(Reference::build(m, w, k)?)
 }
 
+/// The files `tune` writes into its output directory.
+const OUTPUTS: [&str; 4] = [
+    "model.gguf",
+    "tune.json",
+    "checkpoint.safetensors",
+    ".qevo.lock",
+];
+
 /// Set by Ctrl-C: training stops after the current step.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -110,7 +118,14 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
             checkpoint.display()
         );
     }
-    let m = load_model(a.model.as_deref())?;
+    let source = crate::commands::model_path(a.model.as_deref())?;
+    let inputs: Vec<&Path> = [Some(source.as_path()), Some(a.plan.as_path())]
+        .into_iter()
+        .chain([&a.text, &a.heldout, &a.imatrix_file].map(Option::as_deref))
+        .flatten()
+        .collect();
+    qevo::fsutil::refuse_dir_over_inputs(&a.out, &OUTPUTS, &inputs)?;
+    let m = load_model(Some(&source))?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
     let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
     let imatrix = a
@@ -151,7 +166,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         resume: a.resume,
     };
     let started = std::time::Instant::now();
-    let out = train(&setup, &cfg).map_err(crate::flag_names)?;
+    let out = train(&setup, &cfg).map_err(tune_flags)?;
     let secs = started.elapsed().as_secs_f64();
     let gguf = a.out.join("model.gguf");
     let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
@@ -177,6 +192,22 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Names `tune`'s own flags in a library error about a setting or a checkpoint.
+pub fn tune_flags(e: qevo::Error) -> anyhow::Error {
+    const RENAMES: &[(&str, &str)] = &[
+        ("lr_aux", "--lr-norm"),
+        ("train_aux", "--no-norms"),
+        ("checkpoint", "--out"),
+        ("text", "--text/--windows/--seq-len"),
+        ("heldout", "--heldout/--heldout-windows"),
+        (
+            "rounding",
+            "--imatrix-file (and the plan's rounding record)",
+        ),
+    ];
+    crate::names_flags(e, &|f| crate::flag_in::<TuneArgs>(f, RENAMES))
 }
 
 /// Runs the training with a progress bar of loss and held-out KL; Ctrl-C stops after
