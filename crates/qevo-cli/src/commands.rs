@@ -431,6 +431,10 @@ pub fn export(
     force: bool,
 ) -> Result<()> {
     use qevo::export::{export_plan, ExportOptions};
+    // The plan and the importance matrix are inputs too (the model is checked by the
+    // library's export).
+    let inputs: Vec<&Path> = std::iter::once(plan_path).chain(imatrix_file).collect();
+    qevo::fsutil::refuse_overwriting_inputs(out, &inputs)?;
     let m = load_model(model)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     let opts = ExportOptions {
