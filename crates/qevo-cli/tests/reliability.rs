@@ -422,7 +422,7 @@ fn edit_checkpoint(from: &Path, to: &Path, edit: &str) {
     }
     h["__metadata__"]["qevo_tune"] = serde_json::Value::String(meta.to_string());
     let mut hb = h.to_string().into_bytes();
-    while hb.len() % 8 != 0 {
+    while !hb.len().is_multiple_of(8) {
         hb.push(b' ');
     }
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();

@@ -94,7 +94,7 @@ impl OutputRounding {
                 format!("{}: a window is at least 2 tokens", self.seq_len),
             ));
         }
-        if self.tokens.is_empty() || self.tokens.len() % self.seq_len != 0 {
+        if self.tokens.is_empty() || !self.tokens.len().is_multiple_of(self.seq_len) {
             return Err((
                 "tokens",
                 format!(
