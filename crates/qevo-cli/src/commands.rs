@@ -442,7 +442,12 @@ pub fn export(
         fallback,
         imatrix: imatrix_file.map(qevo::quant::Imatrix::read).transpose()?,
     };
-    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(crate::flag_names)?;
+    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(|e| match e {
+        qevo::Error::Plan { tensor, msg } if msg.contains("not a GGML type") => anyhow::anyhow!(
+            "plan: tensor `{tensor}`: {msg} (--fallback exports the nearest GGML type)"
+        ),
+        e => crate::flag_names(e),
+    })?;
     if r.imatrix_mismatch {
         warn_imatrix_mismatch(&scored, opts.imatrix.as_ref());
     }

@@ -91,7 +91,13 @@ fn windows(
     seq: usize,
     n: usize,
 ) -> Result<TokenWindows> {
-    crate::cut_windows(m, &read_text(file, default)?, seq, n, file)
+    let text = read_text(file, default)?;
+    qevo::eval::TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
+        (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
+            anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
+        }
+        (e, _) => tune_flags(e),
+    })
 }
 
 fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
@@ -127,7 +133,13 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     qevo::fsutil::refuse_dir_over_inputs(&a.out, &OUTPUTS, &inputs)?;
     let m = load_model(Some(&source))?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
-    let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
+    let resolved = qevo::export::resolve_ggml(&m, &plan, false).map_err(|e| match e {
+        qevo::Error::Plan { tensor, msg } => anyhow::anyhow!(
+            "{}: tensor `{tensor}`: {msg}; tune trains plans of GGML types only",
+            a.plan.display()
+        ),
+        e => e.into(),
+    })?;
     let imatrix = a
         .imatrix_file
         .as_deref()
@@ -200,6 +212,7 @@ pub fn tune_flags(e: qevo::Error) -> anyhow::Error {
         ("lr_aux", "--lr-norm"),
         ("train_aux", "--no-norms"),
         ("checkpoint", "--out"),
+        ("max_windows", "--windows/--heldout-windows"),
         ("text", "--text/--windows/--seq-len"),
         ("heldout", "--heldout/--heldout-windows"),
         (

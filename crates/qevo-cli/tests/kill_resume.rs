@@ -34,6 +34,33 @@ fn search_cmd(out: &Path, cache: &Path, resume: bool) -> Command {
     c
 }
 
+/// `report.json` without what no two runs share: wall times and the counters of the
+/// per-process caches (prefix and weight caches, which a resumed process starts empty).
+/// Everything else (scores, fronts, baselines, the fitness memo's counters, the
+/// convergence record) must be the uninterrupted run's.
+fn report_facts(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in ["search_seconds", "total_seconds", "stage_seconds"] {
+        o.remove(k);
+    }
+    if let Some(c) = o.get_mut("caches").and_then(|c| c.as_object_mut()) {
+        for k in [
+            "prefix_hits",
+            "prefix_lookups",
+            "weight_hits",
+            "weight_lookups",
+            "blocks_reused",
+            "blocks_run",
+            "segments_reused",
+        ] {
+            c.remove(k);
+        }
+    }
+    v
+}
+
 #[test]
 fn killed_searches_resume_to_the_uninterrupted_outputs() {
     let trials: usize = std::env::var("QEVO_KILL_TRIALS")
@@ -72,6 +99,11 @@ fn killed_searches_resume_to_the_uninterrupted_outputs() {
                 "trial {t} (killed at {frac:.2} of the run): {f} differs"
             );
         }
+        assert_eq!(
+            report_facts(&full),
+            report_facts(&out),
+            "trial {t} (killed at {frac:.2} of the run): report.json differs"
+        );
     }
     println!(
         "{trials} kill -9 trials: {resumed} resumed from a checkpoint, {fresh} restarted before the first; all outputs identical"

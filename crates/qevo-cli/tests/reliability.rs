@@ -598,6 +598,33 @@ fn tune_resumes_only_its_own_run_and_names_its_own_flags() {
         &never,
         &[],
     ));
+    let mut a = s.tune(&s.path("w0"), &[]);
+    let at = a.iter().position(|x| x == "--windows").unwrap();
+    a[at + 1] = "0".into();
+    cases.push(error_never(
+        "tune with no windows names --windows, not --max-windows",
+        a,
+        &["--windows"],
+        &["--max-windows"],
+        &[],
+    ));
+    let int_plan = s.path("int_plan.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.plan).unwrap()).unwrap();
+    for t in v["tensors"].as_array_mut().unwrap() {
+        t["format"] = serde_json::json!("int8-sym-channel");
+    }
+    std::fs::write(&int_plan, v.to_string()).unwrap();
+    let mut a = s.tune(&s.path("int"), &[]);
+    let at = a.iter().position(|x| x == "--plan").unwrap();
+    a[at + 1] = p(&int_plan);
+    cases.push(error_never(
+        "tune of a plan that is not GGML types names the plan, not --fallback",
+        a,
+        &["int_plan.json", "GGML types only"],
+        &["--fallback", "fallback"],
+        &[&int_plan],
+    ));
     // Outputs over inputs.
     cases.push(error(
         "tune output in the model directory",
