@@ -447,7 +447,8 @@ fn search_settings(s: &GgufSettings, tune_front: usize) -> Settings {
         generations: s.generations,
         population: s.population,
         seed: s.seed,
-        resume: s.resume,
+        // Set with its checkpoint path by `search_config`: resuming needs one.
+        resume: false,
         tune_front,
         ..Settings::default()
     }
