@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-20}"
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(gguf safetensors config tokenizer profile plan checkpoint imatrix)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(gguf safetensors config tokenizer profile plan checkpoint imatrix tune_checkpoint plan_rounding)
 
 if ! rustup toolchain list | grep '^nightly' > /dev/null; then
     rustup toolchain install nightly --profile minimal

@@ -431,6 +431,10 @@ pub fn export(
     force: bool,
 ) -> Result<()> {
     use qevo::export::{export_plan, ExportOptions};
+    // The plan and the importance matrix are inputs too (the model is checked by the
+    // library's export).
+    let inputs: Vec<&Path> = std::iter::once(plan_path).chain(imatrix_file).collect();
+    qevo::fsutil::refuse_overwriting_inputs(out, &inputs)?;
     let m = load_model(model)?;
     let (plan, scored) = read_plan_for(plan_path, &m, force)?;
     let opts = ExportOptions {
@@ -438,7 +442,12 @@ pub fn export(
         fallback,
         imatrix: imatrix_file.map(qevo::quant::Imatrix::read).transpose()?,
     };
-    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(crate::flag_names)?;
+    let r = export_plan(&m, &plan, &scored, &opts, out).map_err(|e| match e {
+        qevo::Error::Plan { tensor, msg } if msg.contains("not a GGML type") => anyhow::anyhow!(
+            "plan: tensor `{tensor}`: {msg} (--fallback exports the nearest GGML type)"
+        ),
+        e => crate::flag_names(e),
+    })?;
     if r.imatrix_mismatch {
         warn_imatrix_mismatch(&scored, opts.imatrix.as_ref());
     }

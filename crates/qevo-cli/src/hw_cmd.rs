@@ -196,7 +196,7 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
     cfg.evolution.generations = s.generations;
     cfg.data.seq_len = s.seq_len;
     cfg.data.calib_windows = s.calib_windows;
-    cfg.validate()?;
+    cfg.validate().map_err(crate::flag_names)?;
     println!(
         "{}: {} layers, hidden {}, {} heads ({} kv), vocab {}, {:.2}B weight parameters{}",
         config.display(),
@@ -231,7 +231,7 @@ pub fn plan_cost(config: &Path, machines: &[String], s: &PlanCostSearch) -> Resu
         "total (no caches)",
     ]);
     for name in machines {
-        let b = budget(&shape, &cfg, &machine(name)?)?;
+        let b = budget(&shape, &cfg, &machine(name)?).map_err(crate::flag_names)?;
         t.row(vec![
             b.machine,
             b.count.screened.to_string(),

@@ -89,33 +89,60 @@ pub fn cut_windows(
 }
 
 /// Renames a setting error's field (a `Settings` field, or a window setting of `eval`)
-/// to the flag that sets it; other errors pass unchanged.
+/// to the flag of `qevo search` that sets it; other errors pass unchanged.
 pub fn flag_names(e: qevo::Error) -> anyhow::Error {
+    names_flags(e, &|f| flag_in::<search_cmd::SearchArgs>(f, &[]))
+}
+
+/// Renames the fields a library error names (a setting, the settings a checkpoint was
+/// made with) by `flag`.
+pub fn names_flags(e: qevo::Error, flag: &dyn Fn(&str) -> String) -> anyhow::Error {
     match e {
-        qevo::Error::Setting { field, msg } => anyhow::anyhow!("{}: {msg}", flag_of(&field)),
+        qevo::Error::Setting { field, msg } => anyhow::anyhow!("{}: {msg}", flag(&field)),
+        qevo::Error::ResumeMismatch { path, differences } => {
+            let ds: Vec<qevo::error::Difference> = differences
+                .into_iter()
+                .map(|d| qevo::error::Difference {
+                    field: flag(&d.field),
+                    ..d
+                })
+                .collect();
+            anyhow::anyhow!(
+                "{}: checkpoint of another run ({}); rerun with the settings it was started \
+                 with, or without --resume to start afresh",
+                path.display(),
+                qevo::error::describe(&ds)
+            )
+        }
         other => other.into(),
     }
 }
 
-/// The flag of a setting: the long name clap gives the field (`--constraint` for
-/// `constraints`, `--no-cache` for `cache`), else the field with dashes. A dotted field
-/// (a key inside a file) is not a flag and stays as it is.
-fn flag_of(field: &str) -> String {
+/// The flag of a field in `A`'s arguments: `renames` first, else the long name clap
+/// gives the field (`--constraint` for `constraints`, `--no-cache` for `cache`), the
+/// value name of a positional argument (`MODEL`), else the field with dashes. A dotted
+/// field (a key inside a file) is not a flag and stays as it is.
+pub fn flag_in<A: clap::Args>(field: &str, renames: &[(&str, &str)]) -> String {
+    if let Some((_, f)) = renames.iter().find(|(k, _)| *k == field) {
+        return f.to_string();
+    }
     if !field
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return field.to_string();
     }
-    let cmd = <search_cmd::SearchArgs as clap::Args>::augment_args(clap::Command::new("search"));
-    let long = cmd
-        .get_arguments()
-        .find(|a| a.get_id() == field)
-        .and_then(|a| a.get_long());
-    match long {
-        Some(l) => format!("--{l}"),
+    let cmd = A::augment_args(clap::Command::new("qevo"));
+    let flag = match cmd.get_arguments().find(|a| a.get_id() == field) {
+        Some(a) => match (a.get_long(), a.is_positional()) {
+            (Some(l), _) => format!("--{l}"),
+            (None, true) => field.to_uppercase(),
+            (None, false) => format!("--{}", field.replace('_', "-")),
+        },
+        None if field == "model" => "MODEL".to_string(),
         None => format!("--{}", field.replace('_', "-")),
-    }
+    };
+    flag
 }
 
 #[derive(Subcommand)]

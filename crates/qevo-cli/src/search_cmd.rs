@@ -10,7 +10,7 @@ use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::prepare_out_dir;
 use qevo::search::{split_texts, SearchConfig, SearchOutcome, Settings};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,10 +61,32 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
     split_texts(read(&a.text)?, read(&a.heldout)?).map_err(flag_names)
 }
 
+/// The files `search` writes into its output directory (the tuned front's in `tuned/`).
+const OUTPUTS: [&str; 12] = [
+    "plan.json",
+    "plan.yaml",
+    "front.json",
+    "history.jsonl",
+    "checkpoint.json",
+    "report.json",
+    "report.html",
+    "pareto.svg",
+    "convergence.svg",
+    "imatrix.gguf",
+    "tuned",
+    ".qevo.lock",
+];
+
 pub fn search(a: &SearchArgs) -> Result<()> {
+    let source = crate::commands::model_path(a.model.as_deref())?;
+    let inputs: Vec<&Path> = std::iter::once(Some(source.as_path()))
+        .chain([&a.text, &a.heldout, &a.settings.imatrix_file, &a.labels].map(Option::as_deref))
+        .flatten()
+        .collect();
+    qevo::fsutil::refuse_dir_over_inputs(&a.out, &OUTPUTS, &inputs)?;
     prepare_out_dir(&a.out).with_context(|| format!("output directory {}", a.out.display()))?;
     let _lock = qevo::fsutil::OutLock::acquire(&a.out)?;
-    let path = crate::commands::model_path(a.model.as_deref())?;
+    let path = source;
     let shape = qevo::search::memory::MemoryShape::read(&path)?;
     let decoder = qevo::model::Model::inspect(&path)?.arch.is_decoder();
     let pre = config_for(a, decoder)?;

@@ -91,13 +91,27 @@ fn windows(
     seq: usize,
     n: usize,
 ) -> Result<TokenWindows> {
-    crate::cut_windows(m, &read_text(file, default)?, seq, n, file)
+    let text = read_text(file, default)?;
+    qevo::eval::TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
+        (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
+            anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
+        }
+        (e, _) => tune_flags(e),
+    })
 }
 
 fn reference(m: &Model, w: TokenWindows) -> Result<Reference> {
     let k = auto_topk(m.arch.vocab(), w.tokens(), 64);
     Ok(Reference::build(m, w, k)?)
 }
+
+/// The files `tune` writes into its output directory.
+const OUTPUTS: [&str; 4] = [
+    "model.gguf",
+    "tune.json",
+    "checkpoint.safetensors",
+    ".qevo.lock",
+];
 
 /// Set by Ctrl-C: training stops after the current step.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -110,9 +124,22 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
             checkpoint.display()
         );
     }
-    let m = load_model(a.model.as_deref())?;
+    let source = crate::commands::model_path(a.model.as_deref())?;
+    let inputs: Vec<&Path> = [Some(source.as_path()), Some(a.plan.as_path())]
+        .into_iter()
+        .chain([&a.text, &a.heldout, &a.imatrix_file].map(Option::as_deref))
+        .flatten()
+        .collect();
+    qevo::fsutil::refuse_dir_over_inputs(&a.out, &OUTPUTS, &inputs)?;
+    let m = load_model(Some(&source))?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
-    let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
+    let resolved = qevo::export::resolve_ggml(&m, &plan, false).map_err(|e| match e {
+        qevo::Error::Plan { tensor, msg } => anyhow::anyhow!(
+            "{}: tensor `{tensor}`: {msg}; tune trains plans of GGML types only",
+            a.plan.display()
+        ),
+        e => e.into(),
+    })?;
     let imatrix = a
         .imatrix_file
         .as_deref()
@@ -152,7 +179,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         resume: a.resume,
     };
     let started = std::time::Instant::now();
-    let out = train(&setup, &cfg).map_err(crate::flag_names)?;
+    let out = train(&setup, &cfg).map_err(tune_flags)?;
     let secs = started.elapsed().as_secs_f64();
     let gguf = a.out.join("model.gguf");
     let summary = qevo::export::export_tuned_gguf(&m, &out.tuned, &gguf)?;
@@ -178,6 +205,23 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Names `tune`'s own flags in a library error about a setting or a checkpoint.
+pub fn tune_flags(e: qevo::Error) -> anyhow::Error {
+    const RENAMES: &[(&str, &str)] = &[
+        ("lr_aux", "--lr-norm"),
+        ("train_aux", "--no-norms"),
+        ("checkpoint", "--out"),
+        ("max_windows", "--windows/--heldout-windows"),
+        ("text", "--text/--windows/--seq-len"),
+        ("heldout", "--heldout/--heldout-windows"),
+        (
+            "rounding",
+            "--imatrix-file (and the plan's rounding record)",
+        ),
+    ];
+    crate::names_flags(e, &|f| crate::flag_in::<TuneArgs>(f, RENAMES))
 }
 
 /// Runs the training with a progress bar of loss and held-out KL; Ctrl-C stops after

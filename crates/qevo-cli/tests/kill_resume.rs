@@ -34,6 +34,33 @@ fn search_cmd(out: &Path, cache: &Path, resume: bool) -> Command {
     c
 }
 
+/// `report.json` without what no two runs share: wall times and the counters of the
+/// per-process caches (prefix and weight caches, which a resumed process starts empty).
+/// Everything else (scores, fronts, baselines, the fitness memo's counters, the
+/// convergence record) must be the uninterrupted run's.
+fn report_facts(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in ["search_seconds", "total_seconds", "stage_seconds"] {
+        o.remove(k);
+    }
+    if let Some(c) = o.get_mut("caches").and_then(|c| c.as_object_mut()) {
+        for k in [
+            "prefix_hits",
+            "prefix_lookups",
+            "weight_hits",
+            "weight_lookups",
+            "blocks_reused",
+            "blocks_run",
+            "segments_reused",
+        ] {
+            c.remove(k);
+        }
+    }
+    v
+}
+
 #[test]
 fn killed_searches_resume_to_the_uninterrupted_outputs() {
     let trials: usize = std::env::var("QEVO_KILL_TRIALS")
@@ -72,8 +99,166 @@ fn killed_searches_resume_to_the_uninterrupted_outputs() {
                 "trial {t} (killed at {frac:.2} of the run): {f} differs"
             );
         }
+        assert_eq!(
+            report_facts(&full),
+            report_facts(&out),
+            "trial {t} (killed at {frac:.2} of the run): report.json differs"
+        );
     }
     println!(
         "{trials} kill -9 trials: {resumed} resumed from a checkpoint, {fresh} restarted before the first; all outputs identical"
+    );
+}
+
+/// `kill -9` at spread-out moments of `run(out, resume)`, each followed by a resume when
+/// `started(out)` (else a fresh start): every file of `compared` equals the
+/// uninterrupted run's, byte for byte. Returns (resumed, restarted).
+fn kill_loop(
+    trials: usize,
+    root: &Path,
+    run: &dyn Fn(&Path, bool) -> Command,
+    started: &dyn Fn(&Path) -> bool,
+    compared: &[&str],
+) -> (usize, usize) {
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let start = std::time::Instant::now();
+    let o = run(&full, false).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let run_time = start.elapsed();
+    let (mut resumed, mut fresh) = (0, 0);
+    for t in 0..trials {
+        let out = root.join(format!("trial{t}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let frac = 0.2 + 0.8 * ((0.1 + t as f64 * 0.618_034) % 1.0);
+        let mut child = run(&out, false).spawn().unwrap();
+        std::thread::sleep(run_time.mul_f64(frac).max(Duration::from_millis(50)));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let resume = started(&out);
+        let o = run(&out, resume).output().unwrap();
+        assert!(o.status.success(), "trial {t}: {}", text(&o));
+        match resume {
+            true => resumed += 1,
+            false => fresh += 1,
+        }
+        for f in compared {
+            let want = std::fs::read(full.join(f)).unwrap();
+            let got = std::fs::read(out.join(f)).unwrap();
+            assert!(
+                want == got,
+                "trial {t} (killed at {frac:.2} of the run): {f} differs"
+            );
+        }
+    }
+    (resumed, fresh)
+}
+
+fn trials(default: usize) -> usize {
+    std::env::var("QEVO_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The tuned GGUF of a killed and resumed `qevo tune` is the uninterrupted run's.
+#[test]
+fn killed_tunes_resume_to_the_uninterrupted_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let cache = root.join("cache");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qevo/tests/fixtures/tiny_llama");
+    let plan_dir = root.join("plan");
+    let o = Command::new(env!("CARGO_BIN_EXE_qevo"))
+        .args(["search", "--target", "arm-neon", "--generations", "1"])
+        .args(SMALL)
+        .arg(&model)
+        .arg("--out")
+        .arg(&plan_dir)
+        .env("QEVO_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let plan = plan_dir.join("plan.json");
+    let run = |out: &Path, resume: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_qevo"));
+        c.args(["tune", "--steps", "24", "--seq-len", "32", "--windows", "6"])
+            .args([
+                "--heldout-windows",
+                "2",
+                "--batch",
+                "2",
+                "--checkpoint-every",
+                "1",
+            ])
+            .arg("--plan")
+            .arg(&plan)
+            .arg(&model)
+            .arg("--out")
+            .arg(out)
+            .env("QEVO_CACHE_DIR", &cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let started = |out: &Path| out.join("checkpoint.safetensors").exists();
+    let n = trials(3);
+    let (resumed, fresh) = kill_loop(n, &root, &run, &started, &["model.gguf"]);
+    println!(
+        "{n} kill -9 trials of tune: {resumed} resumed, {fresh} restarted; model.gguf identical"
+    );
+}
+
+/// The file of a killed and resumed `qevo gguf` is the uninterrupted run's.
+#[test]
+fn killed_gguf_runs_resume_to_the_uninterrupted_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let cache = root.join("cache");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qevo/tests/fixtures/tiny_llama");
+    let run = |out: &Path, resume: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_qevo"));
+        c.arg("gguf")
+            .arg(&model)
+            .args([
+                "--size",
+                "Q4_K_M",
+                "--seq-len",
+                "32",
+                "--search-seq-len",
+                "32",
+            ])
+            .args(["--validation-windows", "2", "--tune-windows", "4"])
+            .args([
+                "--calib-windows",
+                "2",
+                "--generations",
+                "2",
+                "--population",
+                "4",
+            ])
+            .args(["--tune-steps", "6", "--out"])
+            .arg(out.join("m.gguf"))
+            .env("QEVO_CACHE_DIR", &cache)
+            .env("QEVO_LLAMA_TOOLS", root.join("no-tools"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let started = |out: &Path| {
+        ["search-checkpoint.json", "tune-checkpoint.safetensors"]
+            .iter()
+            .any(|f| out.join("m.qevo").join(f).exists())
+    };
+    let n = trials(2);
+    let (resumed, fresh) = kill_loop(n, &root, &run, &started, &["m.gguf"]);
+    println!(
+        "{n} kill -9 trials of qevo gguf: {resumed} resumed, {fresh} restarted; the GGUF identical"
     );
 }

@@ -42,6 +42,14 @@ pub enum Error {
     /// CLI maps it to its flag).
     #[error("{field}: {msg}")]
     Setting { field: String, msg: String },
+    /// A checkpoint of another run: each setting that differs between the checkpoint and
+    /// this run, by its field (the CLI maps fields to its flags).
+    #[error("{path}: checkpoint of another run ({}); resume with the settings it was \
+             started with, or start afresh", describe(.differences))]
+    ResumeMismatch {
+        path: PathBuf,
+        differences: Vec<Difference>,
+    },
     /// A text too short for what was asked of it.
     #[error("{what}: text has {tokens} tokens; {needed}")]
     TextTooShort {
@@ -81,6 +89,54 @@ pub enum Error {
     Executor(String),
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// One setting a checkpoint was made with that this run changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub field: String,
+    pub checkpoint: String,
+    pub now: String,
+}
+
+/// `field: X in the checkpoint, Y now; ...`.
+pub fn describe(ds: &[Difference]) -> String {
+    ds.iter()
+        .map(|d| {
+            format!(
+                "{}: {} in the checkpoint, {} now",
+                d.field, d.checkpoint, d.now
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The settings of `now` that differ from `then` (both lists of field and value; a field
+/// only one of them has differs too, shown as `none`).
+pub fn differences(then: &[(String, String)], now: &[(String, String)]) -> Vec<Difference> {
+    let find = |list: &[(String, String)], k: &str| {
+        list.iter()
+            .find(|(f, _)| f == k)
+            .map_or_else(|| "none".to_string(), |(_, v)| v.clone())
+    };
+    let mut fields: Vec<&String> = now.iter().map(|(f, _)| f).collect();
+    fields.extend(
+        then.iter()
+            .map(|(f, _)| f)
+            .filter(|f| !now.iter().any(|(g, _)| g == *f)),
+    );
+    fields
+        .into_iter()
+        .filter_map(|f| {
+            let (a, b) = (find(then, f), find(now, f));
+            (a != b).then(|| Difference {
+                field: f.clone(),
+                checkpoint: a,
+                now: b,
+            })
+        })
+        .collect()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

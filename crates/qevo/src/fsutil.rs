@@ -106,6 +106,15 @@ pub fn refuse_overwriting_inputs(out: &Path, inputs: &[&Path]) -> Result<()> {
     }
 }
 
+/// Refuses an output directory that is, or is inside, one of `inputs`, or whose files
+/// `names` (what the command writes there) would write over one of them.
+pub fn refuse_dir_over_inputs(dir: &Path, names: &[&str], inputs: &[&Path]) -> Result<()> {
+    refuse_overwriting_inputs(dir, inputs)?;
+    names
+        .iter()
+        .try_for_each(|n| refuse_overwriting_inputs(&dir.join(n), inputs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,7 +93,7 @@ pub fn export_compressed_tensors(
         )));
     }
     let choices = plan.per_tensor(model)?;
-    check_exportable(model, &choices)?;
+    check_exportable(model, &choices, "compressed-tensors")?;
     let schemes = model
         .tensors
         .iter()

@@ -151,12 +151,12 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
                 t
             }
             (None, true) => {
-                let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(|| {
-                    Error::Plan {
+                let t = nearest_ggml(format.bits_per_weight(info.cols), info.cols).ok_or_else(
+                    || Error::Plan {
                         tensor: info.name.clone(),
                         msg: format!("no GGML type fits rows of {} values", info.cols),
-                    }
-                })?;
+                    },
+                )?;
                 fallbacks.push(Fallback {
                     tensor: info.name.clone(),
                     planned: format.name(),
@@ -167,9 +167,7 @@ pub fn resolve_ggml(model: &Model, plan: &TensorPlan, fallback: bool) -> Result<
             (None, false) => {
                 return Err(Error::Plan {
                     tensor: info.name.clone(),
-                    msg: format!(
-                        "format `{format}` is not a GGML type, so GGUF cannot hold it (the `fallback` option exports the nearest GGML type)"
-                    ),
+                    msg: format!("format `{format}` is not a GGML type, so GGUF cannot hold it"),
                 })
             }
         };

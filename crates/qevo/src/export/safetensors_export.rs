@@ -94,7 +94,7 @@ pub fn export_safetensors(
 ) -> Result<SafetensorsExport> {
     check_output_dir(&model.source, out_dir)?;
     let choices = plan.per_tensor(model)?;
-    check_exportable(model, &choices)?;
+    check_exportable(model, &choices, "packed safetensors")?;
     let mut packed = pack_tensors(model, &choices)?;
     let other_tensor_bytes = push_aux_tensors(model, &mut packed.out)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
@@ -124,10 +124,15 @@ pub fn export_safetensors(
 /// Refuses, before any work is done, a source packed safetensors cannot hold: not a
 /// Hugging Face directory, an architecture without a name mapping back, or a GGML block
 /// format.
-pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
+/// `what` names the export in messages (`packed safetensors`, `compressed-tensors`).
+pub(super) fn check_exportable(
+    model: &Model,
+    choices: &[crate::plan::TensorChoice],
+    what: &str,
+) -> Result<()> {
     if !model.source.is_dir() {
         return Err(Error::Invalid(format!(
-            "{}: packed safetensors export needs a Hugging Face source (a model directory), not a GGUF file",
+            "{}: {what} export needs a Hugging Face source (a model directory), not a GGUF file",
             model.source.display()
         )));
     }
@@ -136,10 +141,10 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
     // their own name and value mapping before they can be written back.
     let cfg = match &model.arch {
         Arch::Llama(cfg) => cfg,
-        Arch::Bert(_) => return check_block_formats(model, choices),
+        Arch::Bert(_) => return check_block_formats(model, choices, what),
         _ => {
             return Err(Error::Invalid(format!(
-                "{}: packed safetensors export supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
+                "{}: {what} export supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
                 model.source.display(),
                 model.arch.kind().as_str()
             )))
@@ -155,16 +160,20 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
             | crate::model::ArchKind::Mixtral
     ) {
         return Err(Error::Invalid(format!(
-            "{}: packed safetensors export does not write {} yet (llama, qwen2, qwen3, mistral)",
+            "{}: {what} export does not write {} yet (llama, qwen2, qwen3, mistral)",
             model.source.display(),
             cfg.kind.as_str()
         )));
     }
-    check_block_formats(model, choices)
+    check_block_formats(model, choices, what)
 }
 
 /// Refuses GGML block formats before any work is done.
-fn check_block_formats(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
+fn check_block_formats(
+    model: &Model,
+    choices: &[crate::plan::TensorChoice],
+    what: &str,
+) -> Result<()> {
     for (info, c) in model.tensors.iter().zip(choices) {
         if let WeightFormat::Ggml(t) = c.format {
             if !FLOAT_DTYPES.iter().any(|(f, _)| *f == t) {
@@ -172,7 +181,7 @@ fn check_block_formats(model: &Model, choices: &[crate::plan::TensorChoice]) -> 
                     &model.source,
                     &info.name,
                     format!(
-                        "format {t} is a GGML block format: packed safetensors holds generic integer \
+                        "format {t} is a GGML block format: {what} holds generic integer \
                          and f32/f16/bf16 formats (export GGML types as GGUF)"
                     ),
                 ));

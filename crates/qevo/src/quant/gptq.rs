@@ -78,15 +78,52 @@ impl OutputRounding {
         }
     }
 
+    /// The record on its own: a damping that is a finite fraction, windows of at least
+    /// 2 tokens that the tokens fill exactly. The key at fault (`damp`, `seq_len`,
+    /// `tokens`) and why; a plan reader names its file.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if !(self.damp.is_finite() && (0.0..=1.0).contains(&self.damp)) {
+            return Err((
+                "damp",
+                format!("{}: the damping is a fraction from 0 to 1", self.damp),
+            ));
+        }
+        if self.seq_len < 2 {
+            return Err((
+                "seq_len",
+                format!("{}: a window is at least 2 tokens", self.seq_len),
+            ));
+        }
+        if self.tokens.is_empty() || !self.tokens.len().is_multiple_of(self.seq_len) {
+            return Err((
+                "tokens",
+                format!(
+                    "{} tokens are not whole windows of {}",
+                    self.tokens.len(),
+                    self.seq_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first recorded token outside a vocabulary of `vocab`.
+    pub fn token_outside(&self, vocab: usize) -> Option<u32> {
+        self.tokens.iter().copied().find(|&t| t as usize >= vocab)
+    }
+
     /// The input moments of `model` on the recorded tokens (as `collect_hessians`).
     /// Tokens outside the model's vocabulary or a ragged window are refused.
     pub fn moments(&self, model: &Model) -> Result<Vec<Option<Arc<Hessian>>>> {
         let vocab = model.arch.vocab();
-        if let Some(t) = self.tokens.iter().find(|&&t| t as usize >= vocab) {
+        if let Some(t) = self.token_outside(vocab) {
             return Err(Error::setting(
                 "rounding.tokens",
                 format!("token {t} is outside the model's vocabulary of {vocab}"),
             ));
+        }
+        if let Err((key, msg)) = self.check() {
+            return Err(Error::setting(&format!("rounding.{key}"), msg));
         }
         let windows = TokenWindows::from_tokens(&self.tokens, self.seq_len, usize::MAX)?;
         if windows.tokens() != self.tokens.len() {

@@ -344,6 +344,18 @@ pub fn run(
     ] {
         crate::fsutil::refuse_overwriting_inputs(p, &inputs)?;
     }
+    let started = ["search-checkpoint.json", "tune-checkpoint.safetensors"]
+        .iter()
+        .any(|f| paths.work.join(f).is_file());
+    if s.resume && !started {
+        return Err(Error::setting(
+            "resume",
+            format!(
+                "no checkpoint in {} to resume from (nothing was started at this output)",
+                paths.work.display()
+            ),
+        ));
+    }
     let cfg = search_settings(s, 0).resolve(model)?;
     let budget = Budget::resolve(model, &SizeTarget::parse(&s.size)?, &cfg.space.formats)?;
     let _lock = crate::fsutil::OutLock::acquire(&paths.work)?;
@@ -450,7 +462,8 @@ fn search_settings(s: &GgufSettings, tune_front: usize) -> Settings {
         generations: s.generations,
         population: s.population,
         seed: s.seed,
-        resume: s.resume,
+        // Set with its checkpoint path by `search_config`: resuming needs one.
+        resume: false,
         tune_front,
         ..Settings::default()
     }

@@ -38,7 +38,81 @@ pub fn read_input(dir: &Path) -> Result<ReportInput> {
         )
         .into());
     }
+    check_input(&path, &input)?;
     Ok(input)
+}
+
+/// What a redraw trusts from `report.json`: every plan's KL not negative, its top-1
+/// agreement a fraction, its perplexity at least 1, its latency and energy not negative,
+/// and the recommended index inside the front. A hand-edited file fails naming the key.
+fn check_input(path: &Path, input: &ReportInput) -> Result<()> {
+    let bad = |key: String, msg: String| Err(Error::config(path, &key, msg).into());
+    if let Some(i) = input.recommended {
+        if i >= input.front.len() {
+            return bad(
+                "recommended".into(),
+                format!("index {i}, but the front holds {} plans", input.front.len()),
+            );
+        }
+    }
+    let series: [(&str, &[super::Point]); 4] = [
+        ("front", &input.front),
+        ("uniform", &input.uniform),
+        ("lagrangian", &input.lagrangian),
+        ("random", &input.random),
+    ];
+    let single = [("fp", Some(&input.fp)), ("closest", input.closest.as_ref())];
+    let points = series
+        .iter()
+        .flat_map(|(name, ps)| {
+            ps.iter()
+                .enumerate()
+                .map(move |(i, p)| (format!("{name}[{i}]"), p))
+        })
+        .chain(
+            single
+                .iter()
+                .filter_map(|(name, p)| p.map(|p| (name.to_string(), p))),
+        );
+    for (key, p) in points {
+        let checks = [
+            ("kl", p.kl, p.kl >= 0.0, "a KL divergence is not negative"),
+            (
+                "heldout_kl",
+                p.heldout_kl.unwrap_or(0.0),
+                p.heldout_kl.is_none_or(|v| v >= 0.0),
+                "a KL divergence is not negative",
+            ),
+            (
+                "top1",
+                p.top1,
+                (0.0..=1.0).contains(&p.top1),
+                "top-1 agreement is a fraction from 0 to 1",
+            ),
+            (
+                "perplexity",
+                p.perplexity.unwrap_or(1.0),
+                p.perplexity.is_none_or(|v| v >= 1.0),
+                "a perplexity is at least 1",
+            ),
+            (
+                "latency_ms",
+                p.latency_ms,
+                p.latency_ms >= 0.0,
+                "a latency is not negative",
+            ),
+            (
+                "energy_mj",
+                p.energy_mj,
+                p.energy_mj >= 0.0,
+                "an energy is not negative",
+            ),
+        ];
+        if let Some((name, v, _, why)) = checks.iter().find(|c| !c.2) {
+            return bad(format!("{key}.{name}"), format!("{v}: {why}"));
+        }
+    }
+    Ok(())
 }
 
 /// Redraws the SVGs and `report.html` in `dir` from its `report.json`, and returns

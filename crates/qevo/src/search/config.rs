@@ -430,6 +430,26 @@ impl SearchConfig {
                 ));
             }
         }
+        let unweighted: Vec<String> = match self.data.imatrix {
+            Importance::None => self
+                .space
+                .formats
+                .iter()
+                .filter(|f| f.requires_imatrix())
+                .map(|f| f.name())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !unweighted.is_empty() {
+            return Err(Error::setting(
+                "formats",
+                format!(
+                    "{} cannot be quantized without an importance matrix (llama.cpp refuses \
+                     them too): collect one or give an imatrix file, or leave them out",
+                    unweighted.join(", ")
+                ),
+            ));
+        }
         self.validate_limits()?;
         if self.checkpoint.resume && self.checkpoint.path.is_none() {
             return Err(Error::setting(

@@ -42,7 +42,7 @@ pub fn evolve(
         .with_reference_point(seeded.reference_point.clone());
     let options = RunOptions {
         checkpoint: cfg.checkpoint.path.clone(),
-        resume: resume_from(cfg)?,
+        resume: resume_from(cfg, problem)?,
         observer: progress,
     };
     let started = Instant::now();
@@ -58,13 +58,16 @@ pub fn evolve(
 }
 
 /// The checkpoint to continue from: asking to resume without one is an error, not a
-/// silent fresh start.
-fn resume_from(cfg: &SearchConfig) -> Result<Option<std::path::PathBuf>> {
+/// silent fresh start, and so is one made with other settings (each is named).
+fn resume_from(cfg: &SearchConfig, problem: &QuantProblem) -> Result<Option<std::path::PathBuf>> {
     if !cfg.checkpoint.resume {
         return Ok(None);
     }
     match &cfg.checkpoint.path {
-        Some(p) if p.is_file() => Ok(Some(p.clone())),
+        Some(p) if p.is_file() => {
+            check_settings(p, problem)?;
+            Ok(Some(p.clone()))
+        }
         Some(p) => Err(Error::setting(
             "resume",
             format!("no checkpoint at {} to resume from", p.display()),
@@ -73,5 +76,32 @@ fn resume_from(cfg: &SearchConfig) -> Result<Option<std::path::PathBuf>> {
             "resume",
             "needs a checkpoint path to resume from",
         )),
+    }
+}
+
+/// Refuses a checkpoint whose recorded settings differ from this search's, naming each.
+fn check_settings(path: &std::path::Path, problem: &QuantProblem) -> Result<()> {
+    let ck = evo::Checkpoint::load(path)?;
+    let run = ck.problem_state.as_ref().and_then(|s| s.get("run"));
+    let then: Vec<(String, String)> = match run {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| Error::config(path, "problem_state.run", e.to_string()))?,
+        None => Vec::new(),
+    };
+    if then.is_empty() {
+        return Err(Error::config(
+            path,
+            "problem_state.run",
+            "missing: the checkpoint does not record the settings it was made with \
+             (an older qevo's), so it cannot be resumed",
+        ));
+    }
+    let differences = crate::error::differences(&then, problem.run_settings());
+    match differences.is_empty() {
+        true => Ok(()),
+        false => Err(Error::ResumeMismatch {
+            path: path.to_path_buf(),
+            differences,
+        }),
     }
 }

@@ -162,6 +162,20 @@ impl ReadPlan {
         }
     }
 
+    /// Refuses a rounding record whose tokens `model`'s vocabulary lacks, naming the
+    /// plan file and the key.
+    fn check_rounding_tokens(&self, path: &Path, model: &Model) -> Result<()> {
+        let vocab = model.arch.vocab();
+        match self.rounding.as_ref().and_then(|r| r.token_outside(vocab)) {
+            Some(t) => Err(Error::config(
+                path,
+                "rounding.tokens",
+                format!("token {t} is outside the model's vocabulary of {vocab}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The plan, if it was made for `model` (same weight fingerprint). A plan made for
     /// another model is refused (`Error::Config` on key `model_fingerprint`), or with
     /// `force` accepted with the warning returned, so scores, costs and exports are never
@@ -179,8 +193,12 @@ impl ReadPlan {
                 model.source.display(),
                 model.fingerprint
             ),
-            _ => return Ok((self.plan, None)),
+            _ => {
+                self.check_rounding_tokens(path, model)?;
+                return Ok((self.plan, None));
+            }
         };
+        self.check_rounding_tokens(path, model)?;
         if force {
             return Ok((self.plan, Some(format!("{}: {mismatch}", path.display()))));
         }
@@ -211,6 +229,9 @@ pub fn read_plan(path: &Path) -> Result<ReadPlan> {
                         pf.schema_version
                     ),
                 ));
+            }
+            if let Some(Err((key, msg))) = pf.rounding.as_ref().map(OutputRounding::check) {
+                return Err(Error::config(path, &format!("rounding.{key}"), msg));
             }
             Ok(ReadPlan {
                 plan: pf.plan(),

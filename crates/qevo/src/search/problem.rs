@@ -40,6 +40,77 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
+/// FNV-1a of `bytes` as 16 hex digits.
+fn fnv(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What a search's scores and costs depend on, by its `Settings` field: the model, the
+/// target's profile (with its constraints), the workload, the limits, the space, the
+/// calibration windows and their tokens, the rounding and its importance matrix, and the
+/// caches' screening (which plans get a full score).
+fn run_settings(prepared: &Prepared, cfg: &SearchConfig) -> Vec<(String, String)> {
+    let e = &prepared.evaluator;
+    let w = &e.reference.windows;
+    let ids: Vec<u8> = w.ids.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let formats: Vec<String> = cfg.space.formats.iter().map(|f| f.to_string()).collect();
+    let opt = |v: Option<f64>| v.map_or_else(|| "none".to_string(), |x| x.to_string());
+    let l = &cfg.limits;
+    [
+        ("model", e.model.fingerprint.clone()),
+        (
+            "target",
+            format!(
+                "{} (profile {})",
+                cfg.target.name,
+                fnv(format!("{:?}", cfg.target).as_bytes())
+            ),
+        ),
+        ("prefill_tokens", cfg.workload.prefill_tokens.to_string()),
+        ("decode_tokens", cfg.workload.decode_tokens.to_string()),
+        ("max_size_mb", opt(l.max_size_mb)),
+        ("max_latency_ms", opt(l.max_latency_ms)),
+        ("max_energy_mj", opt(l.max_energy_mj)),
+        ("max_kl", opt(l.max_kl)),
+        ("formats", formats.join(",")),
+        ("act_bits", format!("{:?}", cfg.space.act_bits)),
+        (
+            "unit",
+            format!(
+                "{:?} (tied qkv {}, gate/up {})",
+                cfg.space.unit, cfg.space.tie_qkv, cfg.space.tie_gate_up
+            )
+            .to_lowercase(),
+        ),
+        ("seq_len", w.seq_len.to_string()),
+        ("calib_windows", prepared.full_windows.to_string()),
+        ("screen_windows", prepared.screen_windows.to_string()),
+        ("text", format!("tokens {}", fnv(&ids))),
+        (
+            "rounding",
+            format!("{:?}", cfg.data.rounding).to_lowercase(),
+        ),
+        (
+            "imatrix",
+            prepared
+                .imatrix
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |m| m.fingerprint()),
+        ),
+        ("cache", cfg.caches.enabled.to_string()),
+        ("surrogate", cfg.caches.surrogate.to_string()),
+        ("epsilon", format!("{:?}", cfg.caches.epsilon)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Everything known about one evaluated plan.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scored {
@@ -131,6 +202,9 @@ type Tracker = (Option<GenerationBest>, Vec<GenerationBest>);
 /// generation, as an uninterrupted run does.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedState {
+    /// The settings the run was started with (`run_settings`).
+    #[serde(default)]
+    run: Vec<(String, String)>,
     full: Vec<(Vec<u16>, Scored)>,
     screened: Vec<(Vec<u16>, Scored)>,
     stats: FitnessStats,
@@ -191,6 +265,9 @@ pub struct QuantProblem<'a> {
     /// Screens offspring before any forward pass, once the sensitivity table is known.
     surrogate: OnceLock<Surrogate>,
     use_surrogate: bool,
+    /// Every setting a score or a cost depends on, by field (`run_settings`): what a
+    /// checkpoint records and a resume must match.
+    run: Vec<(String, String)>,
 }
 
 impl<'a> QuantProblem<'a> {
@@ -216,7 +293,14 @@ impl<'a> QuantProblem<'a> {
             executor: None,
             surrogate: OnceLock::new(),
             use_surrogate: cfg.caches.enabled && cfg.caches.surrogate,
+            run: run_settings(prepared, cfg),
         })
+    }
+
+    /// The settings this search's scores and costs depend on, by field; a checkpoint
+    /// records them (`save_state`) and a resume compares them (`evolve`).
+    pub fn run_settings(&self) -> &[(String, String)] {
+        &self.run
     }
 
     /// Scores the evolution's batches with `executor` instead of this machine's threads.
@@ -682,6 +766,7 @@ impl Problem for QuantProblem<'_> {
         let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         let b = self.best.lock().unwrap_or_else(|e| e.into_inner());
         let state = SavedState {
+            run: self.run.clone(),
             full: sorted(&m.full),
             screened: sorted(&m.screened),
             stats: m.stats,

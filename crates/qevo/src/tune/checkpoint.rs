@@ -18,8 +18,9 @@ const META_KEY: &str = "qevo_tune";
 /// What a checkpoint must match to be resumed, and where the run stood.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Meta {
-    /// Identifies model, plan, rounding, texts and settings; see `tune::run_identity`.
-    pub identity: String,
+    /// The run's settings by field: model, plan, rounding, texts and training settings
+    /// (`tune::run_settings`); a resume must match each.
+    pub identity: Vec<(String, String)>,
     pub step: usize,
     /// Adam's step count (kept steps).
     pub updates: u64,
@@ -69,9 +70,54 @@ pub(crate) fn save(path: &Path, meta: &Meta, vars: &[VarState]) -> Result<()> {
     write_atomic(path, &data)
 }
 
+/// What `inspect` finds in a checkpoint: where its run stood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointSummary {
+    /// Steps taken.
+    pub step: usize,
+    /// Trained variables it holds.
+    pub variables: usize,
+    /// The settings its run was started with, by field.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Reads and checks a tune checkpoint without the run it belongs to: the variables'
+/// shapes are taken from the file itself (`var.0`, `var.1`, ...), then it is loaded and
+/// checked as a resume would (every number finite, the history backing the step).
+pub fn inspect(path: &Path) -> Result<CheckpointSummary> {
+    crate::fsutil::check_regular_file(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
+    let shapes: Vec<Vec<usize>> = (0..st.len() / PER_VAR)
+        .map_while(|k| {
+            st.tensor(&format!("var.{k}"))
+                .ok()
+                .map(|t| t.shape().to_vec())
+        })
+        .collect();
+    drop(st);
+    let (meta, vars) = load(path, &shapes)?;
+    Ok(CheckpointSummary {
+        step: meta.step,
+        variables: vars.len(),
+        settings: meta.identity,
+    })
+}
+
 /// Reads a checkpoint written by `save`; every tensor must be f32 with the shape of the
 /// variable it restores (`shapes`, in order).
 pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarState>)> {
+    load_if(path, shapes, |_| Ok(()))
+}
+
+/// `load`, with `accept` judging the metadata before any tensor is read (a checkpoint of
+/// another run is refused for its settings, not for its tensor count).
+pub(crate) fn load_if(
+    path: &Path,
+    shapes: &[Vec<usize>],
+    accept: impl FnOnce(&Meta) -> Result<()>,
+) -> Result<(Meta, Vec<VarState>)> {
+    crate::fsutil::check_regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, header) =
         SafeTensors::read_metadata(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
@@ -86,6 +132,8 @@ pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarS
             )
         })?;
     let meta: Meta = serde_json::from_str(json).map_err(|e| Error::format(path, e.to_string()))?;
+    check_meta(path, &meta)?;
+    accept(&meta)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::format(path, e.to_string()))?;
     let read = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
         let t = st
@@ -118,6 +166,7 @@ pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarS
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    check_values(path, &vars)?;
     if st.len() != shapes.len() * PER_VAR {
         return Err(Error::format(
             path,
@@ -129,6 +178,84 @@ pub(crate) fn load(path: &Path, shapes: &[Vec<usize>]) -> Result<(Meta, Vec<VarS
         ));
     }
     Ok((meta, vars))
+}
+
+/// The checkpoint's own numbers: every value, moment and best value finite (second
+/// moments not negative).
+fn check_values(path: &Path, vars: &[VarState]) -> Result<()> {
+    for (k, s) in vars.iter().enumerate() {
+        let lists = [
+            ("var", &s.values),
+            ("m", &s.moments.m),
+            ("v", &s.moments.v),
+            ("best", &s.best),
+        ];
+        for (name, list) in lists {
+            let at = list
+                .iter()
+                .position(|x| !x.is_finite() || (name == "v" && *x < 0.0));
+            if let Some(i) = at {
+                let what = match name == "v" && list[i].is_finite() {
+                    true => "negative",
+                    false => "not finite",
+                };
+                return Err(Error::tensor(
+                    path,
+                    &format!("{name}.{k}"),
+                    format!("element {i} is {} ({what})", list[i]),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The metadata's own numbers: one history record per step in order, the counters and
+/// the best step within the steps taken, the best KL and the rate finite.
+fn check_meta(path: &Path, meta: &Meta) -> Result<()> {
+    let bad = |key: &str, msg: String| Err(Error::config(path, key, msg));
+    if meta.history.len() != meta.step {
+        return bad(
+            "step",
+            format!("{} but {} step records", meta.step, meta.history.len()),
+        );
+    }
+    if let Some((i, r)) = meta
+        .history
+        .iter()
+        .enumerate()
+        .find(|(i, r)| r.step != i + 1)
+    {
+        return bad(
+            "history",
+            format!("record {i} is of step {}, expected {}", r.step, i + 1),
+        );
+    }
+    if meta.updates > meta.step as u64 {
+        return bad(
+            "updates",
+            format!("{} updates in {} steps", meta.updates, meta.step),
+        );
+    }
+    if meta.best_step > meta.step {
+        return bad(
+            "best_step",
+            format!("{} is past step {}", meta.best_step, meta.step),
+        );
+    }
+    if !(meta.best_validation.is_finite() && meta.best_validation >= 0.0) {
+        return bad(
+            "best_validation",
+            format!("{}: a KL is finite and not negative", meta.best_validation),
+        );
+    }
+    if !(meta.control.rate.is_finite() && meta.control.rate > 0.0 && meta.control.rate <= 1.0) {
+        return bad(
+            "control.rate",
+            format!("{}: a rate factor lies in (0, 1]", meta.control.rate),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,14 +276,14 @@ mod tests {
             best: vec![0.0, -0.1, 2e-9, 2.5],
         }];
         let meta = Meta {
-            identity: "abc".into(),
-            step: 7,
-            updates: 6,
+            identity: vec![("model".into(), "abc".into())],
+            step: 1,
+            updates: 1,
             control: Control { rate: 0.625 },
-            best_step: 5,
+            best_step: 1,
             best_validation: 0.125,
             history: vec![StepRecord {
-                step: 7,
+                step: 1,
                 loss: 0.25,
                 loss_after: 0.5,
                 kept: false,

@@ -32,6 +32,7 @@ use crate::export::ResolvedPlan;
 use crate::model::{Model, NoHook};
 use crate::quant::{GgmlType, RoundingInputs};
 use candle_core::Tensor;
+pub use checkpoint::{inspect as inspect_checkpoint, CheckpointSummary};
 pub use params::Codes;
 use params::Params;
 use rand::SeedableRng;
@@ -182,31 +183,75 @@ pub struct TuneSetup<'a> {
     pub heldout: &'a Reference,
 }
 
-/// Identifies a run for resume: model weights, plan types, texts and settings.
-fn run_identity(s: &TuneSetup, cfg: &TuneConfig) -> String {
+/// FNV-1a of `bytes`, as 16 hex digits (the fingerprints a checkpoint compares).
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Everything a run's numbers depend on, by field, for resume: model weights, plan
+/// types, rounding inputs (importance matrix, output-rounding moments), the texts'
+/// windows and each training setting. A checkpoint whose list differs is another run's;
+/// the fields that differ are named.
+fn run_settings(s: &TuneSetup, cfg: &TuneConfig) -> Vec<(String, String)> {
     let types: Vec<&str> = s.plan.types.iter().map(|t| t.name()).collect();
-    let text = |r: &Reference| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&r.windows.ids, &mut h);
-        std::hash::Hasher::finish(&h)
+    let windows = |r: &Reference| {
+        let w = &r.windows;
+        let ids = w.ids.iter().flat_map(|t| t.to_le_bytes());
+        format!(
+            "{} windows of {} tokens, tokens {}",
+            w.len(),
+            w.seq_len,
+            fnv(ids)
+        )
     };
-    format!(
-        "model {} | types {} | calib {:x} | heldout {:x} | lr {} {} | batch {} | seed {} | aux {} | codes {:?} | sub-scales {} {} | validation {} every {}",
-        s.model.fingerprint,
-        types.join(","),
-        text(s.calibration),
-        text(s.heldout),
-        cfg.lr,
-        cfg.lr_aux,
-        cfg.batch,
-        cfg.seed,
-        cfg.train_aux,
-        cfg.codes,
-        cfg.sub_scales,
-        cfg.lr_sub,
-        cfg.validation,
-        cfg.eval_every
-    )
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let imatrix: Vec<u8> = s
+        .rounding
+        .imatrix
+        .iter()
+        .flat_map(|c| c.as_deref().map_or_else(|| vec![0xff], floats))
+        .collect();
+    let moments: Vec<u8> = s
+        .rounding
+        .moments
+        .iter()
+        .flat_map(|h| {
+            h.as_deref()
+                .map_or_else(|| vec![0xff], |h| floats(h.diag()))
+        })
+        .collect();
+    let rounding = match (
+        imatrix.iter().all(|&b| b == 0xff),
+        s.rounding.moments.is_empty(),
+    ) {
+        (true, true) => "per block, no importance matrix".to_string(),
+        _ => format!("importance {} moments {}", fnv(imatrix), fnv(moments)),
+    };
+    [
+        ("model", s.model.fingerprint.clone()),
+        ("plan", fnv(types.join(",").into_bytes())),
+        ("rounding", rounding),
+        ("text", windows(s.calibration)),
+        ("heldout", windows(s.heldout)),
+        ("lr", cfg.lr.to_string()),
+        ("lr_aux", cfg.lr_aux.to_string()),
+        ("batch", cfg.batch.to_string()),
+        ("seed", cfg.seed.to_string()),
+        ("train_aux", cfg.train_aux.to_string()),
+        ("codes", format!("{:?}", cfg.codes).to_lowercase()),
+        ("sub_scales", cfg.sub_scales.to_string()),
+        ("lr_sub", cfg.lr_sub.to_string()),
+        ("validation", cfg.validation.to_string()),
+        ("eval_every", cfg.eval_every.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The windows step `step` trains on: `batch` distinct ones of the `n` training windows,
@@ -291,17 +336,25 @@ fn snapshot(ts: &[Tensor]) -> Result<Vec<Tensor>> {
 }
 
 fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
-    if cfg.steps == 0 || cfg.batch == 0 {
-        return Err(Error::setting(
-            "steps",
-            "steps and batch must be at least 1",
-        ));
+    for (field, n) in [("steps", cfg.steps), ("batch", cfg.batch)] {
+        if n == 0 {
+            return Err(Error::setting(field, "must be at least 1"));
+        }
     }
     let positive = |r: f32| r.is_finite() && r > 0.0;
-    if !(positive(cfg.lr) && positive(cfg.lr_sub) && cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0) {
+    let rates = [
+        ("lr", cfg.lr, positive(cfg.lr)),
+        ("lr_sub", cfg.lr_sub, positive(cfg.lr_sub)),
+        (
+            "lr_aux",
+            cfg.lr_aux,
+            cfg.lr_aux.is_finite() && cfg.lr_aux >= 0.0,
+        ),
+    ];
+    if let Some((field, r, _)) = rates.iter().find(|r| !r.2) {
         return Err(Error::setting(
-            "lr",
-            "learning rates must be finite and positive",
+            field,
+            format!("{r}: a learning rate must be finite and positive"),
         ));
     }
     if !(cfg.validation > 0.0 && cfg.validation < 1.0) {
@@ -347,9 +400,9 @@ pub fn tune(s: &TuneSetup, cfg: &TuneConfig, hooks: TuneHooks) -> Result<TuneOut
     let initial: Vec<Vec<u8>> = p.tensors.iter().map(|q| q.bytes.clone()).collect();
     let aux0 = snapshot(&p.aux()?)?;
     let before = scores(s, &p, (&initial, &aux0), train, cfg.score_training_windows)?;
-    let identity = run_identity(s, cfg);
+    let identity = run_settings(s, cfg);
     let mut tr = match (&cfg.checkpoint, cfg.resume) {
-        (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity)?,
+        (Some(path), true) if path.exists() => Trainer::restore(&p, path, &identity, cfg.steps)?,
         _ => Trainer::new(&p, before.validation.kl)?,
     };
     let resumed_from = (tr.step > 0).then_some(tr.step);
@@ -391,7 +444,7 @@ fn train_loop(
     cfg: &TuneConfig,
     tr: &mut Trainer,
     hooks: TuneHooks,
-    identity: &str,
+    identity: &[(String, String)],
     train: usize,
 ) -> Result<()> {
     let TuneHooks { mut on_step, stop } = hooks;

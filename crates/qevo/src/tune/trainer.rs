@@ -119,13 +119,18 @@ impl Trainer {
 
     /// Writes the checkpoint when one is configured and this step is a multiple of
     /// `checkpoint_every`; true when it wrote.
-    pub fn save_if_due(&self, p: &Params, cfg: &TuneConfig, identity: &str) -> Result<bool> {
+    pub fn save_if_due(
+        &self,
+        p: &Params,
+        cfg: &TuneConfig,
+        identity: &[(String, String)],
+    ) -> Result<bool> {
         let due = cfg.checkpoint_every > 0 && self.step.is_multiple_of(cfg.checkpoint_every);
         let Some(path) = cfg.checkpoint.as_ref().filter(|_| due) else {
             return Ok(false);
         };
         let meta = checkpoint::Meta {
-            identity: identity.to_string(),
+            identity: identity.to_vec(),
             step: self.step,
             updates: self.updates,
             control: self.control,
@@ -153,19 +158,34 @@ impl Trainer {
             .collect()
     }
 
-    pub fn restore(p: &Params, path: &Path, identity: &str) -> Result<Trainer> {
+    /// Restores a checkpoint of this run (`identity`, `run_settings`) that stands at or
+    /// before step `steps`; one of another run is refused naming each setting that
+    /// differs.
+    pub fn restore(
+        p: &Params,
+        path: &Path,
+        identity: &[(String, String)],
+        steps: usize,
+    ) -> Result<Trainer> {
         let shapes: Vec<Vec<usize>> = p.vars.iter().map(|v| v.dims().to_vec()).collect();
-        let (meta, states) = checkpoint::load(path, &shapes)?;
-        if meta.identity != identity {
-            return Err(Error::format(
-                path,
-                format!(
-                    "checkpoint of another run (model, plan, texts or settings differ):\n  \
-                     checkpoint: {}\n  this run:   {identity}",
-                    meta.identity
-                ),
-            ));
-        }
+        let accept = |meta: &checkpoint::Meta| {
+            let mut differences = crate::error::differences(&meta.identity, identity);
+            if meta.step > steps {
+                differences.push(crate::error::Difference {
+                    field: "steps".into(),
+                    checkpoint: format!("{} steps already taken", meta.step),
+                    now: format!("{steps} steps in all"),
+                });
+            }
+            match differences.is_empty() {
+                true => Ok(()),
+                false => Err(Error::ResumeMismatch {
+                    path: path.to_path_buf(),
+                    differences,
+                }),
+            }
+        };
+        let (meta, states) = checkpoint::load_if(path, &shapes, accept)?;
         let now: Vec<Vec<f32>> = states.iter().map(|s| s.values.clone()).collect();
         set_values(&p.vars, &now)?;
         let best = states.iter().map(|s| s.best.clone()).collect();
