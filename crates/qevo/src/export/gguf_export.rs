@@ -91,6 +91,11 @@ fn llama_config(model: &Model) -> Result<(&LlamaConfig, &'static GgufArch)> {
     Ok((cfg, arch))
 }
 
+/// Whether `gguf_rows` reorders this tensor's rows.
+fn permuted_qk(name: &str, cfg: &LlamaConfig) -> bool {
+    gguf_permutes_qk(cfg.kind) && (name.contains(".attn_q.") || name.contains(".attn_k."))
+}
+
 /// Rows of q/k weights (and biases) in the architecture's rotary layout.
 fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
     if !gguf_permutes_qk(cfg.kind) {
@@ -313,9 +318,14 @@ fn planned_tensors<'a>(
                 // valid).
                 PlannedBytes::Quantize(rounding) => {
                     let quantize = move || {
-                        let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
-                        let values = crate::model::widened(&w)?.flatten_all()?.to_vec1::<f32>()?;
-                        drop(w);
+                        let values = match permuted_qk(&info.name, cfg) {
+                            // One f32 copy of the weight (an 8B model's embedding: 2 GB).
+                            false => w.values()?,
+                            true => {
+                                let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
+                                crate::model::widened(&w)?.flatten_all()?.to_vec1::<f32>()?
+                            }
+                        };
                         rounding.quantize_ggml(i, info, &values, t)
                     };
                     match len {
