@@ -7,7 +7,7 @@
 //! from config.json and tokenizer.json.
 
 use super::gguf_arch::{gguf_arch, rope_tensors, GgufArch};
-use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
+use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter, TensorHead};
 use super::plan::{check_output_path, Fallback, ResolvedPlan};
 use super::vocab;
 use crate::error::{Error, Result};
@@ -15,6 +15,7 @@ use crate::model::gguf::{ggml_type_info, Gguf, Value};
 use crate::model::{gguf_permutes_qk, permute_rows, Arch, LlamaConfig, Model, GGUF_ROPE_TENSORS};
 use crate::quant::{GgmlType, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,11 @@ fn llama_config(model: &Model) -> Result<(&LlamaConfig, &'static GgufArch)> {
     Ok((cfg, arch))
 }
 
+/// Whether `gguf_rows` reorders this tensor's rows.
+fn permuted_qk(name: &str, cfg: &LlamaConfig) -> bool {
+    gguf_permutes_qk(cfg.kind) && (name.contains(".attn_q.") || name.contains(".attn_k."))
+}
+
 /// Rows of q/k weights (and biases) in the architecture's rotary layout.
 fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
     if !gguf_permutes_qk(cfg.kind) {
@@ -112,15 +118,70 @@ fn gguf_rows(name: &str, w: &Tensor, cfg: &LlamaConfig) -> Result<Tensor> {
     }
 }
 
-fn f32_tensor(name: &str, w: &Tensor) -> Result<GgufTensorOut> {
+/// One tensor of the file: its directory entry, and its bytes held or made only when the
+/// writer reaches it (a planned tensor is quantized then, so an export holds one
+/// tensor's values and bytes at a time, not the whole model's).
+struct Out<'a> {
+    name: String,
+    dims: Vec<u64>,
+    type_id: u32,
+    len: u64,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
+    Held(Vec<u8>),
+    Made(Box<dyn Fn() -> Result<Vec<u8>> + 'a>),
+}
+
+impl std::fmt::Debug for Out<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out")
+            .field("name", &self.name)
+            .field("dims", &self.dims)
+            .field("type_id", &self.type_id)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'a> Out<'a> {
+    fn held(t: GgufTensorOut) -> Out<'a> {
+        Out {
+            name: t.name,
+            dims: t.dims,
+            type_id: t.type_id,
+            len: t.bytes.len() as u64,
+            data: Data::Held(t.bytes),
+        }
+    }
+
+    fn head(&self) -> TensorHead<'_> {
+        TensorHead {
+            name: &self.name,
+            dims: &self.dims,
+            type_id: self.type_id,
+            len: self.len,
+        }
+    }
+
+    fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.data {
+            Data::Held(b) => Ok(Cow::Borrowed(b)),
+            Data::Made(make) => Ok(Cow::Owned(make()?)),
+        }
+    }
+}
+
+fn f32_tensor<'a>(name: &str, w: &Tensor) -> Result<Out<'a>> {
     let dims: Vec<u64> = w.dims().iter().rev().map(|&d| d as u64).collect();
     let data = crate::model::widened(w)?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(GgufTensorOut {
+    Ok(Out::held(GgufTensorOut {
         name: name.to_string(),
         dims,
         type_id: GgmlType::F32.gguf_id(),
         bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    })
+    }))
 }
 
 /// Block parts in llama.cpp's converter order (the HF module order within a layer).
@@ -210,14 +271,14 @@ fn gguf_byte_rows(name: &str, bytes: &[u8], rows: usize, cfg: &LlamaConfig) -> R
         .collect())
 }
 
-/// The planned tensors as GGUF-ready bytes (in GGUF row order).
-fn planned_tensors(
-    model: &Model,
+/// The planned tensors, their bytes (in GGUF row order) made when written.
+fn planned_tensors<'a>(
+    model: &'a Model,
     plan: &ResolvedPlan,
-    source: &PlannedBytes,
-    cfg: &LlamaConfig,
+    source: &'a PlannedBytes<'a>,
+    cfg: &'a LlamaConfig,
     arch: &GgufArch,
-) -> Result<Vec<GgufTensorOut>> {
+) -> Result<Vec<Out<'a>>> {
     let outs = model
         .tensors
         .iter()
@@ -225,35 +286,6 @@ fn planned_tensors(
         .zip(&plan.types)
         .enumerate()
         .map(|(i, ((info, w), &t))| {
-            let bytes = match source {
-                PlannedBytes::Given(all) => {
-                    let b = all.get(i).ok_or_else(|| {
-                        Error::tensor(&model.source, &info.name, "no tuned bytes")
-                    })?;
-                    if Some(b.len()) != t.tensor_bytes(info.rows, info.cols) {
-                        return Err(Error::tensor(
-                            &model.source,
-                            &info.name,
-                            format!("{} tuned bytes do not make a {} tensor", b.len(), t.name()),
-                        ));
-                    }
-                    gguf_byte_rows(&info.name, b, info.rows, cfg)?
-                }
-                // The evaluator's own entry point, so the bytes are the ones it scored
-                // (an importance matrix and input moments are per column, and output
-                // rounding treats rows independently: the row permutation leaves both
-                // valid).
-                PlannedBytes::Layout => Vec::new(),
-                PlannedBytes::Quantize(rounding) => {
-                    let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
-                    rounding.quantize_ggml(
-                        i,
-                        info,
-                        &crate::model::widened(&w)?.flatten_all()?.to_vec1::<f32>()?,
-                        t,
-                    )?
-                }
-            };
             // Stacked experts are llama.cpp's 3-d `ffn_*_exps` {cols, rows, experts}.
             let dims = match info.experts {
                 Some(e) => vec![
@@ -263,11 +295,57 @@ fn planned_tensors(
                 ],
                 None => vec![info.cols as u64, info.rows as u64],
             };
-            Ok(GgufTensorOut {
+            let len = t.tensor_bytes(info.rows, info.cols);
+            let data = match source {
+                PlannedBytes::Given(all) => {
+                    let b = all.get(i).ok_or_else(|| {
+                        Error::tensor(&model.source, &info.name, "no tuned bytes")
+                    })?;
+                    if Some(b.len()) != len {
+                        return Err(Error::tensor(
+                            &model.source,
+                            &info.name,
+                            format!("{} tuned bytes do not make a {} tensor", b.len(), t.name()),
+                        ));
+                    }
+                    let (name, rows) = (&info.name, info.rows);
+                    Data::Made(Box::new(move || gguf_byte_rows(name, b, rows, cfg)))
+                }
+                PlannedBytes::Layout => Data::Held(Vec::new()),
+                // The evaluator's own entry point, so the bytes are the ones it scored
+                // (an importance matrix and input moments are per column, and output
+                // rounding treats rows independently: the row permutation leaves both
+                // valid).
+                PlannedBytes::Quantize(rounding) => {
+                    let quantize = move || {
+                        let values = match permuted_qk(&info.name, cfg) {
+                            // One f32 copy of the weight (an 8B model's embedding: 2 GB).
+                            false => w.values()?,
+                            true => {
+                                let w = gguf_rows(&info.name, &w.tensor()?, cfg)?;
+                                crate::model::widened(&w)?.flatten_all()?.to_vec1::<f32>()?
+                            }
+                        };
+                        rounding.quantize_ggml(i, info, &values, t)
+                    };
+                    match len {
+                        Some(_) => Data::Made(Box::new(quantize)),
+                        // No whole blocks: quantizing says why, naming the tensor.
+                        None => Data::Held(quantize()?),
+                    }
+                }
+            };
+            let len = match (&data, source) {
+                (_, PlannedBytes::Layout) => 0,
+                (Data::Held(b), _) => b.len() as u64,
+                (Data::Made(_), _) => len.unwrap_or(0) as u64,
+            };
+            Ok(Out {
                 name: info.name.clone(),
                 dims,
                 type_id: t.gguf_id(),
-                bytes,
+                len,
+                data,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -278,8 +356,8 @@ fn planned_tensors(
 }
 
 /// Each block's `ffn_gate` and `ffn_up` as one `ffn_up` of gate rows then up rows.
-fn fuse_gate_up(outs: Vec<GgufTensorOut>) -> Result<Vec<GgufTensorOut>> {
-    let mut gates: HashMap<String, GgufTensorOut> = HashMap::new();
+fn fuse_gate_up(outs: Vec<Out<'_>>) -> Result<Vec<Out<'_>>> {
+    let mut gates: HashMap<String, Out> = HashMap::new();
     let mut res = Vec::with_capacity(outs.len());
     for t in outs {
         if let Some(stem) = t.name.strip_suffix(".ffn_gate.weight") {
@@ -308,7 +386,7 @@ fn fuse_gate_up(outs: Vec<GgufTensorOut>) -> Result<Vec<GgufTensorOut>> {
 /// `top` rows then `bottom` rows, named as `bottom`. Every GGML block lies inside one
 /// row and is quantized from that row alone, so the concatenated bytes are the bytes of
 /// the concatenated matrix: exactly what was scored for each part.
-fn fuse_rows(top: GgufTensorOut, bottom: GgufTensorOut) -> Result<GgufTensorOut> {
+fn fuse_rows<'a>(top: Out<'a>, bottom: Out<'a>) -> Result<Out<'a>> {
     let type_name = |id: u32| ggml_type_info(id).map_or("?", |t| t.name);
     if top.type_id != bottom.type_id {
         return Err(Error::Plan {
@@ -332,13 +410,33 @@ fn fuse_rows(top: GgufTensorOut, bottom: GgufTensorOut) -> Result<GgufTensorOut>
             ),
         });
     }
-    let mut bytes = top.bytes;
-    bytes.extend_from_slice(&bottom.bytes);
-    Ok(GgufTensorOut {
-        name: bottom.name,
-        dims: vec![top.dims[0], top.dims[1] + bottom.dims[1]],
-        type_id: top.type_id,
-        bytes,
+    let dims = vec![top.dims[0], top.dims[1] + bottom.dims[1]];
+    let (name, type_id, len) = (bottom.name.clone(), top.type_id, top.len + bottom.len);
+    let data = match (top.data, bottom.data) {
+        (Data::Held(mut t), Data::Held(b)) => {
+            t.extend_from_slice(&b);
+            Data::Held(t)
+        }
+        (t, b) => {
+            let part = |d: &Data<'a>| -> Result<Vec<u8>> {
+                match d {
+                    Data::Held(x) => Ok(x.clone()),
+                    Data::Made(make) => make(),
+                }
+            };
+            Data::Made(Box::new(move || {
+                let mut bytes = part(&t)?;
+                bytes.extend_from_slice(&part(&b)?);
+                Ok(bytes)
+            }))
+        }
+    };
+    Ok(Out {
+        name,
+        dims,
+        type_id,
+        len,
+        data,
     })
 }
 
@@ -374,7 +472,7 @@ fn hf_metadata(model: &Model, cfg: &LlamaConfig, arch: &GgufArch) -> Result<Vec<
 }
 
 /// The non-planned tensors of the model (norms, biases) in f32, for an HF source.
-fn hf_aux_tensors(model: &Model, cfg: &LlamaConfig) -> Result<Vec<GgufTensorOut>> {
+fn hf_aux_tensors<'a>(model: &Model, cfg: &LlamaConfig) -> Result<Vec<Out<'a>>> {
     let mut out = model
         .llama_aux_tensors()
         .unwrap_or_default()
@@ -393,7 +491,7 @@ fn hf_aux_tensors(model: &Model, cfg: &LlamaConfig) -> Result<Vec<GgufTensorOut>
 
 /// A GGUF source's non-planned tensors (norms, biases), byte for byte; fused tensors
 /// qevo split at load (Phi-3's `attn_qkv`) are superseded by their parts.
-fn gguf_aux_tensors(model: &Model, src: &Gguf) -> Vec<GgufTensorOut> {
+fn gguf_aux_tensors<'a>(model: &Model, src: &Gguf) -> Vec<Out<'a>> {
     let aux: HashSet<String> = model
         .llama_aux_tensors()
         .unwrap_or_default()
@@ -403,11 +501,13 @@ fn gguf_aux_tensors(model: &Model, src: &Gguf) -> Vec<GgufTensorOut> {
     src.tensors
         .iter()
         .filter(|t| aux.contains(&t.name) || GGUF_ROPE_TENSORS.contains(&t.name.as_str()))
-        .map(|t| GgufTensorOut {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            type_id: t.type_id,
-            bytes: src.tensor_bytes(t).to_vec(),
+        .map(|t| {
+            Out::held(GgufTensorOut {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                type_id: t.type_id,
+                bytes: src.tensor_bytes(t).to_vec(),
+            })
         })
         .collect()
 }
@@ -448,8 +548,9 @@ fn write_gguf(
     out: &Path,
 ) -> Result<ExportSummary> {
     check_output_path(&model.source, out)?;
-    let (w, planned_tensor_bytes, other_tensor_bytes) = assemble(model, plan, source)?;
-    let layout = w.write(out)?;
+    let (w, tensors, planned_tensor_bytes, other_tensor_bytes) = assemble(model, plan, source)?;
+    let heads: Vec<TensorHead> = tensors.iter().map(Out::head).collect();
+    let layout = w.write_streamed(out, &heads, |i| tensors[i].bytes())?;
     Ok(ExportSummary {
         path: out.to_path_buf(),
         layout,
@@ -470,18 +571,19 @@ pub fn gguf_fixed_bytes(model: &Model) -> Result<u64> {
         formats: vec![WeightFormat::Ggml(GgmlType::F16); n],
         fallbacks: Vec::new(),
     };
-    let (w, _, other) = assemble(model, &plan, &PlannedBytes::Layout)?;
-    let (header, alignment) = w.header_bytes()?;
-    Ok(header.div_ceil(alignment) * alignment + other + w.tensors.len() as u64 * (alignment - 1))
+    let (w, tensors, _, other) = assemble(model, &plan, &PlannedBytes::Layout)?;
+    let heads: Vec<TensorHead> = tensors.iter().map(Out::head).collect();
+    let (header, alignment) = w.header_bytes_for(&heads)?;
+    Ok(header.div_ceil(alignment) * alignment + other + tensors.len() as u64 * (alignment - 1))
 }
 
-/// The writer for `model` under `plan`: metadata and every tensor, in the file's order,
-/// with the planned and the other tensors' byte counts.
-fn assemble(
-    model: &Model,
+/// The writer for `model` under `plan` (its metadata) and every tensor in the file's
+/// order, with the planned and the other tensors' byte counts.
+fn assemble<'a>(
+    model: &'a Model,
     plan: &ResolvedPlan,
-    source: &PlannedBytes,
-) -> Result<(GgufWriter, u64, u64)> {
+    source: &'a PlannedBytes<'a>,
+) -> Result<(GgufWriter, Vec<Out<'a>>, u64, u64)> {
     let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
         return Err(Error::Invalid(format!(
@@ -491,7 +593,7 @@ fn assemble(
         )));
     }
     let planned = planned_tensors(model, plan, source, cfg, arch)?;
-    let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();
+    let planned_tensor_bytes: u64 = planned.iter().map(|t| t.len).sum();
     let mut w = GgufWriter::default();
     let src = match model.source.is_dir() {
         true => None,
@@ -518,8 +620,8 @@ fn assemble(
         .unwrap_or(0);
     w.set("general.file_type", Value::U32(ftype));
     w.set("general.quantization_version", Value::U32(2));
-    let other_tensor_bytes: u64 = others.iter().map(|t| t.bytes.len() as u64).sum();
-    let mut all: Vec<GgufTensorOut> = planned.into_iter().chain(others).collect();
+    let other_tensor_bytes: u64 = others.iter().map(|t| t.len).sum();
+    let mut all: Vec<Out> = planned.into_iter().chain(others).collect();
     // A GGUF source keeps its own tensor order; an HF source gets llama.cpp's.
     match &src {
         None => all.sort_by_cached_key(|t| file_order(&t.name)),
@@ -533,8 +635,7 @@ fn assemble(
             all.sort_by_cached_key(|t| source_order(&t.name, &pos));
         }
     }
-    w.tensors = all;
-    Ok((w, planned_tensor_bytes, other_tensor_bytes))
+    Ok((w, all, planned_tensor_bytes, other_tensor_bytes))
 }
 
 #[cfg(test)]
@@ -551,11 +652,11 @@ mod tests {
         assert!(FILE_TYPES.contains(&(GgmlType::Iq1M, 31)));
     }
 
-    fn out(name: &str, t: GgmlType, rows: usize, cols: usize, data: &[f32]) -> GgufTensorOut {
+    fn out(name: &str, t: GgmlType, rows: usize, cols: usize, data: &[f32]) -> Out<'static> {
         // Types llama.cpp only writes with an importance matrix get a non-uniform one.
         let im: Vec<f32> = (0..cols).map(|c| 1.0 + (c % 7) as f32).collect();
         let im = t.requires_imatrix().then_some(im.as_slice());
-        GgufTensorOut {
+        Out::held(GgufTensorOut {
             name: name.into(),
             dims: vec![cols as u64, rows as u64],
             type_id: t.gguf_id(),
@@ -563,7 +664,7 @@ mod tests {
                 .quantize(data, rows, cols, im)
                 .unwrap()
                 .bytes,
-        }
+        })
     }
 
     /// Fusing quantized gate and up rows is byte-exact only if every type quantizes each
@@ -580,7 +681,10 @@ mod tests {
             let whole = out("blk.0.ffn_up.weight", t, g + u, cols, &data);
             let fused = fuse_rows(gate, up).unwrap();
             assert_eq!(fused.dims, whole.dims, "{t}");
-            assert!(fused.bytes == whole.bytes, "{t}: stacked bytes differ");
+            assert!(
+                fused.bytes().unwrap() == whole.bytes().unwrap(),
+                "{t}: stacked bytes differ"
+            );
         }
     }
 

@@ -63,10 +63,10 @@ impl GgufWriter {
     }
 
     /// Serializes header + metadata + directory (without the padding before the data).
-    fn header(&self, alignment: u64) -> Result<Vec<u8>> {
+    fn header(&self, heads: &[TensorHead], alignment: u64) -> Result<Vec<u8>> {
         let mut seen = std::collections::HashSet::new();
-        for t in &self.tensors {
-            if !seen.insert(t.name.as_str()) {
+        for t in heads {
+            if !seen.insert(t.name) {
                 return Err(Error::Invalid(format!(
                     "tensor `{}` would be written twice",
                     t.name
@@ -76,7 +76,7 @@ impl GgufWriter {
         let mut b = Vec::new();
         b.extend_from_slice(GGUF_MAGIC);
         b.extend(3u32.to_le_bytes());
-        b.extend((self.tensors.len() as u64).to_le_bytes());
+        b.extend((heads.len() as u64).to_le_bytes());
         b.extend((self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut b, k);
@@ -84,38 +84,77 @@ impl GgufWriter {
             put_value(&mut b, v, k)?;
         }
         let mut offset = 0u64;
-        for t in &self.tensors {
-            put_str(&mut b, &t.name);
+        for t in heads {
+            put_str(&mut b, t.name);
             b.extend((t.dims.len() as u32).to_le_bytes());
-            for d in &t.dims {
+            for d in t.dims {
                 b.extend(d.to_le_bytes());
             }
             b.extend(t.type_id.to_le_bytes());
             b.extend(offset.to_le_bytes());
-            offset = (offset + t.bytes.len() as u64).div_ceil(alignment) * alignment;
+            offset = (offset + t.len).div_ceil(alignment) * alignment;
         }
         Ok(b)
+    }
+
+    fn heads(&self) -> Vec<TensorHead<'_>> {
+        self.tensors
+            .iter()
+            .map(|t| TensorHead {
+                name: &t.name,
+                dims: &t.dims,
+                type_id: t.type_id,
+                len: t.bytes.len() as u64,
+            })
+            .collect()
     }
 
     /// The header's length (metadata and tensor directory, before the data's padding)
     /// and the alignment the data takes.
     pub fn header_bytes(&self) -> Result<(u64, u64)> {
         let alignment = self.alignment()?;
-        Ok((self.header(alignment)?.len() as u64, alignment))
+        Ok((
+            self.header(&self.heads(), alignment)?.len() as u64,
+            alignment,
+        ))
+    }
+
+    /// The header's length for these tensors (in place of `tensors`), and the alignment.
+    pub(crate) fn header_bytes_for(&self, heads: &[TensorHead]) -> Result<(u64, u64)> {
+        let alignment = self.alignment()?;
+        Ok((self.header(heads, alignment)?.len() as u64, alignment))
     }
 
     /// Writes the file atomically and returns its byte counts.
     pub fn write(&self, path: &Path) -> Result<GgufLayout> {
+        self.write_streamed(path, &self.heads(), |i| {
+            Ok(std::borrow::Cow::Borrowed(&self.tensors[i].bytes))
+        })
+    }
+
+    /// Writes the metadata and the tensors `heads` (in place of `tensors`) atomically:
+    /// the header first, from the declared lengths alone, then each tensor's bytes as
+    /// `data(i)` makes them, one at a time, so only one tensor's bytes are held. Bytes
+    /// of another length than declared are an error naming the tensor (and no file is
+    /// left behind).
+    pub(crate) fn write_streamed<'b>(
+        &self,
+        path: &Path,
+        heads: &[TensorHead],
+        mut data: impl FnMut(usize) -> Result<std::borrow::Cow<'b, [u8]>>,
+    ) -> Result<GgufLayout> {
         let alignment = self.alignment()?;
-        let header = self.header(alignment)?;
+        let header = self.header(heads, alignment)?;
         let data_start = (header.len() as u64).div_ceil(alignment) * alignment;
         let mut file_bytes = data_start;
         let mut tensor_bytes = 0u64;
-        for t in &self.tensors {
-            tensor_bytes += t.bytes.len() as u64;
-            file_bytes = (file_bytes + t.bytes.len() as u64).div_ceil(alignment) * alignment;
+        for t in heads {
+            tensor_bytes += t.len;
+            file_bytes = (file_bytes + t.len).div_ceil(alignment) * alignment;
         }
-        crate::fsutil::write_atomic_with(path, |w| {
+        // `data`'s own error, carried past the io::Result the atomic writer takes.
+        let mut failed: Option<Error> = None;
+        let written = crate::fsutil::write_atomic_with(path, |w| {
             w.write_all(&header)?;
             let zeros = vec![0u8; alignment as usize];
             let mut pos = header.len() as u64;
@@ -126,13 +165,33 @@ impl GgufWriter {
                 Ok(())
             };
             pad(w, &mut pos)?;
-            for t in &self.tensors {
-                w.write_all(&t.bytes)?;
-                pos += t.bytes.len() as u64;
+            for (i, t) in heads.iter().enumerate() {
+                let bytes = match data(i) {
+                    Ok(b) if b.len() as u64 == t.len => b,
+                    Ok(b) => {
+                        failed = Some(Error::Invalid(format!(
+                            "tensor `{}`: {} bytes made, {} declared in the header",
+                            t.name,
+                            b.len(),
+                            t.len
+                        )));
+                        return Err(std::io::Error::other("tensor bytes"));
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return Err(std::io::Error::other("tensor bytes"));
+                    }
+                };
+                w.write_all(&bytes)?;
+                pos += t.len;
                 pad(w, &mut pos)?;
             }
             Ok(())
-        })?;
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        written?;
         Ok(GgufLayout {
             header_bytes: header.len() as u64,
             tensor_bytes,
@@ -141,6 +200,16 @@ impl GgufWriter {
             alignment,
         })
     }
+}
+
+/// A tensor's directory entry: name, `dims` in ggml order, storage type and the length
+/// of its bytes (what the offsets are laid out from before any byte is made).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TensorHead<'a> {
+    pub name: &'a str,
+    pub dims: &'a [u64],
+    pub type_id: u32,
+    pub len: u64,
 }
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
@@ -242,6 +311,49 @@ mod tests {
             g.dequantize(g.tensor("b").unwrap()).unwrap(),
             (0..9).map(|i| i as f32).collect::<Vec<_>>()
         );
+    }
+
+    /// A streamed write lays the header out from the declared lengths; bytes of another
+    /// length, or a tensor that cannot be made, fail naming the tensor and leave no file.
+    #[test]
+    fn streamed_write_checks_each_tensor_and_leaves_nothing_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.gguf");
+        let w = GgufWriter::default();
+        let dims = [2u64];
+        let heads = [
+            TensorHead {
+                name: "a",
+                dims: &dims,
+                type_id: 0,
+                len: 8,
+            },
+            TensorHead {
+                name: "b",
+                dims: &dims,
+                type_id: 0,
+                len: 8,
+            },
+        ];
+        let layout = w
+            .write_streamed(&p, &heads, |_| Ok(std::borrow::Cow::Owned(vec![0u8; 8])))
+            .unwrap();
+        assert_eq!(layout.file_bytes, std::fs::metadata(&p).unwrap().len());
+        assert_eq!(Gguf::open(&p).unwrap().tensors[1].offset, 32);
+        let q = dir.path().join("t.gguf");
+        let e = w
+            .write_streamed(&q, &heads, |i| {
+                Ok(std::borrow::Cow::Owned(vec![0u8; 8 + i]))
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`b`") && e.contains("9 bytes"), "{e}");
+        let e = w
+            .write_streamed(&q, &heads, |_| Err(Error::Invalid("no bytes for x".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no bytes for x"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -381,7 +381,11 @@ impl Weight {
 
     /// The f32 values, row-major.
     pub fn values(&self) -> Result<Vec<f32>> {
-        Ok(self.f32()?.flatten_all()?.to_vec1::<f32>()?)
+        match self {
+            // Decoded straight into the vector: one f32 copy, not two.
+            Weight::Mapped(m) if m.unpermute.is_none() => m.decode_rows(0, m.rows),
+            _ => Ok(self.f32()?.flatten_all()?.to_vec1::<f32>()?),
+        }
     }
 
     /// The weight as an in-memory tensor in the type it is stored in: f32, f16 or bf16 as
