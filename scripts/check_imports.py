@@ -10,18 +10,22 @@ import pathlib
 import re
 import sys
 
-# Lowest first. Foundations, then the pipeline in DESIGN's order.
+# Lowest first: the error types and small helpers, then the pipeline (docs/design.md,
+# "The pipeline"). quant's formats are codecs the loaders use, so they sit below model;
+# hw's profiles and cost model below plan, which prices a plan on them; calib runs the
+# model (under a plan) over calibration windows, eval scores plans, tune trains one,
+# export writes one (tuned or not), search runs the stages, report and recipe sit on top.
 ORDER = [
     "error", "fsutil", "mem", "assets",
-    "model",
     "quant",
-    "calib",
-    "eval",
+    "model",
     "hw",
     "plan",
-    "search",
+    "calib",
+    "eval",
     "tune",
     "export",
+    "search",
     "report",
     "recipe",
 ]

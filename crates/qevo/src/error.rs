@@ -54,7 +54,7 @@ pub enum Error {
     Plan { tensor: String, msg: String },
     /// The hardware cost model or a profile.
     #[error(transparent)]
-    Hw(#[from] crate::hw::HwError),
+    Hw(#[from] HwError),
     /// The evolutionary engine (configuration, checkpoint, problem failures).
     #[error(transparent)]
     Evo(#[from] evo::EvoError),
@@ -65,9 +65,9 @@ pub enum Error {
     #[error(
         "{what} needs an estimated {} ({parts}), more than the memory budget of {}; \
          the smallest budget that works is {}",
-        crate::mem::gb(*needed),
-        crate::mem::gb(*budget),
-        crate::mem::gb(*needed)
+        gb(*needed),
+        gb(*budget),
+        gb(*needed)
     )]
     Memory {
         what: String,
@@ -84,6 +84,50 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A byte count as every message writes it: GB with two decimals.
+pub fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// Typed errors of the hardware module (`hw`): every profile error names the file, the
+/// key and the line, so a user can fix a hand-written profile at once. Defined here, with
+/// the crate's `Error` that wraps it, so the error types sit below every module.
+#[derive(Debug, thiserror::Error)]
+pub enum HwError {
+    /// A profile that does not parse or does not validate.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Profile {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("cannot read profile {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unknown profile `{name}`: not a built-in ({known}) nor a readable file path")]
+    UnknownProfile { name: String, known: String },
+    /// A user's constraint override (`key=value`) that names no constraint or has a bad value.
+    #[error("constraint override `{input}`: {message}")]
+    Override { input: String, message: String },
+    /// Counts handed to the cost model that it cannot price.
+    #[error("layer `{layer}`: {message}")]
+    Counts { layer: String, message: String },
+    #[error("cannot write profile {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("host measurement: {0}")]
+    Measure(String),
+    #[error("host measurement: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("serialising profile `{name}`: {message}")]
+    Serialise { name: String, message: String },
+}
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -29,8 +29,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 
-use super::error::HwError;
 use super::profile::{profile_to_toml, ComputeMode, Constraints, Profile, Workload};
+use crate::error::HwError;
 use crate::error::{Error, Result as QResult};
 use crate::model::{Model, NoHook, Quantized, Role};
 use crate::quant::{GgmlType, TensorChoice, WeightFormat};

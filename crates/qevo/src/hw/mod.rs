@@ -9,13 +9,12 @@
 
 mod constraints;
 mod cost;
-mod error;
 pub mod host;
 mod profile;
 
+pub use crate::error::HwError;
 pub use constraints::{check_constraints, ConstraintCheck, ConstraintReport};
 pub use cost::{cost, select_mode, Bound, Cost, LayerCost, LinearCounts, ModelCounts};
-pub use error::HwError;
 pub use profile::{
     builtin, builtin_source, list_builtins, load_profile, parse_constraint_override, parse_profile,
     profile_to_toml, resolve_profile, save_profile_text, ComputeMode, ConstraintOverride,
