@@ -16,7 +16,9 @@ pub mod ct_layout;
 mod export_plan;
 mod gguf_arch;
 mod gguf_export;
-pub mod gguf_writer;
+/// The GGUF writer lives beside the reader (`model::gguf`), which the importance-matrix
+/// files share; exported here for the export code that writes models.
+pub use crate::model::gguf_writer;
 mod plan;
 mod safetensors_export;
 pub mod tensor_types;

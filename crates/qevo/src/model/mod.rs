@@ -15,6 +15,7 @@ mod bert;
 pub(crate) mod config;
 mod fused;
 pub mod gguf;
+pub mod gguf_writer;
 mod gpt2;
 mod llama;
 pub mod packed_st;
