@@ -112,7 +112,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     }
     let m = load_model(a.model.as_deref())?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
-    let resolved = qevo::export::resolve_ggml(&m, &plan, false)?;
+    let resolved = qevo::plan::resolve_ggml(&m, &plan, false)?;
     let imatrix = a
         .imatrix_file
         .as_deref()

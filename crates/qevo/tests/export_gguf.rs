@@ -11,9 +11,10 @@ use qevo::quant::RoundingInputs;
 use candle_core::{Device, Tensor};
 use common::*;
 use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, resolve_ggml, tensor_type_lines};
+use qevo::export::{export_gguf, tensor_type_lines};
 use qevo::model::gguf::{Gguf, Value};
 use qevo::model::{Model, NoHook};
+use qevo::plan::resolve_ggml;
 use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
 use std::path::{Path, PathBuf};
 

@@ -8,8 +8,9 @@
 mod common;
 
 use common::llama_tools::{llama_tool, LlamaLogits};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
 use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
 use std::path::Path;

@@ -4,8 +4,9 @@
 //! re-evaluated KL against the in-memory KL (asserted equal).
 
 use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::{Model, NoHook, Role};
+use qevo::plan::resolve_ggml;
 use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorChoice, TensorPlan, WeightCache, WeightFormat};
 use std::path::PathBuf;

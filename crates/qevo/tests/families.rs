@@ -5,8 +5,9 @@
 
 mod common;
 
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::{Arch, LlamaConfig, Model, WindowLayers};
+use qevo::plan::resolve_ggml;
 use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightFormat};
 use std::path::{Path, PathBuf};
 

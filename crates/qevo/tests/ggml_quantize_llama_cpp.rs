@@ -9,9 +9,10 @@
 //! order); the f32 tensors' own hashes are in the fixture too and are checked first. No
 //! llama.cpp tool is needed to run this.
 
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
 use qevo::quant::RoundingInputs;
 use qevo::quant::{GgmlType, TensorPlan, WeightFormat};
 use serde_json::Value;

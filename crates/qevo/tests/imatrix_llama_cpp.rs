@@ -13,9 +13,10 @@
 mod common;
 
 use common::llama_tools::{llama_tool, run_tool};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
 use qevo::quant::RoundingInputs;
 use qevo::quant::{collect_imatrix_llama_cpp, GgmlType, Imatrix, TensorPlan, WeightFormat};
 use std::path::Path;

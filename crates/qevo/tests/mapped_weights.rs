@@ -3,8 +3,9 @@
 //! file truncated or changed after loading is an error naming the file and the tensor.
 
 use candle_core::{Device, Tensor};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::{Model, NoHook};
+use qevo::plan::resolve_ggml;
 use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightCache, WeightFormat};
 use std::path::{Path, PathBuf};
 

@@ -5,12 +5,12 @@
 //! with (its importance matrix and output-rounding record), so it holds the scored bytes.
 
 use super::{
-    export_compressed_tensors, export_gguf, export_safetensors, resolve_ggml, write_tensor_types,
-    CtExport, ExportFormat, ExportSummary, Fallback, ResolvedPlan, SafetensorsExport,
+    export_compressed_tensors, export_gguf, export_safetensors, write_tensor_types, CtExport,
+    ExportFormat, ExportSummary, SafetensorsExport,
 };
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::plan::TensorPlan;
+use crate::plan::{resolve_ggml, Fallback, ResolvedPlan, TensorPlan};
 use crate::quant::{Imatrix, RoundingInputs, ScoredWith};
 use std::path::{Path, PathBuf};
 

@@ -8,11 +8,11 @@
 
 use super::gguf_arch::{gguf_arch, rope_tensors, GgufArch};
 use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
-use super::plan::{check_output_path, Fallback, ResolvedPlan};
 use super::vocab;
 use crate::error::{Error, Result};
 use crate::model::gguf::{ggml_type_info, Gguf, Value};
 use crate::model::{gguf_permutes_qk, permute_rows, Arch, LlamaConfig, Model, GGUF_ROPE_TENSORS};
+use crate::plan::{check_output_path, Fallback, ResolvedPlan};
 use crate::quant::{GgmlType, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
 use std::collections::{HashMap, HashSet};

@@ -419,7 +419,7 @@ mod tests {
         let sneaky = src.join("sub").join("..");
         assert!(check_output_dir(&src, &sneaky).is_err());
         let file = src.join("sub").join("..").join("model.gguf");
-        assert!(super::super::plan::check_output_path(&src, &file).is_err());
+        assert!(crate::plan::check_output_path(&src, &file).is_err());
         assert!(check_output_dir(&src, &root.path().join("out")).is_ok());
         assert!(check_output_dir(&src, &root.path().join("out").join("..").join("x")).is_ok());
     }

@@ -23,9 +23,10 @@ pub mod size;
 
 use crate::error::{Error, Result};
 use crate::eval::{auto_topk, Metrics, Reference, TokenWindows};
-use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml, ResolvedPlan};
+use crate::export::{export_gguf, export_tuned_gguf};
 use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
+use crate::plan::{resolve_ggml, ResolvedPlan};
 use crate::quant::{Imatrix, RoundingInputs, RoundingMode, WeightCache};
 use crate::search::output::PlanFile;
 use crate::search::{split_texts, SearchConfig, SearchOutcome, Settings};

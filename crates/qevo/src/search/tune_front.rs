@@ -7,8 +7,8 @@
 use super::{SearchConfig, SearchOutcome, TuneFrontConfig};
 use crate::error::Result;
 use crate::eval::{auto_topk, Reference, TokenWindows};
-use crate::export::resolve_ggml;
 use crate::model::Model;
+use crate::plan::resolve_ggml;
 use crate::quant::RoundingInputs;
 use crate::tune::{tune, Scores, TuneConfig, TuneHooks, TuneSetup, Tuned};
 

@@ -28,8 +28,8 @@ mod trainer;
 
 use crate::error::{Error, Result};
 use crate::eval::{Metrics, Reference};
-use crate::export::ResolvedPlan;
 use crate::model::{Model, NoHook};
+use crate::plan::ResolvedPlan;
 use crate::quant::{GgmlType, RoundingInputs};
 use candle_core::Tensor;
 pub use params::Codes;

@@ -21,8 +21,8 @@
 
 use super::decode_op::Dequant;
 use crate::error::{Error, Result};
-use crate::export::ResolvedPlan;
 use crate::model::Model;
+use crate::plan::ResolvedPlan;
 use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
 use crate::quant::sub_scales::{
     set_sub_scales, sub_scale_layout, sub_scales, with_unit_sub_scales, SubScaleLayout,

@@ -5,7 +5,7 @@
 use super::params::{decode, Params, Slot};
 use super::*;
 use crate::eval::TokenWindows;
-use crate::export::resolve_ggml;
+use crate::plan::resolve_ggml;
 use crate::quant::{TensorPlan, WeightFormat};
 use candle_core::Device;
 
