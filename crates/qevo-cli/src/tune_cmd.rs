@@ -4,7 +4,8 @@
 use crate::commands::{load_model, read_plan_for, read_text};
 use crate::table::Table;
 use anyhow::Result;
-use qevo::eval::{auto_topk, Reference, TokenWindows};
+use qevo::calib::TokenWindows;
+use qevo::eval::{auto_topk, Reference};
 use qevo::model::Model;
 use qevo::quant::RoundingInputs;
 use qevo::tune::{tune, StepRecord, TuneConfig, TuneHooks, TuneOutcome, TuneSetup};
@@ -116,7 +117,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let imatrix = a
         .imatrix_file
         .as_deref()
-        .map(qevo::quant::Imatrix::read)
+        .map(qevo::calib::Imatrix::read)
         .transpose()?;
     let rounding = RoundingInputs::for_model(&m, imatrix.as_ref(), scored.rounding.as_ref())?;
     let seq = a

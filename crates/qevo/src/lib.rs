@@ -28,6 +28,7 @@
 //! The library never prints and never exits; errors are typed (`Error`).
 
 pub mod assets;
+pub mod calib;
 pub mod error;
 pub mod eval;
 pub mod export;

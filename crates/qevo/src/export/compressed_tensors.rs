@@ -19,7 +19,8 @@ use super::safetensors_export::{
 use crate::error::{Error, Result};
 use crate::model::{Arch, Model, Role, TensorInfo};
 use crate::plan::TensorChoice;
-use crate::quant::{TensorPlan, WeightFormat};
+use crate::plan::TensorPlan;
+use crate::quant::WeightFormat;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 

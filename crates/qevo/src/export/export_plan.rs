@@ -8,10 +8,11 @@ use super::{
     export_compressed_tensors, export_gguf, export_safetensors, write_tensor_types, CtExport,
     ExportFormat, ExportSummary, SafetensorsExport,
 };
+use crate::calib::{Imatrix, ScoredWith};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::plan::{resolve_ggml, Fallback, ResolvedPlan, TensorPlan};
-use crate::quant::{Imatrix, RoundingInputs, ScoredWith};
+use crate::quant::RoundingInputs;
 use std::path::{Path, PathBuf};
 
 /// How a plan is exported.

@@ -10,11 +10,12 @@
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{llama_hf_name, raw_tensors, Arch, Model};
+use crate::plan::TensorPlan;
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };
-use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use crate::quant::{GgmlType, WeightFormat};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};

@@ -33,7 +33,8 @@ use super::profile::{profile_to_toml, ComputeMode, Constraints, Profile, Workloa
 use crate::error::HwError;
 use crate::error::{Error, Result as QResult};
 use crate::model::{Model, NoHook, Quantized, Role};
-use crate::quant::{GgmlType, TensorChoice, WeightFormat};
+use crate::plan::TensorChoice;
+use crate::quant::{GgmlType, WeightFormat};
 
 /// GGML weight types measured, with the name qevo's formats use and their compute width.
 pub const GGML_TYPES: &[(GgmlDType, &str, u8)] = &[

@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use crate::plan::TensorPlan;
+use crate::quant::{GgmlType, WeightFormat};
 use std::collections::HashMap;
 use std::path::Path;
 

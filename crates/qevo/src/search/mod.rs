@@ -144,7 +144,7 @@ pub struct SearchOutcome {
     /// The surrogate's screening during the evolution.
     pub surrogate_stats: problem::SurrogateStats,
     pub prefix_stats: PrefixStats,
-    pub weight_stats: crate::quant::CacheStats,
+    pub weight_stats: crate::eval::CacheStats,
     pub search_seconds: f64,
     pub total_seconds: f64,
     pub stage_seconds: StageSeconds,
@@ -153,11 +153,11 @@ pub struct SearchOutcome {
     pub infeasible_closest: Option<FrontEntry>,
     /// The importance matrix every plan was scored with (`data.imatrix`); an export of
     /// these plans must quantize with it.
-    pub imatrix: Option<crate::quant::Imatrix>,
+    pub imatrix: Option<crate::calib::Imatrix>,
     /// Every plan the evolution scored, in the order first scored (the Optuna journal).
     pub evaluations: Vec<problem::Evaluated>,
     /// The output-rounding record every plan was scored with (`data.rounding`).
-    pub rounding: Option<crate::quant::OutputRounding>,
+    pub rounding: Option<crate::calib::OutputRounding>,
     /// Front plans tuned after the search (`tune_front`), in the order tuned.
     pub tuned: Vec<tune_front::TunedEntry>,
 }

@@ -4,11 +4,12 @@
 //! or a bare `TensorPlan`).
 
 use super::{FrontEntry, SearchOutcome};
+use crate::calib::OutputRounding;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Model;
 use crate::plan::LimitCheck;
-use crate::quant::{OutputRounding, TensorPlan};
+use crate::plan::TensorPlan;
 use std::path::Path;
 
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -80,7 +81,7 @@ impl PlanFile {
                 .map(|t| {
                     (
                         t.name.clone(),
-                        crate::quant::TensorChoice {
+                        crate::plan::TensorChoice {
                             format: t.format,
                             act_bits: t.act_bits,
                         },
@@ -155,8 +156,8 @@ pub struct ReadPlan {
 
 impl ReadPlan {
     /// What the plan was scored with.
-    pub fn scored_with(&self) -> crate::quant::ScoredWith {
-        crate::quant::ScoredWith {
+    pub fn scored_with(&self) -> crate::calib::ScoredWith {
+        crate::calib::ScoredWith {
             imatrix_fingerprint: self.imatrix_fingerprint.clone(),
             rounding: self.rounding.clone(),
         }
