@@ -3,13 +3,15 @@
 //! cut them); activation ranges and the fake-quant hook that applies them, and the
 //! importance matrix collected as llama-imatrix does (`act`); llama.cpp's importance-matrix
 //! files (`imatrix`); the input moments of output rounding and their record
-//! (`hessian`); what a plan was scored with, rebuilt for a model (`rounding`).
+//! (`hessian`); what a plan was scored with, rebuilt for a model (`rounding`); and host
+//! calibration, which times real forward passes against `plan::price` (`host`).
 //!
 //! quant's quantizers take these as inputs (importances, factorised moments); eval,
 //! search, tune and export collect them here.
 
 pub mod act;
 pub mod hessian;
+pub mod host;
 pub mod imatrix;
 pub mod rounding;
 pub mod windows;

@@ -3,9 +3,9 @@
 //! checks, and measurement of this host as a profile.
 //!
 //! Costs are counts, hardware speed is data: nothing here depends on the model
-//! loader or the quantization formats; the caller describes the model as
-//! [`ModelCounts`]. The one exception is [`host::calibrate`], which times real
-//! forward passes of a model to fit the host profile's two overhead terms.
+//! loader or the quantization formats (only `model::Experts`, the counts of a MoE
+//! layer); the caller describes the model as [`ModelCounts`]. Fitting the host profile's
+//! two overhead terms on real forward passes is `calib::host`, above `plan`.
 
 mod constraints;
 mod cost;
