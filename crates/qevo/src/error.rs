@@ -58,6 +58,38 @@ pub enum Error {
     /// The evolutionary engine (configuration, checkpoint, problem failures).
     #[error(transparent)]
     Evo(#[from] evo::EvoError),
+    /// A tensor (or a weight set's entry) whose shape differs from the one it is used as.
+    #[error("{what} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        what: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// A plan or weight set with another number of tensors than the model it is applied to.
+    #[error("{what} has {got} tensors, model has {expected}")]
+    TensorCount {
+        what: String,
+        got: usize,
+        expected: usize,
+    },
+    /// An index past the end of what it indexes (`what` names both, e.g. "tensor index").
+    #[error("{what} {index} out of range ({len})")]
+    OutOfRange {
+        what: String,
+        index: usize,
+        len: usize,
+    },
+    /// Something qevo does not do (yet) for this model, format or file: `what` names it,
+    /// `why` says what is supported instead.
+    #[error("{what}: {why}")]
+    Unsupported { what: String, why: String },
+    /// A value that could not be serialised for the file `path`.
+    #[error("{}: serialising: {source}", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Invalid arguments or combinations that are not tied to one file.
     #[error("{0}")]
     Invalid(String),
@@ -164,6 +196,35 @@ impl Error {
                 msg,
             },
             e => e,
+        }
+    }
+    pub(crate) fn unsupported(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Unsupported {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+    pub(crate) fn serialize(
+        path: impl Into<PathBuf>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Serialize {
+            path: path.into(),
+            source: Box::new(source),
+        }
+    }
+    pub(crate) fn tensor_count(what: &str, got: usize, expected: usize) -> Self {
+        Error::TensorCount {
+            what: what.to_string(),
+            got,
+            expected,
+        }
+    }
+    pub(crate) fn out_of_range(what: &str, index: usize, len: usize) -> Self {
+        Error::OutOfRange {
+            what: what.to_string(),
+            index,
+            len,
         }
     }
     pub(crate) fn tensor(path: impl Into<PathBuf>, tensor: &str, msg: impl Into<String>) -> Self {

@@ -82,12 +82,10 @@ impl WeightCache {
     /// `f32` a copy of the model's own weight as stored, which may be f16/bf16: `Dense`
     /// and `model::widened` read it as f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
-        let info = model.tensors.get(tensor).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {tensor} out of range ({} tensors)",
-                model.tensors.len()
-            ))
-        })?;
+        let info = model
+            .tensors
+            .get(tensor)
+            .ok_or_else(|| Error::out_of_range("tensor index", tensor, model.tensors.len()))?;
         if format == WeightFormat::Ggml(GgmlType::F32) {
             // f32 is the model's own weight (exactly, once widened): nothing to compute
             // or hold.
@@ -233,11 +231,11 @@ impl<'a> PlanWeights<'a> {
         formats: Vec<WeightFormat>,
     ) -> Result<Self> {
         if formats.len() != model.tensors.len() {
-            return Err(Error::Invalid(format!(
-                "plan has {} formats, model has {} tensors",
+            return Err(Error::tensor_count(
+                "plan",
                 formats.len(),
-                model.tensors.len()
-            )));
+                model.tensors.len(),
+            ));
         }
         Ok(PlanWeights {
             cache,
@@ -254,12 +252,10 @@ impl<'a> PlanWeights<'a> {
 
     /// Tensor `idx` from the cache, not kept here.
     fn fetch(&self, idx: usize) -> Result<Tensor> {
-        let f = self.formats.get(idx).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {idx} out of range ({} tensors)",
-                self.formats.len()
-            ))
-        })?;
+        let f = self
+            .formats
+            .get(idx)
+            .ok_or_else(|| Error::out_of_range("tensor index", idx, self.formats.len()))?;
         self.cache.get(self.model, idx, *f)
     }
 

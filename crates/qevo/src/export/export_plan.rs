@@ -126,10 +126,10 @@ fn write(
             Written::CompressedTensors(export_compressed_tensors(model, plan, out)?)
         }
         (format, None) => {
-            return Err(Error::Invalid(format!(
-                "{} needs one GGML type per tensor",
-                format_name(format)
-            )))
+            return Err(Error::unsupported(
+                format_name(format),
+                "needs one GGML type per tensor",
+            ))
         }
     })
 }

@@ -484,11 +484,11 @@ fn assemble(
 ) -> Result<(GgufWriter, u64, u64)> {
     let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
-        return Err(Error::Invalid(format!(
-            "plan has {} tensors, model has {}",
+        return Err(Error::tensor_count(
+            "plan",
             plan.types.len(),
-            model.tensors.len()
-        )));
+            model.tensors.len(),
+        ));
     }
     let planned = planned_tensors(model, plan, source, cfg, arch)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.bytes.len() as u64).sum();

@@ -127,10 +127,10 @@ pub fn export_safetensors(
 /// format.
 pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<()> {
     if !model.source.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: packed safetensors export needs a Hugging Face source (a model directory), not a GGUF file",
-            model.source.display()
-        )));
+        return Err(Error::unsupported(
+            format!("{}: packed safetensors export", model.source.display()),
+            "needs a Hugging Face source (a model directory), not a GGUF file",
+        ));
     }
     // Gemma (norms held as 1 + w, other module names), OLMo-2 (post-norm names), Phi-3
     // (fused matrices split at load) and the MoE families (experts stacked at load) need
@@ -139,11 +139,13 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
         Arch::Llama(cfg) => cfg,
         Arch::Bert(_) => return check_block_formats(model, choices),
         _ => {
-            return Err(Error::Invalid(format!(
-                "{}: packed safetensors export supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
-                model.source.display(),
-                model.arch.kind().as_str()
-            )))
+            return Err(Error::unsupported(
+                format!("{}: packed safetensors export", model.source.display()),
+                format!(
+                    "supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
+                    model.arch.kind().as_str()
+                ),
+            ))
         }
     };
     if matches!(
@@ -155,11 +157,13 @@ pub(super) fn check_exportable(model: &Model, choices: &[crate::plan::TensorChoi
             | crate::model::ArchKind::Qwen3Moe
             | crate::model::ArchKind::Mixtral
     ) {
-        return Err(Error::Invalid(format!(
-            "{}: packed safetensors export does not write {} yet (llama, qwen2, qwen3, mistral)",
-            model.source.display(),
-            cfg.kind.as_str()
-        )));
+        return Err(Error::unsupported(
+            format!("{}: packed safetensors export", model.source.display()),
+            format!(
+                "does not write {} yet (llama, qwen2, qwen3, mistral)",
+                cfg.kind.as_str()
+            ),
+        ));
     }
     check_block_formats(model, choices)
 }
@@ -352,8 +356,9 @@ pub(super) fn write_safetensors(
 
 /// `quantization_config.json`, the tokenizer files, then `config.json` marked quantized.
 fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Result<()> {
-    let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out_dir.join(CONFIG_FILE), text.as_bytes())?;
+    let path = out_dir.join(CONFIG_FILE);
+    let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, text.as_bytes())?;
     copy_tokenizer_files(model, out_dir)?;
     write_config(
         model,
@@ -389,8 +394,9 @@ pub(super) fn write_config(
         .as_object_mut()
         .ok_or_else(|| Error::format(&cfg_src, "expected a JSON object"))?;
     obj.insert("quantization_config".to_string(), quantization_config);
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out_dir.join("config.json"), text.as_bytes())
+    let path = out_dir.join("config.json");
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, text.as_bytes())
 }
 
 #[cfg(test)]

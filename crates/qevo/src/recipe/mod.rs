@@ -652,6 +652,6 @@ pub fn write_card(model: &Model, o: &GgufOutcome, cmp: Option<&compare::Comparis
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::serialize(path, e))?;
     crate::fsutil::write_atomic(path, text.as_bytes())
 }

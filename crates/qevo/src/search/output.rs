@@ -258,16 +258,18 @@ pub fn plan_metrics(model: &Model, outcome: &SearchOutcome, f: &FrontEntry) -> P
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("serialising output: {e}")))
+/// `v` as pretty JSON written to `path`.
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::serialize(path, e))?;
+    write_atomic(path, text.as_bytes())
 }
 
 /// Writes the plan files (`plan.json`, `plan.yaml`) for the recommended plan.
 pub fn write_plan(dir: &Path, pf: &PlanFile) -> Result<()> {
-    write_atomic(&dir.join("plan.json"), json(pf)?.as_bytes())?;
-    let yaml = serde_saphyr::to_string(pf)
-        .map_err(|e| Error::Invalid(format!("serialising plan.yaml: {e}")))?;
-    write_atomic(&dir.join("plan.yaml"), yaml.as_bytes())
+    write_json(&dir.join("plan.json"), pf)?;
+    let path = dir.join("plan.yaml");
+    let yaml = serde_saphyr::to_string(pf).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, yaml.as_bytes())
 }
 
 /// `front.json`: every front plan with its scores and per-tensor choices.
@@ -280,7 +282,7 @@ pub fn write_front(dir: &Path, model: &Model, outcome: &SearchOutcome, target: &
             scored_plan_file(model, outcome, f, target, &unit)
         })
         .collect();
-    write_atomic(&dir.join("front.json"), json(&entries)?.as_bytes())
+    write_json(&dir.join("front.json"), &entries)
 }
 
 /// The plan file of a scored plan: its metrics, the limits it fails (none for a feasible
@@ -316,12 +318,13 @@ pub fn scored_plan_file(
 
 /// `history.jsonl`: one line per generation.
 pub fn write_history(dir: &Path, outcome: &SearchOutcome) -> Result<()> {
+    let path = dir.join("history.jsonl");
     let mut s = String::new();
     for r in &outcome.history {
-        s.push_str(&serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?);
+        s.push_str(&serde_json::to_string(r).map_err(|e| Error::serialize(&path, e))?);
         s.push('\n');
     }
-    write_atomic(&dir.join("history.jsonl"), s.as_bytes())
+    write_atomic(&path, s.as_bytes())
 }
 
 /// Checks an output directory can be written before hours of search go into it.

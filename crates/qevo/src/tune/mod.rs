@@ -309,11 +309,11 @@ fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
         ));
     }
     if s.plan.types.len() != s.model.tensors.len() {
-        return Err(Error::Invalid(format!(
-            "plan has {} tensors, model has {}",
+        return Err(Error::tensor_count(
+            "plan",
             s.plan.types.len(),
-            s.model.tensors.len()
-        )));
+            s.model.tensors.len(),
+        ));
     }
     Ok(())
 }

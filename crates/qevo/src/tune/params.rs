@@ -271,10 +271,10 @@ impl Params {
         sub_scales: bool,
     ) -> Result<Params> {
         let aux = model.llama_aux_tensors().ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: tune supports the Llama family (llama, mistral, qwen2/3, gemma2/3, phi3)",
-                model.source.display()
-            ))
+            Error::unsupported(
+                format!("{}: tune", model.source.display()),
+                "supports the Llama family (llama, mistral, qwen2/3, gemma2/3, phi3)",
+            )
         })?;
         let mut tensors = Vec::with_capacity(model.tensors.len());
         for (i, &t) in plan.types.iter().enumerate() {
