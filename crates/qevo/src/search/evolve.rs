@@ -4,6 +4,7 @@
 
 use super::problem::QuantProblem;
 use super::seed::Seeded;
+use super::surrogate::Surrogate;
 use super::{Progress, SearchConfig};
 use crate::error::{Error, Result};
 use evo::operators::LayerwiseCrossover;
@@ -23,13 +24,16 @@ pub struct Evolved {
     pub stop: evo::StopReason,
 }
 
-/// Runs NSGA-II from `seeded`'s seeds; resumes from the checkpoint when asked.
+/// Runs NSGA-II from `seeded`'s seeds, with `surrogate` screening offspring (it stays
+/// with the problem for the later stages); resumes from the checkpoint when asked.
 pub fn evolve(
     problem: &QuantProblem,
     seeded: &Seeded,
+    surrogate: Surrogate,
     cfg: &SearchConfig,
     progress: Option<Progress>,
 ) -> Result<Evolved> {
+    problem.set_surrogate(surrogate);
     let mut termination = Termination::generations(cfg.evolution.generations);
     // The refine stage's share of the budget is kept back for it.
     termination.max_time = super::refine::time_split(cfg).0;

@@ -25,12 +25,14 @@ pub mod config;
 mod evolve;
 pub mod executor;
 pub mod finalize;
+pub mod memo;
 pub mod memory;
 pub mod optuna;
 pub mod output;
 mod prepare;
 pub mod problem;
 pub mod refine;
+mod screen;
 mod seed;
 pub mod sensitivity;
 pub mod settings;
@@ -140,7 +142,7 @@ pub struct SearchOutcome {
     pub sensitivity: Sensitivity,
     /// The refine stage at the size limit (None: no size limit, or turned off).
     pub refine: Option<refine::RefineSummary>,
-    pub fitness_stats: problem::FitnessStats,
+    pub fitness_stats: memo::FitnessStats,
     /// The surrogate's screening during the evolution.
     pub surrogate_stats: problem::SurrogateStats,
     pub prefix_stats: PrefixStats,
@@ -155,7 +157,7 @@ pub struct SearchOutcome {
     /// these plans must quantize with it.
     pub imatrix: Option<crate::calib::Imatrix>,
     /// Every plan the evolution scored, in the order first scored (the Optuna journal).
-    pub evaluations: Vec<problem::Evaluated>,
+    pub evaluations: Vec<memo::Evaluated>,
     /// The output-rounding record every plan was scored with (`data.rounding`).
     pub rounding: Option<crate::calib::OutputRounding>,
     /// Front plans tuned after the search (`tune_front`), in the order tuned.
@@ -225,8 +227,8 @@ pub fn run_with(
         x.start(&problem.fingerprint())?;
     }
     let seeded = seed(&prepared, &problem, cfg)?;
-    problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
-    let evolved = evolve(&problem, &seeded, cfg, hooks.progress)?;
+    let surrogate = surrogate::Surrogate::new(&seeded.sensitivity);
+    let evolved = evolve(&problem, &seeded, surrogate, cfg, hooks.progress)?;
     let surrogate_stats = problem.surrogate_stats();
     // Held-out scores come next; they keep states of their own.
     prepared.evaluator.release_states();

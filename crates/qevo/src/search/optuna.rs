@@ -22,7 +22,7 @@
 //! `timestamp` for every record: qevo does not time single evaluations, and a fixed
 //! timestamp keeps the file a pure function of the search.
 
-use super::problem::Evaluated;
+use super::memo::Evaluated;
 use super::space::SearchSpace;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
