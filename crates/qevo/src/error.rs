@@ -83,6 +83,20 @@ pub enum Error {
     /// `why` says what is supported instead.
     #[error("{what}: {why}")]
     Unsupported { what: String, why: String },
+    /// An output path that would write over (or into) an input: `what` names the input
+    /// ("input", "source model").
+    #[error("output {} would overwrite the {what} {}", out.display(), input.display())]
+    Overwrite {
+        out: PathBuf,
+        what: &'static str,
+        input: PathBuf,
+    },
+    /// An output directory another live qevo run holds.
+    #[error(
+        "{} is in use by another qevo run (process {pid}); wait for it or choose another output",
+        dir.display()
+    )]
+    Locked { dir: PathBuf, pid: u32 },
     /// A value that could not be serialised for the file `path`.
     #[error("{}: serialising: {source}", path.display())]
     Serialize {

@@ -66,11 +66,11 @@ pub fn check_output_dir(source: &Path, out: &Path) -> Result<()> {
         && source.parent().and_then(crate::fsutil::landing_path)
             == crate::fsutil::landing_path(out);
     if crate::fsutil::writes_over(out, source) || beside {
-        return Err(Error::Invalid(format!(
-            "output {} would overwrite the source model {}",
-            out.display(),
-            source.display()
-        )));
+        return Err(Error::Overwrite {
+            out: out.to_path_buf(),
+            what: "source model",
+            input: source.to_path_buf(),
+        });
     }
     Ok(())
 }

@@ -1244,9 +1244,7 @@ pub(crate) fn embed_rows(
     let (b, t) = ids.dims2()?;
     let flat = ids.flatten_all()?.to_vec1::<u32>()?;
     if let Some(&bad) = flat.iter().find(|&&i| i as usize >= vocab) {
-        return Err(Error::Invalid(format!(
-            "token id {bad} is outside the embedding table ({vocab} rows)"
-        )));
+        return Err(Error::out_of_range("token id", bad as usize, vocab));
     }
     // Widened after the gather: a 16-bit or mapped table stays as it is, only these rows
     // become f32.

@@ -196,11 +196,11 @@ pub fn check_output_path(source: &Path, out: &Path) -> Result<()> {
     // is the model directory.
     let clash = crate::fsutil::writes_over(out, source);
     if clash {
-        return Err(Error::Invalid(format!(
-            "output {} would overwrite the source model {}",
-            out.display(),
-            source.display()
-        )));
+        return Err(Error::Overwrite {
+            out: out.to_path_buf(),
+            what: "source model",
+            input: source.to_path_buf(),
+        });
     }
     Ok(())
 }
