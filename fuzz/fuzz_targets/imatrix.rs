@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qevo::quant::imatrix::Imatrix;
+use qevo::calib::imatrix::Imatrix;
 
 fuzz_target!(|data: &[u8]| {
     let p = qevo_fuzz::put("in.imatrix", data);

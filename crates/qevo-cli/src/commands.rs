@@ -3,10 +3,11 @@
 use crate::table::Table;
 use crate::{ModelArgs, QuantizeArgs, ScoreArgs};
 use anyhow::{Context, Result};
+use qevo::calib::ScoredWith;
 use qevo::eval::embedding::Labelled;
 use qevo::eval::{Reference, ScoreOptions};
 use qevo::model::Model;
-use qevo::quant::{ScoredWith, TensorPlan};
+use qevo::plan::TensorPlan;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -381,7 +382,7 @@ fn print_plan_scores(
 
 /// Warns when `im` is not the importance matrix a saved plan was scored with: the bytes
 /// written or re-scored then differ from those the search scored.
-fn warn_imatrix_mismatch(scored: &ScoredWith, im: Option<&qevo::quant::Imatrix>) {
+fn warn_imatrix_mismatch(scored: &ScoredWith, im: Option<&qevo::calib::Imatrix>) {
     let Some(want) = scored.imatrix_fingerprint.as_deref() else {
         return;
     };
@@ -440,7 +441,7 @@ pub fn export(
     let opts = ExportOptions {
         format,
         fallback,
-        imatrix: imatrix_file.map(qevo::quant::Imatrix::read).transpose()?,
+        imatrix: imatrix_file.map(qevo::calib::Imatrix::read).transpose()?,
     };
     let r = export_plan(&m, &plan, &scored, &opts, out).map_err(|e| match e {
         qevo::Error::Plan { tensor, msg } if msg.contains("not a GGML type") => anyhow::anyhow!(
@@ -537,7 +538,7 @@ pub fn imatrix(
     let m = load_model(Some(&source))?;
     let body = read_text(text, qevo::assets::CALIB_TEXT)?;
     let n_ctx = ctx.unwrap_or_else(|| IMATRIX_CTX.min(m.arch.max_positions()));
-    let mut im = qevo::quant::collect_imatrix_llama_cpp(&m, &body, n_ctx, chunks)?;
+    let mut im = qevo::calib::collect_imatrix_llama_cpp(&m, &body, n_ctx, chunks)?;
     im.datasets = vec![match text {
         Some(p) => p.display().to_string(),
         None => "qevo embedded calibration text".to_string(),

@@ -116,13 +116,13 @@ pub fn profile_host(out: &Path) -> Result<()> {
     );
     eprintln!("calibrating on forward passes of the embedded model...");
     let model = load_model(None)?;
-    let opts = hw::host::CalibrateOptions::default();
-    let cal = hw::host::calibrate(&model, &measured, &opts)?;
+    let opts = qevo::calib::host::CalibrateOptions::default();
+    let cal = qevo::calib::host::calibrate(&model, &measured, &opts)?;
     println!(
         "calibrated on q4_k: layer overhead {:.2} us per call, element-wise work {:.0} ns per token per block",
         cal.profile.layer_overhead_us, cal.profile.block_other_ns_per_token
     );
-    let text = hw::host::calibrated_profile_toml(&m, &cal)?;
+    let text = qevo::calib::host::calibrated_profile_toml(&m, &cal)?;
     hw::save_profile_text(out, &text)?;
     if hw::load_profile(out)? != cal.profile {
         anyhow::bail!(
@@ -136,7 +136,7 @@ pub fn profile_host(out: &Path) -> Result<()> {
 }
 
 /// Predicted (calibrated host profile) against measured forward passes, per plan.
-fn print_timings(cal: &hw::host::Calibration) {
+fn print_timings(cal: &qevo::calib::host::Calibration) {
     let mut t = Table::new(&["plan", "tokens", "predicted ms", "measured ms", "error"]);
     for p in &cal.timings {
         t.row(vec![

@@ -66,7 +66,7 @@ impl ModelArgs {
         text: &str,
         seq: usize,
         file: Option<&std::path::Path>,
-    ) -> anyhow::Result<qevo::eval::TokenWindows> {
+    ) -> anyhow::Result<qevo::calib::TokenWindows> {
         cut_windows(m, text, seq, self.max_windows, file)
     }
 }
@@ -79,8 +79,8 @@ pub fn cut_windows(
     seq: usize,
     n: usize,
     file: Option<&std::path::Path>,
-) -> anyhow::Result<qevo::eval::TokenWindows> {
-    qevo::eval::TokenWindows::from_text(m, text, seq, n).map_err(|e| match (e, file) {
+) -> anyhow::Result<qevo::calib::TokenWindows> {
+    qevo::calib::TokenWindows::from_text(m, text, seq, n).map_err(|e| match (e, file) {
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
             anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
         }

@@ -198,7 +198,7 @@ fn print_knn(model: &qevo::Model, o: &SearchOutcome, path: &std::path::Path) -> 
         return Ok(());
     };
     let plan = o.plan(model, &f.genome);
-    let w = qevo::quant::WeightCache::new(usize::MAX).weights_for(model, &plan)?;
+    let w = qevo::eval::WeightCache::new(usize::MAX).weights_for(model, &plan)?;
     let knn = qevo::eval::embedding::Labelled::read(model, path)?.compare(model, &w, 5)?;
     println!("k-NN accuracy of the chosen plan: {knn}");
     Ok(())

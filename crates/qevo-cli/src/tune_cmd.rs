@@ -4,7 +4,8 @@
 use crate::commands::{load_model, read_plan_for, read_text};
 use crate::table::Table;
 use anyhow::Result;
-use qevo::eval::{auto_topk, Reference, TokenWindows};
+use qevo::calib::TokenWindows;
+use qevo::eval::{auto_topk, Reference};
 use qevo::model::Model;
 use qevo::quant::RoundingInputs;
 use qevo::tune::{tune, StepRecord, TuneConfig, TuneHooks, TuneOutcome, TuneSetup};
@@ -133,7 +134,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     qevo::fsutil::refuse_dir_over_inputs(&a.out, &OUTPUTS, &inputs)?;
     let m = load_model(Some(&source))?;
     let (plan, scored) = read_plan_for(&a.plan, &m, force)?;
-    let resolved = qevo::export::resolve_ggml(&m, &plan, false).map_err(|e| match e {
+    let resolved = qevo::plan::resolve_ggml(&m, &plan, false).map_err(|e| match e {
         qevo::Error::Plan { tensor, msg } => anyhow::anyhow!(
             "{}: tensor `{tensor}`: {msg}; tune trains plans of GGML types only",
             a.plan.display()
@@ -143,7 +144,7 @@ pub fn run(a: &TuneArgs, force: bool) -> Result<()> {
     let imatrix = a
         .imatrix_file
         .as_deref()
-        .map(qevo::quant::Imatrix::read)
+        .map(qevo::calib::Imatrix::read)
         .transpose()?;
     let rounding = RoundingInputs::for_model(&m, imatrix.as_ref(), scored.rounding.as_ref())?;
     let seq = a

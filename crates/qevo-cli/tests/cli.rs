@@ -489,7 +489,9 @@ fn quantize_names_each_fallback_it_writes() {
 /// same KL.
 #[test]
 fn quantize_prints_the_librarys_score_for_the_same_options() {
-    use qevo::quant::{ScoredWith, TensorPlan, WeightFormat};
+    use qevo::calib::ScoredWith;
+    use qevo::plan::TensorPlan;
+    use qevo::quant::WeightFormat;
     let cache = tempfile::tempdir().unwrap();
     let model = tiny_llama();
     let args = ["--seq-len", "16", "--max-windows", "2", "--imatrix"];

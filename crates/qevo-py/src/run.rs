@@ -257,7 +257,9 @@ fn score_uniform(
     target: &str,
     opts: &qevo::eval::ScoreOptions,
 ) -> qevo::Result<PlanFile> {
-    use qevo::quant::{ScoredWith, TensorPlan, WeightFormat};
+    use qevo::quant::WeightFormat;
+use qevo::calib::ScoredWith;
+use qevo::plan::TensorPlan;
     let profile = qevo::hw::resolve_profile(target)?;
     let plan = TensorPlan::uniform(m, WeightFormat::parse(format)?, act_bits)?;
     let s = qevo::eval::score_plan(m, &plan, &ScoredWith::default(), opts)?;
@@ -325,7 +327,7 @@ pub fn export(
         fallback,
         imatrix: outcome.as_ref().and_then(|o| o.outcome.imatrix.clone()),
     };
-    let scored = qevo::quant::ScoredWith {
+    let scored = qevo::calib::ScoredWith {
         imatrix_fingerprint: pf.imatrix_fingerprint.clone(),
         rounding: pf.rounding.clone(),
     };

@@ -62,10 +62,56 @@ pub enum Error {
     Plan { tensor: String, msg: String },
     /// The hardware cost model or a profile.
     #[error(transparent)]
-    Hw(#[from] crate::hw::HwError),
+    Hw(#[from] HwError),
     /// The evolutionary engine (configuration, checkpoint, problem failures).
     #[error(transparent)]
     Evo(#[from] evo::EvoError),
+    /// A tensor (or a weight set's entry) whose shape differs from the one it is used as.
+    #[error("{what} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        what: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// A plan or weight set with another number of tensors than the model it is applied to.
+    #[error("{what} has {got} tensors, model has {expected}")]
+    TensorCount {
+        what: String,
+        got: usize,
+        expected: usize,
+    },
+    /// An index past the end of what it indexes (`what` names both, e.g. "tensor index").
+    #[error("{what} {index} out of range ({len})")]
+    OutOfRange {
+        what: String,
+        index: usize,
+        len: usize,
+    },
+    /// Something qevo does not do (yet) for this model, format or file: `what` names it,
+    /// `why` says what is supported instead.
+    #[error("{what}: {why}")]
+    Unsupported { what: String, why: String },
+    /// An output path that would write over (or into) an input: `what` names the input
+    /// ("input", "source model").
+    #[error("output {} would overwrite the {what} {}", out.display(), input.display())]
+    Overwrite {
+        out: PathBuf,
+        what: &'static str,
+        input: PathBuf,
+    },
+    /// An output directory another live qevo run holds.
+    #[error(
+        "{} is in use by another qevo run (process {pid}); wait for it or choose another output",
+        dir.display()
+    )]
+    Locked { dir: PathBuf, pid: u32 },
+    /// A value that could not be serialised for the file `path`.
+    #[error("{}: serialising: {source}", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Invalid arguments or combinations that are not tied to one file.
     #[error("{0}")]
     Invalid(String),
@@ -73,9 +119,9 @@ pub enum Error {
     #[error(
         "{what} needs an estimated {} ({parts}), more than the memory budget of {}; \
          the smallest budget that works is {}",
-        crate::mem::gb(*needed),
-        crate::mem::gb(*budget),
-        crate::mem::gb(*needed)
+        gb(*needed),
+        gb(*budget),
+        gb(*needed)
     )]
     Memory {
         what: String,
@@ -141,6 +187,50 @@ pub fn differences(then: &[(String, String)], now: &[(String, String)]) -> Vec<D
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A byte count as every message writes it: GB with two decimals.
+pub fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// Typed errors of the hardware module (`hw`): every profile error names the file, the
+/// key and the line, so a user can fix a hand-written profile at once. Defined here, with
+/// the crate's `Error` that wraps it, so the error types sit below every module.
+#[derive(Debug, thiserror::Error)]
+pub enum HwError {
+    /// A profile that does not parse or does not validate.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Profile {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("cannot read profile {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unknown profile `{name}`: not a built-in ({known}) nor a readable file path")]
+    UnknownProfile { name: String, known: String },
+    /// A user's constraint override (`key=value`) that names no constraint or has a bad value.
+    #[error("constraint override `{input}`: {message}")]
+    Override { input: String, message: String },
+    /// Counts handed to the cost model that it cannot price.
+    #[error("layer `{layer}`: {message}")]
+    Counts { layer: String, message: String },
+    #[error("cannot write profile {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("host measurement: {0}")]
+    Measure(String),
+    #[error("host measurement: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("serialising profile `{name}`: {message}")]
+    Serialise { name: String, message: String },
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -176,6 +266,35 @@ impl Error {
                 msg,
             },
             e => e,
+        }
+    }
+    pub(crate) fn unsupported(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Unsupported {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+    pub(crate) fn serialize(
+        path: impl Into<PathBuf>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Serialize {
+            path: path.into(),
+            source: Box::new(source),
+        }
+    }
+    pub(crate) fn tensor_count(what: &str, got: usize, expected: usize) -> Self {
+        Error::TensorCount {
+            what: what.to_string(),
+            got,
+            expected,
+        }
+    }
+    pub(crate) fn out_of_range(what: &str, index: usize, len: usize) -> Self {
+        Error::OutOfRange {
+            what: what.to_string(),
+            index,
+            len,
         }
     }
     pub(crate) fn tensor(path: impl Into<PathBuf>, tensor: &str, msg: impl Into<String>) -> Self {

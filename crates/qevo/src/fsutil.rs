@@ -97,11 +97,11 @@ pub fn writes_over(out: &Path, input: &Path) -> bool {
 /// texts, a plan), naming both, before any work is done.
 pub fn refuse_overwriting_inputs(out: &Path, inputs: &[&Path]) -> Result<()> {
     match inputs.iter().find(|i| writes_over(out, i)) {
-        Some(input) => Err(Error::Invalid(format!(
-            "output {} would overwrite the input {}",
-            out.display(),
-            input.display()
-        ))),
+        Some(input) => Err(Error::Overwrite {
+            out: out.to_path_buf(),
+            what: "input",
+            input: input.to_path_buf(),
+        }),
         None => Ok(()),
     }
 }
@@ -216,11 +216,10 @@ impl OutLock {
                         .and_then(|s| s.trim().parse::<u32>().ok());
                     match holder {
                         Some(pid) if process_alive(pid) => {
-                            return Err(Error::Invalid(format!(
-                                "{} is in use by another qevo run (process {pid}); wait for \
-                                 it or choose another output",
-                                dir.display()
-                            )))
+                            return Err(Error::Locked {
+                                dir: dir.to_path_buf(),
+                                pid,
+                            })
                         }
                         // A killed run's lock (or an unreadable one): take it over.
                         _ => std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?,

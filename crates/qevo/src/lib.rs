@@ -3,7 +3,7 @@
 //! The pipeline (DESIGN.md), one home per stage:
 //!
 //! ```text
-//! model::load ─► Model ──► eval::Reference (FP distributions) ─► eval::Evaluator (scores plans)
+//! model::load ─► Model ──► calib (windows, ranges, imatrix) ─► eval::Evaluator (scores plans)
 //!                  │                                                     │
 //!  hw::Profile ─► plan::price (bytes, latency, energy, memory, limits) ◄┘
 //!                  │
@@ -13,21 +13,31 @@
 //! SearchOutcome ─► report (tables, SVG, HTML) · export (GGUF, tensor types, packed safetensors)
 //! ```
 //!
-//! - `model`: loaders (HF directories, GGUF), architectures, tokenizers, the forward pass.
-//! - `quant`: weight formats (generic int, GGML), activation fake-quant, the weight cache.
-//! - `eval`: token windows, reference distributions, metrics, the one embed → blocks →
-//!   head loop (`eval::Pass`), the evaluator and its prefix cache.
-//! - `plan`: a plan's choices, its bytes (one function), its FP size, its price on a target.
+//! Modules, lowest first; each imports only those before it (`scripts/check_imports.py`):
+//!
+//! - `quant`: weight formats as codecs (generic int, GGML, output rounding); no model.
+//! - `model`: loaders (HF directories, GGUF reader and writer), architectures, tokenizers,
+//!   the forward pass.
 //! - `hw`: profiles, workloads, the roofline cost model, host measurement.
-//! - `search`: the staged search (`search/{prepare,seed,evolve,finalize,compare}.rs`),
-//!   `QuantProblem`, the search space, baselines, output files.
+//! - `plan`: a plan's choices, its bytes (one function), its FP size, its price on a target,
+//!   its GGML types (`resolve_ggml`).
+//! - `calib`: everything that runs the model over calibration windows: token windows,
+//!   activation ranges, the importance matrix, output rounding's input moments, host
+//!   calibration.
+//! - `eval`: reference distributions, metrics, the one embed → blocks → head loop
+//!   (`eval::Pass`), the weight cache, the evaluator and its prefix cache, `score_plan`.
 //! - `tune`: quantization-aware training of a chosen plan (KL distillation of its block
 //!   scales and norms, projected onto what the format stores).
-//! - `report`, `export`: what the user reads and what runtimes load.
+//! - `export`: what runtimes load (GGUF, tensor types, compressed-tensors, packed
+//!   safetensors).
+//! - `search`: the staged search (`search/{prepare,seed,evolve,finalize,compare}.rs`),
+//!   `QuantProblem`, the search space, baselines, output files.
+//! - `report`, `recipe`: what the user reads; the one-command GGUF.
 //!
 //! The library never prints and never exits; errors are typed (`Error`).
 
 pub mod assets;
+pub mod calib;
 pub mod error;
 pub mod eval;
 pub mod export;

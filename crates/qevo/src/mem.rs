@@ -55,9 +55,7 @@ pub fn parse_size(field: &str, s: &str) -> Result<u64> {
 }
 
 /// Bytes as GB with two decimals, as messages print them.
-pub fn gb(bytes: u64) -> String {
-    format!("{:.2} GB", bytes as f64 / 1e9)
-}
+pub use crate::error::gb;
 
 #[cfg(test)]
 mod tests {

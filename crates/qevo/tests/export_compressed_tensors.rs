@@ -9,10 +9,12 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use qevo::eval::WeightCache;
 use qevo::export::{export_compressed_tensors, export_safetensors};
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{TensorChoice, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::{TensorChoice, TensorPlan};
+use qevo::quant::WeightFormat;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::Path;

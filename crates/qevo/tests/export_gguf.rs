@@ -10,11 +10,15 @@ use qevo::quant::RoundingInputs;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, resolve_ggml, tensor_type_lines};
+use qevo::calib::TokenWindows;
+use qevo::eval::Reference;
+use qevo::eval::WeightCache;
+use qevo::export::{export_gguf, tensor_type_lines};
 use qevo::model::gguf::{Gguf, Value};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
+use qevo::quant::{GgmlType, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
@@ -126,8 +130,8 @@ fn roundtrip(m: &Model, tplan: &TensorPlan, out: &Path) -> (f64, f64) {
 /// to the weights the evaluator scored (which differ from llama.cpp's block rounding).
 #[test]
 fn output_rounded_export_reloads_the_scored_weights() {
+    use qevo::calib::OutputRounding;
     use qevo::quant::gptq::DEFAULT_DAMP;
-    use qevo::quant::OutputRounding;
     let m = Model::load(&fixture("tiny_llama")).unwrap();
     let windows = TokenWindows::from_text(&m, TEXT, 16, 8).unwrap();
     let record = OutputRounding::new(&windows, DEFAULT_DAMP);

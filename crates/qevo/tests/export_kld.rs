@@ -8,10 +8,13 @@
 mod common;
 
 use common::llama_tools::{llama_tool, LlamaLogits};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::eval::WeightCache;
+use qevo::export::export_gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
 use qevo::quant::RoundingInputs;
-use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
+use qevo::quant::{GgmlType, WeightFormat};
 use std::path::Path;
 
 const CHUNKS: usize = 4;

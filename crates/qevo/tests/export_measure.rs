@@ -3,11 +3,15 @@
 //! q6_k and a mixed plan, the exported GGUF's sizes against `plan.size_bytes()` and its
 //! re-evaluated KL against the in-memory KL (asserted equal).
 
-use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::calib::TokenWindows;
+use qevo::eval::Reference;
+use qevo::eval::WeightCache;
+use qevo::export::export_gguf;
 use qevo::model::{Model, NoHook, Role};
+use qevo::plan::resolve_ggml;
+use qevo::plan::{TensorChoice, TensorPlan};
 use qevo::quant::RoundingInputs;
-use qevo::quant::{GgmlType, TensorChoice, TensorPlan, WeightCache, WeightFormat};
+use qevo::quant::{GgmlType, WeightFormat};
 use std::path::PathBuf;
 
 #[test]

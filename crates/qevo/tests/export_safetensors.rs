@@ -7,11 +7,14 @@ mod common;
 
 use candle_core::Tensor;
 use common::f32_values;
-use qevo::eval::{Reference, TokenWindows};
+use qevo::calib::TokenWindows;
+use qevo::eval::Reference;
+use qevo::eval::WeightCache;
 use qevo::export::export_safetensors;
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::TensorPlan;
+use qevo::quant::WeightFormat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;

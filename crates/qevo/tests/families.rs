@@ -5,9 +5,11 @@
 
 mod common;
 
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::{Arch, LlamaConfig, Model, WindowLayers};
-use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightFormat};
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
+use qevo::quant::{GgmlType, RoundingInputs, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {

@@ -9,11 +9,13 @@
 //! order); the f32 tensors' own hashes are in the fixture too and are checked first. No
 //! llama.cpp tool is needed to run this.
 
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::export::export_gguf;
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
 use qevo::quant::RoundingInputs;
-use qevo::quant::{GgmlType, TensorPlan, WeightFormat};
+use qevo::quant::{GgmlType, WeightFormat};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +59,7 @@ fn f32_tensors() -> HashMap<String, (usize, usize, Vec<f32>)> {
 /// llama-quantize's importance values (`load_imatrix` in tools/quantize) as qevo reads
 /// them: per tensor, `in_sum2 / counts` in f32 (`ImatrixEntry::weights`).
 fn imatrix() -> HashMap<String, Vec<f32>> {
-    let m = qevo::quant::Imatrix::read(&fixture_dir().join("imatrix.gguf")).unwrap();
+    let m = qevo::calib::Imatrix::read(&fixture_dir().join("imatrix.gguf")).unwrap();
     m.entries
         .iter()
         .map(|(name, e)| (name.clone(), e.weights()))

@@ -13,11 +13,14 @@
 mod common;
 
 use common::llama_tools::{llama_tool, run_tool};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::calib::{collect_imatrix_llama_cpp, Imatrix};
+use qevo::export::export_gguf;
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
 use qevo::quant::RoundingInputs;
-use qevo::quant::{collect_imatrix_llama_cpp, GgmlType, Imatrix, TensorPlan, WeightFormat};
+use qevo::quant::{GgmlType, WeightFormat};
 use std::path::Path;
 
 /// Relative tolerance on each column's sum: llama.cpp sums in f32 with its own matmul

@@ -4,9 +4,12 @@
 //! top-64 underestimates q4_k's KL by about 14%, which is why `auto_topk` keeps the whole
 //! distribution whenever it fits in memory.)
 
-use qevo::eval::{exact_kl, for_each_logits, Reference, TokenWindows};
+use qevo::calib::TokenWindows;
+use qevo::eval::WeightCache;
+use qevo::eval::{exact_kl, for_each_logits, Reference};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{GgmlType, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::TensorPlan;
+use qevo::quant::{GgmlType, WeightFormat};
 use std::path::Path;
 
 #[test]

@@ -10,11 +10,14 @@ mod common;
 
 use common::llama_tools::{llama_tool, run_tool};
 use common::{write_llama_dir, LlamaOpts};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::calib::{Imatrix, ImatrixEntry};
+use qevo::export::export_gguf;
 use qevo::model::gguf::Gguf;
 use qevo::model::Model;
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
 use qevo::plan::{mix_plan, LlamaFtype};
-use qevo::quant::{GgmlType, Imatrix, ImatrixEntry, RoundingInputs, TensorPlan, WeightFormat};
+use qevo::quant::{GgmlType, RoundingInputs, WeightFormat};
 use std::path::Path;
 
 /// Types whose rules read whether an importance matrix is given (and which llama-quantize

@@ -218,7 +218,7 @@ fn overflowing_activations_are_an_error_naming_the_block() {
     );
     let m = Model::load(d.path()).unwrap();
     let toks: Vec<u32> = (0..64).map(|i| (i * 7 % 300) as u32).collect();
-    let windows = qevo::eval::TokenWindows::from_tokens(&toks, 16, 4).unwrap();
+    let windows = qevo::calib::TokenWindows::from_tokens(&toks, 16, 4).unwrap();
     let e = qevo::eval::Reference::build(&m, windows, 8)
         .unwrap_err()
         .to_string();

@@ -3,9 +3,12 @@
 //! file truncated or changed after loading is an error naming the file and the tensor.
 
 use candle_core::{Device, Tensor};
-use qevo::export::{export_gguf, resolve_ggml};
+use qevo::eval::WeightCache;
+use qevo::export::export_gguf;
 use qevo::model::{Model, NoHook};
-use qevo::quant::{GgmlType, RoundingInputs, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::resolve_ggml;
+use qevo::plan::TensorPlan;
+use qevo::quant::{GgmlType, RoundingInputs, WeightFormat};
 use std::path::{Path, PathBuf};
 
 fn fixture(p: &str) -> PathBuf {

@@ -153,7 +153,7 @@ fn iq1_cases() -> Vec<Iq1Case> {
     let idx: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(iq1_dir().join("index.json")).unwrap())
             .unwrap();
-    let im = qevo::quant::Imatrix::read(&iq1_dir().join("imatrix.gguf")).unwrap();
+    let im = qevo::calib::Imatrix::read(&iq1_dir().join("imatrix.gguf")).unwrap();
     idx["cases"]
         .as_array()
         .unwrap()

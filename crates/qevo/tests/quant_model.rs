@@ -4,8 +4,10 @@
 mod common;
 
 use common::*;
-use qevo::eval::{Reference, TokenWindows};
+use qevo::calib::{calibrate_act_ranges, collect_imatrix, ActQuantHook, ActScheme, TokenWindows};
+use qevo::eval::{Reference, WeightCache};
 use qevo::model::{Model, NoHook};
+use qevo::plan::TensorPlan;
 use qevo::quant::*;
 
 fn model(hidden: usize) -> (tempfile::TempDir, Model) {

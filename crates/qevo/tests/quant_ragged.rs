@@ -3,10 +3,12 @@
 //! packed layout and packed-safetensors round trip), and GGML types whose block does not
 //! divide the row (llama.cpp's fallbacks, through `WeightFormat::resolve`).
 
+use qevo::eval::WeightCache;
 use qevo::export::export_safetensors;
 use qevo::model::synthetic::{write_llama_dir, LlamaShape};
 use qevo::model::Model;
-use qevo::quant::{GgmlType, IntFormat, Scheme, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::TensorPlan;
+use qevo::quant::{GgmlType, IntFormat, Scheme, WeightFormat};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -60,8 +60,10 @@ fn real_gguf_perplexity_matches_llama_perplexity() {
 #[test]
 #[ignore = "needs a real GGUF; run scripts/check_real_models.sh"]
 fn real_gguf_export_for_llama_cpp() {
-    use qevo::export::{export_gguf, resolve_ggml};
-    use qevo::quant::{GgmlType, TensorPlan, WeightFormat};
+    use qevo::export::export_gguf;
+    use qevo::plan::resolve_ggml;
+    use qevo::plan::TensorPlan;
+    use qevo::quant::{GgmlType, WeightFormat};
     let (Some(src), Some(dir)) = (env("QEVO_EXPORT_SRC"), env("QEVO_EXPORT_DIR")) else {
         println!(
             "skipped: set QEVO_EXPORT_SRC and QEVO_EXPORT_DIR (scripts/check_real_models.sh does)"

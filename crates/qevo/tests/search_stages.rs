@@ -556,7 +556,7 @@ fn a_scaled_sensitivity_table_ranks_cells_as_the_measured_one_does() {
     // Weight-only choices: activation choices are always measured.
     cfg.space.act_bits = vec![16];
     let p = search::prepare(&model, &calib, &heldout, &cfg).unwrap();
-    let importance = qevo::quant::collect_imatrix(&model, &p.evaluator.reference.windows)
+    let importance = qevo::calib::collect_imatrix(&model, &p.evaluator.reference.windows)
         .unwrap()
         .for_model(&model)
         .unwrap();

@@ -3,9 +3,12 @@
 //! `Model::load` loads; a plan drawn block by block from a small cache scores the same
 //! bits as its whole weight set.
 
-use qevo::eval::{Reference, TokenWindows};
+use qevo::calib::TokenWindows;
+use qevo::eval::Reference;
+use qevo::eval::{PlanWeights, WeightCache};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{PlanWeights, TensorPlan, WeightCache, WeightFormat};
+use qevo::plan::TensorPlan;
+use qevo::quant::WeightFormat;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};

@@ -7,10 +7,13 @@
 mod common;
 
 use common::llama_tools::{llama_tool, LlamaLogits};
-use qevo::eval::{Reference, TokenWindows};
-use qevo::export::{export_gguf, export_tuned_gguf, resolve_ggml, ResolvedPlan};
+use qevo::calib::TokenWindows;
+use qevo::eval::Reference;
+use qevo::export::{export_gguf, export_tuned_gguf};
 use qevo::model::{Model, NoHook};
-use qevo::quant::{ggml, GgmlType, RoundingInputs, TensorPlan, WeightFormat};
+use qevo::plan::TensorPlan;
+use qevo::plan::{resolve_ggml, ResolvedPlan};
+use qevo::quant::{ggml, GgmlType, RoundingInputs, WeightFormat};
 use qevo::tune::{tune, TuneConfig, TuneHooks, TuneOutcome, TuneSetup};
 use std::path::Path;
 

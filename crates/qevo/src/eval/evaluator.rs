@@ -11,11 +11,12 @@
 //! of the definition of a score, not of the caches, so caches off give the same bits.
 
 use super::{Metrics, Partial, Pass, Reference, Sums};
+use crate::calib::{ActQuantHook, ActRanges, ActScheme};
 use crate::error::Result;
+use crate::eval::{PlanWeights, WeightCache};
 use crate::model::Model;
 use crate::model::Weights;
 use crate::plan::TensorChoice;
-use crate::quant::{ActQuantHook, ActRanges, ActScheme, PlanWeights, WeightCache};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::ops::Range;

@@ -5,8 +5,8 @@
 //! `n_ctx/2 .. n_ctx-1` predict the next token), so every scored token sees at least
 //! `n_ctx/2` tokens of context. Sums run in position order in f64.
 
-use super::TokenWindows;
-use crate::error::{Error, Result};
+use crate::calib::windows::{chunk_count, llama_cpp_bos, llama_cpp_windows};
+use crate::error::Result;
 use crate::model::{Model, NoHook, WeightSet};
 use candle_core::{Device, Tensor};
 
@@ -18,61 +18,6 @@ pub struct LlamaCppPerplexity {
     pub mean_nll: f64,
     pub chunks: usize,
     pub scored_tokens: usize,
-}
-
-/// How many whole chunks of `n_ctx` the protocol scores, or a clear refusal.
-fn chunk_count(
-    model: &Model,
-    tokens: &[u32],
-    n_ctx: usize,
-    max_chunks: Option<usize>,
-) -> Result<usize> {
-    if n_ctx < 4 || n_ctx > model.arch.max_positions() {
-        return Err(Error::Invalid(format!(
-            "context {n_ctx} must be between 4 and the model's {} positions",
-            model.arch.max_positions()
-        )));
-    }
-    let all = tokens.len() / n_ctx;
-    let chunks = max_chunks.map_or(all, |m| m.min(all));
-    if chunks == 0 {
-        return Err(Error::Invalid(format!(
-            "{} tokens do not fill one chunk of {n_ctx}",
-            tokens.len()
-        )));
-    }
-    Ok(chunks)
-}
-
-/// The token stream cut as llama.cpp's tools cut it (`llama-perplexity`, `llama-imatrix`):
-/// whole chunks of `n_ctx` from the first token, at most `max_chunks`, each chunk's first
-/// token replaced by `bos` when given (`llama_cpp_bos`).
-pub fn llama_cpp_windows(
-    model: &Model,
-    tokens: &[u32],
-    n_ctx: usize,
-    bos: Option<u32>,
-    max_chunks: Option<usize>,
-) -> Result<TokenWindows> {
-    let chunks = chunk_count(model, tokens, n_ctx, max_chunks)?;
-    let mut ids = tokens[..chunks * n_ctx].to_vec();
-    if let Some(b) = bos {
-        ids.chunks_exact_mut(n_ctx).for_each(|c| c[0] = b);
-    }
-    Ok(TokenWindows {
-        seq_len: n_ctx,
-        ids,
-    })
-}
-
-/// The BOS llama.cpp's tools put first in each chunk: the token the model's tokenizer
-/// adds in front of a text (`encode_special`), if it adds one.
-pub fn llama_cpp_bos(model: &Model) -> Result<Option<u32>> {
-    let (plain, special) = (model.encode("a")?, model.encode_special("a")?);
-    Ok(special
-        .first()
-        .copied()
-        .filter(|f| plain.first() != Some(f)))
 }
 
 /// Runs `weights` over each chunk (first token replaced by `bos` when given) and hands

@@ -10,138 +10,22 @@
 //! outcome gives a coarser distribution; by the log-sum inequality its KL is a lower bound
 //! of the exact KL; `tests/kl_approx.rs` measures the gap on the embedded model.
 
+pub mod cache;
 pub mod embedding;
 pub mod evaluator;
 pub mod llama_ppl;
 pub mod score;
 
+pub use cache::{block_working_set, CacheStats, PlanWeights, WeightCache};
 pub use embedding::{knn_accuracy, mean_cosine};
 pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
 pub use score::{score_plan, PlanScore, ScoreOptions};
 
+use crate::calib::{default_batch, TokenWindows};
 use crate::error::{Error, Result};
 use crate::model::{LinearHook, Model, WeightSet, Weights};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
-
-/// Non-overlapping windows of `seq_len` token ids.
-#[derive(Debug, Clone)]
-pub struct TokenWindows {
-    pub seq_len: usize,
-    pub ids: Vec<u32>,
-}
-
-impl TokenWindows {
-    /// Tokenizes `text` and cuts it into at most `max_windows` windows of `seq_len` tokens.
-    /// A window longer than the model's positions is an error (`seq_len`), never clamped.
-    pub fn from_text(
-        model: &Model,
-        text: &str,
-        seq_len: usize,
-        max_windows: usize,
-    ) -> Result<Self> {
-        let max = model.arch.max_positions();
-        if seq_len > max {
-            return Err(Error::setting(
-                "seq_len",
-                format!(
-                    "{seq_len} tokens, but {} handles at most {max} positions",
-                    model.source.display()
-                ),
-            ));
-        }
-        let toks = model.encode(text)?;
-        if model.arch.is_decoder() {
-            return Self::from_tokens(&toks, seq_len, max_windows);
-        }
-        // An encoder embeds each window as a sentence-transformers user feeds it a text:
-        // wrapped in the tokenizer's special tokens ([CLS] … [SEP] for BERT).
-        let ends = model.encode_special("")?;
-        let (head, tail) = ends.split_at(ends.len().min(1));
-        let body = seq_len
-            .checked_sub(ends.len())
-            .filter(|&b| b >= 2)
-            .ok_or_else(|| {
-                Error::setting(
-                    "seq_len",
-                    format!(
-                        "an encoder window holds {} special tokens and at least 2 of text",
-                        ends.len()
-                    ),
-                )
-            })?;
-        let inner = Self::from_tokens(&toks, body, max_windows)?;
-        let ids = inner
-            .ids
-            .chunks_exact(body)
-            .flat_map(|w| head.iter().chain(w).chain(tail))
-            .copied()
-            .collect();
-        Ok(TokenWindows { seq_len, ids })
-    }
-
-    pub fn from_tokens(toks: &[u32], seq_len: usize, max_windows: usize) -> Result<Self> {
-        if seq_len < 2 {
-            return Err(Error::setting(
-                "seq_len",
-                "a window must be at least 2 tokens",
-            ));
-        }
-        if max_windows == 0 {
-            return Err(Error::setting(
-                "max_windows",
-                "at least one window is needed",
-            ));
-        }
-        let n = (toks.len() / seq_len).min(max_windows);
-        if n == 0 {
-            return Err(Error::TextTooShort {
-                what: "text".into(),
-                tokens: toks.len(),
-                needed: format!("at least one window of {seq_len} tokens is needed"),
-            });
-        }
-        Ok(TokenWindows {
-            seq_len,
-            ids: toks[..n * seq_len].to_vec(),
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len() / self.seq_len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-    pub fn tokens(&self) -> usize {
-        self.ids.len()
-    }
-    /// The first `n` windows.
-    pub fn take(&self, n: usize) -> TokenWindows {
-        let n = n.min(self.len());
-        TokenWindows {
-            seq_len: self.seq_len,
-            ids: self.ids[..n * self.seq_len].to_vec(),
-        }
-    }
-    /// The windows after the first `n`.
-    pub fn skip(&self, n: usize) -> TokenWindows {
-        let n = n.min(self.len());
-        TokenWindows {
-            seq_len: self.seq_len,
-            ids: self.ids[n * self.seq_len..].to_vec(),
-        }
-    }
-    /// Windows `start..end` as a `[batch, seq]` tensor.
-    pub fn batch(&self, start: usize, end: usize) -> Result<Tensor> {
-        let t = self.seq_len;
-        Ok(Tensor::from_slice(
-            &self.ids[start * t..end * t],
-            (end - start, t),
-            &Device::Cpu,
-        )?)
-    }
-}
 
 /// What a model's quality loss (`Metrics::kl`) measures: KL for a decoder, 1 − cosine
 /// of pooled embeddings for an encoder. Reports and the CLI name it through `relabel`.
@@ -321,11 +205,6 @@ pub fn auto_topk(vocab: usize, positions: usize, fallback: usize) -> usize {
     } else {
         fallback.min(vocab)
     }
-}
-
-/// Default batch: about 2k tokens per forward, enough for one large GEMM per layer.
-pub fn default_batch(seq_len: usize) -> usize {
-    (2048 / seq_len).max(1)
 }
 
 /// Runs the model over windows `range`, in batches, handing each batch's logits (as a flat
@@ -717,7 +596,7 @@ impl Reference {
         Ok(total)
     }
 
-    /// Scores any weight set (e.g. `quant::PlanWeights`, drawn from a bounded cache block
+    /// Scores any weight set (e.g. `eval::PlanWeights`, drawn from a bounded cache block
     /// by block) on every window; the same sums as `score` on the same values.
     pub fn score_weights(
         &self,

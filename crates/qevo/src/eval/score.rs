@@ -10,15 +10,16 @@
 //! the scored bytes).
 
 use super::{auto_topk, Metrics, Reference, TokenWindows};
+use crate::calib::{
+    calibrate_act_ranges, collect_hessians, collect_imatrix, ActQuantHook, ActScheme, Imatrix,
+    ScoredWith,
+};
 use crate::error::{Error, Result};
+use crate::eval::{block_working_set, PlanWeights, WeightCache};
 use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
 use crate::quant::gptq::DEFAULT_DAMP;
-use crate::quant::{
-    block_working_set, calibrate_act_ranges, collect_hessians, collect_imatrix, ActQuantHook,
-    ActScheme, Imatrix, PlanWeights, RoundingInputs, RoundingMode, ScoredWith, WeightCache,
-    WeightFormat,
-};
+use crate::quant::{RoundingInputs, RoundingMode, WeightFormat};
 use std::path::PathBuf;
 
 /// Tokens per window when `seq_len` is not given (capped by the model's positions).

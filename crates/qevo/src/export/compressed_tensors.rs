@@ -19,7 +19,8 @@ use super::safetensors_export::{
 use crate::error::{Error, Result};
 use crate::model::{Arch, Model, Role, TensorInfo};
 use crate::plan::TensorChoice;
-use crate::quant::{TensorPlan, WeightFormat};
+use crate::plan::TensorPlan;
+use crate::quant::WeightFormat;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 
@@ -86,11 +87,11 @@ pub fn export_compressed_tensors(
 ) -> Result<CtExport> {
     check_output_dir(&model.source, out_dir)?;
     if let Arch::Bert(_) = model.arch {
-        return Err(Error::Invalid(format!(
-            "{}: compressed-tensors export writes the llama family (llama, qwen2, qwen3, mistral); \
-             export an encoder as qevo-int (--format safetensors)",
-            model.source.display()
-        )));
+        return Err(Error::unsupported(
+            format!("{}: compressed-tensors export", model.source.display()),
+            "writes the llama family (llama, qwen2, qwen3, mistral); export an encoder as \
+             qevo-int packed safetensors",
+        ));
     }
     let choices = plan.per_tensor(model)?;
     check_exportable(model, &choices, "compressed-tensors")?;

@@ -64,7 +64,7 @@ impl CtScheme {
             Scheme::Pow2 => {
                 return Err(
                     "power-of-two scales (i8 exponents) have no compressed-tensors form; \
-                            export this plan as qevo-int (--format safetensors)"
+                            export this plan as qevo-int packed safetensors"
                         .to_string(),
                 )
             }

@@ -5,13 +5,14 @@
 //! with (its importance matrix and output-rounding record), so it holds the scored bytes.
 
 use super::{
-    export_compressed_tensors, export_gguf, export_safetensors, resolve_ggml, write_tensor_types,
-    CtExport, ExportFormat, ExportSummary, Fallback, ResolvedPlan, SafetensorsExport,
+    export_compressed_tensors, export_gguf, export_safetensors, write_tensor_types, CtExport,
+    ExportFormat, ExportSummary, SafetensorsExport,
 };
+use crate::calib::{Imatrix, ScoredWith};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::plan::TensorPlan;
-use crate::quant::{Imatrix, RoundingInputs, ScoredWith};
+use crate::plan::{resolve_ggml, Fallback, ResolvedPlan, TensorPlan};
+use crate::quant::RoundingInputs;
 use std::path::{Path, PathBuf};
 
 /// How a plan is exported.
@@ -125,10 +126,10 @@ fn write(
             Written::CompressedTensors(export_compressed_tensors(model, plan, out)?)
         }
         (format, None) => {
-            return Err(Error::Invalid(format!(
-                "{} needs one GGML type per tensor",
-                format_name(format)
-            )))
+            return Err(Error::unsupported(
+                format_name(format),
+                "needs one GGML type per tensor",
+            ))
         }
     })
 }

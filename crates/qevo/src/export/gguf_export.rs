@@ -8,11 +8,11 @@
 
 use super::gguf_arch::{gguf_arch, rope_tensors, GgufArch};
 use super::gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter, TensorHead};
-use super::plan::{check_output_path, Fallback, ResolvedPlan};
 use super::vocab;
 use crate::error::{Error, Result};
 use crate::model::gguf::{ggml_type_info, Gguf, Value};
 use crate::model::{gguf_permutes_qk, permute_rows, Arch, LlamaConfig, Model, GGUF_ROPE_TENSORS};
+use crate::plan::{check_output_path, Fallback, ResolvedPlan};
 use crate::quant::{GgmlType, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
 use std::borrow::Cow;
@@ -586,11 +586,11 @@ fn assemble<'a>(
 ) -> Result<(GgufWriter, Vec<Out<'a>>, u64, u64)> {
     let (cfg, arch) = llama_config(model)?;
     if plan.types.len() != model.tensors.len() {
-        return Err(Error::Invalid(format!(
-            "plan has {} tensors, model has {}",
+        return Err(Error::tensor_count(
+            "plan",
             plan.types.len(),
-            model.tensors.len()
-        )));
+            model.tensors.len(),
+        ));
     }
     let planned = planned_tensors(model, plan, source, cfg, arch)?;
     let planned_tensor_bytes: u64 = planned.iter().map(|t| t.len).sum();

@@ -16,8 +16,10 @@ pub mod ct_layout;
 mod export_plan;
 mod gguf_arch;
 mod gguf_export;
-pub mod gguf_writer;
-mod plan;
+/// The GGUF writer lives beside the reader (`model::gguf`), which the importance-matrix
+/// files share; exported here for the export code that writes models.
+pub use crate::model::gguf_writer;
+
 mod safetensors_export;
 pub mod tensor_types;
 pub mod vocab;
@@ -26,7 +28,6 @@ pub use compressed_tensors::{ct_choice, export_compressed_tensors, loader_notes,
 pub use export_plan::{export_plan, ExportOptions, ExportReport, Written};
 pub use gguf_export::{export_gguf, export_tuned_gguf, gguf_fixed_bytes, ExportSummary};
 pub use gguf_writer::{GgufLayout, GgufTensorOut, GgufWriter};
-pub use plan::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
 pub use safetensors_export::{check_output_dir, export_safetensors, SafetensorsExport};
 pub use tensor_types::{tensor_type_lines, write_tensor_types, TensorTypeRecipe};
 

@@ -10,11 +10,12 @@
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{llama_hf_name, raw_tensors, Arch, Model};
+use crate::plan::TensorPlan;
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };
-use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use crate::quant::{GgmlType, WeightFormat};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
@@ -65,11 +66,11 @@ pub fn check_output_dir(source: &Path, out: &Path) -> Result<()> {
         && source.parent().and_then(crate::fsutil::landing_path)
             == crate::fsutil::landing_path(out);
     if crate::fsutil::writes_over(out, source) || beside {
-        return Err(Error::Invalid(format!(
-            "output {} would overwrite the source model {}",
-            out.display(),
-            source.display()
-        )));
+        return Err(Error::Overwrite {
+            out: out.to_path_buf(),
+            what: "source model",
+            input: source.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -131,10 +132,10 @@ pub(super) fn check_exportable(
     what: &str,
 ) -> Result<()> {
     if !model.source.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: {what} export needs a Hugging Face source (a model directory), not a GGUF file",
-            model.source.display()
-        )));
+        return Err(Error::unsupported(
+            format!("{}: {what} export", model.source.display()),
+            "needs a Hugging Face source (a model directory), not a GGUF file",
+        ));
     }
     // Gemma (norms held as 1 + w, other module names), OLMo-2 (post-norm names), Phi-3
     // (fused matrices split at load) and the MoE families (experts stacked at load) need
@@ -143,11 +144,13 @@ pub(super) fn check_exportable(
         Arch::Llama(cfg) => cfg,
         Arch::Bert(_) => return check_block_formats(model, choices, what),
         _ => {
-            return Err(Error::Invalid(format!(
-                "{}: {what} export supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
-                model.source.display(),
-                model.arch.kind().as_str()
-            )))
+            return Err(Error::unsupported(
+                format!("{}: {what} export", model.source.display()),
+                format!(
+                    "supports the llama family (llama, qwen2, qwen3, mistral) and BERT; this model is {}",
+                    model.arch.kind().as_str()
+                ),
+            ))
         }
     };
     if matches!(
@@ -159,11 +162,13 @@ pub(super) fn check_exportable(
             | crate::model::ArchKind::Qwen3Moe
             | crate::model::ArchKind::Mixtral
     ) {
-        return Err(Error::Invalid(format!(
-            "{}: {what} export does not write {} yet (llama, qwen2, qwen3, mistral)",
-            model.source.display(),
-            cfg.kind.as_str()
-        )));
+        return Err(Error::unsupported(
+            format!("{}: {what} export", model.source.display()),
+            format!(
+                "does not write {} yet (llama, qwen2, qwen3, mistral)",
+                cfg.kind.as_str()
+            ),
+        ));
     }
     check_block_formats(model, choices, what)
 }
@@ -360,8 +365,9 @@ pub(super) fn write_safetensors(
 
 /// `quantization_config.json`, the tokenizer files, then `config.json` marked quantized.
 fn write_side_files(model: &Model, out_dir: &Path, qcfg: &QuantConfigFile) -> Result<()> {
-    let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out_dir.join(CONFIG_FILE), text.as_bytes())?;
+    let path = out_dir.join(CONFIG_FILE);
+    let text = serde_json::to_string_pretty(qcfg).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, text.as_bytes())?;
     copy_tokenizer_files(model, out_dir)?;
     write_config(
         model,
@@ -397,8 +403,9 @@ pub(super) fn write_config(
         .as_object_mut()
         .ok_or_else(|| Error::format(&cfg_src, "expected a JSON object"))?;
     obj.insert("quantization_config".to_string(), quantization_config);
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&out_dir.join("config.json"), text.as_bytes())
+    let path = out_dir.join("config.json");
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -428,7 +435,7 @@ mod tests {
         let sneaky = src.join("sub").join("..");
         assert!(check_output_dir(&src, &sneaky).is_err());
         let file = src.join("sub").join("..").join("model.gguf");
-        assert!(super::super::plan::check_output_path(&src, &file).is_err());
+        assert!(crate::plan::check_output_path(&src, &file).is_err());
         assert!(check_output_dir(&src, &root.path().join("out")).is_ok());
         assert!(check_output_dir(&src, &root.path().join("out").join("..").join("x")).is_ok());
     }

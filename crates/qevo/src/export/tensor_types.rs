@@ -3,9 +3,9 @@
 //! model can be applied by llama.cpp to a sibling too large to search here.
 
 use super::gguf_export::dominant_type;
-use super::plan::ResolvedPlan;
 use crate::error::Result;
 use crate::model::Model;
+use crate::plan::ResolvedPlan;
 use crate::quant::ggml::GgmlType;
 use std::path::Path;
 
@@ -110,7 +110,7 @@ pub fn write_tensor_types(
     plan: &ResolvedPlan,
     out: &Path,
 ) -> Result<TensorTypeRecipe> {
-    super::plan::check_output_path(&model.source, out)?;
+    crate::plan::check_output_path(&model.source, out)?;
     let r = tensor_type_lines(model, plan);
     crate::fsutil::write_atomic(out, r.file_text().as_bytes())?;
     Ok(r)

@@ -17,8 +17,8 @@
 //! - peak memory = weights + other + full KV cache + the largest activation set
 //!   of one layer in the prefill pass.
 
-use super::error::HwError;
 use super::profile::{ComputeMode, Profile, Workload, ACT_WIDTHS, WEIGHT_WIDTHS};
+use crate::error::HwError;
 
 /// One weight matrix (or embedding table) as the cost model sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,19 +3,18 @@
 //! checks, and measurement of this host as a profile.
 //!
 //! Costs are counts, hardware speed is data: nothing here depends on the model
-//! loader or the quantization formats; the caller describes the model as
-//! [`ModelCounts`]. The one exception is [`host::calibrate`], which times real
-//! forward passes of a model to fit the host profile's two overhead terms.
+//! loader or the quantization formats (only `model::Experts`, the counts of a MoE
+//! layer); the caller describes the model as [`ModelCounts`]. Fitting the host profile's
+//! two overhead terms on real forward passes is `calib::host`, above `plan`.
 
 mod constraints;
 mod cost;
-mod error;
 pub mod host;
 mod profile;
 
+pub use crate::error::HwError;
 pub use constraints::{check_constraints, ConstraintCheck, ConstraintReport};
 pub use cost::{cost, select_mode, Bound, Cost, LayerCost, LinearCounts, ModelCounts};
-pub use error::HwError;
 pub use profile::{
     builtin, builtin_source, list_builtins, load_profile, parse_constraint_override, parse_profile,
     profile_to_toml, resolve_profile, save_profile_text, ComputeMode, ConstraintOverride,

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::error::HwError;
+use crate::error::HwError;
 
 /// Weight widths a compute mode or a count may name: integer 2..8, 16 (f16/bf16), 32 (f32).
 pub const WEIGHT_WIDTHS: &[u8] = &[2, 3, 4, 5, 6, 7, 8, 16, 32];

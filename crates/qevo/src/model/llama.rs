@@ -879,11 +879,11 @@ impl LlamaNet {
                 .next()
                 .ok_or_else(|| Error::Invalid("too few non-quantized tensors".into()))?;
             if t.dims() != slot.dims() {
-                return Err(Error::Invalid(format!(
-                    "non-quantized tensor has shape {:?}, expected {:?}",
-                    t.dims(),
-                    slot.dims()
-                )));
+                return Err(Error::Shape {
+                    what: "non-quantized tensor".into(),
+                    got: t.dims().to_vec(),
+                    expected: slot.dims().to_vec(),
+                });
             }
             *slot = t.clone();
             Ok(())
@@ -1223,7 +1223,7 @@ fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
 pub(crate) fn block_at<T>(blocks: &[T], i: usize) -> Result<&T> {
     blocks
         .get(i)
-        .ok_or_else(|| Error::Invalid(format!("block {i} out of range ({} blocks)", blocks.len())))
+        .ok_or_else(|| Error::out_of_range("block", i, blocks.len()))
 }
 
 /// `[batch, seq, heads·head_dim]` → contiguous `[batch, heads, seq, head_dim]`.
@@ -1244,9 +1244,7 @@ pub(crate) fn embed_rows(
     let (b, t) = ids.dims2()?;
     let flat = ids.flatten_all()?.to_vec1::<u32>()?;
     if let Some(&bad) = flat.iter().find(|&&i| i as usize >= vocab) {
-        return Err(Error::Invalid(format!(
-            "token id {bad} is outside the embedding table ({vocab} rows)"
-        )));
+        return Err(Error::out_of_range("token id", bad as usize, vocab));
     }
     // Widened after the gather: a 16-bit or mapped table stays as it is, only these rows
     // become f32.

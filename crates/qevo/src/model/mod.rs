@@ -15,6 +15,7 @@ mod bert;
 pub(crate) mod config;
 mod fused;
 pub mod gguf;
+pub mod gguf_writer;
 mod gpt2;
 mod llama;
 pub mod packed_st;
@@ -477,11 +478,14 @@ impl Model {
     /// pass uses only ops candle can differentiate (what `tune` trains through).
     pub(crate) fn with_llama_aux(&self, aux: &[Tensor], autograd: bool) -> Result<Model> {
         let Net::Llama(n) = &self.net else {
-            return Err(Error::Invalid(format!(
-                "{} is a {} model; only the Llama family's norms can be replaced",
-                self.source.display(),
-                self.arch.kind().as_str()
-            )));
+            return Err(Error::unsupported(
+                format!(
+                    "{}: replacing the norms of a {} model",
+                    self.source.display(),
+                    self.arch.kind().as_str()
+                ),
+                "only the Llama family's norms can be replaced",
+            ));
         };
         Ok(Model {
             arch: self.arch.clone(),
@@ -594,21 +598,19 @@ impl Model {
     /// A weight slice built elsewhere must line up with this model's tensors.
     pub fn check_weights(&self, w: &[Tensor]) -> Result<()> {
         if w.len() != self.tensors.len() {
-            return Err(Error::Invalid(format!(
-                "weight set has {} tensors, model has {}",
+            return Err(Error::tensor_count(
+                "weight set",
                 w.len(),
-                self.tensors.len()
-            )));
+                self.tensors.len(),
+            ));
         }
         for (t, info) in w.iter().zip(&self.tensors) {
             if t.dims() != [info.rows, info.cols] {
-                return Err(Error::Invalid(format!(
-                    "weight `{}` has shape {:?}, model expects [{}, {}]",
-                    info.name,
-                    t.dims(),
-                    info.rows,
-                    info.cols
-                )));
+                return Err(Error::Shape {
+                    what: format!("weight `{}`", info.name),
+                    got: t.dims().to_vec(),
+                    expected: vec![info.rows, info.cols],
+                });
             }
         }
         Ok(())

@@ -119,8 +119,9 @@ pub fn write_llama_dir(dir: &Path, o: &LlamaShape, seed: u64) -> Result<()> {
         "bos_token_id": 1,
         "eos_token_id": 2
     });
-    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::fsutil::write_atomic(&dir.join("config.json"), text.as_bytes())?;
+    let path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&cfg).map_err(|e| Error::serialize(&path, e))?;
+    crate::fsutil::write_atomic(&path, text.as_bytes())?;
     let mut w = RandomTensors::new(seed);
     let s = 1.0 / (o.hidden as f32).sqrt();
     w.add("model.embed_tokens.weight", &[o.vocab, o.hidden], 0.0, 1.0);

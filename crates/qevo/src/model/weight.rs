@@ -509,12 +509,9 @@ impl StoredWeights {
 
     /// Weight `i`, or an error naming the index.
     pub fn get(&self, i: usize) -> Result<&Weight> {
-        self.0.get(i).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {i} out of range ({} tensors)",
-                self.0.len()
-            ))
-        })
+        self.0
+            .get(i)
+            .ok_or_else(|| Error::out_of_range("tensor index", i, self.0.len()))
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Weight> {

@@ -7,10 +7,12 @@
 
 pub mod llama_mix;
 mod price;
+mod resolve;
 mod tensor_plan;
 
 pub use llama_mix::{mix_plan, LlamaFtype};
 pub use price::{price, LimitCheck, Priced, UserLimits};
+pub use resolve::{check_output_path, nearest_ggml, resolve_ggml, Fallback, ResolvedPlan};
 pub use tensor_plan::{TensorChoice, TensorPlan, ACT_BITS};
 
 use crate::hw::{LinearCounts, ModelCounts};

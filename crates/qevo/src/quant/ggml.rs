@@ -474,9 +474,10 @@ pub(crate) fn quantize_rows(
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
     let Some(quantize) = t.row().quantizer else {
-        return Err(Error::Invalid(format!(
-            "qevo cannot quantize {t} yet (dequantize only)"
-        )));
+        return Err(Error::unsupported(
+            format!("quantizing {t}"),
+            "qevo cannot quantize this type yet (dequantize only)",
+        ));
     };
     let Some(total) = t.tensor_bytes(rows, cols) else {
         return Err(Error::Invalid(format!(

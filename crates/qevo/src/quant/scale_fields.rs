@@ -83,7 +83,7 @@ pub(crate) fn blocks_of(t: GgmlType, bytes: &[u8], n: usize) -> Result<usize> {
 }
 
 fn fields_of(t: GgmlType) -> Result<ScaleFields> {
-    scale_fields(t).ok_or_else(|| Error::Invalid(format!("{} has no f16 block scale", t.name())))
+    scale_fields(t).ok_or_else(|| Error::unsupported(t.name(), "has no f16 block scale"))
 }
 
 /// Every block's stored `d` and `m` (0 where the type has no min), as f32.

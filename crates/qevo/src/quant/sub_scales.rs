@@ -160,8 +160,7 @@ fn write_block(t: GgmlType, p: &mut [u8], s: &[i32], m: &[i32]) {
 }
 
 fn layout_of(t: GgmlType) -> Result<SubScaleLayout> {
-    sub_scale_layout(t)
-        .ok_or_else(|| Error::Invalid(format!("{} has no integer sub-scales", t.name())))
+    sub_scale_layout(t).ok_or_else(|| Error::unsupported(t.name(), "has no integer sub-scales"))
 }
 
 /// Every sub-block's scale and min multipliers, block by block (`blocks · count` each;

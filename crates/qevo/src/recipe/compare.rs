@@ -86,7 +86,7 @@ pub fn compare(
     let f16 = TensorPlan::uniform(model, WeightFormat::Ggml(GgmlType::F16), 16)?;
     export_gguf(
         model,
-        &crate::export::resolve_ggml(model, &f16, false)?,
+        &crate::plan::resolve_ggml(model, &f16, false)?,
         &RoundingInputs::default(),
         &base,
     )?;

@@ -21,12 +21,16 @@ pub mod card;
 pub mod compare;
 pub mod size;
 
+use crate::calib::Imatrix;
+use crate::calib::TokenWindows;
 use crate::error::{Error, Result};
-use crate::eval::{auto_topk, Metrics, Reference, TokenWindows};
-use crate::export::{export_gguf, export_tuned_gguf, resolve_ggml, ResolvedPlan};
+use crate::eval::WeightCache;
+use crate::eval::{auto_topk, Metrics, Reference};
+use crate::export::{export_gguf, export_tuned_gguf};
 use crate::model::{Model, NoHook};
 use crate::plan::TensorPlan;
-use crate::quant::{Imatrix, RoundingInputs, RoundingMode, WeightCache};
+use crate::plan::{resolve_ggml, ResolvedPlan};
+use crate::quant::{RoundingInputs, RoundingMode};
 use crate::search::output::PlanFile;
 use crate::search::{split_texts, SearchConfig, SearchOutcome, Settings};
 use crate::tune::{tune, TuneConfig, TuneHooks, TuneSetup, Tuned};
@@ -497,7 +501,7 @@ fn importance(model: &Model, calib: &str, s: &GgufSettings, work: &Path) -> Resu
         Some(f) => Imatrix::read(f)?,
         None => {
             let n_ctx = s.seq_len.min(model.arch.max_positions());
-            let mut im = crate::quant::collect_imatrix_llama_cpp(model, calib, n_ctx, None)?;
+            let mut im = crate::calib::collect_imatrix_llama_cpp(model, calib, n_ctx, None)?;
             im.datasets = vec!["qevo gguf calibration text".into()];
             im
         }
@@ -660,7 +664,7 @@ fn write_beside(
     cfg: &SearchConfig,
     o: &GgufOutcome,
     imatrix: &Imatrix,
-    rounding: Option<crate::quant::OutputRounding>,
+    rounding: Option<crate::calib::OutputRounding>,
 ) -> Result<()> {
     let mut pf = PlanFile::from_plan(
         model,
@@ -685,6 +689,6 @@ pub fn write_card(model: &Model, o: &GgufOutcome, cmp: Option<&compare::Comparis
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::serialize(path, e))?;
     crate::fsutil::write_atomic(path, text.as_bytes())
 }

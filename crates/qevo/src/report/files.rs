@@ -16,7 +16,7 @@ pub const REPORT_INPUT_FILE: &str = "report.json";
 /// returns what was drawn (for the terminal summary).
 pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportData> {
     let json = serde_json::to_string_pretty(input)
-        .map_err(|e| Error::format(dir.join(REPORT_INPUT_FILE), format!("serialising: {e}")))?;
+        .map_err(|e| Error::serialize(dir.join(REPORT_INPUT_FILE), e))?;
     write_atomic(&dir.join(REPORT_INPUT_FILE), json.as_bytes())?;
     draw(dir, input)
 }

@@ -61,7 +61,6 @@ fn write_tuned(dir: &Path, model: &Model, cfg: &SearchConfig, o: &SearchOutcome)
     let tune_cfg = cfg.tune_front.tune_config(cfg.evolution.seed);
     let v = serde_json::json!({ "config": tune_cfg, "tuned": rows });
     let path = dir.join("tuned.json");
-    let text = serde_json::to_string_pretty(&v)
-        .map_err(|e| Error::format(&path, format!("serialising: {e}")))?;
+    let text = serde_json::to_string_pretty(&v).map_err(|e| Error::serialize(&path, e))?;
     Ok(write_atomic(&path, text.as_bytes())?)
 }

@@ -5,11 +5,12 @@
 
 use super::sensitivity::SensitivityMode;
 use super::space::{self, UnitMode};
+use crate::calib::ActScheme;
 use crate::error::{Error, Result};
 use crate::hw::{Profile, Workload};
 use crate::plan::UserLimits;
 use crate::quant::RoundingMode;
-use crate::quant::{ActScheme, WeightFormat};
+use crate::quant::WeightFormat;
 use evo::operators::CrossoverKind;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -247,9 +248,9 @@ pub enum Importance {
     /// None: every type rounds unweighted (iq2_xs, iq2_xxs and iq1_s cannot be scored).
     #[default]
     None,
-    /// Collected on the calibration windows (`quant::collect_imatrix`).
+    /// Collected on the calibration windows (`calib::collect_imatrix`).
     Collect,
-    /// Read from a llama.cpp or qevo imatrix file (`quant::Imatrix::read`).
+    /// Read from a llama.cpp or qevo imatrix file (`calib::Imatrix::read`).
     File(PathBuf),
 }
 

@@ -4,6 +4,7 @@
 
 use super::problem::QuantProblem;
 use super::seed::Seeded;
+use super::surrogate::Surrogate;
 use super::{Progress, SearchConfig};
 use crate::error::{Error, Result};
 use evo::operators::LayerwiseCrossover;
@@ -24,14 +25,17 @@ pub struct Evolved {
 }
 
 /// Runs NSGA-II from `seeded`'s seeds for at most `max_time` (the evolution's part of
-/// the time budget, `clock::Deadlines`); resumes from the checkpoint when asked.
+/// the time budget, `clock::Deadlines`), with `surrogate` screening offspring (it stays
+/// with the problem for the later stages); resumes from the checkpoint when asked.
 pub fn evolve(
     problem: &QuantProblem,
     seeded: &Seeded,
+    surrogate: Surrogate,
     cfg: &SearchConfig,
     progress: Option<Progress>,
     max_time: Option<std::time::Duration>,
 ) -> Result<Evolved> {
+    problem.set_surrogate(surrogate);
     let mut termination = Termination::generations(cfg.evolution.generations);
     termination.max_time = max_time;
     let crossover = cfg.evolution.crossover.kind(cfg.space.unit);

@@ -6,7 +6,7 @@
 //! the norms and biases (f32), the reference distributions (top-k per position,
 //! `eval::auto_topk`), one forward pass's activations per worker thread, the prefix
 //! cache's budget, and the weight cache. A plan's weights are drawn from that cache
-//! block by block (`quant::PlanWeights`), each worker holding its current block (or the
+//! block by block (`eval::PlanWeights`), each worker holding its current block (or the
 //! embedding or output matrix, which a forward pass uses on its own) as f32: that is the
 //! smallest weight cache that works. What the budget leaves beyond it holds quantized
 //! variants as their block bytes (GGML types) or f32 (generic formats). The default
@@ -19,8 +19,9 @@
 
 use super::config::defaults::WEIGHT_CACHE_BYTES;
 use super::SearchConfig;
+use crate::calib::default_batch;
 use crate::error::{Error, Result};
-use crate::eval::{default_batch, REFERENCE_BUDGET_BYTES};
+use crate::eval::REFERENCE_BUDGET_BYTES;
 use crate::mem::gb;
 use crate::model::{Model, ModelSummary, TensorInfo};
 use std::path::Path;

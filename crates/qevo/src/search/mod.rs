@@ -26,12 +26,14 @@ pub mod config;
 mod evolve;
 pub mod executor;
 pub mod finalize;
+pub mod memo;
 pub mod memory;
 pub mod optuna;
 pub mod output;
 mod prepare;
 pub mod problem;
 pub mod refine;
+mod screen;
 mod seed;
 pub mod sensitivity;
 pub mod settings;
@@ -141,11 +143,11 @@ pub struct SearchOutcome {
     pub sensitivity: Sensitivity,
     /// The refine stage at the size limit (None: no size limit, or turned off).
     pub refine: Option<refine::RefineSummary>,
-    pub fitness_stats: problem::FitnessStats,
+    pub fitness_stats: memo::FitnessStats,
     /// The surrogate's screening during the evolution.
     pub surrogate_stats: problem::SurrogateStats,
     pub prefix_stats: PrefixStats,
-    pub weight_stats: crate::quant::CacheStats,
+    pub weight_stats: crate::eval::CacheStats,
     pub search_seconds: f64,
     pub total_seconds: f64,
     pub stage_seconds: StageSeconds,
@@ -154,11 +156,11 @@ pub struct SearchOutcome {
     pub infeasible_closest: Option<FrontEntry>,
     /// The importance matrix every plan was scored with (`data.imatrix`); an export of
     /// these plans must quantize with it.
-    pub imatrix: Option<crate::quant::Imatrix>,
+    pub imatrix: Option<crate::calib::Imatrix>,
     /// Every plan the evolution scored, in the order first scored (the Optuna journal).
-    pub evaluations: Vec<problem::Evaluated>,
+    pub evaluations: Vec<memo::Evaluated>,
     /// The output-rounding record every plan was scored with (`data.rounding`).
-    pub rounding: Option<crate::quant::OutputRounding>,
+    pub rounding: Option<crate::calib::OutputRounding>,
     /// Front plans tuned after the search (`tune_front`), in the order tuned.
     pub tuned: Vec<tune_front::TunedEntry>,
 }
@@ -227,9 +229,9 @@ pub fn run_with(
         x.start(&problem.fingerprint())?;
     }
     let seeded = seed(&prepared, &problem, cfg, deadlines.sensitivity)?;
-    problem.set_surrogate(surrogate::Surrogate::new(&seeded.sensitivity));
+    let surrogate = surrogate::Surrogate::new(&seeded.sensitivity);
     let max_time = clock::Deadlines::left(deadlines.evolution);
-    let evolved = evolve(&problem, &seeded, cfg, hooks.progress, max_time)?;
+    let evolved = evolve(&problem, &seeded, surrogate, cfg, hooks.progress, max_time)?;
     let surrogate_stats = problem.surrogate_stats();
     // Held-out scores come next; they keep states of their own.
     prepared.evaluator.release_states();

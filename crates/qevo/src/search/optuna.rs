@@ -22,7 +22,7 @@
 //! `timestamp` for every record: qevo does not time single evaluations, and a fixed
 //! timestamp keeps the file a pure function of the search.
 
-use super::problem::Evaluated;
+use super::memo::Evaluated;
 use super::space::SearchSpace;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -211,8 +211,7 @@ pub fn write_journal(
 ) -> Result<()> {
     let mut text = String::new();
     for line in journal_lines(space, evaluations, info) {
-        let s = serde_json::to_string(&line)
-            .map_err(|e| Error::Invalid(format!("serialising the Optuna journal: {e}")))?;
+        let s = serde_json::to_string(&line).map_err(|e| Error::serialize(path, e))?;
         text.push_str(&s);
         text.push('\n');
     }

@@ -4,11 +4,12 @@
 //! or a bare `TensorPlan`).
 
 use super::{FrontEntry, SearchOutcome};
+use crate::calib::OutputRounding;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Model;
 use crate::plan::LimitCheck;
-use crate::quant::{OutputRounding, TensorPlan};
+use crate::plan::TensorPlan;
 use std::path::Path;
 
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -80,7 +81,7 @@ impl PlanFile {
                 .map(|t| {
                     (
                         t.name.clone(),
-                        crate::quant::TensorChoice {
+                        crate::plan::TensorChoice {
                             format: t.format,
                             act_bits: t.act_bits,
                         },
@@ -155,8 +156,8 @@ pub struct ReadPlan {
 
 impl ReadPlan {
     /// What the plan was scored with.
-    pub fn scored_with(&self) -> crate::quant::ScoredWith {
-        crate::quant::ScoredWith {
+    pub fn scored_with(&self) -> crate::calib::ScoredWith {
+        crate::calib::ScoredWith {
             imatrix_fingerprint: self.imatrix_fingerprint.clone(),
             rounding: self.rounding.clone(),
         }
@@ -278,16 +279,18 @@ pub fn plan_metrics(model: &Model, outcome: &SearchOutcome, f: &FrontEntry) -> P
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("serialising output: {e}")))
+/// `v` as pretty JSON written to `path`.
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::serialize(path, e))?;
+    write_atomic(path, text.as_bytes())
 }
 
 /// Writes the plan files (`plan.json`, `plan.yaml`) for the recommended plan.
 pub fn write_plan(dir: &Path, pf: &PlanFile) -> Result<()> {
-    write_atomic(&dir.join("plan.json"), json(pf)?.as_bytes())?;
-    let yaml = serde_saphyr::to_string(pf)
-        .map_err(|e| Error::Invalid(format!("serialising plan.yaml: {e}")))?;
-    write_atomic(&dir.join("plan.yaml"), yaml.as_bytes())
+    write_json(&dir.join("plan.json"), pf)?;
+    let path = dir.join("plan.yaml");
+    let yaml = serde_saphyr::to_string(pf).map_err(|e| Error::serialize(&path, e))?;
+    write_atomic(&path, yaml.as_bytes())
 }
 
 /// `front.json`: every front plan with its scores and per-tensor choices.
@@ -300,7 +303,7 @@ pub fn write_front(dir: &Path, model: &Model, outcome: &SearchOutcome, target: &
             scored_plan_file(model, outcome, f, target, &unit)
         })
         .collect();
-    write_atomic(&dir.join("front.json"), json(&entries)?.as_bytes())
+    write_json(&dir.join("front.json"), &entries)
 }
 
 /// The plan file of a scored plan: its metrics, the limits it fails (none for a feasible
@@ -336,12 +339,13 @@ pub fn scored_plan_file(
 
 /// `history.jsonl`: one line per generation.
 pub fn write_history(dir: &Path, outcome: &SearchOutcome) -> Result<()> {
+    let path = dir.join("history.jsonl");
     let mut s = String::new();
     for r in &outcome.history {
-        s.push_str(&serde_json::to_string(r).map_err(|e| Error::Invalid(e.to_string()))?);
+        s.push_str(&serde_json::to_string(r).map_err(|e| Error::serialize(&path, e))?);
         s.push('\n');
     }
-    write_atomic(&dir.join("history.jsonl"), s.as_bytes())
+    write_atomic(&path, s.as_bytes())
 }
 
 /// Checks an output directory can be written before hours of search go into it.

@@ -7,15 +7,15 @@ use super::config::Importance;
 use super::memory::{search_memory, MemoryShape};
 use super::space::SearchSpace;
 use super::{FpCost, SearchConfig};
+use crate::calib::TokenWindows;
+use crate::calib::{calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding};
 use crate::error::{Error, Result};
-use crate::eval::{auto_topk, prefix_stride, Evaluator, Reference, TokenWindows};
+use crate::eval::WeightCache;
+use crate::eval::{auto_topk, prefix_stride, Evaluator, Reference};
 use crate::model::Model;
 use crate::plan::{fp_bytes, fp_choices, price, UserLimits};
 use crate::quant::gptq::DEFAULT_DAMP;
-use crate::quant::{
-    calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding, RoundingInputs,
-    RoundingMode, WeightCache,
-};
+use crate::quant::{RoundingInputs, RoundingMode};
 
 /// What every later stage scores against.
 pub struct Prepared<'m> {

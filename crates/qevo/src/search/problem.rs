@@ -3,21 +3,9 @@
 //! minimised); the target's limits and the user's are constraints (summed relative
 //! excess, 0 = feasible).
 //!
-//! Multi-fidelity rule: every offspring is first scored on the screening windows (a
-//! prefix of the calibration windows). If even an optimistic KL (screened KL × (1 −
-//! margin)) would be dominated by a member of the current archive on all four
-//! objectives, the offspring cannot enter the front and keeps its screened KL; otherwise
-//! it gets the full evaluation. Screened and full scores are each pure functions of the
-//! genome (memoised in the fitness cache), so the outcome depends only on the genome and
-//! the archive, which the checkpoint holds: resumed runs stay exact.
-//!
-//! Before that, the surrogate (surrogate.rs) screens offspring the memo lacks without a
-//! forward pass: if even its optimistic KL would be dominated (or, with a screening
-//! tolerance, covered) by the archive, the offspring is never scored; it keeps the
-//! surrogate's pessimistic KL, marked `predicted`, and rarely survives. Every score that
-//! is not a full one is reported to the engine as an estimate, which the archive refuses.
-//! The surrogate is fitted on the memo's full scores in genome order, so it too is
-//! restored by resume.
+//! Its parts: the memo of every score (memo.rs), the screening of offspring before a
+//! full score (screen.rs: the surrogate, then the screening windows), and the executor
+//! that scores jobs (executor.rs).
 //!
 //! An evolution batch is scored in two rounds (screening, then full scores for the
 //! promising), each a list of `Job`s for the genomes the memo lacks, handed to an
@@ -26,19 +14,20 @@
 //! depend on who scored the jobs.
 
 use super::executor::{check_answer, Executor, Job};
+use super::memo::{sorted, Evaluated, FitnessStats, Memo};
 use super::prepare::Prepared;
+use super::screen::Screening;
 use super::space::SearchSpace;
-use super::surrogate::{spearman, Fit, Surrogate, OPTIMISM_SIGMAS};
+use super::surrogate::{spearman, Surrogate};
 use super::SearchConfig;
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Metrics};
 use crate::hw::{Profile, Workload};
 use crate::plan::{price, LimitCheck, TensorChoice, UserLimits};
-use evo::dominance::dominates;
 use evo::{BoxError, EvalContext, Evaluation, GeneSpace, Genome, Problem, ProblemStats};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// FNV-1a of `bytes` as 16 hex digits.
 fn fnv(bytes: &[u8]) -> String {
@@ -138,19 +127,6 @@ impl Scored {
     }
 }
 
-/// Counters behind the fitness cache and multi-fidelity screening.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FitnessStats {
-    pub lookups: u64,
-    pub hits: u64,
-    pub full_evaluations: u64,
-    pub screenings: u64,
-    pub screened_out: u64,
-    /// Offspring the surrogate screened out before any forward pass.
-    #[serde(default)]
-    pub surrogate_rejected: u64,
-}
-
 /// How the surrogate screened (`QuantProblem::surrogate_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct SurrogateStats {
@@ -169,28 +145,6 @@ pub struct GenerationBest {
     pub kl: f64,
     pub top1: f64,
     pub size_bytes: u64,
-}
-
-/// One plan the evolution had scored, in the order it was first scored: a trial of the
-/// Optuna journal. `scored` is the full score when the plan got one (in the evolution or
-/// when the front was re-scored), else its screening score.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Evaluated {
-    pub generation: u64,
-    pub genome: Vec<u16>,
-    pub scored: Scored,
-}
-
-#[derive(Default)]
-struct Memo {
-    full: HashMap<Vec<u16>, Scored>,
-    screened: HashMap<Vec<u16>, Scored>,
-    stats: FitnessStats,
-    /// Every genome of the evolution's batches with its score, in batch order.
-    log: Vec<Evaluated>,
-    /// (surrogate's fitted KL, full KL) for plans fully scored after the fit was made:
-    /// the surrogate's accuracy on plans it did not train on.
-    checks: Vec<(f64, f64)>,
 }
 
 /// The best plan so far, and one record per generation.
@@ -216,27 +170,6 @@ struct SavedState {
     checks: Vec<(f64, f64)>,
 }
 
-fn sorted(m: &HashMap<Vec<u16>, Scored>) -> Vec<(Vec<u16>, Scored)> {
-    let mut v: Vec<_> = m.iter().map(|(g, s)| (g.clone(), s.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-/// Whether archive member `a` makes scoring `o` pointless: `a` dominates it, or, with
-/// a tolerance, is within a factor `1 + epsilon[i]` of it in every objective i
-/// (epsilon-dominance: `o` could improve the front by less than that, so it is not
-/// scored).
-fn covers(a: &[f64], o: &[f64], epsilon: &[f64; 4]) -> bool {
-    match epsilon.iter().any(|&e| e > 0.0) {
-        true => a
-            .iter()
-            .zip(o)
-            .zip(epsilon)
-            .all(|((x, y), e)| *x <= y * (1.0 + e)),
-        false => dominates(a, o),
-    }
-}
-
 /// Scores a plan for the convergence record.
 type FitnessFn<'a> = Box<dyn Fn(&Scored) -> f64 + Send + Sync + 'a>;
 
@@ -249,22 +182,17 @@ pub struct QuantProblem<'a> {
     pub limits: UserLimits,
     pub screen_windows: usize,
     pub full_windows: usize,
-    /// Screening margin (fraction the screened KL may overstate the full KL).
-    pub margin: f64,
     /// Off: every genome gets the full evaluation, and nothing is memoised.
     pub caching: bool,
-    /// Screens skip plans the archive epsilon-dominates (`covers`); 0: plain dominance.
-    pub epsilon: [f64; 4],
     gene_space: GeneSpace,
-    memo: Mutex<Memo>,
+    pub(super) memo: Mutex<Memo>,
+    /// How offspring are screened before a full score (screen.rs).
+    pub(super) screening: Screening,
     /// Scores a plan for the convergence record (the recommendation fitness).
     fitness: Option<FitnessFn<'a>>,
     best: Mutex<Tracker>,
     /// Scores the evolution's batches; None: this machine's threads.
     executor: Option<&'a dyn Executor>,
-    /// Screens offspring before any forward pass, once the sensitivity table is known.
-    surrogate: OnceLock<Surrogate>,
-    use_surrogate: bool,
     /// Every setting a score or a cost depends on, by field (`run_settings`): what a
     /// checkpoint records and a resume must match.
     run: Vec<(String, String)>,
@@ -284,15 +212,15 @@ impl<'a> QuantProblem<'a> {
             limits: cfg.limits,
             screen_windows: prepared.screen_windows,
             full_windows: prepared.full_windows,
-            margin: 0.25,
             caching: cfg.caches.enabled,
-            epsilon: cfg.caches.epsilon,
             memo: Mutex::new(Memo::default()),
+            screening: Screening::new(
+                cfg.caches.epsilon,
+                cfg.caches.enabled && cfg.caches.surrogate,
+            ),
             fitness: None,
             best: Mutex::new((None, Vec::new())),
             executor: None,
-            surrogate: OnceLock::new(),
-            use_surrogate: cfg.caches.enabled && cfg.caches.surrogate,
             run: run_settings(prepared, cfg),
         })
     }
@@ -310,9 +238,10 @@ impl<'a> QuantProblem<'a> {
         self
     }
 
-    /// Lets the surrogate screen offspring (the search's sensitivity table).
-    pub fn set_surrogate(&self, s: Surrogate) {
-        let _ = self.surrogate.set(s);
+    /// Lets the surrogate screen offspring (the search's sensitivity table); `evolve`
+    /// hands it over.
+    pub(super) fn set_surrogate(&self, s: Surrogate) {
+        self.screening.set_surrogate(s);
     }
 
     /// How the surrogate did: offspring it rejected, plans it was checked on, and its
@@ -392,14 +321,19 @@ impl<'a> QuantProblem<'a> {
         self.memo.lock().unwrap_or_else(|e| e.into_inner()).stats
     }
 
-    fn run(&self, genome: &[u16], windows: usize, full: bool) -> Result<Scored> {
+    pub(super) fn run(&self, genome: &[u16], windows: usize, full: bool) -> Result<Scored> {
         let choices = self.space.tensor_choices(self.evaluator.model, genome);
         let metrics = self.evaluator.score(&choices, windows)?;
         self.priced(&choices, metrics, full)
     }
 
     /// A score from `metrics` and the plan's price on the target.
-    fn priced(&self, choices: &[TensorChoice], metrics: Metrics, full: bool) -> Result<Scored> {
+    pub(super) fn priced(
+        &self,
+        choices: &[TensorChoice],
+        metrics: Metrics,
+        full: bool,
+    ) -> Result<Scored> {
         let model = self.evaluator.model;
         let p = price(
             model,
@@ -453,7 +387,7 @@ impl<'a> QuantProblem<'a> {
     /// request is also answered by a full score), the misses scored in one round. A
     /// genome that occurs twice is scored once and counts as a hit the second time.
     /// With caching off every full request is scored and nothing is memoised.
-    fn memoised(
+    pub(super) fn memoised(
         &self,
         genomes: &[&[u16]],
         full: bool,
@@ -529,153 +463,6 @@ impl<'a> QuantProblem<'a> {
         self.memoised(genomes, true, None)
     }
 
-    fn screens(&self, archive: &[Vec<f64>]) -> bool {
-        self.caching && self.screen_windows < self.full_windows && !archive.is_empty()
-    }
-
-    /// Whether a screened score could not enter the front even if its full KL were
-    /// `margin` lower.
-    fn hopeless(&self, s: &Scored, archive: &[Vec<f64>]) -> bool {
-        self.hopeless_at(s, archive, self.margin)
-    }
-
-    /// Whether a score with its KL lowered by `margin` is infeasible or covered by the
-    /// archive (`covers`).
-    fn hopeless_at(&self, s: &Scored, archive: &[Vec<f64>], margin: f64) -> bool {
-        let mut optimistic = s.objectives();
-        optimistic[0] *= 1.0 - margin;
-        s.violation > 0.0
-            || archive
-                .iter()
-                .any(|a| covers(a, &optimistic, &self.epsilon))
-    }
-
-    /// The surrogate's line, fitted on every full score so far in genome order (None
-    /// when it is off, not yet given its table, or has too few plans).
-    fn surrogate_fit(&self) -> Option<(&Surrogate, Fit)> {
-        let sur = self.surrogate.get().filter(|_| self.use_surrogate)?;
-        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        // Genome order, so the fit does not depend on hash order; only (genome, KL) is
-        // read, so nothing is copied.
-        let mut full: Vec<(&[u16], f64)> = m
-            .full
-            .iter()
-            .map(|(g, s)| (g.as_slice(), s.metrics.kl))
-            .collect();
-        full.sort_by(|a, b| a.0.cmp(b.0));
-        let fit = sur.fit(full.into_iter())?;
-        Some((sur, fit))
-    }
-
-    /// The surrogate's verdict on a genome the memo lacks: Some(pessimistic score) when
-    /// even its optimistic KL could not enter the front, None when it must be scored.
-    fn rejected(
-        &self,
-        genome: &[u16],
-        (sur, fit): (&Surrogate, Fit),
-        archive: &[Vec<f64>],
-    ) -> Result<Option<Scored>> {
-        let Some(x) = sur.feature(genome) else {
-            return Ok(None);
-        };
-        let choices = self.space.tensor_choices(self.evaluator.model, genome);
-        let guess = |kl: f64| Metrics {
-            kl,
-            ppl: 0.0,
-            top1: 0.0,
-            tokens: 0,
-        };
-        let optimistic = self.priced(&choices, guess(fit.optimistic(x)), false)?;
-        if !self.hopeless_at(&optimistic, archive, 0.0) {
-            return Ok(None);
-        }
-        let mut s = self.priced(&choices, guess(fit.kl(x, OPTIMISM_SIGMAS)), false)?;
-        s.predicted = true;
-        Ok(Some(s))
-    }
-
-    /// Screened-then-full evaluation of a batch against an archive front (objective
-    /// vectors), in two rounds on `executor` (None: this machine), after the surrogate
-    /// has screened out the offspring that could not enter the front.
-    fn evaluate_batch(
-        &self,
-        genomes: &[&[u16]],
-        archive: &[Vec<f64>],
-        executor: Option<&dyn Executor>,
-    ) -> Result<Vec<Scored>> {
-        if !self.screens(archive) {
-            return self.memoised(genomes, true, executor);
-        }
-        let fit = self.surrogate_fit();
-        let mut out: Vec<Option<Scored>> = vec![None; genomes.len()];
-        if let Some(f) = fit {
-            for (i, g) in genomes.iter().enumerate() {
-                if !self.in_memo(g) {
-                    out[i] = self.rejected(g, f, archive)?;
-                }
-            }
-        }
-        let rest: Vec<usize> = (0..genomes.len()).filter(|&i| out[i].is_none()).collect();
-        self.memo
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stats
-            .surrogate_rejected += (genomes.len() - rest.len()) as u64;
-        let rest_genomes: Vec<&[u16]> = rest.iter().map(|&i| genomes[i]).collect();
-        let scored = self.screen_then_full(&rest_genomes, archive, executor, fit)?;
-        for (i, s) in rest.into_iter().zip(scored) {
-            out[i] = Some(s);
-        }
-        Ok(out.into_iter().flatten().collect())
-    }
-
-    fn in_memo(&self, g: &[u16]) -> bool {
-        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        m.full.contains_key(g) || m.screened.contains_key(g)
-    }
-
-    /// Screening scores for `genomes`, then full scores for the promising; plans newly
-    /// fully scored check the surrogate's `fit` (made before they were scored).
-    fn screen_then_full(
-        &self,
-        genomes: &[&[u16]],
-        archive: &[Vec<f64>],
-        executor: Option<&dyn Executor>,
-        fit: Option<(&Surrogate, Fit)>,
-    ) -> Result<Vec<Scored>> {
-        let mut out = self.memoised(genomes, false, executor)?;
-        let mut promote = Vec::new();
-        for (i, s) in out.iter().enumerate() {
-            if s.full {
-                continue;
-            }
-            if self.hopeless(s, archive) {
-                let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-                m.stats.screened_out += 1;
-            } else {
-                promote.push(i);
-            }
-        }
-        let wanted: Vec<&[u16]> = promote.iter().map(|&i| genomes[i]).collect();
-        let new: Vec<bool> = {
-            let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            wanted.iter().map(|g| !m.full.contains_key(*g)).collect()
-        };
-        let full = self.memoised(&wanted, true, executor)?;
-        if let Some((sur, f)) = fit {
-            let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            for ((g, s), _) in wanted.iter().zip(&full).zip(&new).filter(|(_, &n)| n) {
-                if let Some(x) = sur.feature(g) {
-                    m.checks.push((f.kl(x, 0.0), s.metrics.kl));
-                }
-            }
-        }
-        for (i, s) in promote.into_iter().zip(full) {
-            out[i] = s;
-        }
-        Ok(out)
-    }
-
     /// Screened-then-full evaluation of one genome against an archive front.
     pub fn evaluate_one(&self, genome: &[u16], archive: &[Vec<f64>]) -> Result<Scored> {
         Ok(self.evaluate_batch(&[genome], archive, None)?.remove(0))
@@ -683,38 +470,16 @@ impl<'a> QuantProblem<'a> {
 
     fn log(&self, generation: u64, genomes: &[&[u16]], scored: &[Scored]) {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        // Surrogate-rejected plans were never scored: they are no trials.
-        for (g, s) in genomes.iter().zip(scored).filter(|(_, s)| !s.predicted) {
-            m.log.push(Evaluated {
-                generation,
-                genome: g.to_vec(),
-                scored: s.clone(),
-            });
-        }
+        m.log_batch(generation, genomes, scored);
     }
 
     /// Every plan the evolution scored, in the order first scored, each with its full
     /// score where one was made (the Optuna journal's trials).
     pub fn evaluations(&self) -> Vec<Evaluated> {
-        let m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen: HashMap<&[u16], usize> = HashMap::new();
-        let mut out: Vec<Evaluated> = Vec::new();
-        for e in &m.log {
-            match seen.get(e.genome.as_slice()) {
-                Some(&i) if e.scored.full => out[i].scored = e.scored.clone(),
-                Some(_) => {}
-                None => {
-                    seen.insert(&e.genome, out.len());
-                    out.push(e.clone());
-                }
-            }
-        }
-        for e in out.iter_mut().filter(|e| !e.scored.full) {
-            if let Some(s) = m.full.get(&e.genome) {
-                e.scored = s.clone();
-            }
-        }
-        out
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evaluations()
     }
 
     /// Everything evaluated at full fidelity so far.
@@ -787,34 +552,5 @@ impl Problem for QuantProblem<'_> {
         m.checks = s.checks;
         *self.best.lock().unwrap_or_else(|e| e.into_inner()) = (s.best, s.convergence);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::covers;
-
-    #[test]
-    fn covers_is_dominance_without_epsilon_and_a_tolerance_with_it() {
-        let a = [1.0, 100.0, 10.0, 10.0];
-        // Dominated: covered either way.
-        assert!(covers(&a, &[1.5, 100.0, 10.0, 10.0], &[0.0; 4]));
-        // Equal vectors do not dominate each other.
-        assert!(!covers(&a, &a, &[0.0; 4]));
-        // 5% better in KL, same elsewhere: only a 10% KL tolerance skips it.
-        let o = [0.95, 100.0, 10.0, 10.0];
-        assert!(!covers(&a, &o, &[0.0; 4]));
-        assert!(covers(&a, &o, &[0.1, 0.0, 0.0, 0.0]));
-        // A tolerance in KL alone does not skip a plan that is smaller.
-        assert!(!covers(
-            &a,
-            &[0.95, 90.0, 10.0, 10.0],
-            &[0.1, 0.0, 0.0, 0.0]
-        ));
-        assert!(covers(
-            &a,
-            &[0.95, 99.0, 10.0, 10.0],
-            &[0.1, 0.02, 0.0, 0.0]
-        ));
     }
 }

@@ -8,8 +8,8 @@ use super::prepare::Prepared;
 use super::problem::QuantProblem;
 use super::sensitivity::{sensitivity, table_scales, Sensitivity};
 use super::SearchConfig;
+use crate::calib::collect_imatrix;
 use crate::error::Result;
-use crate::quant::collect_imatrix;
 use std::time::Instant;
 
 /// A Lagrangian plan: genome, bytes, and the KL the additive model predicts.

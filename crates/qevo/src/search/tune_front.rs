@@ -5,10 +5,11 @@
 //! search's last stage (`run`); its entries are `SearchOutcome::tuned`.
 
 use super::{SearchConfig, SearchOutcome, TuneFrontConfig};
+use crate::calib::TokenWindows;
 use crate::error::Result;
-use crate::eval::{auto_topk, Reference, TokenWindows};
-use crate::export::resolve_ggml;
+use crate::eval::{auto_topk, Reference};
 use crate::model::Model;
+use crate::plan::resolve_ggml;
 use crate::quant::RoundingInputs;
 use crate::tune::{tune, Scores, TuneConfig, TuneHooks, TuneSetup, Tuned};
 

@@ -28,8 +28,8 @@ mod trainer;
 
 use crate::error::{Error, Result};
 use crate::eval::{Metrics, Reference};
-use crate::export::ResolvedPlan;
 use crate::model::{Model, NoHook};
+use crate::plan::ResolvedPlan;
 use crate::quant::{GgmlType, RoundingInputs};
 use candle_core::Tensor;
 pub use checkpoint::{inspect as inspect_checkpoint, CheckpointSummary};
@@ -373,11 +373,11 @@ fn check_config(cfg: &TuneConfig, s: &TuneSetup) -> Result<()> {
         ));
     }
     if s.plan.types.len() != s.model.tensors.len() {
-        return Err(Error::Invalid(format!(
-            "plan has {} tensors, model has {}",
+        return Err(Error::tensor_count(
+            "plan",
             s.plan.types.len(),
-            s.model.tensors.len()
-        )));
+            s.model.tensors.len(),
+        ));
     }
     Ok(())
 }

@@ -21,8 +21,8 @@
 
 use super::decode_op::Dequant;
 use crate::error::{Error, Result};
-use crate::export::ResolvedPlan;
 use crate::model::Model;
+use crate::plan::ResolvedPlan;
 use crate::quant::scale_fields::{scale_fields, set_scales, stored_scales};
 use crate::quant::sub_scales::{
     set_sub_scales, sub_scale_layout, sub_scales, with_unit_sub_scales, SubScaleLayout,
@@ -271,10 +271,10 @@ impl Params {
         sub_scales: bool,
     ) -> Result<Params> {
         let aux = model.llama_aux_tensors().ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: tune supports the Llama family (llama, mistral, qwen2/3, gemma2/3, phi3)",
-                model.source.display()
-            ))
+            Error::unsupported(
+                format!("{}: tune", model.source.display()),
+                "supports the Llama family (llama, mistral, qwen2/3, gemma2/3, phi3)",
+            )
         })?;
         let mut tensors = Vec::with_capacity(model.tensors.len());
         for (i, &t) in plan.types.iter().enumerate() {

@@ -4,9 +4,10 @@
 
 use super::params::{decode, Params, Slot};
 use super::*;
-use crate::eval::TokenWindows;
-use crate::export::resolve_ggml;
-use crate::quant::{TensorPlan, WeightFormat};
+use crate::calib::TokenWindows;
+use crate::plan::resolve_ggml;
+use crate::plan::TensorPlan;
+use crate::quant::WeightFormat;
 use candle_core::Device;
 
 fn embedded() -> Model {

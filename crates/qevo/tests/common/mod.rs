@@ -90,8 +90,8 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Tensor `i` in `cycle[i % len]`.
-pub fn cycled(m: &qevo::Model, cycle: &[qevo::quant::WeightFormat]) -> qevo::quant::TensorPlan {
-    qevo::quant::TensorPlan {
+pub fn cycled(m: &qevo::Model, cycle: &[qevo::quant::WeightFormat]) -> qevo::plan::TensorPlan {
+    qevo::plan::TensorPlan {
         entries: m
             .tensors
             .iter()
@@ -99,7 +99,7 @@ pub fn cycled(m: &qevo::Model, cycle: &[qevo::quant::WeightFormat]) -> qevo::qua
             .map(|(i, t)| {
                 (
                     t.name.clone(),
-                    qevo::quant::TensorChoice {
+                    qevo::plan::TensorChoice {
                         format: cycle[i % cycle.len()],
                         act_bits: 16,
                     },

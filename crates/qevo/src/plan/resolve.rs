@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::quant::{GgmlType, TensorPlan, WeightFormat};
+use crate::plan::TensorPlan;
+use crate::quant::{GgmlType, WeightFormat};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -193,11 +194,11 @@ pub fn check_output_path(source: &Path, out: &Path) -> Result<()> {
     // is the model directory.
     let clash = crate::fsutil::writes_over(out, source);
     if clash {
-        return Err(Error::Invalid(format!(
-            "output {} would overwrite the source model {}",
-            out.display(),
-            source.display()
-        )));
+        return Err(Error::Overwrite {
+            out: out.to_path_buf(),
+            what: "source model",
+            input: source.to_path_buf(),
+        });
     }
     Ok(())
 }

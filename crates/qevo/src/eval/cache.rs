@@ -6,109 +6,15 @@
 //! by a byte budget with least-recently-used eviction; misses are filled in parallel
 //! across tensors because candle's quantizers are single-threaded per block run.
 
-use super::format::{Packed, Rounding, WeightFormat};
-use super::ggml::GgmlType;
-use super::gptq::Hessian;
 use crate::error::{Error, Result};
 use crate::model::{widened, Model, Weights};
 use crate::plan::TensorPlan;
+use crate::quant::{GgmlType, Packed, RoundingInputs, WeightFormat};
 use candle_core::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// What a saved plan says it was scored with (`PlanFile::imatrix_fingerprint`,
-/// `PlanFile::rounding`), so a re-score or an export can reproduce the scored bytes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScoredWith {
-    /// `Imatrix::fingerprint` of the importance matrix it was scored with.
-    pub imatrix_fingerprint: Option<String>,
-    /// Its output-rounding record (None: llama.cpp's block rounding).
-    pub rounding: Option<super::OutputRounding>,
-}
-
-impl ScoredWith {
-    /// Whether `im` differs from the importance matrix the plan was scored with (a plan
-    /// scored without one matches anything): the bytes written or re-scored then differ
-    /// from those scored.
-    pub fn imatrix_mismatch(&self, im: Option<&super::Imatrix>) -> bool {
-        match (&self.imatrix_fingerprint, im) {
-            (Some(_), None) => true,
-            (Some(want), Some(im)) => im.fingerprint() != *want,
-            (None, _) => false,
-        }
-    }
-}
-
-/// What each tensor of a model rounds with, by tensor index: llama.cpp importances
-/// (`Imatrix::for_model`) and, for qevo's output rounding, the factorised input moments
-/// (`gptq::collect_hessians`). Empty vectors mean plain rounding throughout.
-#[derive(Debug, Clone, Default)]
-pub struct RoundingInputs {
-    pub imatrix: Vec<Option<Vec<f32>>>,
-    pub moments: Vec<Option<Arc<Hessian>>>,
-}
-
-impl RoundingInputs {
-    /// Importances only (llama-quantize --imatrix rounding).
-    pub fn imatrix(imatrix: Vec<Option<Vec<f32>>>) -> Self {
-        RoundingInputs {
-            imatrix,
-            moments: Vec::new(),
-        }
-    }
-
-    /// What a plan was scored with, rebuilt for `model`: the importance matrix's
-    /// per-tensor columns and, when the plan carries an output-rounding record, the input
-    /// moments its calibration tokens give. This is what an export, a re-score or a tune
-    /// of a saved or searched plan needs to write the bytes that were scored.
-    pub fn for_model(
-        model: &Model,
-        imatrix: Option<&super::Imatrix>,
-        record: Option<&super::OutputRounding>,
-    ) -> Result<Self> {
-        Ok(RoundingInputs {
-            imatrix: imatrix
-                .map(|im| im.for_model(model))
-                .transpose()?
-                .unwrap_or_default(),
-            moments: record
-                .map(|r| r.moments(model))
-                .transpose()?
-                .unwrap_or_default(),
-        })
-    }
-
-    /// How tensor `i` rounds.
-    pub fn for_tensor(&self, i: usize) -> Rounding<'_> {
-        let im = self.imatrix.get(i).and_then(|o| o.as_deref());
-        match self.moments.get(i).and_then(|o| o.as_deref()) {
-            Some(hessian) => Rounding::Output {
-                hessian,
-                imatrix: im,
-            },
-            None => Rounding::from_imatrix(im),
-        }
-    }
-
-    /// Model tensor `i` (`info`, row-major `data` in any row order) as block bytes of `t`,
-    /// rounded as `for_tensor(i)` says: the one call export and `tune` quantize through,
-    /// so both write the bytes the search scored.
-    pub fn quantize_ggml(
-        &self,
-        i: usize,
-        info: &crate::model::TensorInfo,
-        data: &[f32],
-        t: super::GgmlType,
-    ) -> crate::Result<Vec<u8>> {
-        let f = super::WeightFormat::Ggml(t);
-        Ok(
-            f.quantize_rounded(&info.name, data, info.rows, info.cols, self.for_tensor(i))?
-                .bytes,
-        )
-    }
-}
 
 /// Counters of a `WeightCache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -176,12 +82,10 @@ impl WeightCache {
     /// `f32` a copy of the model's own weight as stored, which may be f16/bf16: `Dense`
     /// and `model::widened` read it as f32).
     pub fn get(&self, model: &Model, tensor: usize, format: WeightFormat) -> Result<Tensor> {
-        let info = model.tensors.get(tensor).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {tensor} out of range ({} tensors)",
-                model.tensors.len()
-            ))
-        })?;
+        let info = model
+            .tensors
+            .get(tensor)
+            .ok_or_else(|| Error::out_of_range("tensor index", tensor, model.tensors.len()))?;
         if format == WeightFormat::Ggml(GgmlType::F32) {
             // f32 is the model's own weight (exactly, once widened): nothing to compute
             // or hold.
@@ -327,11 +231,11 @@ impl<'a> PlanWeights<'a> {
         formats: Vec<WeightFormat>,
     ) -> Result<Self> {
         if formats.len() != model.tensors.len() {
-            return Err(Error::Invalid(format!(
-                "plan has {} formats, model has {} tensors",
+            return Err(Error::tensor_count(
+                "plan",
                 formats.len(),
-                model.tensors.len()
-            )));
+                model.tensors.len(),
+            ));
         }
         Ok(PlanWeights {
             cache,
@@ -348,12 +252,10 @@ impl<'a> PlanWeights<'a> {
 
     /// Tensor `idx` from the cache, not kept here.
     fn fetch(&self, idx: usize) -> Result<Tensor> {
-        let f = self.formats.get(idx).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor index {idx} out of range ({} tensors)",
-                self.formats.len()
-            ))
-        })?;
+        let f = self
+            .formats
+            .get(idx)
+            .ok_or_else(|| Error::out_of_range("tensor index", idx, self.formats.len()))?;
         self.cache.get(self.model, idx, *f)
     }
 

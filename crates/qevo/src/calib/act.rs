@@ -2,11 +2,11 @@
 //! calibration windows (min/max, or averaged per-batch percentiles), and a `LinearHook`
 //! that rounds each input to 4 or 8 bits with its tensor's range (16 = untouched).
 //! Also `collect_imatrix`: llama.cpp's importance matrix (Σx² per input column and the
-//! tokens summed, for the weights llama-imatrix collects; see `quant::imatrix`).
+//! tokens summed, for the weights llama-imatrix collects; see `calib::imatrix`).
 
 use super::imatrix::{Imatrix, ImatrixEntry};
+use super::windows::{default_batch, TokenWindows};
 use crate::error::{Error, Result};
-use crate::eval::{default_batch, TokenWindows};
 use crate::model::{LinearHook, Model};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -264,7 +264,7 @@ pub(crate) fn llama_cpp_collects(name: &str) -> bool {
 
 /// llama.cpp's importance matrix over `windows`: per weight llama-imatrix collects, the
 /// sum of each input column's squared activation and the number of tokens. On windows cut
-/// as llama-imatrix cuts its chunks (`eval::llama_ppl::llama_cpp_windows`) it equals
+/// as llama-imatrix cuts its chunks (`windows::llama_cpp_windows`) it equals
 /// `llama-imatrix --process-output` to float rounding (llama.cpp sums in f32, qevo in f64).
 pub fn collect_imatrix(model: &Model, windows: &TokenWindows) -> Result<Imatrix> {
     let hook = ImatrixHook {
@@ -305,7 +305,7 @@ pub fn collect_imatrix_llama_cpp(
     n_ctx: usize,
     max_chunks: Option<usize>,
 ) -> Result<Imatrix> {
-    use crate::eval::llama_ppl::{llama_cpp_bos, llama_cpp_windows};
+    use super::windows::{llama_cpp_bos, llama_cpp_windows};
     let tokens = model.encode_special(text)?;
     let windows = llama_cpp_windows(model, &tokens, n_ctx, llama_cpp_bos(model)?, max_chunks)?;
     collect_imatrix(model, &windows)

@@ -24,8 +24,8 @@
 //! another width, is an error naming it.
 
 use crate::error::{Error, Result};
-use crate::export::{GgufTensorOut, GgufWriter};
 use crate::model::gguf::{Gguf, Value, GGUF_MAGIC};
+use crate::model::gguf_writer::{GgufTensorOut, GgufWriter};
 use crate::model::Model;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
