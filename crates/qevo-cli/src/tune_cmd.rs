@@ -93,7 +93,7 @@ fn windows(
     n: usize,
 ) -> Result<TokenWindows> {
     let text = read_text(file, default)?;
-    qevo::eval::TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
+    qevo::calib::TokenWindows::from_text(m, &text, seq, n).map_err(|e| match (e, file) {
         (qevo::Error::TextTooShort { tokens, needed, .. }, Some(f)) => {
             anyhow::anyhow!("{}: text has {tokens} tokens; {needed}", f.display())
         }

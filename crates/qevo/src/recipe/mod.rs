@@ -488,6 +488,11 @@ fn search_config(
     settings.resume = s.resume && work.join("search-checkpoint.json").is_file();
     settings.time_budget = limit.map(|d| format!("{}s", d.as_secs().max(1)));
     let mut cfg = settings.resolve(model)?;
+    // A GGUF for llama.cpp is made for no device: only the size binds, not the default
+    // target's latency, memory or capacity limits (Gemma-3-270M's 228 MB peak failed
+    // arm-neon's 200 MB and left no feasible plan).
+    cfg.target.constraints = crate::hw::Constraints::default();
+    cfg.target.memory_capacity_mb = f64::MAX;
     // llama.cpp's own mix at this size is a plan the search must beat: it starts there.
     cfg.evolution.seed_plans = budget.mix.iter().cloned().collect();
     Ok(cfg)
