@@ -257,9 +257,9 @@ fn score_uniform(
     target: &str,
     opts: &qevo::eval::ScoreOptions,
 ) -> qevo::Result<PlanFile> {
+    use qevo::calib::ScoredWith;
+    use qevo::plan::TensorPlan;
     use qevo::quant::WeightFormat;
-use qevo::calib::ScoredWith;
-use qevo::plan::TensorPlan;
     let profile = qevo::hw::resolve_profile(target)?;
     let plan = TensorPlan::uniform(m, WeightFormat::parse(format)?, act_bits)?;
     let s = qevo::eval::score_plan(m, &plan, &ScoredWith::default(), opts)?;

@@ -352,15 +352,12 @@ mod tests {
         };
         let x: Vec<f32> = (0..1000).map(|i| -2.0 + 5.0 * i as f32 / 999.0).collect();
         let t = Tensor::from_vec(x.clone(), (10, 100), &candle_core::Device::Cpu).unwrap();
+        let run = |h: ActQuantHook<'_>| -> Vec<f32> {
+            let y = h.linear_input(0, &t).unwrap();
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         for scheme in [ActScheme::Sym, ActScheme::Asym] {
-            let h = ActQuantHook::new(&ranges, vec![8], scheme);
-            let y = h
-                .linear_input(0, &t)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let y = run(ActQuantHook::new(&ranges, vec![8], scheme));
             let step = match scheme {
                 ActScheme::Sym => 3.0 / 127.0,
                 ActScheme::Asym => 5.0 / 255.0,
@@ -371,15 +368,7 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(err <= step * 0.5 + 1e-6, "{scheme:?}: {err}");
-            let h16 = ActQuantHook::new(&ranges, vec![16], scheme);
-            let y16 = h16
-                .linear_input(0, &t)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            assert_eq!(y16, x);
+            assert_eq!(run(ActQuantHook::new(&ranges, vec![16], scheme)), x);
         }
     }
 }

@@ -697,3 +697,33 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::serialize(path, e))?;
     crate::fsutil::write_atomic(path, text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gemma-3-270M's search once found no feasible plan: the default target's 200 MB
+    /// memory limit bound a file made for llama.cpp, which has no device.
+    #[test]
+    fn a_gguf_search_is_bound_by_its_size_alone_and_starts_from_llamas_mix() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
+        let m = Model::load(dir).unwrap();
+        let s = GgufSettings::default();
+        let menu = search_settings(&s, 0).resolve(&m).unwrap().space.formats;
+        let budget = Budget::resolve(&m, &SizeTarget::parse("Q4_K_M").unwrap(), &menu).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let cfg = search_config(
+            &m,
+            &s,
+            &budget,
+            &work.path().join("im.gguf"),
+            work.path(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.target.constraints, crate::hw::Constraints::default());
+        assert_eq!(cfg.target.memory_capacity_mb, f64::MAX);
+        assert_eq!(cfg.limits.max_size_bytes(), Some(budget.planned_bytes));
+        assert_eq!(cfg.evolution.seed_plans, vec![budget.mix.clone().unwrap()]);
+    }
+}

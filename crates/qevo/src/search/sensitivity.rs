@@ -445,7 +445,11 @@ mod tests {
 
     #[test]
     fn a_unit_without_a_measured_probe_borrows_the_tables_median_gain() {
-        let kl = vec![vec![Some(0.2), None], vec![Some(0.9), None], vec![None, None]];
+        let kl = vec![
+            vec![Some(0.2), None],
+            vec![Some(0.9), None],
+            vec![None, None],
+        ];
         let errors = vec![vec![Some(1.0), Some(0.5)]; 3];
         // Ratios 0.2 and 0.9: the upper median 0.9.
         let b = borrowed_probe(&kl, &errors);
