@@ -66,17 +66,37 @@ impl Deadlines {
     }
 }
 
+/// `f` over `items` in order, a batch per round (two items per thread), until `deadline`
+/// passes; the first batch always runs, so some results always come back. `f` takes a
+/// whole batch, to run it in parallel in the order it prefers.
+pub fn batches_until<T: Clone, R>(
+    items: &[T],
+    deadline: Instant,
+    mut f: impl FnMut(Vec<T>) -> crate::error::Result<Vec<R>>,
+) -> crate::error::Result<Vec<R>> {
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(batch) {
+        if !out.is_empty() && Deadlines::passed(Some(deadline)) {
+            break;
+        }
+        out.extend(f(chunk.to_vec())?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::Settings;
 
+    fn embedded() -> crate::model::Model {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets"));
+        crate::model::Model::load(dir).unwrap()
+    }
+
     fn cfg(budget: &str, size_limit: bool) -> SearchConfig {
-        let m = crate::model::Model::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../assets"
-        )))
-        .unwrap();
+        let m = embedded();
         Settings {
             time_budget: Some(budget.into()),
             max_size_mb: size_limit.then_some(1.0),
@@ -103,16 +123,24 @@ mod tests {
 
     #[test]
     fn no_budget_no_deadlines() {
-        let m = crate::model::Model::load(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../assets"
-        )))
-        .unwrap();
-        let c = Settings::default().resolve(&m).unwrap();
+        let c = Settings::default().resolve(&embedded()).unwrap();
         let d = Deadlines::new(&c, Instant::now());
         assert!(d.evolution.is_none() && d.finalize.is_none() && d.end.is_none());
         assert!(d.sensitivity.is_none());
         assert_eq!(Deadlines::left(d.end), None);
         assert!(!Deadlines::passed(d.end));
+    }
+
+    #[test]
+    fn batches_stop_after_the_deadline_but_the_first_always_runs() {
+        let items: Vec<u32> = (0..100).collect();
+        let all = batches_until(&items, Instant::now() + Duration::from_secs(3600), |b| {
+            Ok(b)
+        })
+        .unwrap();
+        assert_eq!(all, items);
+        let first = batches_until(&items, Instant::now(), Ok).unwrap();
+        assert_eq!(first, items[..first.len()]);
+        assert!(!first.is_empty() && first.len() < items.len());
     }
 }

@@ -85,8 +85,8 @@ fn score_all(
     genomes.into_par_iter().map(score).collect()
 }
 
-/// Scores `genomes` in their order, a batch per round (one genome per thread, twice),
-/// until `deadline` passes; the first batch always runs, so a front is never empty.
+/// Scores `genomes` (duplicates dropped) in their order until `deadline`
+/// (`clock::batches_until`), each batch in genome order for the states' reuse.
 fn score_until(
     genomes: Vec<Vec<u16>>,
     deadline: Instant,
@@ -97,18 +97,10 @@ fn score_until(
         .into_iter()
         .filter(|g| seen.insert(g.clone()))
         .collect();
-    let batch = 2 * rayon::current_num_threads().max(1);
-    let mut out = Vec::with_capacity(unique.len());
-    for chunk in unique.chunks(batch) {
-        if !out.is_empty() && Instant::now() >= deadline {
-            break;
-        }
-        let mut chunk = chunk.to_vec();
+    super::clock::batches_until(&unique, deadline, |mut chunk| {
         chunk.sort_unstable();
-        let scored: Vec<FrontEntry> = chunk.into_par_iter().map(score).collect::<Result<_>>()?;
-        out.extend(scored);
-    }
-    Ok(out)
+        chunk.into_par_iter().map(score).collect()
+    })
 }
 
 /// The archive's genomes, those the recommendation would pick first: feasible before

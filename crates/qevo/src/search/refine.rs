@@ -420,7 +420,7 @@ impl Walk<'_> {
         };
         let mut misses = 0;
         while misses < PATIENCE {
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if super::clock::Deadlines::passed(self.deadline) {
                 c.stop = RefineStop::TimeShare;
                 break;
             }

@@ -179,16 +179,7 @@ fn measure(
     let Some(deadline) = deadline else {
         return cells.par_iter().map(one).collect();
     };
-    let batch = 2 * rayon::current_num_threads().max(1);
-    let mut out = Vec::with_capacity(cells.len());
-    for chunk in cells.chunks(batch) {
-        if !out.is_empty() && std::time::Instant::now() >= deadline {
-            break;
-        }
-        let scores: Vec<f64> = chunk.par_iter().map(one).collect::<Result<_>>()?;
-        out.extend(scores);
-    }
-    Ok(out)
+    super::clock::batches_until(cells, deadline, |chunk| chunk.par_iter().map(one).collect())
 }
 
 /// For units the deadline left without a measured probe: the table's median ratio of
