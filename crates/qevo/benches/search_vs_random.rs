@@ -38,7 +38,7 @@ fn main() {
 
     let prepared = search::prepare(&model, calib, heldout, &cfg).expect("prepare");
     let problem = QuantProblem::new(&prepared, &cfg).expect("problem");
-    let seeded = search::seed(&prepared, &problem, &cfg, None).expect("seed");
+    let seeded = search::seed(&prepared, &problem, &cfg, &Default::default()).expect("seed");
     let reference = seeded.reference_point.clone();
     let budget = (ga_evals * k) as usize;
     let random = random_search(&problem, budget, cfg.evolution.seed).expect("random search");

@@ -163,6 +163,27 @@ impl WeightCache {
         Ok(t)
     }
 
+    /// `rows` rows of tensor `tensor` (row-major f32 `data`, `[rows, cols]`), quantized
+    /// in `format` with the tensor's own rounding and dequantized; not cached, since a
+    /// sample of rows is not the weight (the sensitivity table's weight errors).
+    pub fn fake_quant_rows(
+        &self,
+        model: &Model,
+        tensor: usize,
+        format: WeightFormat,
+        data: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let info = model
+            .tensors
+            .get(tensor)
+            .ok_or_else(|| Error::out_of_range("tensor index", tensor, model.tensors.len()))?;
+        let rounding = self.rounding.for_tensor(tensor);
+        format
+            .fake_quant_rounded(&info.name, data, rows, info.cols, rounding)
+            .map_err(|e| name_source(e, model))
+    }
+
     /// Block bytes of tensor `tensor` decoded to `[rows, cols]` f32.
     fn decode(&self, model: &Model, f: WeightFormat, p: &Packed) -> Result<Tensor> {
         let v = f.dequantize(p).map_err(|e| name_source(e, model))?;

@@ -1,12 +1,14 @@
 //! The search's time budget as deadlines: one split, decided here, of the whole budget
 //! (counted from the search's start, so the sensitivity table and the uniform plans
-//! spend it too) among the evolution, `finalize` and the refine stage.
+//! spend it too) among the stages.
 //!
-//! The sensitivity table measures for at most `SENSITIVITY_SHARE` of it (a scaled table
-//! predicts what it had no time for). The refine stage gets `RefineConfig::time_share` of the budget at the end, `finalize`
-//! `FINALIZE_SHARE` before it, and the evolution whatever is left when it starts. Each
-//! later stage ends at its deadline or sooner; one that overran its share shortens the
-//! next, so the search as a whole ends near its budget.
+//! In order: the sensitivity table measures until `SENSITIVITY_SHARE` of it (a scaled
+//! table predicts what it had no time for); the uniform plans are scored until
+//! `UNIFORM_SHARE` more (the ones nearest the size limit first); the evolution gets
+//! whatever is left before `finalize`'s `FINALIZE_SHARE`, the refine stage's
+//! `RefineConfig::time_share` and the baselines' `BASELINE_SHARE` at the end. Each
+//! stage ends at its deadline or sooner; one that overran its share shortens the next,
+//! so the search as a whole ends near its budget.
 
 use super::refine;
 use super::SearchConfig;
@@ -21,13 +23,25 @@ pub const FINALIZE_SHARE: f64 = 0.1;
 /// predicts the rest (`sensitivity`).
 pub const SENSITIVITY_SHARE: f64 = 0.3;
 
+/// Share after the sensitivity table's for the uniform plans' full scores. On a large
+/// vocabulary each is a long forward (Gemma-3-270M: 17 of them took 288 s of a 958 s
+/// search), and only those near the size limit seed the search there.
+pub const UNIFORM_SHARE: f64 = 0.1;
+
+/// Share at the end for the baselines (the Lagrangian plans at the uniform plans'
+/// sizes and at the limit, with their held-out scores): 130 s of Gemma-3's search when
+/// they ran after the budget's end.
+pub const BASELINE_SHARE: f64 = 0.05;
+
 /// When each stage must end; all None without a time budget.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Deadlines {
     pub sensitivity: Option<Instant>,
+    pub uniform: Option<Instant>,
     pub evolution: Option<Instant>,
     pub finalize: Option<Instant>,
-    /// The refine stage's, which is the search's end.
+    pub refine: Option<Instant>,
+    /// The baselines', which is the search's end.
     pub end: Option<Instant>,
 }
 
@@ -38,20 +52,29 @@ impl Deadlines {
             return Deadlines::default();
         };
         // `parse_duration` bounds a budget far below where an Instant overflows.
-        let end = t0.checked_add(b).unwrap_or(t0);
+        let at = |share: f64| {
+            Some(
+                t0.checked_add(b.mul_f64(share.clamp(0.0, 1.0)))
+                    .unwrap_or(t0),
+            )
+        };
         let refine_share = match refine::runs(cfg) {
             true => cfg.refine.time_share.clamp(0.0, 1.0),
             false => 0.0,
         };
-        let finalize = end.checked_sub(b.mul_f64(refine_share)).unwrap_or(t0);
-        let evolution = finalize
-            .checked_sub(b.mul_f64(FINALIZE_SHARE))
-            .unwrap_or(t0);
+        let baselines = match cfg.baselines.lagrangian {
+            true => BASELINE_SHARE,
+            false => 0.0,
+        };
+        let refine_end = 1.0 - baselines;
+        let finalize_end = refine_end - refine_share;
         Deadlines {
-            sensitivity: t0.checked_add(b.mul_f64(SENSITIVITY_SHARE)),
-            evolution: Some(evolution),
-            finalize: Some(finalize),
-            end: Some(end),
+            sensitivity: at(SENSITIVITY_SHARE),
+            uniform: at(SENSITIVITY_SHARE + UNIFORM_SHARE),
+            evolution: at(finalize_end - FINALIZE_SHARE),
+            finalize: at(finalize_end),
+            refine: at(refine_end),
+            end: at(1.0),
         }
     }
 
@@ -111,14 +134,23 @@ mod tests {
         let t0 = Instant::now();
         let d = Deadlines::new(&cfg("100s", true), t0);
         let at = |i: Option<Instant>| (i.unwrap() - t0).as_secs_f64();
-        assert!((at(d.end) - 100.0).abs() < 1e-6);
-        assert!((at(d.sensitivity) - 100.0 * SENSITIVITY_SHARE).abs() < 1e-6);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(near(at(d.end), 100.0));
+        assert!(near(at(d.sensitivity), 100.0 * SENSITIVITY_SHARE));
+        assert!(near(
+            at(d.uniform),
+            100.0 * (SENSITIVITY_SHARE + UNIFORM_SHARE)
+        ));
         let refine = 100.0 * crate::search::defaults::REFINE_TIME_SHARE;
-        assert!((at(d.finalize) - (100.0 - refine)).abs() < 1e-6);
-        assert!((at(d.evolution) - (100.0 - refine - 100.0 * FINALIZE_SHARE)).abs() < 1e-6);
+        let baselines = 100.0 * BASELINE_SHARE;
+        assert!(near(at(d.refine), 100.0 - baselines));
+        assert!(near(at(d.finalize), 100.0 - baselines - refine));
+        let evolution = 100.0 - baselines - refine - 100.0 * FINALIZE_SHARE;
+        assert!(near(at(d.evolution), evolution));
+        assert!(at(d.uniform) < at(d.evolution));
         // Without a size limit the refine stage does not run: no share for it.
         let d = Deadlines::new(&cfg("100s", false), t0);
-        assert!((at(d.finalize) - 100.0).abs() < 1e-6);
+        assert!(near(at(d.finalize), 100.0 - baselines));
     }
 
     #[test]
@@ -126,7 +158,7 @@ mod tests {
         let c = Settings::default().resolve(&embedded()).unwrap();
         let d = Deadlines::new(&c, Instant::now());
         assert!(d.evolution.is_none() && d.finalize.is_none() && d.end.is_none());
-        assert!(d.sensitivity.is_none());
+        assert!(d.sensitivity.is_none() && d.uniform.is_none() && d.refine.is_none());
         assert_eq!(Deadlines::left(d.end), None);
         assert!(!Deadlines::passed(d.end));
     }

@@ -3,13 +3,16 @@
 //! best KL each method reached without exceeding it, on calibration and held-out text.
 
 use super::baselines::{lagrangian_at, random_search, BaselinePoint};
+use super::clock::batches_until;
 use super::evolve::Evolved;
 use super::finalize::Finalized;
 use super::prepare::Prepared;
 use super::problem::{QuantProblem, Scored};
-use super::seed::Seeded;
+use super::seed::{by_nearness, Seeded};
 use super::{MatchedRow, SearchConfig};
 use crate::error::Result;
+use rayon::prelude::*;
+use std::time::Instant;
 
 /// Baselines beside the evolved front.
 #[derive(Default)]
@@ -20,7 +23,9 @@ pub struct Compared {
 }
 
 /// Scores the Lagrangian plans at the uniform sizes (and random search with the
-/// evolution's budget when asked), then builds one matched row per uniform plan.
+/// evolution's budget when asked), then builds one matched row per uniform plan. With a
+/// deadline the sizes are taken nearest the limit first (the limit's own row first)
+/// until it passes; a size without its Lagrangian plan gets no row.
 pub fn compare(
     p: &Prepared,
     problem: &QuantProblem,
@@ -28,6 +33,7 @@ pub fn compare(
     finalized: &Finalized,
     evolved: &Evolved,
     cfg: &SearchConfig,
+    deadline: Option<Instant>,
 ) -> Result<Compared> {
     // Without any baseline there is nothing to match sizes against (and the held-out
     // scores the table needs are skipped); `--no-baselines --random-search` still runs
@@ -35,31 +41,56 @@ pub fn compare(
     if !cfg.baselines.lagrangian && !cfg.baselines.random_search {
         return Ok(Compared::default());
     }
-    let targets = size_targets(seeded, cfg);
-    let mut lagrangian = Vec::new();
-    let sizes = targets.iter().filter(|_| cfg.baselines.lagrangian);
-    for (name, size, _) in sizes {
-        if let Some(g) = lagrangian_at(&seeded.sweep, *size) {
-            lagrangian.push(BaselinePoint {
-                name: format!("lagrangian @ {name}"),
-                scored: problem.full(&g)?,
-                genome: g,
-            });
-        }
+    let limit = cfg.limits.max_size_bytes();
+    let mut targets: Vec<(usize, Target)> =
+        size_targets(seeded, cfg).into_iter().enumerate().collect();
+    if deadline.is_some() {
+        targets.sort_by_key(|(i, t)| (by_nearness(t.1, limit), *i));
     }
+    let lagrangian_of = |(name, size, _): &Target| -> Result<Option<BaselinePoint>> {
+        let plan = lagrangian_at(&seeded.sweep, *size).filter(|_| cfg.baselines.lagrangian);
+        let Some(g) = plan else { return Ok(None) };
+        Ok(Some(BaselinePoint {
+            name: format!("lagrangian @ {name}"),
+            scored: problem.full(&g)?,
+            genome: g,
+        }))
+    };
+    let points = over_targets(&targets, deadline, lagrangian_of)?;
+    targets.retain(|(i, _)| points.iter().any(|(j, _)| j == i));
+    let lagrangian: Vec<BaselinePoint> = points.into_iter().filter_map(|(_, b)| b).collect();
     let random = match cfg.baselines.random_search {
         true => random_search(problem, evolved.evaluations as usize, cfg.evolution.seed)?,
         false => Vec::new(),
     };
-    let matched = targets
-        .iter()
-        .map(|(name, size, u)| matched_row(p, name, *size, u, finalized, &lagrangian, &random))
-        .collect::<Result<_>>()?;
+    let row =
+        |(name, size, u): &Target| matched_row(p, name, *size, u, finalized, &lagrangian, &random);
+    let matched = over_targets(&targets, deadline, row)?;
     Ok(Compared {
         lagrangian,
         random,
-        matched,
+        matched: matched.into_iter().map(|(_, r)| r).collect(),
     })
+}
+
+/// A size methods are matched at: its row's name, the size, and the uniform plan it is
+/// compared with.
+type Target<'a> = (String, u64, &'a BaselinePoint);
+
+/// `f` of each target, tagged with its index and returned in index order: every one,
+/// or, with a deadline, batches in the given order until it passes (the first always).
+fn over_targets<R: Send>(
+    targets: &[(usize, Target)],
+    deadline: Option<Instant>,
+    f: impl Fn(&Target) -> Result<R> + Sync,
+) -> Result<Vec<(usize, R)>> {
+    let one = |(i, t): &(usize, Target)| Ok((*i, f(t)?));
+    let mut out = match deadline {
+        None => targets.iter().map(one).collect::<Result<Vec<_>>>()?,
+        Some(d) => batches_until(targets, d, |batch| batch.par_iter().map(one).collect())?,
+    };
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
 }
 
 /// Name under which the user's size limit is a matched size (with the uniform plan it is
@@ -69,11 +100,8 @@ pub const SIZE_LIMIT_ROW: &str = "limit";
 /// The sizes methods are matched at, each with the uniform plan it is compared with:
 /// every uniform plan's own size, and the user's size limit (`--max-size-mb`) with the
 /// best uniform plan within it, since that is the size a limited search is for.
-fn size_targets<'a>(
-    seeded: &'a Seeded,
-    cfg: &SearchConfig,
-) -> Vec<(String, u64, &'a BaselinePoint)> {
-    let mut out: Vec<(String, u64, &BaselinePoint)> = seeded
+fn size_targets<'a>(seeded: &'a Seeded, cfg: &SearchConfig) -> Vec<Target<'a>> {
+    let mut out: Vec<Target> = seeded
         .uniform
         .iter()
         .map(|u| (u.name.clone(), u.scored.size_bytes, u))

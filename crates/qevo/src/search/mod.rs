@@ -228,7 +228,7 @@ pub fn run_with(
     if let Some(x) = hooks.executor {
         x.start(&problem.fingerprint())?;
     }
-    let seeded = seed(&prepared, &problem, cfg, deadlines.sensitivity)?;
+    let seeded = seed(&prepared, &problem, cfg, &deadlines)?;
     let surrogate = surrogate::Surrogate::new(&seeded.sensitivity);
     let max_time = clock::Deadlines::left(deadlines.evolution);
     let evolved = evolve(&problem, &seeded, surrogate, cfg, hooks.progress, max_time)?;
@@ -255,12 +255,20 @@ pub fn run_with(
             &seeded,
             &mut finalized,
             cfg,
-            deadlines.end,
+            deadlines.refine,
         )?,
     };
     prepared.evaluator.release_states();
     let t_compare = Instant::now();
-    let compared = compare(&prepared, &problem, &seeded, &finalized, &evolved, cfg)?;
+    let compared = compare(
+        &prepared,
+        &problem,
+        &seeded,
+        &finalized,
+        &evolved,
+        cfg,
+        deadlines.end,
+    )?;
     let stage_seconds = StageSeconds {
         prepare: prepare_seconds,
         sensitivity: seeded.seconds.0,

@@ -4,12 +4,14 @@
 //! point just beyond the worst uniform plan and the FP cost.
 
 use super::baselines::{lagrangian_at, lagrangian_sweep, BaselinePoint};
+use super::clock::{batches_until, Deadlines};
 use super::prepare::Prepared;
 use super::problem::QuantProblem;
 use super::sensitivity::{sensitivity, table_scales, Sensitivity};
 use super::SearchConfig;
 use crate::calib::collect_imatrix;
 use crate::error::Result;
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// A Lagrangian plan: genome, bytes, and the KL the additive model predicts.
@@ -29,13 +31,13 @@ pub struct Seeded {
     pub seconds: (f64, f64),
 }
 
-/// Scores the sensitivity table (measuring until `deadline`, `clock::Deadlines`) and the
-/// uniform plans, and picks the seeds.
+/// Scores the sensitivity table and the uniform plans, each until its deadline
+/// (`clock::Deadlines`), and picks the seeds.
 pub fn seed(
     p: &Prepared,
     problem: &QuantProblem,
     cfg: &SearchConfig,
-    deadline: Option<Instant>,
+    deadlines: &Deadlines,
 ) -> Result<Seeded> {
     let t0 = Instant::now();
     let importance = match table_scales(cfg.data.sensitivity, &p.model.tensors, &p.space) {
@@ -47,14 +49,14 @@ pub fn seed(
         &p.space,
         p.screen_windows,
         importance.as_deref(),
-        deadline,
+        deadlines.sensitivity,
     )?;
     let t1 = Instant::now();
-    let uniform = uniform_plans(p, problem)?;
+    let limit = cfg.limits.max_size_bytes();
+    let uniform = uniform_plans(p, problem, limit, deadlines.uniform)?;
     let seconds = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let sweep = lagrangian_sweep(&sens);
     let room = cfg.evolution.population * 3 / 4;
-    let limit = cfg.limits.max_size_bytes();
     let given = given_seeds(p, cfg, limit);
     let seeds = seed_genomes(&given, &uniform, &sweep, limit, room);
     let reference_point = reference_point(&uniform, p);
@@ -87,24 +89,60 @@ fn given_seeds(p: &Prepared, cfg: &SearchConfig, limit: Option<u64>) -> Vec<Vec<
         .collect()
 }
 
-/// Every choice that every unit has, as a fully scored uniform plan.
-fn uniform_plans(p: &Prepared, problem: &QuantProblem) -> Result<Vec<BaselinePoint>> {
-    let mut out = Vec::new();
-    for c in &p.space.choices[0] {
+/// Every choice that every unit has, as a fully scored uniform plan, in the space's
+/// order. With a deadline they are scored nearest the size limit first (`by_nearness`)
+/// until it passes, and the rest are dropped.
+fn uniform_plans(
+    p: &Prepared,
+    problem: &QuantProblem,
+    limit: Option<u64>,
+    deadline: Option<Instant>,
+) -> Result<Vec<BaselinePoint>> {
+    let mut plans: Vec<(usize, String, Vec<u16>)> = Vec::new();
+    for (i, c) in p.space.choices[0].iter().enumerate() {
         if let Some(g) = p.space.uniform_genome(c) {
-            let scored = problem.full(&g)?;
             let act = match c.act_bits {
                 16 => String::new(),
                 a => format!(" a{a}"),
             };
-            out.push(BaselinePoint {
-                name: c.format.name() + &act,
-                genome: g,
-                scored,
-            });
+            plans.push((i, c.format.name() + &act, g));
         }
     }
-    Ok(out)
+    let score = |(i, name, genome): &(usize, String, Vec<u16>)| -> Result<(usize, BaselinePoint)> {
+        let scored = problem.full(genome)?;
+        let genome = genome.clone();
+        Ok((
+            *i,
+            BaselinePoint {
+                name: name.clone(),
+                genome,
+                scored,
+            },
+        ))
+    };
+    let mut scored = match deadline {
+        None => plans.iter().map(score).collect::<Result<Vec<_>>>()?,
+        Some(deadline) => {
+            let bytes = |g: &[u16]| p.space.plan(p.model, g).size_bytes(p.model);
+            plans.sort_by_cached_key(|(i, _, g)| (by_nearness(bytes(g), limit), *i));
+            batches_until(&plans, deadline, |batch| {
+                batch.par_iter().map(score).collect()
+            })?
+        }
+    };
+    scored.sort_by_key(|(i, _)| *i);
+    Ok(scored.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Order of a plan of `bytes` when time is short: the largest within the size limit
+/// first, then the others smallest first (the nearest above it); without a limit,
+/// largest first.
+pub(super) fn by_nearness(bytes: u64, limit: Option<u64>) -> (bool, u64) {
+    match limit {
+        Some(l) if bytes <= l => (false, l - bytes),
+        Some(l) => (true, bytes - l),
+        None => (false, u64::MAX - bytes),
+    }
 }
 
 /// Up to `room` seeds: the caller's (`given`) first; with a size limit, the Lagrangian

@@ -237,8 +237,48 @@ fn unit_errors(
         .collect()
 }
 
-/// One unit's row of `E`: tensor by tensor, so each FP weight is read once and one
-/// tensor's copies are held at a time.
+/// Elements of a tensor whose weight error is taken over all of its rows; a larger
+/// tensor's is estimated from evenly spaced rows (`RowSample`). Quantizing Gemma-3's
+/// 262144 × 640 embedding into every type took most of its sensitivity stage. A GGML
+/// type quantizes rows independently, so a sampled row's error is its error in the
+/// whole tensor, and every choice of a unit is measured on the same rows: a sampling
+/// error scales the unit's errors alike, and its fitted gain absorbs it.
+pub const ERROR_SAMPLE_ELEMENTS: usize = 1 << 18;
+
+/// Evenly spaced rows of a `[rows, cols]` weight, and the factor that scales their
+/// error up to the whole tensor's.
+struct RowSample {
+    values: Vec<f32>,
+    rows: usize,
+    scale: f64,
+}
+
+impl RowSample {
+    fn of(w: Vec<f32>, rows: usize, cols: usize) -> RowSample {
+        let keep = (ERROR_SAMPLE_ELEMENTS / cols.max(1)).clamp(1, rows.max(1));
+        if keep >= rows {
+            return RowSample {
+                values: w,
+                rows,
+                scale: 1.0,
+            };
+        }
+        let picked: Vec<usize> = (0..rows).step_by(rows.div_ceil(keep)).collect();
+        let values = picked
+            .iter()
+            .flat_map(|&r| &w[r * cols..(r + 1) * cols])
+            .copied()
+            .collect();
+        RowSample {
+            values,
+            rows: picked.len(),
+            scale: rows as f64 / picked.len() as f64,
+        }
+    }
+}
+
+/// One unit's row of `E`: tensor by tensor, so one tensor's sample is held at a time,
+/// its choices quantized in parallel (a quantizer runs on one thread).
 fn unit_row_errors(
     ev: &Evaluator,
     tensors: &[usize],
@@ -251,21 +291,27 @@ fn unit_row_errors(
         .map(|c| weight_only(c).then_some(0.0))
         .collect();
     for &t in tensors {
-        let w = model.weight_values(t)?;
-        let cols = model.tensors[t].cols;
+        let info = &model.tensors[t];
+        let sample = RowSample::of(model.weight_values(t)?, info.rows, info.cols);
         let imp = importance
             .get(t)
             .and_then(|o| o.as_deref())
-            .filter(|i| i.len() == cols);
-        for (e, c) in row.iter_mut().zip(choices) {
-            if let Some(e) = e {
-                let q = ev.weights.get(model, t, c.format)?;
-                *e += weighted_error(
-                    &w,
-                    &crate::model::widened(&q)?.flatten_all()?.to_vec1::<f32>()?,
-                    cols,
-                    imp,
-                );
+            .filter(|i| i.len() == info.cols);
+        let errors: Vec<Option<f64>> = choices
+            .par_iter()
+            .zip(&row)
+            .map(|(c, e)| {
+                let Some(_) = e else { return Ok(None) };
+                let q =
+                    ev.weights
+                        .fake_quant_rows(model, t, c.format, &sample.values, sample.rows)?;
+                let e = weighted_error(&sample.values, &q, info.cols, imp);
+                Ok(Some(sample.scale * e))
+            })
+            .collect::<Result<_>>()?;
+        for (e, add) in row.iter_mut().zip(errors) {
+            if let (Some(e), Some(add)) = (e.as_mut(), add) {
+                *e += add;
             }
         }
     }
@@ -423,6 +469,25 @@ mod tests {
         let q = [0.0f32, 2.0, 3.0, 2.0];
         assert_eq!(weighted_error(&w, &q, 2, None), 5.0);
         assert_eq!(weighted_error(&w, &q, 2, Some(&[10.0, 1.0])), 14.0);
+    }
+
+    #[test]
+    fn a_large_tensors_error_is_estimated_on_evenly_spaced_rows() {
+        let cols = 1 << 10;
+        let rows = 2 * ERROR_SAMPLE_ELEMENTS / cols;
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i / cols) as f32).collect();
+        let s = RowSample::of(w, rows, cols);
+        assert_eq!(s.rows, rows / 2);
+        assert_eq!(s.values.len(), ERROR_SAMPLE_ELEMENTS);
+        // Rows 0, 2, 4, …: each row's values are its own index.
+        assert_eq!(
+            (s.values[0], s.values[cols], s.values[2 * cols]),
+            (0.0, 2.0, 4.0)
+        );
+        assert!((s.scale * s.rows as f64 - rows as f64).abs() < 1e-9);
+        // A tensor within the sample is kept whole.
+        let small = RowSample::of(vec![1.0; 6], 2, 3);
+        assert_eq!((small.rows, small.scale, small.values.len()), (2, 1.0, 6));
     }
 
     #[test]
