@@ -92,6 +92,12 @@ fn print_outcome(model: &qevo::Model, o: &GgufOutcome) {
         row(what.into(), o.plan.size_bytes(model), &tu.after);
     }
     print!("{}", t.render());
+    if let Some(k) = &o.tune_skipped {
+        println!(
+            "tuning skipped: its smallest run needs about {:.0} s, {:.0} s of --time-budget left",
+            k.needed_seconds, k.left_seconds
+        );
+    }
     println!(
         "wrote {} ({} bytes, {:.3} bpw; budget {} bytes for {}); re-scored from the file: KL {:.5}",
         o.paths.gguf.display(),

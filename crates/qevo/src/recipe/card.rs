@@ -130,6 +130,13 @@ fn quality_section(s: &mut String, o: &GgufOutcome, planned: u64) {
         };
         row(s, &what, planned, &t.after);
     }
+    if let Some(k) = &o.tune_skipped {
+        let _ = writeln!(
+            s,
+            "\nTuning did not run: its smallest run needs about {:.0} s, and {:.0} s of the time budget were left.",
+            k.needed_seconds, k.left_seconds
+        );
+    }
     let chosen = match o.chosen {
         Chosen::Evolved => "the evolved plan",
         Chosen::LlamaMix => "llama.cpp's mix (it scored better than the evolved plan)",

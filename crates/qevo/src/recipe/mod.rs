@@ -241,6 +241,24 @@ pub struct TuneSummary {
     pub seconds: f64,
 }
 
+/// Tuning left out because its smallest run would pass the time budget: the seconds
+/// it would need (`least_tuning_windows` forwards at the validation reference's pace)
+/// and the seconds left.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TuneSkip {
+    pub needed_seconds: f64,
+    pub left_seconds: f64,
+}
+
+/// Window forwards the smallest tuning run takes: the training reference, the scores
+/// before and after (validation and training windows), and one step of `batch` windows
+/// forward and backward (three forwards' work each). On SmolLM2 a step and its scores
+/// took 404 s against a 168 s end, which is how the whole command overran its budget.
+fn least_tuning_windows(s: &GgufSettings) -> usize {
+    let scores = s.validation_windows + TRAINING_SCORE_WINDOWS;
+    s.tune_windows + 2 * scores + 3 * TuneConfig::default().batch
+}
+
 /// The recipe's result (also written as `FILE.json`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GgufOutcome {
@@ -262,6 +280,8 @@ pub struct GgufOutcome {
     pub chosen: Chosen,
     pub plan: TensorPlan,
     pub tune: Option<TuneSummary>,
+    /// Why tuning did not run within the time budget (None: it ran, or was off).
+    pub tune_skipped: Option<TuneSkip>,
     pub file_bytes: u64,
     /// KL on the validation slice the run reported for its result, and the exported
     /// file's re-score of it.
@@ -392,7 +412,9 @@ pub fn run(
     })?;
     let seq = s.seq_len.min(model.arch.max_positions());
     let rounding = RoundingInputs::for_model(model, Some(&imatrix), outcome.rounding.as_ref())?;
+    let t_val = Instant::now();
     let val = reference(model, &validation, seq, s.validation_windows)?;
+    let window_seconds = t_val.elapsed().as_secs_f64() / s.validation_windows.max(1) as f64;
     let (chosen, plan, evolved, mix) = run.stage(Stage::Choose, None, |_| {
         choose(model, &outcome, &budget, &rounding, &val)
     })?;
@@ -402,7 +424,16 @@ pub fn run(
     };
     // One resolution serves tuning and the export of the untuned bytes.
     let resolved = resolve_ggml(model, &plan, false)?;
+    let mut tune_skipped = None;
     let tuned = run.stage(Stage::Tune, Some(ends::TUNE), |limit| {
+        let needed = window_seconds * least_tuning_windows(s) as f64;
+        if let Some(left) = limit.filter(|l| s.tune_steps > 0 && l.as_secs_f64() < needed) {
+            tune_skipped = Some(TuneSkip {
+                needed_seconds: needed,
+                left_seconds: left.as_secs_f64(),
+            });
+            return Ok(None);
+        }
         tune_plan(
             model,
             &resolved,
@@ -444,6 +475,7 @@ pub fn run(
         chosen,
         plan,
         tune: tuned.map(|(t, _)| t),
+        tune_skipped,
         file_bytes: summary.layout.file_bytes,
         reported,
         file_check,
