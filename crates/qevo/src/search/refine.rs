@@ -9,7 +9,9 @@
 //! among those no worse than the Lagrangian plan on the calibration windows. From it,
 //! moves (`moves`: one unit up or down, or a swap that downgrades one unit to pay for
 //! another's upgrade) are ranked by the table's predicted gain (moves it predicts to lose
-//! included: the KL is not additive), scored for real in batches of `BATCH`, and the best that lowers the calibration KL is accepted only if it
+//! included: the KL is not additive), scored for real in batches of `BATCH`; the
+//! round's improving moves merged into one (`merge`) and then the best alone that lower
+//! the calibration KL are accepted only if it
 //! lowers the validation KL too. So every accepted plan is better on both than the start,
 //! and the start is no worse than the Lagrangian plan on both. It stops after `PATIENCE`
 //! batches without an accepted move, at `max_evaluations`, or when its share of the time
@@ -377,6 +379,33 @@ pub fn moves(
     out
 }
 
+/// Improving moves as one, best first: each that touches no unit an earlier one did,
+/// while their bytes fit `headroom` (bytes add up exactly, KL nearly). Scored once, it
+/// goes as far as several rounds would; None when fewer than two merge.
+pub fn merge(improving: &[&Move], headroom: i64) -> Option<Move> {
+    let mut merged = Move {
+        changes: Vec::new(),
+        gain: 0.0,
+        bytes: 0,
+    };
+    let mut count = 0;
+    for m in improving {
+        let clash = m
+            .changes
+            .iter()
+            .any(|(u, _)| merged.changes.iter().any(|(v, _)| u == v));
+        if clash || merged.bytes + m.bytes > headroom {
+            continue;
+        }
+        merged.changes.extend(m.changes.iter().copied());
+        merged.gain += m.gain;
+        merged.bytes += m.bytes;
+        count += 1;
+    }
+    merged.changes.sort_unstable();
+    (count >= 2).then_some(merged)
+}
+
 /// `genome` with `m` applied.
 fn apply(genome: &[u16], m: &Move) -> Vec<u16> {
     let mut g = genome.to_vec();
@@ -461,7 +490,8 @@ impl Walk<'_> {
             .collect()
     }
 
-    /// Scores a batch in full; the best plans within the limits that lower the
+    /// Scores a batch in full; the improving moves merged (`merge`), when that scores
+    /// below the best alone, and then the best plans within the limits that lower the
     /// calibration KL are checked on the validation slice, and the first that lowers the
     /// validation KL too becomes the current plan. Whether one did.
     fn round(&self, batch: &[(Move, Vec<u16>)], c: &mut Climbed) -> Result<bool> {
@@ -475,21 +505,41 @@ impl Walk<'_> {
             let (x, y) = (&scored[a].metrics.kl, &scored[b].metrics.kl);
             x.total_cmp(y).then(batch[a].1.cmp(&batch[b].1))
         });
+        let headroom = self.limit as i64 - c.point.scored.size_bytes as i64;
+        let improving: Vec<&Move> = better.iter().map(|&i| &batch[i].0).collect();
+        if let Some(m) = merge(&improving, headroom) {
+            let g = apply(&c.point.genome, &m);
+            let s = self.problem.full(&g)?;
+            c.evaluations += 1;
+            let best_single = scored[better[0]].metrics.kl;
+            if s.violation <= 0.0 && s.metrics.kl < best_single && self.accept(c, &m, &g, &s)? {
+                return Ok(true);
+            }
+        }
         for &i in better.iter().take(ACCEPT_TRIES) {
             let (m, g) = &batch[i];
-            let v = validation_of(self.p, g, &scored[i])?;
-            c.validations += 1;
-            if v.kl < c.point.validation.kl {
-                c.steps.push(self.step(&c.point.genome, m, &scored[i], &v));
-                c.point = Point {
-                    genome: g.clone(),
-                    scored: scored[i].clone(),
-                    validation: v,
-                };
+            if self.accept(c, m, g, &scored[i])? {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Checks `g` (move `m` from the current plan, scored `s`) on the validation slice;
+    /// it becomes the current plan when its validation KL is lower. Whether it did.
+    fn accept(&self, c: &mut Climbed, m: &Move, g: &[u16], s: &Scored) -> Result<bool> {
+        let v = validation_of(self.p, g, s)?;
+        c.validations += 1;
+        if v.kl >= c.point.validation.kl {
+            return Ok(false);
+        }
+        c.steps.push(self.step(&c.point.genome, m, s, &v));
+        c.point = Point {
+            genome: g.to_vec(),
+            scored: s.clone(),
+            validation: v,
+        };
+        Ok(true)
     }
 
     /// The record of move `m` from `genome`, named by unit and choice.
@@ -557,5 +607,25 @@ mod tests {
         // Nothing predicted to help: the least predicted losses are still offered.
         let m = moves(&s, &f, &[2, 2], 1000);
         assert!(!m.is_empty() && m.iter().all(|m| m.gain <= 0.0));
+    }
+
+    #[test]
+    fn merging_takes_the_best_moves_on_distinct_units_that_fit_together() {
+        let mv = |changes: Vec<(usize, u16)>, gain: f64, bytes: i64| Move {
+            changes,
+            gain,
+            bytes,
+        };
+        let a = mv(vec![(3, 1)], 0.3, 60);
+        let b = mv(vec![(3, 2)], 0.2, 10); // unit 3 again: skipped
+        let c = mv(vec![(1, 0), (5, 2)], 0.1, 30);
+        let d = mv(vec![(7, 1)], 0.05, 20); // past the headroom once a and c are in
+        let m = merge(&[&a, &b, &c, &d], 100).unwrap();
+        assert_eq!(m.changes, vec![(1, 0), (3, 1), (5, 2)]);
+        assert_eq!(m.bytes, 90);
+        assert!((m.gain - 0.4).abs() < 1e-12);
+        // One move alone is no merge.
+        assert_eq!(merge(&[&a, &b], 100), None);
+        assert_eq!(merge(&[], 100), None);
     }
 }
