@@ -183,13 +183,18 @@ impl Outcome {
     fn evaluations_json(&self) -> PyResult<String> {
         to_json(&self.outcome.evaluations)
     }
-    /// The tuned front plans (`tune_front`): the report's rows, untuned against tuned.
+    /// The tuned front plans (`tune_front`): the report's rows, untuned against tuned,
+    /// each with the wall seconds it took (which `report.json` leaves to `run.json`).
     fn tuned_json(&self) -> PyResult<String> {
         let rows: Vec<_> = self
             .outcome
             .tuned
             .iter()
-            .map(qevo::report::TunedRow::of)
+            .map(|e| {
+                let mut row = serde_json::json!(qevo::report::TunedRow::of(e));
+                row["seconds"] = serde_json::json!(e.seconds);
+                row
+            })
             .collect();
         to_json(&rows)
     }
