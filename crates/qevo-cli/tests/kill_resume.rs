@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{text, SMALL};
+use common::{gguf_flags, text, tune_flags, SMALL};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -206,15 +206,8 @@ fn killed_tunes_resume_to_the_uninterrupted_gguf() {
     let plan = plan_dir.join("plan.json");
     let run = |out: &Path, resume: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_qevo"));
-        c.args(["tune", "--steps", "24", "--seq-len", "32", "--windows", "6"])
-            .args([
-                "--heldout-windows",
-                "2",
-                "--batch",
-                "2",
-                "--checkpoint-every",
-                "1",
-            ])
+        c.arg("tune")
+            .args(tune_flags(&["--steps", "24"]))
             .arg("--plan")
             .arg(&plan)
             .arg(&model)
@@ -247,24 +240,18 @@ fn killed_gguf_runs_resume_to_the_uninterrupted_file() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_qevo"));
         c.arg("gguf")
             .arg(&model)
-            .args([
-                "--size",
-                "Q4_K_M",
+            .args(["--size", "Q4_K_M"])
+            .args(gguf_flags(&[
                 "--seq-len",
                 "32",
                 "--search-seq-len",
                 "32",
-            ])
-            .args(["--validation-windows", "2", "--tune-windows", "4"])
-            .args([
-                "--calib-windows",
-                "2",
                 "--generations",
                 "2",
-                "--population",
-                "4",
-            ])
-            .args(["--tune-steps", "6", "--out"])
+                "--tune-steps",
+                "6",
+            ]))
+            .arg("--out")
             .arg(out.join("m.gguf"))
             .env("QEVO_CACHE_DIR", &cache)
             .env("QEVO_LLAMA_TOOLS", root.join("no-tools"))
