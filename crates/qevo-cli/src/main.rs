@@ -228,7 +228,7 @@ enum Cmd {
         calib_windows: usize,
     },
     /// Redraw report.html, pareto.svg and convergence.svg of a search's output directory
-    /// from its report.json, and print the summary.
+    /// from its report.json and run.json, and print the summary.
     Report {
         /// The directory `qevo search --out` wrote.
         dir: PathBuf,

@@ -14,8 +14,8 @@ pub fn print_summary(d: &ReportData) {
     print!("{}", report::summary_text(d, FRONT_ROWS));
 }
 
-/// `qevo report DIR`: redraws the SVGs and `report.html` from `DIR/report.json` and
-/// prints the summary.
+/// `qevo report DIR`: redraws the SVGs and `report.html` from `DIR/report.json` (and
+/// `DIR/run.json`, for wall times and per-process cache counters) and prints the summary.
 pub fn rebuild(dir: &Path) -> Result<()> {
     let d = report::rebuild(dir)?;
     print_summary(&d);

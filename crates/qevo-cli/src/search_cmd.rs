@@ -62,13 +62,14 @@ fn texts(a: &SearchArgs) -> Result<(String, String)> {
 }
 
 /// The files `search` writes into its output directory (the tuned front's in `tuned/`).
-const OUTPUTS: [&str; 12] = [
+const OUTPUTS: [&str; 13] = [
     "plan.json",
     "plan.yaml",
     "front.json",
     "history.jsonl",
     "checkpoint.json",
     "report.json",
+    "run.json",
     "report.html",
     "pareto.svg",
     "convergence.svg",

@@ -402,7 +402,7 @@ fn checkpoint_cases(root: &Path) -> Vec<Case> {
             s("--generations"),
             s("1"),
         ];
-        args.extend(common::SMALL.iter().map(|a| s(a)));
+        args.extend(common::flags(common::SMALL, &[]));
         out.push(Case {
             name: name.into(),
             args,

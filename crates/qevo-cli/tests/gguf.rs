@@ -5,34 +5,14 @@
 
 mod common;
 
-use common::text;
+use common::{gguf_flags, text, GGUF};
 use std::path::Path;
 use std::process::{Command, Output};
-
-/// Seconds, not minutes: 64-token windows, one generation of four plans, two tune steps.
-const SMALL: &[&str] = &[
-    "--seq-len",
-    "64",
-    "--validation-windows",
-    "2",
-    "--tune-windows",
-    "4",
-    "--search-seq-len",
-    "64",
-    "--calib-windows",
-    "2",
-    "--generations",
-    "1",
-    "--population",
-    "4",
-    "--tune-steps",
-    "2",
-];
 
 fn gguf(dir: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qevo"))
         .arg("gguf")
-        .args(SMALL)
+        .args(GGUF)
         .args(extra)
         .env("QEVO_CACHE_DIR", dir.join("cache"))
         .env("QEVO_LLAMA_TOOLS", dir.join("no-tools"))
@@ -105,17 +85,15 @@ fn gguf_writes_a_file_that_rescores_to_its_reported_kl_within_the_size() {
 fn gguf_time_budget_stops_the_evolution_and_tuning_before_their_counts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.gguf");
-    // SMALL without its generation and step counts, which are raised far past the budget.
-    let mut args: Vec<&str> = Vec::new();
-    for pair in SMALL.chunks(2) {
-        if !matches!(pair[0], "--generations" | "--tune-steps") {
-            args.extend(pair);
-        }
-    }
+    // GGUF with its generation and step counts raised far past the budget.
     let o = Command::new(env!("CARGO_BIN_EXE_qevo"))
         .arg("gguf")
-        .args(&args)
-        .args(["--generations", "100000", "--tune-steps", "100000"])
+        .args(gguf_flags(&[
+            "--generations",
+            "100000",
+            "--tune-steps",
+            "100000",
+        ]))
         .args(["--time-budget", "20s", "--size", "Q4_K_M"])
         .args(["--out", out.to_str().unwrap()])
         .env("QEVO_CACHE_DIR", dir.path().join("cache"))

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::text;
+use common::{flags, text, tiny_search, tune_flags};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -34,60 +34,6 @@ fn p(path: &Path) -> String {
 
 fn args(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
-}
-
-/// Search settings that take a second on the tiny llama.
-const SEARCH: &[&str] = &[
-    "--population",
-    "8",
-    "--seq-len",
-    "32",
-    "--calib-windows",
-    "2",
-    "--screen-windows",
-    "1",
-    "--heldout-windows",
-    "2",
-    "--validation-windows",
-    "2",
-];
-
-/// Tune settings that take a second on the tiny llama.
-const TUNE: &[&str] = &[
-    "--seq-len",
-    "32",
-    "--windows",
-    "6",
-    "--heldout-windows",
-    "2",
-    "--batch",
-    "2",
-    "--checkpoint-every",
-    "1",
-];
-
-/// `base` flags with `extra`'s replacing those of the same name (a flag followed by a
-/// value unless the next item is a flag too) and the rest added.
-fn merge(base: &[&str], extra: &[&str]) -> Vec<String> {
-    let mut out = args(base);
-    let mut i = 0;
-    while i < extra.len() {
-        let k = extra[i];
-        let v = extra
-            .get(i + 1)
-            .filter(|v| !v.starts_with("--"))
-            .map(|v| v.to_string());
-        i += 1 + usize::from(v.is_some());
-        match (out.iter().position(|s| s == k), v) {
-            (Some(at), Some(v)) => out[at + 1] = v,
-            (Some(_), None) => {}
-            (None, v) => {
-                out.push(k.to_string());
-                out.extend(v);
-            }
-        }
-    }
-    out
 }
 
 /// What a case must end with.
@@ -211,7 +157,7 @@ impl Setup {
         }
         let search = root.path().join("search");
         let mut a = args(&["search", "--target", "arm-neon", "--generations", "2"]);
-        a.extend(args(SEARCH));
+        a.extend(tiny_search(&[]));
         a.extend([p(&model), "--out".into(), p(&search)]);
         let o = run(root.path(), &a);
         assert!(o.status.success(), "{}", text(&o));
@@ -258,20 +204,20 @@ impl Setup {
     fn resume(&self, name: &str, extra: &[&str]) -> Vec<String> {
         let d = self.search_copy(name);
         let mut a = args(&["search", "--generations", "3", "--resume"]);
-        let mut base = vec!["--target", "arm-neon"];
-        base.extend_from_slice(SEARCH);
-        a.extend(merge(&base, extra));
+        let mut base = args(&["--target", "arm-neon"]);
+        base.extend(tiny_search(&[]));
+        a.extend(flags(&base, extra));
         a.extend([p(&self.model), "--out".into(), p(&d)]);
         a
     }
 
-    /// `qevo tune` on the plan with `TUNE`, `extra` replacing or adding flags, writing
-    /// to `out`.
+    /// `qevo tune` on the plan with `common::TUNE`, `extra` replacing or adding flags,
+    /// writing to `out`.
     fn tune(&self, out: &Path, extra: &[&str]) -> Vec<String> {
         let mut a = args(&["tune", "--plan"]);
         a.push(p(&self.plan));
         a.push(p(&self.model));
-        a.extend(merge(TUNE, extra));
+        a.extend(tune_flags(extra));
         a.extend(["--out".into(), p(out)]);
         a
     }
@@ -350,7 +296,7 @@ fn search_resume_refuses_a_changed_setting_naming_its_flag() {
             "search resume without a checkpoint",
             {
                 let mut a = args(&["search", "--resume"]);
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&s.path("fresh"))]);
                 a
             },
@@ -386,7 +332,7 @@ fn search_resume_refuses_a_changed_setting_naming_its_flag() {
         "3",
         "--resume",
     ]);
-    a.extend(args(SEARCH));
+    a.extend(tiny_search(&[]));
     a.extend([p(&s.model), "--out".into(), p(&old)]);
     let mut cases = cases;
     cases.push(error(
@@ -818,7 +764,7 @@ fn exports_and_imatrix_never_write_over_an_input() {
             "search output in the model directory",
             {
                 let mut a = args(&["search", "--generations", "1"]);
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&s.model)]);
                 a
             },
@@ -833,7 +779,7 @@ fn exports_and_imatrix_never_write_over_an_input() {
                 std::fs::copy(&text_file, d.join("plan.json")).unwrap();
                 let mut a = args(&["search", "--generations", "1", "--text"]);
                 a.push(p(&d.join("plan.json")));
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&d)]);
                 a
             },
@@ -1022,7 +968,7 @@ fn reports_plans_and_costs_check_what_they_are_given() {
             "search time budget past a year",
             {
                 let mut a = args(&["search", "--time-budget", "99999999999999999999h"]);
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&s.path("tb1"))]);
                 a
             },
@@ -1034,7 +980,7 @@ fn reports_plans_and_costs_check_what_they_are_given() {
             "search time budget of 1e30 seconds is too large, not a wrong unit",
             {
                 let mut a = args(&["search", "--time-budget", "1e30s"]);
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&s.path("tb2"))]);
                 a
             },
@@ -1046,7 +992,7 @@ fn reports_plans_and_costs_check_what_they_are_given() {
             "search formats needing an importance matrix without one",
             {
                 let mut a = args(&["search", "--formats", "q4_0,iq2_xs"]);
-                a.extend(args(SEARCH));
+                a.extend(tiny_search(&[]));
                 a.extend([p(&s.model), "--out".into(), p(&s.path("iq"))]);
                 a
             },

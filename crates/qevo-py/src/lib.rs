@@ -10,6 +10,7 @@
 //! back only between generations, to run the progress callback and check for Ctrl-C, and
 //! when a Python executor scores a batch.
 
+mod keywords;
 mod run;
 mod settings;
 mod worker;
@@ -30,6 +31,12 @@ create_exception!(
 /// The library's error as a Python exception, message unchanged.
 pub(crate) fn py_err(e: qevo::Error) -> PyErr {
     QevoError::new_err(e.to_string())
+}
+
+/// An error of `qevo.search` (or a Ray worker's setup) as a Python exception, its fields
+/// renamed to the keywords `qevo.search` takes.
+pub(crate) fn search_err(e: qevo::Error) -> PyErr {
+    py_err(keywords::in_keywords(e, keywords::SEARCH_KEYWORD_OF))
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> PyResult<String> {

@@ -6,7 +6,7 @@
 //! `eval::ScoreOptions`), whose fields are the keywords.
 
 use crate::settings::Request;
-use crate::{py_err, to_json, Model, QevoError};
+use crate::{py_err, search_err, to_json, Model, QevoError};
 use pyo3::prelude::*;
 use qevo::search::optuna::{iso_utc, study_info, write_journal};
 use qevo::search::output::{scored_plan_file, PlanFile, PlanMetrics};
@@ -107,9 +107,9 @@ pub fn search(
     executor: Option<Py<PyAny>>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Outcome> {
-    let r = Request::parse(settings).map_err(py_err)?;
+    let r = Request::parse(settings).map_err(search_err)?;
     let m = model.inner.clone();
-    let cfg = r.config(&m).map_err(py_err)?;
+    let cfg = r.config(&m).map_err(search_err)?;
     let failure = Failure::default();
     let px = executor.map(|obj| PyExecutor {
         obj,
@@ -127,7 +127,7 @@ pub fn search(
     if let Some(e) = failure.take() {
         return Err(e);
     }
-    let outcome = result.map_err(py_err)?;
+    let outcome = result.map_err(search_err)?;
     Ok(Outcome {
         model: m,
         outcome,
@@ -183,13 +183,18 @@ impl Outcome {
     fn evaluations_json(&self) -> PyResult<String> {
         to_json(&self.outcome.evaluations)
     }
-    /// The tuned front plans (`tune_front`): the report's rows, untuned against tuned.
+    /// The tuned front plans (`tune_front`): the report's rows, untuned against tuned,
+    /// each with the wall seconds it took (which `report.json` leaves to `run.json`).
     fn tuned_json(&self) -> PyResult<String> {
         let rows: Vec<_> = self
             .outcome
             .tuned
             .iter()
-            .map(qevo::report::TunedRow::of)
+            .map(|e| {
+                let mut row = serde_json::json!(qevo::report::TunedRow::of(e));
+                row["seconds"] = serde_json::json!(e.seconds);
+                row
+            })
             .collect();
         to_json(&rows)
     }

@@ -4,7 +4,7 @@
 //! `QuantProblem::score_job`: the function the driver's own threads run.
 
 use crate::settings::Request;
-use crate::{load_model, py_err, QevoError};
+use crate::{load_model, py_err, search_err, QevoError};
 use pyo3::prelude::*;
 use qevo::search::problem::{QuantProblem, Scored};
 use qevo::search::{prepare, Job, Prepared};
@@ -28,7 +28,7 @@ impl Worker {
     #[new]
     #[pyo3(signature = (model_path, settings))]
     fn new(py: Python<'_>, model_path: Option<PathBuf>, settings: &str) -> PyResult<Worker> {
-        let r = Request::parse(settings).map_err(py_err)?;
+        let r = Request::parse(settings).map_err(search_err)?;
         py.detach(|| -> qevo::Result<Worker> {
             let model: &'static qevo::Model =
                 Box::leak(Box::new(load_model(model_path.as_deref())?));
@@ -42,7 +42,7 @@ impl Worker {
                 fingerprint,
             })
         })
-        .map_err(py_err)
+        .map_err(search_err)
     }
 
     /// `QuantProblem::fingerprint` of this worker's setup; the driver refuses a worker

@@ -119,6 +119,25 @@ def test_library_errors_are_qevo_errors_with_its_message(model, small):
         qevo.search(model, **dict(small, sensitivity="sideways"))
 
 
+def test_errors_of_tune_front_name_the_search_keyword_not_the_tune_field(model, small):
+    # The tune stage calls its step count `steps`; qevo.search takes `tune_steps`, and
+    # refuses 0 before the search runs.
+    with pytest.raises(qevo.QevoError, match=r"^tune_steps: must be at least 1"):
+        qevo.search(model, **dict(small, tune_front=1, tune_steps=0))
+    # Too few calibration windows for the tune stage's training and validation split:
+    # the tune stage names its `validation` share; what the user can change is `text`.
+    line = "the cat sat on the mat and looked at the door"
+    short = " ".join([line] * 4)  # one or two 32-token windows: none left to train on
+    with pytest.raises(qevo.QevoError, match=r"^text: ") as e:
+        qevo.search(
+            model,
+            text=short,
+            heldout=" ".join([line] * 12),
+            **dict(small, tune_front=1, tune_steps=1, calib_windows=1, screen_windows=1, validation_windows=0),
+        )
+    assert "calibration windows" in str(e.value)
+
+
 def test_screening_keywords_reach_the_library(model, small):
     # Tensor units with one-point crossover and a screening tolerance: a different search
     # from the default one, and still a front of fully scored plans.

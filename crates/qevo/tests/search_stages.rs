@@ -748,8 +748,7 @@ fn a_refined_search_is_the_same_on_any_thread_count_and_after_resume() {
     let (calib, heldout) = texts();
     let mut cfg = limited_config(uniform_bytes(&m, "q3_k"));
     let key = |o: &search::SearchOutcome| {
-        let mut r = o.refine.clone().unwrap();
-        r.seconds = 0.0;
+        let r = o.refine.clone().unwrap();
         let front: Vec<_> = o
             .front
             .iter()

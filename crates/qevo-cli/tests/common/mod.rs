@@ -36,6 +36,83 @@ pub const SMALL: &[&str] = &[
     "2",
 ];
 
+/// `base` with `overrides` replacing the flags of the same name (a flag takes the next
+/// item as its value unless that is a flag too) and adding the rest, in order: the one
+/// builder of every test's flag list, so a test states only how it differs.
+pub fn flags<S: AsRef<str>>(base: &[S], overrides: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = base.iter().map(|s| s.as_ref().to_string()).collect();
+    let mut i = 0;
+    while i < overrides.len() {
+        let k = overrides[i];
+        let v = overrides
+            .get(i + 1)
+            .filter(|v| !v.starts_with("--"))
+            .map(|v| v.to_string());
+        i += 1 + usize::from(v.is_some());
+        match (out.iter().position(|s| s == k), v) {
+            (Some(at), Some(v)) => out[at + 1] = v,
+            (Some(_), None) => {}
+            (None, v) => {
+                out.push(k.to_string());
+                out.extend(v);
+            }
+        }
+    }
+    out
+}
+
+/// `SMALL` for the tiny llama fixture, with `overrides`: 32-token windows and two
+/// validation windows, a second a search.
+pub fn tiny_search(overrides: &[&str]) -> Vec<String> {
+    let tiny = flags(SMALL, &["--seq-len", "32", "--validation-windows", "2"]);
+    flags(&tiny, overrides)
+}
+
+/// `qevo tune` settings that take a second on the tiny llama fixture.
+pub const TUNE: &[&str] = &[
+    "--seq-len",
+    "32",
+    "--windows",
+    "6",
+    "--heldout-windows",
+    "2",
+    "--batch",
+    "2",
+    "--checkpoint-every",
+    "1",
+];
+
+/// `TUNE` with `overrides`.
+pub fn tune_flags(overrides: &[&str]) -> Vec<String> {
+    flags(TUNE, overrides)
+}
+
+/// `qevo gguf` in seconds, not minutes: 64-token windows, one generation of four plans,
+/// two tune steps.
+pub const GGUF: &[&str] = &[
+    "--seq-len",
+    "64",
+    "--validation-windows",
+    "2",
+    "--tune-windows",
+    "4",
+    "--search-seq-len",
+    "64",
+    "--calib-windows",
+    "2",
+    "--generations",
+    "1",
+    "--population",
+    "4",
+    "--tune-steps",
+    "2",
+];
+
+/// `GGUF` with `overrides`.
+pub fn gguf_flags(overrides: &[&str]) -> Vec<String> {
+    flags(GGUF, overrides)
+}
+
 /// `qevo search --target arm-neon --out OUT` with `SMALL` and `extra`.
 pub fn search(out: &Path, cache: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

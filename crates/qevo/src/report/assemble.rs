@@ -1,6 +1,11 @@
 //! Report assembly: a finished search → [`ReportInput`] (the facts, serialisable, written
 //! by a search as `report.json`) → [`ReportData`] (what the renderers show).
 //!
+//! `report.json` holds only what the seed and inputs decide, so a resumed search writes
+//! it byte for byte as an uninterrupted one; how the process ran (wall times, the
+//! per-process caches' counters) is a [`RunRecord`] in `run.json`, which [`assemble`]
+//! takes beside it for the report's time and cache lines.
+//!
 //! [`ReportInput::from_outcome`] only copies numbers out of the search, plus one pricing
 //! call: the FP model's constraint checks, which the outcome does not keep. [`assemble`]
 //! derives the rest, each in one function: the random search's front ([`feasible_front`]),
@@ -8,6 +13,7 @@
 //! rows ([`generation_row`]) and the plan the constraint table describes (the recommended
 //! one, or the least-violating one when nothing is feasible).
 
+use super::run::RunRecord;
 use super::{
     ConstraintRow, GenerationRow, MatchedRow, PlanRow, Point, ReportData, Series, TensorCell,
 };
@@ -23,10 +29,12 @@ use crate::search::{FrontEntry, SearchConfig, SearchOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Version of the `report.json` layout; [`super::read_input`] refuses other versions.
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+/// Version 2 moved wall times and per-process cache counters out, into `run.json`.
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
-/// Everything a report is drawn from, as plain numbers. A search writes it as
-/// `report.json`; `qevo report DIR` reads it back and redraws the same report.
+/// Everything a report is drawn from, as plain numbers, each a function of the seed and
+/// inputs alone (nothing a process measures: that is [`RunRecord`]). A search writes it
+/// as `report.json`; `qevo report DIR` reads it back and redraws the same report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportInput {
     pub schema_version: u32,
@@ -69,11 +77,6 @@ pub struct ReportInput {
     pub matched: Vec<MatchedInput>,
     pub generations: Vec<GenerationInput>,
     pub caches: CacheCounts,
-    pub search_seconds: f64,
-    pub total_seconds: f64,
-    /// Where the time went (absent from reports written before it).
-    #[serde(default)]
-    pub stage_seconds: crate::search::StageSeconds,
     /// Sensitivity-table cells measured, and all cells (the rest scaled).
     #[serde(default)]
     pub sensitivity_cells: [usize; 2],
@@ -97,7 +100,6 @@ pub struct TunedRow {
     pub tuned_kl: f64,
     pub heldout_kl: f64,
     pub tuned_heldout_kl: f64,
-    pub seconds: f64,
 }
 
 impl TunedRow {
@@ -110,15 +112,14 @@ impl TunedRow {
             tuned_kl: e.after.calibration.kl,
             heldout_kl: e.before.heldout.kl,
             tuned_heldout_kl: e.after.heldout.kl,
-            seconds: e.seconds,
         }
     }
 
-    /// The report's line for this row.
-    fn note(&self) -> String {
+    /// The report's line for this row, with its wall time when `run.json` has it.
+    fn note(&self, seconds: Option<f64>) -> String {
         let change = |a: f64, b: f64| 100.0 * (b - a) / a.max(1e-30);
         format!(
-            "tuned front plan #{} ({} bytes): KL {:.5} -> {:.5} ({:+.1}%), held-out KL {:.5} -> {:.5} ({:+.1}%), {:.1} s",
+            "tuned front plan #{} ({} bytes): KL {:.5} -> {:.5} ({:+.1}%), held-out KL {:.5} -> {:.5} ({:+.1}%){}",
             self.front_index,
             self.size_bytes,
             self.kl,
@@ -127,7 +128,7 @@ impl TunedRow {
             self.heldout_kl,
             self.tuned_heldout_kl,
             change(self.heldout_kl, self.tuned_heldout_kl),
-            self.seconds
+            seconds.map_or_else(String::new, |s| format!(", {s:.1} s"))
         )
     }
 }
@@ -152,7 +153,9 @@ pub struct GenerationInput {
     pub best_size_bytes: Option<u64>,
 }
 
-/// The evaluator's cache counters at the end of the search.
+/// The search's own counters at its end: the fitness memo's and the surrogate's. Both
+/// travel in the checkpoint, so a resumed search ends with the same numbers; the
+/// per-process caches' counters are [`super::ProcessCaches`], in `run.json`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheCounts {
     pub fitness_hits: u64,
@@ -160,18 +163,6 @@ pub struct CacheCounts {
     pub full_evaluations: u64,
     pub screenings: u64,
     pub screened_out: u64,
-    pub prefix_hits: u64,
-    pub prefix_lookups: u64,
-    pub weight_hits: u64,
-    pub weight_lookups: u64,
-    /// Block passes the prefix cache skipped, and those it ran.
-    #[serde(default)]
-    pub blocks_reused: u64,
-    #[serde(default)]
-    pub blocks_run: u64,
-    /// Full scores that continued their screening score.
-    #[serde(default)]
-    pub segments_reused: u64,
     /// Offspring the surrogate screened out before any forward pass.
     #[serde(default)]
     pub surrogate_rejected: u64,
@@ -333,22 +324,15 @@ fn generation_rows(o: &SearchOutcome) -> Vec<GenerationInput> {
 }
 
 impl CacheCounts {
-    /// The fitness memo's, prefix cache's, weight cache's and surrogate's counters.
+    /// The fitness memo's and surrogate's counters.
     fn of(o: &SearchOutcome) -> CacheCounts {
-        let (fs, ps, ws) = (&o.fitness_stats, &o.prefix_stats, &o.weight_stats);
+        let fs = &o.fitness_stats;
         CacheCounts {
             fitness_hits: fs.hits,
             fitness_lookups: fs.lookups,
             full_evaluations: fs.full_evaluations,
             screenings: fs.screenings,
             screened_out: fs.screened_out,
-            prefix_hits: ps.hits,
-            prefix_lookups: ps.hits + ps.misses,
-            weight_hits: ws.hits,
-            weight_lookups: ws.hits + ws.misses,
-            blocks_reused: ps.blocks_reused,
-            blocks_run: ps.blocks_run,
-            segments_reused: ps.segments_reused,
             surrogate_rejected: o.surrogate_stats.rejected,
             surrogate_checked: o.surrogate_stats.checked,
             surrogate_spearman: o.surrogate_stats.spearman,
@@ -423,9 +407,6 @@ impl ReportInput {
             matched,
             generations: generation_rows(o),
             caches: CacheCounts::of(o),
-            search_seconds: o.search_seconds,
-            total_seconds: o.total_seconds,
-            stage_seconds: o.stage_seconds,
             sensitivity_cells: o.sensitivity.measured_count().into(),
             fp_heldout_perplexity: o.fp.heldout_ppl,
             tuned: o.tuned.iter().map(TunedRow::of).collect(),
@@ -512,8 +493,9 @@ fn stage_line(t: &crate::search::StageSeconds, [measured, cells]: [usize; 2]) ->
     )
 }
 
-/// The refine stage's line: where it started, what it did, why it stopped.
-fn refine_line(r: &crate::search::refine::RefineSummary) -> String {
+/// The refine stage's line: where it started, what it did, why it stopped, and its wall
+/// time when `run.json` has it.
+fn refine_line(r: &crate::search::refine::RefineSummary, seconds: Option<f64>) -> String {
     let moves: Vec<String> = r
         .steps
         .iter()
@@ -527,7 +509,7 @@ fn refine_line(r: &crate::search::refine::RefineSummary) -> String {
         })
         .collect();
     format!(
-        "refine at {} MB: from the {} plan, {} moves accepted ({}), {} moves scored, {} validation scores, stopped: {}, {:.1} s",
+        "refine at {} MB: from the {} plan, {} moves accepted ({}), {} moves scored, {} validation scores, stopped: {}{}",
         super::format::mb(r.limit_bytes),
         r.start.as_str(),
         r.steps.len(),
@@ -538,72 +520,97 @@ fn refine_line(r: &crate::search::refine::RefineSummary) -> String {
         r.evaluations,
         r.validations,
         r.stop.as_str(),
-        r.seconds
+        seconds.map_or_else(String::new, |s| format!(", {s:.1} s"))
     )
 }
 
-/// The free-text lines at the end of a report: caches, timings, settings.
-fn notes(input: &ReportInput) -> Vec<String> {
+/// The free-text lines at the end of a report: caches, timings, settings. Wall times and
+/// the per-process caches' counters come from `run` (`run.json`); without it, those
+/// lines are left out and the rest stand.
+fn notes(input: &ReportInput, run: Option<&RunRecord>) -> Vec<String> {
     let c = &input.caches;
     let pct = |h, n| super::format::pct(hit_rate(h, n));
-    let mut lines = vec![
-        format!(
-            "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
-            c.fitness_hits,
-            c.fitness_lookups,
-            pct(c.fitness_hits, c.fitness_lookups),
-            c.full_evaluations,
-            c.screenings,
-            c.screened_out
-        ),
+    let mut lines = vec![format!(
+        "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
+        c.fitness_hits,
+        c.fitness_lookups,
+        pct(c.fitness_hits, c.fitness_lookups),
+        c.full_evaluations,
+        c.screenings,
+        c.screened_out
+    )];
+    lines.extend(run.map(|r| {
+        let p = &r.caches;
         format!(
             "prefix cache: {} hits / {} lookups ({}), {} of block work reused, {} full scores continued their screening; weight cache: {} hits / {} lookups ({})",
-            c.prefix_hits,
-            c.prefix_lookups,
-            pct(c.prefix_hits, c.prefix_lookups),
-            pct(c.blocks_reused, c.blocks_reused + c.blocks_run),
-            c.segments_reused,
-            c.weight_hits,
-            c.weight_lookups,
-            pct(c.weight_hits, c.weight_lookups)
-        ),
+            p.prefix_hits,
+            p.prefix_lookups,
+            pct(p.prefix_hits, p.prefix_lookups),
+            pct(p.blocks_reused, p.blocks_reused + p.blocks_run),
+            p.segments_reused,
+            p.weight_hits,
+            p.weight_lookups,
+            pct(p.weight_hits, p.weight_lookups)
+        )
+    }));
+    lines.push(format!(
+        "surrogate: {} offspring screened out before any forward pass; rank correlation with the full KL {} on {} plans it did not train on",
+        c.surrogate_rejected,
+        c.surrogate_spearman
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
+        c.surrogate_checked
+    ));
+    let times = run.map(|r| {
         format!(
-            "surrogate: {} offspring screened out before any forward pass; rank correlation with the full KL {} on {} plans it did not train on",
-            c.surrogate_rejected,
-            c.surrogate_spearman
-                .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
-            c.surrogate_checked
+            "search {:.1} s, total {:.1} s",
+            r.search_seconds, r.total_seconds
+        )
+    });
+    lines.extend(match input.quality {
+        Quality::Kl => Some(format!(
+            "{}FP perplexity calibration {:.3}, held-out {:.3}",
+            times.map_or_else(String::new, |t| format!("{t}; ")),
+            input.fp.perplexity.unwrap_or(f64::NAN),
+            input.fp_heldout_perplexity
+        )),
+        // An encoder predicts no tokens: no perplexity to state.
+        Quality::Cosine => times,
+    });
+    lines.push(match run {
+        Some(r) => stage_line(&r.stage_seconds, input.sensitivity_cells),
+        None => format!(
+            "sensitivity table: {} of {} cells measured",
+            input.sensitivity_cells[0], input.sensitivity_cells[1]
         ),
-        match input.quality {
-            Quality::Kl => format!(
-                "search {:.1} s, total {:.1} s; FP perplexity calibration {:.3}, held-out {:.3}",
-                input.search_seconds,
-                input.total_seconds,
-                input.fp.perplexity.unwrap_or(f64::NAN),
-                input.fp_heldout_perplexity
-            ),
-            // An encoder predicts no tokens: no perplexity to state.
-            Quality::Cosine => format!(
-                "search {:.1} s, total {:.1} s",
-                input.search_seconds, input.total_seconds
-            ),
-        },
-        stage_line(&input.stage_seconds, input.sensitivity_cells),
-        format!(
-            "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
-            input.prefill_tokens,
-            input.decode_tokens,
-            input.unit,
-            input.formats.join(",")
-        ),
-    ];
-    lines.extend(input.tuned.iter().map(TunedRow::note));
-    lines.extend(input.refine.as_ref().map(refine_line));
+    });
+    lines.push(format!(
+        "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
+        input.prefill_tokens,
+        input.decode_tokens,
+        input.unit,
+        input.formats.join(",")
+    ));
+    let tuned_seconds = |i: usize| run.and_then(|r| r.tuned_seconds.get(i).copied());
+    lines.extend(
+        input
+            .tuned
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t.note(tuned_seconds(i))),
+    );
+    let refine_seconds = run.map(|r| r.stage_seconds.refine);
+    lines.extend(
+        input
+            .refine
+            .as_ref()
+            .map(|r| refine_line(r, refine_seconds)),
+    );
     lines
 }
 
-/// Everything the report shows, derived from the search's facts. Pure.
-pub fn assemble(input: &ReportInput) -> ReportData {
+/// Everything the report shows, derived from the search's facts and, for its time and
+/// cache lines, from how the process ran (`run`, when there is a `run.json`). Pure.
+pub fn assemble(input: &ReportInput, run: Option<&RunRecord>) -> ReportData {
     let recommended = input.recommended.and_then(|i| input.front.get(i).cloned());
     let mut baselines = vec![Series {
         name: "uniform".into(),
@@ -653,7 +660,7 @@ pub fn assemble(input: &ReportInput) -> ReportData {
         constraints: input.checks.clone(),
         matched: input.matched.iter().map(matched_row).collect(),
         refine: input.refine.clone(),
-        notes: notes(input),
+        notes: notes(input, run),
     }
 }
 
@@ -746,7 +753,7 @@ mod tests {
             !input.fp_checks[0].pass,
             "fixture: FP fails its latency limit"
         );
-        let d = assemble(&input);
+        let d = assemble(&input, None);
         assert!(!d.fp.feasible);
         let perf = crate::report::performance_table(&d);
         let line = perf
@@ -755,14 +762,14 @@ mod tests {
             .unwrap();
         assert!(line.contains("no"), "{perf}");
         input.fp_checks.retain(|c| c.pass);
-        assert!(assemble(&input).fp.feasible);
+        assert!(assemble(&input, None).fp.feasible);
     }
 
     #[test]
     fn least_violating_plan_is_shown_only_when_nothing_is_recommended() {
         let mut input = fixture::input();
         input.recommended = None;
-        let d = assemble(&input);
+        let d = assemble(&input, None);
         assert_eq!(d.recommended, None);
         assert_eq!(
             d.closest.as_ref().map(|p| p.label.as_str()),
@@ -771,7 +778,7 @@ mod tests {
         assert_eq!(d.constraints, input.checks);
         let mut input = fixture::input();
         input.recommended = Some(1);
-        let d = assemble(&input);
+        let d = assemble(&input, None);
         assert!(d.closest.is_none());
         assert_eq!(d.recommended.unwrap().label, "evolved #1");
     }

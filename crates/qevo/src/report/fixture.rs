@@ -271,17 +271,21 @@ pub(crate) fn input() -> ReportInput {
             full_evaluations: 10,
             screenings: 4,
             screened_out: 2,
-            prefix_hits: 30,
-            prefix_lookups: 40,
-            weight_hits: 90,
-            weight_lookups: 100,
-            blocks_reused: 12,
-            blocks_run: 36,
-            segments_reused: 3,
             surrogate_rejected: 5,
             surrogate_checked: 8,
             surrogate_spearman: Some(0.9),
         },
+        sensitivity_cells: [4, 12],
+        fp_heldout_perplexity: 13.5,
+        tuned: Vec::new(),
+        refine: Some(refine_summary()),
+    }
+}
+
+/// How the process of [`input`]'s search ran: its wall times and per-process caches.
+pub(crate) fn run() -> crate::report::RunRecord {
+    crate::report::RunRecord {
+        schema_version: crate::report::RUN_SCHEMA_VERSION,
         search_seconds: 1.5,
         total_seconds: 2.25,
         stage_seconds: crate::search::StageSeconds {
@@ -293,10 +297,16 @@ pub(crate) fn input() -> ReportInput {
             refine: 0.5,
             baselines: 0.0625,
         },
-        sensitivity_cells: [4, 12],
-        fp_heldout_perplexity: 13.5,
-        tuned: Vec::new(),
-        refine: Some(refine_summary()),
+        caches: crate::report::ProcessCaches {
+            prefix_hits: 30,
+            prefix_lookups: 40,
+            weight_hits: 90,
+            weight_lookups: 100,
+            blocks_reused: 12,
+            blocks_run: 36,
+            segments_reused: 3,
+        },
+        tuned_seconds: Vec::new(),
     }
 }
 
@@ -332,7 +342,6 @@ fn refine_summary() -> crate::search::refine::RefineSummary {
         evaluations: 24,
         validations: 3,
         stop: RefineStop::NoImprovingMove,
-        seconds: 0.5,
     }
 }
 

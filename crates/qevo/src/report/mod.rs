@@ -6,10 +6,13 @@
 //!    `report.json`), and [`assemble`] derives everything the report shows from it
 //!    into a [`ReportData`]: the random search's front, the matched-size table, cache
 //!    hit rates, the constraint table of the recommended (or least-violating) plan.
-//!    Each derived number has one function here.
+//!    Each derived number has one function here. `report.json` is a pure function of
+//!    the seed and inputs; how the process ran (wall times, per-process cache counters)
+//!    is a [`RunRecord`], written beside it as `run.json`.
 //! 2. Rendering: every renderer is a pure function of a [`ReportData`] and never
 //!    computes; [`write_report`] and [`rebuild`] are the only functions that touch the
-//!    file system, so `qevo report DIR` redraws exactly what the search wrote.
+//!    file system (with [`read_run`]), so `qevo report DIR` redraws exactly what the
+//!    search wrote.
 //!
 //! [`write_all`] writes every output file of a search, the report among them.
 
@@ -20,6 +23,7 @@ mod html;
 mod outputs;
 mod pick;
 mod plot;
+mod run;
 mod tables;
 
 pub use assemble::{
@@ -31,6 +35,7 @@ pub use html::{html, write_html};
 pub use outputs::write_all;
 pub use pick::representative;
 pub use plot::{convergence_svg, pareto_svg};
+pub use run::{read_run, ProcessCaches, RunRecord, RUN_RECORD_FILE, RUN_SCHEMA_VERSION};
 pub use tables::{
     baseline_table, constraints_table, convergence_table, convergence_table_every, front_table,
     front_table_at_most, header_text, matched_table, performance_table, recommended_table,

@@ -3,9 +3,9 @@
 //! `plan.yaml` (the recommended plan, or the least-violating one), `imatrix.gguf` (when
 //! the plans were scored with one: exports need it for the scored bytes), `front.json`,
 //! `history.jsonl`, the tuned front plans (`tuned/front-N.gguf`, `tuned.json`) and the
-//! report (`report.json`, the SVGs, `report.html`).
+//! report (`report.json`, `run.json`, the SVGs, `report.html`).
 
-use super::{write_report, ReportData, ReportInput, Result};
+use super::{write_report, ReportData, ReportInput, Result, RunRecord};
 use crate::error::Error;
 use crate::fsutil::write_atomic;
 use crate::model::Model;
@@ -34,7 +34,11 @@ pub fn write_all(
     write_front(dir, model, o, &cfg.target.name)?;
     write_history(dir, o)?;
     write_tuned(dir, model, cfg, o)?;
-    write_report(dir, &ReportInput::from_outcome(model, cfg, o)?)
+    write_report(
+        dir,
+        &ReportInput::from_outcome(model, cfg, o)?,
+        &RunRecord::of(o),
+    )
 }
 
 /// The tuned front plans as GGUFs under `dir/tuned/`, and `dir/tuned.json`: the training

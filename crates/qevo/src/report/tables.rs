@@ -732,7 +732,7 @@ q4_0     1.000     0.05000     0.01200        0.02000          -            0.24
     fn summary_of_an_infeasible_search_shows_the_least_violating_plans_violations() {
         let mut input = fixture::input();
         input.recommended = None;
-        let s = summary_text(&crate::report::assemble(&input), 20);
+        let s = summary_text(&crate::report::assemble(&input, None), 20);
         assert!(
             s.contains("Least-violating plan (no plan meets every constraint)\n"),
             "{s}"

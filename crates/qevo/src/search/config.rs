@@ -411,6 +411,13 @@ impl SearchConfig {
         positive("calib_windows", self.data.calib_windows)?;
         positive("screen_windows", self.data.screen_windows)?;
         positive("heldout_windows", self.data.heldout_windows)?;
+        // Checked here, not first by the tune stage after the whole search has run.
+        if self.tune_front.plans > 0 && self.tune_front.steps == 0 {
+            return Err(Error::setting(
+                "tune_steps",
+                "must be at least 1 to tune front plans",
+            ));
+        }
         if self.data.seq_len < 2 {
             return Err(Error::setting(
                 "seq_len",
@@ -508,6 +515,11 @@ mod tests {
         cfg.limits.max_kl = Some(f64::NAN);
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.starts_with("max_kl:"), "{e}");
+        let mut cfg = SearchConfig::with_defaults().unwrap();
+        cfg.tune_front.plans = 1;
+        cfg.tune_front.steps = 0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.starts_with("tune_steps:"), "{e}");
     }
 
     #[test]

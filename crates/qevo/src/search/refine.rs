@@ -108,7 +108,9 @@ pub struct RefineStep {
     pub validation_kl: f64,
 }
 
-/// What the stage did: the report's refine rows.
+/// What the stage did: the report's refine rows. No wall time: `report.json` holds this
+/// record and is a pure function of the seed and inputs; the stage's seconds are
+/// `StageSeconds::refine`, in `run.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RefineSummary {
     pub limit_bytes: u64,
@@ -123,7 +125,6 @@ pub struct RefineSummary {
     pub evaluations: u64,
     pub validations: u64,
     pub stop: RefineStop,
-    pub seconds: f64,
 }
 
 /// A plan with its calibration and validation scores.
@@ -155,7 +156,6 @@ pub fn refine(
     cfg: &SearchConfig,
     deadline: Option<Instant>,
 ) -> Result<Option<RefineSummary>> {
-    let t0 = Instant::now();
     let Some(limit) = cfg.limits.max_size_bytes().filter(|_| runs(cfg)) else {
         return Ok(None);
     };
@@ -198,7 +198,6 @@ pub fn refine(
         evaluations: climbed.evaluations,
         validations: climbed.validations,
         stop: climbed.stop,
-        seconds: t0.elapsed().as_secs_f64(),
     }))
 }
 
