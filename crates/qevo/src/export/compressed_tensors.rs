@@ -16,7 +16,7 @@ use super::ct_layout::{
 };
 use super::safetensors_export::{
     check_exportable, check_output_dir, copy_tokenizer_files, declared_bytes, float_dtype,
-    out_name, push_aux_tensors, write_config, write_model_file, FLOAT_DTYPES,
+    out_name, push_aux_tensors, quantize_planned, write_config, write_model_file, FLOAT_DTYPES,
 };
 use super::st_writer::StHead;
 use crate::error::{Error, Result};
@@ -203,11 +203,7 @@ fn ct_bytes(
     scheme: Option<CtScheme>,
 ) -> Result<Vec<Vec<u8>>> {
     let info = &model.tensors[i];
-    let p = {
-        let data = model.weights.get(i)?.values()?;
-        c.format
-            .quantize_named(&info.name, &data, info.rows, info.cols, None)?
-    };
+    let p = quantize_planned(model, i, c)?;
     match (p.format, scheme) {
         (WeightFormat::Int(f), Some(s)) => {
             if f.tensor_bytes(info.rows, info.cols) != Some(p.bytes.len() as u64) {

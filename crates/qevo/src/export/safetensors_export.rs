@@ -11,12 +11,13 @@ use super::st_writer::{self, StHead};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{llama_hf_name, raw_tensors, Arch, Model};
+use crate::plan::TensorChoice;
 use crate::plan::TensorPlan;
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };
-use crate::quant::{GgmlType, WeightFormat};
+use crate::quant::{GgmlType, Packed, WeightFormat};
 use safetensors::Dtype;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -283,11 +284,7 @@ fn pack_tensor(
     unit: &[StHead],
 ) -> Result<Vec<Vec<u8>>> {
     let info = &model.tensors[i];
-    let p = {
-        let data = model.weights.get(i)?.values()?;
-        c.format
-            .quantize_named(&info.name, &data, info.rows, info.cols, None)?
-    };
+    let p = quantize_planned(model, i, c)?;
     let lens = unit
         .iter()
         .map(|h| declared_bytes(model, h).map(|n| n as usize))
@@ -299,6 +296,43 @@ fn pack_tensor(
             "packed bytes differ in length from the layout's sections",
         )
     })
+}
+
+/// Elements of a float-format weight widened at a time (16 MiB of f32).
+const FLOAT_PIECE_ELEMS: usize = 1 << 22;
+
+/// Planned tensor `i` in its format, by the evaluator's own quantizer, so the bytes decode
+/// to the weights it scored. A float format converts each value on its own, so a mapped
+/// weight is widened a slice of rows at a time: the same bytes, without the whole
+/// tensor's f32 copy beside them (a bf16 embedding's is 1 GB at 1B, 2 GB at 8B). A
+/// generic integer format may take one scale over the whole tensor: widened whole.
+pub(super) fn quantize_planned(model: &Model, i: usize, c: &TensorChoice) -> Result<Packed> {
+    let info = &model.tensors[i];
+    let w = model.weights.get(i)?;
+    let piece_rows = (FLOAT_PIECE_ELEMS / info.cols.max(1)).max(1);
+    let float = matches!(c.format, WeightFormat::Ggml(t) if !t.is_quantized());
+    if !float || !w.decodes_rows() || info.rows <= piece_rows {
+        let data = w.values()?;
+        return c
+            .format
+            .quantize_named(&info.name, &data, info.rows, info.cols, None);
+    }
+    let mut out = Packed {
+        format: c.format,
+        rows: info.rows,
+        cols: info.cols,
+        bytes: Vec::new(),
+    };
+    for start in (0..info.rows).step_by(piece_rows) {
+        let len = piece_rows.min(info.rows - start);
+        let piece = w.rows_f32(start, len)?.flatten_all()?.to_vec1::<f32>()?;
+        let p = c
+            .format
+            .quantize_named(&info.name, &piece, len, info.cols, None)?;
+        out.format = p.format;
+        out.bytes.extend_from_slice(&p.bytes);
+    }
+    Ok(out)
 }
 
 /// `bytes` cut into consecutive parts of `lens`; `None` unless the lengths add up.
@@ -453,6 +487,37 @@ pub(super) fn write_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A float weight of more than one piece is widened and converted a slice of rows at
+    /// a time: the bytes equal converting the whole weight at once.
+    #[test]
+    fn a_float_weight_converted_in_row_pieces_equals_converting_it_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let shape = crate::model::synthetic::LlamaShape {
+            layers: 1,
+            vocab: 2 * FLOAT_PIECE_ELEMS / 64 + 77,
+            ..Default::default()
+        };
+        crate::model::synthetic::write_llama_dir(d.path(), &shape, 3).unwrap();
+        let m = Model::load(d.path()).unwrap();
+        let i = m.tensor_index("token_embd.weight").unwrap();
+        let (info, w) = (&m.tensors[i], m.weights.get(i).unwrap());
+        assert!(w.decodes_rows() && info.rows * info.cols > 2 * FLOAT_PIECE_ELEMS);
+        let values = w.values().unwrap();
+        for f in ["bf16", "f16", "f32"] {
+            let format = WeightFormat::parse(f).unwrap();
+            let c = TensorChoice {
+                format,
+                act_bits: 16,
+            };
+            let got = quantize_planned(&m, i, &c).unwrap();
+            let whole = format
+                .quantize_named(&info.name, &values, info.rows, info.cols, None)
+                .unwrap();
+            assert!(got.bytes == whole.bytes, "{f}");
+            assert_eq!(got.format, whole.format);
+        }
+    }
 
     #[test]
     fn output_dir_equal_to_source_is_refused() {
