@@ -119,9 +119,9 @@ pub enum Error {
     #[error(
         "{what} needs an estimated {} ({parts}), more than the memory budget of {}; \
          the smallest budget that works is {}",
-        gb(*needed),
-        gb(*budget),
-        gb(*needed)
+        size(*needed),
+        size(*budget),
+        whole_mb_up(*needed)
     )]
     Memory {
         what: String,
@@ -190,6 +190,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A byte count as every message writes it: GB with two decimals.
 pub fn gb(bytes: u64) -> String {
     format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// Bytes as GB with two decimals, or below a gigabyte as MB with one, so a small model's
+/// estimate and budget do not both read `0.00 GB`.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => gb(b),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
+}
+
+/// Bytes rounded up to whole megabytes: a smallest budget given back as printed must
+/// still work (`0.0149 GB` printed as `0.01 GB` would not).
+fn whole_mb_up(bytes: u64) -> String {
+    format!("{} MB", bytes.div_ceil(1_000_000))
 }
 
 /// Typed errors of the hardware module (`hw`): every profile error names the file, the

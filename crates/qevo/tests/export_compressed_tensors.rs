@@ -260,6 +260,54 @@ fn every_packed_weight_decodes_to_the_scored_weight() {
     assert!(stored > plan.size_bytes(&m), "{stored}");
 }
 
+/// Every file of an export directory, by name.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The safetensors header's `__metadata__` was written from a hash map, whose order
+/// changes with each map's random seed, so two exports of one plan could differ in bytes
+/// (one in three did). Each export makes new maps, so four exports in one process
+/// would show it; they must be the same files, for both packed formats.
+#[test]
+fn two_exports_of_one_plan_are_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = synthetic_dir(&dir.path().join("src"));
+    let plan = ct_plan(&m, &CT_MIX);
+    type Export = fn(&Model, &TensorPlan, &Path) -> qevo::Result<()>;
+    let exports: [(&str, Export); 2] = [
+        ("ct", |m, p, o| export_compressed_tensors(m, p, o).map(drop)),
+        ("int", |m, p, o| export_safetensors(m, p, o).map(drop)),
+    ];
+    for (what, export) in exports {
+        let first = dir.path().join(format!("{what}-0"));
+        export(&m, &plan, &first).unwrap();
+        let want = files(&first);
+        assert!(want.contains_key("model.safetensors"), "{what}");
+        for k in 1..4 {
+            let out = dir.path().join(format!("{what}-{k}"));
+            export(&m, &plan, &out).unwrap();
+            let got = files(&out);
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>()
+            );
+            for (name, bytes) in &want {
+                assert!(got[name] == *bytes, "{what} export {k}: {name} differs");
+            }
+        }
+    }
+}
+
 fn refusal(m: &Model, dir: &Path, plan: &TensorPlan) -> String {
     let out = dir.join("refused");
     let e = export_compressed_tensors(m, plan, &out)

@@ -11,11 +11,14 @@
 //! quantization, GGML block formats, a quantized embedding (no loader reads one back).
 //! `loader_notes` lists what transformers or vLLM refuse in a plan the layout holds.
 
-use super::ct_layout::{ct_tensors, quantization_config, CtDtype, CtModule, CtScheme, CtStrategy};
-use super::safetensors_export::{
-    check_exportable, check_output_dir, copy_tokenizer_files, out_name, push_aux_tensors,
-    write_config, write_safetensors, OutTensor, FLOAT_DTYPES,
+use super::ct_layout::{
+    ct_heads, ct_tensors, quantization_config, CtDtype, CtModule, CtScheme, CtStrategy,
 };
+use super::safetensors_export::{
+    check_exportable, check_output_dir, copy_tokenizer_files, declared_bytes, float_dtype,
+    out_name, push_aux_tensors, quantize_planned, write_config, write_model_file, FLOAT_DTYPES,
+};
+use super::st_writer::StHead;
 use crate::error::{Error, Result};
 use crate::model::{Arch, Model, Role, TensorInfo};
 use crate::plan::TensorChoice;
@@ -101,13 +104,21 @@ pub fn export_compressed_tensors(
         .zip(&choices)
         .map(|(info, c)| ct_choice(model, info, c))
         .collect::<Result<Vec<_>>>()?;
-    let mut written = write_tensors(model, &choices, &schemes)?;
-    let other_tensor_bytes = push_aux_tensors(model, &mut written.out)?;
+    let units = ct_units(model, &choices, &schemes)?;
+    let planned_bytes = units
+        .iter()
+        .flatten()
+        .map(|h| declared_bytes(model, h))
+        .sum::<Result<u64>>()?;
+    let mut aux = Vec::new();
+    let other_tensor_bytes = push_aux_tensors(model, &mut aux)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let file_bytes = write_safetensors(
+    let file_bytes = write_model_file(
         &out_dir.join("model.safetensors"),
-        &written.out,
+        units,
+        &aux,
         super::ct_layout::QUANT_METHOD,
+        |i, _| ct_bytes(model, i, &choices[i], schemes[i]),
     )?;
     copy_tokenizer_files(model, out_dir)?;
     let modules = ct_modules(model, &schemes);
@@ -116,7 +127,7 @@ pub fn export_compressed_tensors(
     write_config(model, out_dir, qc)?;
     Ok(CtExport {
         dir: out_dir.to_path_buf(),
-        planned_tensor_bytes: written.planned_bytes,
+        planned_tensor_bytes: planned_bytes,
         packed_tensors: schemes.iter().flatten().count(),
         config_groups,
         other_tensor_bytes,
@@ -143,11 +154,6 @@ fn module_name(model: &Model, canonical: &str) -> String {
     hf.strip_suffix(".weight").map(str::to_string).unwrap_or(hf)
 }
 
-struct Written {
-    out: Vec<OutTensor>,
-    planned_bytes: u64,
-}
-
 fn safetensors_dtype(d: CtDtype) -> Dtype {
     match d {
         CtDtype::I32 => Dtype::I32,
@@ -157,57 +163,72 @@ fn safetensors_dtype(d: CtDtype) -> Dtype {
     }
 }
 
-/// Quantizes every planned tensor with the evaluator's quantizer and lays it out.
-fn write_tensors(
+/// Every planned tensor as the header declares it, from the shapes alone: a packed
+/// weight's `ct_layout` tensors, or a float weight under its own name.
+fn ct_units(
     model: &Model,
     choices: &[TensorChoice],
     schemes: &[Option<CtScheme>],
-) -> Result<Written> {
-    let mut out = Vec::new();
-    let mut planned_bytes = 0u64;
-    let items = model.tensors.iter().zip(&model.weights).zip(choices);
-    for (((info, w), c), scheme) in items.zip(schemes) {
-        let data = w.values()?;
-        let p = c
-            .format
-            .quantize_named(&info.name, &data, info.rows, info.cols, None)?;
-        let module = module_name(model, &info.name);
-        let tensors: Vec<OutTensor> = match (p.format, scheme) {
-            (WeightFormat::Int(f), Some(s)) => ct_tensors(f, *s, info.rows, info.cols, &p.bytes)
-                .into_iter()
-                .map(|t| OutTensor {
-                    name: format!("{module}.{}", t.suffix),
-                    dtype: safetensors_dtype(t.dtype),
-                    shape: t.shape,
-                    bytes: t.bytes,
-                })
-                .collect(),
-            (WeightFormat::Ggml(t), None) => vec![OutTensor {
-                name: format!("{module}.weight"),
-                dtype: float_dtype(model, info, t)?,
-                shape: vec![info.rows, info.cols],
-                bytes: p.bytes,
-            }],
-            _ => {
+) -> Result<Vec<Vec<StHead>>> {
+    let items = model.tensors.iter().zip(choices).zip(schemes);
+    items
+        .map(|((info, c), scheme)| {
+            let module = module_name(model, &info.name);
+            match (c.format, scheme) {
+                (WeightFormat::Int(f), Some(s)) => Ok(ct_heads(f, *s, info.rows, info.cols)
+                    .into_iter()
+                    .map(|h| StHead {
+                        name: format!("{module}.{}", h.suffix),
+                        dtype: safetensors_dtype(h.dtype),
+                        shape: h.shape,
+                    })
+                    .collect()),
+                (WeightFormat::Ggml(t), None) => Ok(vec![StHead {
+                    name: format!("{module}.weight"),
+                    dtype: float_dtype(model, &info.name, t)?,
+                    shape: vec![info.rows, info.cols],
+                }]),
+                _ => Err(mismatch(model, info)),
+            }
+        })
+        .collect()
+}
+
+/// Planned tensor `i` quantized with the evaluator's quantizer and laid out as `ct_units`
+/// declares it.
+fn ct_bytes(
+    model: &Model,
+    i: usize,
+    c: &TensorChoice,
+    scheme: Option<CtScheme>,
+) -> Result<Vec<Vec<u8>>> {
+    let info = &model.tensors[i];
+    let p = quantize_planned(model, i, c)?;
+    match (p.format, scheme) {
+        (WeightFormat::Int(f), Some(s)) => {
+            if f.tensor_bytes(info.rows, info.cols) != Some(p.bytes.len() as u64) {
                 return Err(Error::tensor(
                     &model.source,
                     &info.name,
-                    "quantized format does not match its compressed-tensors scheme",
-                ))
+                    "packed bytes differ in length from the format's layout",
+                ));
             }
-        };
-        planned_bytes += tensors.iter().map(|t| t.bytes.len() as u64).sum::<u64>();
-        out.extend(tensors);
+            Ok(ct_tensors(f, s, info.rows, info.cols, &p.bytes)
+                .into_iter()
+                .map(|t| t.bytes)
+                .collect())
+        }
+        (WeightFormat::Ggml(_), None) => Ok(vec![p.bytes]),
+        _ => Err(mismatch(model, info)),
     }
-    Ok(Written { out, planned_bytes })
 }
 
-fn float_dtype(model: &Model, info: &TensorInfo, t: crate::quant::GgmlType) -> Result<Dtype> {
-    FLOAT_DTYPES
-        .iter()
-        .find(|(f, _)| *f == t)
-        .map(|(_, d)| *d)
-        .ok_or_else(|| Error::tensor(&model.source, &info.name, "not a float format"))
+fn mismatch(model: &Model, info: &TensorInfo) -> Error {
+    Error::tensor(
+        &model.source,
+        &info.name,
+        "quantized format does not match its compressed-tensors scheme",
+    )
 }
 
 /// vLLM's fused modules: every member must share one scheme.

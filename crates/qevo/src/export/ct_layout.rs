@@ -146,9 +146,57 @@ fn transpose<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
         .collect()
 }
 
+/// One stored tensor of a packed weight as a header declares it, before its bytes exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtHead {
+    pub suffix: &'static str,
+    pub dtype: CtDtype,
+    pub shape: Vec<usize>,
+}
+
+/// The tensors `ct_tensors` makes of a `[rows, cols]` weight in format `f`, in its
+/// order, from the shape alone: what a streamed file declares before the weight is
+/// quantized. `scheme` is `CtScheme::for_format(f, cols)`.
+pub fn ct_heads(f: IntFormat, scheme: CtScheme, rows: usize, cols: usize) -> Vec<CtHead> {
+    let head = |suffix, dtype, shape| CtHead {
+        suffix,
+        dtype,
+        shape,
+    };
+    let per_row = f.group_count(rows, cols) / rows.max(1);
+    let mut out = vec![
+        head(
+            "weight_packed",
+            CtDtype::I32,
+            vec![rows, words(cols, f.bits)],
+        ),
+        head(
+            "weight_scale",
+            CtDtype::F16,
+            match scheme.strategy {
+                CtStrategy::Tensor => vec![1],
+                _ => vec![rows, per_row],
+            },
+        ),
+    ];
+    if !scheme.symmetric {
+        out.push(match scheme.strategy {
+            CtStrategy::Tensor => head("weight_zero_point", CtDtype::I8, vec![1]),
+            _ => head(
+                "weight_zero_point",
+                CtDtype::I32,
+                vec![words(rows, f.bits), per_row],
+            ),
+        });
+    }
+    out.push(head("weight_shape", CtDtype::I64, vec![2]));
+    out
+}
+
 /// The tensors of one weight in format `f`, from its qevo-int packed bytes (`IntFormat`'s
-/// layout: scales, zero points, codes). `scheme` is `CtScheme::for_format(f, cols)`; the
-/// caller has checked `packed.len()` against `f.tensor_bytes(rows, cols)`.
+/// layout: scales, zero points, codes), named and shaped as `ct_heads` declares them.
+/// `scheme` is `CtScheme::for_format(f, cols)`; the caller has checked `packed.len()`
+/// against `f.tensor_bytes(rows, cols)`.
 pub fn ct_tensors(
     f: IntFormat,
     scheme: CtScheme,
@@ -160,38 +208,29 @@ pub fn ct_tensors(
     let groups = f.group_count(rows, cols);
     let mut codes = vec![0u8; rows * cols];
     unpack_bits(&packed[sb + zb..], f.bits, &mut codes);
-    let mut out = vec![CtTensor {
-        suffix: "weight_packed",
-        dtype: CtDtype::I32,
-        shape: vec![rows, words(cols, f.bits)],
-        bytes: pack_runs(&codes, cols, f.bits),
-    }];
-    let scale_shape = match scheme.strategy {
-        CtStrategy::Tensor => vec![1],
-        _ => vec![rows, groups / rows],
-    };
-    out.push(CtTensor {
-        suffix: "weight_scale",
-        dtype: CtDtype::F16,
-        shape: scale_shape,
-        bytes: packed[..sb].to_vec(),
-    });
+    // In `ct_heads`' order: codes, scales, zero points (asymmetric only), shape.
+    let mut bytes = vec![pack_runs(&codes, cols, f.bits), packed[..sb].to_vec()];
     if !scheme.symmetric {
         let mut zeros = vec![0u8; groups];
         unpack_bits(&packed[sb..sb + zb], f.bits, &mut zeros);
-        out.push(zero_point_tensor(scheme, &zeros, rows, f.bits));
+        bytes.push(zero_point_tensor(scheme, &zeros, rows, f.bits).bytes);
     }
-    let shape: Vec<u8> = [rows as i64, cols as i64]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    out.push(CtTensor {
-        suffix: "weight_shape",
-        dtype: CtDtype::I64,
-        shape: vec![2],
-        bytes: shape,
-    });
-    out
+    bytes.push(
+        [rows as i64, cols as i64]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+    );
+    ct_heads(f, scheme, rows, cols)
+        .into_iter()
+        .zip(bytes)
+        .map(|(h, bytes)| CtTensor {
+            suffix: h.suffix,
+            dtype: h.dtype,
+            shape: h.shape,
+            bytes,
+        })
+        .collect()
 }
 
 /// `weight_zero_point` from the unsigned zero points `z` in group order (`[rows, G]`).
@@ -283,6 +322,43 @@ mod tests {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
+    }
+
+    /// What a streamed header declares for a weight is what `ct_tensors` then makes:
+    /// every part's bytes are its declared elements times its dtype's width.
+    #[test]
+    fn heads_declare_the_lengths_ct_tensors_makes() {
+        let width = |d: CtDtype| match d {
+            CtDtype::I8 => 1,
+            CtDtype::F16 => 2,
+            CtDtype::I32 => 4,
+            CtDtype::I64 => 8,
+        };
+        for name in [
+            "int4-sym-g32",
+            "int4-asym-g64",
+            "int8-sym-channel",
+            "int3-asym-channel",
+            "int2-asym-tensor",
+            "int8-sym-tensor",
+            "int5-asym-g32",
+        ] {
+            let WeightFormat::Int(f) = WeightFormat::parse(name).unwrap() else {
+                panic!("{name} is not an integer format")
+            };
+            let (rows, cols) = (7, 128);
+            let scheme = CtScheme::for_format(f, cols).unwrap();
+            let n = f.tensor_bytes(rows, cols).unwrap() as usize;
+            let packed: Vec<u8> = (0..n).map(|i| (i * 37 % 251) as u8).collect();
+            let made = ct_tensors(f, scheme, rows, cols, &packed);
+            let heads = ct_heads(f, scheme, rows, cols);
+            assert_eq!(made.len(), heads.len(), "{name}");
+            for (t, h) in made.iter().zip(&heads) {
+                assert_eq!((t.suffix, t.dtype, &t.shape), (h.suffix, h.dtype, &h.shape));
+                let declared = h.shape.iter().product::<usize>() * width(h.dtype);
+                assert_eq!(t.bytes.len(), declared, "{name} {}", h.suffix);
+            }
+        }
     }
 
     /// Words computed by compressed_tensors 0.20.1's own `pack_to_int32` (packed_dim=1)

@@ -21,6 +21,7 @@ mod gguf_export;
 pub use crate::model::gguf_writer;
 
 mod safetensors_export;
+mod st_writer;
 pub mod tensor_types;
 pub mod vocab;
 

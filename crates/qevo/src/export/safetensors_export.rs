@@ -7,17 +7,20 @@
 //! (embeddings of positions and token types, LayerNorms, biases) are copied from the
 //! source as stored.
 
+use super::st_writer::{self, StHead};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{llama_hf_name, raw_tensors, Arch, Model};
+use crate::plan::TensorChoice;
 use crate::plan::TensorPlan;
 use crate::quant::packed_layout::{
     layout_description, PackedTensorEntry, QuantConfigFile, UnpackedTensorEntry, CONFIG_FILE,
     FORMAT_VERSION, QUANT_METHOD, SECTIONS,
 };
-use crate::quant::{GgmlType, WeightFormat};
-use safetensors::tensor::TensorView;
+use crate::quant::{GgmlType, Packed, WeightFormat};
 use safetensors::Dtype;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What was written, with the byte counts a plan's size is checked against.
@@ -96,13 +99,16 @@ pub fn export_safetensors(
     check_output_dir(&model.source, out_dir)?;
     let choices = plan.per_tensor(model)?;
     check_exportable(model, &choices, "packed safetensors")?;
-    let mut packed = pack_tensors(model, &choices)?;
-    let other_tensor_bytes = push_aux_tensors(model, &mut packed.out)?;
+    let packed = packed_layout(model, &choices)?;
+    let mut aux = Vec::new();
+    let other_tensor_bytes = push_aux_tensors(model, &mut aux)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let file_bytes = write_safetensors(
+    let file_bytes = write_model_file(
         &out_dir.join("model.safetensors"),
-        &packed.out,
+        packed.units,
+        &aux,
         QUANT_METHOD,
+        |i, unit| pack_tensor(model, i, &choices[i], unit),
     )?;
     let qcfg = QuantConfigFile {
         format_version: FORMAT_VERSION,
@@ -196,93 +202,157 @@ fn check_block_formats(
     Ok(())
 }
 
-/// The planned tensors as they will be written, with their schema entries.
-struct PackedTensors {
-    out: Vec<OutTensor>,
+/// The planned tensors as the header declares them (one unit per planned tensor, in the
+/// model's order: a packed tensor's U8 sections, or a float tensor), with their schema
+/// entries, all from the shapes alone.
+struct PackedLayout {
+    units: Vec<Vec<StHead>>,
     entries: Vec<PackedTensorEntry>,
     unpacked: Vec<UnpackedTensorEntry>,
     packed_bytes: u64,
     float_bytes: u64,
 }
 
-/// Quantizes every planned tensor with the evaluator's own quantizer (so the bytes decode
-/// to the weights it scored) and splits packed ones into their U8 sections.
-fn pack_tensors(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<PackedTensors> {
-    let mut out: Vec<OutTensor> = Vec::new();
-    let mut packed_entries = Vec::new();
-    let mut unpacked = Vec::new();
-    let (mut packed_bytes, mut float_bytes) = (0u64, 0u64);
-    for ((info, w), c) in model.tensors.iter().zip(&model.weights).zip(choices) {
+fn packed_layout(model: &Model, choices: &[crate::plan::TensorChoice]) -> Result<PackedLayout> {
+    let mut lay = PackedLayout {
+        units: Vec::new(),
+        entries: Vec::new(),
+        unpacked: Vec::new(),
+        packed_bytes: 0,
+        float_bytes: 0,
+    };
+    for (info, c) in model.tensors.iter().zip(choices) {
         let hf = out_name(model, &info.name);
-        let data = w.values()?;
-        // The evaluator's own quantizer, so the bytes decode to the weights it scored.
-        let p = c
-            .format
-            .quantize_named(&info.name, &data, info.rows, info.cols, None)?;
         match c.format {
             WeightFormat::Int(f) => {
                 let entry = PackedTensorEntry::new(&hf, &info.name, f, info.rows, info.cols);
-                let mut rest = p.bytes.as_slice();
-                for suffix in SECTIONS {
-                    let Some(&len) = entry.sections.get(suffix) else {
-                        continue;
-                    };
-                    if len > rest.len() {
-                        return Err(Error::tensor(
-                            &model.source,
-                            &info.name,
-                            "packed bytes shorter than the layout",
-                        ));
-                    }
-                    let (head, tail) = rest.split_at(len);
-                    out.push(OutTensor {
-                        name: format!("{hf}.{suffix}"),
-                        dtype: Dtype::U8,
-                        shape: vec![len],
-                        bytes: head.to_vec(),
-                    });
-                    rest = tail;
-                }
-                if !rest.is_empty() {
-                    return Err(Error::tensor(
-                        &model.source,
-                        &info.name,
-                        "packed bytes longer than the layout",
-                    ));
-                }
-                packed_bytes += p.bytes.len() as u64;
-                packed_entries.push(entry);
+                let unit: Vec<StHead> = SECTIONS
+                    .iter()
+                    .filter_map(|suffix| {
+                        entry.sections.get(*suffix).map(|&len| StHead {
+                            name: format!("{hf}.{suffix}"),
+                            dtype: Dtype::U8,
+                            shape: vec![len],
+                        })
+                    })
+                    .collect();
+                lay.packed_bytes += entry.sections.values().sum::<usize>() as u64;
+                lay.units.push(unit);
+                lay.entries.push(entry);
             }
             WeightFormat::Ggml(t) => {
-                let dtype = FLOAT_DTYPES
-                    .iter()
-                    .find(|(f, _)| *f == t)
-                    .map(|(_, d)| *d)
-                    .ok_or_else(|| {
-                        Error::tensor(&model.source, &info.name, "not a float format")
-                    })?;
-                float_bytes += p.bytes.len() as u64;
-                unpacked.push(UnpackedTensorEntry {
+                let head = StHead {
                     name: hf.clone(),
+                    dtype: float_dtype(model, &info.name, t)?,
+                    shape: vec![info.rows, info.cols],
+                };
+                lay.float_bytes += declared_bytes(model, &head)?;
+                lay.unpacked.push(UnpackedTensorEntry {
+                    name: hf,
                     canonical_name: info.name.clone(),
                     format: t.name().to_string(),
                 });
-                out.push(OutTensor {
-                    name: hf,
-                    dtype,
-                    shape: vec![info.rows, info.cols],
-                    bytes: p.bytes,
-                });
+                lay.units.push(vec![head]);
             }
         }
     }
-    Ok(PackedTensors {
-        out,
-        entries: packed_entries,
-        unpacked,
-        packed_bytes,
-        float_bytes,
+    Ok(lay)
+}
+
+/// The safetensors dtype a float format is stored in.
+pub(super) fn float_dtype(model: &Model, name: &str, t: GgmlType) -> Result<Dtype> {
+    FLOAT_DTYPES
+        .iter()
+        .find(|(f, _)| *f == t)
+        .map(|(_, d)| *d)
+        .ok_or_else(|| Error::tensor(&model.source, name, "not a float format"))
+}
+
+/// Bytes a declared tensor takes.
+pub(super) fn declared_bytes(model: &Model, h: &StHead) -> Result<u64> {
+    h.byte_len()
+        .map(|n| n as u64)
+        .ok_or_else(|| Error::tensor(&model.source, &h.name, "shape too large to address"))
+}
+
+/// Planned tensor `i` quantized with the evaluator's own quantizer (so the bytes decode to
+/// the weights it scored), split into the parts `unit` declares.
+fn pack_tensor(
+    model: &Model,
+    i: usize,
+    c: &crate::plan::TensorChoice,
+    unit: &[StHead],
+) -> Result<Vec<Vec<u8>>> {
+    let info = &model.tensors[i];
+    let p = quantize_planned(model, i, c)?;
+    let lens = unit
+        .iter()
+        .map(|h| declared_bytes(model, h).map(|n| n as usize))
+        .collect::<Result<Vec<_>>>()?;
+    split_parts(p.bytes, &lens).ok_or_else(|| {
+        Error::tensor(
+            &model.source,
+            &info.name,
+            "packed bytes differ in length from the layout's sections",
+        )
     })
+}
+
+/// Elements of a float-format weight widened at a time (16 MiB of f32).
+const FLOAT_PIECE_ELEMS: usize = 1 << 22;
+
+/// Planned tensor `i` in its format, by the evaluator's own quantizer, so the bytes decode
+/// to the weights it scored. A float format converts each value on its own, so a mapped
+/// weight is widened a slice of rows at a time: the same bytes, without the whole
+/// tensor's f32 copy beside them (a bf16 embedding's is 1 GB at 1B, 2 GB at 8B). A
+/// generic integer format may take one scale over the whole tensor: widened whole.
+pub(super) fn quantize_planned(model: &Model, i: usize, c: &TensorChoice) -> Result<Packed> {
+    let info = &model.tensors[i];
+    let w = model.weights.get(i)?;
+    let piece_rows = (FLOAT_PIECE_ELEMS / info.cols.max(1)).max(1);
+    let float = matches!(c.format, WeightFormat::Ggml(t) if !t.is_quantized());
+    if !float || !w.decodes_rows() || info.rows <= piece_rows {
+        let data = w.values()?;
+        return c
+            .format
+            .quantize_named(&info.name, &data, info.rows, info.cols, None);
+    }
+    let mut out = Packed {
+        format: c.format,
+        rows: info.rows,
+        cols: info.cols,
+        bytes: Vec::new(),
+    };
+    for start in (0..info.rows).step_by(piece_rows) {
+        let len = piece_rows.min(info.rows - start);
+        let piece = w.rows_f32(start, len)?.flatten_all()?.to_vec1::<f32>()?;
+        let p = c
+            .format
+            .quantize_named(&info.name, &piece, len, info.cols, None)?;
+        out.format = p.format;
+        out.bytes.extend_from_slice(&p.bytes);
+    }
+    Ok(out)
+}
+
+/// `bytes` cut into consecutive parts of `lens`; `None` unless the lengths add up.
+pub(super) fn split_parts(bytes: Vec<u8>, lens: &[usize]) -> Option<Vec<Vec<u8>>> {
+    if lens.iter().sum::<usize>() != bytes.len() {
+        return None;
+    }
+    if lens.len() == 1 {
+        return Some(vec![bytes]);
+    }
+    let mut rest = bytes.as_slice();
+    Some(
+        lens.iter()
+            .map(|&n| {
+                let (head, tail) = rest.split_at(n);
+                rest = tail;
+                head.to_vec()
+            })
+            .collect(),
+    )
 }
 
 /// The Hugging Face name a planned tensor is written under.
@@ -339,28 +409,34 @@ pub(super) fn push_aux_tensors(model: &Model, out: &mut Vec<OutTensor>) -> Resul
     Ok(other_tensor_bytes)
 }
 
-/// Writes `model.safetensors` atomically, `quant_method` in its metadata; returns its size.
-pub(super) fn write_safetensors(
+/// Writes `model.safetensors` atomically, `quant_method` in its metadata, and returns
+/// its size: the planned tensors' `units` made one at a time by `make(i, unit)` (so one
+/// planned tensor's bytes are held at a time, never the model's), then the `held`
+/// tensors (norms, a BERT source's small tensors) as they are.
+pub(super) fn write_model_file(
     st_path: &Path,
-    out: &[OutTensor],
+    planned: Vec<Vec<StHead>>,
+    held: &[OutTensor],
     quant_method: &str,
+    mut make: impl FnMut(usize, &[StHead]) -> Result<Vec<Vec<u8>>>,
 ) -> Result<u64> {
-    let views = out
-        .iter()
-        .map(|t| {
-            TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::tensor(st_path, &t.name, e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta = std::collections::HashMap::from([
+    let n = planned.len();
+    let mut units = planned;
+    units.extend(held.iter().map(|t| {
+        vec![StHead {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        }]
+    }));
+    let meta = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         ("quant_method".to_string(), quant_method.to_string()),
     ]);
-    let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::format(st_path, e.to_string()))?;
-    write_atomic(st_path, &data)?;
-    Ok(data.len() as u64)
+    st_writer::write_streamed(st_path, &units, &meta, |u| match u.checked_sub(n) {
+        None => Ok(make(u, &units[u])?.into_iter().map(Cow::Owned).collect()),
+        Some(h) => Ok(vec![Cow::Borrowed(held[h].bytes.as_slice())]),
+    })
 }
 
 /// `quantization_config.json`, the tokenizer files, then `config.json` marked quantized.
@@ -411,6 +487,37 @@ pub(super) fn write_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A float weight of more than one piece is widened and converted a slice of rows at
+    /// a time: the bytes equal converting the whole weight at once.
+    #[test]
+    fn a_float_weight_converted_in_row_pieces_equals_converting_it_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let shape = crate::model::synthetic::LlamaShape {
+            layers: 1,
+            vocab: 2 * FLOAT_PIECE_ELEMS / 64 + 77,
+            ..Default::default()
+        };
+        crate::model::synthetic::write_llama_dir(d.path(), &shape, 3).unwrap();
+        let m = Model::load(d.path()).unwrap();
+        let i = m.tensor_index("token_embd.weight").unwrap();
+        let (info, w) = (&m.tensors[i], m.weights.get(i).unwrap());
+        assert!(w.decodes_rows() && info.rows * info.cols > 2 * FLOAT_PIECE_ELEMS);
+        let values = w.values().unwrap();
+        for f in ["bf16", "f16", "f32"] {
+            let format = WeightFormat::parse(f).unwrap();
+            let c = TensorChoice {
+                format,
+                act_bits: 16,
+            };
+            let got = quantize_planned(&m, i, &c).unwrap();
+            let whole = format
+                .quantize_named(&info.name, &values, info.rows, info.cols, None)
+                .unwrap();
+            assert!(got.bytes == whole.bytes, "{f}");
+            assert_eq!(got.format, whole.format);
+        }
+    }
 
     #[test]
     fn output_dir_equal_to_source_is_refused() {

@@ -343,6 +343,12 @@ impl Weight {
         matches!(self, Weight::Mapped(_))
     }
 
+    /// Whether `rows_f32` decodes just the rows asked for (a mapped weight read in file
+    /// order), rather than widening the whole weight to take a slice of it.
+    pub fn decodes_rows(&self) -> bool {
+        matches!(self, Weight::Mapped(m) if m.unpermute.is_none())
+    }
+
     /// The type the weight is held or mapped in (`bf16`, `q4_k`, ...).
     pub fn encoding(&self) -> &'static str {
         match self {
