@@ -124,7 +124,7 @@ fn gguf_skips_tuning_when_its_smallest_run_would_pass_the_time_budget() {
     let out = dir.path().join("m.gguf");
     let o = Command::new(env!("CARGO_BIN_EXE_qevo"))
         .arg("gguf")
-        .args(SMALL)
+        .args(GGUF)
         .args(["--time-budget", "1s", "--size", "Q4_K_M"])
         .args(["--out", out.to_str().unwrap()])
         .env("QEVO_CACHE_DIR", dir.path().join("cache"))
