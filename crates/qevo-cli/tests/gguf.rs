@@ -122,14 +122,11 @@ fn gguf_time_budget_stops_the_evolution_and_tuning_before_their_counts() {
 fn gguf_skips_tuning_when_its_smallest_run_would_pass_the_time_budget() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.gguf");
-    let o = Command::new(env!("CARGO_BIN_EXE_qevo"))
-        .arg("gguf")
-        .args(GGUF)
-        .args(["--time-budget", "1s", "--size", "Q4_K_M"])
-        .args(["--out", out.to_str().unwrap()])
-        .env("QEVO_CACHE_DIR", dir.path().join("cache"))
-        .output()
-        .expect("run qevo");
+    let out_flag = ["--out", out.to_str().unwrap()];
+    let o = gguf(
+        dir.path(),
+        &[&["--time-budget", "1s", "--size", "Q4_K_M"][..], &out_flag].concat(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("tuning skipped: its smallest run needs about"),
