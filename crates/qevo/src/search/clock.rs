@@ -109,6 +109,27 @@ pub fn batches_until<T: Clone, R>(
     Ok(out)
 }
 
+/// `f` of each item, tagged with its index and returned in index order: every one in
+/// the given order, or, with a deadline, batches in the given order (the caller's
+/// priority) until it passes, the first always (`batches_until`).
+pub fn each_until<T: Clone + Sync, R: Send>(
+    items: &[(usize, T)],
+    deadline: Option<Instant>,
+    f: impl Fn(&T) -> crate::error::Result<R> + Sync,
+) -> crate::error::Result<Vec<(usize, R)>> {
+    use rayon::prelude::*;
+    let one = |(i, t): &(usize, T)| Ok((*i, f(t)?));
+    let mut out = match deadline {
+        None => items
+            .iter()
+            .map(one)
+            .collect::<crate::error::Result<Vec<_>>>()?,
+        Some(d) => batches_until(items, d, |batch| batch.par_iter().map(one).collect())?,
+    };
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! best KL each method reached without exceeding it, on calibration and held-out text.
 
 use super::baselines::{lagrangian_at, random_search, BaselinePoint};
-use super::clock::batches_until;
+use super::clock::each_until;
 use super::evolve::Evolved;
 use super::finalize::Finalized;
 use super::prepare::Prepared;
@@ -11,7 +11,6 @@ use super::problem::{QuantProblem, Scored};
 use super::seed::{by_nearness, Seeded};
 use super::{MatchedRow, SearchConfig};
 use crate::error::Result;
-use rayon::prelude::*;
 use std::time::Instant;
 
 /// Baselines beside the evolved front.
@@ -56,7 +55,7 @@ pub fn compare(
             genome: g,
         }))
     };
-    let points = over_targets(&targets, deadline, lagrangian_of)?;
+    let points = each_until(&targets, deadline, lagrangian_of)?;
     targets.retain(|(i, _)| points.iter().any(|(j, _)| j == i));
     let lagrangian: Vec<BaselinePoint> = points.into_iter().filter_map(|(_, b)| b).collect();
     let random = match cfg.baselines.random_search {
@@ -65,7 +64,7 @@ pub fn compare(
     };
     let row =
         |(name, size, u): &Target| matched_row(p, name, *size, u, finalized, &lagrangian, &random);
-    let matched = over_targets(&targets, deadline, row)?;
+    let matched = each_until(&targets, deadline, row)?;
     Ok(Compared {
         lagrangian,
         random,
@@ -76,22 +75,6 @@ pub fn compare(
 /// A size methods are matched at: its row's name, the size, and the uniform plan it is
 /// compared with.
 type Target<'a> = (String, u64, &'a BaselinePoint);
-
-/// `f` of each target, tagged with its index and returned in index order: every one,
-/// or, with a deadline, batches in the given order until it passes (the first always).
-fn over_targets<R: Send>(
-    targets: &[(usize, Target)],
-    deadline: Option<Instant>,
-    f: impl Fn(&Target) -> Result<R> + Sync,
-) -> Result<Vec<(usize, R)>> {
-    let one = |(i, t): &(usize, Target)| Ok((*i, f(t)?));
-    let mut out = match deadline {
-        None => targets.iter().map(one).collect::<Result<Vec<_>>>()?,
-        Some(d) => batches_until(targets, d, |batch| batch.par_iter().map(one).collect())?,
-    };
-    out.sort_by_key(|(i, _)| *i);
-    Ok(out)
-}
 
 /// Name under which the user's size limit is a matched size (with the uniform plan it is
 /// compared with: `limit (q4_1)`).

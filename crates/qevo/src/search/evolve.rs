@@ -39,11 +39,10 @@ pub fn evolve(
     let mut termination = Termination::generations(cfg.evolution.generations);
     termination.max_time = max_time;
     let crossover = cfg.evolution.crossover.kind(cfg.space.unit);
-    let resume = resume_from(cfg, problem)?;
     // A resumed run keeps the population its checkpoint was made with.
-    let population = match &resume {
-        Some(path) => evo::Checkpoint::load(path)?.pop_size,
-        None => affordable_population(cfg, seeded, max_time),
+    let (resume, population) = match resume_from(cfg, problem)? {
+        Some((path, pop)) => (Some(path), pop),
+        None => (None, affordable_population(cfg, seeded, max_time)),
     };
     let algo = Nsga2::new(population)
         .with_crossover(LayerwiseCrossover::new(crossover, 0.9))
@@ -92,16 +91,20 @@ fn affordable_population(cfg: &SearchConfig, seeded: &Seeded, max_time: Option<D
     fits.clamp(MIN_TIMED_POPULATION.min(pop), pop)
 }
 
-/// The checkpoint to continue from: asking to resume without one is an error, not a
-/// silent fresh start, and so is one made with other settings (each is named).
-fn resume_from(cfg: &SearchConfig, problem: &QuantProblem) -> Result<Option<std::path::PathBuf>> {
+/// The checkpoint to continue from, with its population: asking to resume without one
+/// is an error, not a silent fresh start, and so is one made with other settings (each
+/// is named).
+fn resume_from(
+    cfg: &SearchConfig,
+    problem: &QuantProblem,
+) -> Result<Option<(std::path::PathBuf, usize)>> {
     if !cfg.checkpoint.resume {
         return Ok(None);
     }
     match &cfg.checkpoint.path {
         Some(p) if p.is_file() => {
-            check_settings(p, problem)?;
-            Ok(Some(p.clone()))
+            let population = check_settings(p, problem)?;
+            Ok(Some((p.clone(), population)))
         }
         Some(p) => Err(Error::setting(
             "resume",
@@ -114,8 +117,9 @@ fn resume_from(cfg: &SearchConfig, problem: &QuantProblem) -> Result<Option<std:
     }
 }
 
-/// Refuses a checkpoint whose recorded settings differ from this search's, naming each.
-fn check_settings(path: &std::path::Path, problem: &QuantProblem) -> Result<()> {
+/// Refuses a checkpoint whose recorded settings differ from this search's, naming each;
+/// the population it was made with.
+fn check_settings(path: &std::path::Path, problem: &QuantProblem) -> Result<usize> {
     let ck = evo::Checkpoint::load(path)?;
     let run = ck.problem_state.as_ref().and_then(|s| s.get("run"));
     let then: Vec<(String, String)> = match run {
@@ -133,7 +137,7 @@ fn check_settings(path: &std::path::Path, problem: &QuantProblem) -> Result<()> 
     }
     let differences = crate::error::differences(&then, problem.run_settings());
     match differences.is_empty() {
-        true => Ok(()),
+        true => Ok(ck.pop_size),
         false => Err(Error::ResumeMismatch {
             path: path.to_path_buf(),
             differences,

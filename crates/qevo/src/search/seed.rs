@@ -4,14 +4,13 @@
 //! point just beyond the worst uniform plan and the FP cost.
 
 use super::baselines::{lagrangian_at, lagrangian_sweep, BaselinePoint};
-use super::clock::{batches_until, Deadlines};
+use super::clock::{each_until, Deadlines};
 use super::prepare::Prepared;
 use super::problem::QuantProblem;
 use super::sensitivity::{sensitivity, table_scales, Sensitivity};
 use super::SearchConfig;
 use crate::calib::collect_imatrix;
 use crate::error::Result;
-use rayon::prelude::*;
 use std::time::Instant;
 
 /// A Lagrangian plan: genome, bytes, and the KL the additive model predicts.
@@ -98,39 +97,27 @@ fn uniform_plans(
     limit: Option<u64>,
     deadline: Option<Instant>,
 ) -> Result<Vec<BaselinePoint>> {
-    let mut plans: Vec<(usize, String, Vec<u16>)> = Vec::new();
+    let mut plans: Vec<(usize, (String, Vec<u16>))> = Vec::new();
     for (i, c) in p.space.choices[0].iter().enumerate() {
         if let Some(g) = p.space.uniform_genome(c) {
             let act = match c.act_bits {
                 16 => String::new(),
                 a => format!(" a{a}"),
             };
-            plans.push((i, c.format.name() + &act, g));
+            plans.push((i, (c.format.name() + &act, g)));
         }
     }
-    let score = |(i, name, genome): &(usize, String, Vec<u16>)| -> Result<(usize, BaselinePoint)> {
-        let scored = problem.full(genome)?;
-        let genome = genome.clone();
-        Ok((
-            *i,
-            BaselinePoint {
-                name: name.clone(),
-                genome,
-                scored,
-            },
-        ))
-    };
-    let mut scored = match deadline {
-        None => plans.iter().map(score).collect::<Result<Vec<_>>>()?,
-        Some(deadline) => {
-            let bytes = |g: &[u16]| p.space.plan(p.model, g).size_bytes(p.model);
-            plans.sort_by_cached_key(|(i, _, g)| (by_nearness(bytes(g), limit), *i));
-            batches_until(&plans, deadline, |batch| {
-                batch.par_iter().map(score).collect()
-            })?
-        }
-    };
-    scored.sort_by_key(|(i, _)| *i);
+    if deadline.is_some() {
+        let bytes = |g: &[u16]| p.space.plan(p.model, g).size_bytes(p.model);
+        plans.sort_by_cached_key(|(i, (_, g))| (by_nearness(bytes(g), limit), *i));
+    }
+    let scored = each_until(&plans, deadline, |(name, genome)| {
+        Ok(BaselinePoint {
+            name: name.clone(),
+            genome: genome.clone(),
+            scored: problem.full(genome)?,
+        })
+    })?;
     Ok(scored.into_iter().map(|(_, b)| b).collect())
 }
 

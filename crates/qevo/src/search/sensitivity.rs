@@ -301,7 +301,9 @@ fn unit_row_errors(
             .par_iter()
             .zip(&row)
             .map(|(c, e)| {
-                let Some(_) = e else { return Ok(None) };
+                if e.is_none() {
+                    return Ok(None);
+                }
                 let q =
                     ev.weights
                         .fake_quant_rows(model, t, c.format, &sample.values, sample.rows)?;
