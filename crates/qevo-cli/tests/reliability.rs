@@ -932,6 +932,21 @@ fn reports_plans_and_costs_check_what_they_are_given() {
             &[],
         ),
         error(
+            "plan-cost of a gguf file names it as no config",
+            args(&[
+                "plan-cost",
+                &{
+                    let f = s.path("model-for-plan-cost.gguf");
+                    std::fs::write(&f, b"GGUF\x03\x00\x00\x00 and no json").unwrap();
+                    p(&f)
+                },
+                "--machine",
+                "arm-neon",
+            ]),
+            &["model-for-plan-cost.gguf", "a GGUF file", "qevo inspect"],
+            &[],
+        ),
+        error(
             "plan-cost with 9 heads and 7 KV heads",
             args(&["plan-cost", &heads, "--machine", "arm-neon"]),
             &["num_key_value_heads"],

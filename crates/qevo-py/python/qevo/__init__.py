@@ -274,6 +274,7 @@ def search(
     epsilon: Optional[Union[float, str, Sequence[float]]] = None,
     crossover: str = "auto",
     sensitivity: str = "auto",
+    head: str = "auto",
     imatrix: bool = False,
     imatrix_file: Optional[Union[str, "os.PathLike[str]"]] = None,
     rounding: str = "block",
@@ -342,6 +343,9 @@ def search(
     - ``sensitivity``: how the per-unit sensitivity table is filled: "measured" (every
       cell), "scaled" (two probes per unit, the rest scaled by weight error) or "auto"
       (scaled when the measured table would be large).
+    - ``head``: how calibration scores run the output layer: "full", "sampled" (the FP
+      top-k, the next 192 ranked tokens and the next token per position, the rest's mass
+      estimated by ratio) or "auto" (sampled when the output layer outweighs the blocks).
 
     Ctrl-C stops the search after the current generation (its checkpoint written) and
     raises KeyboardInterrupt. Errors raise ``QevoError`` naming the setting at fault.

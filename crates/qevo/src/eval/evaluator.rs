@@ -334,10 +334,7 @@ impl<'m> Evaluator<'m> {
             range: seg.clone(),
             batch: on.reference.batch,
         };
-        pass.logits_from(start, &mut remember, |first, flat| {
-            total.add(&on.reference.score_logits(first, flat));
-            Ok(())
-        })?;
+        total.add(&pass.score_from(start, &mut remember, on.reference)?);
         if let Some(mk) = memo_key {
             lock(on.cache).segments.insert(mk, *total);
         }

@@ -13,12 +13,14 @@
 pub mod cache;
 pub mod embedding;
 pub mod evaluator;
+pub mod head;
 pub mod llama_ppl;
 pub mod score;
 
 pub use cache::{block_working_set, CacheStats, PlanWeights, WeightCache};
 pub use embedding::{knn_accuracy, mean_cosine};
 pub use evaluator::{prefix_stride, Evaluator, PrefixStats};
+pub use head::HeadScore;
 pub use score::{score_plan, PlanScore, ScoreOptions};
 
 use crate::calib::{default_batch, TokenWindows};
@@ -150,6 +152,8 @@ pub struct Reference {
     width: usize,
     /// Encoders: the FP pooled embedding of every window (then the token fields are empty).
     pooled: Option<embedding::Pooled>,
+    /// Scored through the sampled head (`head`): the tokens ranked after the top-k.
+    sample: Option<head::Sample>,
 }
 
 /// Log-softmax pieces of one row of logits, in f64. `ln_sum` is `sum.ln()`, taken once
@@ -305,29 +309,8 @@ impl Pass<'_> {
         mut f: impl FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
         let model = self.model;
-        let batch = self.batch.max(1);
-        let Partial {
-            blocks_done,
-            mut states,
-        } = match start {
-            Some(p) => p,
-            None => Partial {
-                blocks_done: 0,
-                states: self.embed(batch)?,
-            },
-        };
-        for b in blocks_done..model.n_blocks() {
-            self.weights.prefetch(&model.block_tensors(b))?;
-            states = states
-                .iter()
-                .map(|h| model.block_with(b, self.weights, self.hook, h))
-                .collect::<Result<_>>()?;
-            for h in &states {
-                check_finite_states(model, b, h)?;
-            }
-            after_block(b, &states);
-        }
-        for (j, h) in states.iter().enumerate() {
+        let states = self.blocks_from(start, after_block)?;
+        for (first, h) in self.batches(&states) {
             let n = h.dim(0)?;
             // A decoder's head runs a few windows at a time (`HEAD_ROWS`); an encoder's
             // pooled outputs are small.
@@ -348,11 +331,77 @@ impl Pass<'_> {
                     {
                         return Err(non_finite(model, "output", "the head's outputs"));
                     }
-                    f(self.range.start + j * batch + w0, flat)
+                    f(first + w0, flat)
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// `reference`'s sums over this pass: through the sampled head when the reference
+    /// was built for it (`head`), else through the full head's logits.
+    pub fn score_from(
+        &self,
+        start: Option<Partial>,
+        after_block: &mut dyn FnMut(usize, &[Tensor]),
+        reference: &Reference,
+    ) -> Result<Sums> {
+        let mut total = Sums::default();
+        let Some(sample) = &reference.sample else {
+            self.logits_from(start, after_block, |first, flat| {
+                total.add(&reference.score_logits(first, flat));
+                Ok(())
+            })?;
+            return Ok(total);
+        };
+        let states = self.blocks_from(start, after_block)?;
+        for (first, h) in self.batches(&states) {
+            let s =
+                reference.score_sampled(sample, self.model, self.weights, self.hook, first, h)?;
+            total.add(&s);
+        }
+        Ok(total)
+    }
+
+    /// The states after every block, from `start` (or the embedding), each block's
+    /// reported to `after_block`.
+    fn blocks_from(
+        &self,
+        start: Option<Partial>,
+        after_block: &mut dyn FnMut(usize, &[Tensor]),
+    ) -> Result<Vec<Tensor>> {
+        let model = self.model;
+        let Partial {
+            blocks_done,
+            mut states,
+        } = match start {
+            Some(p) => p,
+            None => Partial {
+                blocks_done: 0,
+                states: self.embed(self.batch.max(1))?,
+            },
+        };
+        for b in blocks_done..model.n_blocks() {
+            self.weights.prefetch(&model.block_tensors(b))?;
+            states = states
+                .iter()
+                .map(|h| model.block_with(b, self.weights, self.hook, h))
+                .collect::<Result<_>>()?;
+            for h in &states {
+                check_finite_states(model, b, h)?;
+            }
+            after_block(b, &states);
+        }
+        Ok(states)
+    }
+
+    /// Each batch's states with the index of its first window.
+    fn batches<'s>(&self, states: &'s [Tensor]) -> impl Iterator<Item = (usize, &'s Tensor)> {
+        let (start, batch) = (self.range.start, self.batch.max(1));
+        states
+            .iter()
+            .enumerate()
+            .map(move |(j, h)| (start + j * batch, h))
     }
 
     fn embed(&self, batch: usize) -> Result<Vec<Tensor>> {
@@ -454,6 +503,7 @@ impl Reference {
             batch,
             width: vocab,
             pooled: None,
+            sample: None,
         })
     }
 
@@ -490,6 +540,7 @@ impl Reference {
             batch,
             width: pooled.width,
             pooled: Some(pooled),
+            sample: None,
         })
     }
 
@@ -516,10 +567,16 @@ impl Reference {
         ))
     }
 
+    /// Whether scores run through the sampled head (`head`).
+    pub fn sampled(&self) -> bool {
+        self.sample.is_some()
+    }
+
     /// Bytes held by the compact distributions.
     pub fn memory_bytes(&self) -> usize {
         let pooled = self.pooled.as_ref().map_or(0, |p| p.memory_bytes());
-        self.top_ids.len() * 4 + self.top_lp.len() * 4 + self.tail_lp.len() * 4 + pooled
+        let sample = self.sample.as_ref().map_or(0, |s| s.memory_bytes());
+        self.top_ids.len() * 4 + self.top_lp.len() * 4 + self.tail_lp.len() * 4 + pooled + sample
     }
 
     /// Scores one batch of head outputs starting at window `first`: logits
@@ -580,20 +637,17 @@ impl Reference {
         hook: &dyn LinearHook,
         range: std::ops::Range<usize>,
     ) -> Result<Sums> {
-        let mut total = Sums::default();
-        for_each_logits(
-            model,
-            w,
-            hook,
-            &self.windows,
-            range,
-            self.batch,
-            |first, flat| {
-                total.add(&self.score_logits(first, flat));
-                Ok(())
-            },
-        )?;
-        Ok(total)
+        w.run(model, |weights| {
+            let pass = Pass {
+                model,
+                weights,
+                hook,
+                windows: &self.windows,
+                range,
+                batch: self.batch,
+            };
+            pass.score_from(None, &mut |_, _| {}, self)
+        })
     }
 
     /// Scores any weight set (e.g. `eval::PlanWeights`, drawn from a bounded cache block
@@ -604,7 +658,6 @@ impl Reference {
         w: &dyn Weights,
         hook: &dyn LinearHook,
     ) -> Result<Metrics> {
-        let mut total = Sums::default();
         let pass = Pass {
             model,
             weights: w,
@@ -613,11 +666,7 @@ impl Reference {
             range: 0..self.windows.len(),
             batch: self.batch,
         };
-        pass.logits_from(None, &mut |_, _| {}, |first, flat| {
-            total.add(&self.score_logits(first, flat));
-            Ok(())
-        })?;
-        Ok(total.metrics())
+        Ok(pass.score_from(None, &mut |_, _| {}, self)?.metrics())
     }
 
     /// Scores a weight set on every window.

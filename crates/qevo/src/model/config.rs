@@ -91,7 +91,15 @@ pub(crate) struct HfConfig<'a> {
 
 impl<'a> HfConfig<'a> {
     pub fn read(path: &'a Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if bytes.starts_with(crate::model::gguf::GGUF_MAGIC) {
+            return Err(Error::format(
+                path,
+                "a GGUF file, not a Hugging Face config.json (a GGUF's shape: `qevo inspect`)",
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
         if !json.is_object() {

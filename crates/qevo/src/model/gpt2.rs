@@ -4,7 +4,7 @@
 
 use super::config::HfConfig;
 use super::llama::{attention, block_at, causal_mask, embed_rows, require, split_heads, Fetch};
-use super::{linear, LinearHook, Role, TensorInfo, Weights};
+use super::{linear, linear_rows, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 
@@ -202,7 +202,26 @@ impl Gpt2Net {
         hook: &dyn LinearHook,
         x: &Tensor,
     ) -> Result<Tensor> {
-        let hn = candle_nn::ops::layer_norm(x, &self.ln_f.0, &self.ln_f.1, self.cfg.ln_eps as f32)?;
-        linear(&hn, w, self.embed_idx, None, hook)
+        linear(&self.final_norm(x)?, w, self.embed_idx, None, hook)
+    }
+
+    /// `head`'s logits at vocabulary rows `ids` only: `[positions, ids.len()]`.
+    pub(crate) fn head_rows(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        x: &Tensor,
+        ids: &[u32],
+    ) -> Result<Tensor> {
+        linear_rows(&self.final_norm(x)?, w, self.embed_idx, ids, hook)
+    }
+
+    fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(
+            x,
+            &self.ln_f.0,
+            &self.ln_f.1,
+            self.cfg.ln_eps as f32,
+        )?)
     }
 }

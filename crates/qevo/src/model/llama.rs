@@ -10,7 +10,7 @@
 use super::config::{ArchKind, HfConfig};
 use super::fused::{self, AttnScores};
 use super::rope::{RopeContext, RopeSpec, RopeTables, ScalingDict};
-use super::{linear, Experts, LinearHook, Role, TensorInfo, Weight, Weights};
+use super::{linear, linear_rows, Experts, LinearHook, Role, TensorInfo, Weight, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -1125,9 +1125,25 @@ impl LlamaNet {
         x: &Tensor,
     ) -> Result<Tensor> {
         let hn = self.rms(x, &self.norm)?;
-        let logits = linear(&hn, w, self.output_idx, None, hook)?;
+        self.finish_logits(&linear(&hn, w, self.output_idx, None, hook)?)
+    }
+
+    /// `head`'s logits at vocabulary rows `ids` only: `[positions, ids.len()]`.
+    pub(crate) fn head_rows(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        x: &Tensor,
+        ids: &[u32],
+    ) -> Result<Tensor> {
+        let hn = self.rms(x, &self.norm)?;
+        self.finish_logits(&linear_rows(&hn, w, self.output_idx, ids, hook)?)
+    }
+
+    /// What follows the output product: the logit scale, then the final soft-cap.
+    fn finish_logits(&self, logits: &Tensor) -> Result<Tensor> {
         let logits = match self.cfg.logit_scale {
-            1.0 => logits,
+            1.0 => logits.clone(),
             s => logits.affine(1.0 / s, 0.0)?,
         };
         softcap(&logits, self.cfg.final_softcap)

@@ -571,6 +571,25 @@ impl Model {
         }
     }
 
+    /// A decoder's head at vocabulary rows `ids` only (`eval::head`'s sampled scores):
+    /// `[positions, ids.len()]` for states `[.., hidden]`, the same values as those
+    /// columns of `head_with`'s logits.
+    pub fn head_rows(
+        &self,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        h: &Tensor,
+        ids: &[u32],
+    ) -> Result<Tensor> {
+        match &self.net {
+            Net::Llama(n) => n.head_rows(w, hook, h, ids),
+            Net::Gpt2(n) => n.head_rows(w, hook, h, ids),
+            Net::Bert(_) => Err(Error::Invalid(
+                "an encoder has no vocabulary head to score rows of".into(),
+            )),
+        }
+    }
+
     /// The whole network: embed → every block → head.
     pub fn forward<W: WeightSet + ?Sized>(
         &self,
@@ -648,6 +667,21 @@ impl Model {
 
 /// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is
 /// one large GEMM.
+/// `linear` at output rows `ids` of tensor `idx` only (no bias): `[rows, ids.len()]`,
+/// with the inputs flattened to rows. Only those rows of the weight are gathered.
+pub(crate) fn linear_rows(
+    x: &Tensor,
+    w: &dyn Weights,
+    idx: usize,
+    ids: &[u32],
+    hook: &dyn LinearHook,
+) -> Result<Tensor> {
+    let x = hook.linear_input(idx, x)?;
+    let last = x.dim(x.rank().saturating_sub(1))?;
+    let x2 = x.reshape((x.elem_count() / last.max(1), last))?;
+    Ok(x2.matmul(&w.gather(idx, ids)?.t()?)?)
+}
+
 pub(crate) fn linear(
     x: &Tensor,
     w: &dyn Weights,

@@ -47,7 +47,8 @@ pub fn compare(
         targets.sort_by_key(|(i, t)| (by_nearness(t.1, limit), *i));
     }
     let lagrangian_of = |(name, size, _): &Target| -> Result<Option<BaselinePoint>> {
-        let plan = lagrangian_at(&seeded.sweep, *size).filter(|_| cfg.baselines.lagrangian);
+        let plan = lagrangian_at(&seeded.sensitivity, &seeded.sweep, *size)
+            .filter(|_| cfg.baselines.lagrangian);
         let Some(g) = plan else { return Ok(None) };
         Ok(Some(BaselinePoint {
             name: format!("lagrangian @ {name}"),

@@ -7,6 +7,7 @@ use super::sensitivity::SensitivityMode;
 use super::space::{self, UnitMode};
 use crate::calib::ActScheme;
 use crate::error::{Error, Result};
+use crate::eval::HeadScore;
 use crate::hw::{Profile, Workload};
 use crate::plan::UserLimits;
 use crate::quant::RoundingMode;
@@ -240,6 +241,8 @@ pub struct DataConfig {
     /// How the sensitivity table is filled: every cell measured, or probes scaled by
     /// weight error (`search::sensitivity`).
     pub sensitivity: SensitivityMode,
+    /// How calibration scores run the output layer (`eval::head`).
+    pub head: HeadScore,
 }
 
 /// Where a search's importance matrix comes from.
@@ -361,6 +364,7 @@ impl SearchConfig {
                 imatrix: Importance::None,
                 rounding: RoundingMode::Block,
                 sensitivity: SensitivityMode::Auto,
+                head: HeadScore::Auto,
             },
             caches: CacheConfig {
                 enabled: true,

@@ -10,6 +10,7 @@ use super::{FpCost, SearchConfig};
 use crate::calib::TokenWindows;
 use crate::calib::{calibrate_act_ranges, collect_imatrix, ActRanges, Imatrix, OutputRounding};
 use crate::error::{Error, Result};
+use crate::eval::head::SAMPLE_ROWS;
 use crate::eval::WeightCache;
 use crate::eval::{auto_topk, prefix_stride, Evaluator, Reference};
 use crate::model::Model;
@@ -138,7 +139,10 @@ pub fn prepare<'m>(
         k => k,
     };
     let (k_calib, k_heldout) = (k_for(&calib), k_for(&heldout));
-    let reference = Reference::build(model, calib, k_calib)?;
+    let reference = match cfg.data.head.sampled(model, k_calib) {
+        true => Reference::build_sampled(model, calib, k_calib, SAMPLE_ROWS)?,
+        false => Reference::build(model, calib, k_calib)?,
+    };
     let heldout = Reference::build(model, heldout, k_heldout)?;
     // The calibration windows' k, so a validation score is the same kind of KL.
     let validation = validation

@@ -91,6 +91,14 @@ fn run_settings(prepared: &Prepared, cfg: &SearchConfig) -> Vec<(String, String)
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |m| m.fingerprint()),
         ),
+        (
+            "head",
+            match e.reference.sampled() {
+                true => "sampled",
+                false => "full",
+            }
+            .to_string(),
+        ),
         ("cache", cfg.caches.enabled.to_string()),
         ("surrogate", cfg.caches.surrogate.to_string()),
         ("epsilon", format!("{:?}", cfg.caches.epsilon)),

@@ -213,7 +213,7 @@ fn lagrangian_point(
     seeded: &Seeded,
     limit: u64,
 ) -> Result<Option<Point>> {
-    let Some(genome) = lagrangian_at(&seeded.sweep, limit) else {
+    let Some(genome) = lagrangian_at(&seeded.sensitivity, &seeded.sweep, limit) else {
         return Ok(None);
     };
     let scored = problem.full(&genome)?;

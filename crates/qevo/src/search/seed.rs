@@ -57,7 +57,7 @@ pub fn seed(
     let sweep = lagrangian_sweep(&sens);
     let room = cfg.evolution.population * 3 / 4;
     let given = given_seeds(p, cfg, limit);
-    let seeds = seed_genomes(&given, &uniform, &sweep, limit, room);
+    let seeds = seed_genomes(&given, &uniform, &sens, &sweep, limit, room);
     let reference_point = reference_point(&uniform, p);
     Ok(Seeded {
         sensitivity: sens,
@@ -139,6 +139,7 @@ pub(super) fn by_nearness(bytes: u64, limit: Option<u64>) -> (bool, u64) {
 pub fn seed_genomes(
     given: &[Vec<u16>],
     uniform: &[BaselinePoint],
+    sens: &Sensitivity,
     sweep: &[SweepPoint],
     limit: Option<u64>,
     room: usize,
@@ -146,14 +147,14 @@ pub fn seed_genomes(
     let uni_g: Vec<Vec<u16>> = uniform.iter().map(|b| b.genome.clone()).collect();
     let lag_at: Vec<Vec<u16>> = uniform
         .iter()
-        .filter_map(|u| lagrangian_at(sweep, u.scored.size_bytes))
+        .filter_map(|u| lagrangian_at(sens, sweep, u.scored.size_bytes))
         .collect();
     let lag_g: Vec<Vec<u16>> = sweep.iter().map(|p| p.0.clone()).collect();
     let mut seeds: Vec<Vec<u16>> = Vec::new();
     for g in given
         .iter()
         .cloned()
-        .chain(at_limit(sweep, limit))
+        .chain(at_limit(sens, sweep, limit))
         .chain(spread(&uni_g, room / 2))
         .chain(lag_at)
         .chain(spread(&lag_g, room))
@@ -167,11 +168,11 @@ pub fn seed_genomes(
 
 /// The Lagrangian plans at a size limit: the one `lagrangian_at` picks, and the
 /// `LIMIT_SEEDS - 1` largest sweep plans below it (other multipliers near the limit).
-fn at_limit(sweep: &[SweepPoint], limit: Option<u64>) -> Vec<Vec<u16>> {
+fn at_limit(sens: &Sensitivity, sweep: &[SweepPoint], limit: Option<u64>) -> Vec<Vec<u16>> {
     let Some(limit) = limit else {
         return Vec::new();
     };
-    let first = lagrangian_at(sweep, limit);
+    let first = lagrangian_at(sens, sweep, limit);
     let below = sweep
         .iter()
         .rev()
@@ -229,10 +230,20 @@ mod tests {
         assert_eq!(spread(&list[..2], 5).len(), 2);
     }
 
+    /// One unit whose choice `i` has the bytes and predicted KL of the sweep's plan `[i]`.
+    fn table(sweep: &[SweepPoint]) -> Sensitivity {
+        Sensitivity {
+            kl: vec![sweep.iter().map(|p| p.2).collect()],
+            bytes: vec![sweep.iter().map(|p| p.1).collect()],
+            windows: 1,
+            measured: vec![vec![true; sweep.len()]],
+        }
+    }
+
     #[test]
     fn seed_genomes_fit_the_room_without_duplicates() {
         let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], i as u64, 0.0)).collect();
-        let seeds = seed_genomes(&[], &[], &sweep, None, 6);
+        let seeds = seed_genomes(&[], &[], &table(&sweep), &sweep, None, 6);
         assert_eq!(seeds.len(), 6);
         let mut uniq = seeds.clone();
         uniq.dedup();
@@ -247,7 +258,7 @@ mod tests {
         let sweep: Vec<SweepPoint> = (0..20u16)
             .map(|i| (vec![i], 10 * i as u64, 1.0 / (1.0 + i as f64)))
             .collect();
-        let seeds = seed_genomes(&[], &[], &sweep, Some(105), 8);
+        let seeds = seed_genomes(&[], &[], &table(&sweep), &sweep, Some(105), 8);
         assert_eq!(seeds[..LIMIT_SEEDS], [vec![10], vec![9], vec![8], vec![7]]);
         assert!(seeds
             .iter()
@@ -257,7 +268,7 @@ mod tests {
     #[test]
     fn the_callers_seed_plans_come_first() {
         let sweep: Vec<SweepPoint> = (0..20u16).map(|i| (vec![i], 10 * i as u64, 0.0)).collect();
-        let seeds = seed_genomes(&[vec![99]], &[], &sweep, Some(105), 8);
+        let seeds = seed_genomes(&[vec![99]], &[], &table(&sweep), &sweep, Some(105), 8);
         assert_eq!(seeds[0], vec![99]);
         assert_eq!(seeds[1], vec![10]);
     }

@@ -16,6 +16,7 @@ use super::config::{
 use super::sensitivity::SensitivityMode;
 use super::space::{parse_act_bits, parse_formats, UnitMode};
 use crate::error::{Error, Result};
+use crate::eval::HeadScore;
 use crate::hw::{parse_constraint_override, resolve_profile, Workload};
 use crate::model::Model;
 use crate::plan::UserLimits;
@@ -155,6 +156,13 @@ pub struct Settings {
     /// measured table would be large: a 135M model with tensor units).
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = SensitivityMode::Auto))]
     pub sensitivity: SensitivityMode,
+    /// How the calibration scores run the output layer: `full` (every vocabulary row),
+    /// `sampled` (per position the FP top-k, the next 192 ranked tokens and the next
+    /// token; the mass beyond them estimated by ratio: `eval::head`), or `auto` (sampled
+    /// when the output layer has more weights than all blocks, as Gemma-3-270M's).
+    /// Validation and held-out scores always run the full head.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = HeadScore::Auto))]
+    pub head: HeadScore,
     /// The file the search checkpoints to after every generation [CLI default:
     /// checkpoint.json in the output directory].
     #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
@@ -213,6 +221,7 @@ impl Default for Settings {
             imatrix_file: None,
             rounding: RoundingMode::Block,
             sensitivity: SensitivityMode::Auto,
+            head: HeadScore::Auto,
             checkpoint: None,
             resume: false,
             tune_front: 0,
@@ -365,6 +374,7 @@ impl Settings {
             },
             rounding: self.rounding,
             sensitivity: self.sensitivity,
+            head: self.head,
         }
     }
 }
