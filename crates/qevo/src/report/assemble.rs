@@ -80,6 +80,9 @@ pub struct ReportInput {
     /// Sensitivity-table cells measured, and all cells (the rest scaled).
     #[serde(default)]
     pub sensitivity_cells: [usize; 2],
+    /// The calibration scores ran the sampled output layer (`eval::head`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_sampled: bool,
     pub fp_heldout_perplexity: f64,
     /// Front plans tuned after the search (`--tune-front`), untuned against tuned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -408,6 +411,7 @@ impl ReportInput {
             generations: generation_rows(o),
             caches: CacheCounts::of(o),
             sensitivity_cells: o.sensitivity.measured_count().into(),
+            head_sampled: o.head_sampled,
             fp_heldout_perplexity: o.fp.heldout_ppl,
             tuned: o.tuned.iter().map(TunedRow::of).collect(),
             refine: o.refine.clone(),
@@ -583,6 +587,12 @@ fn notes(input: &ReportInput, run: Option<&RunRecord>) -> Vec<String> {
             input.sensitivity_cells[0], input.sensitivity_cells[1]
         ),
     });
+    if input.head_sampled {
+        lines.push(format!(
+            "calibration KL through the sampled output layer (per position the FP top-k, the next {} ranked tokens and the next token; the rest's mass by ratio); validation and held-out KL through the full one",
+            crate::eval::head::SAMPLE_ROWS
+        ));
+    }
     lines.push(format!(
         "workload: {} prompt + {} generated tokens; units: {}; formats: {}",
         input.prefill_tokens,

@@ -276,6 +276,7 @@ pub(crate) fn input() -> ReportInput {
             surrogate_spearman: Some(0.9),
         },
         sensitivity_cells: [4, 12],
+        head_sampled: false,
         fp_heldout_perplexity: 13.5,
         tuned: Vec::new(),
         refine: Some(refine_summary()),

@@ -163,6 +163,8 @@ pub struct SearchOutcome {
     pub rounding: Option<crate::calib::OutputRounding>,
     /// Front plans tuned after the search (`tune_front`), in the order tuned.
     pub tuned: Vec<tune_front::TunedEntry>,
+    /// The calibration scores ran the sampled output layer (`eval::head`).
+    pub head_sampled: bool,
 }
 
 impl SearchOutcome {
@@ -304,6 +306,7 @@ pub fn run_with(
         imatrix: prepared.imatrix.clone(),
         rounding: prepared.rounding.clone(),
         tuned: Vec::new(),
+        head_sampled: prepared.evaluator.reference.sampled(),
     };
     // A search the caller stopped ends here: its outputs are what it had.
     if cfg.tune_front.plans > 0 && evolved.stop != evo::StopReason::Observer {
