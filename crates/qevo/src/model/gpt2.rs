@@ -4,7 +4,7 @@
 
 use super::config::HfConfig;
 use super::llama::{attention, block_at, causal_mask, embed_rows, require, split_heads, Fetch};
-use super::{linear, linear_rows, LinearHook, Role, TensorInfo, Weights};
+use super::{head_product, linear, LinearHook, Role, TensorInfo, Weights};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 
@@ -196,24 +196,15 @@ impl Gpt2Net {
         Ok((x + lin(&m, 5)?)?)
     }
 
+    /// Final norm, then the logits: at every vocabulary row, or at `rows` only.
     pub(crate) fn head(
         &self,
         w: &dyn Weights,
         hook: &dyn LinearHook,
         x: &Tensor,
+        rows: Option<&[u32]>,
     ) -> Result<Tensor> {
-        linear(&self.final_norm(x)?, w, self.embed_idx, None, hook)
-    }
-
-    /// `head`'s logits at vocabulary rows `ids` only: `[positions, ids.len()]`.
-    pub(crate) fn head_rows(
-        &self,
-        w: &dyn Weights,
-        hook: &dyn LinearHook,
-        x: &Tensor,
-        ids: &[u32],
-    ) -> Result<Tensor> {
-        linear_rows(&self.final_norm(x)?, w, self.embed_idx, ids, hook)
+        head_product(&self.final_norm(x)?, w, self.embed_idx, rows, hook)
     }
 
     fn final_norm(&self, x: &Tensor) -> Result<Tensor> {

@@ -10,7 +10,7 @@
 use super::config::{ArchKind, HfConfig};
 use super::fused::{self, AttnScores};
 use super::rope::{RopeContext, RopeSpec, RopeTables, ScalingDict};
-use super::{linear, linear_rows, Experts, LinearHook, Role, TensorInfo, Weight, Weights};
+use super::{head_product, linear, Experts, LinearHook, Role, TensorInfo, Weight, Weights};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, D};
 
@@ -1118,26 +1118,16 @@ impl LlamaNet {
         fused::attention(&q, &k, &v, scores)
     }
 
+    /// Final norm, then the logits: at every vocabulary row, or at `rows` only.
     pub(crate) fn head(
         &self,
         w: &dyn Weights,
         hook: &dyn LinearHook,
         x: &Tensor,
+        rows: Option<&[u32]>,
     ) -> Result<Tensor> {
         let hn = self.rms(x, &self.norm)?;
-        self.finish_logits(&linear(&hn, w, self.output_idx, None, hook)?)
-    }
-
-    /// `head`'s logits at vocabulary rows `ids` only: `[positions, ids.len()]`.
-    pub(crate) fn head_rows(
-        &self,
-        w: &dyn Weights,
-        hook: &dyn LinearHook,
-        x: &Tensor,
-        ids: &[u32],
-    ) -> Result<Tensor> {
-        let hn = self.rms(x, &self.norm)?;
-        self.finish_logits(&linear_rows(&hn, w, self.output_idx, ids, hook)?)
+        self.finish_logits(&head_product(&hn, w, self.output_idx, rows, hook)?)
     }
 
     /// What follows the output product: the logit scale, then the final soft-cap.

@@ -565,8 +565,8 @@ impl Model {
     /// `head` over any weight set.
     pub fn head_with(&self, w: &dyn Weights, hook: &dyn LinearHook, h: &Tensor) -> Result<Tensor> {
         match &self.net {
-            Net::Llama(n) => n.head(w, hook, h),
-            Net::Gpt2(n) => n.head(w, hook, h),
+            Net::Llama(n) => n.head(w, hook, h, None),
+            Net::Gpt2(n) => n.head(w, hook, h, None),
             Net::Bert(n) => n.head(h),
         }
     }
@@ -582,8 +582,8 @@ impl Model {
         ids: &[u32],
     ) -> Result<Tensor> {
         match &self.net {
-            Net::Llama(n) => n.head_rows(w, hook, h, ids),
-            Net::Gpt2(n) => n.head_rows(w, hook, h, ids),
+            Net::Llama(n) => n.head(w, hook, h, Some(ids)),
+            Net::Gpt2(n) => n.head(w, hook, h, Some(ids)),
             Net::Bert(_) => Err(Error::Invalid(
                 "an encoder has no vocabulary head to score rows of".into(),
             )),
@@ -667,15 +667,19 @@ impl Model {
 
 /// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is
 /// one large GEMM.
-/// `linear` at output rows `ids` of tensor `idx` only (no bias): `[rows, ids.len()]`,
-/// with the inputs flattened to rows. Only those rows of the weight are gathered.
-pub(crate) fn linear_rows(
+/// A decoder head's product (no bias): `linear` by output tensor `idx`, or, given
+/// `rows`, by those vocabulary rows only (`[positions, rows.len()]`, the inputs flattened
+/// to positions; only those rows of the weight are gathered).
+pub(crate) fn head_product(
     x: &Tensor,
     w: &dyn Weights,
     idx: usize,
-    ids: &[u32],
+    rows: Option<&[u32]>,
     hook: &dyn LinearHook,
 ) -> Result<Tensor> {
+    let Some(ids) = rows else {
+        return linear(x, w, idx, None, hook);
+    };
     let x = hook.linear_input(idx, x)?;
     let last = x.dim(x.rank().saturating_sub(1))?;
     let x2 = x.reshape((x.elem_count() / last.max(1), last))?;
