@@ -60,14 +60,6 @@ impl HeadScore {
                 HeadScore::Auto => head_outweighs_blocks(model),
             }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            HeadScore::Auto => "auto",
-            HeadScore::Full => "full",
-            HeadScore::Sampled => "sampled",
-        }
-    }
 }
 
 /// Whether the output layer's product (vocabulary × hidden) outweighs all blocks' weights.
@@ -162,9 +154,7 @@ impl Reference {
             ids.dedup();
             let logits = model.head_rows(w, hook, &flat.narrow(0, c0, c)?, &ids)?;
             with_f32(&logits, |z| {
-                if z.iter().any(|x| !x.is_finite()) {
-                    return Err(super::non_finite(model, "output", "the head's outputs"));
-                }
+                super::check_finite_logits(model, z)?;
                 let sums: Vec<Sums> = z
                     .par_chunks(ids.len())
                     .zip(positions.clone().into_par_iter())
@@ -221,23 +211,22 @@ impl Reference {
         let mass = |v: &[f32]| v.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>();
         let (q_top, q_sample) = (mass(&zt), mass(&zs));
         let p_sample: f64 = slp.iter().map(|&x| (x as f64).exp()).sum();
-        let p_tail = (self.tail_lp[pos] as f64).exp();
-        let p_beyond = (p_tail - p_sample).max(0.0);
+        let lpt = self.tail_lp[pos] as f64;
+        let p_beyond = (lpt.exp() - p_sample).max(0.0);
         // The quantized model's mass beyond the sample, at the FP model's ratio.
         let q_beyond = match p_sample > 0.0 {
             true => q_sample * p_beyond / p_sample,
             false => 0.0,
         };
-        let ln_z = (q_top + q_sample + q_beyond).ln();
+        let z_sum = q_top + q_sample + q_beyond;
+        let ln_z = z_sum.ln();
         let logq = |x: f32| (x - max) as f64 - ln_z;
-        let mut kl: f64 = ids
+        let mut kl: f64 = lps
             .iter()
-            .zip(lps)
             .zip(&zt)
-            .map(|((_, &lp), &x)| (lp as f64).exp() * (lp as f64 - logq(x)))
+            .map(|(&lp, &x)| (lp as f64).exp() * (lp as f64 - logq(x)))
             .sum();
-        let q_tail = ((q_sample + q_beyond).ln() - ln_z).exp().max(1e-30);
-        let lpt = self.tail_lp[pos] as f64;
+        let q_tail = ((q_sample + q_beyond) / z_sum).max(1e-30);
         kl += lpt.exp() * (lpt - q_tail.ln());
         // The FP top-1 is the first largest of the scored rows (a row outside them
         // that outscores it is not seen).

@@ -246,6 +246,18 @@ fn non_finite(model: &Model, tensor: &str, what: &str) -> Error {
     }
 }
 
+/// The head's logits must be finite (checked in parallel: a 262144-wide vocabulary makes
+/// them the largest tensor a pass produces).
+fn check_finite_logits(model: &Model, flat: &[f32]) -> Result<()> {
+    match flat
+        .par_chunks(1 << 16)
+        .any(|c| c.iter().any(|x| !x.is_finite()))
+    {
+        true => Err(non_finite(model, "output", "the head's outputs")),
+        false => Ok(()),
+    }
+}
+
 /// Block `b`'s output states must be finite: one sum over them (a NaN or infinity
 /// anywhere makes it non-finite) costs little next to the block's matrix products, and
 /// stops a model whose activations overflow from scoring as "perplexity NaN" or "KL 0".
@@ -325,12 +337,7 @@ impl Pass<'_> {
                 };
                 let logits = model.head_with(self.weights, self.hook, &part)?;
                 with_f32(&logits, |flat| {
-                    if flat
-                        .par_chunks(1 << 16)
-                        .any(|c| c.iter().any(|x| !x.is_finite()))
-                    {
-                        return Err(non_finite(model, "output", "the head's outputs"));
-                    }
+                    check_finite_logits(model, flat)?;
                     f(first + w0, flat)
                 })?;
             }
@@ -637,17 +644,7 @@ impl Reference {
         hook: &dyn LinearHook,
         range: std::ops::Range<usize>,
     ) -> Result<Sums> {
-        w.run(model, |weights| {
-            let pass = Pass {
-                model,
-                weights,
-                hook,
-                windows: &self.windows,
-                range,
-                batch: self.batch,
-            };
-            pass.score_from(None, &mut |_, _| {}, self)
-        })
+        w.run(model, |weights| self.sums_over(model, weights, hook, range))
     }
 
     /// Scores any weight set (e.g. `eval::PlanWeights`, drawn from a bounded cache block
@@ -658,15 +655,28 @@ impl Reference {
         w: &dyn Weights,
         hook: &dyn LinearHook,
     ) -> Result<Metrics> {
+        Ok(self
+            .sums_over(model, w, hook, 0..self.windows.len())?
+            .metrics())
+    }
+
+    /// This reference's sums of weight set `w` over windows `range`, from the embedding.
+    fn sums_over(
+        &self,
+        model: &Model,
+        w: &dyn Weights,
+        hook: &dyn LinearHook,
+        range: std::ops::Range<usize>,
+    ) -> Result<Sums> {
         let pass = Pass {
             model,
             weights: w,
             hook,
             windows: &self.windows,
-            range: 0..self.windows.len(),
+            range,
             batch: self.batch,
         };
-        Ok(pass.score_from(None, &mut |_, _| {}, self)?.metrics())
+        pass.score_from(None, &mut |_, _| {}, self)
     }
 
     /// Scores a weight set on every window.

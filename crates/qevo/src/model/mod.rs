@@ -665,8 +665,6 @@ impl Model {
     }
 }
 
-/// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is
-/// one large GEMM.
 /// A decoder head's product (no bias): `linear` by output tensor `idx`, or, given
 /// `rows`, by those vocabulary rows only (`[positions, rows.len()]`, the inputs flattened
 /// to positions; only those rows of the weight are gathered).
@@ -686,6 +684,8 @@ pub(crate) fn head_product(
     Ok(x2.matmul(&w.gather(idx, ids)?.t()?)?)
 }
 
+/// Linear layer: hook, then `x @ w^T (+ b)`, with x flattened to 2-D so the product is
+/// one large GEMM.
 pub(crate) fn linear(
     x: &Tensor,
     w: &dyn Weights,

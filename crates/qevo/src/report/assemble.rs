@@ -532,38 +532,7 @@ fn refine_line(r: &crate::search::refine::RefineSummary, seconds: Option<f64>) -
 /// the per-process caches' counters come from `run` (`run.json`); without it, those
 /// lines are left out and the rest stand.
 fn notes(input: &ReportInput, run: Option<&RunRecord>) -> Vec<String> {
-    let c = &input.caches;
-    let pct = |h, n| super::format::pct(hit_rate(h, n));
-    let mut lines = vec![format!(
-        "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
-        c.fitness_hits,
-        c.fitness_lookups,
-        pct(c.fitness_hits, c.fitness_lookups),
-        c.full_evaluations,
-        c.screenings,
-        c.screened_out
-    )];
-    lines.extend(run.map(|r| {
-        let p = &r.caches;
-        format!(
-            "prefix cache: {} hits / {} lookups ({}), {} of block work reused, {} full scores continued their screening; weight cache: {} hits / {} lookups ({})",
-            p.prefix_hits,
-            p.prefix_lookups,
-            pct(p.prefix_hits, p.prefix_lookups),
-            pct(p.blocks_reused, p.blocks_reused + p.blocks_run),
-            p.segments_reused,
-            p.weight_hits,
-            p.weight_lookups,
-            pct(p.weight_hits, p.weight_lookups)
-        )
-    }));
-    lines.push(format!(
-        "surrogate: {} offspring screened out before any forward pass; rank correlation with the full KL {} on {} plans it did not train on",
-        c.surrogate_rejected,
-        c.surrogate_spearman
-            .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
-        c.surrogate_checked
-    ));
+    let mut lines = cache_notes(input, run);
     let times = run.map(|r| {
         format!(
             "search {:.1} s, total {:.1} s",
@@ -615,6 +584,43 @@ fn notes(input: &ReportInput, run: Option<&RunRecord>) -> Vec<String> {
             .as_ref()
             .map(|r| refine_line(r, refine_seconds)),
     );
+    lines
+}
+
+/// The fitness memo's, prefix and weight caches' (from `run`) and the surrogate's lines.
+fn cache_notes(input: &ReportInput, run: Option<&RunRecord>) -> Vec<String> {
+    let c = &input.caches;
+    let pct = |h, n| super::format::pct(hit_rate(h, n));
+    let mut lines = vec![format!(
+        "fitness cache: {} hits / {} lookups ({}); {} full evaluations, {} screenings, {} screened out",
+        c.fitness_hits,
+        c.fitness_lookups,
+        pct(c.fitness_hits, c.fitness_lookups),
+        c.full_evaluations,
+        c.screenings,
+        c.screened_out
+    )];
+    lines.extend(run.map(|r| {
+        let p = &r.caches;
+        format!(
+            "prefix cache: {} hits / {} lookups ({}), {} of block work reused, {} full scores continued their screening; weight cache: {} hits / {} lookups ({})",
+            p.prefix_hits,
+            p.prefix_lookups,
+            pct(p.prefix_hits, p.prefix_lookups),
+            pct(p.blocks_reused, p.blocks_reused + p.blocks_run),
+            p.segments_reused,
+            p.weight_hits,
+            p.weight_lookups,
+            pct(p.weight_hits, p.weight_lookups)
+        )
+    }));
+    lines.push(format!(
+        "surrogate: {} offspring screened out before any forward pass; rank correlation with the full KL {} on {} plans it did not train on",
+        c.surrogate_rejected,
+        c.surrogate_spearman
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
+        c.surrogate_checked
+    ));
     lines
 }
 

@@ -89,7 +89,8 @@ fn fill(s: &Sensitivity, mut g: Vec<u16>, max_bytes: u64) -> Vec<u16> {
             let (b0, k0) = (s.bytes[u][cur as usize], s.kl[u][cur as usize]);
             for (c, (&b, &k)) in s.bytes[u].iter().zip(&s.kl[u]).enumerate() {
                 let added = b.saturating_sub(b0);
-                let fits = used - b0.min(used) + b <= max_bytes;
+                // `used` holds `b0`: swapping it for `b` must stay within the limit.
+                let fits = used - b0 + b <= max_bytes;
                 if k < k0 && fits {
                     let rate = (k0 - k) / added.max(1) as f64;
                     if best.is_none_or(|(r, ..)| rate > r) {
